@@ -1,0 +1,85 @@
+//! Broker settings, shared by the binary's flags and by code that embeds the broker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When appended data is forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Leave it to the OS (acknowledged writes survive a process crash, not a power loss).
+    Never,
+    /// fsync before every acknowledgement (survives power loss; slowest).
+    Always,
+    /// fsync dirty partitions on this period (a power loss loses at most this window).
+    Interval(Duration),
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(Self::Never),
+            "always" => Ok(Self::Always),
+            ms => ms
+                .strip_suffix("ms")
+                .unwrap_or(ms)
+                .parse::<u64>()
+                .map(|ms| Self::Interval(Duration::from_millis(ms.max(1))))
+                .map_err(|_| format!("expected 'never', 'always' or a period in ms like '1000ms', got '{s}'")),
+        }
+    }
+}
+
+/// Everything the broker needs to run.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where topics, committed offsets and producer ids are stored.
+    pub data_dir: PathBuf,
+    /// `host:port` given to clients in metadata; defaults to the listener's address.
+    pub advertised: Option<String>,
+    /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub default_partitions: i32,
+    /// Create unknown topics when a client asks for their metadata.
+    pub auto_create_topics: bool,
+    pub fsync: FsyncPolicy,
+    /// Segment roll size in bytes.
+    pub segment_bytes: u64,
+    /// Segment roll age in ms.
+    pub segment_ms: u64,
+    /// Default time retention in ms, `-1` for none.
+    pub retention_ms: i64,
+    /// Default size retention per partition in bytes, `-1` for none.
+    pub retention_bytes: i64,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+    /// Largest request frame accepted; bigger frames close the connection.
+    pub max_request_bytes: usize,
+    /// Connections beyond this wait for a free slot.
+    pub max_connections: usize,
+    /// How long a new group waits for more members before its first rebalance completes.
+    pub group_initial_rebalance_delay: Duration,
+    pub group_min_session_timeout: Duration,
+    pub group_max_session_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("broker-data"),
+            advertised: None,
+            default_partitions: 1,
+            auto_create_topics: true,
+            fsync: FsyncPolicy::Never,
+            segment_bytes: 128 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_check_interval: Duration::from_secs(30),
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            group_initial_rebalance_delay: Duration::from_millis(300),
+            group_min_session_timeout: Duration::from_millis(1000),
+            group_max_session_timeout: Duration::from_secs(1800),
+        }
+    }
+}

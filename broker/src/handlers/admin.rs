@@ -1,0 +1,196 @@
+//! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::*;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::topics::{TOPIC_CONFIG_KEYS, TopicError};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn topic_error(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.as_str().to_string();
+            let configs: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.as_str().to_string(), c.value.as_ref()?.as_str().to_string())))
+                .collect();
+            let partitions = if t.num_partitions == -1 {
+                broker.topics.default_partitions()
+            } else {
+                t.num_partitions
+            };
+            let result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            if t.replication_factor > 1 {
+                return result
+                    .with_error_code(ResponseError::InvalidReplicationFactor.code())
+                    .with_error_message(Some(str_bytes("this single-node broker keeps one replica")));
+            }
+            let outcome = if request.validate_only {
+                broker.topics.validate(&name, partitions, &configs).map(|_| None)
+            } else {
+                broker.topics.create(&name, Some(partitions), configs).map(Some)
+            };
+            match outcome {
+                Ok(topic) => {
+                    let overrides = topic.as_ref().map(|t| t.configs.clone()).unwrap_or_default();
+                    let shown = TOPIC_CONFIG_KEYS
+                        .iter()
+                        .map(|key| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(*key))
+                                .with_value(broker.topics.effective_config(&overrides, key).map(str_bytes))
+                                .with_config_source(if overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+                        })
+                        .collect();
+                    let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
+                    // Partition count, replication factor and configs are answered from v5 on.
+                    if version < 5 {
+                        return result;
+                    }
+                    result
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(shown))
+                }
+                Err(e) => result
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(str_bytes(e.to_string()))),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v0-5 name topics in `topic_names`; v6 uses `topics` with a name or an id.
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
+        .collect();
+    targets.extend(
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id)),
+    );
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let name = name.or_else(|| broker.topics.get_by_id(id).map(|t| t.name.clone()));
+            let result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                .with_topic_id(id);
+            let Some(name) = name else {
+                return result.with_error_code(ResponseError::UnknownTopicId.code());
+            };
+            match broker.topics.delete(&name) {
+                Ok(topic) => {
+                    if let Err(e) = broker.offsets.delete_topic(&name) {
+                        tracing::warn!(topic = name, "could not drop committed offsets: {e}");
+                    }
+                    result.with_topic_id(topic.id)
+                }
+                Err(e) => result
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(str_bytes(e.to_string()))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub fn describe_configs(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let wanted = |key: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+            };
+            let entries: Vec<(String, Option<String>, i8)> = match resource.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = broker.topics.get(resource.resource_name.as_str()) else {
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(str_bytes("unknown topic")));
+                    };
+                    TOPIC_CONFIG_KEYS
+                        .iter()
+                        .map(|key| {
+                            let source = if topic.configs.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            (key.to_string(), broker.topics.effective_config(&topic.configs, key), source)
+                        })
+                        .collect()
+                }
+                RESOURCE_BROKER => {
+                    let c = &broker.config;
+                    vec![
+                        ("num.partitions".into(), Some(c.default_partitions.to_string()), SOURCE_STATIC_BROKER),
+                        ("auto.create.topics.enable".into(), Some(c.auto_create_topics.to_string()), SOURCE_STATIC_BROKER),
+                        ("log.retention.ms".into(), Some(c.retention_ms.to_string()), SOURCE_STATIC_BROKER),
+                        ("log.retention.bytes".into(), Some(c.retention_bytes.to_string()), SOURCE_STATIC_BROKER),
+                        ("log.segment.bytes".into(), Some(c.segment_bytes.to_string()), SOURCE_STATIC_BROKER),
+                        ("log.roll.ms".into(), Some(c.segment_ms.to_string()), SOURCE_STATIC_BROKER),
+                        ("socket.request.max.bytes".into(), Some(c.max_request_bytes.to_string()), SOURCE_STATIC_BROKER),
+                        ("default.replication.factor".into(), Some("1".into()), SOURCE_DEFAULT),
+                        ("min.insync.replicas".into(), Some("1".into()), SOURCE_DEFAULT),
+                    ]
+                }
+                _ => {
+                    return result
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(str_bytes("only topic and broker configs are described")));
+                }
+            };
+            let configs = entries
+                .into_iter()
+                .filter(|(k, _, _)| wanted(k))
+                .map(|(name, value, source)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(str_bytes(name))
+                        .with_value(value.map(str_bytes))
+                        .with_read_only(source != SOURCE_TOPIC)
+                        .with_config_source(source)
+                })
+                .collect();
+            result.with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}

@@ -1,0 +1,103 @@
+//! Fetch, with real long polling: a fetch that finds too little data parks on the end-offset
+//! watches of its partitions and answers the moment any of them moves (or at `max_wait_ms`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::storage::ReadOutcome;
+
+/// Longest a fetch may park, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut watches = Vec::new();
+        let (response, bytes, errors) = read_once(broker, &request, &mut watches);
+        let enough = bytes >= request.min_bytes.max(0) as usize && (bytes > 0 || request.min_bytes <= 0);
+        if enough || errors || watches.is_empty() || Instant::now() >= deadline {
+            return response;
+        }
+        let any_changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            _ = any_changed => continue,
+            _ = tokio::time::sleep_until(deadline) => return response,
+        }
+    }
+}
+
+/// Reads every requested partition once. Subscribes to each partition's end offset *before*
+/// reading it, so an append racing with this read still wakes the waiter.
+fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    watches: &mut Vec<watch::Receiver<i64>>,
+) -> (FetchResponse, usize, bool) {
+    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errors = false;
+    let responses = request
+        .topics
+        .iter()
+        .map(|fetch_topic| {
+            let topic = broker.topics.get(fetch_topic.topic.as_str());
+            let partitions = fetch_topic
+                .partitions
+                .iter()
+                .map(|fp| {
+                    let data = PartitionData::default()
+                        .with_partition_index(fp.partition)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_preferred_read_replica(BrokerId(-1))
+                        .with_aborted_transactions(Some(Vec::new()))
+                        .with_records(Some(Bytes::new()));
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
+                        errors = true;
+                        return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    watches.push(partition.subscribe());
+                    let log = partition.log();
+                    let (end, start) = (log.next_offset(), log.log_start_offset());
+                    let data = data
+                        .with_high_watermark(end)
+                        .with_last_stable_offset(end)
+                        .with_log_start_offset(start);
+                    let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+                    // KIP-74: the first non-empty partition may exceed the limits by one batch.
+                    match log.read(fp.fetch_offset, limit, total == 0) {
+                        Ok(ReadOutcome::Batches(records)) => {
+                            total += records.len();
+                            remaining = remaining.saturating_sub(records.len());
+                            data.with_records(Some(records))
+                        }
+                        Ok(ReadOutcome::OutOfRange) => {
+                            errors = true;
+                            data.with_error_code(ResponseError::OffsetOutOfRange.code())
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %fetch_topic.topic.as_str(), partition = fp.partition, "read failed: {e}");
+                            errors = true;
+                            data.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_topic_id(topic.as_ref().map(|t| t.id).unwrap_or_default())
+                .with_partitions(partitions)
+        })
+        .collect();
+    (FetchResponse::default().with_responses(responses), total, errors)
+}

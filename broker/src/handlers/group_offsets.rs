@@ -1,0 +1,155 @@
+//! OffsetCommit and OffsetFetch, backed by the durable offset store.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::{code, str_bytes};
+use crate::broker::Broker;
+use crate::offset_store::Committed;
+
+pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.as_str();
+    let mut error = broker
+        .groups
+        .validate_commit(group, request.generation_id_or_member_epoch, request.member_id.as_str());
+    if error.is_none() {
+        let commits = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        t.name.as_str().to_string(),
+                        p.partition_index,
+                        Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+                        },
+                    )
+                })
+            })
+            .collect();
+        if let Err(e) = broker.offsets.commit(group, commits) {
+            tracing::error!(group, "offset commit failed: {e}");
+            error = Some(ResponseError::CoordinatorNotAvailable);
+        }
+    }
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
+                t.partitions
+                    .into_iter()
+                    .map(|p| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code(error))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Committed offsets of one group: for the requested partitions, or all when `None`.
+fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let parts = ps.into_iter().map(|p| (p, broker.offsets.fetch(group, &t, p))).collect();
+                (t, parts)
+            })
+            .collect(),
+        None => {
+            let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            for (t, p, c) in broker.offsets.group_offsets(group) {
+                match out.last_mut() {
+                    Some((last, parts)) if *last == t => parts.push((p, Some(c))),
+                    _ => out.push((t, vec![(p, Some(c))])),
+                }
+            }
+            out
+        }
+    }
+}
+
+pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        // v8+: a batch of groups.
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = lookup(broker, g.group_id.as_str(), wanted)
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(str_bytes(t)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|(p, c)| {
+                                        let (offset, epoch, metadata) = split(c);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(metadata)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
+            .collect()
+    });
+    let topics = lookup(broker, request.group_id.as_str(), wanted)
+        .into_iter()
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(t)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let (offset, epoch, metadata) = split(c);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(metadata)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+fn split(c: Option<Committed>) -> (i64, i32, Option<kafka_protocol::protocol::StrBytes>) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, Some(str_bytes(c.metadata.unwrap_or_default()))),
+        None => (-1, -1, Some(str_bytes(""))),
+    }
+}

@@ -1,0 +1,218 @@
+//! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups. The state machine itself lives in `crate::group`.
+
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+
+use super::{code, str_bytes};
+use crate::broker::{Broker, NODE_ID};
+use crate::connection::ClientContext;
+use crate::group::{GroupState, JoinRequest};
+
+pub fn find_coordinator(broker: &Broker, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let host = str_bytes(broker.advertised_host.clone());
+    let port = broker.advertised_port;
+    // key_type 1 asks for a transaction coordinator, which this broker doesn't have.
+    let error = (request.key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(if error.is_some() { -1 } else { NODE_ID }))
+                    .with_host(host.clone())
+                    .with_port(port)
+                    .with_error_code(code(error))
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_error_code(code(error))
+        .with_node_id(BrokerId(if error.is_some() { -1 } else { NODE_ID }))
+        .with_host(host)
+        .with_port(port)
+}
+
+pub async fn join(
+    broker: &Broker,
+    ctx: &ClientContext,
+    client_id: &str,
+    request: JoinGroupRequest,
+    version: i16,
+) -> JoinGroupResponse {
+    let session_timeout = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+    // v0 has no rebalance timeout; Kafka uses the session timeout then.
+    let rebalance_timeout = if version == 0 || request.rebalance_timeout_ms <= 0 {
+        session_timeout
+    } else {
+        Duration::from_millis(request.rebalance_timeout_ms as u64)
+    };
+    let result = broker
+        .groups
+        .join(JoinRequest {
+            group_id: request.group_id.as_str().to_string(),
+            member_id: request.member_id.as_str().to_string(),
+            group_instance_id: request.group_instance_id.map(|s| s.as_str().to_string()),
+            client_id: client_id.to_string(),
+            client_host: format!("/{}", ctx.peer.ip()),
+            session_timeout,
+            rebalance_timeout,
+            protocol_type: request.protocol_type.as_str().to_string(),
+            protocols: request
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.as_str().to_string(), p.metadata))
+                .collect(),
+            require_known_member_id: version >= 4,
+        })
+        .await;
+    JoinGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_generation_id(result.generation_id)
+        .with_protocol_type(result.protocol_type.map(str_bytes))
+        .with_protocol_name(result.protocol_name.map(str_bytes))
+        .with_leader(str_bytes(result.leader))
+        .with_member_id(str_bytes(result.member_id))
+        .with_members(
+            result
+                .members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(str_bytes(id))
+                        .with_group_instance_id(instance.map(str_bytes))
+                        .with_metadata(metadata)
+                })
+                .collect(),
+        )
+}
+
+pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.as_str().to_string(), a.assignment))
+        .collect();
+    let result = broker
+        .groups
+        .sync(
+            request.group_id.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+            assignments,
+        )
+        .await;
+    SyncGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_protocol_type(result.protocol_type.map(str_bytes))
+        .with_protocol_name(result.protocol_name.map(str_bytes))
+        .with_assignment(result.assignment)
+}
+
+pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+    let error = broker.groups.heartbeat(
+        request.group_id.as_str(),
+        request.generation_id,
+        request.member_id.as_str(),
+    );
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub fn leave(broker: &Broker, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if version < 3 {
+        let ids = [request.member_id.as_str().to_string()];
+        let errors = broker.groups.leave(request.group_id.as_str(), &ids);
+        return LeaveGroupResponse::default().with_error_code(code(errors[0]));
+    }
+    let ids: Vec<String> = request.members.iter().map(|m| m.member_id.as_str().to_string()).collect();
+    let errors = broker.groups.leave(request.group_id.as_str(), &ids);
+    let members = request
+        .members
+        .into_iter()
+        .zip(errors)
+        .map(|(m, e)| {
+            MemberResponse::default()
+                .with_member_id(m.member_id)
+                .with_group_instance_id(m.group_instance_id)
+                .with_error_code(code(e))
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+pub fn list(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+    let mut groups: Vec<(String, GroupState, String)> = broker.groups.list();
+    // Groups known only by their committed offsets are Empty consumer groups.
+    for name in broker.offsets.groups() {
+        if !groups.iter().any(|(g, _, _)| *g == name) {
+            groups.push((name, GroupState::Empty, "consumer".to_string()));
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let wanted = |state: GroupState| {
+        request.states_filter.is_empty()
+            || request
+                .states_filter
+                .iter()
+                .any(|s| s.as_str().eq_ignore_ascii_case(state.as_str()))
+    };
+    let listed = groups
+        .into_iter()
+        .filter(|(_, state, _)| wanted(*state))
+        .map(|(name, state, protocol_type)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(name)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(str_bytes(state.as_str()))
+                .with_group_type(str_bytes("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(listed)
+}
+
+pub fn describe(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group_id| {
+            let described = DescribedGroup::default()
+                .with_group_id(group_id.clone())
+                .with_authorized_operations(i32::MIN);
+            match broker.groups.describe(group_id.as_str()) {
+                Some(g) => described
+                    .with_group_state(str_bytes(g.state.as_str()))
+                    .with_protocol_type(str_bytes(g.protocol_type))
+                    .with_protocol_data(str_bytes(g.protocol))
+                    .with_members(
+                        g.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(str_bytes(m.member_id))
+                                    .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                                    .with_client_id(str_bytes(m.client_id))
+                                    .with_client_host(str_bytes(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                None if broker.offsets.groups().iter().any(|g| g == group_id.as_str()) => described
+                    .with_group_state(str_bytes("Empty"))
+                    .with_protocol_type(str_bytes("consumer")),
+                None => described.with_group_state(str_bytes("Dead")),
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}

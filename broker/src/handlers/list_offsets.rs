@@ -1,0 +1,99 @@
+//! Offset lookups: ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+
+use crate::broker::Broker;
+use crate::storage::log::LEADER_EPOCH;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // The leader epoch field exists from v4 on.
+    let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(epoch);
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let log = partition.log();
+                    let found = match p.timestamp {
+                        LATEST | LATEST_TIERED => Ok(Some((log.next_offset(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        MAX_TIMESTAMP => log.max_timestamp(),
+                        ts => log.offset_for_timestamp(ts),
+                    };
+                    match found {
+                        Ok(Some((offset, timestamp))) => response.with_offset(offset).with_timestamp(timestamp),
+                        Ok(None) => response,
+                        Err(e) => {
+                            tracing::error!("offset lookup failed: {e}");
+                            response.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The leader epoch never changes (it is always 0), so the end of epoch 0 is the log end.
+pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.topic.as_str());
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let response = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
+                        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    if p.current_leader_epoch > LEADER_EPOCH {
+                        return response.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                    }
+                    if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
+                        return response;
+                    }
+                    response
+                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_end_offset(partition.log().next_offset())
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}

@@ -1,0 +1,71 @@
+//! Produce: validate, de-duplicate and append each partition's batches.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::storage::AppendError;
+
+/// Returns `None` for acks=0, which gets no response at all.
+pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
+    let transactional = request.transactional_id.is_some();
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic_data| {
+            let topic = broker.topics.get(topic_data.name.as_str());
+            let partition_responses = topic_data
+                .partition_data
+                .into_iter()
+                .map(|data| {
+                    let response = PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    let fail = |e: ResponseError, message: String| {
+                        response
+                            .clone()
+                            .with_error_code(e.code())
+                            .with_error_message(Some(str_bytes(message)))
+                    };
+                    if transactional {
+                        return fail(
+                            ResponseError::TransactionalIdAuthorizationFailed,
+                            "transactions are not supported by this broker".into(),
+                        );
+                    }
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(data.index)) else {
+                        return fail(ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into());
+                    };
+                    let Some(records) = data.records else {
+                        return fail(ResponseError::InvalidRecord, "no records".into());
+                    };
+                    let mut records = records.to_vec();
+                    match partition.append(&mut records) {
+                        Ok((appended, log_start)) => response
+                            .with_base_offset(appended.base_offset())
+                            .with_log_start_offset(log_start),
+                        Err(e) => {
+                            let code = match &e {
+                                AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+                                AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                                AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                                AppendError::TooLarge => ResponseError::MessageTooLarge,
+                                AppendError::Io(_) => ResponseError::KafkaStorageError,
+                            };
+                            tracing::debug!(topic = %topic_data.name.as_str(), partition = data.index, "produce refused: {e}");
+                            fail(code, e.to_string())
+                        }
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,44 @@
+//! A single-node, durable broker that speaks the Kafka wire protocol, so ordinary Kafka clients
+//! (librdkafka via `rdkafka`, kcat, ...) use it unchanged.
+//!
+//! # A tour
+//! A request travels through these modules, in order:
+//!
+//! - [`server`]: binds nothing itself; [`spawn`] takes a bound listener, accepts connections
+//!   (with a connection limit) and runs the background chores: group session expiry, retention,
+//!   interval fsync. [`BrokerHandle::shutdown`] stops it all.
+//! - [`connection`]: one task per client; reads length-prefixed frames, answers in order.
+//! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
+//!   the message structs. [`apis`] is the table of served APIs and versions; ApiVersions is
+//!   derived from it, so nothing is advertised that isn't served.
+//! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
+//!   offsets, admin, producer ids), behind one dispatch function.
+//! - [`broker`]: the shared state the handlers work on:
+//!   - [`topics`]: topics with stable ids and per-topic config; each partition holds a
+//!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,
+//!     rolling, retention, and idempotent-producer sequence checks;
+//!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
+//!   - [`offset_store`]: committed offsets, durable across restarts.
+//!
+//! The on-disk format is described in `docs/broker-storage.md`, the group state machine in
+//! `docs/broker-groups.md`.
+
+pub mod apis;
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod group;
+pub mod handlers;
+pub mod offset_store;
+pub mod server;
+pub mod storage;
+pub mod topics;
+mod wire_alloc;
+
+pub use config::{BrokerConfig, FsyncPolicy};
+pub use server::{BrokerHandle, run, spawn};
+
+/// Keeps a forged array length in a request from aborting the process; see [`wire_alloc`].
+#[global_allocator]
+static ALLOCATOR: wire_alloc::LazyHugeAlloc = wire_alloc::LazyHugeAlloc;

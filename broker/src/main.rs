@@ -1,0 +1,91 @@
+//! The `broker` binary: flags and environment to a [`broker::BrokerConfig`], then run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use broker::{BrokerConfig, FsyncPolicy};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// A single-node, durable, Kafka-wire-compatible broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0:9092")]
+    listen: String,
+    /// HOST:PORT clients are told to connect to (default: the listen address, 127.0.0.1 for 0.0.0.0).
+    #[arg(long, env = "BROKER_ADVERTISED")]
+    advertised: Option<String>,
+    /// Directory for topics, committed offsets and producer ids.
+    #[arg(long, env = "BROKER_DATA_DIR", default_value = "broker-data")]
+    data_dir: PathBuf,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "BROKER_DEFAULT_PARTITIONS", default_value_t = 1)]
+    default_partitions: i32,
+    /// Don't create unknown topics on metadata requests.
+    #[arg(long, env = "BROKER_NO_AUTO_CREATE")]
+    no_auto_create_topics: bool,
+    /// When to fsync appended data: never (OS decides; survives a process crash), always (before
+    /// each acknowledgement; survives power loss), or a period like 1000ms.
+    #[arg(long, env = "BROKER_FSYNC", default_value = "never")]
+    fsync: FsyncPolicy,
+    /// Roll a segment at this size in bytes.
+    #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value_t = 128 * 1024 * 1024)]
+    segment_bytes: u64,
+    /// Roll a segment at this age in ms.
+    #[arg(long, env = "BROKER_SEGMENT_MS", default_value_t = 7 * 24 * 3600 * 1000)]
+    segment_ms: u64,
+    /// Default time retention in ms (-1: keep forever).
+    #[arg(long, env = "BROKER_RETENTION_MS", default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
+    retention_ms: i64,
+    /// Default size retention per partition in bytes (-1: no limit).
+    #[arg(long, env = "BROKER_RETENTION_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    retention_bytes: i64,
+    /// How often retention runs, in ms.
+    #[arg(long, env = "BROKER_RETENTION_CHECK_MS", default_value_t = 30_000)]
+    retention_check_ms: u64,
+    /// Largest request accepted, in bytes.
+    #[arg(long, env = "BROKER_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// Delay before a new group's first rebalance completes, in ms.
+    #[arg(long, env = "BROKER_GROUP_INITIAL_DELAY_MS", default_value_t = 300)]
+    group_initial_rebalance_delay_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = BrokerConfig {
+        data_dir: args.data_dir,
+        advertised: args.advertised,
+        default_partitions: args.default_partitions,
+        auto_create_topics: !args.no_auto_create_topics,
+        fsync: args.fsync,
+        segment_bytes: args.segment_bytes,
+        segment_ms: args.segment_ms,
+        retention_ms: args.retention_ms,
+        retention_bytes: args.retention_bytes,
+        retention_check_interval: Duration::from_millis(args.retention_check_ms.max(10)),
+        max_request_bytes: args.max_request_bytes,
+        group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+        ..BrokerConfig::default()
+    };
+    let listener = TcpListener::bind(&args.listen).await?;
+    broker::run(listener, config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

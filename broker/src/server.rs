@@ -1,0 +1,154 @@
+//! Accepting connections, background chores, and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::config::{BrokerConfig, FsyncPolicy};
+use crate::connection;
+
+/// A running broker. Dropping it does not stop it; call [`BrokerHandle::shutdown`].
+#[derive(Debug)]
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl BrokerHandle {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `host:port` for client `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("{}:{}", self.broker.advertised_host, self.broker.advertised_port)
+    }
+
+    /// The shared state, for tests and tools.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, closes every connection, flushes the logs and waits for all tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let broker = self.broker.clone();
+        let _ = tokio::task::spawn_blocking(move || broker.topics.sync_all()).await;
+    }
+}
+
+/// Starts a broker on an already bound listener (tests bind `127.0.0.1:0`).
+pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
+    let local_addr = listener.local_addr()?;
+    let (host, port) = match &config.advertised {
+        Some(advertised) => {
+            let (host, port) = advertised
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--advertised must be HOST:PORT, got '{advertised}'"))?;
+            (host.to_string(), port.parse::<i32>()?)
+        }
+        None if local_addr.ip().is_unspecified() => ("127.0.0.1".to_string(), i32::from(local_addr.port())),
+        None => (local_addr.ip().to_string(), i32::from(local_addr.port())),
+    };
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
+    let broker = Arc::new(broker);
+    let (shutdown, _) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_loop(listener, broker.clone(), shutdown.subscribe()));
+    tasks.spawn(chores(broker.clone(), shutdown.subscribe()));
+    tracing::info!(%local_addr, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker listening");
+    Ok(BrokerHandle {
+        local_addr,
+        broker,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Runs a broker until `shutdown` completes (the binary passes Ctrl-C / SIGTERM).
+pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Future) -> anyhow::Result<()> {
+    let handle = spawn(listener, config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let broker = broker.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    connection::serve(broker, stream, peer, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Usually out of file descriptors; back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Periodic work: group session expiry, retention, interval fsync.
+async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut group_tick = tokio::time::interval(Duration::from_millis(50));
+    let mut retention = tokio::time::interval(broker.config.retention_check_interval);
+    let fsync_period = match broker.config.fsync {
+        FsyncPolicy::Interval(period) => period,
+        _ => Duration::from_secs(3600),
+    };
+    let mut fsync = tokio::time::interval(fsync_period);
+    loop {
+        tokio::select! {
+            _ = group_tick.tick() => broker.groups.tick(),
+            _ = retention.tick() => {
+                let b = broker.clone();
+                let deleted = tokio::task::spawn_blocking(move || b.topics.enforce_retention(now_ms())).await.unwrap_or(0);
+                if deleted > 0 {
+                    tracing::info!(segments = deleted, "retention deleted old segments");
+                }
+            }
+            _ = fsync.tick() => {
+                if matches!(broker.config.fsync, FsyncPolicy::Interval(_)) {
+                    let b = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.topics.sync_all()).await;
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Wall-clock milliseconds, the unit of Kafka timestamps.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,483 @@
+//! `PartitionLog`: the ordered list of segments of one partition, and the rules of appending.
+//!
+//! Appends go to the last (active) segment, which rolls by size or age. Retention deletes whole
+//! old segments, which moves the log start offset. Idempotent producers are checked here, per
+//! partition, because sequence numbers are per partition.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::batch::{self, BatchError, BatchHeader};
+use super::segment::Segment;
+
+/// The leader epoch the single-node broker stamps on every batch; it never changes.
+pub const LEADER_EPOCH: i32 = 0;
+/// How many recent batches per producer are remembered to recognise a retried batch (Kafka's 5).
+const PRODUCER_WINDOW: usize = 5;
+
+/// Storage settings of one partition (from the topic's config).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Roll the active segment when it reaches this many bytes.
+    pub segment_bytes: u64,
+    /// Roll the active segment when it is this old (and not empty).
+    pub segment_age: Duration,
+    /// Delete segments whose newest record is older than this; `None` keeps forever.
+    pub retention: Option<Duration>,
+    /// Delete oldest segments while the partition is bigger than this; `None` for no limit.
+    pub retention_bytes: Option<u64>,
+    /// fsync every append before acknowledging it.
+    pub fsync_each_append: bool,
+}
+
+/// Why an append was refused.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    #[error("invalid record batch: {0}")]
+    Corrupt(#[from] BatchError),
+    #[error("producer epoch {got} is older than the current {current}")]
+    InvalidProducerEpoch { got: i16, current: i16 },
+    #[error("out of order sequence {got}, expected {expected}")]
+    OutOfOrderSequence { got: i32, expected: i32 },
+    #[error("record batch exceeds the segment size limit")]
+    TooLarge,
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The base offset a produce request's batches got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Newly written at this base offset.
+    New(i64),
+    /// A retry of a batch already stored at this base offset; nothing was written.
+    Duplicate(i64),
+}
+
+impl Appended {
+    pub fn base_offset(self) -> i64 {
+        match self {
+            Appended::New(o) | Appended::Duplicate(o) => o,
+        }
+    }
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Whole batches starting with the one that holds the requested offset (maybe empty).
+    Batches(Bytes),
+    /// The offset is before the log start or after the end.
+    OutOfRange,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SentBatch {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+/// Idempotence state of one producer id on this partition.
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    recent: VecDeque<SentBatch>,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    /// Segments in offset order; the last is the active one. Never empty.
+    segments: Vec<Segment>,
+    config: LogConfig,
+    producers: HashMap<i64, ProducerEntry>,
+    /// Whether bytes were written since the last fsync (for interval flushing).
+    dirty: bool,
+}
+
+/// What opening a log found, for the startup log line and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenReport {
+    pub segments: usize,
+    pub truncated_bytes: u64,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, cutting any torn tail of the active segment.
+    pub fn open(dir: &Path, config: LogConfig) -> io::Result<(Self, OpenReport)> {
+        fs::create_dir_all(dir)?;
+        let mut bases: Vec<i64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            segments: Vec::with_capacity(bases.len().max(1)),
+            config,
+            producers: HashMap::new(),
+            dirty: false,
+        };
+        let mut report = OpenReport::default();
+        let last = bases.len().saturating_sub(1);
+        for (i, base) in bases.into_iter().enumerate() {
+            let (segment, recovery) = Segment::open(dir, base, i == last)?;
+            report.truncated_bytes += recovery.truncated_bytes;
+            for header in &recovery.headers {
+                log.remember_producer(header);
+            }
+            log.segments.push(segment);
+        }
+        if log.segments.is_empty() {
+            log.segments.push(Segment::create(dir, 0)?);
+        }
+        report.segments = log.segments.len();
+        Ok((log, report))
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset
+    }
+
+    /// Offset the next record will get (the high watermark on a single node).
+    pub fn next_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Total bytes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has a segment")
+    }
+
+    /// Validates and appends the batches in one produce request's record set, all or nothing.
+    pub fn append(&mut self, records: &mut [u8]) -> Result<Appended, AppendError> {
+        // Validate every batch first so a bad batch in the middle stores nothing.
+        let mut headers = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            let header = batch::validate(&records[position..])?;
+            position += header.total_len();
+            headers.push(header);
+        }
+        if headers.is_empty() {
+            return Err(BatchError::Truncated {
+                needed: batch::HEADER_LEN,
+                available: 0,
+            }
+            .into());
+        }
+        if records.len() as u64 > self.config.segment_bytes.max(1 << 20) * 2 {
+            return Err(AppendError::TooLarge);
+        }
+        if let Some(duplicate) = self.check_sequences(&headers)? {
+            return Ok(Appended::Duplicate(duplicate));
+        }
+        self.maybe_roll()?;
+        let first_offset = self.next_offset();
+        let mut position = 0;
+        for header in &mut headers {
+            let len = header.total_len();
+            header.base_offset = self.next_offset();
+            let bytes = &mut records[position..position + len];
+            batch::stamp(bytes, header.base_offset, LEADER_EPOCH);
+            let segment = self.segments.last_mut().expect("never empty");
+            segment.append(bytes, header)?;
+            self.remember_producer(header);
+            position += len;
+        }
+        self.dirty = true;
+        if self.config.fsync_each_append {
+            self.sync()?;
+        }
+        Ok(Appended::New(first_offset))
+    }
+
+    /// Checks idempotent-producer sequences. Returns the stored base offset if the request is a
+    /// retry of batches already written.
+    fn check_sequences(&self, headers: &[BatchHeader]) -> Result<Option<i64>, AppendError> {
+        let first = &headers[0];
+        if !first.has_producer_id() || first.base_sequence < 0 {
+            return Ok(None);
+        }
+        let Some(entry) = self.producers.get(&first.producer_id) else {
+            // Unknown producer here (new, or its state aged out with old segments): accept.
+            return Ok(None);
+        };
+        if first.producer_epoch < entry.epoch {
+            return Err(AppendError::InvalidProducerEpoch {
+                got: first.producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if first.producer_epoch > entry.epoch {
+            // A bumped epoch restarts sequences at 0.
+            return if first.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(AppendError::OutOfOrderSequence {
+                    got: first.base_sequence,
+                    expected: 0,
+                })
+            };
+        }
+        if let Some(sent) = entry.recent.iter().find(|b| {
+            b.first_seq == first.base_sequence && b.last_seq == first.last_sequence()
+        }) {
+            return Ok(Some(sent.base_offset));
+        }
+        let expected = entry
+            .recent
+            .back()
+            .map_or(0, |b| if b.last_seq == i32::MAX { 0 } else { b.last_seq + 1 });
+        if first.base_sequence != expected {
+            return Err(AppendError::OutOfOrderSequence {
+                got: first.base_sequence,
+                expected,
+            });
+        }
+        Ok(None)
+    }
+
+    fn remember_producer(&mut self, header: &BatchHeader) {
+        if !header.has_producer_id() || header.base_sequence < 0 || header.is_control() {
+            return;
+        }
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.recent.clear();
+        }
+        if entry.recent.len() == PRODUCER_WINDOW {
+            entry.recent.pop_front();
+        }
+        entry.recent.push_back(SentBatch {
+            first_seq: header.base_sequence,
+            last_seq: header.last_sequence(),
+            base_offset: header.base_offset,
+        });
+    }
+
+    fn maybe_roll(&mut self) -> io::Result<()> {
+        let active = self.active();
+        let full = active.size >= self.config.segment_bytes;
+        let old = active.size > 0 && active.opened_at.elapsed() >= self.config.segment_age;
+        if full || old {
+            let base = active.next_offset;
+            self.active().sync()?;
+            self.segments.push(Segment::create(&self.dir, base)?);
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch
+    /// when `at_least_one`).
+    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> io::Result<ReadOutcome> {
+        if offset < self.log_start_offset() || offset > self.next_offset() {
+            return Ok(ReadOutcome::OutOfRange);
+        }
+        if offset == self.next_offset() {
+            return Ok(ReadOutcome::Batches(Bytes::new()));
+        }
+        let slot = self.segments.partition_point(|s| s.base_offset <= offset);
+        for segment in &self.segments[slot.saturating_sub(1)..] {
+            if let Some(position) = segment.position_of(offset.max(segment.base_offset))? {
+                return segment
+                    .read(position, max_bytes, at_least_one)
+                    .map(ReadOutcome::Batches);
+            }
+        }
+        Ok(ReadOutcome::Batches(Bytes::new()))
+    }
+
+    /// The first offset whose batch has a timestamp at or after `timestamp`, with that batch's
+    /// max timestamp. Lookups are per batch, which is exact for the usual one-record batches
+    /// and otherwise points at the start of the batch that holds the answer.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        for segment in &self.segments {
+            if segment.size == 0 || segment.max_timestamp < timestamp {
+                continue;
+            }
+            for (_, header) in segment.headers_from(0)? {
+                if header.max_timestamp >= timestamp {
+                    return Ok(Some((header.base_offset, header.max_timestamp)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest record timestamp and the offset of the batch holding it (ListOffsets -3).
+    pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        let mut best: Option<(i64, i64)> = None;
+        for segment in &self.segments {
+            for (_, header) in segment.headers_from(0)? {
+                if best.is_none_or(|(_, ts)| header.max_timestamp > ts) {
+                    best = Some((header.base_offset, header.max_timestamp));
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Deletes whole segments past the retention limits; the active segment is kept (rolled
+    /// first when it alone is past the time limit). Returns how many segments were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        if let Some(limit) = self.config.retention {
+            let active = self.active();
+            if active.size > 0 && now_ms - active.max_timestamp > limit.as_millis() as i64 {
+                let base = active.next_offset;
+                self.segments.push(Segment::create(&self.dir, base)?);
+            }
+        }
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let expired = self
+                .config
+                .retention
+                .is_some_and(|limit| now_ms - oldest.max_timestamp > limit.as_millis() as i64);
+            let oversized = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| self.size_bytes() - oldest.size >= limit);
+            if !(expired || oversized) {
+                break;
+            }
+            self.segments.remove(0).delete()?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// fsyncs the active segment if anything was written since the last sync.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.active().sync()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::tests::sample_batch;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1 << 20,
+            segment_age: Duration::from_secs(3600),
+            retention: None,
+            retention_bytes: None,
+            fsync_each_append: false,
+        }
+    }
+
+    fn batches(bytes: &Bytes) -> Vec<BatchHeader> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let h = batch::validate(&bytes[pos..]).unwrap();
+            pos += h.total_len();
+            out.push(h);
+        }
+        out
+    }
+
+    #[test]
+    fn appends_assign_consecutive_offsets_and_reads_find_the_containing_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!(log.append(&mut sample_batch(3, 10)).unwrap(), Appended::New(0));
+        assert_eq!(log.append(&mut sample_batch(2, 20)).unwrap(), Appended::New(3));
+        assert_eq!(log.next_offset(), 5);
+        let ReadOutcome::Batches(b) = log.read(4, 1 << 20, true).unwrap() else {
+            panic!("in range")
+        };
+        assert_eq!(batches(&b)[0].base_offset, 3, "whole batch holding offset 4");
+        assert!(matches!(log.read(6, 100, true).unwrap(), ReadOutcome::OutOfRange));
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_the_rest_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+            for _ in 0..10 {
+                log.append(&mut sample_batch(1, 5)).unwrap();
+            }
+        }
+        let file = dir.path().join("00000000000000000000.log");
+        let len = fs::metadata(&file).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.set_len(len - 3).unwrap();
+        let (log, report) = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!(log.next_offset(), 9);
+        assert!(report.truncated_bytes > 0);
+    }
+
+    #[test]
+    fn rolls_by_size_and_retention_by_bytes_moves_the_start_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.segment_bytes = 200;
+        cfg.retention_bytes = Some(400);
+        let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+        for _ in 0..20 {
+            log.append(&mut sample_batch(1, 5)).unwrap();
+        }
+        assert!(log.segment_count() > 3);
+        assert!(log.enforce_retention(0).unwrap() > 0);
+        assert!(log.log_start_offset() > 0);
+        assert!(log.size_bytes() < 600);
+        assert!(matches!(log.read(0, 100, true).unwrap(), ReadOutcome::OutOfRange));
+    }
+
+    #[test]
+    fn idempotent_retry_is_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        let mut b = sample_batch(2, 5);
+        b[43..51].copy_from_slice(&7i64.to_be_bytes()); // producer id
+        b[51..53].copy_from_slice(&0i16.to_be_bytes()); // epoch
+        b[53..57].copy_from_slice(&0i32.to_be_bytes()); // base sequence
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(log.append(&mut b.clone()).unwrap(), Appended::New(0));
+        assert_eq!(log.append(&mut b.clone()).unwrap(), Appended::Duplicate(0));
+        assert_eq!(log.next_offset(), 2);
+        // A gap in sequences is refused.
+        b[53..57].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            log.append(&mut b),
+            Err(AppendError::OutOfOrderSequence { .. })
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! One segment: an append-only `.log` file of record batches plus a sparse `.index` file.
+//!
+//! File names are the segment's base offset, zero-padded to 20 digits, as in Kafka. The index
+//! holds 8-byte entries `(offset - base_offset: u32, file position: u32)`, one every
+//! `INDEX_INTERVAL_BYTES` of log, so a reader binary-searches the index and then walks at most a
+//! few batch headers. See `docs/broker-storage.md` for the full format.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+
+/// Log bytes between two index entries.
+const INDEX_INTERVAL_BYTES: u64 = 4096;
+const INDEX_ENTRY_LEN: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    relative_offset: u32,
+    position: u32,
+}
+
+/// A segment file pair and what the broker keeps in memory about it.
+#[derive(Debug)]
+pub struct Segment {
+    /// Offset of the first batch; also the file name.
+    pub base_offset: i64,
+    /// One past the last offset stored here (== base_offset when empty).
+    pub next_offset: i64,
+    /// Bytes in the `.log` file; every byte is part of a complete, validated batch.
+    pub size: u64,
+    /// Largest `max_timestamp` seen (from the tail batches when reopened), for time retention.
+    pub max_timestamp: i64,
+    /// When this segment took its first write in this process, for rolling by time.
+    pub opened_at: Instant,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    log: File,
+    index_file: File,
+    index: Vec<IndexEntry>,
+    bytes_since_index: u64,
+}
+
+/// What reopening a segment found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Bytes cut from a torn or corrupt tail.
+    pub truncated_bytes: u64,
+    /// Headers of every batch kept, when the segment was fully validated.
+    pub headers: Vec<BatchHeader>,
+}
+
+pub fn log_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+impl Segment {
+    /// Creates an empty segment starting at `base_offset`.
+    pub fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let index_path = log_path.with_extension("index");
+        let log = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&log_path)?;
+        let index_file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&index_path)?;
+        Ok(Self {
+            base_offset,
+            next_offset: base_offset,
+            size: 0,
+            max_timestamp: -1,
+            opened_at: Instant::now(),
+            log_path,
+            index_path,
+            log,
+            index_file,
+            index: Vec::new(),
+            bytes_since_index: 0,
+        })
+    }
+
+    /// Reopens an existing segment. With `validate_all`, every batch's CRC is checked and the file
+    /// is cut at the first bad or partial batch (the active segment after a crash); otherwise the
+    /// index is trusted and only the batches after its last entry are walked.
+    pub fn open(dir: &Path, base_offset: i64, validate_all: bool) -> io::Result<(Self, Recovery)> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let index_path = log_path.with_extension("index");
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let mut segment = Self {
+            base_offset,
+            next_offset: base_offset,
+            size: log.metadata()?.len(),
+            max_timestamp: -1,
+            opened_at: Instant::now(),
+            log_path,
+            index_path: index_path.clone(),
+            log,
+            index_file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&index_path)?,
+            index: Vec::new(),
+            bytes_since_index: 0,
+        };
+        let mut recovery = Recovery::default();
+        if validate_all {
+            recovery = segment.validate_and_rebuild()?;
+        } else {
+            segment.load_index()?;
+            let start = segment.index.last().map_or(0, |e| u64::from(e.position));
+            if segment.walk_tail(start).is_err() {
+                // The index disagreed with the log: fall back to a full check.
+                recovery = segment.validate_and_rebuild()?;
+            }
+        }
+        Ok((segment, recovery))
+    }
+
+    fn load_index(&mut self) -> io::Result<()> {
+        let raw = fs::read(&self.index_path)?;
+        let mut entries = Vec::with_capacity(raw.len() / INDEX_ENTRY_LEN);
+        for chunk in raw.chunks_exact(INDEX_ENTRY_LEN) {
+            let relative_offset = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+            let monotonic = entries.last().is_none_or(|last: &IndexEntry| {
+                position > last.position && relative_offset >= last.relative_offset
+            });
+            if !monotonic || u64::from(position) >= self.size {
+                break;
+            }
+            entries.push(IndexEntry {
+                relative_offset,
+                position,
+            });
+        }
+        self.index = entries;
+        Ok(())
+    }
+
+    /// Walks batch headers from `position` to the end to learn `next_offset` and the timestamp.
+    fn walk_tail(&mut self, mut position: u64) -> io::Result<()> {
+        let mut buf = [0u8; HEADER_LEN];
+        while position < self.size {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            position += header.total_len() as u64;
+            if position > self.size {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "partial batch"));
+            }
+            self.next_offset = header.last_offset() + 1;
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        }
+        Ok(())
+    }
+
+    fn validate_and_rebuild(&mut self) -> io::Result<Recovery> {
+        let data = fs::read(&self.log_path)?;
+        let mut recovery = Recovery::default();
+        let mut position = 0usize;
+        let mut expected_offset = self.base_offset;
+        self.index.clear();
+        self.bytes_since_index = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        while position < data.len() {
+            let Ok(header) = batch::validate(&data[position..]) else {
+                break;
+            };
+            if header.base_offset < expected_offset {
+                break; // offsets must grow; anything else is a corrupt tail
+            }
+            self.note_batch(position as u64, &header);
+            expected_offset = header.last_offset() + 1;
+            position += header.total_len();
+            recovery.headers.push(header);
+        }
+        recovery.truncated_bytes = (data.len() - position) as u64;
+        if recovery.truncated_bytes > 0 {
+            self.log.set_len(position as u64)?;
+            self.log.sync_all()?;
+        }
+        self.size = position as u64;
+        // Rewrite the index from what was validated.
+        let mut bytes = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN);
+        for e in &self.index {
+            bytes.extend_from_slice(&e.relative_offset.to_be_bytes());
+            bytes.extend_from_slice(&e.position.to_be_bytes());
+        }
+        fs::write(&self.index_path, bytes)?;
+        self.index_file = OpenOptions::new().append(true).open(&self.index_path)?;
+        Ok(recovery)
+    }
+
+    /// Records a batch written at `position` in the in-memory state; returns an index entry if
+    /// one is due.
+    fn note_batch(&mut self, position: u64, header: &BatchHeader) -> Option<IndexEntry> {
+        let entry = if self.index.is_empty() || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            let entry = IndexEntry {
+                relative_offset: (header.base_offset - self.base_offset) as u32,
+                position: position as u32,
+            };
+            self.index.push(entry);
+            self.bytes_since_index = 0;
+            Some(entry)
+        } else {
+            None
+        };
+        self.bytes_since_index += header.total_len() as u64;
+        self.next_offset = header.last_offset() + 1;
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        entry
+    }
+
+    /// Appends one already validated and stamped batch.
+    pub fn append(&mut self, bytes: &[u8], header: &BatchHeader) -> io::Result<()> {
+        if self.size == 0 {
+            self.opened_at = Instant::now();
+        }
+        self.log.write_all_at(bytes, self.size)?;
+        let position = self.size;
+        self.size += bytes.len() as u64;
+        if let Some(entry) = self.note_batch(position, header) {
+            let mut raw = [0u8; INDEX_ENTRY_LEN];
+            raw[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
+            raw[4..].copy_from_slice(&entry.position.to_be_bytes());
+            self.index_file.write_all(&raw)?;
+        }
+        Ok(())
+    }
+
+    /// File position of the batch that contains `offset`, if this segment holds it.
+    pub fn position_of(&self, offset: i64) -> io::Result<Option<u64>> {
+        if offset < self.base_offset || offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = (offset - self.base_offset) as u32;
+        let slot = self.index.partition_point(|e| e.relative_offset <= relative);
+        let mut position = slot
+            .checked_sub(1)
+            .map_or(0, |i| u64::from(self.index[i].position));
+        let mut buf = [0u8; HEADER_LEN];
+        while position < self.size {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if header.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += header.total_len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from `position`: as many as fit in `max_bytes`, and at least one when
+    /// `at_least_one` (so a batch larger than the limit still makes progress, as in KIP-74).
+    pub fn read(&self, position: u64, max_bytes: usize, at_least_one: bool) -> io::Result<Bytes> {
+        let available = (self.size - position.min(self.size)) as usize;
+        let want = available.min(max_bytes.max(HEADER_LEN));
+        let mut buf = BytesMut::zeroed(want);
+        self.log.read_exact_at(&mut buf, position)?;
+        // Keep only complete batches.
+        let mut end = 0usize;
+        while end + HEADER_LEN <= buf.len() {
+            let header = BatchHeader::parse(&buf[end..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let next = end + header.total_len();
+            if next > buf.len() {
+                if end == 0 && at_least_one && next <= available {
+                    // The first batch alone is bigger than max_bytes: read all of it.
+                    let mut whole = BytesMut::zeroed(next);
+                    self.log.read_exact_at(&mut whole, position)?;
+                    return Ok(whole.freeze());
+                }
+                break;
+            }
+            end = next;
+        }
+        buf.truncate(end);
+        Ok(buf.freeze())
+    }
+
+    /// Headers of every batch from `position` on, read from disk (for timestamp lookups).
+    pub fn headers_from(&self, mut position: u64) -> io::Result<Vec<(u64, BatchHeader)>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; HEADER_LEN];
+        while position < self.size {
+            self.log.read_exact_at(&mut buf, position)?;
+            let header = BatchHeader::parse(&buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            out.push((position, header));
+            position += header.total_len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// Forces written data to stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.index_file.sync_data()
+    }
+
+    /// Removes both files.
+    pub fn delete(self) -> io::Result<()> {
+        fs::remove_file(&self.log_path)?;
+        match fs::remove_file(&self.index_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
