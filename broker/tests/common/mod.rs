@@ -1,0 +1,176 @@
+//! Helpers shared by the broker's integration tests: a broker on a random port with its own
+//! data directory, rdkafka clients configured for it, and waiting with a deadline.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::future::Future;
+use std::time::Duration;
+
+use broker::{BrokerConfig, BrokerHandle};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::producer::FutureProducer;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// A broker embedded in the test process, serving over real TCP.
+pub struct TestBroker {
+    pub handle: Option<BrokerHandle>,
+    pub dir: TempDir,
+    pub bootstrap: String,
+    pub config: BrokerConfig,
+}
+
+pub fn test_config(dir: &TempDir) -> BrokerConfig {
+    BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        group_initial_rebalance_delay: Duration::from_millis(200),
+        ..BrokerConfig::default()
+    }
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let handle = broker::spawn(listener, config.clone()).await.unwrap();
+        let bootstrap = handle.bootstrap();
+        Self {
+            handle: Some(handle),
+            dir,
+            bootstrap,
+            config,
+        }
+    }
+
+    /// Stops the broker gracefully and starts it again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        let handle = self.handle.take().unwrap();
+        let addr = handle.local_addr();
+        handle.shutdown().await;
+        let listener = TcpListener::bind(addr).await.unwrap();
+        self.handle = Some(broker::spawn(listener, self.config.clone()).await.unwrap());
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+    }
+}
+
+pub fn client_config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("log_level", "3")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut c = client_config(bootstrap, &[("linger.ms", "0")]);
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+pub fn consumer(bootstrap: &str, group: &str, extra: &[(&str, &str)]) -> StreamConsumer {
+    let mut c = client_config(
+        bootstrap,
+        &[
+            ("group.id", group),
+            ("auto.offset.reset", "earliest"),
+            ("enable.auto.commit", "false"),
+            ("session.timeout.ms", "6000"),
+            ("heartbeat.interval.ms", "300"),
+            ("fetch.wait.max.ms", "100"),
+        ],
+    );
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("consumer")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A received record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+pub fn owned(m: &BorrowedMessage<'_>) -> Received {
+    Received {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Receives exactly `n` records (failing after `timeout`).
+pub async fn recv_n(consumer: &StreamConsumer, n: usize, timeout: Duration) -> Vec<Received> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(owned(&m)),
+            Ok(Err(e)) => panic!("consumer error after {} records: {e}", out.len()),
+            Err(_) => panic!("timed out with {} of {n} records", out.len()),
+        }
+    }
+    out
+}
+
+/// Receives everything that arrives until nothing new comes for `quiet`.
+pub async fn drain(consumer: &StreamConsumer, quiet: Duration) -> Vec<Received> {
+    let mut out = Vec::new();
+    while let Ok(Ok(m)) = tokio::time::timeout(quiet, consumer.recv()).await {
+        out.push(owned(&m));
+    }
+    out
+}
+
+pub const LONG: Duration = Duration::from_secs(30);
