@@ -526,17 +526,17 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut groups = self.lock();
         for (name, group) in groups.iter_mut() {
-            if group.state != GroupState::PreparingRebalance {
-                let expired: Vec<String> = group
-                    .members
-                    .iter()
-                    .filter(|m| now.duration_since(m.last_seen) > m.session_timeout)
-                    .map(|m| m.id.clone())
-                    .collect();
-                for id in expired {
-                    tracing::info!(group = %name, member = %id, "session expired; rebalancing");
-                    group.remove_member(&id, now);
-                }
+            // A member with a JoinGroup parked is alive; any other must keep heartbeating,
+            // also while a rebalance waits for it.
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|m| m.awaiting_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in expired {
+                tracing::info!(group = %name, member = %id, "session expired; rebalancing");
+                group.remove_member(&id, now);
             }
             if group.state == GroupState::PreparingRebalance {
                 let deadline_passed = group.rebalance_deadline.is_some_and(|d| now >= d);
