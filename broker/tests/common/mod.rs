@@ -60,6 +60,12 @@ impl TestBroker {
         self.handle = Some(broker::spawn(listener, self.config.clone()).await.unwrap());
     }
 
+    /// Starts the broker again on the same data directory after [`TestBroker::stop`].
+    pub async fn restart_after_stop(&mut self) {
+        let listener = TcpListener::bind(&self.bootstrap).await.unwrap();
+        self.handle = Some(broker::spawn(listener, self.config.clone()).await.unwrap());
+    }
+
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
