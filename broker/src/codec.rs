@@ -70,7 +70,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, CodecError> {
             .with_correlation_id(correlation_id);
         return Ok(Request {
             api_key,
-            version,
+            // Answered in v0, the version every client can read.
+            version: 0,
             header,
             body: Body::ApiVersionsTooNew,
         });
