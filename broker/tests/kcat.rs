@@ -1,0 +1,62 @@
+//! kcat (librdkafka's command-line client) against the broker: -L, -P, -C and -G.
+//! Needs `kcat` on PATH (`apt-get install kcat`; `.ci/run` installs it).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestBroker;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+async fn kcat(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kcat is installed (apt-get install kcat)");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kcat finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_lists_produces_consumes_and_joins_a_group() {
+    let b = TestBroker::start_with(|c| c.default_partitions = 3).await;
+    let bs = b.bootstrap.as_str();
+
+    kcat(&["-b", bs, "-P", "-t", "kcat-topic", "-K", ":"], Some("a:1\nb:2\nc:3\nd:4\n")).await;
+
+    let listing = kcat(&["-b", bs, "-L"], None).await;
+    assert!(listing.contains("1 brokers:"), "{listing}");
+    assert!(listing.contains(&format!("broker 0 at {bs}")), "{listing}");
+    assert!(listing.contains("topic \"kcat-topic\" with 3 partitions"), "{listing}");
+
+    let consumed = kcat(&["-b", bs, "-C", "-t", "kcat-topic", "-o", "beginning", "-e", "-f", "%k=%s\n"], None).await;
+    let mut lines: Vec<&str> = consumed.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["a=1", "b=2", "c=3", "d=4"]);
+
+    let grouped = kcat(&["-b", bs, "-G", "kcat-group", "kcat-topic", "-o", "beginning", "-e", "-f", "%k=%s\n"], None).await;
+    let mut lines: Vec<&str> = grouped.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["a=1", "b=2", "c=3", "d=4"]);
+    let listed = b.handle.as_ref().unwrap().broker().offsets.group_offsets("kcat-group");
+    assert!(!listed.is_empty(), "kcat's group committed offsets");
+}
