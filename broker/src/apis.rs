@@ -30,11 +30,18 @@ const SERVED: &[(ApiKey, i16, i16)] = &[
 
 /// The advertised `(min, max)` of an API, or `None` if it isn't served.
 pub fn advertised(api: ApiKey) -> Option<(i16, i16)> {
-    SERVED.iter().find(|(k, _, _)| *k == api).map(|&(_, min, max)| {
-        let codec = api.valid_versions();
-        let min = if api == ApiKey::Produce { min } else { min.max(codec.min) };
-        (min, max.min(codec.max))
-    })
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|&(_, min, max)| {
+            let codec = api.valid_versions();
+            let min = if api == ApiKey::Produce {
+                min
+            } else {
+                min.max(codec.min)
+            };
+            (min, max.min(codec.max))
+        })
 }
 
 /// The `(min, max)` the broker can actually decode and answer.

@@ -30,7 +30,11 @@ pub struct Broker {
 
 impl Broker {
     /// Opens (recovering) the data directory.
-    pub fn open(config: BrokerConfig, advertised_host: String, advertised_port: i32) -> Result<Self, TopicError> {
+    pub fn open(
+        config: BrokerConfig,
+        advertised_host: String,
+        advertised_port: i32,
+    ) -> Result<Self, TopicError> {
         fs::create_dir_all(&config.data_dir)?;
         let cluster_id = read_or_create(&config.data_dir.join("cluster-id"), || {
             uuid::Uuid::new_v4().simple().to_string()

@@ -47,7 +47,7 @@ pub struct Request {
 
 #[derive(Debug)]
 pub enum Body {
-    Decoded(RequestKind),
+    Decoded(Box<RequestKind>),
     /// An ApiVersions request newer than we know: answered in v0 with UNSUPPORTED_VERSION and
     /// the supported list, so the client can retry with a version we speak.
     ApiVersionsTooNew,
@@ -77,20 +77,24 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, CodecError> {
         });
     }
     if version < min || version > max {
-        return Err(CodecError::UnsupportedVersion { api: api_key, version });
+        return Err(CodecError::UnsupportedVersion {
+            api: api_key,
+            version,
+        });
     }
     let malformed = |e: anyhow::Error| CodecError::Malformed {
         api: api_key,
         version,
         reason: format!("{e:#}"),
     };
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(malformed)?;
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
     Ok(Request {
         api_key,
         version,
         header,
-        body: Body::Decoded(body),
+        body: Body::Decoded(Box::new(body)),
     })
 }
 

@@ -25,7 +25,9 @@ impl std::str::FromStr for FsyncPolicy {
                 .unwrap_or(ms)
                 .parse::<u64>()
                 .map(|ms| Self::Interval(Duration::from_millis(ms.max(1))))
-                .map_err(|_| format!("expected 'never', 'always' or a period in ms like '1000ms', got '{s}'")),
+                .map_err(|_| {
+                    format!("expected 'never', 'always' or a period in ms like '1000ms', got '{s}'")
+                }),
         }
     }
 }

@@ -22,7 +22,12 @@ pub struct ClientContext {
 }
 
 /// Serves one connection until the client leaves, sends garbage, or the broker shuts down.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
@@ -48,7 +53,11 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
                 break;
             }
         };
-        let (correlation_id, api_key, version) = (request.header.correlation_id, request.api_key, request.version);
+        let (correlation_id, api_key, version) = (
+            request.header.correlation_id,
+            request.api_key,
+            request.version,
+        );
         let reply = tokio::select! {
             reply = handlers::handle(&broker, &ctx, request) => reply,
             _ = shutdown.changed() => break,
@@ -71,14 +80,20 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut
 }
 
 /// Reads one length-prefixed frame; `None` on a clean end of stream.
-async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Option<Bytes>> {
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Bytes>> {
     let size = match reader.read_i32().await {
         Ok(size) => size,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     };
     if size < 0 || size as usize > max {
-        let e = CodecError::FrameTooLarge { size: i64::from(size), max };
+        let e = CodecError::FrameTooLarge {
+            size: i64::from(size),
+            max,
+        };
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
     }
     let mut buf = BytesMut::zeroed(size as usize);

@@ -252,7 +252,11 @@ impl Group {
                     protocol_name: self.protocol.clone(),
                     leader: leader.clone(),
                     member_id: m.id.clone(),
-                    members: if m.id == leader { roster.clone() } else { Vec::new() },
+                    members: if m.id == leader {
+                        roster.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -293,7 +297,11 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    pub fn new(initial_rebalance_delay: Duration, min_session: Duration, max_session: Duration) -> Self {
+    pub fn new(
+        initial_rebalance_delay: Duration,
+        min_session: Duration,
+        max_session: Duration,
+    ) -> Self {
         Self {
             groups: Mutex::new(HashMap::new()),
             initial_rebalance_delay,
@@ -317,7 +325,9 @@ impl GroupCoordinator {
         if req.group_id.is_empty() {
             return fail(ResponseError::InvalidGroupId, &req.member_id);
         }
-        if req.session_timeout < self.min_session_timeout || req.session_timeout > self.max_session_timeout {
+        if req.session_timeout < self.min_session_timeout
+            || req.session_timeout > self.max_session_timeout
+        {
             return fail(ResponseError::InvalidSessionTimeout, &req.member_id);
         }
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
@@ -326,7 +336,9 @@ impl GroupCoordinator {
         let now = Instant::now();
         let rx = {
             let mut groups = self.lock();
-            let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
+            let group = groups
+                .entry(req.group_id.clone())
+                .or_insert_with(Group::new);
             if !group.members.is_empty() {
                 let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str());
                 let shares_protocol = group.members.iter().all(|m| {
@@ -382,15 +394,19 @@ impl GroupCoordinator {
                 GroupState::PreparingRebalance => {
                     if let Some(until) = group.initial_delay_until {
                         let cap = group.rebalance_deadline.unwrap_or(until);
-                        group.initial_delay_until = Some((now + self.initial_rebalance_delay).min(cap));
+                        group.initial_delay_until =
+                            Some((now + self.initial_rebalance_delay).min(cap));
                     }
                 }
-                GroupState::CompletingRebalance | GroupState::Stable => group.prepare_rebalance(now),
+                GroupState::CompletingRebalance | GroupState::Stable => {
+                    group.prepare_rebalance(now)
+                }
             }
             group.try_complete_join(now, false);
             rx
         };
-        rx.await.unwrap_or_else(|_| fail(ResponseError::RebalanceInProgress, ""))
+        rx.await
+            .unwrap_or_else(|_| fail(ResponseError::RebalanceInProgress, ""))
     }
 
     /// SyncGroup: the leader hands out assignments; everyone waits for theirs.
@@ -451,11 +467,17 @@ impl GroupCoordinator {
             }
             rx
         };
-        rx.await.unwrap_or_else(|_| fail(ResponseError::RebalanceInProgress))
+        rx.await
+            .unwrap_or_else(|_| fail(ResponseError::RebalanceInProgress))
     }
 
     /// Heartbeat: keeps the session alive and tells the member when to rejoin.
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> Option<ResponseError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Option<ResponseError> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
@@ -477,7 +499,10 @@ impl GroupCoordinator {
     pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Option<ResponseError>> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return member_ids.iter().map(|_| Some(ResponseError::UnknownMemberId)).collect();
+            return member_ids
+                .iter()
+                .map(|_| Some(ResponseError::UnknownMemberId))
+                .collect();
         };
         let now = Instant::now();
         let results = member_ids
@@ -496,11 +521,20 @@ impl GroupCoordinator {
     }
 
     /// Checks that a member may commit offsets for this generation.
-    pub fn validate_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Option<ResponseError> {
+    pub fn validate_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Option<ResponseError> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             // Commits from outside any group (manual assignment) are allowed.
-            return if generation < 0 { None } else { Some(ResponseError::IllegalGeneration) };
+            return if generation < 0 {
+                None
+            } else {
+                Some(ResponseError::IllegalGeneration)
+            };
         };
         if generation < 0 && member_id.is_empty() {
             return if group.members.is_empty() {
@@ -531,7 +565,9 @@ impl GroupCoordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|m| m.awaiting_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|m| {
+                    m.awaiting_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|m| m.id.clone())
                 .collect();
             for id in expired {
@@ -543,7 +579,9 @@ impl GroupCoordinator {
                 group.try_complete_join(now, deadline_passed);
             }
         }
-        groups.retain(|_, g| g.state != GroupState::Empty || !g.members.is_empty() || !g.pending_ids.is_empty());
+        groups.retain(|_, g| {
+            g.state != GroupState::Empty || !g.members.is_empty() || !g.pending_ids.is_empty()
+        });
         for g in groups.values_mut() {
             if g.state == GroupState::Empty {
                 g.pending_ids.clear();
@@ -555,7 +593,13 @@ impl GroupCoordinator {
     pub fn list(&self) -> Vec<(String, GroupState, String)> {
         self.lock()
             .iter()
-            .map(|(name, g)| (name.clone(), g.state, g.protocol_type.clone().unwrap_or_default()))
+            .map(|(name, g)| {
+                (
+                    name.clone(),
+                    g.state,
+                    g.protocol_type.clone().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 

@@ -133,7 +133,11 @@ impl OffsetStore {
         let mut all: Vec<_> = inner
             .groups
             .get(group)
-            .map(|g| g.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect())
+            .map(|g| {
+                g.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         all
@@ -212,8 +216,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = OffsetStore::open(dir.path(), false).unwrap();
-            let c = |o| Committed { offset: o, leader_epoch: -1, metadata: None };
-            store.commit("g", vec![("t".into(), 0, c(5)), ("t".into(), 1, c(7))]).unwrap();
+            let c = |o| Committed {
+                offset: o,
+                leader_epoch: -1,
+                metadata: None,
+            };
+            store
+                .commit("g", vec![("t".into(), 0, c(5)), ("t".into(), 1, c(7))])
+                .unwrap();
             store.commit("g", vec![("t".into(), 0, c(9))]).unwrap();
         }
         let mut f = OpenOptions::new()

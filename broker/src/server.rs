@@ -30,7 +30,10 @@ impl BrokerHandle {
 
     /// `host:port` for client `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("{}:{}", self.broker.advertised_host, self.broker.advertised_port)
+        format!(
+            "{}:{}",
+            self.broker.advertised_host, self.broker.advertised_port
+        )
     }
 
     /// The shared state, for tests and tools.
@@ -52,12 +55,14 @@ pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Resul
     let local_addr = listener.local_addr()?;
     let (host, port) = match &config.advertised {
         Some(advertised) => {
-            let (host, port) = advertised
-                .rsplit_once(':')
-                .ok_or_else(|| anyhow::anyhow!("--advertised must be HOST:PORT, got '{advertised}'"))?;
+            let (host, port) = advertised.rsplit_once(':').ok_or_else(|| {
+                anyhow::anyhow!("--advertised must be HOST:PORT, got '{advertised}'")
+            })?;
             (host.to_string(), port.parse::<i32>()?)
         }
-        None if local_addr.ip().is_unspecified() => ("127.0.0.1".to_string(), i32::from(local_addr.port())),
+        None if local_addr.ip().is_unspecified() => {
+            ("127.0.0.1".to_string(), i32::from(local_addr.port()))
+        }
         None => (local_addr.ip().to_string(), i32::from(local_addr.port())),
     };
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
@@ -76,7 +81,11 @@ pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Resul
 }
 
 /// Runs a broker until `shutdown` completes (the binary passes Ctrl-C / SIGTERM).
-pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Future) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: BrokerConfig,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
     let handle = spawn(listener, config).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -84,7 +93,11 @@ pub async fn run(listener: TcpListener, config: BrokerConfig, shutdown: impl Fut
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut connections = JoinSet::new();
     loop {

@@ -103,7 +103,9 @@ pub struct Topic {
 
 impl Topic {
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
     }
 }
 
@@ -183,7 +185,8 @@ impl TopicRegistry {
         let log_config = self.log_config(&meta.configs)?;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for index in 0..meta.partitions {
-            let (log, report) = PartitionLog::open(&dir.join(index.to_string()), log_config.clone())?;
+            let (log, report) =
+                PartitionLog::open(&dir.join(index.to_string()), log_config.clone())?;
             if report.truncated_bytes > 0 {
                 tracing::warn!(
                     topic = name,
@@ -209,7 +212,11 @@ impl TopicRegistry {
     }
 
     /// The effective value of one config for a topic with these overrides.
-    pub fn effective_config(&self, overrides: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    pub fn effective_config(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        key: &str,
+    ) -> Option<String> {
         if let Some(v) = overrides.get(key) {
             return Some(v.clone());
         }
@@ -244,7 +251,11 @@ impl TopicRegistry {
                 });
             }
         }
-        if self.effective_config(overrides, "cleanup.policy").as_deref() != Some("delete") {
+        if self
+            .effective_config(overrides, "cleanup.policy")
+            .as_deref()
+            != Some("delete")
+        {
             return Err(TopicError::InvalidConfig {
                 key: "cleanup.policy".into(),
                 value: overrides.get("cleanup.policy").cloned().unwrap_or_default(),
@@ -347,7 +358,9 @@ impl TopicRegistry {
             return Ok(topic);
         }
         match self.create(name, None, BTreeMap::new()) {
-            Err(TopicError::AlreadyExists(_)) => self.get(name).ok_or(TopicError::Unknown(name.into())),
+            Err(TopicError::AlreadyExists(_)) => {
+                self.get(name).ok_or(TopicError::Unknown(name.into()))
+            }
             other => other,
         }
     }
@@ -372,7 +385,9 @@ impl TopicRegistry {
             for partition in &topic.partitions {
                 match partition.log().enforce_retention(now_ms) {
                     Ok(n) => deleted += n,
-                    Err(e) => tracing::warn!(topic = %topic.name, partition = partition.index, "retention failed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = partition.index, "retention failed: {e}")
+                    }
                 }
             }
         }

@@ -40,7 +40,11 @@ unsafe impl GlobalAlloc for LazyHugeAlloc {
                     0,
                 )
             };
-            if p == libc::MAP_FAILED { ptr::null_mut() } else { p.cast() }
+            if p == libc::MAP_FAILED {
+                ptr::null_mut()
+            } else {
+                p.cast()
+            }
         } else {
             // SAFETY: forwarded with the caller's guarantees.
             unsafe { System.alloc(layout) }

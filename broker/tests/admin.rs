@@ -29,17 +29,32 @@ async fn create_with_partitions_then_delete() {
         .unwrap();
     assert!(created[0].is_ok());
     let again = a
-        .create_topics(&[NewTopic::new("orders", 4, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("orders", 4, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
-    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        again[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
     let bad = a
-        .create_topics(&[NewTopic::new("bad name!", 1, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("bad name!", 1, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .unwrap();
-    assert_eq!(bad[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    assert_eq!(
+        bad[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidTopic
+    );
 
-    let metadata = a.inner().fetch_metadata(Some("orders"), Duration::from_secs(10)).unwrap();
+    let metadata = a
+        .inner()
+        .fetch_metadata(Some("orders"), Duration::from_secs(10))
+        .unwrap();
     assert_eq!(metadata.topics()[0].partitions().len(), 4);
 
     let configs = a
@@ -53,7 +68,10 @@ async fn create_with_partitions_then_delete() {
 
     let deleted = a.delete_topics(&["orders"], &opts).await.unwrap();
     assert!(deleted[0].is_ok());
-    let metadata = a.inner().fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let metadata = a
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
     assert!(metadata.topics().iter().all(|t| t.name() != "orders"));
     assert!(!b.dir.path().join("topics/orders").exists(), "data removed");
 }
@@ -62,19 +80,29 @@ async fn create_with_partitions_then_delete() {
 async fn list_and_describe_groups() {
     let b = TestBroker::start().await;
     let p = producer(&b.bootstrap, &[]);
-    p.send(FutureRecord::to("g-topic").key("k").payload("v"), Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    p.send(
+        FutureRecord::to("g-topic").key("k").payload("v"),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
     let c = consumer(&b.bootstrap, "described", &[("client.id", "describe-me")]);
     c.subscribe(&["g-topic"]).unwrap();
     recv_n(&c, 1, LONG).await;
     let groups = eventually("group is stable with one member", LONG, || {
-        let list = c.fetch_group_list(Some("described"), Duration::from_secs(5)).ok();
+        let list = c
+            .fetch_group_list(Some("described"), Duration::from_secs(5))
+            .ok();
         async move {
             let list = list?;
             let g = list.groups().first()?;
-            (g.state() == "Stable" && g.members().len() == 1).then(|| (g.protocol().to_string(), g.members()[0].client_id().to_string()))
+            (g.state() == "Stable" && g.members().len() == 1).then(|| {
+                (
+                    g.protocol().to_string(),
+                    g.members()[0].client_id().to_string(),
+                )
+            })
         }
     })
     .await;

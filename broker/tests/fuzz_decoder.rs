@@ -14,7 +14,9 @@ fn seeds() -> Vec<Vec<u8>> {
             .with_correlation_id(1)
             .with_client_id(Some(StrBytes::from_static_str("fuzz")));
         let mut b = BytesMut::new();
-        header.encode(&mut b, key.request_header_version(version)).unwrap();
+        header
+            .encode(&mut b, key.request_header_version(version))
+            .unwrap();
         request.encode(&mut b, version).unwrap();
         b.to_vec()
     }
@@ -44,7 +46,8 @@ fn seeds() -> Vec<Vec<u8>> {
                 produce_request::TopicProduceData::default()
                     .with_name(topic.clone())
                     .with_partition_data(vec![
-                        produce_request::PartitionProduceData::default().with_records(Some(Bytes::from_static(&[0; 70]))),
+                        produce_request::PartitionProduceData::default()
+                            .with_records(Some(Bytes::from_static(&[0; 70]))),
                     ]),
             ]),
         ),
@@ -55,12 +58,20 @@ fn seeds() -> Vec<Vec<u8>> {
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))
                 .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default()]),
         ),
-        frame(ApiKey::OffsetFetch, 8, &OffsetFetchRequest::default().with_groups(vec![
-            offset_fetch_request::OffsetFetchRequestGroup::default(),
-        ])),
-        frame(ApiKey::CreateTopics, 7, &CreateTopicsRequest::default().with_topics(vec![
-            create_topics_request::CreatableTopic::default().with_name(topic),
-        ])),
+        frame(
+            ApiKey::OffsetFetch,
+            8,
+            &OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default(),
+            ]),
+        ),
+        frame(
+            ApiKey::CreateTopics,
+            7,
+            &CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default().with_name(topic),
+            ]),
+        ),
     ]
 }
 
@@ -104,6 +115,8 @@ fn a_forged_array_count_is_an_error_not_an_abort() {
     let frame = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff];
     assert!(broker::codec::decode_request(Bytes::from(frame)).is_err());
     // Same with a compact (flexible) array in Metadata v12: varint 0xffffffff.
-    let frame = vec![0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    let frame = vec![
+        0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+    ];
     assert!(broker::codec::decode_request(Bytes::from(frame)).is_err());
 }

@@ -18,9 +18,13 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = common::client_config(bootstrap, &[]).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(bootstrap, &[]).create().unwrap();
     for r in admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap()
     {
@@ -48,7 +52,12 @@ struct Member {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn spawn_member(bootstrap: &str, group: &str, topic: &str, seen: Arc<Mutex<Vec<Received>>>) -> Member {
+fn spawn_member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    seen: Arc<Mutex<Vec<Received>>>,
+) -> Member {
     let c = Arc::new(consumer(bootstrap, group, &[]));
     c.subscribe(&[topic]).unwrap();
     let consumer = c.clone();
@@ -86,7 +95,9 @@ async fn three_members_split_six_partitions_and_survivors_take_over() {
     create_topic(&b.bootstrap, "six", 6).await;
     produce_keyed(&b.bootstrap, "six", 0..300).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let members: Vec<Member> = (0..3).map(|_| spawn_member(&b.bootstrap, "trio", "six", seen.clone())).collect();
+    let members: Vec<Member> = (0..3)
+        .map(|_| spawn_member(&b.bootstrap, "trio", "six", seen.clone()))
+        .collect();
 
     // Disjoint assignments that cover all six partitions, two each.
     eventually("three members own two partitions each", LONG, || {
@@ -108,7 +119,9 @@ async fn three_members_split_six_partitions_and_survivors_take_over() {
     let leaving = members.remove(0);
     leaving.task.abort();
     let _ = leaving.task.await;
-    let leaving = Arc::try_unwrap(leaving.consumer).ok().expect("task held the only other reference");
+    let leaving = Arc::try_unwrap(leaving.consumer)
+        .ok()
+        .expect("task held the only other reference");
     leaving.unsubscribe();
     drop(leaving);
     eventually("two members cover all six partitions", LONG, || {
@@ -147,11 +160,16 @@ async fn two_groups_read_one_topic_independently() {
     assert_eq!(offsets(&from_b), (0..50).collect::<Vec<_>>());
     // Group a commits halfway; group b's position is untouched by it.
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("shared", 0, rdkafka::Offset::Offset(25)).unwrap();
+    tpl.add_partition_offset("shared", 0, rdkafka::Offset::Offset(25))
+        .unwrap();
     a.commit(&tpl, CommitMode::Sync).unwrap();
     let b_committed = c.committed(Duration::from_secs(10)).unwrap();
     let b_offset = b_committed.find_partition("shared", 0).unwrap().offset();
-    assert_eq!(b_offset, rdkafka::Offset::Invalid, "group b has committed nothing");
+    assert_eq!(
+        b_offset,
+        rdkafka::Offset::Invalid,
+        "group b has committed nothing"
+    );
 }
 
 fn spawn_broker_process(data_dir: &std::path::Path, port: u16) -> Child {
@@ -165,12 +183,19 @@ fn spawn_broker_process(data_dir: &std::path::Path, port: u16) -> Child {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_listening(port: u16) {
     eventually("broker accepts connections", LONG, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
 }
@@ -203,7 +228,10 @@ async fn committed_offsets_survive_consumer_restart_and_broker_sigkill() {
         let c = consumer(&bootstrap, "resumer", &[]);
         c.subscribe(&["durable"]).unwrap();
         let got = recv_n(&c, 5, LONG).await;
-        assert_eq!(got[0].offset, 10, "resumes at the committed offset after a consumer restart");
+        assert_eq!(
+            got[0].offset, 10,
+            "resumes at the committed offset after a consumer restart"
+        );
         c.commit_message_offsets(&got[4]);
     }
     // SIGKILL: no shutdown hook runs.
@@ -226,7 +254,9 @@ async fn committed_offsets_survive_consumer_restart_and_broker_sigkill() {
 async fn produce_nothing_while_down(bootstrap: &str) {
     let port: u16 = bootstrap.rsplit(':').next().unwrap().parse().unwrap();
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
         "the killed broker is really gone"
     );
 }
@@ -259,7 +289,9 @@ async fn a_silent_member_is_expelled_after_its_session_timeout() {
             .with_protocols(vec![
                 JoinGroupRequestProtocol::default()
                     .with_name(StrBytes::from_static_str("range"))
-                    .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 5, b'q', b'u', b'i', b'e', b't', 0, 0, 0, 0])),
+                    .with_metadata(bytes::Bytes::from_static(&[
+                        0, 0, 0, 0, 0, 1, 0, 5, b'q', b'u', b'i', b'e', b't', 0, 0, 0, 0,
+                    ])),
             ])
     };
     let first = raw.call(&join(""), 5).await;
@@ -293,8 +325,19 @@ async fn a_silent_member_is_expelled_after_its_session_timeout() {
         async move { (owned == BTreeSet::from([0, 1])).then_some(()) }
     })
     .await;
-    let description = b.handle.as_ref().unwrap().broker().groups.describe("silent").unwrap();
-    assert_eq!(description.members.len(), 1, "the silent member was removed");
+    let description = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .broker()
+        .groups
+        .describe("silent")
+        .unwrap();
+    assert_eq!(
+        description.members.len(),
+        1,
+        "the silent member was removed"
+    );
     assert_ne!(description.members[0].member_id, joined.member_id.as_str());
     poller.abort();
 }

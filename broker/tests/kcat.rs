@@ -41,22 +41,65 @@ async fn kcat_lists_produces_consumes_and_joins_a_group() {
     let b = TestBroker::start_with(|c| c.default_partitions = 3).await;
     let bs = b.bootstrap.as_str();
 
-    kcat(&["-b", bs, "-P", "-t", "kcat-topic", "-K", ":"], Some("a:1\nb:2\nc:3\nd:4\n")).await;
+    kcat(
+        &["-b", bs, "-P", "-t", "kcat-topic", "-K", ":"],
+        Some("a:1\nb:2\nc:3\nd:4\n"),
+    )
+    .await;
 
     let listing = kcat(&["-b", bs, "-L"], None).await;
     assert!(listing.contains("1 brokers:"), "{listing}");
     assert!(listing.contains(&format!("broker 0 at {bs}")), "{listing}");
-    assert!(listing.contains("topic \"kcat-topic\" with 3 partitions"), "{listing}");
+    assert!(
+        listing.contains("topic \"kcat-topic\" with 3 partitions"),
+        "{listing}"
+    );
 
-    let consumed = kcat(&["-b", bs, "-C", "-t", "kcat-topic", "-o", "beginning", "-e", "-f", "%k=%s\n"], None).await;
+    let consumed = kcat(
+        &[
+            "-b",
+            bs,
+            "-C",
+            "-t",
+            "kcat-topic",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%k=%s\n",
+        ],
+        None,
+    )
+    .await;
     let mut lines: Vec<&str> = consumed.lines().collect();
     lines.sort();
     assert_eq!(lines, vec!["a=1", "b=2", "c=3", "d=4"]);
 
-    let grouped = kcat(&["-b", bs, "-G", "kcat-group", "kcat-topic", "-o", "beginning", "-e", "-f", "%k=%s\n"], None).await;
+    let grouped = kcat(
+        &[
+            "-b",
+            bs,
+            "-G",
+            "kcat-group",
+            "kcat-topic",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%k=%s\n",
+        ],
+        None,
+    )
+    .await;
     let mut lines: Vec<&str> = grouped.lines().collect();
     lines.sort();
     assert_eq!(lines, vec!["a=1", "b=2", "c=3", "d=4"]);
-    let listed = b.handle.as_ref().unwrap().broker().offsets.group_offsets("kcat-group");
+    let listed = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .broker()
+        .offsets
+        .group_offsets("kcat-group");
     assert!(!listed.is_empty(), "kcat's group committed offsets");
 }

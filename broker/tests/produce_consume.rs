@@ -19,9 +19,13 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = common::client_config(bootstrap, &[]).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        common::client_config(bootstrap, &[]).create().unwrap();
     let results = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     results.into_iter().for_each(|r| {
@@ -29,12 +33,20 @@ async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     });
 }
 
-async fn produce_values(bootstrap: &str, topic: &str, extra: &[(&str, &str)], values: &[String]) -> Vec<(i32, i64)> {
+async fn produce_values(
+    bootstrap: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+    values: &[String],
+) -> Vec<(i32, i64)> {
     let p = producer(bootstrap, extra);
     let mut acks = Vec::new();
     for v in values {
         let delivered = p
-            .send(FutureRecord::<(), _>::to(topic).payload(v.as_str()), Duration::from_secs(10))
+            .send(
+                FutureRecord::<(), _>::to(topic).payload(v.as_str()),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .unwrap();
@@ -46,7 +58,8 @@ async fn produce_values(bootstrap: &str, topic: &str, extra: &[(&str, &str)], va
 fn assign_from_start(c: &rdkafka::consumer::StreamConsumer, topic: &str, partitions: i32) {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
 }
@@ -65,7 +78,10 @@ async fn every_acks_level_stores_records_in_order() {
         let c = consumer(&b.bootstrap, "unused", &[]);
         assign_from_start(&c, &topic, 1);
         let got = recv_n(&c, 20, LONG).await;
-        let got: Vec<String> = got.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+        let got: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .collect();
         assert_eq!(got, values, "acks={acks}");
     }
 }
@@ -75,11 +91,19 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
     let b = TestBroker::start().await;
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("compressed-{codec}");
-        let values: Vec<String> = (0..200).map(|i| format!("{codec} value {i} {}", "x".repeat(100))).collect();
-        let p = producer(&b.bootstrap, &[("compression.codec", codec), ("linger.ms", "50")]);
+        let values: Vec<String> = (0..200)
+            .map(|i| format!("{codec} value {i} {}", "x".repeat(100)))
+            .collect();
+        let p = producer(
+            &b.bootstrap,
+            &[("compression.codec", codec), ("linger.ms", "50")],
+        );
         let sends: Vec<_> = values
             .iter()
-            .map(|v| p.send_result(FutureRecord::<(), _>::to(&topic).payload(v.as_str())).unwrap())
+            .map(|v| {
+                p.send_result(FutureRecord::<(), _>::to(&topic).payload(v.as_str()))
+                    .unwrap()
+            })
             .collect();
         for s in sends {
             s.await.unwrap().map_err(|(e, _)| e).unwrap();
@@ -88,7 +112,9 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
         let broker = b.handle.as_ref().unwrap().broker();
         let topic_state = broker.topics.get(&topic).unwrap();
         let partition = topic_state.partition(0).unwrap();
-        let broker::storage::ReadOutcome::Batches(bytes) = partition.log().read(0, 1 << 20, true).unwrap() else {
+        let broker::storage::ReadOutcome::Batches(bytes) =
+            partition.log().read(0, 1 << 20, true).unwrap()
+        else {
             panic!("offset 0 is in range");
         };
         let expected_attr = match codec {
@@ -101,7 +127,11 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
         let mut largest = 0;
         while position < bytes.len() {
             let header = broker::storage::batch::validate(&bytes[position..]).unwrap();
-            assert_eq!(header.attributes & 0x7, expected_attr, "{codec} batch stored compressed");
+            assert_eq!(
+                header.attributes & 0x7,
+                expected_attr,
+                "{codec} batch stored compressed"
+            );
             largest = largest.max(header.records_count);
             position += header.total_len();
         }
@@ -110,7 +140,10 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
         let c = consumer(&b.bootstrap, "unused", &[]);
         assign_from_start(&c, &topic, 1);
         let got = recv_n(&c, values.len(), LONG).await;
-        let got: Vec<String> = got.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+        let got: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .collect();
         assert_eq!(got, values, "{codec} round trip");
     }
 }
@@ -124,7 +157,10 @@ async fn keyed_records_land_in_the_partition_the_client_chose() {
     for i in 0..120 {
         let key = format!("order-{}", i % 24);
         let d = p
-            .send(FutureRecord::to("keyed").key(&key).payload("v"), Duration::from_secs(10))
+            .send(
+                FutureRecord::to("keyed").key(&key).payload("v"),
+                Duration::from_secs(10),
+            )
             .await
             .map_err(|(e, _)| e)
             .unwrap();
@@ -138,7 +174,10 @@ async fn keyed_records_land_in_the_partition_the_client_chose() {
     assign_from_start(&c, "keyed", 6);
     for r in recv_n(&c, 120, LONG).await {
         let key = String::from_utf8(r.key.unwrap()).unwrap();
-        assert_eq!(chosen[&key], r.partition, "{key} is stored where the client put it");
+        assert_eq!(
+            chosen[&key], r.partition,
+            "{key} is stored where the client put it"
+        );
     }
 }
 
@@ -146,10 +185,20 @@ async fn keyed_records_land_in_the_partition_the_client_chose() {
 async fn idempotent_producer_delivers_each_record_once() {
     let b = TestBroker::start().await;
     let values: Vec<String> = (0..300).map(|i| format!("idem-{i}")).collect();
-    let p = producer(&b.bootstrap, &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")]);
+    let p = producer(
+        &b.bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+        ],
+    );
     let sends: Vec<_> = values
         .iter()
-        .map(|v| p.send_result(FutureRecord::<(), _>::to("idem").payload(v.as_str())).unwrap())
+        .map(|v| {
+            p.send_result(FutureRecord::<(), _>::to("idem").payload(v.as_str()))
+                .unwrap()
+        })
         .collect();
     for s in sends {
         s.await.unwrap().map_err(|(e, _)| e).unwrap();
@@ -157,9 +206,23 @@ async fn idempotent_producer_delivers_each_record_once() {
     let c = consumer(&b.bootstrap, "unused", &[]);
     assign_from_start(&c, "idem", 1);
     let got = recv_n(&c, 300, LONG).await;
-    let got: Vec<String> = got.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+    let got: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
     assert_eq!(got, values);
-    let log_end = b.handle.as_ref().unwrap().broker().topics.get("idem").unwrap().partition(0).unwrap().log().next_offset();
+    let log_end = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .broker()
+        .topics
+        .get("idem")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .next_offset();
     assert_eq!(log_end, 300);
 }
 
@@ -195,31 +258,80 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> bytes::Byte
 }
 
 fn produce_request(topic: &str, records: bytes::Bytes) -> ProduceRequest {
-    ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ])
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_idempotent_batch_is_not_stored_twice() {
     let b = TestBroker::start().await;
-    let _ = b.handle.as_ref().unwrap().broker().topics.get_or_create("retried").unwrap();
+    let _ = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .broker()
+        .topics
+        .get_or_create("retried")
+        .unwrap();
     let mut raw = RawClient::connect(&b.bootstrap).await;
-    let first = raw.call(&produce_request("retried", idempotent_batch(42, 0, 0, b"a")), 8).await;
+    let first = raw
+        .call(
+            &produce_request("retried", idempotent_batch(42, 0, 0, b"a")),
+            8,
+        )
+        .await;
     let p = &first.responses[0].partition_responses[0];
     assert_eq!((p.error_code, p.base_offset), (0, 0));
     // The same batch again, as a producer retries after a lost response.
-    let retry = raw.call(&produce_request("retried", idempotent_batch(42, 0, 0, b"a")), 8).await;
+    let retry = raw
+        .call(
+            &produce_request("retried", idempotent_batch(42, 0, 0, b"a")),
+            8,
+        )
+        .await;
     let p = &retry.responses[0].partition_responses[0];
-    assert_eq!((p.error_code, p.base_offset), (0, 0), "duplicate acknowledged with the original offset");
-    let next = raw.call(&produce_request("retried", idempotent_batch(42, 0, 1, b"b")), 8).await;
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "duplicate acknowledged with the original offset"
+    );
+    let next = raw
+        .call(
+            &produce_request("retried", idempotent_batch(42, 0, 1, b"b")),
+            8,
+        )
+        .await;
     assert_eq!(next.responses[0].partition_responses[0].base_offset, 1);
     // A gap in the sequence is refused (OUT_OF_ORDER_SEQUENCE_NUMBER = 45).
-    let gap = raw.call(&produce_request("retried", idempotent_batch(42, 0, 5, b"c")), 8).await;
+    let gap = raw
+        .call(
+            &produce_request("retried", idempotent_batch(42, 0, 5, b"c")),
+            8,
+        )
+        .await;
     assert_eq!(gap.responses[0].partition_responses[0].error_code, 45);
-    let log_end = b.handle.as_ref().unwrap().broker().topics.get("retried").unwrap().partition(0).unwrap().log().next_offset();
+    let log_end = b
+        .handle
+        .as_ref()
+        .unwrap()
+        .broker()
+        .topics
+        .get("retried")
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .log()
+        .next_offset();
     assert_eq!(log_end, 2, "two records stored, not three");
 }
 
@@ -238,16 +350,22 @@ async fn a_consumer_in_a_long_poll_gets_new_data_at_once() {
         let quiet = tokio::time::timeout(Duration::from_millis(300), c.recv()).await;
         assert!(quiet.is_err(), "no record expected yet");
         let sent = Instant::now();
-        p.send(FutureRecord::<(), _>::to("longpoll").payload(&format!("v{i}")), Duration::from_secs(5))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        p.send(
+            FutureRecord::<(), _>::to("longpoll").payload(&format!("v{i}")),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
         recv_n(&c, 1, Duration::from_secs(10)).await;
         worst = worst.max(sent.elapsed());
     }
     println!("worst produce-to-consume latency while long polling: {worst:?}");
     // Far below the 5 s max wait: the waiting fetch woke when the data arrived.
-    assert!(worst < Duration::from_millis(1000), "long poll did not wake: {worst:?}");
+    assert!(
+        worst < Duration::from_millis(1000),
+        "long poll did not wake: {worst:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +375,9 @@ async fn list_offsets_finds_earliest_latest_and_by_timestamp() {
     let base = 1_800_000_000_000i64;
     for i in 0..10 {
         p.send(
-            FutureRecord::<(), _>::to("timed").payload("x").timestamp(base + i * 1000),
+            FutureRecord::<(), _>::to("timed")
+                .payload("x")
+                .timestamp(base + i * 1000),
             Duration::from_secs(5),
         )
         .await
@@ -265,14 +385,29 @@ async fn list_offsets_finds_earliest_latest_and_by_timestamp() {
         .unwrap();
     }
     let c = consumer(&b.bootstrap, "unused", &[]);
-    let (low, high) = c.fetch_watermarks("timed", 0, Duration::from_secs(10)).unwrap();
+    let (low, high) = c
+        .fetch_watermarks("timed", 0, Duration::from_secs(10))
+        .unwrap();
     assert_eq!((low, high), (0, 10));
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("timed", 0, Offset::Offset(base + 4500)).unwrap();
-    let found = c.offsets_for_times(tpl, Timeout::After(Duration::from_secs(10))).unwrap();
-    assert_eq!(found.find_partition("timed", 0).unwrap().offset(), Offset::Offset(5));
+    tpl.add_partition_offset("timed", 0, Offset::Offset(base + 4500))
+        .unwrap();
+    let found = c
+        .offsets_for_times(tpl, Timeout::After(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        found.find_partition("timed", 0).unwrap().offset(),
+        Offset::Offset(5)
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("timed", 0, Offset::Offset(base + 60_000)).unwrap();
-    let found = c.offsets_for_times(tpl, Timeout::After(Duration::from_secs(10))).unwrap();
-    assert_eq!(found.find_partition("timed", 0).unwrap().offset(), Offset::End, "no record that late");
+    tpl.add_partition_offset("timed", 0, Offset::Offset(base + 60_000))
+        .unwrap();
+    let found = c
+        .offsets_for_times(tpl, Timeout::After(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        found.find_partition("timed", 0).unwrap().offset(),
+        Offset::End,
+        "no record that late"
+    );
 }

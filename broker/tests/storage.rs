@@ -16,10 +16,13 @@ async fn produce_one_by_one(bootstrap: &str, topic: &str, n: usize, size: usize)
     let p = producer(bootstrap, &[]);
     for i in 0..n {
         let value = format!("{i:06}{}", "x".repeat(size));
-        p.send(FutureRecord::<(), _>::to(topic).payload(&value), Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        p.send(
+            FutureRecord::<(), _>::to(topic).payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
     }
 }
 
@@ -39,23 +42,34 @@ async fn a_torn_tail_is_cut_on_restart_and_everything_before_it_is_served() {
     produce_one_by_one(&b.bootstrap, "torn", 20, 10).await;
     b.stop().await;
     // Simulate a crash mid-write: the last batch loses its final bytes, and garbage follows.
-    let log = segment_files(&b.dir.path().join("topics/torn/0")).pop().unwrap();
+    let log = segment_files(&b.dir.path().join("topics/torn/0"))
+        .pop()
+        .unwrap();
     let len = fs::metadata(&log).unwrap().len();
     let file = fs::OpenOptions::new().write(true).open(&log).unwrap();
     file.set_len(len - 5).unwrap();
     drop(file);
     b.restart_after_stop().await;
     let c = consumer(&b.bootstrap, "unused", &[]);
-    let (low, high) = c.fetch_watermarks("torn", 0, Duration::from_secs(10)).unwrap();
-    assert_eq!((low, high), (0, 19), "the torn 20th record is gone, 19 remain");
+    let (low, high) = c
+        .fetch_watermarks("torn", 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        (low, high),
+        (0, 19),
+        "the torn 20th record is gone, 19 remain"
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("torn", 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset("torn", 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     let got = recv_n(&c, 19, LONG).await;
     assert_eq!(got.last().unwrap().offset, 18);
     // New writes continue after the cut.
     produce_one_by_one(&b.bootstrap, "torn", 1, 10).await;
-    let (_, high) = c.fetch_watermarks("torn", 0, Duration::from_secs(10)).unwrap();
+    let (_, high) = c
+        .fetch_watermarks("torn", 0, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(high, 20);
 }
 
@@ -64,30 +78,43 @@ async fn a_corrupt_batch_crc_is_cut_on_restart() {
     let mut b = TestBroker::start().await;
     produce_one_by_one(&b.bootstrap, "flipped", 10, 10).await;
     b.stop().await;
-    let log = segment_files(&b.dir.path().join("topics/flipped/0")).pop().unwrap();
+    let log = segment_files(&b.dir.path().join("topics/flipped/0"))
+        .pop()
+        .unwrap();
     let mut bytes = fs::read(&log).unwrap();
     let last = bytes.len() - 2;
     bytes[last] ^= 0xff; // a flipped bit inside the last batch
     fs::write(&log, bytes).unwrap();
     b.restart_after_stop().await;
     let c = consumer(&b.bootstrap, "unused", &[]);
-    let (_, high) = c.fetch_watermarks("flipped", 0, Duration::from_secs(10)).unwrap();
+    let (_, high) = c
+        .fetch_watermarks("flipped", 0, Duration::from_secs(10))
+        .unwrap();
     assert_eq!(high, 9);
 }
 
 async fn create(bootstrap: &str, name: &str, configs: &[(&str, &str)]) {
-    let a: AdminClient<DefaultClientContext> = common::client_config(bootstrap, &[]).create().unwrap();
+    let a: AdminClient<DefaultClientContext> =
+        common::client_config(bootstrap, &[]).create().unwrap();
     let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
     for (k, v) in configs {
         t = t.set(k, v);
     }
-    a.create_topics(&[t], &AdminOptions::new()).await.unwrap()[0].as_ref().unwrap();
+    a.create_topics(&[t], &AdminOptions::new()).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset() {
-    let b = TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
-    create(&b.bootstrap, "sized", &[("segment.bytes", "2048"), ("retention.bytes", "4096")]).await;
+    let b =
+        TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
+    create(
+        &b.bootstrap,
+        "sized",
+        &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
+    )
+    .await;
     produce_one_by_one(&b.bootstrap, "sized", 60, 100).await;
     let dir = b.dir.path().join("topics/sized/0");
     let c = consumer(&b.bootstrap, "unused", &[]);
@@ -97,21 +124,40 @@ async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset
     })
     .await;
     let files = segment_files(&dir);
-    let first_base: i64 = files[0].file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    assert_eq!(first_base, low, "the earliest offset is the oldest remaining segment's base");
+    let first_base: i64 = files[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        first_base, low,
+        "the earliest offset is the oldest remaining segment's base"
+    );
     let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
-    assert!(total < 4096 + 2 * 2048, "size bounded by retention, got {total}");
+    assert!(
+        total < 4096 + 2 * 2048,
+        "size bounded by retention, got {total}"
+    );
     // Reading from the start now begins at the new earliest offset.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("sized", 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset("sized", 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     assert_eq!(recv_n(&c, 1, LONG).await[0].offset, low);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_retention_and_time_rolling_delete_expired_segments() {
-    let b = TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
-    create(&b.bootstrap, "aged", &[("segment.ms", "200"), ("retention.ms", "500")]).await;
+    let b =
+        TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
+    create(
+        &b.bootstrap,
+        "aged",
+        &[("segment.ms", "200"), ("retention.ms", "500")],
+    )
+    .await;
     produce_one_by_one(&b.bootstrap, "aged", 5, 10).await;
     let c = consumer(&b.bootstrap, "unused", &[]);
     eventually("expired records deleted", LONG, || {
@@ -121,7 +167,9 @@ async fn time_retention_and_time_rolling_delete_expired_segments() {
     .await;
     // The partition still takes writes after everything expired.
     produce_one_by_one(&b.bootstrap, "aged", 1, 10).await;
-    let (_, high) = c.fetch_watermarks("aged", 0, Duration::from_secs(5)).unwrap();
+    let (_, high) = c
+        .fetch_watermarks("aged", 0, Duration::from_secs(5))
+        .unwrap();
     assert_eq!(high, 6);
 }
 
@@ -133,12 +181,19 @@ async fn segments_roll_by_size_and_reads_cross_them() {
     let files = segment_files(&b.dir.path().join("topics/rolled/0"));
     assert!(files.len() > 3, "rolled into {} segments", files.len());
     for f in &files {
-        assert!(f.with_extension("index").exists(), "each segment has an offset index");
+        assert!(
+            f.with_extension("index").exists(),
+            "each segment has an offset index"
+        );
     }
     let c = consumer(&b.bootstrap, "unused", &[]);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("rolled", 0, Offset::Offset(17)).unwrap();
+    tpl.add_partition_offset("rolled", 0, Offset::Offset(17))
+        .unwrap();
     c.assign(&tpl).unwrap();
     let got = recv_n(&c, 23, LONG).await;
-    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (17..40).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (17..40).collect::<Vec<_>>()
+    );
 }

@@ -3,9 +3,13 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::*;
 
 use super::str_bytes;
@@ -29,7 +33,11 @@ fn topic_error(e: &TopicError) -> ResponseError {
     }
 }
 
-pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &Broker,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -38,7 +46,12 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
             let configs: BTreeMap<String, String> = t
                 .configs
                 .iter()
-                .filter_map(|c| Some((c.name.as_str().to_string(), c.value.as_ref()?.as_str().to_string())))
+                .filter_map(|c| {
+                    Some((
+                        c.name.as_str().to_string(),
+                        c.value.as_ref()?.as_str().to_string(),
+                    ))
+                })
                 .collect();
             let partitions = if t.num_partitions == -1 {
                 broker.topics.default_partitions()
@@ -52,23 +65,43 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
             if t.replication_factor > 1 {
                 return result
                     .with_error_code(ResponseError::InvalidReplicationFactor.code())
-                    .with_error_message(Some(str_bytes("this single-node broker keeps one replica")));
+                    .with_error_message(Some(str_bytes(
+                        "this single-node broker keeps one replica",
+                    )));
             }
             let outcome = if request.validate_only {
-                broker.topics.validate(&name, partitions, &configs).map(|_| None)
+                broker
+                    .topics
+                    .validate(&name, partitions, &configs)
+                    .map(|_| None)
             } else {
-                broker.topics.create(&name, Some(partitions), configs).map(Some)
+                broker
+                    .topics
+                    .create(&name, Some(partitions), configs)
+                    .map(Some)
             };
             match outcome {
                 Ok(topic) => {
-                    let overrides = topic.as_ref().map(|t| t.configs.clone()).unwrap_or_default();
+                    let overrides = topic
+                        .as_ref()
+                        .map(|t| t.configs.clone())
+                        .unwrap_or_default();
                     let shown = TOPIC_CONFIG_KEYS
                         .iter()
                         .map(|key| {
                             CreatableTopicConfigs::default()
                                 .with_name(str_bytes(*key))
-                                .with_value(broker.topics.effective_config(&overrides, key).map(str_bytes))
-                                .with_config_source(if overrides.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT })
+                                .with_value(
+                                    broker
+                                        .topics
+                                        .effective_config(&overrides, key)
+                                        .map(str_bytes),
+                                )
+                                .with_config_source(if overrides.contains_key(*key) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                })
                         })
                         .collect();
                     let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
@@ -129,7 +162,10 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTop
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn describe_configs(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -153,29 +189,75 @@ pub fn describe_configs(broker: &Broker, request: DescribeConfigsRequest) -> Des
                     TOPIC_CONFIG_KEYS
                         .iter()
                         .map(|key| {
-                            let source = if topic.configs.contains_key(*key) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
-                            (key.to_string(), broker.topics.effective_config(&topic.configs, key), source)
+                            let source = if topic.configs.contains_key(*key) {
+                                SOURCE_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            (
+                                key.to_string(),
+                                broker.topics.effective_config(&topic.configs, key),
+                                source,
+                            )
                         })
                         .collect()
                 }
                 RESOURCE_BROKER => {
                     let c = &broker.config;
                     vec![
-                        ("num.partitions".into(), Some(c.default_partitions.to_string()), SOURCE_STATIC_BROKER),
-                        ("auto.create.topics.enable".into(), Some(c.auto_create_topics.to_string()), SOURCE_STATIC_BROKER),
-                        ("log.retention.ms".into(), Some(c.retention_ms.to_string()), SOURCE_STATIC_BROKER),
-                        ("log.retention.bytes".into(), Some(c.retention_bytes.to_string()), SOURCE_STATIC_BROKER),
-                        ("log.segment.bytes".into(), Some(c.segment_bytes.to_string()), SOURCE_STATIC_BROKER),
-                        ("log.roll.ms".into(), Some(c.segment_ms.to_string()), SOURCE_STATIC_BROKER),
-                        ("socket.request.max.bytes".into(), Some(c.max_request_bytes.to_string()), SOURCE_STATIC_BROKER),
-                        ("default.replication.factor".into(), Some("1".into()), SOURCE_DEFAULT),
-                        ("min.insync.replicas".into(), Some("1".into()), SOURCE_DEFAULT),
+                        (
+                            "num.partitions".into(),
+                            Some(c.default_partitions.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "auto.create.topics.enable".into(),
+                            Some(c.auto_create_topics.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "log.retention.ms".into(),
+                            Some(c.retention_ms.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "log.retention.bytes".into(),
+                            Some(c.retention_bytes.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "log.segment.bytes".into(),
+                            Some(c.segment_bytes.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "log.roll.ms".into(),
+                            Some(c.segment_ms.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "socket.request.max.bytes".into(),
+                            Some(c.max_request_bytes.to_string()),
+                            SOURCE_STATIC_BROKER,
+                        ),
+                        (
+                            "default.replication.factor".into(),
+                            Some("1".into()),
+                            SOURCE_DEFAULT,
+                        ),
+                        (
+                            "min.insync.replicas".into(),
+                            Some("1".into()),
+                            SOURCE_DEFAULT,
+                        ),
                     ]
                 }
                 _ => {
                     return result
                         .with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(str_bytes("only topic and broker configs are described")));
+                        .with_error_message(Some(str_bytes(
+                            "only topic and broker configs are described",
+                        )));
                 }
             };
             let configs = entries

@@ -23,7 +23,8 @@ pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     loop {
         let mut watches = Vec::new();
         let (response, bytes, errors) = read_once(broker, &request, &mut watches);
-        let enough = bytes >= request.min_bytes.max(0) as usize && (bytes > 0 || request.min_bytes <= 0);
+        let enough =
+            bytes >= request.min_bytes.max(0) as usize && (bytes > 0 || request.min_bytes <= 0);
         if enough || errors || watches.is_empty() || Instant::now() >= deadline {
             return response;
         }
@@ -99,5 +100,9 @@ fn read_once(
                 .with_partitions(partitions)
         })
         .collect();
-    (FetchResponse::default().with_responses(responses), total, errors)
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        errors,
+    )
 }

@@ -1,12 +1,16 @@
 //! OffsetCommit and OffsetFetch, backed by the durable offset store.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
@@ -14,9 +18,11 @@ use crate::offset_store::Committed;
 
 pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.as_str();
-    let mut error = broker
-        .groups
-        .validate_commit(group, request.generation_id_or_member_epoch, request.member_id.as_str());
+    let mut error = broker.groups.validate_commit(
+        group,
+        request.generation_id_or_member_epoch,
+        request.member_id.as_str(),
+    );
     if error.is_none() {
         let commits = request
             .topics
@@ -29,7 +35,10 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
                         Committed {
                             offset: p.committed_offset,
                             leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.as_str().to_string()),
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.as_str().to_string()),
                         },
                     )
                 })
@@ -44,33 +53,41 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         .topics
         .into_iter()
         .map(|t| {
-            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
-                t.partitions
-                    .into_iter()
-                    .map(|p| {
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(code(error))
-                    })
-                    .collect(),
-            )
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .into_iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(error))
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Per topic, each requested partition with its committed offset (if any).
+type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
 /// Committed offsets of one group: for the requested partitions, or all when `None`.
-fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> TopicOffsets {
     match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(t, ps)| {
-                let parts = ps.into_iter().map(|p| (p, broker.offsets.fetch(group, &t, p))).collect();
+                let parts = ps
+                    .into_iter()
+                    .map(|p| (p, broker.offsets.fetch(group, &t, p)))
+                    .collect();
                 (t, parts)
             })
             .collect(),
         None => {
-            let mut out: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            let mut out: TopicOffsets = Vec::new();
             for (t, p, c) in broker.offsets.group_offsets(group) {
                 match out.last_mut() {
                     Some((last, parts)) if *last == t => parts.push((p, Some(c))),
@@ -114,7 +131,9 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
                             )
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
@@ -149,7 +168,11 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
 
 fn split(c: Option<Committed>) -> (i64, i32, Option<kafka_protocol::protocol::StrBytes>) {
     match c {
-        Some(c) => (c.offset, c.leader_epoch, Some(str_bytes(c.metadata.unwrap_or_default()))),
+        Some(c) => (
+            c.offset,
+            c.leader_epoch,
+            Some(str_bytes(c.metadata.unwrap_or_default())),
+        ),
         None => (-1, -1, Some(str_bytes(""))),
     }
 }

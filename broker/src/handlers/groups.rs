@@ -16,7 +16,11 @@ use crate::broker::{Broker, NODE_ID};
 use crate::connection::ClientContext;
 use crate::group::{GroupState, JoinRequest};
 
-pub fn find_coordinator(broker: &Broker, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let host = str_bytes(broker.advertised_host.clone());
     let port = broker.advertised_port;
     // key_type 1 asks for a transaction coordinator, which this broker doesn't have.
@@ -134,7 +138,11 @@ pub fn leave(broker: &Broker, request: LeaveGroupRequest, version: i16) -> Leave
         let errors = broker.groups.leave(request.group_id.as_str(), &ids);
         return LeaveGroupResponse::default().with_error_code(code(errors[0]));
     }
-    let ids: Vec<String> = request.members.iter().map(|m| m.member_id.as_str().to_string()).collect();
+    let ids: Vec<String> = request
+        .members
+        .iter()
+        .map(|m| m.member_id.as_str().to_string())
+        .collect();
     let errors = broker.groups.leave(request.group_id.as_str(), &ids);
     let members = request
         .members
@@ -207,9 +215,16 @@ pub fn describe(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGrou
                             })
                             .collect(),
                     ),
-                None if broker.offsets.groups().iter().any(|g| g == group_id.as_str()) => described
-                    .with_group_state(str_bytes("Empty"))
-                    .with_protocol_type(str_bytes("consumer")),
+                None if broker
+                    .offsets
+                    .groups()
+                    .iter()
+                    .any(|g| g == group_id.as_str()) =>
+                {
+                    described
+                        .with_group_state(str_bytes("Empty"))
+                        .with_protocol_type(str_bytes("consumer"))
+                }
                 None => described.with_group_state(str_bytes("Dead")),
             }
         })

@@ -1,10 +1,15 @@
 //! Offset lookups: ListOffsets (earliest, latest, by timestamp) and OffsetForLeaderEpoch.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
-    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
 };
 
 use crate::broker::Broker;
@@ -16,7 +21,11 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn list_offsets(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     // The leader epoch field exists from v4 on.
     let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
     let topics = request
@@ -33,8 +42,11 @@ pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) 
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(epoch);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
+                        return response
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let log = partition.log();
                     let found = match p.timestamp {
@@ -44,7 +56,9 @@ pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) 
                         ts => log.offset_for_timestamp(ts),
                     };
                     match found {
-                        Ok(Some((offset, timestamp))) => response.with_offset(offset).with_timestamp(timestamp),
+                        Ok(Some((offset, timestamp))) => {
+                            response.with_offset(offset).with_timestamp(timestamp)
+                        }
                         Ok(None) => response,
                         Err(e) => {
                             tracing::error!("offset lookup failed: {e}");
@@ -62,7 +76,10 @@ pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) 
 }
 
 /// The leader epoch never changes (it is always 0), so the end of epoch 0 is the log end.
-pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn offset_for_leader_epoch(
+    broker: &Broker,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = request
         .topics
         .into_iter()
@@ -76,8 +93,10 @@ pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochReq
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
-                        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
+                    else {
+                        return response
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     if p.current_leader_epoch > LEADER_EPOCH {
                         return response.with_error_code(ResponseError::UnknownLeaderEpoch.code());

@@ -1,7 +1,9 @@
 //! Metadata: the one broker, and every requested topic (auto-created when allowed).
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
 use super::str_bytes;
@@ -21,7 +23,8 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
         _ => None,
     };
-    let auto_create = broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let auto_create =
+        broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = match requested {
         None => broker.topics.list().iter().map(|t| describe(t)).collect(),
         Some(requested) => requested

@@ -244,15 +244,20 @@ impl PartitionLog {
                 })
             };
         }
-        if let Some(sent) = entry.recent.iter().find(|b| {
-            b.first_seq == first.base_sequence && b.last_seq == first.last_sequence()
-        }) {
+        if let Some(sent) = entry
+            .recent
+            .iter()
+            .find(|b| b.first_seq == first.base_sequence && b.last_seq == first.last_sequence())
+        {
             return Ok(Some(sent.base_offset));
         }
-        let expected = entry
-            .recent
-            .back()
-            .map_or(0, |b| if b.last_seq == i32::MAX { 0 } else { b.last_seq + 1 });
+        let expected = entry.recent.back().map_or(0, |b| {
+            if b.last_seq == i32::MAX {
+                0
+            } else {
+                b.last_seq + 1
+            }
+        });
         if first.base_sequence != expected {
             return Err(AppendError::OutOfOrderSequence {
                 got: first.base_sequence,
@@ -295,7 +300,12 @@ impl PartitionLog {
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch
     /// when `at_least_one`).
-    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> io::Result<ReadOutcome> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> io::Result<ReadOutcome> {
         if offset < self.log_start_offset() || offset > self.next_offset() {
             return Ok(ReadOutcome::OutOfRange);
         }
@@ -413,14 +423,27 @@ mod tests {
     fn appends_assign_consecutive_offsets_and_reads_find_the_containing_batch() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
-        assert_eq!(log.append(&mut sample_batch(3, 10)).unwrap(), Appended::New(0));
-        assert_eq!(log.append(&mut sample_batch(2, 20)).unwrap(), Appended::New(3));
+        assert_eq!(
+            log.append(&mut sample_batch(3, 10)).unwrap(),
+            Appended::New(0)
+        );
+        assert_eq!(
+            log.append(&mut sample_batch(2, 20)).unwrap(),
+            Appended::New(3)
+        );
         assert_eq!(log.next_offset(), 5);
         let ReadOutcome::Batches(b) = log.read(4, 1 << 20, true).unwrap() else {
             panic!("in range")
         };
-        assert_eq!(batches(&b)[0].base_offset, 3, "whole batch holding offset 4");
-        assert!(matches!(log.read(6, 100, true).unwrap(), ReadOutcome::OutOfRange));
+        assert_eq!(
+            batches(&b)[0].base_offset,
+            3,
+            "whole batch holding offset 4"
+        );
+        assert!(matches!(
+            log.read(6, 100, true).unwrap(),
+            ReadOutcome::OutOfRange
+        ));
     }
 
     #[test]
@@ -455,7 +478,10 @@ mod tests {
         assert!(log.enforce_retention(0).unwrap() > 0);
         assert!(log.log_start_offset() > 0);
         assert!(log.size_bytes() < 600);
-        assert!(matches!(log.read(0, 100, true).unwrap(), ReadOutcome::OutOfRange));
+        assert!(matches!(
+            log.read(0, 100, true).unwrap(),
+            ReadOutcome::OutOfRange
+        ));
     }
 
     #[test]

@@ -246,7 +246,9 @@ impl Segment {
             return Ok(None);
         }
         let relative = (offset - self.base_offset) as u32;
-        let slot = self.index.partition_point(|e| e.relative_offset <= relative);
+        let slot = self
+            .index
+            .partition_point(|e| e.relative_offset <= relative);
         let mut position = slot
             .checked_sub(1)
             .map_or(0, |i| u64::from(self.index[i].position));

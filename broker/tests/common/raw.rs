@@ -29,12 +29,15 @@ impl RawClient {
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str("raw-test")));
         let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version)).unwrap();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
         request.encode(&mut body, version).unwrap();
         self.send_frame(&body).await;
         let mut frame = self.read_frame().await.expect("a response");
         let api = ApiKey::try_from(R::KEY).unwrap();
-        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+        let header =
+            ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation);
         R::Response::decode(&mut frame, version).unwrap()
     }

