@@ -197,3 +197,20 @@ async fn segments_roll_by_size_and_reads_cross_them() {
         (17..40).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_roll_by_age() {
+    let b = TestBroker::start().await;
+    create(&b.bootstrap, "aging", &[("segment.ms", "100")]).await;
+    let dir = b.dir.path().join("topics/aging/0");
+    // Each append checks the active segment's age; keep appending until one rolls.
+    eventually("a segment older than segment.ms rolls", LONG, || {
+        let bootstrap = b.bootstrap.clone();
+        let dir = dir.clone();
+        async move {
+            produce_one_by_one(&bootstrap, "aging", 1, 10).await;
+            (segment_files(&dir).len() >= 2).then_some(())
+        }
+    })
+    .await;
+}
