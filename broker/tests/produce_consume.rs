@@ -6,8 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use common::{LONG, TestBroker, consumer, producer, raw::RawClient, recv_n};
+use common::{
+    LONG, TestBroker, consumer, one_record_batch, producer, raw::RawClient, recv_n, texts,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -78,10 +79,7 @@ async fn every_acks_level_stores_records_in_order() {
         let c = consumer(&b.bootstrap, "unused", &[]);
         assign_from_start(&c, &topic, 1);
         let got = recv_n(&c, 20, LONG).await;
-        let got: Vec<String> = got
-            .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
-            .collect();
+        let got = texts(&got);
         assert_eq!(got, values, "acks={acks}");
     }
 }
@@ -140,10 +138,7 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
         let c = consumer(&b.bootstrap, "unused", &[]);
         assign_from_start(&c, &topic, 1);
         let got = recv_n(&c, values.len(), LONG).await;
-        let got: Vec<String> = got
-            .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
-            .collect();
+        let got = texts(&got);
         assert_eq!(got, values, "{codec} round trip");
     }
 }
@@ -206,10 +201,7 @@ async fn idempotent_producer_delivers_each_record_once() {
     let c = consumer(&b.bootstrap, "unused", &[]);
     assign_from_start(&c, "idem", 1);
     let got = recv_n(&c, 300, LONG).await;
-    let got: Vec<String> = got
-        .iter()
-        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
-        .collect();
+    let got = texts(&got);
     assert_eq!(got, values);
     let log_end = b
         .handle
@@ -224,37 +216,6 @@ async fn idempotent_producer_delivers_each_record_once() {
         .log()
         .next_offset();
     assert_eq!(log_end, 300);
-}
-
-/// A v2 batch with one record, from producer `pid` with sequence `seq`.
-fn idempotent_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> bytes::Bytes {
-    let mut record = BytesMut::new();
-    record.put_u8(0); // attributes
-    record.put_u8(0); // timestamp delta (varint 0)
-    record.put_u8(0); // offset delta
-    record.put_u8(1); // key length -1 (zigzag)
-    record.put_u8((value.len() as u8) << 1);
-    record.put_slice(value);
-    record.put_u8(0); // no headers
-    let mut b = BytesMut::new();
-    b.put_i64(0);
-    b.put_i32((49 + 1 + record.len()) as i32);
-    b.put_i32(-1);
-    b.put_i8(2);
-    b.put_u32(0); // crc, filled below
-    b.put_i16(0);
-    b.put_i32(0);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(pid);
-    b.put_i16(epoch);
-    b.put_i32(seq);
-    b.put_i32(1);
-    b.put_u8((record.len() as u8) << 1);
-    b.put_slice(&record);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.freeze()
 }
 
 fn produce_request(topic: &str, records: bytes::Bytes) -> ProduceRequest {
@@ -286,7 +247,7 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
     let mut raw = RawClient::connect(&b.bootstrap).await;
     let first = raw
         .call(
-            &produce_request("retried", idempotent_batch(42, 0, 0, b"a")),
+            &produce_request("retried", one_record_batch(42, 0, 0, b"a")),
             8,
         )
         .await;
@@ -295,7 +256,7 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
     // The same batch again, as a producer retries after a lost response.
     let retry = raw
         .call(
-            &produce_request("retried", idempotent_batch(42, 0, 0, b"a")),
+            &produce_request("retried", one_record_batch(42, 0, 0, b"a")),
             8,
         )
         .await;
@@ -307,7 +268,7 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
     );
     let next = raw
         .call(
-            &produce_request("retried", idempotent_batch(42, 0, 1, b"b")),
+            &produce_request("retried", one_record_batch(42, 0, 1, b"b")),
             8,
         )
         .await;
@@ -315,7 +276,7 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
     // A gap in the sequence is refused (OUT_OF_ORDER_SEQUENCE_NUMBER = 45).
     let gap = raw
         .call(
-            &produce_request("retried", idempotent_batch(42, 0, 5, b"c")),
+            &produce_request("retried", one_record_batch(42, 0, 5, b"c")),
             8,
         )
         .await;

@@ -170,26 +170,7 @@ async fn acks_zero_gets_no_response_but_is_stored() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut batch = BytesMut::new();
-    // One-record batch with no producer id.
-    let record = [0u8, 0, 0, 1, 2, b'v', 0];
-    batch.put_i64(0);
-    batch.put_i32(49 + 1 + record.len() as i32);
-    batch.put_i32(-1);
-    batch.put_i8(2);
-    batch.put_u32(0);
-    batch.put_i16(0);
-    batch.put_i32(0);
-    batch.put_i64(1);
-    batch.put_i64(1);
-    batch.put_i64(-1);
-    batch.put_i16(-1);
-    batch.put_i32(-1);
-    batch.put_i32(1);
-    batch.put_u8((record.len() as u8) << 1);
-    batch.put_slice(&record);
-    let crc = crc32c::crc32c(&batch[21..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let batch = common::one_record_batch(-1, -1, -1, b"v");
     let request = ProduceRequest::default()
         .with_acks(0)
         .with_timeout_ms(1000)
@@ -199,7 +180,7 @@ async fn acks_zero_gets_no_response_but_is_stored() {
                 .with_partition_data(vec![
                     PartitionProduceData::default()
                         .with_index(0)
-                        .with_records(Some(batch.freeze())),
+                        .with_records(Some(batch)),
                 ]),
         ]);
     let header = kafka_protocol::messages::RequestHeader::default()

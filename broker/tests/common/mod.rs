@@ -188,3 +188,43 @@ pub async fn drain(consumer: &StreamConsumer, quiet: Duration) -> Vec<Received> 
 }
 
 pub const LONG: Duration = Duration::from_secs(30);
+
+/// The values of received records as strings.
+pub fn texts(records: &[Received]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap_or_default()).unwrap())
+        .collect()
+}
+
+/// A v2 record batch holding one record, from producer `pid` (-1 for none) with sequence `seq`.
+pub fn one_record_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> bytes::Bytes {
+    use bytes::{BufMut, BytesMut};
+    let mut record = BytesMut::new();
+    record.put_u8(0); // attributes
+    record.put_u8(0); // timestamp delta (varint 0)
+    record.put_u8(0); // offset delta
+    record.put_u8(1); // key length -1 (zigzag)
+    record.put_u8((value.len() as u8) << 1);
+    record.put_slice(value);
+    record.put_u8(0); // no headers
+    let mut b = BytesMut::new();
+    b.put_i64(0); // base offset, assigned by the broker
+    b.put_i32((49 + 1 + record.len()) as i32);
+    b.put_i32(-1); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, filled below
+    b.put_i16(0); // attributes: no compression
+    b.put_i32(0); // last offset delta
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(pid);
+    b.put_i16(epoch);
+    b.put_i32(seq);
+    b.put_i32(1); // records
+    b.put_u8((record.len() as u8) << 1);
+    b.put_slice(&record);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
