@@ -90,11 +90,38 @@ struct Figures {
     produce_100: (f64, f64),
     produce_1k: (f64, f64),
     consume_100: (f64, f64),
+    consume_kcat: f64,
     latency: (Duration, Duration),
     peak_rss_mib: f64,
     /// Broker CPU seconds spent per million 100-byte messages produced / consumed.
     cpu_produce: f64,
     cpu_consume: f64,
+}
+
+/// Consumes the whole topic with kcat (librdkafka's C command-line client, far lighter per
+/// message than a Rust poll loop) and times the process, start-up included. NaN without kcat.
+fn consume_kcat(bootstrap: &str, topic: &str, n: usize) -> f64 {
+    let start = Instant::now();
+    let status = Command::new("kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-X", "max.partition.fetch.bytes=10485760"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => n as f64 / start.elapsed().as_secs_f64(),
+        _ => f64::NAN,
+    }
 }
 
 /// CPU time (user + system) a process has used so far, from /proc.
@@ -374,6 +401,8 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         &args.consumer_config,
     )?;
     let cpu_consume = (cpu_seconds(pid) - cpu) * 1e6 / args.messages as f64;
+    eprintln!("[{name}] consume 100 B x {} with kcat", args.messages);
+    let consume_kcat = consume_kcat(&bootstrap, "bench-100", args.messages);
     eprintln!(
         "[{name}] latency at {} msg/s for {} s",
         args.latency_rate, args.latency_secs
@@ -389,6 +418,7 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         produce_100,
         produce_1k,
         consume_100,
+        consume_kcat,
         latency,
         peak_rss_mib,
         cpu_produce,
