@@ -16,6 +16,8 @@ use crate::storage::ReadOutcome;
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+/// Most bytes one fetch response carries, whatever the client asks (Kafka's `fetch.max.bytes`).
+const MAX_RESPONSE_BYTES: usize = 55 * 1024 * 1024;
 
 pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
@@ -43,7 +45,7 @@ fn read_once(
     request: &FetchRequest,
     watches: &mut Vec<watch::Receiver<i64>>,
 ) -> (FetchResponse, usize, bool) {
-    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut remaining = (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
     let mut total = 0usize;
     let mut errors = false;
     let responses = request
