@@ -457,7 +457,17 @@ fn main() -> anyhow::Result<()> {
     for round in 0..args.rounds.max(1) {
         for (i, (_, name, bin)) in targets.iter().enumerate() {
             eprintln!("== round {} / {}: {name}", round + 1, args.rounds.max(1));
-            rounds[i].push(run(name, bin, &args)?);
+            let f = run(name, bin, &args)?;
+            eprintln!(
+                "   produce {:.0}/s, 1 KiB {:.0}/s, consume {:.0}/s, kcat {:.0}/s, p50 {:?}, p99 {:?}",
+                f.produce_100.0,
+                f.produce_1k.0,
+                f.consume_100.0,
+                f.consume_kcat,
+                f.latency.0,
+                f.latency.1
+            );
+            rounds[i].push(f);
         }
     }
     let results: Vec<(&str, Vec<Figures>)> = targets.iter().map(|t| t.0).zip(rounds).collect();
@@ -507,6 +517,12 @@ fn main() -> anyhow::Result<()> {
             |f| f.consume_100.1,
             true,
             |v| format!("{v:.1}"),
+        ),
+        (
+            "consume 100 B with kcat (msgs/s)",
+            |f| f.consume_kcat,
+            true,
+            |v| format!("{v:.0}"),
         ),
         (
             "latency p50 (ms)",
