@@ -102,6 +102,9 @@ impl ProducerIdAllocator {
             fs::write(&tmp, end.to_string())?;
             fs::File::open(&tmp)?.sync_all()?;
             fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                crate::storage::sync_dir(dir)?;
+            }
             state.1 = end;
         }
         let id = state.0;

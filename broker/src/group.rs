@@ -12,7 +12,7 @@
 //! sends the assignment) park a oneshot sender in the member; whoever completes the step answers
 //! them all. A ticker (`tick`) expires sessions and rebalance deadlines.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -126,12 +126,36 @@ struct Group {
     leader: Option<String>,
     /// Members in join order (the first is the default leader).
     members: Vec<Member>,
-    /// Ids handed out with MEMBER_ID_REQUIRED that haven't joined yet.
-    pending_ids: HashSet<String>,
-    /// When PreparingRebalance gives up on members that haven't rejoined.
+    /// Ids handed out with MEMBER_ID_REQUIRED that haven't joined yet, with when they lapse.
+    pending_ids: HashMap<String, Instant>,
+    /// When PreparingRebalance gives up on members that haven't rejoined, and when
+    /// CompletingRebalance gives up on members that haven't sent SyncGroup.
     rebalance_deadline: Option<Instant>,
     /// A new group waits this long for more members before its first generation.
     initial_delay_until: Option<Instant>,
+}
+
+impl Member {
+    /// A JoinGroup is parked and its client is still waiting for the answer.
+    fn is_joining(&self) -> bool {
+        self.awaiting_join
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// A SyncGroup is parked and its client is still waiting for the answer.
+    fn is_syncing(&self) -> bool {
+        self.awaiting_sync
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// A parked request keeps the member alive: its connection can't heartbeat meanwhile.
+    fn is_expired(&self, now: Instant) -> bool {
+        !self.is_joining()
+            && !self.is_syncing()
+            && now.duration_since(self.last_seen) > self.session_timeout
+    }
 }
 
 impl Group {
@@ -143,7 +167,7 @@ impl Group {
             protocol: None,
             leader: None,
             members: Vec::new(),
-            pending_ids: HashSet::new(),
+            pending_ids: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
         }
@@ -208,6 +232,12 @@ impl Group {
         if self.initial_delay_until.is_some_and(|t| now < t) && !force {
             return;
         }
+        // A JoinGroup whose connection closed doesn't count as rejoined.
+        for m in &mut self.members {
+            if !m.is_joining() {
+                m.awaiting_join = None;
+            }
+        }
         let all_joined = self.members.iter().all(|m| m.awaiting_join.is_some());
         if !all_joined && !force {
             return;
@@ -219,7 +249,14 @@ impl Group {
             return;
         }
         self.initial_delay_until = None;
-        self.rebalance_deadline = None;
+        // The leader has this long to send the assignment.
+        let longest = self
+            .members
+            .iter()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.rebalance_deadline = Some(now + longest);
         self.generation += 1;
         self.protocol = choose_protocol(&self.members);
         if self.leader.as_ref().is_none_or(|l| !self.has_member(l)) {
@@ -353,11 +390,16 @@ impl GroupCoordinator {
             let member_id = if req.member_id.is_empty() {
                 let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
                 if req.require_known_member_id {
-                    group.pending_ids.insert(id.clone());
+                    // The id lapses if the member doesn't come back within its session timeout.
+                    group
+                        .pending_ids
+                        .insert(id.clone(), now + req.session_timeout);
                     return fail(ResponseError::MemberIdRequired, &id);
                 }
                 id
-            } else if group.has_member(&req.member_id) || group.pending_ids.remove(&req.member_id) {
+            } else if group.has_member(&req.member_id)
+                || group.pending_ids.remove(&req.member_id).is_some()
+            {
                 req.member_id.clone()
             } else {
                 return fail(ResponseError::UnknownMemberId, &req.member_id);
@@ -464,6 +506,7 @@ impl GroupCoordinator {
                     }
                 }
                 group.state = GroupState::Stable;
+                group.rebalance_deadline = None;
             }
             rx
         };
@@ -488,11 +531,10 @@ impl GroupCoordinator {
             return Some(ResponseError::UnknownMemberId);
         };
         m.last_seen = Instant::now();
-        match state {
-            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
-            _ if generation != current => Some(ResponseError::IllegalGeneration),
-            _ => None,
+        if generation != current {
+            return Some(ResponseError::IllegalGeneration);
         }
+        (state == GroupState::PreparingRebalance).then_some(ResponseError::RebalanceInProgress)
     }
 
     /// LeaveGroup: removes members; the rest rebalance.
@@ -560,33 +602,44 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut groups = self.lock();
         for (name, group) in groups.iter_mut() {
-            // A member with a JoinGroup parked is alive; any other must keep heartbeating,
-            // also while a rebalance waits for it.
+            // Members must keep heartbeating, also while a rebalance waits for them; only a
+            // parked JoinGroup or SyncGroup (whose connection can't heartbeat) keeps one alive.
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|m| {
-                    m.awaiting_join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
-                })
+                .filter(|m| m.is_expired(now))
                 .map(|m| m.id.clone())
                 .collect();
             for id in expired {
                 tracing::info!(group = %name, member = %id, "session expired; rebalancing");
                 group.remove_member(&id, now);
             }
-            if group.state == GroupState::PreparingRebalance {
-                let deadline_passed = group.rebalance_deadline.is_some_and(|d| now >= d);
-                group.try_complete_join(now, deadline_passed);
+            let deadline_passed = group.rebalance_deadline.is_some_and(|d| now >= d);
+            match group.state {
+                GroupState::PreparingRebalance => group.try_complete_join(now, deadline_passed),
+                GroupState::CompletingRebalance if deadline_passed => {
+                    // The leader never sent the assignment: drop whoever didn't sync, start over.
+                    let silent: Vec<String> = group
+                        .members
+                        .iter()
+                        .filter(|m| !m.is_syncing())
+                        .map(|m| m.id.clone())
+                        .collect();
+                    tracing::info!(group = %name, "assignment not sent in time; rebalancing");
+                    for id in silent {
+                        group.remove_member(&id, now);
+                    }
+                    if group.state == GroupState::CompletingRebalance {
+                        group.prepare_rebalance(now);
+                    }
+                }
+                _ => {}
             }
+            group.pending_ids.retain(|_, lapses| *lapses > now);
         }
         groups.retain(|_, g| {
             g.state != GroupState::Empty || !g.members.is_empty() || !g.pending_ids.is_empty()
         });
-        for g in groups.values_mut() {
-            if g.state == GroupState::Empty {
-                g.pending_ids.clear();
-            }
-        }
     }
 
     /// Groups with members, with their state and protocol type.
@@ -629,5 +682,98 @@ impl GroupCoordinator {
                 })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_id_handed_out_with_member_id_required_survives_ticks() {
+        let coordinator = GroupCoordinator::new(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let first = coordinator.join(request("")).await;
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        coordinator.tick();
+        coordinator.tick();
+        let joined = coordinator.join(request(&first.member_id)).await;
+        assert_eq!(joined.error, None);
+        assert_eq!(joined.leader, first.member_id);
+        assert_eq!(joined.members.len(), 1, "the leader gets the member list");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_join_does_not_count_as_rejoined() {
+        let coordinator = GroupCoordinator::new(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let fresh = || {
+            let mut r = request("");
+            r.require_known_member_id = false;
+            r
+        };
+        // Members a and b form a stable group.
+        let a = coordinator.join(fresh()).await;
+        let (b, a) = tokio::join!(
+            coordinator.join(fresh()),
+            coordinator.join(request(&a.member_id))
+        );
+        let (s1, s2) = tokio::join!(
+            coordinator.sync("g", a.generation_id, &a.member_id, vec![]),
+            coordinator.sync("g", b.generation_id, &b.member_id, vec![])
+        );
+        assert_eq!((s1.error, s2.error), (None, None));
+        assert_eq!(coordinator.describe("g").unwrap().state, GroupState::Stable);
+
+        // c arrives; a rejoins but its connection closes before the answer.
+        let c = coordinator.join(fresh());
+        tokio::pin!(c);
+        assert!(
+            futures_util::future::poll_immediate(&mut c).await.is_none(),
+            "c waits"
+        );
+        {
+            let abandoned = coordinator.join(request(&a.member_id));
+            tokio::pin!(abandoned);
+            assert!(
+                futures_util::future::poll_immediate(&mut abandoned)
+                    .await
+                    .is_none()
+            );
+        }
+        // b rejoins: everyone *alive* has not rejoined yet (a is gone), so no new generation.
+        let b_rejoin = coordinator.join(request(&b.member_id));
+        tokio::pin!(b_rejoin);
+        assert!(
+            futures_util::future::poll_immediate(&mut b_rejoin)
+                .await
+                .is_none()
+        );
+        assert_eq!(
+            coordinator.describe("g").unwrap().state,
+            GroupState::PreparingRebalance,
+            "a closed JoinGroup must not complete the rebalance"
+        );
     }
 }

@@ -61,7 +61,18 @@ impl OffsetStore {
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
         let mut lines_written = 0;
         if let Ok(raw) = fs::read(&path) {
-            for line in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            // Cut a torn last line (no newline) so the next commit starts on a line of its own.
+            let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if complete < raw.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(complete as u64)?;
+            }
+            for line in raw[..complete]
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
                 let Ok(line) = serde_json::from_slice::<Line>(line) else {
                     continue; // a torn write at the end
                 };
@@ -117,6 +128,11 @@ impl OffsetStore {
             apply(&mut inner.groups, line);
         }
         Ok(())
+    }
+
+    /// fsyncs the file (for interval flushing).
+    pub fn sync(&self) -> io::Result<()> {
+        self.lock().file.sync_data()
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
@@ -185,6 +201,9 @@ impl OffsetStore {
         f.write_all(&buf)?;
         f.sync_all()?;
         fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            crate::storage::sync_dir(dir)?;
+        }
         inner.file = OpenOptions::new().append(true).open(&self.path)?;
         inner.lines_written = count;
         Ok(())
@@ -235,5 +254,16 @@ mod tests {
         assert_eq!(store.fetch("g", "t", 0).unwrap().offset, 9);
         assert_eq!(store.fetch("g", "t", 1).unwrap().offset, 7);
         assert_eq!(store.fetch("g", "t", 2), None);
+        // The next commit after a torn line must itself survive a restart.
+        let c = Committed {
+            offset: 11,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        store.commit("g", vec![("t".into(), 2, c)]).unwrap();
+        drop(store);
+        let store = OffsetStore::open(dir.path(), false).unwrap();
+        assert_eq!(store.fetch("g", "t", 2).unwrap().offset, 11);
+        assert_eq!(store.fetch("g", "t", 0).unwrap().offset, 9);
     }
 }

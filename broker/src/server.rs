@@ -13,7 +13,8 @@ use crate::broker::Broker;
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::connection;
 
-/// A running broker. Dropping it does not stop it; call [`BrokerHandle::shutdown`].
+/// A running broker. [`BrokerHandle::shutdown`] stops it gracefully (flushing the logs);
+/// dropping the handle aborts its tasks without that final flush.
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
@@ -70,6 +71,7 @@ pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Resul
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, broker.clone(), shutdown.subscribe()));
+    tasks.spawn(group_ticker(broker.clone(), shutdown.subscribe()));
     tasks.spawn(chores(broker.clone(), shutdown.subscribe()));
     tracing::info!(%local_addr, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker listening");
     Ok(BrokerHandle {
@@ -129,9 +131,20 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-/// Periodic work: group session expiry, retention, interval fsync.
+/// Group session expiry and rebalance deadlines, on their own task so disk chores never delay
+/// them.
+async fn group_ticker(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => broker.groups.tick(),
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Periodic disk work: retention and interval fsync.
 async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
-    let mut group_tick = tokio::time::interval(Duration::from_millis(50));
     let mut retention = tokio::time::interval(broker.config.retention_check_interval);
     let fsync_period = match broker.config.fsync {
         FsyncPolicy::Interval(period) => period,
@@ -140,7 +153,6 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut fsync = tokio::time::interval(fsync_period);
     loop {
         tokio::select! {
-            _ = group_tick.tick() => broker.groups.tick(),
             _ = retention.tick() => {
                 let b = broker.clone();
                 let deleted = tokio::task::spawn_blocking(move || b.topics.enforce_retention(now_ms())).await.unwrap_or(0);
@@ -151,7 +163,13 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             _ = fsync.tick() => {
                 if matches!(broker.config.fsync, FsyncPolicy::Interval(_)) {
                     let b = broker.clone();
-                    let _ = tokio::task::spawn_blocking(move || b.topics.sync_all()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        b.topics.sync_all();
+                        if let Err(e) = b.offsets.sync() {
+                            tracing::warn!("fsync of committed offsets failed: {e}");
+                        }
+                    })
+                    .await;
                 }
             }
             _ = shutdown.changed() => break,

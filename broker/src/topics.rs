@@ -165,8 +165,17 @@ impl TopicRegistry {
                 // A topic directory without metadata is a half-finished create: skip it.
                 continue;
             };
-            let meta: TopicFile = serde_json::from_slice(&raw)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let meta: TopicFile = match serde_json::from_slice(&raw) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    // Keep the broker up; the data stays on disk for an operator to look at.
+                    tracing::error!(
+                        topic = name,
+                        "skipping topic with unreadable topic.json: {e}"
+                    );
+                    continue;
+                }
+            };
             let topic = registry.load(&name, entry.path(), meta)?;
             registry.write().insert(name, Arc::new(topic));
         }
@@ -344,8 +353,12 @@ impl TopicRegistry {
         let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
         // Write then rename, so a crash never leaves a half-written topic.json.
         let tmp = dir.join("topic.json.tmp");
-        fs::write(&tmp, json)?;
+        let mut file = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &json)?;
+        file.sync_all()?;
         fs::rename(&tmp, dir.join("topic.json"))?;
+        crate::storage::sync_dir(&dir)?;
+        crate::storage::sync_dir(&self.dir)?;
         let topic = Arc::new(self.load(name, dir, meta)?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
@@ -371,6 +384,9 @@ impl TopicRegistry {
             .write()
             .remove(name)
             .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        for partition in &topic.partitions {
+            partition.log().mark_deleted();
+        }
         // Remove the metadata first so a crash mid-delete doesn't resurrect the topic.
         fs::remove_file(topic.dir.join("topic.json"))?;
         fs::remove_dir_all(&topic.dir)?;

@@ -16,6 +16,9 @@ use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::offset_store::Committed;
 
+/// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
+const MAX_METADATA_BYTES: usize = 4096;
+
 pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.as_str();
     let mut error = broker.groups.validate_commit(
@@ -23,12 +26,18 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         request.generation_id_or_member_epoch,
         request.member_id.as_str(),
     );
+    let too_large =
+        |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
+            p.committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+        };
     if error.is_none() {
         let commits = request
             .topics
             .iter()
             .flat_map(|t| {
-                t.partitions.iter().map(|p| {
+                t.partitions.iter().filter(|p| !too_large(p)).map(|p| {
                     (
                         t.name.as_str().to_string(),
                         p.partition_index,
@@ -59,6 +68,8 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
                     t.partitions
                         .into_iter()
                         .map(|p| {
+                            let error = error
+                                .or(too_large(&p).then_some(ResponseError::OffsetMetadataTooLarge));
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code(error))

@@ -80,11 +80,16 @@ pub async fn join(
             require_known_member_id: version >= 4,
         })
         .await;
+    // The protocol name may only be null from v7 on; older versions get "" instead.
+    let protocol_name = match result.protocol_name {
+        None if version < 7 => Some(String::new()),
+        name => name,
+    };
     JoinGroupResponse::default()
         .with_error_code(code(result.error))
         .with_generation_id(result.generation_id)
         .with_protocol_type(result.protocol_type.map(str_bytes))
-        .with_protocol_name(result.protocol_name.map(str_bytes))
+        .with_protocol_name(protocol_name.map(str_bytes))
         .with_leader(str_bytes(result.leader))
         .with_member_id(str_bytes(result.member_id))
         .with_members(

@@ -34,6 +34,8 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
                 None => match broker.topics.get_by_id(r.topic_id) {
                     Some(topic) => describe(&topic),
                     None => MetadataResponseTopic::default()
+                        // The name is nullable only from v12.
+                        .with_name((version < 12).then(|| TopicName(str_bytes(""))))
                         .with_topic_id(r.topic_id)
                         .with_error_code(ResponseError::UnknownTopicId.code()),
                 },

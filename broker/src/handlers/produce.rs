@@ -54,6 +54,7 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                                 AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                                 AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
                                 AppendError::TooLarge => ResponseError::MessageTooLarge,
+                                AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
                                 AppendError::Io(_) => ResponseError::KafkaStorageError,
                             };
                             tracing::debug!(topic = %topic_data.name.as_str(), partition = data.index, "produce refused: {e}");

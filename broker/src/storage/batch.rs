@@ -30,6 +30,8 @@ pub enum BatchError {
     BadLength(i32),
     #[error("unsupported record batch magic {0} (only v2 is stored)")]
     UnsupportedMagic(i8),
+    #[error("batch claims {records} records but its offsets span {span}")]
+    BadRecordCount { records: i32, span: i64 },
     #[error("batch CRC mismatch: header says {expected:#010x}, content is {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
 }
@@ -145,8 +147,15 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             actual,
         });
     }
-    if header.last_offset_delta < 0 {
-        return Err(BatchError::BadLength(header.batch_length));
+    // Producers number records 0..n-1 within a batch; anything else would let one batch move
+    // the log's offsets arbitrarily far ahead (Kafka's LogValidator refuses it the same way).
+    if header.records_count <= 0
+        || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
+    {
+        return Err(BatchError::BadRecordCount {
+            records: header.records_count,
+            span: i64::from(header.last_offset_delta) + 1,
+        });
     }
     Ok(header)
 }
@@ -208,6 +217,19 @@ pub(crate) mod tests {
         let last = b.len() - 1;
         b[last] ^= 1;
         assert!(matches!(validate(&b), Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn records_count_must_match_the_offset_span() {
+        let mut b = sample_batch(2, 1000);
+        // Claim a huge last offset delta: one batch would move the log 2^31 offsets ahead.
+        b[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&b),
+            Err(BatchError::BadRecordCount { .. })
+        ));
     }
 
     #[test]

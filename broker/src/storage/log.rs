@@ -47,6 +47,8 @@ pub enum AppendError {
     OutOfOrderSequence { got: i32, expected: i32 },
     #[error("record batch exceeds the segment size limit")]
     TooLarge,
+    #[error("the topic was deleted")]
+    Deleted,
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -101,6 +103,9 @@ pub struct PartitionLog {
     producers: HashMap<i64, ProducerEntry>,
     /// Whether bytes were written since the last fsync (for interval flushing).
     dirty: bool,
+    /// Set when the topic is deleted; a handle still held by a request then refuses all I/O,
+    /// so it can't touch the directory of a re-created topic of the same name.
+    deleted: bool,
 }
 
 /// What opening a log found, for the startup log line and tests.
@@ -128,6 +133,7 @@ impl PartitionLog {
             config,
             producers: HashMap::new(),
             dirty: false,
+            deleted: false,
         };
         let mut report = OpenReport::default();
         let last = bases.len().saturating_sub(1);
@@ -175,6 +181,9 @@ impl PartitionLog {
 
     /// Validates and appends the batches in one produce request's record set, all or nothing.
     pub fn append(&mut self, records: &mut [u8]) -> Result<Appended, AppendError> {
+        if self.deleted {
+            return Err(AppendError::Deleted);
+        }
         // Validate every batch first so a bad batch in the middle stores nothing.
         let mut headers = Vec::new();
         let mut position = 0;
@@ -288,7 +297,9 @@ impl PartitionLog {
 
     fn maybe_roll(&mut self) -> io::Result<()> {
         let active = self.active();
-        let full = active.size >= self.config.segment_bytes;
+        // Index entries hold offsets relative to the segment base in 32 bits.
+        let full = active.size >= self.config.segment_bytes
+            || active.next_offset - active.base_offset >= i64::from(i32::MAX);
         let old = active.size > 0 && active.opened_at.elapsed() >= self.config.segment_age;
         if full || old {
             let base = active.next_offset;
@@ -356,10 +367,14 @@ impl PartitionLog {
     /// Deletes whole segments past the retention limits; the active segment is kept (rolled
     /// first when it alone is past the time limit). Returns how many segments were deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        if self.deleted {
+            return Ok(0);
+        }
         if let Some(limit) = self.config.retention {
             let active = self.active();
             if active.size > 0 && now_ms - active.max_timestamp > limit.as_millis() as i64 {
                 let base = active.next_offset;
+                active.sync()?;
                 self.segments.push(Segment::create(&self.dir, base)?);
             }
         }
@@ -383,9 +398,14 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Marks the log deleted (see the `deleted` field).
+    pub fn mark_deleted(&mut self) {
+        self.deleted = true;
+    }
+
     /// fsyncs the active segment if anything was written since the last sync.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
+        if self.dirty && !self.deleted {
             self.active().sync()?;
             self.dirty = false;
         }

@@ -75,6 +75,8 @@ impl Segment {
             .truncate(true)
             .write(true)
             .open(&index_path)?;
+        // The new files' directory entries must be durable before data in them is acknowledged.
+        super::sync_dir(dir)?;
         Ok(Self {
             base_offset,
             next_offset: base_offset,
