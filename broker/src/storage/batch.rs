@@ -32,6 +32,8 @@ pub enum BatchError {
     UnsupportedMagic(i8),
     #[error("batch claims {records} records but its offsets span {span}")]
     BadRecordCount { records: i32, span: i64 },
+    #[error("a produce request may carry one record batch per partition, got {0}")]
+    MultipleBatches(usize),
     #[error("batch CRC mismatch: header says {expected:#010x}, content is {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
 }

@@ -192,6 +192,11 @@ impl PartitionLog {
             position += header.total_len();
             headers.push(header);
         }
+        // Produce v3+ (record format v2) allows exactly one batch per partition, as in Kafka;
+        // that is also what keeps the idempotence check (which looks at one batch) sound.
+        if headers.len() > 1 {
+            return Err(BatchError::MultipleBatches(headers.len()).into());
+        }
         if headers.is_empty() {
             return Err(BatchError::Truncated {
                 needed: batch::HEADER_LEN,
@@ -502,6 +507,19 @@ mod tests {
             log.read(0, 100, true).unwrap(),
             ReadOutcome::OutOfRange
         ));
+    }
+
+    #[test]
+    fn two_batches_in_one_request_are_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        let mut two = sample_batch(1, 5);
+        two.extend_from_slice(&sample_batch(1, 5));
+        assert!(matches!(
+            log.append(&mut two),
+            Err(AppendError::Corrupt(BatchError::MultipleBatches(2)))
+        ));
+        assert_eq!(log.next_offset(), 0);
     }
 
     #[test]
