@@ -12,7 +12,8 @@
 //!   the message structs. [`apis`] is the table of served APIs and versions; ApiVersions is
 //!   derived from it, so nothing is advertised that isn't served.
 //! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
-//!   offsets, admin, producer ids), behind one dispatch function.
+//!   offsets, admin, producer ids), behind one dispatch function. Handlers that touch the disk
+//!   run on tokio's blocking pool, so a slow disk never stalls heartbeats or other clients.
 //! - [`broker`]: the shared state the handlers work on:
 //!   - [`topics`]: topics with stable ids and per-topic config; each partition holds a
 //!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,

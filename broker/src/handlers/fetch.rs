@@ -1,6 +1,7 @@
 //! Fetch, with real long polling: a fetch that finds too little data parks on the end-offset
 //! watches of its partitions and answers the moment any of them moves (or at `max_wait_ms`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,12 +20,20 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Most bytes one fetch response carries, whatever the client asks (Kafka's `fetch.max.bytes`).
 const MAX_RESPONSE_BYTES: usize = 55 * 1024 * 1024;
 
-pub async fn handle(broker: &Broker, request: FetchRequest) -> FetchResponse {
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
+    let request = Arc::new(request);
     loop {
-        let mut watches = Vec::new();
-        let (response, bytes, errors) = read_once(broker, &request, &mut watches);
+        let read = {
+            let request = request.clone();
+            super::on_disk(broker, move |b| {
+                let mut watches = Vec::new();
+                let (response, bytes, errors) = read_once(b, &request, &mut watches);
+                (response, bytes, errors, watches)
+            })
+        };
+        let (response, bytes, errors, mut watches) = read.await;
         let enough =
             bytes >= request.min_bytes.max(0) as usize && (bytes > 0 || request.min_bytes <= 0);
         if enough || errors || watches.is_empty() || Instant::now() >= deadline {

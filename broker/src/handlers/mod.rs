@@ -14,6 +14,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use crate::broker::Broker;
 use crate::codec::{Body, Request};
 use crate::connection::ClientContext;
@@ -26,8 +28,21 @@ pub enum Reply {
     Nothing,
 }
 
+/// Runs disk work (appends, reads, offset lookups) on the blocking pool, so a slow disk (fsync,
+/// dirty-page throttling) never stalls the async workers that heartbeats and other clients need.
+async fn on_disk<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    work: impl FnOnce(&Broker) -> T + Send + 'static,
+) -> T {
+    let broker = broker.clone();
+    match tokio::task::spawn_blocking(move || work(&broker)).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Handles one decoded request.
-pub async fn handle(broker: &Broker, ctx: &ClientContext, request: Request) -> Reply {
+pub async fn handle(broker: &Arc<Broker>, ctx: &ClientContext, request: Request) -> Reply {
     let v = request.version;
     let client_id = request
         .header
@@ -43,20 +58,22 @@ pub async fn handle(broker: &Broker, ctx: &ClientContext, request: Request) -> R
     };
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, v)),
-        RequestKind::Produce(r) => match produce::handle(broker, r) {
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(on_disk(broker, move |b| metadata::handle(b, r, v)).await)
+        }
+        RequestKind::Produce(r) => match on_disk(broker, move |b| produce::handle(b, r)).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Reply::Nothing,
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::list_offsets(broker, r, v))
-        }
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(
+            on_disk(broker, move |b| list_offsets::list_offsets(b, r, v)).await,
+        ),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(list_offsets::offset_for_leader_epoch(broker, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::handle(broker, r))
+            ResponseKind::InitProducerId(on_disk(broker, move |b| producer_id::handle(b, r)).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))
@@ -70,15 +87,17 @@ pub async fn handle(broker: &Broker, ctx: &ClientContext, request: Request) -> R
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list(broker, r)),
         RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe(broker, r)),
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(group_offsets::commit(broker, r))
+            ResponseKind::OffsetCommit(on_disk(broker, move |b| group_offsets::commit(b, r)).await)
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(group_offsets::fetch(broker, r, v))
         }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(broker, r, v))
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(
+            on_disk(broker, move |b| admin::create_topics(b, r, v)).await,
+        ),
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(on_disk(broker, move |b| admin::delete_topics(b, r)).await)
         }
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r)),
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(broker, r))
         }
