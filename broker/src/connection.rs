@@ -14,11 +14,14 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::codec::{self, CodecError};
 use crate::handlers::{self, Reply};
+use crate::server::Advertised;
 
 /// Who is on the other end, for group member descriptions and logs.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
     pub peer: SocketAddr,
+    /// The address of the listener this client came in on, which metadata hands back.
+    pub advertised: Arc<Advertised>,
 }
 
 /// Serves one connection until the client leaves, sends garbage, or the broker shuts down.
@@ -26,13 +29,14 @@ pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    advertised: Arc<Advertised>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut writer = BufWriter::with_capacity(64 * 1024, write);
-    let ctx = ClientContext { peer };
+    let ctx = ClientContext { peer, advertised };
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, broker.config.max_request_bytes) => frame,

@@ -38,7 +38,7 @@ pub mod topics;
 mod wire_alloc;
 
 pub use config::{BrokerConfig, FsyncPolicy};
-pub use server::{BrokerHandle, run, spawn};
+pub use server::{Advertised, BrokerHandle, Listener, run, spawn, spawn_listeners};
 
 /// Keeps a forged array length in a request from aborting the process; see [`wire_alloc`].
 #[global_allocator]

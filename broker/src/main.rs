@@ -11,12 +11,19 @@ use tokio::net::TcpListener;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "BROKER_LISTEN", default_value = "0.0.0.0:9092")]
-    listen: String,
-    /// HOST:PORT clients are told to connect to (default: the listen address, 127.0.0.1 for 0.0.0.0).
-    #[arg(long, env = "BROKER_ADVERTISED")]
-    advertised: Option<String>,
+    /// Address to listen on. Repeat (or separate with commas) for several listeners.
+    #[arg(
+        long,
+        env = "BROKER_LISTEN",
+        default_value = "0.0.0.0:9092",
+        value_delimiter = ','
+    )]
+    listen: Vec<String>,
+    /// HOST:PORT clients are told to connect to, one per --listen in the same order (default:
+    /// the listen address, 127.0.0.1 for 0.0.0.0). E.g. `--listen 0.0.0.0:9092,0.0.0.0:29092
+    /// --advertised broker:9092,localhost:29092` serves containers and the host at once.
+    #[arg(long, env = "BROKER_ADVERTISED", value_delimiter = ',')]
+    advertised: Vec<String>,
     /// Directory for topics, committed offsets and producer ids.
     #[arg(long, env = "BROKER_DATA_DIR", default_value = "broker-data")]
     data_dir: PathBuf,
@@ -61,9 +68,22 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    anyhow::ensure!(
+        args.advertised.is_empty() || args.advertised.len() == args.listen.len(),
+        "give one --advertised per --listen ({} listeners, {} advertised)",
+        args.listen.len(),
+        args.advertised.len()
+    );
+    let mut listeners = Vec::with_capacity(args.listen.len());
+    for (i, address) in args.listen.iter().enumerate() {
+        listeners.push(broker::Listener {
+            listener: TcpListener::bind(address).await?,
+            advertised: args.advertised.get(i).cloned(),
+        });
+    }
     let config = BrokerConfig {
         data_dir: args.data_dir,
-        advertised: args.advertised,
+        advertised: None,
         default_partitions: args.default_partitions,
         auto_create_topics: !args.no_auto_create_topics,
         fsync: args.fsync,
@@ -76,8 +96,7 @@ async fn main() -> anyhow::Result<()> {
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         ..BrokerConfig::default()
     };
-    let listener = TcpListener::bind(&args.listen).await?;
-    broker::run(listener, config, shutdown_signal()).await
+    broker::run(listeners, config, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

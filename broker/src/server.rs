@@ -51,29 +51,99 @@ impl BrokerHandle {
     }
 }
 
-/// Starts a broker on an already bound listener (tests bind `127.0.0.1:0`).
+/// A bound listener and the `host:port` that clients connecting through it are told to use.
+///
+/// Several listeners let one broker be reachable under different names, as Kafka's listeners
+/// do: e.g. `broker:9092` for containers on a compose network and `localhost:29092` for the host.
+#[derive(Debug)]
+pub struct Listener {
+    pub listener: TcpListener,
+    /// `HOST:PORT`; `None` advertises the bound address (127.0.0.1 for 0.0.0.0).
+    pub advertised: Option<String>,
+}
+
+/// Where clients are told to connect, per listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+}
+
+impl Listener {
+    fn advertised(&self) -> anyhow::Result<Advertised> {
+        let local = self.listener.local_addr()?;
+        Ok(match &self.advertised {
+            Some(advertised) => {
+                let (host, port) = advertised.rsplit_once(':').ok_or_else(|| {
+                    anyhow::anyhow!("an advertised address must be HOST:PORT, got '{advertised}'")
+                })?;
+                Advertised {
+                    host: host.to_string(),
+                    port: port.parse::<i32>()?,
+                }
+            }
+            None if local.ip().is_unspecified() => Advertised {
+                host: "127.0.0.1".to_string(),
+                port: i32::from(local.port()),
+            },
+            None => Advertised {
+                host: local.ip().to_string(),
+                port: i32::from(local.port()),
+            },
+        })
+    }
+}
+
+/// Starts a broker on an already bound listener (tests bind `127.0.0.1:0`), advertising
+/// `config.advertised` (or the bound address).
 pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
-    let local_addr = listener.local_addr()?;
-    let (host, port) = match &config.advertised {
-        Some(advertised) => {
-            let (host, port) = advertised.rsplit_once(':').ok_or_else(|| {
-                anyhow::anyhow!("--advertised must be HOST:PORT, got '{advertised}'")
-            })?;
-            (host.to_string(), port.parse::<i32>()?)
-        }
-        None if local_addr.ip().is_unspecified() => {
-            ("127.0.0.1".to_string(), i32::from(local_addr.port()))
-        }
-        None => (local_addr.ip().to_string(), i32::from(local_addr.port())),
-    };
+    let advertised = config.advertised.clone();
+    spawn_listeners(
+        vec![Listener {
+            listener,
+            advertised,
+        }],
+        config,
+    )
+    .await
+}
+
+/// Starts a broker on several listeners; the first one's address is the broker's main one.
+pub async fn spawn_listeners(
+    listeners: Vec<Listener>,
+    config: BrokerConfig,
+) -> anyhow::Result<BrokerHandle> {
+    anyhow::ensure!(
+        !listeners.is_empty(),
+        "a broker needs at least one listener"
+    );
+    let mut endpoints = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let advertised = Arc::new(l.advertised()?);
+        endpoints.push((l.listener, advertised));
+    }
+    let local_addr = endpoints[0].0.local_addr()?;
+    let main = endpoints[0].1.clone();
+    let (host, port) = (main.host.clone(), main.port);
     let broker = tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
     let broker = Arc::new(broker);
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(listener, broker.clone(), shutdown.subscribe()));
+    for (listener, advertised) in endpoints {
+        tracing::info!(
+            local_addr = %listener.local_addr()?,
+            advertised = %format!("{}:{}", advertised.host, advertised.port),
+            "broker listening"
+        );
+        tasks.spawn(accept_loop(
+            listener,
+            advertised,
+            broker.clone(),
+            shutdown.subscribe(),
+        ));
+    }
     tasks.spawn(group_ticker(broker.clone(), shutdown.subscribe()));
     tasks.spawn(chores(broker.clone(), shutdown.subscribe()));
-    tracing::info!(%local_addr, advertised = %format!("{}:{}", broker.advertised_host, broker.advertised_port), "broker listening");
     Ok(BrokerHandle {
         local_addr,
         broker,
@@ -84,11 +154,11 @@ pub async fn spawn(listener: TcpListener, config: BrokerConfig) -> anyhow::Resul
 
 /// Runs a broker until `shutdown` completes (the binary passes Ctrl-C / SIGTERM).
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     config: BrokerConfig,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
-    let handle = spawn(listener, config).await?;
+    let handle = spawn_listeners(listeners, config).await?;
     shutdown.await;
     tracing::info!("shutting down");
     handle.shutdown().await;
@@ -97,6 +167,7 @@ pub async fn run(
 
 async fn accept_loop(
     listener: TcpListener,
+    advertised: Arc<Advertised>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -114,9 +185,10 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let broker = broker.clone();
+                let advertised = advertised.clone();
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
-                    connection::serve(broker, stream, peer, shutdown).await;
+                    connection::serve(broker, stream, peer, advertised, shutdown).await;
                     drop(permit);
                 });
             }

@@ -15,14 +15,15 @@ use super::{code, str_bytes};
 use crate::broker::{Broker, NODE_ID};
 use crate::connection::ClientContext;
 use crate::group::{GroupState, JoinRequest};
+use crate::server::Advertised;
 
 pub fn find_coordinator(
-    broker: &Broker,
+    advertised: &Advertised,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = str_bytes(broker.advertised_host.clone());
-    let port = broker.advertised_port;
+    let host = str_bytes(advertised.host.clone());
+    let port = advertised.port;
     // key_type 1 asks for a transaction coordinator, which this broker doesn't have.
     let error = (request.key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
     if version >= 4 {

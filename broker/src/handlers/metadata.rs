@@ -8,15 +8,23 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::str_bytes;
 use crate::broker::{Broker, NODE_ID};
+use crate::server::Advertised;
 use crate::storage::log::LEADER_EPOCH;
 use crate::topics::{Topic, TopicError, is_valid_topic_name};
 
-pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// `advertised` is the address of the listener the client used: the broker answers with the
+/// name the client can reach it by.
+pub fn handle(
+    broker: &Broker,
+    advertised: &Advertised,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let brokers = vec![
         MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))
-            .with_host(str_bytes(broker.advertised_host.clone()))
-            .with_port(broker.advertised_port),
+            .with_host(str_bytes(advertised.host.clone()))
+            .with_port(advertised.port),
     ];
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match request.topics {

@@ -59,7 +59,10 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ClientContext, request: Request)
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(on_disk(broker, move |b| metadata::handle(b, r, v)).await)
+            let advertised = ctx.advertised.clone();
+            ResponseKind::Metadata(
+                on_disk(broker, move |b| metadata::handle(b, &advertised, r, v)).await,
+            )
         }
         RequestKind::Produce(r) => match on_disk(broker, move |b| produce::handle(b, r)).await {
             Some(response) => ResponseKind::Produce(response),
@@ -76,7 +79,7 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ClientContext, request: Request)
             ResponseKind::InitProducerId(on_disk(broker, move |b| producer_id::handle(b, r)).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, v))
+            ResponseKind::FindCoordinator(groups::find_coordinator(&ctx.advertised, r, v))
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(groups::join(broker, ctx, &client_id, r, v).await)
