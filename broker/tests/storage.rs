@@ -214,3 +214,20 @@ async fn segments_roll_by_age() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_always_and_interval_still_serve_everything() {
+    for policy in [
+        broker::FsyncPolicy::Always,
+        broker::FsyncPolicy::Interval(Duration::from_millis(20)),
+    ] {
+        let mut b = TestBroker::start_with(|c| c.fsync = policy).await;
+        produce_one_by_one(&b.bootstrap, "synced", 5, 10).await;
+        b.restart().await;
+        let c = consumer(&b.bootstrap, "unused", &[]);
+        let (_, high) = c
+            .fetch_watermarks("synced", 0, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(high, 5, "{policy:?}");
+    }
+}
