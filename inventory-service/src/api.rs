@@ -1,0 +1,82 @@
+//! HTTP endpoints of the inventory service.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use saga_shared::http::{ApiError, ApiJson, ApiPath, Problem};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{OpenApi, ToSchema};
+
+/// A product with its available stock and the units reserved by confirmed orders.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    /// List price in won.
+    pub price: i64,
+    /// Units still available.
+    pub stock: i64,
+    /// Units reserved by orders.
+    pub reserved: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route("/products/{sku}", get(get_product))
+        .with_state(pool)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "inventory-service",
+        description = "Reserves stock for paid orders"
+    ),
+    paths(list_products, get_product),
+    components(schemas(Product, Problem))
+)]
+struct ApiDoc;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Every product.
+#[utoipa::path(get, path = "/products", responses((status = 200, body = [Product])))]
+pub async fn list_products(State(pool): State<PgPool>) -> Result<ApiJson<Vec<Product>>, ApiError> {
+    let rows = sqlx::query_as(
+        "SELECT sku, name, price, stock, reserved, updated_at FROM products ORDER BY sku",
+    )
+    .fetch_all(&pool)
+    .await?;
+    Ok(ApiJson(rows))
+}
+
+/// One product.
+#[utoipa::path(get, path = "/products/{sku}", params(("sku" = String, Path, description = "e.g. LATTE")),
+    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 400, body = Problem)))]
+pub async fn get_product(
+    State(pool): State<PgPool>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<ApiJson<Product>, ApiError> {
+    if sku.is_empty()
+        || sku.len() > 64
+        || !sku.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(ApiError::BadRequest(
+            "sku must be 1 to 64 letters, digits or '_'".into(),
+        ));
+    }
+    sqlx::query_as(
+        "SELECT sku, name, price, stock, reserved, updated_at FROM products WHERE sku = $1",
+    )
+    .bind(&sku)
+    .fetch_optional(&pool)
+    .await?
+    .map(ApiJson)
+    .ok_or_else(|| ApiError::NotFound(format!("no product {sku}")))
+}

@@ -1,0 +1,101 @@
+//! Reserves stock on `payment.completed`: every line or none.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, topics};
+use saga_shared::outbox;
+use sqlx::PgConnection;
+
+use crate::SOURCE;
+
+/// The inventory service's reaction to the saga's events.
+pub struct InventorySaga;
+
+impl Handler for InventorySaga {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            match event.topic.as_str() {
+                topics::PAYMENT_COMPLETED => reserve(conn, event).await,
+                other => Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+            }
+        })
+    }
+}
+
+async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
+    let paid: PaymentCompleted = event.decode()?;
+    if paid.items.is_empty() || paid.items.iter().any(|i| i.quantity <= 0) {
+        return Err(HandleError::Invalid(
+            "payment.completed has no valid items".into(),
+        ));
+    }
+    let already: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
+            .bind(paid.order_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if already {
+        return Ok(());
+    }
+    // Same SKU on two lines counts once; lock rows in SKU order so concurrent orders can't deadlock.
+    let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+    for item in &paid.items {
+        *wanted.entry(item.sku.as_str()).or_default() += item.quantity;
+    }
+    let skus: Vec<&str> = wanted.keys().copied().collect();
+    let quantities: Vec<i64> = wanted.values().copied().collect();
+    let stock: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, stock FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    )
+    .bind(&skus)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stock: BTreeMap<String, i64> = stock.into_iter().collect();
+    let shortage = wanted
+        .iter()
+        .find_map(|(&sku, &quantity)| match stock.get(sku) {
+            None => Some(format!("unknown product {sku}")),
+            Some(&s) if s < quantity => Some(format!(
+                "out of stock: {sku} (wanted {quantity}, available {s})"
+            )),
+            Some(_) => None,
+        });
+    if let Some(reason) = shortage {
+        let failed = InventoryFailed {
+            order_id: paid.order_id,
+            payment_id: paid.payment_id,
+            reason,
+        };
+        let env = event.envelope.caused(topics::INVENTORY_FAILED, SOURCE);
+        outbox::enqueue(conn, &env, &failed).await?;
+        metrics::counter!("reservations_total", "outcome" => "failed").increment(1);
+        return Ok(());
+    }
+    // Every line in one statement: move the units from stock to reserved, record the reservation.
+    sqlx::query(
+        "WITH wanted AS (SELECT * FROM unnest($2::text[], $3::bigint[]) AS w (sku, quantity)), \
+              moved AS (UPDATE products p SET stock = p.stock - w.quantity, \
+                               reserved = p.reserved + w.quantity, updated_at = now() \
+                        FROM wanted w WHERE p.sku = w.sku) \
+         INSERT INTO reservations (order_id, sku, quantity) SELECT $1, sku, quantity FROM wanted",
+    )
+    .bind(paid.order_id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *conn)
+    .await?;
+    let updated = InventoryUpdated {
+        order_id: paid.order_id,
+        items: paid.items,
+    };
+    let env = event.envelope.caused(topics::INVENTORY_UPDATED, SOURCE);
+    outbox::enqueue(conn, &env, &updated).await?;
+    metrics::counter!("reservations_total", "outcome" => "reserved").increment(1);
+    Ok(())
+}

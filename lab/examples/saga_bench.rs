@@ -1,0 +1,258 @@
+//! Saga benchmark: sustained orders/s through the whole chain, POST-to-notification latency at
+//! fixed rates, and the outbox relay's commit-to-publish latency.
+//!
+//! `cargo run --release -p lab --example saga_bench -- --help`
+//!
+//! It starts the same in-process system as `lab` (throwaway PostgreSQL, embedded broker, four
+//! services) in a temporary directory, tops up wallets and stock so every order takes the full
+//! path (order.created -> payment.completed -> inventory.updated -> confirmed), and reports.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use futures_util::StreamExt;
+use lab::{Lab, LabClient, LabConfig, Service};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Orders for the throughput run.
+    #[arg(long, env = "BENCH_ORDERS", default_value_t = 5000)]
+    orders: usize,
+    /// Concurrent POSTs in the throughput run.
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Fixed rates (orders/s) for the latency runs.
+    #[arg(
+        long,
+        env = "BENCH_RATES",
+        value_delimiter = ',',
+        default_value = "50,200"
+    )]
+    rates: Vec<u32>,
+    /// Length of each latency run.
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 10)]
+    seconds: u64,
+    /// Consumers per service.
+    #[arg(long, env = "BENCH_CONSUMERS", default_value_t = 2)]
+    consumers: usize,
+    /// Partitions per topic.
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 6)]
+    partitions: i32,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v
+}
+
+async fn terminal_count(orders: &PgPool, ids: &[Uuid]) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE id = ANY($1) AND status IN ('CONFIRMED', 'CANCELLED')",
+    )
+    .bind(ids)
+    .fetch_one(orders)
+    .await
+    .expect("count terminal orders")
+}
+
+async fn wait_terminal(orders: &PgPool, ids: &[Uuid], timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while terminal_count(orders, ids).await < ids.len() as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "orders not terminal within {timeout:?}"
+        );
+        // Coarse on purpose: this query checks thousands of ids, and the database it loads is the
+        // one being measured. The run takes seconds, so 100 ms is under 1% of it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Commit-to-publish latencies (ms) of outbox rows created since `since`, over all services.
+async fn relay_latencies(pools: &[PgPool], since: DateTime<Utc>) -> Vec<f64> {
+    let mut all = Vec::new();
+    for pool in pools {
+        let v: Vec<f64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM published_at - created_at) * 1000)::float8 FROM outbox \
+             WHERE created_at >= $1 AND published_at IS NOT NULL",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await
+        .expect("outbox latencies");
+        all.extend(v);
+    }
+    sorted(all)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    saga_shared::telemetry::init_tracing("error");
+    let dir = tempfile::Builder::new().prefix("saga-bench").tempdir()?;
+    let mut config = LabConfig::ephemeral(dir.path());
+    config.service.consumers = args.consumers;
+    config.service.topic_partitions = args.partitions;
+    config.service.db_max_connections = 20;
+    let lab = Lab::start(config, &mut |step| eprintln!("  {step}")).await?;
+    let client = LabClient::new(&lab);
+    let admin = |svc: Service| {
+        let (server, _) = lab
+            .admin()
+            .url
+            .rsplit_once('/')
+            .expect("URL has a database");
+        format!("{server}/{}", svc.db().database)
+    };
+    // Enough money and stock that every order is confirmed (the full chain).
+    let payments_admin = PgPool::connect(&admin(Service::Payment)).await?;
+    sqlx::query("UPDATE wallets SET balance = 1000000000000")
+        .execute(&payments_admin)
+        .await?;
+    let inventory_admin = PgPool::connect(&admin(Service::Inventory)).await?;
+    sqlx::query("UPDATE products SET stock = 1000000000")
+        .execute(&inventory_admin)
+        .await?;
+    let mut pools = Vec::new();
+    for svc in Service::ALL {
+        pools.push(PgPool::connect(&admin(svc)).await?);
+    }
+    let orders_db = pools[0].clone();
+    let notifications_db = pools[3].clone();
+
+    // Warm-up: groups joined, connections open.
+    let warm: Vec<Uuid> = futures_util::stream::iter(0..50)
+        .map(|_| place(&client))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    wait_terminal(&orders_db, &warm, Duration::from_secs(60)).await?;
+
+    // Throughput: as fast as the system takes them, until every order is terminal.
+    let since = Utc::now();
+    let started = Instant::now();
+    let ids: Vec<Uuid> = futures_util::stream::iter(0..args.orders)
+        .map(|_| place(&client))
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let accepted = started.elapsed();
+    wait_terminal(&orders_db, &ids, Duration::from_secs(600)).await?;
+    let all_terminal = started.elapsed();
+    let confirmed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'CONFIRMED'",
+    )
+    .bind(&ids)
+    .fetch_one(&orders_db)
+    .await?;
+    let relay = relay_latencies(&pools, since).await;
+    println!("\n## Throughput\n");
+    println!(
+        "| orders | concurrency | POSTs accepted in | all terminal in | orders/s (terminal) | confirmed | relay p50 | relay p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.2} s | {:.2} s | {:.0} | {} | {:.2} ms | {:.2} ms |",
+        args.orders,
+        args.concurrency,
+        accepted.as_secs_f64(),
+        all_terminal.as_secs_f64(),
+        args.orders as f64 / all_terminal.as_secs_f64(),
+        confirmed,
+        percentile(&relay, 50.0),
+        percentile(&relay, 99.0),
+    );
+
+    println!("\n## Latency at a fixed rate (POST sent -> \"confirmed\" notification stored)\n");
+    println!("| rate | orders | p50 | p90 | p99 | max | relay p50 | relay p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for rate in &args.rates {
+        let since = Utc::now();
+        let total = (*rate as u64 * args.seconds) as usize;
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / *rate as f64));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = Vec::with_capacity(total);
+        for _ in 0..total {
+            ticker.tick().await;
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let sent = Utc::now();
+                place(&c).await.map(|id| (id, sent))
+            }));
+        }
+        let mut sent_at: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        for t in tasks {
+            let (id, sent) = t.await??;
+            sent_at.insert(id, sent);
+        }
+        let ids: Vec<Uuid> = sent_at.keys().copied().collect();
+        wait_terminal(&orders_db, &ids, Duration::from_secs(120)).await?;
+        // The notification follows the terminal status; wait for all of them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rows: Vec<(Uuid, DateTime<Utc>)> = loop {
+            let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT order_id, created_at FROM notifications WHERE kind = 'confirmed' AND order_id = ANY($1)",
+            )
+            .bind(&ids)
+            .fetch_all(&notifications_db)
+            .await?;
+            if rows.len() == ids.len() || Instant::now() > deadline {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        anyhow::ensure!(
+            rows.len() == ids.len(),
+            "missing notifications: {} of {}",
+            rows.len(),
+            ids.len()
+        );
+        let lat = sorted(
+            rows.iter()
+                .map(|(id, at)| (*at - sent_at[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+                .collect(),
+        );
+        let relay = relay_latencies(&pools, since).await;
+        println!(
+            "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
+            lat.len(),
+            percentile(&lat, 50.0),
+            percentile(&lat, 90.0),
+            percentile(&lat, 99.0),
+            lat.last().copied().unwrap_or(f64::NAN),
+            percentile(&relay, 50.0),
+            percentile(&relay, 99.0),
+        );
+    }
+    for p in pools {
+        p.close().await;
+    }
+    payments_admin.close().await;
+    inventory_admin.close().await;
+    lab.shutdown().await;
+    Ok(())
+}
+
+async fn place(client: &LabClient) -> anyhow::Result<Uuid> {
+    let order = client
+        .place_order("alice", &[("LATTE", 1, 5000), ("MOCHA", 1, 5500)])
+        .await?;
+    Ok(order["id"].as_str().unwrap_or_default().parse()?)
+}

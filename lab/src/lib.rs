@@ -1,0 +1,14 @@
+//! The saga lab in one process: a throwaway PostgreSQL ([`pg`]), the embedded broker and the four
+//! services ([`system::Lab`]), a small HTTP client for them ([`client`]) and the dashboard with
+//! its control API ([`dashboard`]).
+//!
+//! The `lab` binary, the integration tests in `tests/` and the benchmark all start the system
+//! through [`system::Lab::start`], so the tests check exactly what a user runs.
+
+pub mod client;
+pub mod dashboard;
+pub mod pg;
+pub mod system;
+
+pub use client::LabClient;
+pub use system::{Lab, LabConfig, Service};

@@ -1,0 +1,365 @@
+//! The whole system in one process: PostgreSQL, the broker and the four services.
+//!
+//! Used by the `lab` binary, the integration tests and the benchmark, so what the tests check is
+//! what a user runs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_shared::config::CommonConfig;
+use saga_shared::consumer::Faults;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::pg::{PgAdmin, PgError, SERVICE_DBS, ServiceDb, TempPostgres};
+
+/// The four services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    Order,
+    Payment,
+    Inventory,
+    Notification,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Order,
+        Service::Payment,
+        Service::Inventory,
+        Service::Notification,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order-service",
+            Service::Payment => "payment-service",
+            Service::Inventory => "inventory-service",
+            Service::Notification => "notification-service",
+        }
+    }
+
+    /// The port DESIGN gives it.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Order => 8081,
+            Service::Payment => 8082,
+            Service::Inventory => 8083,
+            Service::Notification => 8084,
+        }
+    }
+
+    pub fn db(self) -> ServiceDb {
+        SERVICE_DBS[self as usize]
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Service::ALL
+            .into_iter()
+            .find(|svc| svc.name() == s || svc.name().trim_end_matches("-service") == s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("PostgreSQL: {0}")]
+    Pg(#[from] PgError),
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("{service}: {source}")]
+    Service {
+        service: &'static str,
+        source: saga_shared::service::HostError,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to start and where.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// PostgreSQL data, broker logs.
+    pub data_dir: PathBuf,
+    /// Superuser URL (of the `postgres` database) of an existing server; none starts one.
+    pub postgres_url: Option<String>,
+    /// Port of the throwaway PostgreSQL (0: any free port).
+    pub postgres_port: u16,
+    /// Bootstrap servers of an existing Kafka-compatible broker; none embeds the workspace broker.
+    pub brokers: Option<String>,
+    /// Port of the embedded broker (0: any free port).
+    pub broker_port: u16,
+    /// HTTP port of each service (0: any free port).
+    pub ports: BTreeMap<Service, u16>,
+    /// Address the services and the broker bind to.
+    pub host: String,
+    /// Settings given to every service (database URL and brokers are filled in by the lab).
+    pub service: CommonConfig,
+}
+
+impl LabConfig {
+    /// DESIGN's ports: broker 9092, services 8081-8084.
+    pub fn standard(data_dir: impl Into<PathBuf>) -> Self {
+        let mut c = Self::ephemeral(data_dir);
+        c.broker_port = 9092;
+        c.ports = Service::ALL
+            .iter()
+            .map(|s| (*s, s.default_port()))
+            .collect();
+        c
+    }
+
+    /// Free ports everywhere (tests).
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            postgres_url: None,
+            postgres_port: 0,
+            brokers: None,
+            broker_port: 0,
+            ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
+            host: "127.0.0.1".into(),
+            service: CommonConfig::new("", ""),
+        }
+    }
+}
+
+struct RunningService {
+    port: u16,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// A running lab.
+pub struct Lab {
+    config: LabConfig,
+    postgres: Option<TempPostgres>,
+    admin: PgAdmin,
+    db_urls: [String; 4],
+    broker: Option<broker::BrokerHandle>,
+    broker_addr: Option<SocketAddr>,
+    brokers: String,
+    services: BTreeMap<Service, RunningService>,
+    /// Fault switches survive a service restart.
+    faults: BTreeMap<Service, Arc<Faults>>,
+}
+
+impl Lab {
+    /// Starts everything; `progress` is told about each step as it begins.
+    pub async fn start(config: LabConfig, progress: &mut dyn FnMut(&str)) -> Result<Lab, LabError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let (postgres, admin) = match &config.postgres_url {
+            Some(url) => (None, PgAdmin::new(url.clone())),
+            None => {
+                progress("starting PostgreSQL");
+                let pg =
+                    TempPostgres::start(&config.data_dir.join("postgres"), config.postgres_port)
+                        .await?;
+                let admin = PgAdmin::new(pg.admin_url("postgres"));
+                (Some(pg), admin)
+            }
+        };
+        progress("creating databases and roles");
+        let db_urls = admin.create_service_databases().await?;
+        let mut lab = Lab {
+            config,
+            postgres,
+            admin,
+            db_urls,
+            broker: None,
+            broker_addr: None,
+            brokers: String::new(),
+            services: BTreeMap::new(),
+            faults: Service::ALL
+                .iter()
+                .map(|s| (*s, Arc::new(Faults::default())))
+                .collect(),
+        };
+        match lab.config.brokers.clone() {
+            Some(b) => lab.brokers = b,
+            None => {
+                progress("starting the broker");
+                let addr: SocketAddr = format!("{}:{}", lab.config.host, lab.config.broker_port)
+                    .parse()
+                    .map_err(|e| LabError::Broker(format!("bad broker address: {e}")))?;
+                lab.spawn_broker(addr).await?;
+            }
+        }
+        for svc in Service::ALL {
+            progress(&format!("starting {}", svc.name()));
+            lab.start_service(svc).await?;
+        }
+        Ok(lab)
+    }
+
+    async fn spawn_broker(&mut self, addr: SocketAddr) -> Result<(), LabError> {
+        let listener = TcpListener::bind(addr).await?;
+        let config = broker::BrokerConfig {
+            data_dir: self.config.data_dir.join("broker"),
+            default_partitions: self.config.service.topic_partitions,
+            ..Default::default()
+        };
+        let handle = broker::spawn(listener, config)
+            .await
+            .map_err(|e| LabError::Broker(format!("{e:#}")))?;
+        self.broker_addr = Some(handle.local_addr());
+        self.brokers = handle.bootstrap();
+        self.broker = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the embedded broker (the services keep running and retry).
+    pub async fn stop_broker(&mut self) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown().await;
+        }
+    }
+
+    /// Starts the embedded broker again on the same address and data.
+    pub async fn restart_broker(&mut self) -> Result<(), LabError> {
+        let addr = self
+            .broker_addr
+            .ok_or_else(|| LabError::Broker("no embedded broker".into()))?;
+        if self.broker.is_none() {
+            // The old listener may linger for a moment.
+            let mut tries = 0;
+            loop {
+                match self.spawn_broker(addr).await {
+                    Ok(()) => break,
+                    Err(LabError::Io(e)) if tries < 50 => {
+                        tries += 1;
+                        tracing::debug!(error = %e, "broker port busy; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `svc` (again), on the port it had before, if any.
+    pub async fn start_service(&mut self, svc: Service) -> Result<(), LabError> {
+        if self.services.contains_key(&svc) {
+            return Ok(());
+        }
+        let mut common = self.config.service.clone();
+        common.host = self.config.host.clone();
+        common.database_url = self.db_urls[svc as usize].clone();
+        common.brokers = self.brokers.clone();
+        let port = self.config.ports.get(&svc).copied().unwrap_or(0);
+        let faults = self.faults[&svc].clone();
+        let running = spawn_service(svc, common, port, faults).await?;
+        // A restart keeps the port.
+        self.config.ports.insert(svc, running.port);
+        self.services.insert(svc, running);
+        Ok(())
+    }
+
+    /// Stops `svc` gracefully (its consumers leave their group).
+    pub async fn stop_service(&mut self, svc: Service) {
+        if let Some(s) = self.services.remove(&svc) {
+            let _ = s.stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(20), s.task).await;
+        }
+    }
+
+    pub fn is_running(&self, svc: Service) -> bool {
+        self.services.contains_key(&svc)
+    }
+
+    /// Base URL of a service, e.g. `http://127.0.0.1:8081`.
+    pub fn url(&self, svc: Service) -> String {
+        let port = self.config.ports.get(&svc).copied().unwrap_or(0);
+        let host = if self.config.host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            &self.config.host
+        };
+        format!("http://{host}:{port}")
+    }
+
+    /// Bootstrap servers of the broker.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// URL of a service's database (as its own role).
+    pub fn db_url(&self, svc: Service) -> &str {
+        &self.db_urls[svc as usize]
+    }
+
+    pub fn admin(&self) -> &PgAdmin {
+        &self.admin
+    }
+
+    /// The fault switches of a service.
+    pub fn faults(&self, svc: Service) -> Arc<Faults> {
+        self.faults[&svc].clone()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
+    /// Stops the services, the broker and PostgreSQL, in that order.
+    pub async fn shutdown(mut self) {
+        let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();
+        let mut tasks = Vec::new();
+        for s in running {
+            let _ = s.stop.send(());
+            tasks.push(s.task);
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::future::join_all(tasks),
+        )
+        .await;
+        self.stop_broker().await;
+        if let Some(pg) = self.postgres.take() {
+            pg.stop().await;
+        }
+    }
+}
+
+macro_rules! spawn_app {
+    ($krate:ident, $common:expr, $port:expr, $faults:expr, $svc:expr) => {{
+        let app = $krate::Application::build_with_faults(
+            $krate::Config {
+                port: $port,
+                common: $common,
+            },
+            $faults,
+        )
+        .await
+        .map_err(|source| LabError::Service {
+            service: $svc.name(),
+            source,
+        })?;
+        let port = app.port();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        (port, stop, task)
+    }};
+}
+
+async fn spawn_service(
+    svc: Service,
+    common: CommonConfig,
+    port: u16,
+    faults: Arc<Faults>,
+) -> Result<RunningService, LabError> {
+    let f = faults;
+    let (port, stop, task) = match svc {
+        Service::Order => spawn_app!(order_service, common, port, f, svc),
+        Service::Payment => spawn_app!(payment_service, common, port, f, svc),
+        Service::Inventory => spawn_app!(inventory_service, common, port, f, svc),
+        Service::Notification => spawn_app!(notification_service, common, port, f, svc),
+    };
+    Ok(RunningService { port, stop, task })
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of the saga: real PostgreSQL (started by each test), the workspace broker
+//! embedded over TCP, the four services and `rdkafka` clients. No mocks.
+
+mod helpers;
+
+mod duplicates;
+mod failures;
+mod load;
+mod outbox;
+mod paths;
+mod poison;

@@ -1,0 +1,57 @@
+//! Records a notification for each milestone of an order.
+
+use futures_util::future::BoxFuture;
+use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::events::{InventoryUpdated, OrderCancelled, OrderCreated, topics};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// The notification service's reaction to the saga's events.
+pub struct Notifier;
+
+impl Handler for Notifier {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            let (order_id, customer, kind, message) = match event.topic.as_str() {
+                topics::ORDER_CREATED => {
+                    let e: OrderCreated = event.decode()?;
+                    let msg = format!("We received your order of {} {}.", e.total, e.currency);
+                    (e.order_id, Some(e.customer_id), "received", msg)
+                }
+                topics::INVENTORY_UPDATED => {
+                    let e: InventoryUpdated = event.decode()?;
+                    (
+                        e.order_id,
+                        None,
+                        "confirmed",
+                        "Your order is confirmed.".to_owned(),
+                    )
+                }
+                topics::ORDER_CANCELLED => {
+                    let e: OrderCancelled = event.decode()?;
+                    let msg = format!("Your order was cancelled: {}.", e.reason);
+                    (e.order_id, Some(e.customer_id), "cancelled", msg)
+                }
+                other => return Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+            };
+            sqlx::query(
+                "INSERT INTO notifications (id, order_id, customer_id, kind, message, event_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(order_id)
+            .bind(customer)
+            .bind(kind)
+            .bind(message)
+            .bind(event.envelope.id)
+            .execute(&mut *conn)
+            .await?;
+            metrics::counter!("notifications_total", "kind" => kind).increment(1);
+            Ok(())
+        })
+    }
+}

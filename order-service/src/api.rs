@@ -1,0 +1,389 @@
+//! HTTP endpoints of the order service.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use saga_shared::Envelope;
+use saga_shared::events::{CURRENCY, LineItem, OrderCreated, topics};
+use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
+use saga_shared::outbox;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::SOURCE;
+use crate::domain::{NewOrder, OrderRequest, OrderStatus};
+
+/// An order as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    pub items: Vec<LineItem>,
+    pub total: i64,
+    pub currency: String,
+    /// Why the order was cancelled (or is being compensated).
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Every saga event seen for this order, oldest first; empty in lists.
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One saga step of an order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// The event type (= topic), e.g. `payment.completed`.
+    pub event: String,
+    pub event_id: Uuid,
+    /// When the event happened (its `ce_time`).
+    pub at: DateTime<Utc>,
+    /// The order's status after this step, replaying the steps in time order.
+    pub status: OrderStatus,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// At most this many (1..=500, default 50), newest first.
+    pub limit: Option<i64>,
+}
+
+pub fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/orders", get(list_orders).post(create_order))
+        .route("/orders/{id}", get(get_order))
+        .with_state(pool)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "order-service",
+        description = "Takes orders and follows their saga"
+    ),
+    paths(create_order, get_order, list_orders),
+    components(schemas(Order, TimelineEntry, OrderRequest, LineItem, OrderStatus, Problem))
+)]
+struct ApiDoc;
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Place an order: it starts PENDING and `order.created` is published through the outbox.
+#[utoipa::path(post, path = "/orders", request_body = OrderRequest,
+    responses((status = 201, body = Order), (status = 422, body = Problem), (status = 400, body = Problem)))]
+pub async fn create_order(
+    State(pool): State<PgPool>,
+    ApiJson(req): ApiJson<OrderRequest>,
+) -> Result<(StatusCode, HeaderMap, ApiJson<Order>), ApiError> {
+    let order = NewOrder::parse(req).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let id = Uuid::now_v7();
+    let envelope = Envelope::new(topics::ORDER_CREATED, SOURCE, id);
+    let event = OrderCreated {
+        order_id: id,
+        customer_id: order.customer_id.clone(),
+        items: order.items.clone(),
+        total: order.total,
+        currency: CURRENCY.into(),
+    };
+    let items =
+        serde_json::to_value(&order.items).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, status, items, total, currency, created_at, updated_at) \
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $6)",
+    )
+    .bind(id)
+    .bind(&order.customer_id)
+    .bind(items)
+    .bind(order.total)
+    .bind(CURRENCY)
+    .bind(envelope.time)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after) \
+         VALUES ($1, $2, $3, $4, 'PENDING')",
+    )
+    .bind(id)
+    .bind(topics::ORDER_CREATED)
+    .bind(envelope.id)
+    .bind(envelope.time)
+    .execute(&mut *tx)
+    .await?;
+    outbox::enqueue(&mut tx, &envelope, &event)
+        .await
+        .map_err(|e| match e {
+            outbox::OutboxError::Db(e) => ApiError::from(e),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    tx.commit().await?;
+    metrics::counter!("orders_created_total").increment(1);
+    // The response is what was just committed; no need to read it back.
+    let order = Order {
+        id,
+        customer_id: order.customer_id,
+        status: OrderStatus::Pending,
+        items: order.items,
+        total: order.total,
+        currency: CURRENCY.into(),
+        reason: None,
+        created_at: envelope.time,
+        updated_at: envelope.time,
+        timeline: vec![TimelineEntry {
+            event: topics::ORDER_CREATED.into(),
+            event_id: envelope.id,
+            at: envelope.time,
+            status: OrderStatus::Pending,
+            detail: None,
+        }],
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/orders/{id}")).expect("uuid is a valid header value"),
+    );
+    Ok((StatusCode::CREATED, headers, ApiJson(order)))
+}
+
+/// An order with its status and timeline.
+#[utoipa::path(get, path = "/orders/{id}", params(("id" = Uuid, Path, description = "order id")),
+    responses((status = 200, body = Order), (status = 404, body = Problem), (status = 400, body = Problem)))]
+pub async fn get_order(
+    State(pool): State<PgPool>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<Order>, ApiError> {
+    fetch_order(&pool, id)
+        .await?
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+}
+
+/// Recent orders, newest first (without timelines).
+#[utoipa::path(get, path = "/orders", params(ListParams),
+    responses((status = 200, body = [Order]), (status = 400, body = Problem)))]
+pub async fn list_orders(
+    State(pool): State<PgPool>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<ApiJson<Vec<Order>>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "SELECT id, customer_id, status, items, total, currency, reason, created_at, updated_at \
+         FROM orders WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(params.status.map(OrderStatus::as_str))
+    .bind(limit)
+    .fetch_all(&pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| r.into_order(Vec::new()))
+        .collect::<Result<_, _>>()
+        .map(ApiJson)
+}
+
+/// event, event id, time, status after, detail.
+type TimelineRow = (String, Uuid, DateTime<Utc>, String, Option<String>);
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    status: String,
+    items: sqlx::types::Json<Vec<LineItem>>,
+    total: i64,
+    currency: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    fn into_order(self, timeline: Vec<TimelineEntry>) -> Result<Order, ApiError> {
+        Ok(Order {
+            id: self.id,
+            customer_id: self.customer_id,
+            status: parse_status(&self.status)?,
+            items: self.items.0,
+            total: self.total,
+            currency: self.currency,
+            reason: self.reason,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            timeline,
+        })
+    }
+}
+
+fn parse_status(s: &str) -> Result<OrderStatus, ApiError> {
+    OrderStatus::parse(s).ok_or_else(|| ApiError::Internal(format!("stored status {s:?}")))
+}
+
+/// Loads one order with its timeline.
+pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, ApiError> {
+    let row: Option<OrderRow> = sqlx::query_as(
+        "SELECT id, customer_id, status, items, total, currency, reason, created_at, updated_at \
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let steps: Vec<TimelineRow> = sqlx::query_as(
+        "SELECT event_type, event_id, occurred_at, status_after, detail FROM order_timeline \
+         WHERE order_id = $1 ORDER BY occurred_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    // Each step shows the status the saga reaches at that point in causal (ce_time) order, by
+    // replaying the state machine; events may have *arrived* in another order.
+    let mut status = OrderStatus::Pending;
+    let timeline = steps
+        .into_iter()
+        .map(|(event, event_id, at, _status_when_applied, detail)| {
+            status = match event.as_str() {
+                topics::ORDER_CREATED => OrderStatus::Pending,
+                topics::ORDER_CANCELLED => OrderStatus::Cancelled,
+                other => status.on_event(other).unwrap_or(status),
+            };
+            TimelineEntry {
+                event,
+                event_id,
+                at,
+                status,
+                detail,
+            }
+        })
+        .collect();
+    row.into_order(timeline).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The router over a pool that is never reached: validation answers before any query.
+    fn app() -> Router {
+        let pool = saga_shared::db::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        saga_shared::http::with_middleware(router(pool))
+    }
+
+    async fn send(req: Request<Body>) -> (StatusCode, String, serde_json::Value) {
+        let res = app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            ct,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn post(body: impl Into<Body>) -> Request<Body> {
+        Request::post("/orders")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_a_4xx_problem() {
+        let big = format!(
+            r#"{{"customer_id":"alice","items":[{{"sku":"{}","quantity":1,"unit_price":1}}]}}"#,
+            "A".repeat(100_000)
+        );
+        let cases: Vec<(Request<Body>, u16)> = vec![
+            (post("{not json"), 400),
+            (post(r#"{"customer_id":"alice","items":[]}"#), 422),
+            (
+                post(r#"{"customer_id":"","items":[{"sku":"LATTE","quantity":1,"unit_price":1}]}"#),
+                422,
+            ),
+            (
+                post(
+                    r#"{"customer_id":"alice","items":[{"sku":"LATTE","quantity":0,"unit_price":1}]}"#,
+                ),
+                422,
+            ),
+            (
+                post(
+                    r#"{"customer_id":"alice","items":[{"sku":"LATTE","quantity":1,"unit_price":-5}]}"#,
+                ),
+                422,
+            ),
+            (
+                post(
+                    r#"{"customer_id":"alice","items":[{"sku":"LATTE","quantity":1e30,"unit_price":1}]}"#,
+                ),
+                422,
+            ),
+            (
+                post(
+                    r#"{"customer_id":"alice","items":[{"sku":"LATTE","quantity":99999999999999999999,"unit_price":1}]}"#,
+                ),
+                422,
+            ),
+            (post(r#"{"customer_id":"alice"}"#), 422),
+            (post(r#"[1,2,3]"#), 422),
+            (post(big), 413),
+            (
+                Request::post("/orders").body(Body::from("{}")).unwrap(),
+                415,
+            ),
+            (
+                Request::get("/orders/not-a-uuid")
+                    .body(Body::empty())
+                    .unwrap(),
+                400,
+            ),
+            (
+                Request::get("/orders?limit=0").body(Body::empty()).unwrap(),
+                400,
+            ),
+            (
+                Request::get("/orders?status=NOPE")
+                    .body(Body::empty())
+                    .unwrap(),
+                400,
+            ),
+            (Request::get("/nowhere").body(Body::empty()).unwrap(), 404),
+        ];
+        for (req, expected) in cases {
+            let what = format!("{} {}", req.method(), req.uri());
+            let (status, ct, body) = send(req).await;
+            assert_eq!(status.as_u16(), expected, "{what}: {body}");
+            assert_eq!(ct, "application/problem+json", "{what}");
+            assert_eq!(body["status"], expected, "{what}");
+            assert!(
+                body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{what}"
+            );
+        }
+    }
+}

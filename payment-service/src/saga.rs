@@ -1,0 +1,158 @@
+//! Charges wallets on `order.created` and refunds them on `inventory.failed`.
+
+use futures_util::future::BoxFuture;
+use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::events::{
+    CURRENCY, InventoryFailed, OrderCreated, PaymentCompleted, PaymentFailed, PaymentRefunded,
+    topics,
+};
+use saga_shared::outbox;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::SOURCE;
+
+/// The payment service's reaction to the saga's events.
+pub struct PaymentSaga;
+
+impl Handler for PaymentSaga {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        Box::pin(async move {
+            match event.topic.as_str() {
+                topics::ORDER_CREATED => charge(conn, event).await,
+                topics::INVENTORY_FAILED => refund(conn, event).await,
+                other => Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+            }
+        })
+    }
+}
+
+async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
+    let order: OrderCreated = event.decode()?;
+    if order.total <= 0 || order.items.is_empty() {
+        return Err(HandleError::Invalid(format!(
+            "order total {} is not payable",
+            order.total
+        )));
+    }
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance FROM wallets WHERE customer_id = $1 FOR UPDATE")
+            .bind(&order.customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let refusal = match balance {
+        _ if order.currency != CURRENCY => Some(format!("unsupported currency {}", order.currency)),
+        None => Some(format!("unknown customer {}", order.customer_id)),
+        Some(b) if b < order.total => Some(format!(
+            "insufficient funds: balance {b}, order total {}",
+            order.total
+        )),
+        Some(_) => None,
+    };
+    let payment_id = Uuid::now_v7();
+    let status = if refusal.is_some() {
+        "FAILED"
+    } else {
+        "CAPTURED"
+    };
+    // One payment per order, whatever the event id: a re-sent order is never charged twice.
+    let inserted = sqlx::query(
+        "INSERT INTO payments (id, order_id, customer_id, amount, currency, status, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(payment_id)
+    .bind(order.order_id)
+    .bind(&order.customer_id)
+    .bind(order.total)
+    .bind(&order.currency)
+    .bind(status)
+    .bind(&refusal)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    match refusal {
+        Some(reason) => {
+            let failed = PaymentFailed {
+                order_id: order.order_id,
+                customer_id: order.customer_id,
+                reason,
+            };
+            let env = event.envelope.caused(topics::PAYMENT_FAILED, SOURCE);
+            outbox::enqueue(conn, &env, &failed).await?;
+            metrics::counter!("payments_total", "outcome" => "failed").increment(1);
+        }
+        None => {
+            sqlx::query(
+                "UPDATE wallets SET balance = balance - $2, updated_at = now() WHERE customer_id = $1",
+            )
+            .bind(&order.customer_id)
+            .bind(order.total)
+            .execute(&mut *conn)
+            .await?;
+            let completed = PaymentCompleted {
+                order_id: order.order_id,
+                payment_id,
+                customer_id: order.customer_id,
+                amount: order.total,
+                currency: order.currency,
+                items: order.items,
+            };
+            let env = event.envelope.caused(topics::PAYMENT_COMPLETED, SOURCE);
+            outbox::enqueue(conn, &env, &completed).await?;
+            metrics::counter!("payments_total", "outcome" => "captured").increment(1);
+        }
+    }
+    Ok(())
+}
+
+async fn refund(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
+    let failed: InventoryFailed = event.decode()?;
+    let payment: Option<(Uuid, String, i64, String)> = sqlx::query_as(
+        "SELECT id, customer_id, amount, status FROM payments WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(failed.order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((payment_id, customer_id, amount, status)) = payment else {
+        return Err(HandleError::Invalid(format!(
+            "no payment for order {}",
+            failed.order_id
+        )));
+    };
+    if status != "CAPTURED" {
+        // Already refunded (or never charged): nothing to give back.
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE payments SET status = 'REFUNDED', reason = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(payment_id)
+    .bind(&failed.reason)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE wallets SET balance = balance + $2, updated_at = now() WHERE customer_id = $1",
+    )
+    .bind(&customer_id)
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?;
+    let refunded = PaymentRefunded {
+        order_id: failed.order_id,
+        payment_id,
+        customer_id,
+        amount,
+        reason: failed.reason,
+    };
+    let env = event.envelope.caused(topics::PAYMENT_REFUNDED, SOURCE);
+    outbox::enqueue(conn, &env, &refunded).await?;
+    metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
+    Ok(())
+}

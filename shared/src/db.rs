@@ -1,0 +1,42 @@
+//! Database pool creation and the classification of database errors.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// A pool that fails fast when the database is gone, so callers can retry on their own terms.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}
+
+/// A pool that connects on first use (for tests of the HTTP layer that never reach the database).
+pub fn connect_lazy(url: &str) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy(url)
+}
+
+/// True when the error says the database could not be reached or dropped us, as opposed to a
+/// statement that failed. Such errors are retried without limit: the event is not at fault.
+pub fn is_connectivity(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01..57P03: admin shutdown, crash shutdown, cannot
+            // connect now; 55000 covers "database is not currently accepting connections";
+            // 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "55000" || code == "53300"
+        }),
+        _ => false,
+    }
+}

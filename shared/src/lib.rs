@@ -1,0 +1,31 @@
+//! What the four saga services share, so that each service only writes its domain code.
+//!
+//! A tour, in the order an event travels:
+//! - [`events`]: topic names and the typed JSON payload of every event.
+//! - [`envelope`]: the CloudEvents 1.0 binary-mode headers every record carries.
+//! - [`outbox`]: the transactional outbox (write state and event in one transaction) and the
+//!   [`outbox::OutboxRelay`] that publishes it (LISTEN/NOTIFY wake-up plus polling).
+//! - [`consumer`]: the consumer runner: idempotency, retry with capped backoff, dead-letter queue.
+//! - [`dlq`]: listing and replaying dead-lettered records.
+//! - [`kafka`]: client settings, topic creation and the broker readiness probe.
+//! - [`db`]: pool creation and the classification of database errors as transient or not.
+//! - [`http`]: the RFC 9457 problem+json error type, extractors and the common middleware stack.
+//! - [`telemetry`]: tracing setup and the process-wide Prometheus recorder.
+//! - [`config`]: command-line / environment settings every service has.
+//! - [`service`]: [`service::ServiceHost`] runs the HTTP server, the relay and the consumers.
+//! - [`shutdown`]: the shutdown signal shared by those tasks.
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod dlq;
+pub mod envelope;
+pub mod events;
+pub mod http;
+pub mod kafka;
+pub mod outbox;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use envelope::Envelope;
