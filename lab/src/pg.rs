@@ -108,6 +108,34 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Finds a PostgreSQL server program: on `PATH`, or where Debian's and Ubuntu's `postgresql`
+/// packages put it (`/usr/lib/postgresql/<version>/bin`, newest version first), which is not on
+/// `PATH` by default.
+pub fn server_binary(program: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file());
+    if let Some(found) = on_path {
+        return found;
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let candidate = e.path().join("bin").join(program);
+            candidate.is_file().then_some((version, candidate))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map_or_else(|| std::path::PathBuf::from(program), |(_, path)| path)
+}
+
 impl TempPostgres {
     /// Starts a server on `dir/pgdata` (running `initdb` first if it is empty) on `port` (0 picks
     /// a free one). The superuser is `postgres` with a password kept in `dir/superuser.pw`.
@@ -123,7 +151,9 @@ impl TempPostgres {
             if root {
                 c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
             }
-            c.args(["--pdeathsig=INT", "--", program]).current_dir(&dir);
+            c.args(["--pdeathsig=INT", "--"])
+                .arg(server_binary(program))
+                .current_dir(&dir);
             c
         };
         if root {

@@ -101,7 +101,7 @@ impl From<crate::outbox::OutboxError> for HandleError {
 
 impl HandleError {
     fn retry_without_limit(&self) -> bool {
-        matches!(self, HandleError::Db(e) if crate::db::is_connectivity(e))
+        matches!(self, HandleError::Db(e) if crate::db::is_transient(e))
     }
 }
 

@@ -21,8 +21,19 @@ pub fn connect_lazy(url: &str) -> Result<PgPool, sqlx::Error> {
         .connect_lazy(url)
 }
 
+/// True when the failure is about the moment, not the event: the database is unreachable
+/// ([`is_connectivity`]), or it refused the transaction for a reason that passes (deadlock,
+/// serialization failure, statement timeout or cancel, a read-only replica during failover, out
+/// of memory or disk). Such errors are retried without limit and never dead-lettered.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    is_connectivity(err)
+        || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|code| {
+            matches!(code.as_ref(), "40001" | "40P01" | "57014" | "25006" | "53100" | "53200")
+        }))
+}
+
 /// True when the error says the database could not be reached or dropped us, as opposed to a
-/// statement that failed. Such errors are retried without limit: the event is not at fault.
+/// statement that failed.
 pub fn is_connectivity(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)

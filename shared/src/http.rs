@@ -102,7 +102,7 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_connectivity(&err) {
+        if crate::db::is_transient(&err) {
             tracing::warn!(error = %err, "database unavailable");
             ApiError::Unavailable("the database is unavailable; try again shortly".into())
         } else {
