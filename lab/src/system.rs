@@ -282,6 +282,11 @@ impl Lab {
         format!("http://{host}:{port}")
     }
 
+    /// The configuration the lab was started with.
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+
     /// Bootstrap servers of the broker.
     pub fn brokers(&self) -> &str {
         &self.brokers
