@@ -300,8 +300,8 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
 async fn a_consumer_in_a_long_poll_gets_new_data_at_once() {
     let b = TestBroker::start().await;
     produce_values(&b.bootstrap, "longpoll", &[], &["warm-up".to_string()]).await;
-    // The consumer's fetches wait up to 5 s; a broker without wake-ups would deliver late.
-    let c = consumer(&b.bootstrap, "unused", &[("fetch.wait.max.ms", "5000")]);
+    // The consumer's fetches wait up to 20 s; a broker without wake-ups would deliver that late.
+    let c = consumer(&b.bootstrap, "unused", &[("fetch.wait.max.ms", "20000")]);
     assign_from_start(&c, "longpoll", 1);
     recv_n(&c, 1, LONG).await;
     let p = producer(&b.bootstrap, &[]);
@@ -318,13 +318,14 @@ async fn a_consumer_in_a_long_poll_gets_new_data_at_once() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-        recv_n(&c, 1, Duration::from_secs(10)).await;
+        recv_n(&c, 1, Duration::from_secs(30)).await;
         worst = worst.max(sent.elapsed());
     }
     println!("worst produce-to-consume latency while long polling: {worst:?}");
-    // Far below the 5 s max wait: the waiting fetch woke when the data arrived.
+    // Far below the 20 s max wait (typically well under a millisecond; the bound leaves room
+    // for a loaded CI machine): the waiting fetch woke when the data arrived.
     assert!(
-        worst < Duration::from_millis(1000),
+        worst < Duration::from_secs(5),
         "long poll did not wake: {worst:?}"
     );
 }
