@@ -46,7 +46,11 @@ async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), Handle
     // Same SKU on two lines counts once; lock rows in SKU order so concurrent orders can't deadlock.
     let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
     for item in &paid.items {
-        *wanted.entry(item.sku.as_str()).or_default() += item.quantity;
+        let total = wanted.entry(item.sku.as_str()).or_default();
+        // A forged event must not overflow (and panic the consumer): it is invalid, to the DLQ.
+        *total = total
+            .checked_add(item.quantity)
+            .ok_or_else(|| HandleError::Invalid(format!("quantity of {} overflows", item.sku)))?;
     }
     let skus: Vec<&str> = wanted.keys().copied().collect();
     let quantities: Vec<i64> = wanted.values().copied().collect();

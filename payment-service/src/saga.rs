@@ -39,6 +39,18 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
             order.total
         )));
     }
+    // The charge is the total; it must be what the lines add up to, or the event is invalid.
+    let lines = order.items.iter().try_fold(0i64, |sum, item| {
+        item.quantity
+            .checked_mul(item.unit_price)
+            .and_then(|line| sum.checked_add(line))
+    });
+    if lines != Some(order.total) {
+        return Err(HandleError::Invalid(format!(
+            "order total {} does not match its lines",
+            order.total
+        )));
+    }
     let balance: Option<i64> =
         sqlx::query_scalar("SELECT balance FROM wallets WHERE customer_id = $1 FOR UPDATE")
             .bind(&order.customer_id)
