@@ -194,6 +194,45 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such resource".into())
 }
 
+/// Errors answered by layers rather than handlers (a wrong method, a timeout) come without a
+/// body; they get a problem+json body like every other error.
+async fn problem_for_bare_errors(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || res.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return res;
+    }
+    let (kind, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "this method is not allowed on this resource",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "the request took too long; try again shortly",
+        ),
+        _ => ("http-error", "the request could not be handled"),
+    };
+    let problem = Problem {
+        kind: format!("https://saga-lab.dev/problems/{kind}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+    };
+    let mut problem_res = (status, Json(problem)).into_response();
+    problem_res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Some(allow) = res.headers().get(header::ALLOW) {
+        problem_res
+            .headers_mut()
+            .insert(header::ALLOW, allow.clone());
+    }
+    problem_res
+}
+
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = req
@@ -221,6 +260,7 @@ pub fn with_middleware(router: Router) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        .layer(middleware::map_response(problem_for_bare_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
                 .headers()
@@ -245,6 +285,25 @@ mod tests {
             res.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_is_a_405_problem() {
+        use tower::ServiceExt;
+        let app =
+            with_middleware(Router::new().route("/things", axum::routing::get(|| async { "ok" })));
+        let request = Request::builder()
+            .method("DELETE")
+            .uri("/things")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = app.oneshot(request).await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(res.headers().contains_key(header::ALLOW));
     }
 
     #[test]
