@@ -13,8 +13,7 @@ use std::sync::Arc;
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
 use saga_shared::events::topics;
-use saga_shared::service::{Backends, Consumption, HostError, ServiceHost, ServiceParts};
-use sqlx::PgPool;
+use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
 
 /// The `ce_source` of events this service publishes.
 pub const SOURCE: &str = "/notification-service";
@@ -37,64 +36,39 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-/// The built service: bound to its port, ready to run.
-pub struct Application {
-    host: ServiceHost,
-    pool: PgPool,
-    faults: Arc<Faults>,
-}
+/// Builds the notification service; the result ([`ServiceApp`]) has `port()` and
+/// `run_until_stopped()`.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, HostError> {
+    pub async fn build(config: Config) -> Result<ServiceApp, HostError> {
         Self::build_with_faults(config, Arc::new(Faults::default())).await
     }
 
     /// Like [`Application::build`], with fault switches the caller keeps (the lab).
-    pub async fn build_with_faults(config: Config, faults: Arc<Faults>) -> Result<Self, HostError> {
-        let backends = Backends::connect(&config.common, &MIGRATOR).await?;
-        let pool = backends.pool.clone();
-        let consumption = Consumption {
-            group: GROUP,
-            topics: vec![
-                topics::ORDER_CREATED,
-                topics::INVENTORY_UPDATED,
-                topics::ORDER_CANCELLED,
-            ],
-            handler: Arc::new(saga::Notifier),
-        };
-        let parts = ServiceParts {
-            name: "notification-service",
-            port: config.port,
-            routes: api::router(pool.clone()),
-            openapi: api::openapi(),
-            consumption: Some(consumption),
-            faults: faults.clone(),
-        };
-        let host = ServiceHost::bind(&config.common, backends, parts).await?;
-        Ok(Self { host, pool, faults })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Switches for fault injection (the lab uses them).
-    pub fn faults(&self) -> Arc<Faults> {
-        self.faults.clone()
-    }
-
-    pub async fn run_until<F>(self, signal: F) -> std::io::Result<()>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.host.run_until(signal).await
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.host.run_until_stopped().await
+    pub async fn build_with_faults(
+        config: Config,
+        faults: Arc<Faults>,
+    ) -> Result<ServiceApp, HostError> {
+        ServiceApp::build(&config.common, &MIGRATOR, faults.clone(), |pool| {
+            let consumption = Consumption {
+                group: GROUP,
+                topics: vec![
+                    topics::ORDER_CREATED,
+                    topics::INVENTORY_UPDATED,
+                    topics::ORDER_CANCELLED,
+                ],
+                handler: Arc::new(saga::Notifier),
+            };
+            ServiceParts {
+                name: "notification-service",
+                port: config.port,
+                routes: api::router(pool.clone()),
+                openapi: api::openapi(),
+                consumption: Some(consumption),
+                faults: faults.clone(),
+            }
+        })
+        .await
     }
 }

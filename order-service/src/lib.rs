@@ -14,8 +14,7 @@ use std::sync::Arc;
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
 use saga_shared::events::topics;
-use saga_shared::service::{Backends, Consumption, HostError, ServiceHost, ServiceParts};
-use sqlx::PgPool;
+use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
 
 /// The `ce_source` of events this service publishes.
 pub const SOURCE: &str = "/order-service";
@@ -35,66 +34,41 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-/// The built service: bound to its port, ready to run.
-pub struct Application {
-    host: ServiceHost,
-    pool: PgPool,
-    faults: Arc<Faults>,
-}
+/// Builds the order service; the result ([`ServiceApp`]) has `port()` and
+/// `run_until_stopped()`.
+pub struct Application;
 
 impl Application {
-    pub async fn build(config: Config) -> Result<Self, HostError> {
+    pub async fn build(config: Config) -> Result<ServiceApp, HostError> {
         Self::build_with_faults(config, Arc::new(Faults::default())).await
     }
 
     /// Like [`Application::build`], with fault switches the caller keeps (the lab).
-    pub async fn build_with_faults(config: Config, faults: Arc<Faults>) -> Result<Self, HostError> {
-        let backends = Backends::connect(&config.common, &MIGRATOR).await?;
-        let pool = backends.pool.clone();
-        let consumption = Consumption {
-            group: GROUP,
-            topics: vec![
-                topics::PAYMENT_COMPLETED,
-                topics::PAYMENT_FAILED,
-                topics::INVENTORY_UPDATED,
-                topics::INVENTORY_FAILED,
-                topics::PAYMENT_REFUNDED,
-            ],
-            handler: Arc::new(saga::OrderSaga),
-        };
-        let parts = ServiceParts {
-            name: "order-service",
-            port: config.port,
-            routes: api::router(pool.clone()),
-            openapi: api::openapi(),
-            consumption: Some(consumption),
-            faults: faults.clone(),
-        };
-        let host = ServiceHost::bind(&config.common, backends, parts).await?;
-        Ok(Self { host, pool, faults })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Switches for fault injection (the lab uses them).
-    pub fn faults(&self) -> Arc<Faults> {
-        self.faults.clone()
-    }
-
-    pub async fn run_until<F>(self, signal: F) -> std::io::Result<()>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.host.run_until(signal).await
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.host.run_until_stopped().await
+    pub async fn build_with_faults(
+        config: Config,
+        faults: Arc<Faults>,
+    ) -> Result<ServiceApp, HostError> {
+        ServiceApp::build(&config.common, &MIGRATOR, faults.clone(), |pool| {
+            let consumption = Consumption {
+                group: GROUP,
+                topics: vec![
+                    topics::PAYMENT_COMPLETED,
+                    topics::PAYMENT_FAILED,
+                    topics::INVENTORY_UPDATED,
+                    topics::INVENTORY_FAILED,
+                    topics::PAYMENT_REFUNDED,
+                ],
+                handler: Arc::new(saga::OrderSaga),
+            };
+            ServiceParts {
+                name: "order-service",
+                port: config.port,
+                routes: api::router(pool.clone()),
+                openapi: api::openapi(),
+                consumption: Some(consumption),
+                faults: faults.clone(),
+            }
+        })
+        .await
     }
 }

@@ -79,6 +79,54 @@ pub struct ServiceParts {
     pub faults: Arc<Faults>,
 }
 
+/// A built service, bound to its port and ready to run: what every service's
+/// `Application::build` returns.
+pub struct ServiceApp {
+    host: ServiceHost,
+    pool: PgPool,
+    faults: Arc<Faults>,
+}
+
+impl ServiceApp {
+    /// Connects to the database (applying `migrator`) and the broker, then binds the service
+    /// that `describe` lays out given its pool.
+    pub async fn build(
+        common: &CommonConfig,
+        migrator: &Migrator,
+        faults: Arc<Faults>,
+        describe: impl FnOnce(PgPool) -> ServiceParts,
+    ) -> Result<Self, HostError> {
+        let backends = Backends::connect(common, migrator).await?;
+        let pool = backends.pool.clone();
+        let host = ServiceHost::bind(common, backends, describe(pool.clone())).await?;
+        Ok(Self { host, pool, faults })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.host.port()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Switches for fault injection (the lab uses them).
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+
+    pub async fn run_until<F>(self, signal: F) -> std::io::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.host.run_until(signal).await
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.host.run_until_stopped().await
+    }
+}
+
 /// A running-to-be service.
 pub struct ServiceHost {
     name: &'static str,
