@@ -159,6 +159,11 @@ impl OffsetStore {
         all
     }
 
+    /// Whether a group has committed offsets.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.lock().groups.contains_key(group)
+    }
+
     /// Groups that have committed offsets.
     pub fn groups(&self) -> Vec<String> {
         self.lock().groups.keys().cloned().collect()

@@ -12,25 +12,8 @@ use common::{LONG, Received, TestBroker, consumer, eventually, owned, producer, 
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(bootstrap, &[]).create().unwrap();
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 async fn produce_keyed(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
     let p = producer(bootstrap, &[]);
@@ -92,7 +75,7 @@ fn values(seen: &Mutex<Vec<Received>>) -> HashSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_split_six_partitions_and_survivors_take_over() {
     let b = TestBroker::start().await;
-    create_topic(&b.bootstrap, "six", 6).await;
+    common::create_topic(&b.bootstrap, "six", 6, &[]).await;
     produce_keyed(&b.bootstrap, "six", 0..300).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let members: Vec<Member> = (0..3)
@@ -276,7 +259,7 @@ impl CommitOne for StreamConsumer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_expelled_after_its_session_timeout() {
     let b = TestBroker::start().await;
-    create_topic(&b.bootstrap, "quiet", 2).await;
+    common::create_topic(&b.bootstrap, "quiet", 2, &[]).await;
     // A raw member joins with a 2 s session and then never heartbeats.
     let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
     let join = |member: &str| {
@@ -325,14 +308,7 @@ async fn a_silent_member_is_expelled_after_its_session_timeout() {
         async move { (owned == BTreeSet::from([0, 1])).then_some(()) }
     })
     .await;
-    let description = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
-        .groups
-        .describe("silent")
-        .unwrap();
+    let description = b.state().groups.describe("silent").unwrap();
     assert_eq!(
         description.members.len(),
         1,

@@ -97,12 +97,6 @@ async fn kcat_lists_produces_consumes_and_joins_a_group() {
     )
     .await;
     assert_eq!(sorted_lines(&grouped), vec!["a=1", "b=2", "c=3", "d=4"]);
-    let listed = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
-        .offsets
-        .group_offsets("kcat-group");
+    let listed = b.state().offsets.group_offsets("kcat-group");
     assert!(!listed.is_empty(), "kcat's group committed offsets");
 }

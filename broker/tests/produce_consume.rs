@@ -12,27 +12,10 @@ use common::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        common::client_config(bootstrap, &[]).create().unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    results.into_iter().for_each(|r| {
-        r.unwrap();
-    });
-}
 
 async fn produce_values(
     bootstrap: &str,
@@ -107,7 +90,7 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
             s.await.unwrap().map_err(|(e, _)| e).unwrap();
         }
         // The stored batch keeps the producer's compression attribute (bits 0-2).
-        let broker = b.handle.as_ref().unwrap().broker();
+        let broker = b.state();
         let topic_state = broker.topics.get(&topic).unwrap();
         let partition = topic_state.partition(0).unwrap();
         let broker::storage::ReadOutcome::Batches(bytes) =
@@ -146,7 +129,7 @@ async fn compressed_batches_are_stored_and_served_as_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_land_in_the_partition_the_client_chose() {
     let b = TestBroker::start().await;
-    create_topic(&b.bootstrap, "keyed", 6).await;
+    common::create_topic(&b.bootstrap, "keyed", 6, &[]).await;
     let p = producer(&b.bootstrap, &[]);
     let mut chosen: HashMap<String, i32> = HashMap::new();
     for i in 0..120 {
@@ -204,10 +187,7 @@ async fn idempotent_producer_delivers_each_record_once() {
     let got = texts(&got);
     assert_eq!(got, values);
     let log_end = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
+        .state()
         .topics
         .get("idem")
         .unwrap()
@@ -236,14 +216,7 @@ fn produce_request(topic: &str, records: bytes::Bytes) -> ProduceRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_idempotent_batch_is_not_stored_twice() {
     let b = TestBroker::start().await;
-    let _ = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
-        .topics
-        .get_or_create("retried")
-        .unwrap();
+    let _ = b.state().topics.get_or_create("retried").unwrap();
     let mut raw = RawClient::connect(&b.bootstrap).await;
     let first = raw
         .call(
@@ -282,10 +255,7 @@ async fn a_retried_idempotent_batch_is_not_stored_twice() {
         .await;
     assert_eq!(gap.responses[0].partition_responses[0].error_code, 45);
     let log_end = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
+        .state()
         .topics
         .get("retried")
         .unwrap()

@@ -158,14 +158,7 @@ async fn a_too_new_api_versions_request_gets_a_v0_error_with_the_supported_list(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_zero_gets_no_response_but_is_stored() {
     let b = TestBroker::start().await;
-    let _ = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
-        .topics
-        .get_or_create("silent-acks")
-        .unwrap();
+    let _ = b.state().topics.get_or_create("silent-acks").unwrap();
     let mut raw = RawClient::connect(&b.bootstrap).await;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -195,10 +188,7 @@ async fn acks_zero_gets_no_response_but_is_stored() {
     let versions = raw.call(&ApiVersionsRequest::default(), 0).await;
     assert_eq!(versions.error_code, 0);
     let end = b
-        .handle
-        .as_ref()
-        .unwrap()
-        .broker()
+        .state()
         .topics
         .get("silent-acks")
         .unwrap()

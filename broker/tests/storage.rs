@@ -6,8 +6,6 @@ use std::fs;
 use std::time::Duration;
 
 use common::{LONG, TestBroker, consumer, eventually, producer, recv_n};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
@@ -93,25 +91,14 @@ async fn a_corrupt_batch_crc_is_cut_on_restart() {
     assert_eq!(high, 9);
 }
 
-async fn create(bootstrap: &str, name: &str, configs: &[(&str, &str)]) {
-    let a: AdminClient<DefaultClientContext> =
-        common::client_config(bootstrap, &[]).create().unwrap();
-    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
-    for (k, v) in configs {
-        t = t.set(k, v);
-    }
-    a.create_topics(&[t], &AdminOptions::new()).await.unwrap()[0]
-        .as_ref()
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset() {
     let b =
         TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
-    create(
+    common::create_topic(
         &b.bootstrap,
         "sized",
+        1,
         &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
     )
     .await;
@@ -152,9 +139,10 @@ async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset
 async fn time_retention_and_time_rolling_delete_expired_segments() {
     let b =
         TestBroker::start_with(|c| c.retention_check_interval = Duration::from_millis(100)).await;
-    create(
+    common::create_topic(
         &b.bootstrap,
         "aged",
+        1,
         &[("segment.ms", "200"), ("retention.ms", "500")],
     )
     .await;
@@ -176,7 +164,7 @@ async fn time_retention_and_time_rolling_delete_expired_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_roll_by_size_and_reads_cross_them() {
     let b = TestBroker::start().await;
-    create(&b.bootstrap, "rolled", &[("segment.bytes", "1024")]).await;
+    common::create_topic(&b.bootstrap, "rolled", 1, &[("segment.bytes", "1024")]).await;
     produce_one_by_one(&b.bootstrap, "rolled", 40, 100).await;
     let files = segment_files(&b.dir.path().join("topics/rolled/0"));
     assert!(files.len() > 3, "rolled into {} segments", files.len());
@@ -201,7 +189,7 @@ async fn segments_roll_by_size_and_reads_cross_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_roll_by_age() {
     let b = TestBroker::start().await;
-    create(&b.bootstrap, "aging", &[("segment.ms", "100")]).await;
+    common::create_topic(&b.bootstrap, "aging", 1, &[("segment.ms", "100")]).await;
     let dir = b.dir.path().join("topics/aging/0");
     // Each append checks the active segment's age; keep appending until one rolls.
     eventually("a segment older than segment.ms rolls", LONG, || {

@@ -69,11 +69,15 @@ fn dlq_topic(topic: &str) -> Result<String, ApiError> {
     Ok(topics::dlq(base))
 }
 
+/// The lab behind the lock, unless it is shutting down.
+fn running(slot: &mut Option<Lab>) -> Result<&mut Lab, ApiError> {
+    slot.as_mut()
+        .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))
+}
+
 async fn status(State(s): State<DashState>) -> Result<Json<Value>, ApiError> {
-    let guard = s.lab.lock().await;
-    let lab = guard
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))?;
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
     let services: Vec<Value> = Service::ALL
         .iter()
         .map(|svc| {
@@ -100,9 +104,7 @@ async fn stop_service(
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&name)?;
     let mut guard = s.lab.lock().await;
-    let lab = guard
-        .as_mut()
-        .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))?;
+    let lab = running(&mut guard)?;
     lab.stop_service(svc).await;
     Ok(Json(json!({"service": svc.name(), "running": false})))
 }
@@ -113,9 +115,7 @@ async fn start_service(
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&name)?;
     let mut guard = s.lab.lock().await;
-    let lab = guard
-        .as_mut()
-        .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))?;
+    let lab = running(&mut guard)?;
     lab.start_service(svc)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -130,10 +130,8 @@ async fn set_faults(
     ApiJson(settings): ApiJson<FaultSettings>,
 ) -> Result<Json<FaultSettings>, ApiError> {
     let svc = service(&name)?;
-    let guard = s.lab.lock().await;
-    let lab = guard
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))?;
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
     let f = lab.faults(svc);
     f.fail_handlers
         .store(settings.fail_handlers, Ordering::Relaxed);

@@ -221,16 +221,9 @@ pub fn describe(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGrou
                             })
                             .collect(),
                     ),
-                None if broker
-                    .offsets
-                    .groups()
-                    .iter()
-                    .any(|g| g == group_id.as_str()) =>
-                {
-                    described
-                        .with_group_state(str_bytes("Empty"))
-                        .with_protocol_type(str_bytes("consumer"))
-                }
+                None if broker.offsets.has_group(group_id.as_str()) => described
+                    .with_group_state(str_bytes("Empty"))
+                    .with_protocol_type(str_bytes("consumer")),
                 None => described.with_group_state(str_bytes("Dead")),
             }
         })

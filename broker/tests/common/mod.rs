@@ -66,6 +66,14 @@ impl TestBroker {
         self.handle = Some(broker::spawn(listener, self.config.clone()).await.unwrap());
     }
 
+    /// The running broker's shared state, to look at storage directly.
+    pub fn state(&self) -> &std::sync::Arc<broker::broker::Broker> {
+        self.handle
+            .as_ref()
+            .expect("the broker is running")
+            .broker()
+    }
+
     pub async fn stop(&mut self) {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
@@ -227,4 +235,22 @@ pub fn one_record_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> bytes::
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
+}
+
+/// Creates a topic through the admin API (CreateTopics), failing the test on any error.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(bootstrap, &[]).create().unwrap();
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    for r in admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
 }
