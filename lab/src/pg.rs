@@ -138,8 +138,9 @@ pub fn server_binary(program: &str) -> std::path::PathBuf {
 
 impl TempPostgres {
     /// Starts a server on `dir/pgdata` (running `initdb` first if it is empty) on `port` (0 picks
-    /// a free one). The superuser is `postgres` with a password kept in `dir/superuser.pw`.
-    pub async fn start(dir: &Path, port: u16) -> Result<Self, PgError> {
+    /// a free one), with extra `name=value` `settings`. The superuser is `postgres` with a
+    /// password kept in `dir/superuser.pw`.
+    pub async fn start(dir: &Path, port: u16, settings: &[String]) -> Result<Self, PgError> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let data_dir = dir.join("pgdata");
@@ -206,6 +207,7 @@ impl TempPostgres {
             // Consumers batch records in one transaction; a rare lock-order deadlock between two
             // of them should cost milliseconds, not the default second.
             .args(["-c", "deadlock_timeout=50ms"])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

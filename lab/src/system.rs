@@ -88,6 +88,9 @@ pub struct LabConfig {
     pub postgres_url: Option<String>,
     /// Port of the throwaway PostgreSQL (0: any free port).
     pub postgres_port: u16,
+    /// Extra `name=value` settings of the throwaway PostgreSQL (e.g. the benchmark's
+    /// `shared_preload_libraries=pg_stat_statements`).
+    pub postgres_settings: Vec<String>,
     /// Bootstrap servers of an existing Kafka-compatible broker; none embeds the workspace broker.
     pub brokers: Option<String>,
     /// Port of the embedded broker (0: any free port).
@@ -118,6 +121,7 @@ impl LabConfig {
             data_dir: data_dir.into(),
             postgres_url: None,
             postgres_port: 0,
+            postgres_settings: Vec::new(),
             brokers: None,
             broker_port: 0,
             ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
@@ -155,9 +159,12 @@ impl Lab {
             Some(url) => (None, PgAdmin::new(url.clone())),
             None => {
                 progress("starting PostgreSQL");
-                let pg =
-                    TempPostgres::start(&config.data_dir.join("postgres"), config.postgres_port)
-                        .await?;
+                let pg = TempPostgres::start(
+                    &config.data_dir.join("postgres"),
+                    config.postgres_port,
+                    &config.postgres_settings,
+                )
+                .await?;
                 let admin = PgAdmin::new(pg.admin_url("postgres"));
                 (Some(pg), admin)
             }

@@ -99,9 +99,13 @@ pub async fn create_order(
     let items =
         serde_json::to_value(&order.items).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut tx = pool.begin().await?;
+    // The order and the first step of its timeline, in one statement.
     sqlx::query(
-        "INSERT INTO orders (id, customer_id, status, items, total, currency, created_at, updated_at) \
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $6)",
+        "WITH new_order AS (INSERT INTO orders \
+                              (id, customer_id, status, items, total, currency, created_at, updated_at) \
+                            VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $6) RETURNING id) \
+         INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after) \
+         SELECT id, $7, $8, $6, 'PENDING' FROM new_order",
     )
     .bind(id)
     .bind(&order.customer_id)
@@ -109,16 +113,8 @@ pub async fn create_order(
     .bind(order.total)
     .bind(CURRENCY)
     .bind(envelope.time)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after) \
-         VALUES ($1, $2, $3, $4, 'PENDING')",
-    )
-    .bind(id)
     .bind(topics::ORDER_CREATED)
     .bind(envelope.id)
-    .bind(envelope.time)
     .execute(&mut *tx)
     .await?;
     outbox::enqueue(&mut tx, &envelope, &event)

@@ -5,8 +5,9 @@
 //!    headers) goes straight to the DLQ.
 //! 2. In one database transaction the runner records the `ce_id` in `consumed_events` (a duplicate
 //!    stops here) and lets the [`Handler`] apply its effects and enqueue follow-up events. Records
-//!    already fetched share one transaction (up to `MAX_BATCH`); if it fails, each record of the
-//!    batch is retried in a transaction of its own, so failures are handled per record.
+//!    already fetched share one transaction (up to `MAX_BATCH`) and one `consumed_events` insert;
+//!    if it fails, each record of the batch is retried in a transaction of its own, so failures
+//!    are handled per record.
 //! 3. Only after that transaction commits is the offset stored; stored offsets are committed in
 //!    batches (at most `COMMIT_INTERVAL` later) and when the consumer stops.
 //!
@@ -15,6 +16,7 @@
 //! at fault); other failures go to `<topic>.dlq` after `max_attempts`, with headers naming the
 //! original topic, partition, offset, consumer group, attempts and error.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::events::{Event, topics};
@@ -335,12 +338,28 @@ impl ConsumerRunner {
         outcomes
     }
 
-    /// All records in one transaction; any failure rolls back all of them.
+    /// All records in one transaction; any failure rolls back all of them. The batch's event
+    /// ids are recorded in one statement; the ones that were new are the records to apply.
     async fn attempt_together(&self, records: &[Incoming]) -> Result<Vec<Outcome>, HandleError> {
         let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = records.iter().map(|r| r.envelope.id).collect();
+        let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO consumed_events (consumer_group, event_id, topic) \
+             SELECT $1, id, topic FROM unnest($2::uuid[], $3::text[]) AS e (id, topic) \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.group)
+        .bind(&ids)
+        .bind(&topics)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let mut outcomes = Vec::with_capacity(records.len());
         for incoming in records {
-            if self.record_consumed(&mut tx, incoming).await? {
+            // `remove`: an id twice in one batch is applied once, like across batches.
+            if fresh.remove(&incoming.envelope.id) {
                 self.handler.handle(&mut tx, incoming).await?;
                 outcomes.push(Outcome::Processed);
             } else {
