@@ -35,14 +35,6 @@ async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), Handle
             "payment.completed has no valid items".into(),
         ));
     }
-    let already: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)")
-            .bind(paid.order_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if already {
-        return Ok(());
-    }
     // Same SKU on two lines counts once; lock rows in SKU order so concurrent orders can't deadlock.
     let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
     for item in &paid.items {
@@ -54,13 +46,20 @@ async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), Handle
     }
     let skus: Vec<&str> = wanted.keys().copied().collect();
     let quantities: Vec<i64> = wanted.values().copied().collect();
-    let stock: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, stock FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    // The same statement tells whether this order was reserved before (a payment.completed
+    // re-sent under another event id): then there is nothing to do.
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT sku, stock, EXISTS (SELECT 1 FROM reservations WHERE order_id = $2) \
+         FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
     )
     .bind(&skus)
+    .bind(paid.order_id)
     .fetch_all(&mut *conn)
     .await?;
-    let stock: BTreeMap<String, i64> = stock.into_iter().collect();
+    if rows.iter().any(|(_, _, reserved)| *reserved) {
+        return Ok(());
+    }
+    let stock: BTreeMap<String, i64> = rows.into_iter().map(|(sku, s, _)| (sku, s)).collect();
     let shortage = wanted
         .iter()
         .find_map(|(&sku, &quantity)| match stock.get(sku) {

@@ -51,76 +51,79 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
             order.total
         )));
     }
-    let balance: Option<i64> =
-        sqlx::query_scalar("SELECT balance FROM wallets WHERE customer_id = $1 FOR UPDATE")
-            .bind(&order.customer_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let refusal = match balance {
-        _ if order.currency != CURRENCY => Some(format!("unsupported currency {}", order.currency)),
-        None => Some(format!("unknown customer {}", order.customer_id)),
-        Some(b) if b < order.total => Some(format!(
-            "insufficient funds: balance {b}, order total {}",
-            order.total
-        )),
-        Some(_) => None,
-    };
+    // One payment per order, whatever the event id: a re-sent order is never charged twice. The
+    // row goes in first as CAPTURED and is marked FAILED below if the wallet can't pay.
     let payment_id = Uuid::now_v7();
-    let status = if refusal.is_some() {
-        "FAILED"
-    } else {
-        "CAPTURED"
-    };
-    // One payment per order, whatever the event id: a re-sent order is never charged twice.
     let inserted = sqlx::query(
-        "INSERT INTO payments (id, order_id, customer_id, amount, currency, status, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
+        "INSERT INTO payments (id, order_id, customer_id, amount, currency, status) \
+         VALUES ($1, $2, $3, $4, $5, 'CAPTURED') ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(payment_id)
     .bind(order.order_id)
     .bind(&order.customer_id)
     .bind(order.total)
     .bind(&order.currency)
-    .bind(status)
-    .bind(&refusal)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if inserted == 0 {
         return Ok(());
     }
-    match refusal {
-        Some(reason) => {
-            let failed = PaymentFailed {
-                order_id: order.order_id,
-                customer_id: order.customer_id,
-                reason,
-            };
-            let env = event.envelope.caused(topics::PAYMENT_FAILED, SOURCE);
-            outbox::enqueue(conn, &env, &failed).await?;
-            metrics::counter!("payments_total", "outcome" => "failed").increment(1);
-        }
-        None => {
-            sqlx::query(
-                "UPDATE wallets SET balance = balance - $2, updated_at = now() WHERE customer_id = $1",
-            )
-            .bind(&order.customer_id)
-            .bind(order.total)
-            .execute(&mut *conn)
-            .await?;
-            let completed = PaymentCompleted {
-                order_id: order.order_id,
-                payment_id,
-                customer_id: order.customer_id,
-                amount: order.total,
-                currency: order.currency,
-                items: order.items,
-            };
-            let env = event.envelope.caused(topics::PAYMENT_COMPLETED, SOURCE);
-            outbox::enqueue(conn, &env, &completed).await?;
-            metrics::counter!("payments_total", "outcome" => "captured").increment(1);
-        }
+    // Debit only if the wallet covers the total: the check and the debit are one statement, so
+    // two orders of one customer can never both spend the same money.
+    let debited: Option<i64> = if order.currency == CURRENCY {
+        sqlx::query_scalar(
+            "UPDATE wallets SET balance = balance - $2, updated_at = now() \
+             WHERE customer_id = $1 AND balance >= $2 RETURNING balance",
+        )
+        .bind(&order.customer_id)
+        .bind(order.total)
+        .fetch_optional(&mut *conn)
+        .await?
+    } else {
+        None
+    };
+    if debited.is_some() {
+        let completed = PaymentCompleted {
+            order_id: order.order_id,
+            payment_id,
+            customer_id: order.customer_id,
+            amount: order.total,
+            currency: order.currency,
+            items: order.items,
+        };
+        let env = event.envelope.caused(topics::PAYMENT_COMPLETED, SOURCE);
+        outbox::enqueue(conn, &env, &completed).await?;
+        metrics::counter!("payments_total", "outcome" => "captured").increment(1);
+        return Ok(());
     }
+    // Refused: say why, and record the payment as FAILED.
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance FROM wallets WHERE customer_id = $1")
+            .bind(&order.customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let reason = match balance {
+        _ if order.currency != CURRENCY => format!("unsupported currency {}", order.currency),
+        None => format!("unknown customer {}", order.customer_id),
+        Some(b) => format!(
+            "insufficient funds: balance {b}, order total {}",
+            order.total
+        ),
+    };
+    sqlx::query("UPDATE payments SET status = 'FAILED', reason = $2 WHERE id = $1")
+        .bind(payment_id)
+        .bind(&reason)
+        .execute(&mut *conn)
+        .await?;
+    let failed = PaymentFailed {
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        reason,
+    };
+    let env = event.envelope.caused(topics::PAYMENT_FAILED, SOURCE);
+    outbox::enqueue(conn, &env, &failed).await?;
+    metrics::counter!("payments_total", "outcome" => "failed").increment(1);
     Ok(())
 }
 
