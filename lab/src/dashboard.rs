@@ -1,13 +1,15 @@
-//! The lab dashboard on port 8080: a page that shows the system at a glance, and a small JSON API
-//! the `lab` subcommands use to stop and start services, inject faults and handle DLQs.
+//! The lab dashboard on port 8080: a page that shows the system at a glance (services, dead-letter
+//! queues with a page per DLQ and a Replay button, wallets, products, latest orders), and a small
+//! JSON API the `lab` subcommands use to stop and start services, inject faults and handle DLQs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
-use axum::response::Html;
+use axum::extract::{Query, State};
+use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use saga_shared::consumer::dlq_header;
 use saga_shared::events::topics;
 use saga_shared::http::{ApiError, ApiJson, ApiPath};
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,8 @@ pub fn router(lab: SharedLab, client: LabClient, brokers: String) -> Router {
     saga_shared::http::with_middleware(
         Router::new()
             .route("/", get(page))
+            .route("/dlq/{topic}", get(dlq_page))
+            .route("/dlq/{topic}/replay", post(replay_form))
             .route("/api/status", get(status))
             .route("/api/services/{service}/stop", post(stop_service))
             .route("/api/services/{service}/start", post(start_service))
@@ -165,15 +169,105 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The head of every page; `refresh` reloads it every 2 s.
+fn page_head(title: &str, refresh: bool) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8>{}\
+         <title>{}</title><style>body{{font-family:sans-serif;margin:2em}}\
+         td,th{{padding:2px 10px;text-align:left;vertical-align:top}}\
+         .CONFIRMED{{color:green}}.CANCELLED,.error{{color:#b00}}form{{display:inline}}\
+         code{{font-size:85%;word-break:break-all}}</style></head><body>",
+        if refresh {
+            "<meta http-equiv=refresh content=2>"
+        } else {
+            ""
+        },
+        escape(title)
+    )
+}
+
+/// A button that replays every record of `dlq` (a plain form: works without JavaScript).
+fn replay_button(dlq: &str) -> String {
+    format!(
+        "<form method=post action='/dlq/{dlq}/replay'><button type=submit>Replay</button></form>"
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct DlqPageQuery {
+    /// Set after a replay: how many records went back to their topic.
+    replayed: Option<usize>,
+}
+
+/// One DLQ: every record with the headers that say where it came from and why it failed.
+async fn dlq_page(
+    State(s): State<DashState>,
+    ApiPath(topic): ApiPath<String>,
+    Query(q): Query<DlqPageQuery>,
+) -> Result<Html<String>, ApiError> {
+    let topic = dlq_topic(&topic)?;
+    let letters = saga_shared::dlq::list(&s.brokers, &topic)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut html = page_head(&topic, false);
+    html.push_str(&format!(
+        "<p><a href='/'>&larr; dashboard</a></p><h1>{topic}</h1>"
+    ));
+    if let Some(n) = q.replayed {
+        html.push_str(&format!(
+            "<p id=replayed>Replayed {n} record(s) to their original topic.</p>"
+        ));
+    }
+    html.push_str(&format!(
+        "<p><span id=count>{}</span> record(s). {}</p>",
+        letters.len(),
+        replay_button(&topic)
+    ));
+    html.push_str(
+        "<table id=letters><tr><th>partition/offset</th><th>from</th><th>group</th>\
+         <th>attempts</th><th>error</th><th>dead-lettered at</th><th>value</th></tr>",
+    );
+    for d in &letters {
+        let h = |name| escape(d.header(name).unwrap_or("-"));
+        let value: String = d.value.as_deref().unwrap_or("").chars().take(300).collect();
+        html.push_str(&format!(
+            "<tr><td>{}/{}</td><td>{} {}/{}</td><td>{}</td><td>{}</td><td class=error>{}</td>\
+             <td>{}</td><td><code>{}</code></td></tr>",
+            d.partition,
+            d.offset,
+            h(dlq_header::ORIGINAL_TOPIC),
+            h(dlq_header::ORIGINAL_PARTITION),
+            h(dlq_header::ORIGINAL_OFFSET),
+            h(dlq_header::CONSUMER_GROUP),
+            h(dlq_header::ATTEMPTS),
+            h(dlq_header::ERROR),
+            h(dlq_header::TIME),
+            escape(&value),
+        ));
+    }
+    html.push_str("</table></body></html>");
+    Ok(Html(html))
+}
+
+/// The Replay button: replays, then shows the DLQ page again (POST-redirect-GET).
+async fn replay_form(
+    State(s): State<DashState>,
+    ApiPath(topic): ApiPath<String>,
+) -> Result<Redirect, ApiError> {
+    let topic = dlq_topic(&topic)?;
+    let n = saga_shared::dlq::replay_all(&s.brokers, &topic)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Redirect::to(&format!("/dlq/{topic}?replayed={n}")))
 }
 
 async fn page(State(s): State<DashState>) -> Html<String> {
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
-         <title>saga lab</title><style>body{font-family:sans-serif;margin:2em}\
-         td,th{padding:2px 10px;text-align:left}.CONFIRMED{color:green}.CANCELLED{color:#b00}\
-         </style></head><body><h1>Kafka saga lab</h1>",
-    );
+    let mut html = page_head("saga lab", true);
+    html.push_str("<h1>Kafka saga lab</h1>");
     {
         let guard = s.lab.lock().await;
         if let Some(lab) = guard.as_ref() {
@@ -192,7 +286,29 @@ async fn page(State(s): State<DashState>) -> Html<String> {
             html.push_str(&format!("</table><p>broker: {}</p>", escape(lab.brokers())));
         }
     }
-    html.push_str("<h2>Wallets</h2><table>");
+    html.push_str(
+        "<h2>Dead-letter queues</h2><table id=dlqs><tr><th>topic</th><th>records</th><th></th></tr>",
+    );
+    let dlqs: Vec<String> = topics::ALL.iter().map(|t| topics::dlq(t)).collect();
+    match saga_shared::dlq::depths(&s.brokers, &dlqs).await {
+        Ok(depths) => {
+            for (dlq, n) in depths {
+                let actions = if n > 0 {
+                    format!("<a href='/dlq/{dlq}'>show</a> {}", replay_button(&dlq))
+                } else {
+                    String::new()
+                };
+                html.push_str(&format!(
+                    "<tr id='{dlq}'><td>{dlq}</td><td class=records>{n}</td><td>{actions}</td></tr>"
+                ));
+            }
+        }
+        Err(e) => html.push_str(&format!(
+            "<tr><td colspan=3 class=error>broker unreachable: {}</td></tr>",
+            escape(&e.to_string())
+        )),
+    }
+    html.push_str("</table><h2>Wallets</h2><table>");
     if let Ok(Value::Array(ws)) = s.client.wallets().await {
         for w in ws {
             html.push_str(&format!(

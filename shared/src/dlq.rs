@@ -122,6 +122,34 @@ fn list_blocking(brokers: &str, topic: &str) -> Result<Vec<DeadLetter>, DlqError
     Ok(out)
 }
 
+/// How many records each of `dlq_topics` holds (high minus low watermark over its partitions;
+/// a topic that does not exist yet holds none), with one client for all of them.
+pub async fn depths(brokers: &str, dlq_topics: &[String]) -> Result<Vec<(String, i64)>, DlqError> {
+    let brokers = brokers.to_owned();
+    let topics = dlq_topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config(&brokers)
+            .set("group.id", "saga-lab-dlq-reader")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(None, timeout)?;
+        let mut out = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let mut depth = 0;
+            for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                for p in t.partitions() {
+                    let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+                    depth += high - low;
+                }
+            }
+            out.push((topic, depth));
+        }
+        Ok(out)
+    })
+    .await
+    .expect("DLQ reader panicked")
+}
+
 /// Republishes `letters` to their original topics with their original key, value and
 /// CloudEvents headers (the `dlq_*` headers are dropped). Returns how many were replayed.
 pub async fn replay(producer: &FutureProducer, letters: &[DeadLetter]) -> Result<usize, DlqError> {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use lab::dashboard::SharedLab;
 use lab::{Lab, LabClient, LabConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
@@ -30,6 +31,43 @@ fn one_lab_per_process() -> std::sync::Arc<tokio::sync::Mutex<()>> {
 impl TestLab {
     pub async fn stop(self) {
         self.lab.shutdown().await;
+    }
+
+    /// Serves the lab's dashboard on a free port, as the `lab` binary does.
+    pub async fn with_dashboard(self) -> DashboardLab {
+        let brokers = self.lab.brokers().to_owned();
+        let shared: SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(self.lab)));
+        let router = lab::dashboard::router(shared.clone(), self.client.clone(), brokers);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        DashboardLab {
+            url,
+            shared,
+            client: self.client,
+            server,
+            _dir: self._dir,
+            _one_at_a_time: self._one_at_a_time,
+        }
+    }
+}
+
+/// A [`TestLab`] behind its dashboard.
+pub struct DashboardLab {
+    pub url: String,
+    pub shared: SharedLab,
+    pub client: LabClient,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+    _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl DashboardLab {
+    pub async fn stop(self) {
+        self.server.abort();
+        if let Some(lab) = self.shared.lock().await.take() {
+            lab.shutdown().await;
+        }
     }
 }
 
