@@ -10,12 +10,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::{Bytes, BytesMut};
 use clap::Parser;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -90,8 +96,9 @@ fn config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
 struct Figures {
     produce_100: (f64, f64),
     produce_1k: (f64, f64),
-    consume_100: (f64, f64),
+    consume_100: Consumed,
     consume_kcat: f64,
+    consume_raw: f64,
     latency: (Duration, Duration),
     peak_rss_mib: f64,
     /// Broker CPU seconds spent per million 100-byte messages produced / consumed.
@@ -185,7 +192,7 @@ fn consume(
     n: usize,
     size: usize,
     extra: &[String],
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Consumed> {
     // librdkafka >= 2.4 pauses fetching for `fetch.queue.backoff.ms` (default 1 s) whenever its
     // local queue holds more than `queued.min.messages`; against a broker that answers fast, the
     // consumer then idles. The same settings are used for every broker measured.
@@ -206,6 +213,7 @@ fn consume(
         c.set(k, v);
     }
     let received = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(OnceLock::new());
     let start = Instant::now();
     let threads: Vec<_> = (0..partitions)
         .map(|partition| {
@@ -214,10 +222,12 @@ fn consume(
             tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
             consumer.assign(&tpl)?;
             let received = received.clone();
+            let first = first.clone();
             Ok(std::thread::spawn(move || -> anyhow::Result<()> {
                 while received.load(Ordering::Relaxed) < n as u64 {
                     if let Some(m) = consumer.poll(Duration::from_millis(50)) {
                         m?;
+                        first.get_or_init(Instant::now);
                         if received.fetch_add(1, Ordering::Relaxed) % 65536 == 0
                             && start.elapsed() > Duration::from_secs(300)
                         {
@@ -233,7 +243,127 @@ fn consume(
         t.join().expect("consumer thread")?;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    Ok((n as f64 / elapsed, (n * size) as f64 / elapsed / 1e6))
+    let streaming = first.get().map_or(elapsed, |f| f.elapsed().as_secs_f64());
+    Ok(Consumed {
+        msgs_s: n as f64 / streaming,
+        mb_s: (n * size) as f64 / streaming / 1e6,
+        with_start_up: n as f64 / elapsed,
+    })
+}
+
+/// Reads `n` records of `topic` back with bare Fetch requests (v11, one connection and thread
+/// per partition, 10 MiB per partition per fetch), counting records from the batch headers
+/// without decoding them. The client does almost nothing, so this is the broker's serving rate;
+/// librdkafka's consumer, which parses every record, is the bottleneck of the other figure.
+fn consume_raw(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> anyhow::Result<f64> {
+    let received = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..partitions)
+        .map(|partition| {
+            let mut stream = std::net::TcpStream::connect(bootstrap)?;
+            stream.set_nodelay(true)?;
+            let topic = TopicName(StrBytes::from_string(topic.to_owned()));
+            let received = received.clone();
+            Ok(std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut offset = 0i64;
+                let mut correlation = 0;
+                while received.load(Ordering::Relaxed) < n as u64 {
+                    anyhow::ensure!(
+                        start.elapsed() < Duration::from_secs(300),
+                        "raw fetch timed out"
+                    );
+                    correlation += 1;
+                    let request = FetchRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_max_wait_ms(100)
+                        .with_min_bytes(1)
+                        .with_max_bytes(50 << 20)
+                        .with_topics(vec![
+                            FetchTopic::default()
+                                .with_topic(topic.clone())
+                                .with_partitions(vec![
+                                    FetchPartition::default()
+                                        .with_partition(partition)
+                                        .with_fetch_offset(offset)
+                                        .with_partition_max_bytes(10 << 20),
+                                ]),
+                        ]);
+                    let records = raw_fetch(&mut stream, &request, correlation)?;
+                    // Batch header: base offset (8 bytes), length (4), ..., last offset delta
+                    // at byte 23, record count at byte 57 (61 bytes in all).
+                    let mut at = 0;
+                    while at + 61 <= records.len() {
+                        let base = i64::from_be_bytes(records[at..at + 8].try_into()?);
+                        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into()?) as usize;
+                        if at + 12 + len > records.len() {
+                            break;
+                        }
+                        let last_delta = i32::from_be_bytes(records[at + 23..at + 27].try_into()?);
+                        let count = i32::from_be_bytes(records[at + 57..at + 61].try_into()?);
+                        if base + i64::from(last_delta) >= offset {
+                            received.fetch_add(count.max(0) as u64, Ordering::Relaxed);
+                            offset = base + i64::from(last_delta) + 1;
+                        }
+                        at += 12 + len;
+                    }
+                }
+                Ok(())
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for t in threads {
+        t.join().expect("raw fetch thread")?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One Fetch round trip; the records of its only partition.
+fn raw_fetch(
+    stream: &mut std::net::TcpStream,
+    request: &FetchRequest,
+    correlation: i32,
+) -> anyhow::Result<Bytes> {
+    use std::io::{Read, Write};
+    const VERSION: i16 = 11;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str("bench-raw")));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, FetchRequest::header_version(VERSION))?;
+    request.encode(&mut body, VERSION)?;
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    let mut buf = Bytes::from(buf);
+    ResponseHeader::decode(&mut buf, ApiKey::Fetch.response_header_version(VERSION))?;
+    let response = FetchResponse::decode(&mut buf, VERSION)?;
+    let partition = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .context("fetch response without the partition")?;
+    anyhow::ensure!(
+        partition.error_code == 0,
+        "fetch error code {}",
+        partition.error_code
+    );
+    Ok(partition.records.clone().unwrap_or_default())
+}
+
+/// Consume throughput, counted like Kafka's `kafka-consumer-perf-test` counts `fetch.nMsg.sec`:
+/// from the first record received, so the client's start-up (metadata, and librdkafka's 500 ms
+/// offset-query retry when `assign` races the first metadata answer) is left out. The rate with
+/// start-up is kept too.
+struct Consumed {
+    msgs_s: f64,
+    mb_s: f64,
+    with_start_up: f64,
 }
 
 fn latency(
@@ -402,6 +532,8 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         &args.consumer_config,
     )?;
     let cpu_consume = (cpu_seconds(pid) - cpu) * 1e6 / args.messages as f64;
+    eprintln!("[{name}] consume 100 B x {} with raw Fetch", args.messages);
+    let consume_raw = consume_raw(&bootstrap, "bench-100", args.partitions, args.messages)?;
     eprintln!("[{name}] consume 100 B x {} with kcat", args.messages);
     let consume_kcat = consume_kcat(&bootstrap, "bench-100", args.messages);
     eprintln!(
@@ -420,6 +552,7 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         produce_1k,
         consume_100,
         consume_kcat,
+        consume_raw,
         latency,
         peak_rss_mib,
         cpu_produce,
@@ -430,7 +563,7 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(target) = &args.consume_only {
-        let (msgs_s, mb_s) = consume(
+        let c = consume(
             &target[0],
             &target[1],
             args.partitions,
@@ -438,7 +571,10 @@ fn main() -> anyhow::Result<()> {
             100,
             &args.consumer_config,
         )?;
-        println!("consume: {msgs_s:.0} msgs/s, {mb_s:.1} MB/s");
+        println!(
+            "consume: {:.0} msgs/s, {:.1} MB/s ({:.0} msgs/s with start-up)",
+            c.msgs_s, c.mb_s, c.with_start_up
+        );
         return Ok(());
     }
     let broker_bin = match &args.broker_bin {
@@ -460,10 +596,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("== round {} / {}: {name}", round + 1, args.rounds.max(1));
             let f = run(name, bin, &args)?;
             eprintln!(
-                "   produce {:.0}/s, 1 KiB {:.0}/s, consume {:.0}/s, kcat {:.0}/s, p50 {:?}, p99 {:?}",
+                "   produce {:.0}/s, 1 KiB {:.0}/s, consume {:.0}/s, raw {:.0}/s, kcat {:.0}/s, p50 {:?}, p99 {:?}",
                 f.produce_100.0,
                 f.produce_1k.0,
-                f.consume_100.0,
+                f.consume_100.msgs_s,
+                f.consume_raw,
                 f.consume_kcat,
                 f.latency.0,
                 f.latency.1
@@ -509,15 +646,27 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "consume 100 B (msgs/s)",
-            |f| f.consume_100.0,
+            |f| f.consume_100.msgs_s,
             true,
             |v| format!("{v:.0}"),
         ),
         (
             "consume 100 B (MB/s)",
-            |f| f.consume_100.1,
+            |f| f.consume_100.mb_s,
             true,
             |v| format!("{v:.1}"),
+        ),
+        (
+            "consume 100 B, client start-up included (msgs/s)",
+            |f| f.consume_100.with_start_up,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "consume 100 B, bare Fetch loop (msgs/s)",
+            |f| f.consume_raw,
+            true,
+            |v| format!("{v:.0}"),
         ),
         (
             "consume 100 B with kcat (msgs/s)",
