@@ -64,6 +64,9 @@ struct Args {
     /// Extra consumer settings, KEY=VALUE.
     #[arg(long = "consumer-config")]
     consumer_config: Vec<String>,
+    /// Print every record of the latency run that took over 5 ms (to tell one stall from many).
+    #[arg(long)]
+    show_stalls: bool,
 }
 
 /// Counts deliveries and failures of a producer.
@@ -371,6 +374,7 @@ fn latency(
     topic: &str,
     rate: u64,
     secs: u64,
+    show_stalls: bool,
 ) -> anyhow::Result<(Duration, Duration)> {
     let base = Instant::now();
     let consumer: BaseConsumer = config(
@@ -399,7 +403,13 @@ fn latency(
                 samples.push(base.elapsed().saturating_sub(Duration::from_nanos(sent)));
             }
         }
-        Ok(samples.split_off(warmup as usize))
+        let out = samples.split_off(warmup as usize);
+        if show_stalls {
+            for (i, d) in out.iter().enumerate().filter(|(_, d)| **d > Duration::from_millis(5)) {
+                eprintln!("   record {i} of the latency run took {d:?}");
+            }
+        }
+        Ok(out)
     });
     let producer: BaseProducer =
         config(bootstrap, &[("acks", "all"), ("linger.ms", "0")]).create()?;
@@ -545,6 +555,7 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         "bench-latency",
         args.latency_rate,
         args.latency_secs,
+        args.show_stalls,
     )?;
     let peak_rss_mib = peak_rss_mib(broker.0.id());
     Ok(Figures {
