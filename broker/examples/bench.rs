@@ -405,7 +405,11 @@ fn latency(
         }
         let out = samples.split_off(warmup as usize);
         if show_stalls {
-            for (i, d) in out.iter().enumerate().filter(|(_, d)| **d > Duration::from_millis(5)) {
+            for (i, d) in out
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| **d > Duration::from_millis(5))
+            {
                 eprintln!("   record {i} of the latency run took {d:?}");
             }
         }

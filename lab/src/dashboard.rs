@@ -90,6 +90,7 @@ async fn status(State(s): State<DashState>) -> Result<Json<Value>, ApiError> {
                 "name": svc.name(),
                 "url": lab.url(*svc),
                 "running": lab.is_running(*svc),
+                "database_url": lab.db_url(*svc),
                 "faults": FaultSettings {
                     fail_handlers: f.fail_handlers.load(Ordering::Relaxed),
                     slow_ms: f.slow_ms.load(Ordering::Relaxed),

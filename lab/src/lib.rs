@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dashboard;
+pub mod groups;
 pub mod pg;
 pub mod system;
 

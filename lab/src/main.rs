@@ -47,6 +47,35 @@ enum Command {
     Stop(ServiceArg),
     /// Start a stopped service of a running lab again.
     Start(ServiceArg),
+    /// Print a service's settings as shell exports (database URL, brokers), to run another
+    /// instance of it against the running lab: `eval "$(lab env payment)"`.
+    Env(ServiceArg),
+    /// Describe consumer groups: state, members and the partitions each member owns.
+    Groups(GroupsArgs),
+    /// Run one service on its own, as its own binary would (e.g. a second payment instance
+    /// next to a running lab, after `eval "$(lab env payment)"`); stops on Ctrl-C.
+    Service(ServiceRunArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServiceRunArgs {
+    /// order, payment, inventory or notification.
+    service: String,
+    /// HTTP port (default: the service's own, 8081-8084).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    #[command(flatten)]
+    common: saga_shared::config::CommonConfig,
+}
+
+#[derive(Debug, Args)]
+struct GroupsArgs {
+    /// Only this group (default: every group).
+    #[arg(env = "LAB_GROUP")]
+    group: Option<String>,
+    /// Kafka bootstrap servers of the running lab.
+    #[arg(long, env = "LAB_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -215,8 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            print_dlq(&v);
-            Ok(())
+            print_dlq(&v)
         }
         Some(Command::Dlq {
             action: DlqAction::Replay(a),
@@ -247,6 +275,36 @@ async fn main() -> anyhow::Result<()> {
             let url = format!("{}/api/services/{}/start", a.dashboard_url, a.service);
             println!("{}", call(reqwest::Method::POST, &url, None).await?);
             Ok(())
+        }
+        Some(Command::Env(a)) => {
+            let status = call(
+                reqwest::Method::GET,
+                &format!("{}/api/status", a.dashboard_url),
+                None,
+            )
+            .await?;
+            let name = Service::parse(&a.service)
+                .with_context(|| format!("no service {:?}", a.service))?
+                .name();
+            let svc = status["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == name)
+                .with_context(|| format!("the lab reports no {name}"))?;
+            for (var, value) in [
+                ("DATABASE_URL", &svc["database_url"]),
+                ("KAFKA_BROKERS", &status["brokers"]),
+            ] {
+                println!("export {var}='{}'", value.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Some(Command::Service(a)) => run_service(a).await,
+        Some(Command::Groups(a)) => {
+            let groups = lab::groups::describe(&a.brokers, a.group.as_deref()).await?;
+            let text: String = groups.iter().map(|g| format!("{g}\n")).collect();
+            print_out(&text)
         }
     }
 }
@@ -374,6 +432,33 @@ fn client_url(client: &LabClient, svc: Service) -> &str {
     }
 }
 
+/// `lab service`: the same `Application` the service's own binary runs, in this process.
+async fn run_service(a: ServiceRunArgs) -> anyhow::Result<()> {
+    saga_shared::telemetry::init_tracing("info");
+    let svc = Service::parse(&a.service).with_context(|| format!("no service {:?}", a.service))?;
+    let port = a.port.unwrap_or(svc.default_port());
+    let common = a.common;
+    let app = match svc {
+        Service::Order => {
+            order_service::Application::build(order_service::Config { port, common }).await?
+        }
+        Service::Payment => {
+            payment_service::Application::build(payment_service::Config { port, common }).await?
+        }
+        Service::Inventory => {
+            inventory_service::Application::build(inventory_service::Config { port, common })
+                .await?
+        }
+        Service::Notification => {
+            notification_service::Application::build(notification_service::Config { port, common })
+                .await?
+        }
+    };
+    eprintln!("{} listening on port {}", svc.name(), app.port());
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
 async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let mut req = http.request(method, url);
@@ -395,10 +480,11 @@ async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow
     Ok(v)
 }
 
-fn print_dlq(v: &Value) {
+fn print_dlq(v: &Value) -> anyhow::Result<()> {
+    use std::fmt::Write;
     let records = v["records"].as_array().cloned().unwrap_or_default();
-    println!(
-        "{}: {} record(s)",
+    let mut out = format!(
+        "{}: {} record(s)\n",
         v["topic"].as_str().unwrap_or("?"),
         records.len()
     );
@@ -411,7 +497,8 @@ fn print_dlq(v: &Value) {
                 .unwrap_or("-")
                 .to_owned()
         };
-        println!(
+        writeln!(
+            out,
             "  {}@{}  from {}[{}]@{}  group={} attempts={}  error: {}",
             r["partition"],
             r["offset"],
@@ -421,7 +508,18 @@ fn print_dlq(v: &Value) {
             h("dlq_consumer_group"),
             h("dlq_attempts"),
             h("dlq_error"),
-        );
+        )?;
+    }
+    print_out(&out)
+}
+
+/// Writes `text` to stdout. A reader that stopped early (`lab groups | grep -q ...`) is not an
+/// error: like any Unix tool, the command then just ends.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

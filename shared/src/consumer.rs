@@ -191,6 +191,11 @@ impl ConsumerRunner {
     pub async fn run(self, mut shutdown: Shutdown) {
         let consumer: StreamConsumer<LagReporter> = match client_config(&self.brokers)
             .set("group.id", &self.group)
+            // Tells this instance's members apart in `lab groups` / DescribeGroups.
+            .set(
+                "client.id",
+                format!("{}@{}", self.group, std::process::id()),
+            )
             .set("statistics.interval.ms", "5000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
