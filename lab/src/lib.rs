@@ -1,6 +1,6 @@
 //! The saga lab in one process: a throwaway PostgreSQL ([`pg`]), the embedded broker and the four
-//! services ([`system::Lab`]), a small HTTP client for them ([`client`]) and the dashboard with
-//! its control API ([`dashboard`]).
+//! services ([`system::Lab`]), a small HTTP client for them ([`client`]), the dashboard with its
+//! control API ([`dashboard`]) and a consumer-group inspector ([`groups`], `lab groups`).
 //!
 //! The `lab` binary, the integration tests in `tests/` and the benchmark all start the system
 //! through [`system::Lab::start`], so the tests check exactly what a user runs.
