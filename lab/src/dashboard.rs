@@ -234,7 +234,15 @@ async fn dlq_page(
     );
     for d in &letters {
         let h = |name| escape(d.header(name).unwrap_or("-"));
-        let value: String = d.value.as_deref().unwrap_or("").chars().take(300).collect();
+        // Poison values can be any bytes: show control characters as U+FFFD, like invalid UTF-8.
+        let value: String = d
+            .value
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect();
         html.push_str(&format!(
             "<tr><td>{}/{}</td><td>{} {}/{}</td><td>{}</td><td>{}</td><td class=error>{}</td>\
              <td>{}</td><td><code>{}</code></td></tr>",
