@@ -61,6 +61,9 @@ struct Args {
     /// Only measure consuming this many messages of TOPIC from a running broker at BOOTSTRAP.
     #[arg(long, value_names = ["BOOTSTRAP", "TOPIC"], num_args = 2)]
     consume_only: Option<Vec<String>>,
+    /// Only run the latency measurement against a running broker at BOOTSTRAP.
+    #[arg(long, value_name = "BOOTSTRAP")]
+    latency_only: Option<String>,
     /// Extra consumer settings, KEY=VALUE.
     #[arg(long = "consumer-config")]
     consumer_config: Vec<String>,
@@ -84,6 +87,33 @@ impl ProducerContext for Counting {
             Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
         };
+    }
+}
+
+/// Notes how long each latency-run record took to be acknowledged (its payload starts with its
+/// send time), to tell a produce-side stall from a fetch-side one.
+struct AckTimes {
+    base: Instant,
+    slow: std::sync::Mutex<Vec<(u64, Duration)>>,
+}
+impl ClientContext for AckTimes {}
+impl ProducerContext for AckTimes {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result
+            && let Some(p) = m.payload()
+            && p.len() >= 8
+        {
+            let sent = u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
+            let took = self
+                .base
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(sent));
+            if took > Duration::from_millis(5) {
+                let mut slow = self.slow.lock().expect("not poisoned");
+                slow.push((m.offset() as u64, took));
+            }
+        }
     }
 }
 
@@ -415,8 +445,13 @@ fn latency(
         }
         Ok(out)
     });
-    let producer: BaseProducer =
-        config(bootstrap, &[("acks", "all"), ("linger.ms", "0")]).create()?;
+    let producer: BaseProducer<AckTimes> =
+        config(bootstrap, &[("acks", "all"), ("linger.ms", "0")]).create_with_context(
+            AckTimes {
+                base,
+                slow: Default::default(),
+            },
+        )?;
     // Let the consumer reach its first fetch before the clock starts.
     std::thread::sleep(Duration::from_secs(2));
     let interval = Duration::from_nanos(1_000_000_000 / rate);
@@ -438,6 +473,11 @@ fn latency(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30))?;
+    if show_stalls {
+        for (offset, took) in producer.context().slow.lock().expect("not poisoned").iter() {
+            eprintln!("   record at offset {offset} took {took:?} to be acknowledged");
+        }
+    }
     let mut samples = receiver.join().expect("receiver thread")?;
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
@@ -455,7 +495,10 @@ fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> 
             .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
             .collect();
         for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
-            r.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => bail!("create {t}: {e}"),
+            }
         }
         anyhow::Ok(())
     })
@@ -590,6 +633,18 @@ fn main() -> anyhow::Result<()> {
             "consume: {:.0} msgs/s, {:.1} MB/s ({:.0} msgs/s with start-up)",
             c.msgs_s, c.mb_s, c.with_start_up
         );
+        return Ok(());
+    }
+    if let Some(bootstrap) = &args.latency_only {
+        create_topics(bootstrap, &[("bench-latency-only", 1)])?;
+        let (p50, p99) = latency(
+            bootstrap,
+            "bench-latency-only",
+            args.latency_rate,
+            args.latency_secs,
+            args.show_stalls,
+        )?;
+        println!("latency: p50 {p50:?}, p99 {p99:?}");
         return Ok(());
     }
     let broker_bin = match &args.broker_bin {
