@@ -224,8 +224,14 @@ pub fn one_record_batch(pid: i64, epoch: i16, seq: i32, value: &[u8]) -> bytes::
     b.put_u32(0); // crc, filled below
     b.put_i16(0); // attributes: no compression
     b.put_i32(0); // last offset delta
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(1_700_000_000_000);
+    // Now, not a fixed date: a batch older than the retention (7 days) could be deleted by the
+    // broker's retention task between a test's produce and its fetch.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    b.put_i64(now_ms); // first timestamp
+    b.put_i64(now_ms); // max timestamp
     b.put_i64(pid);
     b.put_i16(epoch);
     b.put_i32(seq);
