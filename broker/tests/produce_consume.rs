@@ -304,7 +304,11 @@ async fn a_consumer_in_a_long_poll_gets_new_data_at_once() {
 async fn list_offsets_finds_earliest_latest_and_by_timestamp() {
     let b = TestBroker::start().await;
     let p = producer(&b.bootstrap, &[]);
-    let base = 1_800_000_000_000i64;
+    // Relative to now: records older than the retention (7 days) may be deleted at any time.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for i in 0..10 {
         p.send(
             FutureRecord::<(), _>::to("timed")

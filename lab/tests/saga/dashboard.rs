@@ -56,13 +56,20 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .expect("a link to the DLQ page")
         .click()
         .await;
-    assert!(
-        browser
+    let count = lab::client::eventually("the DLQ page", SAGA_TIMEOUT, || async {
+        if !browser
             .current_url()
             .await
             .ends_with(&format!("/dlq/{dlq}"))
-    );
-    assert_eq!(browser.find("#count").await.unwrap().text().await, "1");
+        {
+            return None;
+        }
+        let text = browser.find("#count").await?.text().await;
+        (!text.is_empty()).then_some(text)
+    })
+    .await
+    .unwrap();
+    assert_eq!(count, "1");
     let letter = browser.find("#letters tr + tr").await.unwrap().text().await;
     assert!(letter.contains("payment-service"), "the group: {letter}");
     assert!(letter.contains("injected fault"), "the error: {letter}");
@@ -76,8 +83,14 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .expect("the Replay button")
         .click()
         .await;
+    // The button posts, and the answer redirects to the DLQ page: wait for that page to be the
+    // one shown (an element of the page being left goes stale, and reads as no text).
     let replayed = lab::client::eventually("the replay answer", SAGA_TIMEOUT, || async {
-        browser.find("#replayed").await?.text().await.into()
+        if !browser.current_url().await.contains("replayed=") {
+            return None;
+        }
+        let text = browser.find("#replayed").await?.text().await;
+        (!text.is_empty()).then_some(text)
     })
     .await
     .unwrap();
