@@ -10,6 +10,7 @@ use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use saga_shared::consumer::dlq_header;
+use saga_shared::dlq::DeadLetter;
 use saga_shared::events::topics;
 use saga_shared::http::{ApiError, ApiJson, ApiPath};
 use serde::{Deserialize, Serialize};
@@ -144,14 +145,29 @@ async fn set_faults(
     Ok(Json(settings))
 }
 
+/// The records of the DLQ named by `topic` (`order.created` or `order.created.dlq`).
+async fn read_dlq(s: &DashState, topic: &str) -> Result<(String, Vec<DeadLetter>), ApiError> {
+    let topic = dlq_topic(topic)?;
+    let letters = saga_shared::dlq::list(&s.brokers, &topic)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok((topic, letters))
+}
+
+/// Replays the DLQ named by `topic`; how many records went back.
+async fn replay(s: &DashState, topic: &str) -> Result<(String, usize), ApiError> {
+    let topic = dlq_topic(topic)?;
+    let n = saga_shared::dlq::replay_all(&s.brokers, &topic)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok((topic, n))
+}
+
 async fn list_dlq(
     State(s): State<DashState>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let topic = dlq_topic(&topic)?;
-    let letters = saga_shared::dlq::list(&s.brokers, &topic)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (topic, letters) = read_dlq(&s, &topic).await?;
     Ok(Json(json!({"topic": topic, "records": letters})))
 }
 
@@ -159,10 +175,7 @@ async fn replay_dlq(
     State(s): State<DashState>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let topic = dlq_topic(&topic)?;
-    let n = saga_shared::dlq::replay_all(&s.brokers, &topic)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (topic, n) = replay(&s, &topic).await?;
     Ok(Json(json!({"topic": topic, "replayed": n})))
 }
 
@@ -210,10 +223,7 @@ async fn dlq_page(
     ApiPath(topic): ApiPath<String>,
     Query(q): Query<DlqPageQuery>,
 ) -> Result<Html<String>, ApiError> {
-    let topic = dlq_topic(&topic)?;
-    let letters = saga_shared::dlq::list(&s.brokers, &topic)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (topic, letters) = read_dlq(&s, &topic).await?;
     let mut html = page_head(&topic, false);
     html.push_str(&format!(
         "<p><a href='/'>&larr; dashboard</a></p><h1>{topic}</h1>"
@@ -267,10 +277,7 @@ async fn replay_form(
     State(s): State<DashState>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Redirect, ApiError> {
-    let topic = dlq_topic(&topic)?;
-    let n = saga_shared::dlq::replay_all(&s.brokers, &topic)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (topic, n) = replay(&s, &topic).await?;
     Ok(Redirect::to(&format!("/dlq/{topic}?replayed={n}")))
 }
 

@@ -103,6 +103,25 @@ impl Browser {
         v.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Waits until the page shown is one whose URL contains `url_part` and `selector`'s element
+    /// on it has text, and returns that text. (Right after a click the old page may still be
+    /// shown, and an element of a page being replaced reads as no text.)
+    pub async fn text_on_page(&self, url_part: &str, selector: &str) -> String {
+        lab::client::eventually(
+            &format!("{selector} on {url_part}"),
+            Duration::from_secs(60),
+            || async {
+                if !self.current_url().await.contains(url_part) {
+                    return None;
+                }
+                let text = self.find(selector).await?.text().await;
+                (!text.is_empty()).then_some(text)
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     /// The first element matching the CSS `selector`, if there is one.
     pub async fn find(&self, selector: &str) -> Option<Element<'_>> {
         let v = self

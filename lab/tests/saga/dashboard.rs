@@ -56,19 +56,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .expect("a link to the DLQ page")
         .click()
         .await;
-    let count = lab::client::eventually("the DLQ page", SAGA_TIMEOUT, || async {
-        if !browser
-            .current_url()
-            .await
-            .ends_with(&format!("/dlq/{dlq}"))
-        {
-            return None;
-        }
-        let text = browser.find("#count").await?.text().await;
-        (!text.is_empty()).then_some(text)
-    })
-    .await
-    .unwrap();
+    let count = browser.text_on_page(&format!("/dlq/{dlq}"), "#count").await;
     assert_eq!(count, "1");
     let letter = browser.find("#letters tr + tr").await.unwrap().text().await;
     assert!(letter.contains("payment-service"), "the group: {letter}");
@@ -83,17 +71,8 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .expect("the Replay button")
         .click()
         .await;
-    // The button posts, and the answer redirects to the DLQ page: wait for that page to be the
-    // one shown (an element of the page being left goes stale, and reads as no text).
-    let replayed = lab::client::eventually("the replay answer", SAGA_TIMEOUT, || async {
-        if !browser.current_url().await.contains("replayed=") {
-            return None;
-        }
-        let text = browser.find("#replayed").await?.text().await;
-        (!text.is_empty()).then_some(text)
-    })
-    .await
-    .unwrap();
+    // The button posts, and the answer redirects to the DLQ page.
+    let replayed = browser.text_on_page("replayed=", "#replayed").await;
     assert_eq!(replayed, "Replayed 1 record(s) to their original topic.");
     let done = d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
     assert_eq!(done["status"], "CONFIRMED");
