@@ -261,7 +261,9 @@ fn consume(
                     if let Some(m) = consumer.poll(Duration::from_millis(50)) {
                         m?;
                         first.get_or_init(Instant::now);
-                        if received.fetch_add(1, Ordering::Relaxed) % 65536 == 0
+                        if received
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(65536)
                             && start.elapsed() > Duration::from_secs(300)
                         {
                             bail!("consume timed out");

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod dashboard;
 pub mod groups;
+pub mod lock;
 pub mod pg;
 pub mod system;
 

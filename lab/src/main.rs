@@ -228,9 +228,26 @@ struct ServiceArg {
     dashboard_url: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line (the cause chain joined), no backtrace: what went wrong and the fix.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => up(cli.up).await,
         Some(Command::Up(args)) => up(args).await,
@@ -352,9 +369,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         bar.set_message(step.to_owned());
         current = Some(step.to_owned());
     };
-    let lab = Lab::start(config, &mut progress)
-        .await
-        .context("starting the lab")?;
+    // A taken data dir or port is reported before anything starts.
+    let started_lab = match Lab::preflight(&config, &[("dashboard", args.dashboard_port)]) {
+        Ok(lock) => Lab::start_locked(config, lock, &mut progress).await,
+        Err(e) => Err(e),
+    };
+    let lab = match started_lab {
+        Ok(lab) => lab,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e.into());
+        }
+    };
     progress("starting the dashboard");
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
@@ -605,10 +631,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
     use saga_shared::events::topics;
 
     let wanted: Vec<String> = if args.topics.is_empty() {
-        topics::ALL
-            .iter()
-            .flat_map(|t| [t.to_string(), topics::dlq(t)])
-            .collect()
+        topics::with_dlqs()
     } else {
         args.topics.clone()
     };

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
+use saga_shared::service::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::lock::{DataDirLock, LockError};
 use crate::pg::{PgAdmin, PgError, SERVICE_DBS, ServiceDb, TempPostgres};
 
 /// The four services.
@@ -68,6 +70,18 @@ impl Service {
 pub enum LabError {
     #[error("PostgreSQL: {0}")]
     Pg(#[from] PgError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(
+        "port {port} ({what}) is already in use, by another lab or program; choose another \
+         with {flag} (or {env}; 0 picks a free port)"
+    )]
+    PortInUse {
+        what: &'static str,
+        port: u16,
+        flag: String,
+        env: String,
+    },
     #[error("broker: {0}")]
     Broker(String),
     #[error("{service}: {source}")]
@@ -75,9 +89,17 @@ pub enum LabError {
         service: &'static str,
         source: saga_shared::service::HostError,
     },
+    #[error("{service} did not become ready: {reason}")]
+    NotReady {
+        service: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// How long a started service may take to hold its partitions.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to start and where.
 #[derive(Debug, Clone)]
@@ -133,12 +155,15 @@ impl LabConfig {
 
 struct RunningService {
     port: u16,
+    readiness: Arc<Readiness>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 /// A running lab.
 pub struct Lab {
+    /// Held while the lab runs: one lab per data dir.
+    _lock: DataDirLock,
     config: LabConfig,
     postgres: Option<TempPostgres>,
     admin: PgAdmin,
@@ -151,10 +176,64 @@ pub struct Lab {
     faults: BTreeMap<Service, Arc<Faults>>,
 }
 
+/// What the lab's command line calls a port, for the one-line error of a taken one.
+fn port_flag(what: &str) -> (String, String) {
+    let short = what.trim_end_matches("-service");
+    (
+        format!("--{short}-port"),
+        format!("LAB_{}_PORT", short.to_uppercase()),
+    )
+}
+
 impl Lab {
+    /// What can go wrong before anything starts, checked at once: the data dir is taken by
+    /// another lab or cannot be written, or a fixed port is in use. `extra_ports` are ports the
+    /// caller binds itself (the dashboard), by name. Returns the data dir's lock, for
+    /// [`Lab::start_locked`].
+    pub fn preflight(
+        config: &LabConfig,
+        extra_ports: &[(&'static str, u16)],
+    ) -> Result<DataDirLock, LabError> {
+        let lock = DataDirLock::acquire(&config.data_dir)?;
+        let mut ports: Vec<(&'static str, u16)> = extra_ports.to_vec();
+        if config.postgres_url.is_none() {
+            ports.push(("postgres", config.postgres_port));
+        }
+        if config.brokers.is_none() {
+            ports.push(("broker", config.broker_port));
+        }
+        ports.extend(config.ports.iter().map(|(svc, port)| (svc.name(), *port)));
+        for (what, port) in ports {
+            if port == 0 {
+                continue;
+            }
+            if let Err(e) = std::net::TcpListener::bind((config.host.as_str(), port))
+                && e.kind() == std::io::ErrorKind::AddrInUse
+            {
+                let (flag, env) = port_flag(what);
+                return Err(LabError::PortInUse {
+                    what,
+                    port,
+                    flag,
+                    env,
+                });
+            }
+        }
+        Ok(lock)
+    }
+
     /// Starts everything; `progress` is told about each step as it begins.
     pub async fn start(config: LabConfig, progress: &mut dyn FnMut(&str)) -> Result<Lab, LabError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        let lock = Self::preflight(&config, &[])?;
+        Self::start_locked(config, lock, progress).await
+    }
+
+    /// [`Lab::start`] after [`Lab::preflight`].
+    pub async fn start_locked(
+        config: LabConfig,
+        lock: DataDirLock,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Lab, LabError> {
         let (postgres, admin) = match &config.postgres_url {
             Some(url) => (None, PgAdmin::new(url.clone())),
             None => {
@@ -172,6 +251,7 @@ impl Lab {
         progress("creating databases and roles");
         let db_urls = admin.create_service_databases().await?;
         let mut lab = Lab {
+            _lock: lock,
             config,
             postgres,
             admin,
@@ -197,9 +277,29 @@ impl Lab {
         }
         for svc in Service::ALL {
             progress(&format!("starting {}", svc.name()));
-            lab.start_service(svc).await?;
+            lab.spawn(svc).await?;
+        }
+        progress("joining the consumer groups");
+        for svc in Service::ALL {
+            lab.wait_ready(svc).await?;
         }
         Ok(lab)
+    }
+
+    /// Waits until `svc` is ready: its consumers hold their partitions, its producer knows its
+    /// topics (what its `/ready` reports).
+    async fn wait_ready(&self, svc: Service) -> Result<(), LabError> {
+        let Some(running) = self.services.get(&svc) else {
+            return Ok(());
+        };
+        running
+            .readiness
+            .wait(READY_TIMEOUT)
+            .await
+            .map_err(|reason| LabError::NotReady {
+                service: svc.name(),
+                reason,
+            })
     }
 
     async fn spawn_broker(&mut self, addr: SocketAddr) -> Result<(), LabError> {
@@ -248,8 +348,14 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `svc` (again), on the port it had before, if any.
+    /// Starts `svc` (again), on the port it had before, if any, and waits until it is ready.
     pub async fn start_service(&mut self, svc: Service) -> Result<(), LabError> {
+        self.spawn(svc).await?;
+        self.wait_ready(svc).await
+    }
+
+    /// Starts `svc` (again) without waiting for it to be ready.
+    async fn spawn(&mut self, svc: Service) -> Result<(), LabError> {
         if self.services.contains_key(&svc) {
             return Ok(());
         }
@@ -352,11 +458,12 @@ macro_rules! spawn_app {
             source,
         })?;
         let port = app.port();
+        let readiness = app.readiness();
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        (port, stop, task)
+        (port, readiness, stop, task)
     }};
 }
 
@@ -367,11 +474,16 @@ async fn spawn_service(
     faults: Arc<Faults>,
 ) -> Result<RunningService, LabError> {
     let f = faults;
-    let (port, stop, task) = match svc {
+    let (port, readiness, stop, task) = match svc {
         Service::Order => spawn_app!(order_service, common, port, f, svc),
         Service::Payment => spawn_app!(payment_service, common, port, f, svc),
         Service::Inventory => spawn_app!(inventory_service, common, port, f, svc),
         Service::Notification => spawn_app!(notification_service, common, port, f, svc),
     };
-    Ok(RunningService { port, stop, task })
+    Ok(RunningService {
+        port,
+        readiness,
+        stop,
+        task,
+    })
 }

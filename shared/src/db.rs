@@ -6,12 +6,26 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 /// A pool that fails fast when the database is gone, so callers can retry on their own terms.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+/// It opens `min_connections` before it returns and keeps them open, so that the first requests
+/// and events do not each pay for a new connection's authentication.
+pub async fn connect(
+    url: &str,
+    min_connections: u32,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    let min_connections = min_connections.min(max_connections);
+    let pool = PgPoolOptions::new()
+        .min_connections(min_connections)
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
-        .await
+        .await?;
+    let open: Vec<_> =
+        futures_util::future::join_all((0..min_connections).map(|_| pool.acquire())).await;
+    for conn in open {
+        conn?;
+    }
+    Ok(pool)
 }
 
 /// A pool that connects on first use (for tests of the HTTP layer that never reach the database).

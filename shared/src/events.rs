@@ -29,6 +29,11 @@ pub mod topics {
     pub fn dlq(topic: &str) -> String {
         format!("{topic}.dlq")
     }
+
+    /// Every event topic followed by its dead-letter topic.
+    pub fn with_dlqs() -> Vec<String> {
+        ALL.iter().flat_map(|t| [t.to_string(), dlq(t)]).collect()
+    }
 }
 
 /// The only currency the demo wallets hold.

@@ -41,10 +41,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 /// exist already are left as they are.
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
-    let names: Vec<String> = topics::ALL
-        .iter()
-        .flat_map(|t| [t.to_string(), topics::dlq(t)])
-        .collect();
+    let names = topics::with_dlqs();
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, partitions.max(1), TopicReplication::Fixed(1)))
@@ -69,6 +66,28 @@ pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> b
     tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
         producer.client().fetch_metadata(None, timeout).is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Fetches the metadata of each of `topics` into the producer's cache, so that its first record
+/// to any of them goes out without a metadata round trip. False if the broker did not answer.
+pub async fn fetch_topic_metadata(
+    producer: &FutureProducer,
+    topics: &[String],
+    timeout: Duration,
+) -> bool {
+    let producer = producer.clone();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        topics.iter().all(|t| {
+            producer
+                .client()
+                .fetch_metadata(Some(t), timeout)
+                .is_ok_and(|m| m.topics().iter().all(|t| t.error().is_none()))
+        })
     })
     .await
     .unwrap_or(false)

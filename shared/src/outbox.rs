@@ -9,6 +9,8 @@
 //! **Invariant: per-order ordering.** A row is only claimed when no older unpublished row has the
 //! same key; a second relay instance skips the locked older row and so cannot overtake it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -85,6 +87,8 @@ pub struct OutboxRelay {
     batch_size: i64,
     /// `service` label of the metrics.
     service: &'static str,
+    /// Set while the relay listens for commits.
+    listening: Arc<AtomicBool>,
 }
 
 impl OutboxRelay {
@@ -100,7 +104,14 @@ impl OutboxRelay {
             poll_interval,
             batch_size: 256,
             service,
+            listening: Arc::default(),
         }
+    }
+
+    /// Reports whether the relay listens for commits through `flag` (readiness).
+    pub fn with_listening_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.listening = flag;
+        self
     }
 
     /// Publishes until `shutdown` fires.
@@ -113,6 +124,7 @@ impl OutboxRelay {
             }
             if listener.is_none() {
                 listener = self.listen().await;
+                self.listening.store(listener.is_some(), Ordering::Release);
             }
             match self.publish_batch().await {
                 Ok(n) if n as i64 == self.batch_size => continue,

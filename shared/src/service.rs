@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,6 +36,67 @@ pub enum HostError {
     Io(#[from] std::io::Error),
 }
 
+/// What `/ready` waits for beyond a database and a broker that answer: every consumer holds its
+/// partition assignment with a fetch position for each partition, and the producer has the
+/// metadata of every topic the service publishes to. Only then does the first event after
+/// "ready" take a steady-state time (no group join, offset lookup or metadata request left).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    consumers: Vec<Arc<AtomicBool>>,
+    producer: AtomicBool,
+    /// The outbox relay listens for commits (without it, it only polls).
+    relay: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// Consumers that hold their partitions, and all consumers.
+    pub fn consumers(&self) -> (usize, usize) {
+        let ready = self
+            .consumers
+            .iter()
+            .filter(|c| c.load(Ordering::Acquire))
+            .count();
+        (ready, self.consumers.len())
+    }
+
+    /// Whether the producer knows every topic the service publishes to.
+    pub fn producer(&self) -> bool {
+        self.producer.load(Ordering::Acquire)
+    }
+
+    /// Whether the outbox relay is woken by each commit.
+    pub fn relay(&self) -> bool {
+        self.relay.load(Ordering::Acquire)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        let (ready, all) = self.consumers();
+        ready == all && self.producer() && self.relay()
+    }
+
+    /// Waits until [`Readiness::is_ready`]; on timeout, says what is missing.
+    pub async fn wait(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !self.is_ready() {
+            if Instant::now() > deadline {
+                let (ready, all) = self.consumers();
+                return Err(format!(
+                    "not ready after {timeout:?}: {ready} of {all} consumers hold their \
+                     partitions, producer metadata {}, outbox relay {}",
+                    if self.producer() { "known" } else { "missing" },
+                    if self.relay() {
+                        "listening"
+                    } else {
+                        "not listening"
+                    }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+}
+
 /// The consumer group of a service and what it reacts to.
 pub struct Consumption {
     pub group: &'static str,
@@ -52,7 +114,10 @@ impl Backends {
     /// Connects, applies the migrations and creates the saga topics (a broker that is down is
     /// only a warning: the outbox holds events until it is back, and topics are auto-created).
     pub async fn connect(common: &CommonConfig, migrator: &Migrator) -> Result<Self, HostError> {
-        let pool = crate::db::connect(&common.database_url, common.db_max_connections).await?;
+        // One connection per consumer, one for the relay, one for HTTP requests.
+        let warm = common.consumers as u32 + 2;
+        let pool =
+            crate::db::connect(&common.database_url, warm, common.db_max_connections).await?;
         migrator.run(&pool).await?;
         let producer = crate::kafka::producer(&common.brokers)?;
         if let Err(err) =
@@ -106,6 +171,11 @@ impl ServiceApp {
         self.host.port()
     }
 
+    /// What `/ready` reports, for waiting on it in-process.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.host.readiness.clone()
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -134,6 +204,8 @@ pub struct ServiceHost {
     router: Router,
     relay: OutboxRelay,
     consumers: Vec<ConsumerRunner>,
+    producer: FutureProducer,
+    readiness: Arc<Readiness>,
 }
 
 #[derive(Clone)]
@@ -141,6 +213,7 @@ struct Probe {
     pool: PgPool,
     producer: FutureProducer,
     name: &'static str,
+    readiness: Arc<Readiness>,
 }
 
 impl ServiceHost {
@@ -162,10 +235,23 @@ impl ServiceHost {
         let metrics = crate::telemetry::prometheus();
         let listener = TcpListener::bind((common.host.as_str(), port)).await?;
         let Backends { pool, producer } = backends;
+        let consumer_count = if consumption.is_some() {
+            common.consumers.max(1)
+        } else {
+            0
+        };
+        let readiness = Arc::new(Readiness {
+            consumers: (0..consumer_count)
+                .map(|_| Arc::new(AtomicBool::new(false)))
+                .collect(),
+            producer: AtomicBool::new(false),
+            relay: Arc::new(AtomicBool::new(false)),
+        });
         let probe = Probe {
             pool: pool.clone(),
             producer: producer.clone(),
             name,
+            readiness: readiness.clone(),
         };
         let openapi = Arc::new(openapi);
         let common_routes = Router::new()
@@ -186,11 +272,14 @@ impl ServiceHost {
             producer.clone(),
             Duration::from_millis(common.outbox_poll_ms),
             name,
-        );
+        )
+        .with_listening_flag(readiness.relay.clone());
         let consumers = match consumption {
             None => Vec::new(),
-            Some(c) => (0..common.consumers.max(1))
-                .map(|_| ConsumerRunner {
+            Some(c) => readiness
+                .consumers
+                .iter()
+                .map(|ready| ConsumerRunner {
                     group: c.group.to_owned(),
                     topics: c.topics.clone(),
                     brokers: common.brokers.clone(),
@@ -200,6 +289,7 @@ impl ServiceHost {
                     retry: common.retry_policy(),
                     faults: faults.clone(),
                     service: name,
+                    ready: ready.clone(),
                 })
                 .collect(),
         };
@@ -209,6 +299,8 @@ impl ServiceHost {
             router,
             relay,
             consumers,
+            producer,
+            readiness,
         })
     }
 
@@ -229,6 +321,11 @@ impl ServiceHost {
     {
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(warm_producer(
+            self.producer,
+            self.readiness.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(self.relay.run(shutdown.clone()));
         for c in self.consumers {
             tasks.spawn(c.run(shutdown.clone()));
@@ -258,16 +355,41 @@ impl ServiceHost {
     }
 }
 
+/// Fetches the metadata of every topic a service may publish to (the saga topics and their
+/// DLQs), retrying until the broker answers, then marks the producer ready.
+async fn warm_producer(producer: FutureProducer, readiness: Arc<Readiness>, mut stop: Shutdown) {
+    let topics = crate::events::topics::with_dlqs();
+    loop {
+        if crate::kafka::fetch_topic_metadata(&producer, &topics, Duration::from_secs(5)).await {
+            readiness.producer.store(true, Ordering::Release);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait() => return,
+        }
+    }
+}
+
 async fn ready(State(p): State<Probe>) -> impl IntoResponse {
     let db = sqlx::query("SELECT 1").execute(&p.pool).await.is_ok();
     let broker = crate::kafka::broker_reachable(&p.producer, Duration::from_secs(1)).await;
-    let status = if db && broker {
+    let (consumers_ready, consumers) = p.readiness.consumers();
+    let producer = p.readiness.producer();
+    let status = if db && broker && p.readiness.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({"service": p.name, "database": db, "broker": broker})),
+        Json(json!({
+            "service": p.name,
+            "database": db,
+            "broker": broker,
+            "consumers": {"assigned": consumers_ready, "total": consumers},
+            "producer_metadata": producer,
+            "outbox_relay_listening": p.readiness.relay(),
+        })),
     )
 }

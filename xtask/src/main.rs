@@ -1,0 +1,297 @@
+//! `cargo xtask`: project chores (the alias is in `.cargo/config.toml`).
+//!
+//! - `cargo xtask test [NEXTEST ARGS]`: checks every prerequisite of the test suite, installs
+//!   what is missing where it can (Debian packages with apt-get as root, Python packages with
+//!   pip, cargo-nextest with cargo), stops with the exact command to run where it cannot, then
+//!   runs `cargo nextest run --workspace [NEXTEST ARGS]`.
+//! - `cargo xtask setup`: the same checks and installs, without running the tests.
+//! - `cargo xtask doctor`: only reports what is there and what is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// How a missing prerequisite is installed.
+#[derive(Debug, Clone, Copy)]
+enum Install {
+    /// A Debian package (`apt-get install`), needs root.
+    Apt(&'static str),
+    /// A Python package (`python3 -m pip install`).
+    Pip(&'static str),
+    /// A crate with a binary (`cargo install --locked`).
+    Cargo(&'static str),
+}
+
+impl Install {
+    fn command(self) -> String {
+        match self {
+            Install::Apt(pkg) => format!("apt-get install -y {pkg}"),
+            Install::Pip(spec) => format!("python3 -m pip install '{spec}'"),
+            Install::Cargo(krate) => format!("cargo install {krate} --locked"),
+        }
+    }
+}
+
+/// One thing the test suite needs.
+struct Prerequisite {
+    name: &'static str,
+    why: &'static str,
+    present: fn() -> bool,
+    install: Install,
+}
+
+const PREREQUISITES: &[Prerequisite] = &[
+    Prerequisite {
+        name: "cargo-nextest",
+        why: "the test runner",
+        present: || succeeds(Command::new(cargo()).args(["nextest", "--version"])),
+        install: Install::Cargo("cargo-nextest"),
+    },
+    Prerequisite {
+        name: "PostgreSQL server binaries",
+        why: "the tests start a throwaway PostgreSQL",
+        present: || server_binary("initdb").is_some() && server_binary("postgres").is_some(),
+        install: Install::Apt("postgresql"),
+    },
+    Prerequisite {
+        name: "postgres user",
+        why: "as root, PostgreSQL runs as this user",
+        present: || !is_root() || succeeds(Command::new("id").arg("postgres")),
+        install: Install::Apt("postgresql"),
+    },
+    Prerequisite {
+        name: "setpriv",
+        why: "runs PostgreSQL as postgres, stopped with the process that started it",
+        present: || on_path("setpriv"),
+        install: Install::Apt("util-linux"),
+    },
+    Prerequisite {
+        name: "kcat",
+        why: "a C client the broker and the tutorial are tested with",
+        present: || on_path("kcat"),
+        install: Install::Apt("kcat"),
+    },
+    Prerequisite {
+        name: "curl",
+        why: "the tutorial's commands use it",
+        present: || on_path("curl"),
+        install: Install::Apt("curl"),
+    },
+    Prerequisite {
+        name: "chromium",
+        why: "the dashboard is tested in a real browser",
+        present: || on_path("chromium"),
+        install: Install::Apt("chromium"),
+    },
+    Prerequisite {
+        name: "chromedriver",
+        why: "drives Chromium for the dashboard test",
+        present: || on_path("chromedriver"),
+        install: Install::Apt("chromium-driver"),
+    },
+    Prerequisite {
+        name: "python3",
+        why: "runs the kafka-python compatibility test",
+        present: || on_path("python3"),
+        install: Install::Apt("python3"),
+    },
+    Prerequisite {
+        name: "kafka-python",
+        why: "a second, pure-Python Kafka client the broker is tested with",
+        present: || succeeds(Command::new("python3").args(["-c", "import kafka"])),
+        install: Install::Pip("kafka-python==3.0.12"),
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    match task {
+        "test" => match setup() {
+            Ok(()) => run_tests(rest),
+            Err(message) => fail(&message),
+        },
+        "setup" => match setup() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => fail(&message),
+        },
+        "doctor" => {
+            let missing = report();
+            if missing.is_empty() {
+                println!("everything the tests need is installed");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        _ => {
+            println!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 test [ARGS]  set up the test prerequisites, then `cargo nextest run --workspace [ARGS]`\n  \
+                 setup        check and install the test prerequisites only\n  \
+                 doctor       report which prerequisites are missing, change nothing"
+            );
+            if task == "help" || task == "--help" || task == "-h" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}");
+    ExitCode::FAILURE
+}
+
+/// Prints one line per prerequisite; returns the missing ones.
+fn report() -> Vec<&'static Prerequisite> {
+    let mut missing = Vec::new();
+    for p in PREREQUISITES {
+        if (p.present)() {
+            println!("  ok       {} ({})", p.name, p.why);
+        } else {
+            println!("  missing  {} ({}): {}", p.name, p.why, p.install.command());
+            missing.push(p);
+        }
+    }
+    missing
+}
+
+/// Installs what is missing (apt-get only as root), then checks again.
+fn setup() -> Result<(), String> {
+    let missing: Vec<&Prerequisite> = PREREQUISITES.iter().filter(|p| !(p.present)()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: the test suite needs:");
+    for p in &missing {
+        println!("  {} ({})", p.name, p.why);
+    }
+    let mut apt: Vec<&str> = missing
+        .iter()
+        .filter_map(|p| match p.install {
+            Install::Apt(pkg) => Some(pkg),
+            _ => None,
+        })
+        .collect();
+    apt.dedup();
+    if !apt.is_empty() {
+        if !is_root() {
+            return Err(format!(
+                "installing Debian packages needs root; run:\n  sudo apt-get update && sudo apt-get install -y {}\nthen run this command again",
+                apt.join(" ")
+            ));
+        }
+        let quiet_env = [("DEBIAN_FRONTEND", "noninteractive")];
+        step(
+            "apt-get update",
+            Command::new("apt-get")
+                .args(["update", "-qq"])
+                .envs(quiet_env),
+        )?;
+        step(
+            &format!("apt-get install -y {}", apt.join(" ")),
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&apt)
+                .envs(quiet_env),
+        )?;
+    }
+    // After apt: python3 may be new.
+    for p in missing.iter().filter(|p| !(p.present)()) {
+        match p.install {
+            Install::Apt(_) => {}
+            Install::Pip(spec) => step(
+                &p.install.command(),
+                Command::new("python3").args(["-m", "pip", "install", "--quiet", spec]),
+            )?,
+            Install::Cargo(krate) => step(
+                &p.install.command(),
+                Command::new(cargo()).args(["install", krate, "--locked"]),
+            )?,
+        }
+    }
+    let still: Vec<String> = PREREQUISITES
+        .iter()
+        .filter(|p| !(p.present)())
+        .map(|p| format!("{}: {}", p.name, p.install.command()))
+        .collect();
+    if still.is_empty() {
+        println!("xtask: all test prerequisites are installed");
+        Ok(())
+    } else {
+        Err(format!(
+            "still missing after installing:\n  {}",
+            still.join("\n  ")
+        ))
+    }
+}
+
+/// Runs `what`, failing with the command to run by hand if it fails.
+fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
+    println!("xtask: {what}");
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("`{what}` failed ({s}); run it by hand to see why")),
+        Err(e) => Err(format!("cannot run `{what}`: {e}")),
+    }
+}
+
+fn run_tests(args: &[String]) -> ExitCode {
+    let status = Command::new(cargo())
+        .args(["nextest", "run", "--workspace"])
+        .args(args)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
+        Err(e) => fail(&format!("cannot run cargo nextest: {e}")),
+    }
+}
+
+/// The cargo that runs this task.
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn on_path(program: &str) -> bool {
+    find_on_path(program).is_some()
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A PostgreSQL server program on PATH or in Debian's `/usr/lib/postgresql/<version>/bin`
+/// (where the lab looks too).
+fn server_binary(program: &str) -> Option<PathBuf> {
+    find_on_path(program).or_else(|| {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin").join(program))
+            .find(|p| Path::new(p).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
