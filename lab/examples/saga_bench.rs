@@ -1,4 +1,5 @@
-//! Saga benchmark: sustained orders/s through the whole chain, POST-to-notification latency at
+//! Saga benchmark: the first order and a fixed-rate run started right after the lab is ready
+//! (cold start), sustained orders/s through the whole chain, POST-to-notification latency at
 //! fixed rates, and the outbox relay's commit-to-publish latency.
 //!
 //! `cargo run --release -p lab --example saga_bench -- --help`
@@ -49,6 +50,15 @@ struct Args {
     /// Extra PostgreSQL setting `name=value` (repeatable), for experiments.
     #[arg(long = "pg-setting")]
     pg_settings: Vec<String>,
+    /// Orders of the fixed-rate run started right after the lab is ready.
+    #[arg(long, env = "BENCH_COLD_ORDERS", default_value_t = 500)]
+    cold_orders: usize,
+    /// Rate of that run (orders/s).
+    #[arg(long, env = "BENCH_COLD_RATE", default_value_t = 50)]
+    cold_rate: u32,
+    /// Only the cold-start figures (first order, the run right after ready), then stop.
+    #[arg(long)]
+    cold_only: bool,
 }
 
 /// Turns `pg_stat_statements` on (it needs a server start) when `--pg-stats` is given.
@@ -165,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             .extend(PG_STATS_SETTINGS.map(String::from));
     }
     let lab = Lab::start(config, &mut |step| eprintln!("  {step}")).await?;
+    let ready_at = Instant::now();
     let client = LabClient::new(&lab);
     let admin = |svc: Service| {
         let (server, _) = lab
@@ -189,6 +200,38 @@ async fn main() -> anyhow::Result<()> {
     }
     let orders_db = pools[0].clone();
     let notifications_db = pools[3].clone();
+
+    // Cold start: what a user who places orders the moment the lab says it is up sees.
+    let since_ready = ready_at.elapsed();
+    let first = fixed_rate_run(&client, &orders_db, &notifications_db, 1, 1).await?;
+    let cold = fixed_rate_run(
+        &client,
+        &orders_db,
+        &notifications_db,
+        args.cold_rate,
+        args.cold_orders,
+    )
+    .await?;
+    println!("\n## Right after ready (POST sent -> \"confirmed\" notification stored)\n");
+    println!(
+        "| first order (sent {:.0} ms after ready) | run | p50 | p90 | p99 | max |",
+        since_ready.as_secs_f64() * 1000.0
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {:.1} ms | {} orders at {}/s | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        first[0],
+        cold.len(),
+        args.cold_rate,
+        percentile(&cold, 50.0),
+        percentile(&cold, 90.0),
+        percentile(&cold, 99.0),
+        cold.last().copied().unwrap_or(f64::NAN),
+    );
+    if args.cold_only {
+        lab.shutdown().await;
+        return Ok(());
+    }
 
     // Warm-up: groups joined, connections open.
     let warm: Vec<Uuid> = futures_util::stream::iter(0..50)
@@ -249,49 +292,7 @@ async fn main() -> anyhow::Result<()> {
     for rate in &args.rates {
         let since = Utc::now();
         let total = (*rate as u64 * args.seconds) as usize;
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / *rate as f64));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut tasks = Vec::with_capacity(total);
-        for _ in 0..total {
-            ticker.tick().await;
-            let c = client.clone();
-            tasks.push(tokio::spawn(async move {
-                let sent = Utc::now();
-                place(&c).await.map(|id| (id, sent))
-            }));
-        }
-        let mut sent_at: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
-        for t in tasks {
-            let (id, sent) = t.await??;
-            sent_at.insert(id, sent);
-        }
-        let ids: Vec<Uuid> = sent_at.keys().copied().collect();
-        wait_terminal(&orders_db, &ids, Duration::from_secs(120)).await?;
-        // The notification follows the terminal status; wait for all of them.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let rows: Vec<(Uuid, DateTime<Utc>)> = loop {
-            let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT order_id, created_at FROM notifications WHERE kind = 'confirmed' AND order_id = ANY($1)",
-            )
-            .bind(&ids)
-            .fetch_all(&notifications_db)
-            .await?;
-            if rows.len() == ids.len() || Instant::now() > deadline {
-                break rows;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        anyhow::ensure!(
-            rows.len() == ids.len(),
-            "missing notifications: {} of {}",
-            rows.len(),
-            ids.len()
-        );
-        let lat = sorted(
-            rows.iter()
-                .map(|(id, at)| (*at - sent_at[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
-                .collect(),
-        );
+        let lat = fixed_rate_run(&client, &orders_db, &notifications_db, *rate, total).await?;
         let relay = relay_latencies(&pools, since).await;
         println!(
             "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
@@ -311,6 +312,60 @@ async fn main() -> anyhow::Result<()> {
     inventory_admin.close().await;
     lab.shutdown().await;
     Ok(())
+}
+
+/// Places `total` orders at `rate` per second; returns each one's latency from POST sent to its
+/// "confirmed" notification stored, in ms, sorted.
+async fn fixed_rate_run(
+    client: &LabClient,
+    orders_db: &PgPool,
+    notifications_db: &PgPool,
+    rate: u32,
+    total: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total);
+    for _ in 0..total {
+        ticker.tick().await;
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let sent = Utc::now();
+            place(&c).await.map(|id| (id, sent))
+        }));
+    }
+    let mut sent_at: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+    for t in tasks {
+        let (id, sent) = t.await??;
+        sent_at.insert(id, sent);
+    }
+    let ids: Vec<Uuid> = sent_at.keys().copied().collect();
+    wait_terminal(orders_db, &ids, Duration::from_secs(120)).await?;
+    // The notification follows the terminal status; wait for all of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows: Vec<(Uuid, DateTime<Utc>)> = loop {
+        let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT order_id, created_at FROM notifications WHERE kind = 'confirmed' AND order_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(notifications_db)
+        .await?;
+        if rows.len() == ids.len() || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    anyhow::ensure!(
+        rows.len() == ids.len(),
+        "missing notifications: {} of {}",
+        rows.len(),
+        ids.len()
+    );
+    Ok(sorted(
+        rows.iter()
+            .map(|(id, at)| (*at - sent_at[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+            .collect(),
+    ))
 }
 
 async fn place(client: &LabClient) -> anyhow::Result<Uuid> {

@@ -620,3 +620,67 @@ impl PgAdmin {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_is_kept_while_a_process_works_in_the_data_dir_and_cleared_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().canonicalize().unwrap();
+        // Stands in for a backend outliving its killed postmaster: it works in the data dir.
+        let mut backend = Command::new("sleep")
+            .arg("60")
+            .current_dir(&data_dir)
+            .spawn()
+            .unwrap();
+        let lock = data_dir.join("postmaster.pid");
+        std::fs::write(&lock, format!("{}\n{}\n", backend.id(), data_dir.display())).unwrap();
+        assert_eq!(processes_in(&data_dir), vec![backend.id()]);
+
+        let waiting = tokio::spawn({
+            let data_dir = data_dir.clone();
+            async move { clear_stale_lock(&data_dir).await }
+        });
+        let still_waiting = tokio::time::timeout(Duration::from_millis(300), async {
+            while !waiting.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .is_err();
+        assert!(still_waiting, "waits while the old server's process lives");
+        assert!(lock.exists(), "a live server's lock is never removed");
+
+        backend.kill().unwrap();
+        backend.wait().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("done once the process is gone")
+            .unwrap()
+            .unwrap();
+        assert!(!lock.exists(), "the stale lock is removed");
+    }
+
+    #[test]
+    fn the_log_excerpt_keeps_the_lines_that_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("postgres.log");
+        std::fs::write(
+            &log,
+            "old run: FATAL something earlier\n\
+             LOG:  starting PostgreSQL 15\n\
+             FATAL:  lock file \"postmaster.pid\" already exists\n\
+             HINT:  Is another postmaster (PID 42) running?\n",
+        )
+        .unwrap();
+        let from = "old run: FATAL something earlier\n".len() as u64;
+        let excerpt = log_excerpt(&log, from);
+        assert_eq!(
+            excerpt,
+            "  FATAL:  lock file \"postmaster.pid\" already exists\n  \
+             HINT:  Is another postmaster (PID 42) running?"
+        );
+    }
+}

@@ -1,12 +1,17 @@
-//! The `lab` binary itself: it starts everything, serves an order, and on Ctrl-C (SIGINT) stops
-//! everything and exits, leaving no PostgreSQL behind.
+//! The `lab` binary itself, as a user runs it: it starts everything and serves an order; it stops
+//! cleanly on Ctrl-C; it runs as root from below a `0700` folder; it starts again at once after
+//! its whole process group was killed with SIGKILL, and finishes what was accepted before; a
+//! second lab on the same data dir, and a taken port, are refused with one clear line.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use lab::LabClient;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
 
-fn postgres_processes_of(dir: &std::path::Path) -> usize {
+fn postgres_processes_of(dir: &Path) -> usize {
     let out = std::process::Command::new("ps")
         .args(["-eo", "args"])
         .output()
@@ -17,94 +22,329 @@ fn postgres_processes_of(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Every port free-picked, so tests run side by side.
+const FREE_PORTS: [&str; 12] = [
+    "--broker-port",
+    "0",
+    "--dashboard-port",
+    "0",
+    "--order-port",
+    "0",
+    "--payment-port",
+    "0",
+    "--inventory-port",
+    "0",
+    "--notification-port",
+    "0",
+];
+
+fn lab_command(data_dir: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lab"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, to be killed as a whole like a closed terminal would.
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A lab started as a process, up (it printed its addresses).
+struct RunningLab {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    printed: Vec<String>,
+    order_url: String,
+    notification_url: String,
+    dashboard_url: String,
+}
+
+impl RunningLab {
+    /// Starts the lab on `data_dir` with free ports and waits until it says it is up.
+    async fn start(data_dir: &Path, within: Duration) -> RunningLab {
+        let mut child = lab_command(data_dir, &FREE_PORTS).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        let up = tokio::time::timeout(within, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                printed.push(line.clone());
+                if line.contains("Press Ctrl-C") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if up != Ok(true) {
+            let _ = child.start_kill();
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "the lab was not up within {within:?}: {printed:#?}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let url = |name: &str| {
+            printed
+                .iter()
+                .find(|l| l.trim_start().starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_else(|| panic!("{name} URL printed: {printed:#?}"))
+                .to_owned()
+        };
+        RunningLab {
+            order_url: url("order-service"),
+            notification_url: url("notification-service"),
+            dashboard_url: url("dashboard"),
+            child,
+            lines,
+            printed,
+        }
+    }
+
+    fn client(&self) -> LabClient {
+        LabClient::with_urls(
+            self.order_url.clone(),
+            String::new(),
+            String::new(),
+            self.notification_url.clone(),
+        )
+    }
+
+    /// Places an order and waits until it is CONFIRMED; returns its id.
+    async fn order_confirmed(&self) -> String {
+        let client = self.client();
+        let order = client
+            .place_order("alice", &[("LATTE", 1, 5000)])
+            .await
+            .unwrap();
+        let id = order["id"].as_str().unwrap();
+        let done = client
+            .wait_terminal(id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(done["status"], "CONFIRMED");
+        id.to_owned()
+    }
+
+    /// Ctrl-C, then the lines printed after it; asserts a clean exit.
+    async fn stop(mut self) -> Vec<String> {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the lab exits within 60 s of Ctrl-C")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut rest = Vec::new();
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        rest
+    }
+
+    /// SIGKILL to the lab's whole process group, as an OOM kill or a closed terminal does.
+    async fn kill_process_group(mut self) {
+        let pgid = self.child.id().unwrap();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("a SIGKILLed lab is gone at once")
+            .unwrap();
+    }
+}
+
+/// Runs the lab with `args` and expects it to fail at once; returns what it printed to stderr.
+async fn refused(data_dir: &Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        lab_command(data_dir, args).output(),
+    )
+    .await
+    .expect("a refused lab exits at once")
+    .unwrap();
+    assert!(!out.status.success(), "the lab was refused: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn is_root() -> bool {
+    lab::pg::is_root()
+}
+
+/// Removes what a root lab put below /var/lib/saga-lab for `data_dir`, if anything.
+fn remove_relocated(data_dir: &Path) {
+    if let Ok(target) = std::fs::read_link(data_dir.join("postgres")) {
+        let _ = std::fs::remove_dir_all(target);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_starts_serves_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lab"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--broker-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--order-port",
-            "0",
-        ])
-        .args([
-            "--payment-port",
-            "0",
-            "--inventory-port",
-            "0",
-            "--notification-port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    let order_url = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut order_url = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            printed.push(line.clone());
-            if line.trim_start().starts_with("order-service") {
-                order_url = line.split_whitespace().nth(1).map(str::to_owned);
-            }
-            if line.contains("Press Ctrl-C") {
-                break;
-            }
-        }
-        order_url
-    })
-    .await
-    .expect("the lab is up within 60 s")
-    .expect("the order service URL is printed");
+    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
     assert!(
-        printed.iter().any(|l| l.contains("curl -s -X POST")),
-        "{printed:#?}"
+        lab.printed.iter().any(|l| l.contains("curl -s -X POST")),
+        "{:#?}",
+        lab.printed
     );
     assert_eq!(
         postgres_processes_of(dir.path()),
         1,
         "one PostgreSQL runs for the lab"
     );
-
-    let client = lab::LabClient::with_urls(order_url, String::new(), String::new(), String::new());
-    let order = client
-        .place_order("alice", &[("LATTE", 1, 5000)])
-        .await
-        .unwrap();
-    let id = order["id"].as_str().unwrap();
-    let done = client
-        .wait_terminal(id, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert_eq!(done["status"], "CONFIRMED");
-
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("the lab exits within 60 s of Ctrl-C")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut rest = Vec::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        rest.push(line);
-    }
+    lab.order_confirmed().await;
+    let rest = lab.stop().await;
     assert!(rest.iter().any(|l| l == "stopped."), "{rest:#?}");
     assert_eq!(
         postgres_processes_of(dir.path()),
         0,
         "PostgreSQL stopped with the lab"
     );
+    remove_relocated(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_runs_below_a_private_folder_and_keeps_its_data() {
+    // What `mktemp -d` and every root home directory are.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let data_dir: PathBuf = private.path().join("lab-data");
+
+    let lab = RunningLab::start(&data_dir, Duration::from_secs(60)).await;
+    let id = lab.order_confirmed().await;
+    lab.stop().await;
+    if is_root() {
+        let target = std::fs::read_link(data_dir.join("postgres"))
+            .expect("as root, <data-dir>/postgres links to a folder the postgres user reaches");
+        assert!(
+            target.starts_with(lab::pg::RELOCATED_HOME),
+            "{}",
+            target.display()
+        );
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(private.path()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "the private folder was left as it was");
+
+    // The second run finds the first run's data.
+    let lab = RunningLab::start(&data_dir, Duration::from_secs(60)).await;
+    let order = lab.client().order(&id).await.unwrap();
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    lab.stop().await;
+    remove_relocated(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
+    // With payment stopped, an accepted order waits in PENDING.
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/api/services/payment/stop", lab.dashboard_url))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{res:?}");
+    let order = lab
+        .client()
+        .place_order("alice", &[("MOCHA", 1, 5500)])
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["status"], "PENDING");
+    lab.kill_process_group().await;
+
+    let restarted = Instant::now();
+    let lab = RunningLab::start(dir.path(), Duration::from_secs(20)).await;
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_secs(20), "ready after {took:?}");
+    let done = lab
+        .client()
+        .wait_terminal(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        done["status"], "CONFIRMED",
+        "the order accepted before the kill completes: {done}"
+    );
+    lab.stop().await;
+    remove_relocated(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_lab_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
+    let stderr = refused(dir.path(), &FREE_PORTS).await;
+    let pid = lab.child.id().unwrap().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("a lab is already running on the data dir") && stderr.contains(&pid),
+        "{stderr}"
+    );
+    lab.order_confirmed().await;
+    lab.stop().await;
+    remove_relocated(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut args = FREE_PORTS.to_vec();
+    let at = args.iter().position(|a| *a == "--order-port").unwrap();
+    args[at + 1] = &port;
+    let stderr = refused(dir.path(), &args).await;
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("port {port} (order-service) is already in use"))
+            && stderr.contains("--order-port")
+            && stderr.contains("LAB_ORDER_PORT"),
+        "{stderr}"
+    );
+    assert_eq!(postgres_processes_of(dir.path()), 0, "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_exits_while_starting_is_reported_at_once_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let err = lab::pg::TempPostgres::start(
+        &dir.path().join("postgres"),
+        0,
+        &["shared_buffers=lots".to_owned()],
+    )
+    .await
+    .expect_err("an invalid setting stops PostgreSQL");
+    let text = err.to_string();
+    assert!(
+        text.contains("PostgreSQL exited while starting") && text.contains("shared_buffers"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "reported at once, not after the start-up timeout: {:?}",
+        started.elapsed()
+    );
+    remove_relocated(dir.path());
 }

@@ -208,12 +208,21 @@ fn setup() -> Result<(), String> {
             Install::Apt(_) => {}
             Install::Pip(spec) => step(
                 &p.install.command(),
-                Command::new("python3").args(["-m", "pip", "install", "--quiet", spec]),
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet", spec])
+                    .env("PIP_ROOT_USER_ACTION", "ignore"),
             )?,
-            Install::Cargo(krate) => step(
-                &p.install.command(),
-                Command::new(cargo()).args(["install", krate, "--locked"]),
-            )?,
+            Install::Cargo(krate) => {
+                // Minutes of compiling: let its progress show.
+                println!("xtask: {}", p.install.command());
+                let ok = Command::new(cargo())
+                    .args(["install", krate, "--locked"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!("`{}` failed", p.install.command()));
+                }
+            }
         }
     }
     let still: Vec<String> = PREREQUISITES
@@ -232,12 +241,17 @@ fn setup() -> Result<(), String> {
     }
 }
 
-/// Runs `what`, failing with the command to run by hand if it fails.
+/// Runs `what`, showing its output only if it fails; failing with the command to run by hand.
 fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
     println!("xtask: {what}");
-    match cmd.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("`{what}` failed ({s}); run it by hand to see why")),
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`{what}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
         Err(e) => Err(format!("cannot run `{what}`: {e}")),
     }
 }
