@@ -222,6 +222,9 @@ fn server_home(dir: &Path, root: bool) -> Result<PathBuf, PgError> {
     };
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| unusable(e.to_string()))?;
+    // Absolute: the `postgres` user must reach it from `/`, not from our working directory.
+    let parent = &parent.canonicalize()?;
+    let dir = &parent.join(dir.file_name().unwrap_or("postgres".as_ref()));
     // Written by us, so the data dir can be written (a read-only one fails here, clearly).
     let probe = parent.join(".lab-write-test");
     std::fs::write(&probe, b"").map_err(|e| unusable(e.to_string()))?;

@@ -38,11 +38,31 @@ const FREE_PORTS: [&str; 12] = [
     "0",
 ];
 
-fn lab_command(data_dir: &Path, args: &[&str]) -> tokio::process::Command {
+/// Where the lab keeps its data.
+#[derive(Clone, Copy)]
+enum DataDir<'a> {
+    /// `--data-dir <path>`.
+    Flag(&'a Path),
+    /// No flag: the default `lab-data`, below the working directory `cwd`.
+    DefaultIn(&'a Path),
+}
+
+impl DataDir<'_> {
+    fn path(self) -> PathBuf {
+        match self {
+            DataDir::Flag(p) => p.to_owned(),
+            DataDir::DefaultIn(cwd) => cwd.join("lab-data"),
+        }
+    }
+}
+
+fn lab_command(data_dir: DataDir<'_>, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lab"));
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
+    match data_dir {
+        DataDir::Flag(path) => cmd.arg("--data-dir").arg(path),
+        DataDir::DefaultIn(cwd) => cmd.current_dir(cwd),
+    };
+    cmd.args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, to be killed as a whole like a closed terminal would.
@@ -63,7 +83,7 @@ struct RunningLab {
 
 impl RunningLab {
     /// Starts the lab on `data_dir` with free ports and waits until it says it is up.
-    async fn start(data_dir: &Path, within: Duration) -> RunningLab {
+    async fn start(data_dir: DataDir<'_>, within: Duration) -> RunningLab {
         let mut child = lab_command(data_dir, &FREE_PORTS).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut printed = Vec::new();
@@ -168,7 +188,7 @@ impl RunningLab {
 }
 
 /// Runs the lab with `args` and expects it to fail at once; returns what it printed to stderr.
-async fn refused(data_dir: &Path, args: &[&str]) -> String {
+async fn refused(data_dir: DataDir<'_>, args: &[&str]) -> String {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         lab_command(data_dir, args).output(),
@@ -194,7 +214,7 @@ fn remove_relocated(data_dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_starts_serves_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(60)).await;
     assert!(
         lab.printed.iter().any(|l| l.contains("curl -s -X POST")),
         "{:#?}",
@@ -225,9 +245,17 @@ async fn lab_runs_below_a_private_folder_and_keeps_its_data() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let data_dir: PathBuf = private.path().join("lab-data");
-
-    let lab = RunningLab::start(&data_dir, Duration::from_secs(60)).await;
+    // A clone in a home folder, `/root/project`: the project folder itself is open, a folder
+    // above it is not. The README's command, run there: the default data dir.
+    let project = private.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::set_permissions(
+        &project,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let lab = RunningLab::start(DataDir::DefaultIn(&project), Duration::from_secs(60)).await;
+    let data_dir = DataDir::DefaultIn(&project).path();
     let id = lab.order_confirmed().await;
     lab.stop().await;
     if is_root() {
@@ -244,8 +272,8 @@ async fn lab_runs_below_a_private_folder_and_keeps_its_data() {
     );
     assert_eq!(mode & 0o777, 0o700, "the private folder was left as it was");
 
-    // The second run finds the first run's data.
-    let lab = RunningLab::start(&data_dir, Duration::from_secs(60)).await;
+    // The second run, with --data-dir, finds the first run's data.
+    let lab = RunningLab::start(DataDir::Flag(&data_dir), Duration::from_secs(60)).await;
     let order = lab.client().order(&id).await.unwrap();
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     lab.stop().await;
@@ -255,7 +283,7 @@ async fn lab_runs_below_a_private_folder_and_keeps_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orders() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(60)).await;
     // With payment stopped, an accepted order waits in PENDING.
     let http = reqwest::Client::new();
     let res = http
@@ -274,7 +302,7 @@ async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orde
     lab.kill_process_group().await;
 
     let restarted = Instant::now();
-    let lab = RunningLab::start(dir.path(), Duration::from_secs(20)).await;
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(20)).await;
     let took = restarted.elapsed();
     assert!(took < Duration::from_secs(20), "ready after {took:?}");
     let done = lab
@@ -293,8 +321,8 @@ async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_lab_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let lab = RunningLab::start(dir.path(), Duration::from_secs(60)).await;
-    let stderr = refused(dir.path(), &FREE_PORTS).await;
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(60)).await;
+    let stderr = refused(DataDir::Flag(dir.path()), &FREE_PORTS).await;
     let pid = lab.child.id().unwrap().to_string();
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
@@ -314,7 +342,7 @@ async fn a_taken_port_is_one_line_naming_the_flag() {
     let mut args = FREE_PORTS.to_vec();
     let at = args.iter().position(|a| *a == "--order-port").unwrap();
     args[at + 1] = &port;
-    let stderr = refused(dir.path(), &args).await;
+    let stderr = refused(DataDir::Flag(dir.path()), &args).await;
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(
         stderr.contains(&format!("port {port} (order-service) is already in use"))
