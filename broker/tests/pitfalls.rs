@@ -1,5 +1,8 @@
-//! The known pitfalls of Kafka-compatible brokers (DESIGN.md), each pinned by a raw-protocol
-//! test. The ApiVersions ones live in `robustness.rs`.
+//! The known pitfalls of Kafka-compatible brokers: the places where real clients break on a
+//! broker that is almost right. Each is pinned by a raw-protocol test: topic ids and leader epochs
+//! that change across a restart (clients drop their metadata), a fetch that cuts a batch or names a
+//! preferred read replica, OffsetFetch v8 answered in the old top-level fields. The ApiVersions
+//! ones (an answer a client cannot parse, a too-new request version) live in `robustness.rs`.
 
 mod common;
 

@@ -45,7 +45,7 @@ impl Service {
         }
     }
 
-    /// The port DESIGN gives it.
+    /// Its standard port, the one the docs, the tutorial and the compose file use.
     pub fn default_port(self) -> u16 {
         match self {
             Service::Order => 8081,
@@ -126,7 +126,7 @@ pub struct LabConfig {
 }
 
 impl LabConfig {
-    /// DESIGN's ports: broker 9092, services 8081-8084.
+    /// The standard ports: broker 9092, services 8081-8084.
     pub fn standard(data_dir: impl Into<PathBuf>) -> Self {
         let mut c = Self::ephemeral(data_dir);
         c.broker_port = 9092;

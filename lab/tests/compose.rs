@@ -125,7 +125,7 @@ fn every_service_waits_for_healthy_dependencies() {
         assert_eq!(
             strings(&s["ports"]),
             vec![format!("{port}:{port}")],
-            "{name} on DESIGN's port"
+            "{name} on its standard port"
         );
         let deps = &s["depends_on"];
         for dep in [db, "broker", "kafka"] {

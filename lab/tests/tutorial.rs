@@ -1,7 +1,7 @@
 //! Runs every `sh` block of `docs/tutorial/*.md` against a real lab, so the tutorial cannot rot.
 //!
 //! The blocks of one chapter run as one bash script (`set -euo pipefail`, so variables carry over
-//! and any failing command fails the test). The tutorial uses DESIGN's addresses; the test starts
+//! and any failing command fails the test). The tutorial uses the standard addresses; the test starts
 //! the lab on free ports and rewrites them, and puts this build's `lab` binary first on PATH.
 
 use std::path::Path;

@@ -10,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+#[cfg(test)]
+mod tidy;
+
 /// How a missing prerequisite is installed.
 #[derive(Debug, Clone, Copy)]
 enum Install {

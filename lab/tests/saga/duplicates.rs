@@ -121,7 +121,7 @@ async fn republished_compensation_events_refund_and_cancel_only_once() {
     )
     .await;
     assert_eq!(republished, 2 + 1 + 1 + 1 + 1 + 2);
-    // Consumer groups per record (DESIGN): order.created 2 x 2, payment.completed 2,
+    // Consumer groups per record (docs/services.md): order.created 2 x 2, payment.completed 2,
     // payment.failed 1, inventory.failed 2, payment.refunded 1, order.cancelled 1 x 2.
     let dups = eventually_metric(c, "events_consumed_total", &dup_labels, baseline + 12.0).await;
     assert_eq!(dups, baseline + 12.0);
