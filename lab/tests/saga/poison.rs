@@ -191,3 +191,135 @@ async fn dlq_replay_is_processed_once() {
     assert_eq!(received, 1);
     t.stop().await;
 }
+
+/// Events with a valid envelope whose content cannot be true: a total that is not what the lines
+/// add up to, quantities whose product or sum overflows. They go to the DLQ; no wallet is charged
+/// and no stock moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_events_go_to_the_dlq_and_change_no_wallet_or_stock() {
+    use saga_shared::events::{LineItem, OrderCreated, PaymentCompleted};
+
+    let t = spawn_lab().await;
+    let c = &t.client;
+    let brokers = t.lab.brokers().to_owned();
+    let wallet_before = c.wallet_balance("alice").await.unwrap();
+    let stock_before = c.product("LATTE").await.unwrap();
+    let line = |quantity, unit_price| LineItem {
+        sku: "LATTE".into(),
+        quantity,
+        unit_price,
+    };
+    let forge = |topic: &'static str, payload: serde_json::Value, order_id: Uuid| {
+        let brokers = brokers.clone();
+        async move {
+            let env = Envelope::new(topic, "/forger", order_id);
+            let bytes = serde_json::to_vec(&payload).unwrap();
+            publish(
+                &brokers,
+                topic,
+                &order_id.to_string(),
+                &bytes,
+                env.to_headers(),
+            )
+            .await;
+        }
+    };
+    let order_created = |items: Vec<LineItem>, total| {
+        let order_id = Uuid::now_v7();
+        let event = OrderCreated {
+            order_id,
+            customer_id: "alice".into(),
+            items,
+            total,
+            currency: "KRW".into(),
+        };
+        (serde_json::to_value(event).unwrap(), order_id)
+    };
+
+    // A total that is not what the lines add up to: charging it would take the wrong amount.
+    let (cheap, cheap_id) = order_created(vec![line(1, 5000)], 1);
+    forge(topics::ORDER_CREATED, cheap, cheap_id).await;
+    // Quantity times price overflows i64.
+    let (huge, huge_id) = order_created(vec![line(i64::MAX, 2)], 5000);
+    forge(topics::ORDER_CREATED, huge, huge_id).await;
+    // A payment.completed whose quantities overflow when the lines of one SKU are added up.
+    let paid_id = Uuid::now_v7();
+    let paid = PaymentCompleted {
+        order_id: paid_id,
+        payment_id: Uuid::now_v7(),
+        customer_id: "alice".into(),
+        amount: 5000,
+        currency: "KRW".into(),
+        items: vec![line(i64::MAX, 1), line(1, 1)],
+    };
+    forge(
+        topics::PAYMENT_COMPLETED,
+        serde_json::to_value(paid).unwrap(),
+        paid_id,
+    )
+    .await;
+
+    let from_group = |records: &[rdkafka::message::OwnedMessage], group: &str| {
+        records
+            .iter()
+            .filter(|m| header(m, dlq_header::CONSUMER_GROUP).as_deref() == Some(group))
+            .map(|m| {
+                (
+                    header(m, "ce_correlationid").unwrap_or_default(),
+                    header(m, dlq_header::ERROR).unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let created_dlq = topics::dlq(topics::ORDER_CREATED);
+    let refused_by_payment =
+        lab::client::eventually("payment dead-letters both orders", SAGA_TIMEOUT, || async {
+            let r = read_topic_async(&brokers, &created_dlq).await;
+            let refused = from_group(&r, "payment-service");
+            (refused.len() >= 2).then_some(refused)
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused_by_payment.len(), 2, "{refused_by_payment:?}");
+    for (order, error) in &refused_by_payment {
+        assert!(
+            *order == cheap_id.to_string() || *order == huge_id.to_string(),
+            "{order}"
+        );
+        assert!(error.contains("does not match its lines"), "{error}");
+    }
+    let paid_dlq = topics::dlq(topics::PAYMENT_COMPLETED);
+    let refused_by_inventory = lab::client::eventually(
+        "inventory dead-letters the payment",
+        SAGA_TIMEOUT,
+        || async {
+            let r = read_topic_async(&brokers, &paid_dlq).await;
+            let refused = from_group(&r, "inventory-service");
+            (!refused.is_empty()).then_some(refused)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused_by_inventory.len(), 1, "{refused_by_inventory:?}");
+    assert_eq!(refused_by_inventory[0].0, paid_id.to_string());
+    assert!(
+        refused_by_inventory[0].1.contains("overflows"),
+        "{:?}",
+        refused_by_inventory[0]
+    );
+
+    // An honest order after them is served as usual; the forged ones moved nothing.
+    let order = c.place_order("alice", &[("LATTE", 1, 5000)]).await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(
+        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
+        "CONFIRMED"
+    );
+    assert_eq!(
+        c.wallet_balance("alice").await.unwrap(),
+        wallet_before - 5000
+    );
+    let (stock, _) = c.product("LATTE").await.unwrap();
+    assert_eq!(stock, stock_before.0 - 1);
+    t.stop().await;
+}
