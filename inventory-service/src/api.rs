@@ -46,7 +46,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every product.
-#[utoipa::path(get, path = "/products", responses((status = 200, body = [Product])))]
+#[utoipa::path(get, path = "/products", responses((status = 200, description = "Every product", body = [Product])))]
 pub async fn list_products(State(pool): State<PgPool>) -> Result<ApiJson<Vec<Product>>, ApiError> {
     let rows = sqlx::query_as(
         "SELECT sku, name, price, stock, reserved, updated_at FROM products ORDER BY sku",
@@ -58,7 +58,7 @@ pub async fn list_products(State(pool): State<PgPool>) -> Result<ApiJson<Vec<Pro
 
 /// One product.
 #[utoipa::path(get, path = "/products/{sku}", params(("sku" = String, Path, description = "e.g. LATTE")),
-    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 200, description = "The product", body = Product), (status = 404, description = "No such product (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_product(
     State(pool): State<PgPool>,
     ApiPath(sku): ApiPath<String>,

@@ -25,6 +25,7 @@ pub struct Notification {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationParams {
     /// Only notifications of this order; without it the 100 latest.
@@ -54,7 +55,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Notifications, oldest first when filtered by order, else the latest 100.
 #[utoipa::path(get, path = "/notifications", params(NotificationParams),
-    responses((status = 200, body = [Notification]), (status = 400, body = Problem)))]
+    responses((status = 200, description = "Notifications", body = [Notification]), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_notifications(
     State(pool): State<PgPool>,
     ApiQuery(params): ApiQuery<NotificationParams>,

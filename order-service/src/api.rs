@@ -49,6 +49,7 @@ pub struct TimelineEntry {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only orders in this status.
@@ -81,7 +82,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Place an order: it starts PENDING and `order.created` is published through the outbox.
 #[utoipa::path(post, path = "/orders", request_body = OrderRequest,
-    responses((status = 201, body = Order), (status = 422, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 201, description = "The order, PENDING", body = Order), (status = 422, description = "An order the rules refuse (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_order(
     State(pool): State<PgPool>,
     ApiJson(req): ApiJson<OrderRequest>,
@@ -154,7 +155,7 @@ pub async fn create_order(
 
 /// An order with its status and timeline.
 #[utoipa::path(get, path = "/orders/{id}", params(("id" = Uuid, Path, description = "order id")),
-    responses((status = 200, body = Order), (status = 404, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 200, description = "The order with its timeline", body = Order), (status = 404, description = "No such order (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_order(
     State(pool): State<PgPool>,
     ApiPath(id): ApiPath<Uuid>,
@@ -167,7 +168,7 @@ pub async fn get_order(
 
 /// Recent orders, newest first (without timelines).
 #[utoipa::path(get, path = "/orders", params(ListParams),
-    responses((status = 200, body = [Order]), (status = 400, body = Problem)))]
+    responses((status = 200, description = "Orders, newest first", body = [Order]), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_orders(
     State(pool): State<PgPool>,
     ApiQuery(params): ApiQuery<ListParams>,

@@ -35,6 +35,7 @@ pub struct Wallet {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentParams {
     /// Only the payment of this order; without it the 100 latest payments.
@@ -66,7 +67,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Payments, optionally of one order.
 #[utoipa::path(get, path = "/payments", params(PaymentParams),
-    responses((status = 200, body = [Payment]), (status = 400, body = Problem)))]
+    responses((status = 200, description = "Payments", body = [Payment]), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_payments(
     State(pool): State<PgPool>,
     ApiQuery(params): ApiQuery<PaymentParams>,
@@ -82,7 +83,7 @@ pub async fn list_payments(
 }
 
 /// Every wallet.
-#[utoipa::path(get, path = "/wallets", responses((status = 200, body = [Wallet])))]
+#[utoipa::path(get, path = "/wallets", responses((status = 200, description = "Every wallet", body = [Wallet])))]
 pub async fn list_wallets(State(pool): State<PgPool>) -> Result<ApiJson<Vec<Wallet>>, ApiError> {
     let rows = sqlx::query_as(
         "SELECT customer_id, balance, currency, updated_at FROM wallets ORDER BY customer_id",
@@ -95,7 +96,7 @@ pub async fn list_wallets(State(pool): State<PgPool>) -> Result<ApiJson<Vec<Wall
 /// One customer's wallet.
 #[utoipa::path(get, path = "/wallets/{customer_id}",
     params(("customer_id" = String, Path, description = "customer id, e.g. alice")),
-    responses((status = 200, body = Wallet), (status = 404, body = Problem), (status = 400, body = Problem)))]
+    responses((status = 200, description = "The wallet", body = Wallet), (status = 404, description = "No such wallet (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_wallet(
     State(pool): State<PgPool>,
     ApiPath(customer_id): ApiPath<String>,

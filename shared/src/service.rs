@@ -253,7 +253,7 @@ impl ServiceHost {
             name,
             readiness: readiness.clone(),
         };
-        let openapi = Arc::new(openapi);
+        let openapi = Arc::new(document(openapi));
         let common_routes = Router::new()
             .route(
                 "/health",
@@ -370,6 +370,47 @@ async fn warm_producer(producer: FutureProducer, readiness: Arc<Readiness>, mut 
         }
     }
 }
+
+/// A service's whole OpenAPI document: its own routes and the endpoints every service has.
+pub fn document(service: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    let mut doc = service;
+    doc.merge(CommonEndpoints::openapi());
+    doc
+}
+
+/// The endpoints [`ServiceHost`] adds to every service, as its OpenAPI document lists them. (The
+/// functions below only carry the documentation; the routes are in [`ServiceHost::bind`].)
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health_doc, ready_doc, metrics_doc, openapi_doc))]
+struct CommonEndpoints;
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ok\",\"service\":...}`", body = Object)))]
+#[allow(dead_code)]
+fn health_doc() {}
+
+/// Readiness: the database and broker answer, every consumer holds its partitions with a fetch
+/// position, the producer knows its topics and the outbox relay listens.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready; each part in the body", body = Object),
+        (status = 503, description = "Not ready yet; the body says which part", body = Object)))]
+#[allow(dead_code)]
+fn ready_doc() {}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+#[allow(dead_code)]
+fn metrics_doc() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this service", body = Object)))]
+#[allow(dead_code)]
+fn openapi_doc() {}
 
 async fn ready(State(p): State<Probe>) -> impl IntoResponse {
     let db = sqlx::query("SELECT 1").execute(&p.pool).await.is_ok();

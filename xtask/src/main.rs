@@ -103,6 +103,12 @@ const PREREQUISITES: &[Prerequisite] = &[
         present: || succeeds(Command::new("python3").args(["-c", "import kafka"])),
         install: Install::Pip("kafka-python==3.0.12"),
     },
+    Prerequisite {
+        name: "openapi-spec-validator",
+        why: "checks each service's OpenAPI document",
+        present: || succeeds(Command::new("python3").args(["-c", "import openapi_spec_validator"])),
+        install: Install::Pip("openapi-spec-validator==0.9.0"),
+    },
 ];
 
 fn main() -> ExitCode {
