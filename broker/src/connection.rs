@@ -69,6 +69,7 @@ pub async fn serve(
         let body = match reply {
             Reply::Send(body) => body,
             Reply::Nothing => continue,
+            Reply::Close => break,
         };
         let bytes = match codec::encode_response(correlation_id, api_key, version, &body) {
             Ok(bytes) => bytes,

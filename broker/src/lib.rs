@@ -21,6 +21,11 @@
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
 //!   - [`offset_store`]: committed offsets, durable across restarts.
 //!
+//! A program that serves clients it does not trust installs [`wire_alloc::LazyHugeAlloc`] as its
+//! global allocator (the `broker` and `lab` binaries do), so that a forged array length in a
+//! request closes that connection instead of aborting the process. The library does not choose
+//! an allocator for the programs that link it.
+//!
 //! The on-disk format is described in `docs/broker-storage.md`, the group state machine in
 //! `docs/broker-groups.md`.
 
@@ -35,11 +40,7 @@ pub mod offset_store;
 pub mod server;
 pub mod storage;
 pub mod topics;
-mod wire_alloc;
+pub mod wire_alloc;
 
 pub use config::{BrokerConfig, FsyncPolicy};
 pub use server::{Advertised, BrokerHandle, Listener, run, spawn, spawn_listeners};
-
-/// Keeps a forged array length in a request from aborting the process; see [`wire_alloc`].
-#[global_allocator]
-static ALLOCATOR: wire_alloc::LazyHugeAlloc = wire_alloc::LazyHugeAlloc;

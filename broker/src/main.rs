@@ -7,6 +7,11 @@ use broker::{BrokerConfig, FsyncPolicy};
 use clap::Parser;
 use tokio::net::TcpListener;
 
+/// A forged array length in a request must close that connection, not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
+
+
 /// A single-node, durable, Kafka-wire-compatible broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]

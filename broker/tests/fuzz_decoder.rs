@@ -5,6 +5,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 
+/// A forged array length in a request must close that connection, not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
+
+
 /// Valid frames of several APIs, the seeds that mutations start from.
 fn seeds() -> Vec<Vec<u8>> {
     fn frame<R: Encodable>(key: ApiKey, version: i16, request: &R) -> Vec<u8> {

@@ -12,6 +12,11 @@ use lab::dashboard::{self, SharedLab};
 use lab::{Lab, LabClient, LabConfig, Service};
 use serde_json::{Value, json};
 
+/// A forged array length in a request must close that connection, not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
+
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lab",

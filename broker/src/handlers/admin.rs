@@ -16,6 +16,23 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::topics::{TOPIC_CONFIG_KEYS, TopicError};
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// Topic changes write to disk; DescribeConfigs takes the topics' lock, held across those writes.
+pub(super) static ROUTES: &[Route] = &[
+    route!(CreateTopics, 2..=7, disk, |b, r, c| {
+        Reply::send(ResponseKind::CreateTopics(create_topics(b, r, c.version)))
+    }),
+    route!(DeleteTopics, 1..=6, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DeleteTopics(delete_topics(b, r)))
+    }),
+    route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
+    }),
+];
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;

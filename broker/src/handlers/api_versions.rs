@@ -6,6 +6,15 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 
 use crate::apis;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// ApiVersions is answered from the registry itself.
+pub(super) static ROUTES: &[Route] = &[route!(ApiVersions, 0..=3, async, |_b, _r, _c| {
+    Reply::send(ResponseKind::ApiVersions(handle()))
+})];
+
 pub fn handle() -> ApiVersionsResponse {
     let api_keys = apis::all()
         .map(|(key, min, max)| {

@@ -15,6 +15,15 @@ use tokio::time::Instant;
 use crate::broker::Broker;
 use crate::storage::ReadOutcome;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// Fetch waits (long polling) on the async workers; its reads run on the blocking pool inside.
+pub(super) static ROUTES: &[Route] = &[route!(Fetch, 4..=12, async, |b, r, _c| {
+    Reply::send(ResponseKind::Fetch(handle(&b, r).await))
+})];
+
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Most bytes one fetch response carries, whatever the client asks (Kafka's `fetch.max.bytes`).

@@ -16,6 +16,20 @@ use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::offset_store::Committed;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// Both take the offset store's lock, which a commit holds across its fsync.
+pub(super) static ROUTES: &[Route] = &[
+    route!(OffsetCommit, 2..=8, disk, |b, r, _c| {
+        Reply::send(ResponseKind::OffsetCommit(commit(b, r)))
+    }),
+    route!(OffsetFetch, 1..=8, disk, |b, r, c| {
+        Reply::send(ResponseKind::OffsetFetch(fetch(b, r, c.version)))
+    }),
+];
+
 /// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;
 

@@ -17,6 +17,42 @@ use crate::connection::ClientContext;
 use crate::group::{GroupState, JoinRequest};
 use crate::server::Advertised;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// The group coordinator lives in memory: these run on the async workers (join and sync wait
+/// for the other members).
+pub(super) static ROUTES: &[Route] = &[
+    route!(FindCoordinator, 0..=4, async, |_b, r, c| {
+        Reply::send(ResponseKind::FindCoordinator(find_coordinator(
+            &c.ctx.advertised,
+            r,
+            c.version,
+        )))
+    }),
+    route!(JoinGroup, 0..=7, async, |b, r, c| {
+        Reply::send(ResponseKind::JoinGroup(
+            join(&b, &c.ctx, &c.client_id, r, c.version).await,
+        ))
+    }),
+    route!(SyncGroup, 0..=5, async, |b, r, _c| {
+        Reply::send(ResponseKind::SyncGroup(sync(&b, r).await))
+    }),
+    route!(Heartbeat, 0..=4, async, |b, r, _c| {
+        Reply::send(ResponseKind::Heartbeat(heartbeat(&b, r)))
+    }),
+    route!(LeaveGroup, 0..=4, async, |b, r, c| {
+        Reply::send(ResponseKind::LeaveGroup(leave(&b, r, c.version)))
+    }),
+    route!(ListGroups, 0..=4, async, |b, r, _c| {
+        Reply::send(ResponseKind::ListGroups(list(&b, r)))
+    }),
+    route!(DescribeGroups, 0..=5, async, |b, r, _c| {
+        Reply::send(ResponseKind::DescribeGroups(describe(&b, r)))
+    }),
+];
+
 pub fn find_coordinator(
     advertised: &Advertised,
     request: FindCoordinatorRequest,

@@ -15,6 +15,21 @@ use kafka_protocol::messages::{
 use crate::broker::Broker;
 use crate::storage::log::LEADER_EPOCH;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+pub(super) static ROUTES: &[Route] = &[
+    route!(ListOffsets, 1..=7, disk, |b, r, c| {
+        Reply::send(ResponseKind::ListOffsets(list_offsets(b, r, c.version)))
+    }),
+    route!(OffsetForLeaderEpoch, 2..=4, disk, |b, r, _c| {
+        Reply::send(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch(
+            b, r,
+        )))
+    }),
+];
+
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;

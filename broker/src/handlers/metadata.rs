@@ -12,6 +12,19 @@ use crate::server::Advertised;
 use crate::storage::log::LEADER_EPOCH;
 use crate::topics::{Topic, TopicError, is_valid_topic_name};
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+pub(super) static ROUTES: &[Route] = &[route!(Metadata, 0..=12, disk, |b, r, c| {
+    Reply::send(ResponseKind::Metadata(handle(
+        b,
+        &c.ctx.advertised,
+        r,
+        c.version,
+    )))
+})];
+
 /// `advertised` is the address of the listener the client used: the broker answers with the
 /// name the client can reach it by.
 pub fn handle(

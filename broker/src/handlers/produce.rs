@@ -8,6 +8,19 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::storage::AppendError;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+/// Advertised from v0 because librdkafka turns compression off when Produce v0 is missing;
+/// v0-v2 (message format v0/v1) requests themselves are refused by closing the connection.
+pub(super) static ROUTES: &[Route] = &[route!(Produce, 0..=9, disk, |b, r, _c| {
+    match handle(b, r) {
+        Some(response) => Reply::send(ResponseKind::Produce(response)),
+        None => Reply::Nothing,
+    }
+})];
+
 /// Returns `None` for acks=0, which gets no response at all.
 pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
     let transactional = request.transactional_id.is_some();

@@ -5,6 +5,14 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::broker::Broker;
 
+use kafka_protocol::messages::ResponseKind;
+
+use super::{Reply, Route};
+
+pub(super) static ROUTES: &[Route] = &[route!(InitProducerId, 0..=4, disk, |b, r, _c| {
+    Reply::send(ResponseKind::InitProducerId(handle(b, r)))
+})];
+
 pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))

@@ -15,6 +15,11 @@ use rdkafka::producer::FutureProducer;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
+/// A forged array length in a request must close that connection, not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
+
+
 /// A broker embedded in the test process, serving over real TCP.
 pub struct TestBroker {
     pub handle: Option<BrokerHandle>,
