@@ -9,11 +9,13 @@
 //!   interval fsync. [`BrokerHandle::shutdown`] stops it all.
 //! - [`connection`]: one task per client; reads length-prefixed frames, answers in order.
 //! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
-//!   the message structs. [`apis`] is the table of served APIs and versions; ApiVersions is
-//!   derived from it, so nothing is advertised that isn't served.
+//!   the message structs; it admits only the APIs and versions of the route registry.
 //! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
-//!   offsets, admin, producer ids), behind one dispatch function. Handlers that touch the disk
-//!   run on tokio's blocking pool, so a slow disk never stalls heartbeats or other clients.
+//!   offsets, admin, producer ids), each declaring its routes: API key, versions, whether it
+//!   touches the disk, handler. [`handlers::ROUTES`] gathers them; dispatch, the codec's
+//!   admission and ApiVersions ([`apis`]) all read it, so nothing is advertised that isn't
+//!   served. Routes that touch the disk run on tokio's blocking pool by construction, so a slow
+//!   disk never stalls heartbeats or other clients.
 //! - [`broker`]: the shared state the handlers work on:
 //!   - [`topics`]: topics with stable ids and per-topic config; each partition holds a
 //!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,

@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
 
-
 /// A single-node, durable, Kafka-wire-compatible broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]

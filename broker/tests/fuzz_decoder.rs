@@ -9,7 +9,6 @@ use proptest::prelude::*;
 #[global_allocator]
 static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
 
-
 /// Valid frames of several APIs, the seeds that mutations start from.
 fn seeds() -> Vec<Vec<u8>> {
     fn frame<R: Encodable>(key: ApiKey, version: i16, request: &R) -> Vec<u8> {

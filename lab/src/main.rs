@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
 
-
 #[derive(Debug, Parser)]
 #[command(
     name = "lab",

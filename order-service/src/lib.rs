@@ -48,7 +48,7 @@ impl Application {
         config: Config,
         faults: Arc<Faults>,
     ) -> Result<ServiceApp, HostError> {
-        ServiceApp::build(&config.common, &MIGRATOR, faults.clone(), |pool| {
+        ServiceApp::build(&config.common, &MIGRATOR, |pool| {
             let consumption = Consumption {
                 group: GROUP,
                 topics: vec![

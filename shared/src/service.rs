@@ -148,8 +148,6 @@ pub struct ServiceParts {
 /// `Application::build` returns.
 pub struct ServiceApp {
     host: ServiceHost,
-    pool: PgPool,
-    faults: Arc<Faults>,
 }
 
 impl ServiceApp {
@@ -158,13 +156,12 @@ impl ServiceApp {
     pub async fn build(
         common: &CommonConfig,
         migrator: &Migrator,
-        faults: Arc<Faults>,
         describe: impl FnOnce(PgPool) -> ServiceParts,
     ) -> Result<Self, HostError> {
         let backends = Backends::connect(common, migrator).await?;
         let pool = backends.pool.clone();
-        let host = ServiceHost::bind(common, backends, describe(pool.clone())).await?;
-        Ok(Self { host, pool, faults })
+        let host = ServiceHost::bind(common, backends, describe(pool)).await?;
+        Ok(Self { host })
     }
 
     pub fn port(&self) -> u16 {
@@ -174,15 +171,6 @@ impl ServiceApp {
     /// What `/ready` reports, for waiting on it in-process.
     pub fn readiness(&self) -> Arc<Readiness> {
         self.host.readiness.clone()
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Switches for fault injection (the lab uses them).
-    pub fn faults(&self) -> Arc<Faults> {
-        self.faults.clone()
     }
 
     pub async fn run_until<F>(self, signal: F) -> std::io::Result<()>
@@ -345,7 +333,16 @@ impl ServiceHost {
         tasks.abort_all();
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(result)) => result,
-            _ => Ok(()),
+            // A panic in the server is this service's panic, not a clean stop.
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => {
+                tracing::warn!(
+                    service = self.name,
+                    "HTTP connections still open 5 s after the stop; leaving them"
+                );
+                Ok(())
+            }
         }
     }
 

@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
 
-
 /// A broker embedded in the test process, serving over real TCP.
 pub struct TestBroker {
     pub handle: Option<BrokerHandle>,
