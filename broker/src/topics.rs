@@ -280,7 +280,16 @@ impl TopicRegistry {
                 reason: "must be between 1024 and 1073741824",
             });
         }
+        let max_batch_bytes = number("max.message.bytes")?;
+        if max_batch_bytes < 0 {
+            return Err(TopicError::InvalidConfig {
+                key: "max.message.bytes".into(),
+                value: max_batch_bytes.to_string(),
+                reason: "must not be negative",
+            });
+        }
         Ok(LogConfig {
+            max_batch_bytes: max_batch_bytes as u64,
             segment_bytes: segment_bytes as u64,
             segment_age: Duration::from_millis(positive(number("segment.ms")?).unwrap_or(u64::MAX)),
             retention: positive(number("retention.ms")?).map(Duration::from_millis),

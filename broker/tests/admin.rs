@@ -111,3 +111,39 @@ async fn list_and_describe_groups() {
     let all = c.fetch_group_list(None, Duration::from_secs(5)).unwrap();
     assert!(all.groups().iter().any(|g| g.name() == "described"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_message_bytes_is_enforced_per_topic() {
+    let b = TestBroker::start().await;
+    common::create_topic(&b.bootstrap, "small", 1, &[("max.message.bytes", "1000")]).await;
+    let p = producer(&b.bootstrap, &[("compression.codec", "none")]);
+    let fits = p
+        .send(
+            FutureRecord::to("small").key("k").payload(&[b'x'; 100][..]),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(fits.is_ok(), "{fits:?}");
+    let too_big = p
+        .send(
+            FutureRecord::to("small")
+                .key("k")
+                .payload(&[b'x'; 2000][..]),
+            Duration::from_secs(10),
+        )
+        .await;
+    let err = too_big.expect_err("a batch over max.message.bytes is refused");
+    assert_eq!(
+        err.0.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge),
+        "{err:?}"
+    );
+    // The same record goes to a topic with the default limit.
+    let elsewhere = p
+        .send(
+            FutureRecord::to("big").key("k").payload(&[b'x'; 2000][..]),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(elsewhere.is_ok(), "{elsewhere:?}");
+}

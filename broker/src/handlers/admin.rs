@@ -133,7 +133,7 @@ pub fn create_topics(
                 }
                 Err(e) => result
                     .with_error_code(topic_error(&e).code())
-                    .with_error_message(Some(str_bytes(e.to_string()))),
+                    .with_error_message(Some(str_bytes(client_message(&e)))),
             }
         })
         .collect();
@@ -172,7 +172,7 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTop
                 }
                 Err(e) => result
                     .with_error_code(topic_error(&e).code())
-                    .with_error_message(Some(str_bytes(e.to_string()))),
+                    .with_error_message(Some(str_bytes(client_message(&e)))),
             }
         })
         .collect();
@@ -292,4 +292,16 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// What a client is told of a failed topic operation: its own mistake in full, the broker's
+/// storage failure only as such (the detail goes to the log).
+fn client_message(e: &TopicError) -> String {
+    match e {
+        TopicError::Io(_) => {
+            tracing::error!("topic operation failed: {e}");
+            "the broker could not store the change".to_owned()
+        }
+        other => other.to_string(),
+    }
 }

@@ -66,12 +66,23 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                                 AppendError::Corrupt(_) => ResponseError::CorruptMessage,
                                 AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                                 AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-                                AppendError::TooLarge => ResponseError::MessageTooLarge,
+                                AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
                                 AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
                                 AppendError::Io(_) => ResponseError::KafkaStorageError,
                             };
-                            tracing::debug!(topic = %topic_data.name.as_str(), partition = data.index, "produce refused: {e}");
-                            fail(code, e.to_string())
+                            // What was wrong with the client's batch is said; the broker's own
+                            // storage failures stay in its log.
+                            let message = match &e {
+                                AppendError::Io(_) => {
+                                    tracing::error!(topic = %topic_data.name.as_str(), partition = data.index, "produce failed: {e}");
+                                    "the broker could not store the batch".to_owned()
+                                }
+                                _ => {
+                                    tracing::debug!(topic = %topic_data.name.as_str(), partition = data.index, "produce refused: {e}");
+                                    e.to_string()
+                                }
+                            };
+                            fail(code, message)
                         }
                     }
                 })

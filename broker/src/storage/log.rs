@@ -34,6 +34,8 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// fsync every append before acknowledging it.
     pub fsync_each_append: bool,
+    /// The largest record batch taken (`max.message.bytes`, as in Kafka: a batch, compressed).
+    pub max_batch_bytes: u64,
 }
 
 /// Why an append was refused.
@@ -45,8 +47,8 @@ pub enum AppendError {
     InvalidProducerEpoch { got: i16, current: i16 },
     #[error("out of order sequence {got}, expected {expected}")]
     OutOfOrderSequence { got: i32, expected: i32 },
-    #[error("record batch exceeds the segment size limit")]
-    TooLarge,
+    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    TooLarge { size: u64, max: u64 },
     #[error("the topic was deleted")]
     Deleted,
     #[error("storage I/O: {0}")]
@@ -204,8 +206,13 @@ impl PartitionLog {
             }
             .into());
         }
-        if records.len() as u64 > self.config.segment_bytes.max(1 << 20) * 2 {
-            return Err(AppendError::TooLarge);
+        let size = records.len() as u64;
+        let max = self
+            .config
+            .max_batch_bytes
+            .min(self.config.segment_bytes.max(1 << 20) * 2);
+        if size > max {
+            return Err(AppendError::TooLarge { size, max });
         }
         if let Some(duplicate) = self.check_sequences(&headers)? {
             return Ok(Appended::Duplicate(duplicate));
@@ -430,6 +437,7 @@ mod tests {
             retention: None,
             retention_bytes: None,
             fsync_each_append: false,
+            max_batch_bytes: 1 << 20,
         }
     }
 
