@@ -63,8 +63,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServiceRunArgs {
-    /// order, payment, inventory or notification.
-    service: String,
+    #[arg(value_enum)]
+    service: Service,
     /// HTTP port (default: the service's own, 8081-8084).
     #[arg(long, env = "PORT")]
     port: Option<u16>,
@@ -191,20 +191,26 @@ struct PoisonArgs {
     /// Where to publish it.
     #[arg(long, env = "LAB_POISON_TOPIC", default_value = "order.created")]
     topic: String,
-    /// `garbage`: bytes that are not JSON, no headers; `invalid`: proper CloudEvents headers
-    /// around JSON that does not match the topic's schema.
-    #[arg(long, env = "LAB_POISON_KIND", default_value = "garbage")]
-    kind: String,
+    /// What kind of poison.
+    #[arg(long, env = "LAB_POISON_KIND", value_enum, default_value_t = PoisonKind::Garbage)]
+    kind: PoisonKind,
     /// Kafka bootstrap servers of the running lab.
     #[arg(long, env = "LAB_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PoisonKind {
+    /// Bytes that are not JSON, no headers.
+    Garbage,
+    /// Proper CloudEvents headers around JSON that does not match the topic's schema.
+    Invalid,
+}
+
 #[derive(Debug, Args)]
 struct FaultArgs {
-    /// order, payment, inventory or notification.
-    #[arg(env = "LAB_SERVICE")]
-    service: String,
+    #[arg(env = "LAB_SERVICE", value_enum)]
+    service: Service,
     /// Make every event handler attempt fail (retries, then the DLQ).
     #[arg(long, env = "LAB_FAULT_FAIL", default_value_t = false)]
     fail: bool,
@@ -221,9 +227,8 @@ struct FaultArgs {
 
 #[derive(Debug, Args)]
 struct ServiceArg {
-    /// order, payment, inventory or notification.
-    #[arg(env = "LAB_SERVICE")]
-    service: String,
+    #[arg(env = "LAB_SERVICE", value_enum)]
+    service: Service,
     #[arg(
         long,
         env = "LAB_DASHBOARD_URL",
@@ -279,21 +284,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Fault(a)) => {
-            let url = format!("{}/api/faults/{}", a.dashboard_url, a.service);
+            let url = format!("{}/api/faults/{}", a.dashboard_url, a.service.short_name());
             let body = json!({"fail_handlers": a.fail, "slow_ms": a.slow_ms});
             let v = call(reqwest::Method::POST, &url, Some(body)).await?;
-            println!("{}: {v}", a.service);
+            println!("{}: {v}", a.service.short_name());
             Ok(())
         }
         Some(Command::Tail(a)) => tail(a).await,
         Some(Command::Poison(a)) => poison(a).await,
         Some(Command::Stop(a)) => {
-            let url = format!("{}/api/services/{}/stop", a.dashboard_url, a.service);
+            let url = format!(
+                "{}/api/services/{}/stop",
+                a.dashboard_url,
+                a.service.short_name()
+            );
             println!("{}", call(reqwest::Method::POST, &url, None).await?);
             Ok(())
         }
         Some(Command::Start(a)) => {
-            let url = format!("{}/api/services/{}/start", a.dashboard_url, a.service);
+            let url = format!(
+                "{}/api/services/{}/start",
+                a.dashboard_url,
+                a.service.short_name()
+            );
             println!("{}", call(reqwest::Method::POST, &url, None).await?);
             Ok(())
         }
@@ -304,9 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            let name = Service::parse(&a.service)
-                .with_context(|| format!("no service {:?}", a.service))?
-                .name();
+            let name = a.service.name();
             let svc = status["services"]
                 .as_array()
                 .into_iter()
@@ -465,7 +476,7 @@ fn client_url(client: &LabClient, svc: Service) -> &str {
 /// `lab service`: the same `Application` the service's own binary runs, in this process.
 async fn run_service(a: ServiceRunArgs) -> anyhow::Result<()> {
     saga_shared::telemetry::init_tracing("info");
-    let svc = Service::parse(&a.service).with_context(|| format!("no service {:?}", a.service))?;
+    let svc = a.service;
     let port = a.port.unwrap_or(svc.default_port());
     let common = a.common;
     let app = match svc {
@@ -722,19 +733,18 @@ async fn poison(args: PoisonArgs) -> anyhow::Result<()> {
 
     let producer = saga_shared::kafka::producer(&args.brokers)?;
     let order_id = uuid::Uuid::now_v7();
-    let (value, headers): (Vec<u8>, OwnedHeaders) = match args.kind.as_str() {
-        "garbage" => (
+    let (value, headers): (Vec<u8>, OwnedHeaders) = match args.kind {
+        PoisonKind::Garbage => (
             b"\x00\xffthis is not an event".to_vec(),
             OwnedHeaders::new(),
         ),
-        "invalid" => {
+        PoisonKind::Invalid => {
             let env = saga_shared::Envelope::new(&args.topic, "/lab-poison", order_id);
             (
                 br#"{"order_id":"not-a-uuid","items":"many"}"#.to_vec(),
                 env.to_headers(),
             )
         }
-        other => bail!("--kind must be garbage or invalid, got {other}"),
     };
     let key = order_id.to_string();
     let record = FutureRecord::to(&args.topic)
@@ -748,7 +758,10 @@ async fn poison(args: PoisonArgs) -> anyhow::Result<()> {
         .map_err(|(e, _)| e)?;
     println!(
         "published a {} poison record to {}[{partition}]@{offset}",
-        args.kind, args.topic
+        clap::ValueEnum::to_possible_value(&args.kind)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
+        args.topic
     );
     Ok(())
 }

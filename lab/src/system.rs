@@ -19,12 +19,17 @@ use tokio::task::JoinHandle;
 use crate::lock::{DataDirLock, LockError};
 use crate::pg::{PgAdmin, PgError, SERVICE_DBS, ServiceDb, TempPostgres};
 
-/// The four services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The four services. On the command line: `order`, `payment`, `inventory`, `notification` (or
+/// the full names, `order-service`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Service {
+    #[value(alias = "order-service")]
     Order,
+    #[value(alias = "payment-service")]
     Payment,
+    #[value(alias = "inventory-service")]
     Inventory,
+    #[value(alias = "notification-service")]
     Notification,
 }
 
@@ -35,6 +40,11 @@ impl Service {
         Service::Inventory,
         Service::Notification,
     ];
+
+    /// The short name, as on the command line and in the dashboard's URLs.
+    pub fn short_name(self) -> &'static str {
+        self.name().trim_end_matches("-service")
+    }
 
     pub fn name(self) -> &'static str {
         match self {
