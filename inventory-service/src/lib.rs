@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
-use saga_shared::events::topics;
 use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
 
 /// The `ce_source` of events this service publishes.
@@ -49,7 +48,6 @@ impl Application {
         ServiceApp::build(&config.common, &MIGRATOR, |pool| {
             let consumption = Consumption {
                 group: GROUP,
-                topics: vec![topics::PAYMENT_COMPLETED],
                 handler: Arc::new(saga::InventorySaga),
             };
             ServiceParts {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
-use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, topics};
+use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, Topic, topics};
 use saga_shared::outbox;
 use sqlx::PgConnection;
 
@@ -14,15 +14,24 @@ use crate::SOURCE;
 pub struct InventorySaga;
 
 impl Handler for InventorySaga {
+    fn topics(&self) -> &'static [Topic] {
+        &[Topic::PaymentCompleted]
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            match event.topic.as_str() {
-                topics::PAYMENT_COMPLETED => reserve(conn, event).await,
-                other => Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+            match event.topic {
+                Topic::PaymentCompleted => reserve(conn, event).await,
+                other @ (Topic::OrderCreated
+                | Topic::PaymentFailed
+                | Topic::InventoryUpdated
+                | Topic::InventoryFailed
+                | Topic::PaymentRefunded
+                | Topic::OrderCancelled) => Err(HandleError::not_consumed(other)),
             }
         })
     }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
-use saga_shared::events::topics;
 use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
 
 /// The `ce_source` of events this service publishes.
@@ -53,11 +52,6 @@ impl Application {
         ServiceApp::build(&config.common, &MIGRATOR, |pool| {
             let consumption = Consumption {
                 group: GROUP,
-                topics: vec![
-                    topics::ORDER_CREATED,
-                    topics::INVENTORY_UPDATED,
-                    topics::ORDER_CANCELLED,
-                ],
                 handler: Arc::new(saga::Notifier),
             };
             ServiceParts {

@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
-use saga_shared::events::{InventoryUpdated, OrderCancelled, OrderCreated, topics};
+use saga_shared::events::{InventoryUpdated, OrderCancelled, OrderCreated, Topic};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -10,19 +10,27 @@ use uuid::Uuid;
 pub struct Notifier;
 
 impl Handler for Notifier {
+    fn topics(&self) -> &'static [Topic] {
+        &[
+            Topic::OrderCreated,
+            Topic::InventoryUpdated,
+            Topic::OrderCancelled,
+        ]
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            let (order_id, customer, kind, message) = match event.topic.as_str() {
-                topics::ORDER_CREATED => {
+            let (order_id, customer, kind, message) = match event.topic {
+                Topic::OrderCreated => {
                     let e: OrderCreated = event.decode()?;
                     let msg = format!("We received your order of {} {}.", e.total, e.currency);
                     (e.order_id, Some(e.customer_id), "received", msg)
                 }
-                topics::INVENTORY_UPDATED => {
+                Topic::InventoryUpdated => {
                     let e: InventoryUpdated = event.decode()?;
                     (
                         e.order_id,
@@ -31,12 +39,15 @@ impl Handler for Notifier {
                         "Your order is confirmed.".to_owned(),
                     )
                 }
-                topics::ORDER_CANCELLED => {
+                Topic::OrderCancelled => {
                     let e: OrderCancelled = event.decode()?;
                     let msg = format!("Your order was cancelled: {}.", e.reason);
                     (e.order_id, Some(e.customer_id), "cancelled", msg)
                 }
-                other => return Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+                other @ (Topic::PaymentCompleted
+                | Topic::PaymentFailed
+                | Topic::InventoryFailed
+                | Topic::PaymentRefunded) => return Err(HandleError::not_consumed(other)),
             };
             sqlx::query(
                 "INSERT INTO notifications (id, order_id, customer_id, kind, message, event_id) \

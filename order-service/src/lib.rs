@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
-use saga_shared::events::topics;
 use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
 
 /// The `ce_source` of events this service publishes.
@@ -51,13 +50,6 @@ impl Application {
         ServiceApp::build(&config.common, &MIGRATOR, |pool| {
             let consumption = Consumption {
                 group: GROUP,
-                topics: vec![
-                    topics::PAYMENT_COMPLETED,
-                    topics::PAYMENT_FAILED,
-                    topics::INVENTORY_UPDATED,
-                    topics::INVENTORY_FAILED,
-                    topics::PAYMENT_REFUNDED,
-                ],
                 handler: Arc::new(saga::OrderSaga),
             };
             ServiceParts {

@@ -4,7 +4,7 @@ use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
 use saga_shared::events::{
     InventoryFailed, InventoryUpdated, OrderCancelled, PaymentCompleted, PaymentFailed,
-    PaymentRefunded, topics,
+    PaymentRefunded, Topic, topics,
 };
 use saga_shared::outbox;
 use sqlx::PgConnection;
@@ -16,6 +16,16 @@ use crate::domain::OrderStatus;
 pub struct OrderSaga;
 
 impl Handler for OrderSaga {
+    fn topics(&self) -> &'static [Topic] {
+        &[
+            Topic::PaymentCompleted,
+            Topic::PaymentFailed,
+            Topic::InventoryUpdated,
+            Topic::InventoryFailed,
+            Topic::PaymentRefunded,
+        ]
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -28,28 +38,30 @@ impl Handler for OrderSaga {
 async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
     // Decoding validates the payload against its topic's schema. `detail` goes to the timeline;
     // `cause` is why the order fails, if the event says so.
-    let (detail, cause): (String, Option<String>) = match event.topic.as_str() {
-        topics::PAYMENT_COMPLETED => {
+    let (detail, cause): (String, Option<String>) = match event.topic {
+        Topic::PaymentCompleted => {
             let e: PaymentCompleted = event.decode()?;
             (format!("charged {} {}", e.amount, e.currency), None)
         }
-        topics::PAYMENT_FAILED => {
+        Topic::PaymentFailed => {
             let reason = event.decode::<PaymentFailed>()?.reason;
             (reason.clone(), Some(reason))
         }
-        topics::INVENTORY_UPDATED => {
+        Topic::InventoryUpdated => {
             event.decode::<InventoryUpdated>()?;
             ("stock reserved".into(), None)
         }
-        topics::INVENTORY_FAILED => {
+        Topic::InventoryFailed => {
             let reason = event.decode::<InventoryFailed>()?.reason;
             (reason.clone(), Some(reason))
         }
-        topics::PAYMENT_REFUNDED => {
+        Topic::PaymentRefunded => {
             let e: PaymentRefunded = event.decode()?;
             (format!("refunded {}", e.amount), Some(e.reason))
         }
-        other => return Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+        other @ (Topic::OrderCreated | Topic::OrderCancelled) => {
+            return Err(HandleError::not_consumed(other));
+        }
     };
     let order_id = event.envelope.correlation_id;
     let row: Option<(String, String, Option<String>)> =
@@ -62,7 +74,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
     };
     let current = OrderStatus::parse(&status)
         .ok_or_else(|| HandleError::Transient(format!("order {order_id} has status {status}")))?;
-    let next = current.on_event(&event.topic);
+    let next = current.on_event(event.topic.name());
     let after = next.unwrap_or(current);
     // The order keeps the first cause it learns (events may arrive in any order, but every
     // failure event of one saga names the same root cause).
@@ -79,7 +91,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
          WHERE id = $1 AND $8",
     )
     .bind(order_id)
-    .bind(&event.topic)
+    .bind(event.topic.name())
     .bind(event.envelope.id)
     .bind(event.envelope.time)
     .bind(after.as_str())

@@ -4,7 +4,7 @@ use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
 use saga_shared::events::{
     CURRENCY, InventoryFailed, OrderCreated, PaymentCompleted, PaymentFailed, PaymentRefunded,
-    topics,
+    Topic, topics,
 };
 use saga_shared::outbox;
 use sqlx::PgConnection;
@@ -16,16 +16,24 @@ use crate::SOURCE;
 pub struct PaymentSaga;
 
 impl Handler for PaymentSaga {
+    fn topics(&self) -> &'static [Topic] {
+        &[Topic::OrderCreated, Topic::InventoryFailed]
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            match event.topic.as_str() {
-                topics::ORDER_CREATED => charge(conn, event).await,
-                topics::INVENTORY_FAILED => refund(conn, event).await,
-                other => Err(HandleError::Invalid(format!("unexpected topic {other}"))),
+            match event.topic {
+                Topic::OrderCreated => charge(conn, event).await,
+                Topic::InventoryFailed => refund(conn, event).await,
+                other @ (Topic::PaymentCompleted
+                | Topic::PaymentFailed
+                | Topic::InventoryUpdated
+                | Topic::PaymentRefunded
+                | Topic::OrderCancelled) => Err(HandleError::not_consumed(other)),
             }
         })
     }

@@ -36,7 +36,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::envelope::{Envelope, EnvelopeError};
-use crate::events::{Event, topics};
+use crate::events::{Event, Topic, topics};
 use crate::kafka::client_config;
 use crate::shutdown::Shutdown;
 
@@ -60,7 +60,7 @@ pub mod dlq_header {
 /// A decoded record handed to a [`Handler`].
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    pub topic: String,
+    pub topic: Topic,
     pub envelope: Envelope,
     pub payload: Vec<u8>,
 }
@@ -106,6 +106,11 @@ impl From<crate::outbox::OutboxError> for HandleError {
 }
 
 impl HandleError {
+    /// An event of a topic the service does not consume (it reached it anyway: to the DLQ).
+    pub fn not_consumed(topic: Topic) -> Self {
+        HandleError::Invalid(format!("this service does not consume {topic}"))
+    }
+
     fn retry_without_limit(&self) -> bool {
         matches!(self, HandleError::Db(e) if crate::db::is_transient(e))
     }
@@ -113,6 +118,9 @@ impl HandleError {
 
 /// A service's reaction to the events it consumes; runs inside the runner's transaction.
 pub trait Handler: Send + Sync + 'static {
+    /// The topics the service consumes: its consumers subscribe to exactly these.
+    fn topics(&self) -> &'static [Topic];
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -148,7 +156,6 @@ pub struct Faults {
 /// Runs one consumer of a group until shutdown.
 pub struct ConsumerRunner {
     pub group: String,
-    pub topics: Vec<&'static str>,
     pub brokers: String,
     pub pool: PgPool,
     pub producer: FutureProducer,
@@ -301,7 +308,9 @@ impl ConsumerRunner {
                 return;
             }
         };
-        if let Err(err) = consumer.subscribe(&self.topics) {
+        // Exactly what the handler declares it consumes.
+        let topics: Vec<&str> = self.handler.topics().iter().map(|t| t.name()).collect();
+        if let Err(err) = consumer.subscribe(&topics) {
             tracing::error!(group = %self.group, error = %err, "cannot subscribe");
             return;
         }
@@ -438,7 +447,7 @@ impl ConsumerRunner {
     async fn attempt_together(&self, records: &[Incoming]) -> Result<Vec<Outcome>, HandleError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = records.iter().map(|r| r.envelope.id).collect();
-        let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        let topics: Vec<&str> = records.iter().map(|r| r.topic.name()).collect();
         let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO consumed_events (consumer_group, event_id, topic) \
              SELECT $1, id, topic FROM unnest($2::uuid[], $3::text[]) AS e (id, topic) \
@@ -477,7 +486,7 @@ impl ConsumerRunner {
         )
         .bind(&self.group)
         .bind(incoming.envelope.id)
-        .bind(&incoming.topic)
+        .bind(incoming.topic.name())
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -610,12 +619,14 @@ fn decode(msg: &BorrowedMessage<'_>) -> Result<Incoming, String> {
             msg.topic()
         ));
     }
+    let topic = Topic::parse(msg.topic())
+        .ok_or_else(|| format!("{:?} is not a topic of the saga", msg.topic()))?;
     let payload = msg.payload().ok_or("record has no value")?;
     if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
         return Err("value is not JSON".into());
     }
     Ok(Incoming {
-        topic: msg.topic().to_owned(),
+        topic,
         envelope,
         payload: payload.to_vec(),
     })

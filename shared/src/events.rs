@@ -4,15 +4,73 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Topic names; the CloudEvents `ce_type` of an event is its topic.
+/// The saga's event topics: the contract between the services. A service declares the topics it
+/// consumes as `Topic`s and matches on them without a catch-all, so a topic added here makes
+/// every service decide about it before it compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    InventoryUpdated,
+    InventoryFailed,
+    PaymentRefunded,
+    OrderCancelled,
+}
+
+impl Topic {
+    /// Every topic, in the order of the saga.
+    pub const ALL: [Topic; 7] = [
+        Topic::OrderCreated,
+        Topic::PaymentCompleted,
+        Topic::PaymentFailed,
+        Topic::InventoryUpdated,
+        Topic::InventoryFailed,
+        Topic::PaymentRefunded,
+        Topic::OrderCancelled,
+    ];
+
+    /// The topic's name on the broker, which is also the CloudEvents `ce_type` of its events.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Topic::OrderCreated => "order.created",
+            Topic::PaymentCompleted => "payment.completed",
+            Topic::PaymentFailed => "payment.failed",
+            Topic::InventoryUpdated => "inventory.updated",
+            Topic::InventoryFailed => "inventory.failed",
+            Topic::PaymentRefunded => "payment.refunded",
+            Topic::OrderCancelled => "order.cancelled",
+        }
+    }
+
+    /// The topic named `name`, if it is one of the saga's.
+    pub fn parse(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Its dead-letter topic.
+    pub fn dlq(self) -> String {
+        topics::dlq(self.name())
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Topic names as strings (from [`Topic`]); the CloudEvents `ce_type` of an event is its topic.
 pub mod topics {
-    pub const ORDER_CREATED: &str = "order.created";
-    pub const PAYMENT_COMPLETED: &str = "payment.completed";
-    pub const PAYMENT_FAILED: &str = "payment.failed";
-    pub const INVENTORY_UPDATED: &str = "inventory.updated";
-    pub const INVENTORY_FAILED: &str = "inventory.failed";
-    pub const PAYMENT_REFUNDED: &str = "payment.refunded";
-    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    use super::Topic;
+
+    pub const ORDER_CREATED: &str = Topic::OrderCreated.name();
+    pub const PAYMENT_COMPLETED: &str = Topic::PaymentCompleted.name();
+    pub const PAYMENT_FAILED: &str = Topic::PaymentFailed.name();
+    pub const INVENTORY_UPDATED: &str = Topic::InventoryUpdated.name();
+    pub const INVENTORY_FAILED: &str = Topic::InventoryFailed.name();
+    pub const PAYMENT_REFUNDED: &str = Topic::PaymentRefunded.name();
+    pub const ORDER_CANCELLED: &str = Topic::OrderCancelled.name();
 
     /// Every event topic of the saga (without the dead-letter topics).
     pub const ALL: [&str; 7] = [

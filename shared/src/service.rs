@@ -100,7 +100,7 @@ impl Readiness {
 /// The consumer group of a service and what it reacts to.
 pub struct Consumption {
     pub group: &'static str,
-    pub topics: Vec<&'static str>,
+    /// Handles, and so declares, the topics the group subscribes to.
     pub handler: Arc<dyn Handler>,
 }
 
@@ -269,7 +269,6 @@ impl ServiceHost {
                 .iter()
                 .map(|ready| ConsumerRunner {
                     group: c.group.to_owned(),
-                    topics: c.topics.clone(),
                     brokers: common.brokers.clone(),
                     pool: pool.clone(),
                     producer: producer.clone(),
