@@ -2,63 +2,59 @@
 //!
 //! - [`api`]: the HTTP endpoints (products) and their OpenAPI document.
 //! - [`saga`]: the consumer of `payment.completed`.
-//! - [`Application`]: wires them to the database, the broker and a port.
+//! - [`InventoryService`]: its declaration as a saga service (name, port, database, schema, routes,
+//!   handler), from which `saga_shared::service::build` makes it.
 
 pub mod api;
 pub mod saga;
 
 use std::sync::Arc;
 
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Faults;
-use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
+use saga_shared::consumer::Handler;
+use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
 pub const SOURCE: &str = "/inventory-service";
-/// Its consumer group.
-pub const GROUP: &str = "inventory-service";
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/inventory");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
 
 /// Settings of the inventory service.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "inventory-service", about = "Reserves stock for paid orders")]
 pub struct Config {
     /// HTTP port.
-    #[arg(long, env = "PORT", default_value_t = 8083)]
+    #[arg(long, env = "PORT", default_value_t = InventoryService::DEFAULT_PORT)]
     pub port: u16,
     #[command(flatten)]
     pub common: CommonConfig,
 }
 
-/// Builds the inventory service; the result ([`ServiceApp`]) has `port()` and
-/// `run_until_stopped()`.
-pub struct Application;
+/// The inventory-service, as the one service shape declares it.
+pub struct InventoryService;
 
-impl Application {
-    pub async fn build(config: Config) -> Result<ServiceApp, HostError> {
-        Self::build_with_faults(config, Arc::new(Faults::default())).await
+impl SagaService for InventoryService {
+    const NAME: &'static str = "inventory-service";
+    const DEFAULT_PORT: u16 = 8083;
+    const DATABASE: &'static str = "inventory";
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
     }
 
-    /// Like [`Application::build`], with fault switches the caller keeps (the lab).
-    pub async fn build_with_faults(
-        config: Config,
-        faults: Arc<Faults>,
-    ) -> Result<ServiceApp, HostError> {
-        ServiceApp::build(&config.common, &MIGRATOR, |pool| {
-            let consumption = Consumption {
-                group: GROUP,
-                handler: Arc::new(saga::InventorySaga),
-            };
-            ServiceParts {
-                name: "inventory-service",
-                port: config.port,
-                routes: api::router(pool.clone()),
-                openapi: api::openapi(),
-                consumption: Some(consumption),
-                faults: faults.clone(),
-            }
-        })
-        .await
+    fn router(pool: PgPool) -> Router {
+        api::router(pool)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        api::openapi()
+    }
+
+    fn handler() -> Arc<dyn Handler> {
+        Arc::new(saga::InventorySaga)
     }
 }

@@ -2,9 +2,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    saga_shared::telemetry::init_tracing("info");
     let config = inventory_service::Config::parse();
-    let app = inventory_service::Application::build(config).await?;
-    app.run_until_stopped().await?;
+    saga_shared::service::serve::<inventory_service::InventoryService>(&config.common, config.port)
+        .await?;
     Ok(())
 }

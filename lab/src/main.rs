@@ -473,28 +473,13 @@ fn client_url(client: &LabClient, svc: Service) -> &str {
     }
 }
 
-/// `lab service`: the same `Application` the service's own binary runs, in this process.
+/// `lab service`: the same service its own binary runs (`saga_shared::service::build`), in this
+/// process.
 async fn run_service(a: ServiceRunArgs) -> anyhow::Result<()> {
     saga_shared::telemetry::init_tracing("info");
     let svc = a.service;
     let port = a.port.unwrap_or(svc.default_port());
-    let common = a.common;
-    let app = match svc {
-        Service::Order => {
-            order_service::Application::build(order_service::Config { port, common }).await?
-        }
-        Service::Payment => {
-            payment_service::Application::build(payment_service::Config { port, common }).await?
-        }
-        Service::Inventory => {
-            inventory_service::Application::build(inventory_service::Config { port, common })
-                .await?
-        }
-        Service::Notification => {
-            notification_service::Application::build(notification_service::Config { port, common })
-                .await?
-        }
-    };
+    let app = svc.build(&a.common, port, Arc::default()).await?;
     eprintln!("{} listening on port {}", svc.name(), app.port());
     app.run_until_stopped().await?;
     Ok(())

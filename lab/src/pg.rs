@@ -68,32 +68,12 @@ pub enum PgError {
     Db(#[from] sqlx::Error),
 }
 
-/// One service database and the role that owns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One service database and the role that owns it (from the service's declaration).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceDb {
     pub database: &'static str,
-    pub role: &'static str,
+    pub role: String,
 }
-
-/// The databases of the four services, in the order order, payment, inventory, notification.
-pub const SERVICE_DBS: [ServiceDb; 4] = [
-    ServiceDb {
-        database: "orders",
-        role: "order_service",
-    },
-    ServiceDb {
-        database: "payments",
-        role: "payment_service",
-    },
-    ServiceDb {
-        database: "inventory",
-        role: "inventory_service",
-    },
-    ServiceDb {
-        database: "notifications",
-        role: "notification_service",
-    },
-];
 
 impl ServiceDb {
     /// Lab-only password of the role (the server listens on 127.0.0.1 only).
@@ -555,14 +535,17 @@ impl PgAdmin {
         (opts.get_host().to_owned(), opts.get_port())
     }
 
-    /// Creates the four service databases and roles if missing, so that each role can connect
-    /// to its own database only. Returns the URL of each, in [`SERVICE_DBS`] order.
-    pub async fn create_service_databases(&self) -> Result<[String; 4], PgError> {
+    /// Creates the service databases and roles if missing, so that each role can connect to its
+    /// own database only. Returns the URL of each, in the order of `dbs`.
+    pub async fn create_service_databases<const N: usize>(
+        &self,
+        dbs: &[ServiceDb; N],
+    ) -> Result<[String; N], PgError> {
         let mut conn = PgConnection::connect(&self.url).await?;
-        for db in SERVICE_DBS {
+        for db in dbs {
             let role_exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                    .bind(db.role)
+                    .bind(&db.role)
                     .fetch_one(&mut conn)
                     .await?;
             if !role_exists {
@@ -594,7 +577,7 @@ impl PgAdmin {
         }
         conn.close().await?;
         let (host, port) = self.host_port();
-        Ok(SERVICE_DBS.map(|db| db.url(&host, port)))
+        Ok(dbs.each_ref().map(|db| db.url(&host, port)))
     }
 
     /// Makes `database` refuse new connections and drops the current ones (fault injection).

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use saga_shared::config::CommonConfig;
 use saga_shared::consumer::Faults;
-use saga_shared::service::Readiness;
+use saga_shared::service::{Readiness, SagaService, ServiceApp};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::lock::{DataDirLock, LockError};
-use crate::pg::{PgAdmin, PgError, SERVICE_DBS, ServiceDb, TempPostgres};
+use crate::pg::{PgAdmin, PgError, ServiceDb, TempPostgres};
 
 /// The four services. On the command line: `order`, `payment`, `inventory`, `notification` (or
 /// the full names, `order-service`, ...).
@@ -46,27 +46,62 @@ impl Service {
         self.name().trim_end_matches("-service")
     }
 
+    /// Its name, from its declaration (`saga_shared::service::SagaService`).
     pub fn name(self) -> &'static str {
-        match self {
-            Service::Order => "order-service",
-            Service::Payment => "payment-service",
-            Service::Inventory => "inventory-service",
-            Service::Notification => "notification-service",
-        }
+        self.declared(|d| d.name)
     }
 
     /// Its standard port, the one the docs, the tutorial and the compose file use.
     pub fn default_port(self) -> u16 {
-        match self {
-            Service::Order => 8081,
-            Service::Payment => 8082,
-            Service::Inventory => 8083,
-            Service::Notification => 8084,
-        }
+        self.declared(|d| d.port)
     }
 
+    /// Its database and the role that owns it.
     pub fn db(self) -> ServiceDb {
-        SERVICE_DBS[self as usize]
+        self.declared(|d| ServiceDb {
+            database: d.database,
+            role: d.role.clone(),
+        })
+    }
+
+    /// What the service declares about itself.
+    fn declared<T>(self, pick: impl FnOnce(&Declared) -> T) -> T {
+        fn of<S: SagaService>() -> Declared {
+            Declared {
+                name: S::NAME,
+                port: S::DEFAULT_PORT,
+                database: S::DATABASE,
+                role: S::database_role(),
+            }
+        }
+        pick(&match self {
+            Service::Order => of::<order_service::OrderService>(),
+            Service::Payment => of::<payment_service::PaymentService>(),
+            Service::Inventory => of::<inventory_service::InventoryService>(),
+            Service::Notification => of::<notification_service::NotificationService>(),
+        })
+    }
+
+    /// Builds it (not yet running) with the lab's settings.
+    pub async fn build(
+        self,
+        common: &CommonConfig,
+        port: u16,
+        faults: Arc<Faults>,
+    ) -> Result<ServiceApp, saga_shared::service::HostError> {
+        use saga_shared::service::build;
+        match self {
+            Service::Order => build::<order_service::OrderService>(common, port, faults).await,
+            Service::Payment => {
+                build::<payment_service::PaymentService>(common, port, faults).await
+            }
+            Service::Inventory => {
+                build::<inventory_service::InventoryService>(common, port, faults).await
+            }
+            Service::Notification => {
+                build::<notification_service::NotificationService>(common, port, faults).await
+            }
+        }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -74,6 +109,14 @@ impl Service {
             .into_iter()
             .find(|svc| svc.name() == s || svc.name().trim_end_matches("-service") == s)
     }
+}
+
+/// The constants of one service's declaration.
+struct Declared {
+    name: &'static str,
+    port: u16,
+    database: &'static str,
+    role: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +302,9 @@ impl Lab {
             }
         };
         progress("creating databases and roles");
-        let db_urls = admin.create_service_databases().await?;
+        let db_urls = admin
+            .create_service_databases(&Service::ALL.map(Service::db))
+            .await?;
         let mut lab = Lab {
             _lock: lock,
             config,
@@ -453,43 +498,25 @@ impl Lab {
     }
 }
 
-macro_rules! spawn_app {
-    ($krate:ident, $common:expr, $port:expr, $faults:expr, $svc:expr) => {{
-        let app = $krate::Application::build_with_faults(
-            $krate::Config {
-                port: $port,
-                common: $common,
-            },
-            $faults,
-        )
-        .await
-        .map_err(|source| LabError::Service {
-            service: $svc.name(),
-            source,
-        })?;
-        let port = app.port();
-        let readiness = app.readiness();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = rx.await;
-        }));
-        (port, readiness, stop, task)
-    }};
-}
-
 async fn spawn_service(
     svc: Service,
     common: CommonConfig,
     port: u16,
     faults: Arc<Faults>,
 ) -> Result<RunningService, LabError> {
-    let f = faults;
-    let (port, readiness, stop, task) = match svc {
-        Service::Order => spawn_app!(order_service, common, port, f, svc),
-        Service::Payment => spawn_app!(payment_service, common, port, f, svc),
-        Service::Inventory => spawn_app!(inventory_service, common, port, f, svc),
-        Service::Notification => spawn_app!(notification_service, common, port, f, svc),
-    };
+    let app = svc
+        .build(&common, port, faults)
+        .await
+        .map_err(|source| LabError::Service {
+            service: svc.name(),
+            source,
+        })?;
+    let port = app.port();
+    let readiness = app.readiness();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
     Ok(RunningService {
         port,
         readiness,

@@ -54,3 +54,17 @@ fn topic_names_round_trip_and_are_unique() {
     }
     assert_eq!(Topic::parse("order.created.dlq"), None);
 }
+
+#[test]
+fn each_service_publishes_under_its_own_name() {
+    use saga_shared::service::SagaService;
+    fn check<S: SagaService>(source: &str) {
+        assert_eq!(source, format!("/{}", S::NAME), "ce_source of {}", S::NAME);
+    }
+    check::<order_service::OrderService>(order_service::SOURCE);
+    check::<payment_service::PaymentService>(payment_service::SOURCE);
+    check::<inventory_service::InventoryService>(inventory_service::SOURCE);
+    check::<notification_service::NotificationService>(notification_service::SOURCE);
+    let ports: BTreeSet<u16> = lab::Service::ALL.iter().map(|s| s.default_port()).collect();
+    assert_eq!(ports.len(), 4, "each service has its own port");
+}

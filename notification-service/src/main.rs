@@ -2,9 +2,11 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    saga_shared::telemetry::init_tracing("info");
     let config = notification_service::Config::parse();
-    let app = notification_service::Application::build(config).await?;
-    app.run_until_stopped().await?;
+    saga_shared::service::serve::<notification_service::NotificationService>(
+        &config.common,
+        config.port,
+    )
+    .await?;
     Ok(())
 }

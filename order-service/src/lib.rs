@@ -3,7 +3,8 @@
 //! - [`domain`]: validated order input and the saga state machine ([`domain::OrderStatus`]).
 //! - [`api`]: the HTTP endpoints and their OpenAPI document.
 //! - [`saga`]: the consumer of payment and inventory events that moves orders along.
-//! - [`Application`]: wires them to the database, the broker and a port.
+//! - [`OrderService`]: its declaration as a saga service (name, port, database, schema, routes,
+//!   handler), from which `saga_shared::service::build` makes it.
 
 pub mod api;
 pub mod domain;
@@ -11,56 +12,51 @@ pub mod saga;
 
 use std::sync::Arc;
 
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Faults;
-use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
+use saga_shared::consumer::Handler;
+use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
 pub const SOURCE: &str = "/order-service";
-/// Its consumer group.
-pub const GROUP: &str = "order-service";
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/orders");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/orders");
 
 /// Settings of the order service.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "order-service", about = "Takes orders and follows their saga")]
 pub struct Config {
     /// HTTP port.
-    #[arg(long, env = "PORT", default_value_t = 8081)]
+    #[arg(long, env = "PORT", default_value_t = OrderService::DEFAULT_PORT)]
     pub port: u16,
     #[command(flatten)]
     pub common: CommonConfig,
 }
 
-/// Builds the order service; the result ([`ServiceApp`]) has `port()` and
-/// `run_until_stopped()`.
-pub struct Application;
+/// The order-service, as the one service shape declares it.
+pub struct OrderService;
 
-impl Application {
-    pub async fn build(config: Config) -> Result<ServiceApp, HostError> {
-        Self::build_with_faults(config, Arc::new(Faults::default())).await
+impl SagaService for OrderService {
+    const NAME: &'static str = "order-service";
+    const DEFAULT_PORT: u16 = 8081;
+    const DATABASE: &'static str = "orders";
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
     }
 
-    /// Like [`Application::build`], with fault switches the caller keeps (the lab).
-    pub async fn build_with_faults(
-        config: Config,
-        faults: Arc<Faults>,
-    ) -> Result<ServiceApp, HostError> {
-        ServiceApp::build(&config.common, &MIGRATOR, |pool| {
-            let consumption = Consumption {
-                group: GROUP,
-                handler: Arc::new(saga::OrderSaga),
-            };
-            ServiceParts {
-                name: "order-service",
-                port: config.port,
-                routes: api::router(pool.clone()),
-                openapi: api::openapi(),
-                consumption: Some(consumption),
-                faults: faults.clone(),
-            }
-        })
-        .await
+    fn router(pool: PgPool) -> Router {
+        api::router(pool)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        api::openapi()
+    }
+
+    fn handler() -> Arc<dyn Handler> {
+        Arc::new(saga::OrderSaga)
     }
 }

@@ -2,9 +2,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    saga_shared::telemetry::init_tracing("info");
     let config = order_service::Config::parse();
-    let app = order_service::Application::build(config).await?;
-    app.run_until_stopped().await?;
+    saga_shared::service::serve::<order_service::OrderService>(&config.common, config.port).await?;
     Ok(())
 }

@@ -3,63 +3,59 @@
 //!
 //! - [`api`]: the HTTP endpoints (payments, wallets) and their OpenAPI document.
 //! - [`saga`]: the consumer of `order.created` (charge) and `inventory.failed` (refund).
-//! - [`Application`]: wires them to the database, the broker and a port.
+//! - [`PaymentService`]: its declaration as a saga service (name, port, database, schema, routes,
+//!   handler), from which `saga_shared::service::build` makes it.
 
 pub mod api;
 pub mod saga;
 
 use std::sync::Arc;
 
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Faults;
-use saga_shared::service::{Consumption, HostError, ServiceApp, ServiceParts};
+use saga_shared::consumer::Handler;
+use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
 pub const SOURCE: &str = "/payment-service";
-/// Its consumer group.
-pub const GROUP: &str = "payment-service";
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/payments");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/payments");
 
 /// Settings of the payment service.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "payment-service", about = "Charges wallets and refunds them")]
 pub struct Config {
     /// HTTP port.
-    #[arg(long, env = "PORT", default_value_t = 8082)]
+    #[arg(long, env = "PORT", default_value_t = PaymentService::DEFAULT_PORT)]
     pub port: u16,
     #[command(flatten)]
     pub common: CommonConfig,
 }
 
-/// Builds the payment service; the result ([`ServiceApp`]) has `port()` and
-/// `run_until_stopped()`.
-pub struct Application;
+/// The payment-service, as the one service shape declares it.
+pub struct PaymentService;
 
-impl Application {
-    pub async fn build(config: Config) -> Result<ServiceApp, HostError> {
-        Self::build_with_faults(config, Arc::new(Faults::default())).await
+impl SagaService for PaymentService {
+    const NAME: &'static str = "payment-service";
+    const DEFAULT_PORT: u16 = 8082;
+    const DATABASE: &'static str = "payments";
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
     }
 
-    /// Like [`Application::build`], with fault switches the caller keeps (the lab).
-    pub async fn build_with_faults(
-        config: Config,
-        faults: Arc<Faults>,
-    ) -> Result<ServiceApp, HostError> {
-        ServiceApp::build(&config.common, &MIGRATOR, |pool| {
-            let consumption = Consumption {
-                group: GROUP,
-                handler: Arc::new(saga::PaymentSaga),
-            };
-            ServiceParts {
-                name: "payment-service",
-                port: config.port,
-                routes: api::router(pool.clone()),
-                openapi: api::openapi(),
-                consumption: Some(consumption),
-                faults: faults.clone(),
-            }
-        })
-        .await
+    fn router(pool: PgPool) -> Router {
+        api::router(pool)
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        api::openapi()
+    }
+
+    fn handler() -> Arc<dyn Handler> {
+        Arc::new(saga::PaymentSaga)
     }
 }

@@ -2,9 +2,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    saga_shared::telemetry::init_tracing("info");
     let config = payment_service::Config::parse();
-    let app = payment_service::Application::build(config).await?;
-    app.run_until_stopped().await?;
+    saga_shared::service::serve::<payment_service::PaymentService>(&config.common, config.port)
+        .await?;
     Ok(())
 }

@@ -97,6 +97,58 @@ impl Readiness {
     }
 }
 
+/// The one shape of a saga service: what each of the four declares about itself. The service
+/// binaries, the lab and the tests all build a service from this declaration with [`build`].
+pub trait SagaService: Send + Sync + 'static {
+    /// Its name: the metrics label, `/health`, and its consumer group.
+    const NAME: &'static str;
+    /// Its standard HTTP port.
+    const DEFAULT_PORT: u16;
+    /// The name of its database (its role is [`SagaService::database_role`]).
+    const DATABASE: &'static str;
+    /// Its schema (sqlx migrations).
+    fn migrator() -> &'static Migrator;
+    /// Its own HTTP endpoints, given its database pool.
+    fn router(pool: PgPool) -> Router;
+    /// Their OpenAPI document ([`document`] adds the endpoints every service has).
+    fn openapi() -> utoipa::openapi::OpenApi;
+    /// Its reaction to the events it consumes, which declares the topics it subscribes to.
+    fn handler() -> Arc<dyn Handler>;
+
+    /// The database role that owns [`SagaService::DATABASE`], e.g. `payment_service`.
+    fn database_role() -> String {
+        Self::NAME.replace('-', "_")
+    }
+}
+
+/// Builds service `S` on `port` (0: a free one), with fault switches the caller may keep.
+pub async fn build<S: SagaService>(
+    common: &CommonConfig,
+    port: u16,
+    faults: Arc<Faults>,
+) -> Result<ServiceApp, HostError> {
+    ServiceApp::build(common, S::migrator(), |pool| ServiceParts {
+        name: S::NAME,
+        port,
+        routes: S::router(pool),
+        openapi: S::openapi(),
+        consumption: Some(Consumption {
+            group: S::NAME,
+            handler: S::handler(),
+        }),
+        faults,
+    })
+    .await
+}
+
+/// Runs service `S` as its own binary does, until Ctrl-C or SIGTERM.
+pub async fn serve<S: SagaService>(common: &CommonConfig, port: u16) -> Result<(), HostError> {
+    crate::telemetry::init_tracing("info");
+    let app = build::<S>(common, port, Arc::default()).await?;
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
 /// The consumer group of a service and what it reacts to.
 pub struct Consumption {
     pub group: &'static str,
@@ -144,8 +196,7 @@ pub struct ServiceParts {
     pub faults: Arc<Faults>,
 }
 
-/// A built service, bound to its port and ready to run: what every service's
-/// `Application::build` returns.
+/// A built service, bound to its port and ready to run: what [`build`] returns.
 pub struct ServiceApp {
     host: ServiceHost,
 }
