@@ -249,8 +249,17 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One line (the cause chain joined), no backtrace: what went wrong and the fix.
-            eprintln!("error: {e:#}");
+            // One line, no backtrace: what went wrong and the fix, then each cause the message
+            // does not already say.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("error: {line}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -376,3 +376,22 @@ async fn a_postgres_that_exits_while_starting_is_reported_at_once_with_its_log()
     );
     remove_relocated(dir.path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_that_cannot_be_written_is_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    // Below a regular file: no folder can be made there, root or not.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let stderr = refused(DataDir::Flag(&file.join("lab-data")), &FREE_PORTS).await;
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("cannot write the data dir") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Not a directory").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
+}
