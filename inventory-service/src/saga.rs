@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
-use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, Topic, topics};
+use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, Topic};
 use saga_shared::outbox;
 use sqlx::PgConnection;
 
@@ -84,7 +84,7 @@ async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), Handle
             payment_id: paid.payment_id,
             reason,
         };
-        let env = event.envelope.caused(topics::INVENTORY_FAILED, SOURCE);
+        let env = event.envelope.next::<InventoryFailed>(SOURCE);
         outbox::enqueue(conn, &env, &failed).await?;
         metrics::counter!("reservations_total", "outcome" => "failed").increment(1);
         return Ok(());
@@ -106,7 +106,7 @@ async fn reserve(conn: &mut PgConnection, event: &Incoming) -> Result<(), Handle
         order_id: paid.order_id,
         items: paid.items,
     };
-    let env = event.envelope.caused(topics::INVENTORY_UPDATED, SOURCE);
+    let env = event.envelope.next::<InventoryUpdated>(SOURCE);
     outbox::enqueue(conn, &env, &updated).await?;
     metrics::counter!("reservations_total", "outcome" => "reserved").increment(1);
     Ok(())

@@ -89,7 +89,7 @@ pub async fn create_order(
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Order>), ApiError> {
     let order = NewOrder::parse(req).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let id = Uuid::now_v7();
-    let envelope = Envelope::new(topics::ORDER_CREATED, SOURCE, id);
+    let envelope = Envelope::first::<OrderCreated>(SOURCE, id);
     let event = OrderCreated {
         order_id: id,
         customer_id: order.customer_id.clone(),

@@ -109,7 +109,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
             customer_id,
             reason: reason.unwrap_or_else(|| "cancelled".into()),
         };
-        let envelope = event.envelope.caused(topics::ORDER_CANCELLED, SOURCE);
+        let envelope = event.envelope.next::<OrderCancelled>(SOURCE);
         outbox::enqueue(conn, &envelope, &cancelled).await?;
         sqlx::query(
             "INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after, detail) \

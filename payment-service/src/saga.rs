@@ -4,7 +4,7 @@ use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
 use saga_shared::events::{
     CURRENCY, InventoryFailed, OrderCreated, PaymentCompleted, PaymentFailed, PaymentRefunded,
-    Topic, topics,
+    Topic,
 };
 use saga_shared::outbox;
 use sqlx::PgConnection;
@@ -100,7 +100,7 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
             currency: order.currency,
             items: order.items,
         };
-        let env = event.envelope.caused(topics::PAYMENT_COMPLETED, SOURCE);
+        let env = event.envelope.next::<PaymentCompleted>(SOURCE);
         outbox::enqueue(conn, &env, &completed).await?;
         metrics::counter!("payments_total", "outcome" => "captured").increment(1);
         return Ok(());
@@ -129,7 +129,7 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
         customer_id: order.customer_id,
         reason,
     };
-    let env = event.envelope.caused(topics::PAYMENT_FAILED, SOURCE);
+    let env = event.envelope.next::<PaymentFailed>(SOURCE);
     outbox::enqueue(conn, &env, &failed).await?;
     metrics::counter!("payments_total", "outcome" => "failed").increment(1);
     Ok(())
@@ -174,7 +174,7 @@ async fn refund(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
         amount,
         reason: failed.reason,
     };
-    let env = event.envelope.caused(topics::PAYMENT_REFUNDED, SOURCE);
+    let env = event.envelope.next::<PaymentRefunded>(SOURCE);
     outbox::enqueue(conn, &env, &refunded).await?;
     metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
     Ok(())

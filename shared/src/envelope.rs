@@ -48,7 +48,20 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The first event of a saga: a fresh trace.
+    /// The envelope of `E`, the first event of a saga published by `source`: its `ce_type` is
+    /// `E`'s topic, so the two cannot disagree.
+    pub fn first<E: crate::events::Event>(source: &str, correlation_id: Uuid) -> Self {
+        Self::new(E::TOPIC.name(), source, correlation_id)
+    }
+
+    /// The envelope of `E`, published by `source` in reaction to this event (same saga and
+    /// trace, caused by this one); its `ce_type` is `E`'s topic.
+    pub fn next<E: crate::events::Event>(&self, source: &str) -> Self {
+        self.caused(E::TOPIC.name(), source)
+    }
+
+    /// The first event of a saga: a fresh trace. (Services use [`Envelope::first`]; this one
+    /// takes any type, for tools and tests that forge records.)
     pub fn new(event_type: &str, source: &str, correlation_id: Uuid) -> Self {
         let trace_id = Uuid::new_v4().simple().to_string();
         Self {
@@ -220,6 +233,18 @@ mod tests {
         );
         assert_ne!(next.traceparent, first.traceparent);
         assert_eq!(next.traceparent.len(), 55);
+    }
+
+    #[test]
+    fn typed_envelopes_take_their_type_from_the_event() {
+        use crate::events::{OrderCreated, PaymentCompleted};
+        let first = Envelope::first::<OrderCreated>("/order-service", Uuid::now_v7());
+        assert_eq!(first.event_type, "order.created");
+        assert_eq!(first.source, "/order-service");
+        let next = first.next::<PaymentCompleted>("/payment-service");
+        assert_eq!(next.event_type, "payment.completed");
+        assert_eq!(next.causation_id, Some(first.id));
+        assert_eq!(next.correlation_id, first.correlation_id);
     }
 
     #[test]

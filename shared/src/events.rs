@@ -171,14 +171,15 @@ pub struct OrderCancelled {
 
 /// An event payload: knows its topic and the order it belongs to (the record key).
 pub trait Event: Serialize + serde::de::DeserializeOwned {
-    const TOPIC: &'static str;
+    /// Its topic, which is also its CloudEvents `ce_type`.
+    const TOPIC: Topic;
     fn order_id(&self) -> Uuid;
 }
 
 macro_rules! event {
     ($ty:ty, $topic:expr) => {
         impl Event for $ty {
-            const TOPIC: &'static str = $topic;
+            const TOPIC: Topic = $topic;
             fn order_id(&self) -> Uuid {
                 self.order_id
             }
@@ -186,13 +187,13 @@ macro_rules! event {
     };
 }
 
-event!(OrderCreated, topics::ORDER_CREATED);
-event!(PaymentCompleted, topics::PAYMENT_COMPLETED);
-event!(PaymentFailed, topics::PAYMENT_FAILED);
-event!(InventoryUpdated, topics::INVENTORY_UPDATED);
-event!(InventoryFailed, topics::INVENTORY_FAILED);
-event!(PaymentRefunded, topics::PAYMENT_REFUNDED);
-event!(OrderCancelled, topics::ORDER_CANCELLED);
+event!(OrderCreated, Topic::OrderCreated);
+event!(PaymentCompleted, Topic::PaymentCompleted);
+event!(PaymentFailed, Topic::PaymentFailed);
+event!(InventoryUpdated, Topic::InventoryUpdated);
+event!(InventoryFailed, Topic::InventoryFailed);
+event!(PaymentRefunded, Topic::PaymentRefunded);
+event!(OrderCancelled, Topic::OrderCancelled);
 
 #[cfg(test)]
 mod tests {

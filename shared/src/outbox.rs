@@ -31,6 +31,11 @@ pub const CHANNEL: &str = "outbox";
 pub enum OutboxError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("an envelope of type {ce_type} around a {topic} event")]
+    WrongEnvelope {
+        ce_type: String,
+        topic: crate::events::Topic,
+    },
     #[error("encoding event: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("publishing outbox row {id} to {topic}: {reason}")]
@@ -41,13 +46,19 @@ pub enum OutboxError {
     },
 }
 
-/// Adds `event` to the outbox in the caller's transaction.
+/// Adds `event` to the outbox in the caller's transaction. Its envelope must be made for it
+/// ([`Envelope::first`] or [`Envelope::next`], which take `ce_type` from the event's type).
 pub async fn enqueue<E: Event>(
     conn: &mut PgConnection,
     envelope: &Envelope,
     event: &E,
 ) -> Result<(), OutboxError> {
-    debug_assert_eq!(envelope.event_type, E::TOPIC);
+    if envelope.event_type != E::TOPIC.name() {
+        return Err(OutboxError::WrongEnvelope {
+            ce_type: envelope.event_type.clone(),
+            topic: E::TOPIC,
+        });
+    }
     let headers = serde_json::to_value(envelope.header_pairs())?;
     let payload = serde_json::to_value(event)?;
     // One round trip: the row, and the wake-up that PostgreSQL delivers at commit.
@@ -57,7 +68,7 @@ pub async fn enqueue<E: Event>(
          SELECT pg_notify('outbox', '') FROM row",
     )
     .bind(envelope.id)
-    .bind(E::TOPIC)
+    .bind(E::TOPIC.name())
     .bind(event.order_id().to_string())
     .bind(payload)
     .bind(headers)
