@@ -10,14 +10,51 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
+/// Which milestone of an order a notification tells about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    Received,
+    Confirmed,
+    Cancelled,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 3] = [
+        NotificationKind::Received,
+        NotificationKind::Confirmed,
+        NotificationKind::Cancelled,
+    ];
+
+    /// As stored, and as the `kind` label of `notifications_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Received => "received",
+            NotificationKind::Confirmed => "confirmed",
+            NotificationKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl TryFrom<String> for NotificationKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        NotificationKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown notification kind {s:?}"))
+    }
+}
+
 /// A message to a customer about an order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Notification {
     pub id: Uuid,
     pub order_id: Uuid,
     pub customer_id: Option<String>,
-    /// received, confirmed or cancelled.
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: NotificationKind,
     pub message: String,
     /// The `ce_id` of the event that caused it.
     pub event_id: Uuid,
@@ -45,7 +82,7 @@ pub fn router(pool: PgPool) -> Router {
         description = "Tells customers what happened to their orders"
     ),
     paths(list_notifications),
-    components(schemas(Notification, Problem))
+    components(schemas(NotificationKind, Notification, Problem))
 )]
 struct ApiDoc;
 

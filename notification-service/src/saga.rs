@@ -4,6 +4,8 @@ use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
 use saga_shared::events::{InventoryUpdated, OrderCancelled, OrderCreated, Topic};
 use sqlx::PgConnection;
+
+use crate::api::NotificationKind;
 use uuid::Uuid;
 
 /// The notification service's reaction to the saga's events.
@@ -28,21 +30,31 @@ impl Handler for Notifier {
                 Topic::OrderCreated => {
                     let e: OrderCreated = event.decode()?;
                     let msg = format!("We received your order of {} {}.", e.total, e.currency);
-                    (e.order_id, Some(e.customer_id), "received", msg)
+                    (
+                        e.order_id,
+                        Some(e.customer_id),
+                        NotificationKind::Received,
+                        msg,
+                    )
                 }
                 Topic::InventoryUpdated => {
                     let e: InventoryUpdated = event.decode()?;
                     (
                         e.order_id,
                         None,
-                        "confirmed",
+                        NotificationKind::Confirmed,
                         "Your order is confirmed.".to_owned(),
                     )
                 }
                 Topic::OrderCancelled => {
                     let e: OrderCancelled = event.decode()?;
                     let msg = format!("Your order was cancelled: {}.", e.reason);
-                    (e.order_id, Some(e.customer_id), "cancelled", msg)
+                    (
+                        e.order_id,
+                        Some(e.customer_id),
+                        NotificationKind::Cancelled,
+                        msg,
+                    )
                 }
                 other @ (Topic::PaymentCompleted
                 | Topic::PaymentFailed
@@ -56,12 +68,12 @@ impl Handler for Notifier {
             .bind(Uuid::now_v7())
             .bind(order_id)
             .bind(customer)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(message)
             .bind(event.envelope.id)
             .execute(&mut *conn)
             .await?;
-            metrics::counter!("notifications_total", "kind" => kind).increment(1);
+            metrics::counter!("notifications_total", "kind" => kind.as_str()).increment(1);
             Ok(())
         })
     }

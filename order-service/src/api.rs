@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use saga_shared::Envelope;
-use saga_shared::events::{CURRENCY, LineItem, OrderCreated, topics};
+use saga_shared::events::{CURRENCY, LineItem, OrderCreated, Topic, topics};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use saga_shared::outbox;
 use serde::{Deserialize, Serialize};
@@ -253,10 +253,11 @@ pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, ApiEr
     let timeline = steps
         .into_iter()
         .map(|(event, event_id, at, _status_when_applied, detail)| {
-            status = match event.as_str() {
-                topics::ORDER_CREATED => OrderStatus::Pending,
-                topics::ORDER_CANCELLED => OrderStatus::Cancelled,
-                other => status.on_event(other).unwrap_or(status),
+            status = match Topic::parse(&event) {
+                Some(Topic::OrderCreated) => OrderStatus::Pending,
+                Some(Topic::OrderCancelled) => OrderStatus::Cancelled,
+                Some(other) => status.on_event(other).unwrap_or(status),
+                None => status,
             };
             TimelineEntry {
                 event,

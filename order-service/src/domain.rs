@@ -1,6 +1,6 @@
 //! Order domain types: validated input and the saga state machine.
 
-use saga_shared::events::{LineItem, topics};
+use saga_shared::events::{LineItem, Topic};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -146,14 +146,14 @@ impl OrderStatus {
     /// Events of different topics may arrive in any order (they travel on different partitions),
     /// so transitions only move forward and a later step implies the earlier ones: an
     /// `inventory.updated` seen while still PENDING means the payment went through too.
-    pub fn on_event(self, topic: &str) -> Option<Self> {
+    pub fn on_event(self, topic: Topic) -> Option<Self> {
         use OrderStatus::*;
         let next = match (self, topic) {
-            (Pending, topics::PAYMENT_COMPLETED) => Paid,
-            (Pending, topics::PAYMENT_FAILED) => Cancelled,
-            (Pending | Paid, topics::INVENTORY_UPDATED) => Confirmed,
-            (Pending | Paid, topics::INVENTORY_FAILED) => Compensating,
-            (Pending | Paid | Compensating, topics::PAYMENT_REFUNDED) => Cancelled,
+            (Pending, Topic::PaymentCompleted) => Paid,
+            (Pending, Topic::PaymentFailed) => Cancelled,
+            (Pending | Paid, Topic::InventoryUpdated) => Confirmed,
+            (Pending | Paid, Topic::InventoryFailed) => Compensating,
+            (Pending | Paid | Compensating, Topic::PaymentRefunded) => Cancelled,
             _ => return None,
         };
         Some(next)
@@ -223,19 +223,19 @@ mod tests {
     #[test]
     fn saga_transitions_follow_the_design() {
         use OrderStatus::*;
-        assert_eq!(Pending.on_event(topics::PAYMENT_COMPLETED), Some(Paid));
-        assert_eq!(Paid.on_event(topics::INVENTORY_UPDATED), Some(Confirmed));
-        assert_eq!(Pending.on_event(topics::PAYMENT_FAILED), Some(Cancelled));
-        assert_eq!(Paid.on_event(topics::INVENTORY_FAILED), Some(Compensating));
+        assert_eq!(Pending.on_event(Topic::PaymentCompleted), Some(Paid));
+        assert_eq!(Paid.on_event(Topic::InventoryUpdated), Some(Confirmed));
+        assert_eq!(Pending.on_event(Topic::PaymentFailed), Some(Cancelled));
+        assert_eq!(Paid.on_event(Topic::InventoryFailed), Some(Compensating));
         assert_eq!(
-            Compensating.on_event(topics::PAYMENT_REFUNDED),
+            Compensating.on_event(Topic::PaymentRefunded),
             Some(Cancelled)
         );
         // Out of order arrival still ends in the right place, and terminals stay terminal.
-        assert_eq!(Pending.on_event(topics::INVENTORY_UPDATED), Some(Confirmed));
-        assert_eq!(Confirmed.on_event(topics::PAYMENT_COMPLETED), None);
-        assert_eq!(Cancelled.on_event(topics::INVENTORY_FAILED), None);
-        assert_eq!(Cancelled.on_event(topics::PAYMENT_REFUNDED), None);
+        assert_eq!(Pending.on_event(Topic::InventoryUpdated), Some(Confirmed));
+        assert_eq!(Confirmed.on_event(Topic::PaymentCompleted), None);
+        assert_eq!(Cancelled.on_event(Topic::InventoryFailed), None);
+        assert_eq!(Cancelled.on_event(Topic::PaymentRefunded), None);
         for s in [Pending, Paid, Compensating, Confirmed, Cancelled] {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
         }

@@ -74,7 +74,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
     };
     let current = OrderStatus::parse(&status)
         .ok_or_else(|| HandleError::Transient(format!("order {order_id} has status {status}")))?;
-    let next = current.on_event(event.topic.name());
+    let next = current.on_event(event.topic);
     let after = next.unwrap_or(current);
     // The order keeps the first cause it learns (events may arrive in any order, but every
     // failure event of one saga names the same root cause).

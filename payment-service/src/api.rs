@@ -10,6 +10,43 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
+/// Where a payment is: charged, given back by compensation, or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PaymentStatus {
+    Captured,
+    Refunded,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 3] = [
+        PaymentStatus::Captured,
+        PaymentStatus::Refunded,
+        PaymentStatus::Failed,
+    ];
+
+    /// As stored (the `payments.status` column checks the same three).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Captured => "CAPTURED",
+            PaymentStatus::Refunded => "REFUNDED",
+            PaymentStatus::Failed => "FAILED",
+        }
+    }
+}
+
+impl TryFrom<String> for PaymentStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown payment status {s:?}"))
+    }
+}
+
 /// A charge (or refused charge) for one order.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Payment {
@@ -18,8 +55,8 @@ pub struct Payment {
     pub customer_id: String,
     pub amount: i64,
     pub currency: String,
-    /// CAPTURED, REFUNDED or FAILED.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -57,7 +94,7 @@ pub fn router(pool: PgPool) -> Router {
         description = "Charges wallets and refunds them"
     ),
     paths(list_payments, list_wallets, get_wallet),
-    components(schemas(Payment, Wallet, Problem))
+    components(schemas(PaymentStatus, Payment, Wallet, Problem))
 )]
 struct ApiDoc;
 

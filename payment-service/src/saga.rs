@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::SOURCE;
+use crate::api::PaymentStatus;
 
 /// The payment service's reaction to the saga's events.
 pub struct PaymentSaga;
@@ -149,7 +150,7 @@ async fn refund(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
             failed.order_id
         )));
     };
-    if status != "CAPTURED" {
+    if PaymentStatus::try_from(status).ok() != Some(PaymentStatus::Captured) {
         // Already refunded (or never charged): nothing to give back.
         return Ok(());
     }
