@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use crate::SOURCE;
 
 /// The inventory service's reaction to the saga's events.
+#[derive(Debug, Default)]
 pub struct InventorySaga;
 
 impl Handler for InventorySaga {

@@ -9,14 +9,11 @@
 pub mod api;
 pub mod saga;
 
-use std::sync::Arc;
-
 use axum::Router;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Handler;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -45,20 +42,8 @@ impl SagaService for NotificationService {
     const NAME: &'static str = "notification-service";
     const DEFAULT_PORT: u16 = 8084;
     const DATABASE: &'static str = "notifications";
-
-    fn migrator() -> &'static Migrator {
-        &MIGRATOR
-    }
-
-    fn router(pool: PgPool) -> Router {
-        api::router(pool)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        api::openapi()
-    }
-
-    fn handler() -> Arc<dyn Handler> {
-        Arc::new(saga::Notifier)
-    }
+    const MIGRATOR: &'static Migrator = &MIGRATOR;
+    const ROUTER: fn(PgPool) -> Router = api::router;
+    const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
+    type Handler = saga::Notifier;
 }

@@ -9,6 +9,7 @@ use crate::api::NotificationKind;
 use uuid::Uuid;
 
 /// The notification service's reaction to the saga's events.
+#[derive(Debug, Default)]
 pub struct Notifier;
 
 impl Handler for Notifier {

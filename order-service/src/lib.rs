@@ -10,14 +10,11 @@ pub mod api;
 pub mod domain;
 pub mod saga;
 
-use std::sync::Arc;
-
 use axum::Router;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Handler;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -43,20 +40,8 @@ impl SagaService for OrderService {
     const NAME: &'static str = "order-service";
     const DEFAULT_PORT: u16 = 8081;
     const DATABASE: &'static str = "orders";
-
-    fn migrator() -> &'static Migrator {
-        &MIGRATOR
-    }
-
-    fn router(pool: PgPool) -> Router {
-        api::router(pool)
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        api::openapi()
-    }
-
-    fn handler() -> Arc<dyn Handler> {
-        Arc::new(saga::OrderSaga)
-    }
+    const MIGRATOR: &'static Migrator = &MIGRATOR;
+    const ROUTER: fn(PgPool) -> Router = api::router;
+    const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
+    type Handler = saga::OrderSaga;
 }

@@ -13,6 +13,7 @@ use crate::SOURCE;
 use crate::domain::OrderStatus;
 
 /// The order service's reaction to the saga's events.
+#[derive(Debug, Default)]
 pub struct OrderSaga;
 
 impl Handler for OrderSaga {

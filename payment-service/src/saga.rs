@@ -14,6 +14,7 @@ use crate::SOURCE;
 use crate::api::PaymentStatus;
 
 /// The payment service's reaction to the saga's events.
+#[derive(Debug, Default)]
 pub struct PaymentSaga;
 
 impl Handler for PaymentSaga {

@@ -107,13 +107,13 @@ pub trait SagaService: Send + Sync + 'static {
     /// The name of its database (its role is [`SagaService::database_role`]).
     const DATABASE: &'static str;
     /// Its schema (sqlx migrations).
-    fn migrator() -> &'static Migrator;
+    const MIGRATOR: &'static Migrator;
     /// Its own HTTP endpoints, given its database pool.
-    fn router(pool: PgPool) -> Router;
+    const ROUTER: fn(PgPool) -> Router;
     /// Their OpenAPI document ([`document`] adds the endpoints every service has).
-    fn openapi() -> utoipa::openapi::OpenApi;
+    const OPENAPI: fn() -> utoipa::openapi::OpenApi;
     /// Its reaction to the events it consumes, which declares the topics it subscribes to.
-    fn handler() -> Arc<dyn Handler>;
+    type Handler: Handler + Default;
 
     /// The database role that owns [`SagaService::DATABASE`], e.g. `payment_service`.
     fn database_role() -> String {
@@ -127,14 +127,14 @@ pub async fn build<S: SagaService>(
     port: u16,
     faults: Arc<Faults>,
 ) -> Result<ServiceApp, HostError> {
-    ServiceApp::build(common, S::migrator(), |pool| ServiceParts {
+    ServiceApp::build(common, S::MIGRATOR, |pool| ServiceParts {
         name: S::NAME,
         port,
-        routes: S::router(pool),
-        openapi: S::openapi(),
+        routes: (S::ROUTER)(pool),
+        openapi: (S::OPENAPI)(),
         consumption: Some(Consumption {
             group: S::NAME,
-            handler: S::handler(),
+            handler: Arc::new(S::Handler::default()),
         }),
         faults,
     })
