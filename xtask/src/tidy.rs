@@ -12,19 +12,49 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// The files git tracks or would track (untracked, not ignored), relative to the root.
+/// The files git tracks or would track (untracked, not ignored), relative to the root; without
+/// git (a source archive), every file outside build output.
 fn repository_files() -> Vec<PathBuf> {
-    let out = Command::new("git")
+    let root = workspace_root();
+    let listed = Command::new("git")
         .args(["ls-files", "--cached", "--others", "--exclude-standard"])
-        .current_dir(workspace_root())
+        .current_dir(&root)
         .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git ls-files: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(PathBuf::from)
-        .filter(|p| workspace_root().join(p).is_file())
-        .collect()
+        .ok()
+        .filter(|out| out.status.success());
+    match listed {
+        Some(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(PathBuf::from)
+            .filter(|p| root.join(p).is_file())
+            .collect(),
+        None => {
+            let mut files = Vec::new();
+            walk(&root, &root, &mut files);
+            files
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = entry.file_name();
+        if [".git", "target", "lab-data", ".bench"]
+            .iter()
+            .any(|skip| name == *skip)
+        {
+            continue;
+        }
+        if path.is_dir() {
+            walk(root, &path, files);
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            files.push(relative.to_owned());
+        }
+    }
 }
 
 const MEMBERS: [&str; 8] = [
