@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga_shared::config::CommonConfig;
-use saga_shared::consumer::Faults;
+use saga_shared::faults::Faults;
 use saga_shared::service::{Readiness, SagaService, ServiceApp};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -35,8 +35,10 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::dlq::header as dlq_header;
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::events::{Event, Topic, topics};
+use crate::faults::Faults;
 use crate::kafka::client_config;
 use crate::shutdown::Shutdown;
 
@@ -45,17 +47,6 @@ const MAX_BATCH: usize = 32;
 
 /// Longest time a processed record's offset stays uncommitted.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Names of the headers added to a dead-lettered record.
-pub mod dlq_header {
-    pub const ORIGINAL_TOPIC: &str = "dlq_original_topic";
-    pub const ORIGINAL_PARTITION: &str = "dlq_original_partition";
-    pub const ORIGINAL_OFFSET: &str = "dlq_original_offset";
-    pub const CONSUMER_GROUP: &str = "dlq_consumer_group";
-    pub const ATTEMPTS: &str = "dlq_attempts";
-    pub const ERROR: &str = "dlq_error";
-    pub const TIME: &str = "dlq_time";
-}
 
 /// A decoded record handed to a [`Handler`].
 #[derive(Debug, Clone)]
@@ -142,15 +133,6 @@ impl RetryPolicy {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
         self.initial.saturating_mul(factor).min(self.max)
     }
-}
-
-/// Faults the lab can switch on at run time to show retries and the DLQ.
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Every handler attempt fails (as a transient error) while set.
-    pub fail_handlers: AtomicBool,
-    /// Extra delay before each handler attempt, in milliseconds.
-    pub slow_ms: AtomicU64,
 }
 
 /// Runs one consumer of a group until shutdown.

@@ -11,9 +11,21 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::consumer::dlq_header;
 use crate::envelope::{headers_to_pairs, pairs_to_headers};
 use crate::kafka::client_config;
+
+/// Names of the headers added to a dead-lettered record.
+pub mod header {
+    pub const ORIGINAL_TOPIC: &str = "dlq_original_topic";
+    pub const ORIGINAL_PARTITION: &str = "dlq_original_partition";
+    pub const ORIGINAL_OFFSET: &str = "dlq_original_offset";
+    pub const CONSUMER_GROUP: &str = "dlq_consumer_group";
+    pub const ATTEMPTS: &str = "dlq_attempts";
+    pub const ERROR: &str = "dlq_error";
+    pub const TIME: &str = "dlq_time";
+}
+
+use header as dlq_header;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {

@@ -6,7 +6,8 @@
 //! - [`outbox`]: the transactional outbox (write state and event in one transaction) and the
 //!   [`outbox::OutboxRelay`] that publishes it (LISTEN/NOTIFY wake-up plus polling).
 //! - [`consumer`]: the consumer runner: idempotency, retry with capped backoff, dead-letter queue.
-//! - [`dlq`]: listing and replaying dead-lettered records.
+//! - [`dlq`]: the headers of a dead-lettered record, listing and replaying them.
+//! - [`faults`]: switches the lab uses to make handlers fail or slow.
 //! - [`kafka`]: client settings, topic creation and the broker readiness probe.
 //! - [`db`]: pool creation and the classification of database errors as transient or not.
 //! - [`http`]: the RFC 9457 problem+json error type, extractors and the common middleware stack.
@@ -21,6 +22,7 @@ pub mod db;
 pub mod dlq;
 pub mod envelope;
 pub mod events;
+pub mod faults;
 pub mod http;
 pub mod kafka;
 pub mod outbox;

@@ -20,7 +20,8 @@ use sqlx::migrate::{MigrateError, Migrator};
 use tokio::net::TcpListener;
 
 use crate::config::CommonConfig;
-use crate::consumer::{ConsumerRunner, Faults, Handler};
+use crate::consumer::{ConsumerRunner, Handler};
+use crate::faults::Faults;
 use crate::outbox::OutboxRelay;
 use crate::shutdown::{self, Shutdown};
 

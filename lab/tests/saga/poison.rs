@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use rdkafka::Message;
 use rdkafka::message::OwnedHeaders;
 use saga_shared::Envelope;
-use saga_shared::consumer::dlq_header;
+use saga_shared::dlq::header as dlq_header;
 use saga_shared::events::topics;
 use uuid::Uuid;
 
