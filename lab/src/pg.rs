@@ -205,10 +205,6 @@ fn server_home(dir: &Path, root: bool) -> Result<PathBuf, PgError> {
     // Absolute: the `postgres` user must reach it from `/`, not from our working directory.
     let parent = &parent.canonicalize()?;
     let dir = &parent.join(dir.file_name().unwrap_or("postgres".as_ref()));
-    // Written by us, so the data dir can be written (a read-only one fails here, clearly).
-    let probe = parent.join(".lab-write-test");
-    std::fs::write(&probe, b"").map_err(|e| unusable(e.to_string()))?;
-    let _ = std::fs::remove_file(&probe);
     if !root {
         std::fs::create_dir_all(dir)?;
         return Ok(dir.canonicalize()?);

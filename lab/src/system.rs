@@ -104,10 +104,9 @@ impl Service {
         }
     }
 
+    /// `order` or `order-service`, ..., as on the command line.
     pub fn parse(s: &str) -> Option<Self> {
-        Service::ALL
-            .into_iter()
-            .find(|svc| svc.name() == s || svc.name().trim_end_matches("-service") == s)
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 

@@ -72,16 +72,16 @@ pub mod topics {
     pub const PAYMENT_REFUNDED: &str = Topic::PaymentRefunded.name();
     pub const ORDER_CANCELLED: &str = Topic::OrderCancelled.name();
 
-    /// Every event topic of the saga (without the dead-letter topics).
-    pub const ALL: [&str; 7] = [
-        ORDER_CREATED,
-        PAYMENT_COMPLETED,
-        PAYMENT_FAILED,
-        INVENTORY_UPDATED,
-        INVENTORY_FAILED,
-        PAYMENT_REFUNDED,
-        ORDER_CANCELLED,
-    ];
+    /// Every event topic of the saga (without the dead-letter topics): [`Topic::ALL`]'s names.
+    pub const ALL: [&str; Topic::ALL.len()] = {
+        let mut names = [""; Topic::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Topic::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
 
     /// The dead-letter topic of `topic`.
     pub fn dlq(topic: &str) -> String {
