@@ -4,6 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use saga_shared::domain::Sku;
 use saga_shared::http::{ApiError, ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -63,14 +64,7 @@ pub async fn get_product(
     State(pool): State<PgPool>,
     ApiPath(sku): ApiPath<String>,
 ) -> Result<ApiJson<Product>, ApiError> {
-    if sku.is_empty()
-        || sku.len() > 64
-        || !sku.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        return Err(ApiError::BadRequest(
-            "sku must be 1 to 64 letters, digits or '_'".into(),
-        ));
-    }
+    let sku = Sku::parse(&sku).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     sqlx::query_as(
         "SELECT sku, name, price, stock, reserved, updated_at FROM products WHERE sku = $1",
     )

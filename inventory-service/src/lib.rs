@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
+use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -42,4 +43,5 @@ impl SagaService for InventoryService {
     const ROUTER: fn(PgPool) -> Router = api::router;
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::InventorySaga;
+    const PUBLISHES: &'static [Topic] = &[Topic::InventoryUpdated, Topic::InventoryFailed];
 }

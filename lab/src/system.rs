@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::lock::{DataDirLock, LockError};
+use saga_shared::events::Topic;
+
 use crate::pg::{PgAdmin, PgError, ServiceDb, TempPostgres};
 
 /// The four services. On the command line: `order`, `payment`, `inventory`, `notification` (or
@@ -56,6 +58,16 @@ impl Service {
         self.declared(|d| d.port)
     }
 
+    /// The topics it consumes (its consumer group subscribes to exactly these).
+    pub fn consumes(self) -> &'static [Topic] {
+        self.declared(|d| d.consumes)
+    }
+
+    /// The topics it publishes to.
+    pub fn publishes(self) -> &'static [Topic] {
+        self.declared(|d| d.publishes)
+    }
+
     /// Its database and the role that owns it.
     pub fn db(self) -> ServiceDb {
         self.declared(|d| ServiceDb {
@@ -72,6 +84,8 @@ impl Service {
                 port: S::DEFAULT_PORT,
                 database: S::DATABASE,
                 role: S::database_role(),
+                consumes: saga_shared::consumer::Handler::topics(&S::Handler::default()),
+                publishes: S::PUBLISHES,
             }
         }
         pick(&match self {
@@ -116,6 +130,8 @@ struct Declared {
     port: u16,
     database: &'static str,
     role: String,
+    consumes: &'static [Topic],
+    publishes: &'static [Topic],
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,22 @@ fn every_topic_of_the_contract_has_a_consumer() {
 }
 
 #[test]
+fn every_topic_has_exactly_one_publisher() {
+    for topic in Topic::ALL {
+        let publishers: Vec<&str> = lab::Service::ALL
+            .iter()
+            .filter(|s| s.publishes().contains(&topic))
+            .map(|s| s.name())
+            .collect();
+        assert_eq!(
+            publishers.len(),
+            1,
+            "{topic} is published by {publishers:?}"
+        );
+    }
+}
+
+#[test]
 fn each_service_declares_each_topic_once() {
     for (service, h) in handlers() {
         let distinct: BTreeSet<Topic> = h.topics().iter().copied().collect();

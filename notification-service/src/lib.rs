@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
+use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -46,4 +47,5 @@ impl SagaService for NotificationService {
     const ROUTER: fn(PgPool) -> Router = api::router;
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::Notifier;
+    const PUBLISHES: &'static [Topic] = &[];
 }

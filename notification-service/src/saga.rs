@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
-use saga_shared::events::{InventoryUpdated, OrderCancelled, OrderCreated, Topic};
+use saga_shared::events::{SagaEvent, Topic};
 use sqlx::PgConnection;
 
 use crate::api::NotificationKind;
@@ -27,40 +27,31 @@ impl Handler for Notifier {
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            let (order_id, customer, kind, message) = match event.topic {
-                Topic::OrderCreated => {
-                    let e: OrderCreated = event.decode()?;
-                    let msg = format!("We received your order of {} {}.", e.total, e.currency);
-                    (
-                        e.order_id,
-                        Some(e.customer_id),
-                        NotificationKind::Received,
-                        msg,
-                    )
+            let (order_id, customer, kind, message) = match &event.event {
+                SagaEvent::OrderCreated(e) => (
+                    e.order_id,
+                    Some(&e.customer_id),
+                    NotificationKind::Received,
+                    format!("We received your order of {} {}.", e.total, e.currency),
+                ),
+                SagaEvent::InventoryUpdated(e) => (
+                    e.order_id,
+                    None,
+                    NotificationKind::Confirmed,
+                    "Your order is confirmed.".to_owned(),
+                ),
+                SagaEvent::OrderCancelled(e) => (
+                    e.order_id,
+                    Some(&e.customer_id),
+                    NotificationKind::Cancelled,
+                    format!("Your order was cancelled: {}.", e.reason),
+                ),
+                SagaEvent::PaymentCompleted(_)
+                | SagaEvent::PaymentFailed(_)
+                | SagaEvent::InventoryFailed(_)
+                | SagaEvent::PaymentRefunded(_) => {
+                    return Err(HandleError::not_consumed(event.topic()));
                 }
-                Topic::InventoryUpdated => {
-                    let e: InventoryUpdated = event.decode()?;
-                    (
-                        e.order_id,
-                        None,
-                        NotificationKind::Confirmed,
-                        "Your order is confirmed.".to_owned(),
-                    )
-                }
-                Topic::OrderCancelled => {
-                    let e: OrderCancelled = event.decode()?;
-                    let msg = format!("Your order was cancelled: {}.", e.reason);
-                    (
-                        e.order_id,
-                        Some(e.customer_id),
-                        NotificationKind::Cancelled,
-                        msg,
-                    )
-                }
-                other @ (Topic::PaymentCompleted
-                | Topic::PaymentFailed
-                | Topic::InventoryFailed
-                | Topic::PaymentRefunded) => return Err(HandleError::not_consumed(other)),
             };
             sqlx::query(
                 "INSERT INTO notifications (id, order_id, customer_id, kind, message, event_id) \

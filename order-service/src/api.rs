@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use saga_shared::Envelope;
+use saga_shared::domain::{CustomerId, Won};
 use saga_shared::events::{CURRENCY, LineItem, OrderCreated, Topic, topics};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use saga_shared::outbox;
@@ -15,16 +16,16 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::SOURCE;
-use crate::domain::{NewOrder, OrderRequest, OrderStatus};
+use crate::domain::{LineRequest, NewOrder, OrderRequest, OrderStatus};
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Order {
     pub id: Uuid,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub status: OrderStatus,
     pub items: Vec<LineItem>,
-    pub total: i64,
+    pub total: Won,
     pub currency: String,
     /// Why the order was cancelled (or is being compensated).
     pub reason: Option<String>,
@@ -72,7 +73,15 @@ pub fn router(pool: PgPool) -> Router {
         description = "Takes orders and follows their saga"
     ),
     paths(create_order, get_order, list_orders),
-    components(schemas(Order, TimelineEntry, OrderRequest, LineItem, OrderStatus, Problem))
+    components(schemas(
+        Order,
+        TimelineEntry,
+        OrderRequest,
+        LineRequest,
+        LineItem,
+        OrderStatus,
+        Problem
+    ))
 )]
 struct ApiDoc;
 
@@ -199,10 +208,10 @@ type TimelineRow = (String, Uuid, DateTime<Utc>, String, Option<String>);
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
-    customer_id: String,
+    customer_id: CustomerId,
     status: String,
     items: sqlx::types::Json<Vec<LineItem>>,
-    total: i64,
+    total: Won,
     currency: String,
     reason: Option<String>,
     created_at: DateTime<Utc>,

@@ -1,31 +1,22 @@
 //! Order domain types: validated input and the saga state machine.
 
-use saga_shared::events::{LineItem, Topic};
+use saga_shared::domain::{CustomerId, DomainError, MAX_ITEMS, MAX_UNIT_PRICE, Quantity, Sku, Won};
+use saga_shared::events::{LineItem, Topic, lines_total};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Largest quantity of one line.
-pub const MAX_QUANTITY: i64 = 1_000;
-/// Largest unit price, in won.
-pub const MAX_UNIT_PRICE: i64 = 10_000_000;
-/// Most lines in one order.
-pub const MAX_ITEMS: usize = 100;
-
-/// Why an order request is invalid (answered 422).
+/// Why an order request is invalid (answered 422). The value rules are the shared domain types'.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValidationError {
-    #[error("customer_id must not be empty")]
-    EmptyCustomer,
-    #[error("customer_id must be at most 64 characters of letters, digits, '-' or '_'")]
-    BadCustomer,
+    #[error("{0}")]
+    Customer(DomainError),
     #[error("items must not be empty")]
     NoItems,
     #[error("an order has at most {MAX_ITEMS} items")]
     TooManyItems,
-    #[error("items[{0}].sku must be 1 to 64 characters of letters, digits or '_'")]
-    BadSku(usize),
-    #[error("items[{0}].quantity must be between 1 and {MAX_QUANTITY}")]
-    BadQuantity(usize),
+    /// Line `index` breaks a rule.
+    #[error("items[{index}].{error}")]
+    Line { index: usize, error: DomainError },
     #[error("items[{0}].unit_price must be between 1 and {MAX_UNIT_PRICE}")]
     BadPrice(usize),
     #[error("currency must be KRW")]
@@ -38,33 +29,37 @@ pub enum ValidationError {
 pub struct OrderRequest {
     #[schema(example = "alice")]
     pub customer_id: String,
-    pub items: Vec<LineItem>,
+    pub items: Vec<LineRequest>,
     /// Optional; only `KRW` is accepted.
     #[serde(default)]
     pub currency: Option<String>,
 }
 
+/// One line of `POST /orders`, as sent (checked by [`NewOrder::parse`]).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    #[schema(example = "LATTE")]
+    pub sku: String,
+    /// 1 to 1000.
+    #[schema(example = 2)]
+    pub quantity: i64,
+    /// In won, 1 to 10,000,000.
+    #[schema(example = 5000)]
+    pub unit_price: i64,
+}
+
 /// A validated order request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub items: Vec<LineItem>,
-    pub total: i64,
+    pub total: Won,
 }
 
 impl NewOrder {
     pub fn parse(req: OrderRequest) -> Result<Self, ValidationError> {
-        let customer = req.customer_id.trim();
-        if customer.is_empty() {
-            return Err(ValidationError::EmptyCustomer);
-        }
-        if customer.len() > 64
-            || !customer
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(ValidationError::BadCustomer);
-        }
+        let customer_id = CustomerId::parse(&req.customer_id).map_err(ValidationError::Customer)?;
         if let Some(c) = &req.currency
             && c != saga_shared::events::CURRENCY
         {
@@ -76,29 +71,30 @@ impl NewOrder {
         if req.items.len() > MAX_ITEMS {
             return Err(ValidationError::TooManyItems);
         }
-        let mut total = 0i64;
-        for (i, item) in req.items.iter().enumerate() {
-            let sku_ok = !item.sku.is_empty()
-                && item.sku.len() <= 64
-                && item
-                    .sku
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !sku_ok {
-                return Err(ValidationError::BadSku(i));
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                return Err(ValidationError::BadQuantity(i));
-            }
-            if !(1..=MAX_UNIT_PRICE).contains(&item.unit_price) {
-                return Err(ValidationError::BadPrice(i));
-            }
-            // Bounded by MAX_ITEMS * MAX_QUANTITY * MAX_UNIT_PRICE = 1e12: no overflow.
-            total += item.quantity * item.unit_price;
-        }
+        let items = req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(index, line)| {
+                let at = |error| ValidationError::Line { index, error };
+                let sku = Sku::parse(&line.sku).map_err(at)?;
+                let quantity = Quantity::parse(line.quantity).map_err(at)?;
+                let unit_price = Won::parse(line.unit_price)
+                    .ok()
+                    .filter(|p| p.get() <= MAX_UNIT_PRICE)
+                    .ok_or(ValidationError::BadPrice(index))?;
+                Ok(LineItem {
+                    sku,
+                    quantity,
+                    unit_price,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // At most MAX_ITEMS lines of MAX_QUANTITY at MAX_UNIT_PRICE: always an amount.
+        let total = lines_total(&items).expect("bounded lines add up to an amount");
         Ok(Self {
-            customer_id: customer.to_owned(),
-            items: req.items,
+            customer_id,
+            items,
             total,
         })
     }
@@ -164,12 +160,14 @@ impl OrderStatus {
 mod tests {
     use super::*;
 
+    use saga_shared::domain::MAX_QUANTITY;
+
     fn req(customer: &str, items: Vec<(&str, i64, i64)>) -> OrderRequest {
         OrderRequest {
             customer_id: customer.into(),
             items: items
                 .into_iter()
-                .map(|(s, q, p)| LineItem {
+                .map(|(s, q, p)| LineRequest {
                     sku: s.into(),
                     quantity: q,
                     unit_price: p,
@@ -183,23 +181,36 @@ mod tests {
     fn valid_order_has_its_total() {
         let o =
             NewOrder::parse(req("alice", vec![("LATTE", 2, 5000), ("MOCHA", 1, 5500)])).unwrap();
-        assert_eq!(o.total, 15500);
+        assert_eq!(o.total.get(), 15500);
     }
 
     #[test]
     fn invalid_orders_are_rejected_with_the_reason() {
         use ValidationError::*;
+        let line = |index, error| Line { index, error };
         let cases = [
-            (req("", vec![("LATTE", 1, 1)]), EmptyCustomer),
-            (req("   ", vec![("LATTE", 1, 1)]), EmptyCustomer),
-            (req("a b", vec![("LATTE", 1, 1)]), BadCustomer),
+            (
+                req("", vec![("LATTE", 1, 1)]),
+                Customer(DomainError::EmptyCustomer),
+            ),
+            (
+                req("   ", vec![("LATTE", 1, 1)]),
+                Customer(DomainError::EmptyCustomer),
+            ),
+            (
+                req("a b", vec![("LATTE", 1, 1)]),
+                Customer(DomainError::BadCustomer),
+            ),
             (req("alice", vec![]), NoItems),
-            (req("alice", vec![("", 1, 1)]), BadSku(0)),
+            (req("alice", vec![("", 1, 1)]), line(0, DomainError::BadSku)),
             (
                 req("alice", vec![("LATTE", 1, 1), ("LATTE", 0, 1)]),
-                BadQuantity(1),
+                line(1, DomainError::BadQuantity),
             ),
-            (req("alice", vec![("LATTE", -3, 1)]), BadQuantity(0)),
+            (
+                req("alice", vec![("LATTE", -3, 1)]),
+                line(0, DomainError::BadQuantity),
+            ),
             (req("alice", vec![("LATTE", 1, 0)]), BadPrice(0)),
             (
                 req("alice", vec![("LATTE", 1, MAX_UNIT_PRICE + 1)]),
@@ -207,7 +218,7 @@ mod tests {
             ),
             (
                 req("alice", vec![("LATTE", MAX_QUANTITY + 1, 1)]),
-                BadQuantity(0),
+                line(0, DomainError::BadQuantity),
             ),
         ];
         for (r, expected) in cases {

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
+use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -44,4 +45,5 @@ impl SagaService for OrderService {
     const ROUTER: fn(PgPool) -> Router = api::router;
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::OrderSaga;
+    const PUBLISHES: &'static [Topic] = &[Topic::OrderCreated, Topic::OrderCancelled];
 }

@@ -2,10 +2,8 @@
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
-use saga_shared::events::{
-    InventoryFailed, InventoryUpdated, OrderCancelled, PaymentCompleted, PaymentFailed,
-    PaymentRefunded, Topic, topics,
-};
+use saga_shared::domain::CustomerId;
+use saga_shared::events::{OrderCancelled, SagaEvent, Topic, topics};
 use saga_shared::outbox;
 use sqlx::PgConnection;
 
@@ -37,35 +35,20 @@ impl Handler for OrderSaga {
 }
 
 async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
-    // Decoding validates the payload against its topic's schema. `detail` goes to the timeline;
+    // The runner decoded the payload by its topic. `detail` goes to the timeline;
     // `cause` is why the order fails, if the event says so.
-    let (detail, cause): (String, Option<String>) = match event.topic {
-        Topic::PaymentCompleted => {
-            let e: PaymentCompleted = event.decode()?;
-            (format!("charged {} {}", e.amount, e.currency), None)
-        }
-        Topic::PaymentFailed => {
-            let reason = event.decode::<PaymentFailed>()?.reason;
-            (reason.clone(), Some(reason))
-        }
-        Topic::InventoryUpdated => {
-            event.decode::<InventoryUpdated>()?;
-            ("stock reserved".into(), None)
-        }
-        Topic::InventoryFailed => {
-            let reason = event.decode::<InventoryFailed>()?.reason;
-            (reason.clone(), Some(reason))
-        }
-        Topic::PaymentRefunded => {
-            let e: PaymentRefunded = event.decode()?;
-            (format!("refunded {}", e.amount), Some(e.reason))
-        }
-        other @ (Topic::OrderCreated | Topic::OrderCancelled) => {
-            return Err(HandleError::not_consumed(other));
+    let (detail, cause): (String, Option<&str>) = match &event.event {
+        SagaEvent::PaymentCompleted(e) => (format!("charged {} {}", e.amount, e.currency), None),
+        SagaEvent::PaymentFailed(e) => (e.reason.clone(), Some(&e.reason)),
+        SagaEvent::InventoryUpdated(_) => ("stock reserved".into(), None),
+        SagaEvent::InventoryFailed(e) => (e.reason.clone(), Some(&e.reason)),
+        SagaEvent::PaymentRefunded(e) => (format!("refunded {}", e.amount), Some(&e.reason)),
+        SagaEvent::OrderCreated(_) | SagaEvent::OrderCancelled(_) => {
+            return Err(HandleError::not_consumed(event.topic()));
         }
     };
     let order_id = event.envelope.correlation_id;
-    let row: Option<(String, String, Option<String>)> =
+    let row: Option<(String, CustomerId, Option<String>)> =
         sqlx::query_as("SELECT status, customer_id, reason FROM orders WHERE id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *conn)
@@ -75,12 +58,14 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
     };
     let current = OrderStatus::parse(&status)
         .ok_or_else(|| HandleError::Transient(format!("order {order_id} has status {status}")))?;
-    let next = current.on_event(event.topic);
+    let next = current.on_event(event.topic());
     let after = next.unwrap_or(current);
     // The order keeps the first cause it learns (events may arrive in any order, but every
     // failure event of one saga names the same root cause).
     let new_reason = match (next, &reason) {
-        (Some(OrderStatus::Cancelled | OrderStatus::Compensating), None) => cause.clone(),
+        (Some(OrderStatus::Cancelled | OrderStatus::Compensating), None) => {
+            cause.map(str::to_owned)
+        }
         (_, r) => r.clone(),
     };
     // Timeline entry and status change in one statement.
@@ -92,7 +77,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
          WHERE id = $1 AND $8",
     )
     .bind(order_id)
-    .bind(event.topic.name())
+    .bind(event.topic().name())
     .bind(event.envelope.id)
     .bind(event.envelope.time)
     .bind(after.as_str())

@@ -4,6 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
+use saga_shared::domain::CustomerId;
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -138,16 +139,8 @@ pub async fn get_wallet(
     State(pool): State<PgPool>,
     ApiPath(customer_id): ApiPath<String>,
 ) -> Result<ApiJson<Wallet>, ApiError> {
-    if customer_id.is_empty()
-        || customer_id.len() > 64
-        || !customer_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(
-            "customer_id must be 1 to 64 letters, digits, '-' or '_'".into(),
-        ));
-    }
+    let customer_id =
+        CustomerId::parse(&customer_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     sqlx::query_as(
         "SELECT customer_id, balance, currency, updated_at FROM wallets WHERE customer_id = $1",
     )

@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use saga_shared::config::CommonConfig;
+use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
 /// The `ce_source` of events this service publishes.
@@ -43,4 +44,9 @@ impl SagaService for PaymentService {
     const ROUTER: fn(PgPool) -> Router = api::router;
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::PaymentSaga;
+    const PUBLISHES: &'static [Topic] = &[
+        Topic::PaymentCompleted,
+        Topic::PaymentFailed,
+        Topic::PaymentRefunded,
+    ];
 }

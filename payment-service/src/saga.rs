@@ -2,9 +2,11 @@
 
 use futures_util::future::BoxFuture;
 use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::domain::{CustomerId, Won};
+use saga_shared::envelope::Envelope;
 use saga_shared::events::{
     CURRENCY, InventoryFailed, OrderCreated, PaymentCompleted, PaymentFailed, PaymentRefunded,
-    Topic,
+    SagaEvent, Topic, lines_total,
 };
 use saga_shared::outbox;
 use sqlx::PgConnection;
@@ -28,34 +30,27 @@ impl Handler for PaymentSaga {
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
-            match event.topic {
-                Topic::OrderCreated => charge(conn, event).await,
-                Topic::InventoryFailed => refund(conn, event).await,
-                other @ (Topic::PaymentCompleted
-                | Topic::PaymentFailed
-                | Topic::InventoryUpdated
-                | Topic::PaymentRefunded
-                | Topic::OrderCancelled) => Err(HandleError::not_consumed(other)),
+            let envelope = &event.envelope;
+            match &event.event {
+                SagaEvent::OrderCreated(order) => charge(conn, envelope, order).await,
+                SagaEvent::InventoryFailed(failed) => refund(conn, envelope, failed).await,
+                SagaEvent::PaymentCompleted(_)
+                | SagaEvent::PaymentFailed(_)
+                | SagaEvent::InventoryUpdated(_)
+                | SagaEvent::PaymentRefunded(_)
+                | SagaEvent::OrderCancelled(_) => Err(HandleError::not_consumed(event.topic())),
             }
         })
     }
 }
 
-async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
-    let order: OrderCreated = event.decode()?;
-    if order.total <= 0 || order.items.is_empty() {
-        return Err(HandleError::Invalid(format!(
-            "order total {} is not payable",
-            order.total
-        )));
-    }
+async fn charge(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    order: &OrderCreated,
+) -> Result<(), HandleError> {
     // The charge is the total; it must be what the lines add up to, or the event is invalid.
-    let lines = order.items.iter().try_fold(0i64, |sum, item| {
-        item.quantity
-            .checked_mul(item.unit_price)
-            .and_then(|line| sum.checked_add(line))
-    });
-    if lines != Some(order.total) {
+    if lines_total(&order.items) != Some(order.total) {
         return Err(HandleError::Invalid(format!(
             "order total {} does not match its lines",
             order.total
@@ -97,12 +92,12 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
         let completed = PaymentCompleted {
             order_id: order.order_id,
             payment_id,
-            customer_id: order.customer_id,
+            customer_id: order.customer_id.clone(),
             amount: order.total,
-            currency: order.currency,
-            items: order.items,
+            currency: order.currency.clone(),
+            items: order.items.clone(),
         };
-        let env = event.envelope.next::<PaymentCompleted>(SOURCE);
+        let env = envelope.next::<PaymentCompleted>(SOURCE);
         outbox::enqueue(conn, &env, &completed).await?;
         metrics::counter!("payments_total", "outcome" => "captured").increment(1);
         return Ok(());
@@ -128,18 +123,22 @@ async fn charge(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
         .await?;
     let failed = PaymentFailed {
         order_id: order.order_id,
-        customer_id: order.customer_id,
+        customer_id: order.customer_id.clone(),
         reason,
     };
-    let env = event.envelope.next::<PaymentFailed>(SOURCE);
+    let env = envelope.next::<PaymentFailed>(SOURCE);
     outbox::enqueue(conn, &env, &failed).await?;
     metrics::counter!("payments_total", "outcome" => "failed").increment(1);
     Ok(())
 }
 
-async fn refund(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
-    let failed: InventoryFailed = event.decode()?;
-    let payment: Option<(Uuid, String, i64, String)> = sqlx::query_as(
+async fn refund(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    failed: &InventoryFailed,
+) -> Result<(), HandleError> {
+    // The row holds values that were checked when they were written.
+    let payment: Option<(Uuid, CustomerId, Won, String)> = sqlx::query_as(
         "SELECT id, customer_id, amount, status FROM payments WHERE order_id = $1 FOR UPDATE",
     )
     .bind(failed.order_id)
@@ -174,9 +173,9 @@ async fn refund(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleE
         payment_id,
         customer_id,
         amount,
-        reason: failed.reason,
+        reason: failed.reason.clone(),
     };
-    let env = event.envelope.next::<PaymentRefunded>(SOURCE);
+    let env = envelope.next::<PaymentRefunded>(SOURCE);
     outbox::enqueue(conn, &env, &refunded).await?;
     metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
     Ok(())

@@ -3,7 +3,29 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+
+/// The tables every service's database has, written once: the outbox and the consumed events
+/// (`migrations/shared`, version 1).
+static SAGA_TABLES: Migrator = sqlx::migrate!("../migrations/shared");
+
+/// A service's whole schema: the shared tables, then its `own` migrations (from version 2).
+///
+/// # Panics
+/// When `own` reuses a version of the shared tables (a mistake caught by any test that builds
+/// the service).
+pub fn migrator(own: &Migrator) -> Migrator {
+    let migrations: Vec<_> = SAGA_TABLES.iter().chain(own.iter()).cloned().collect();
+    for shared in SAGA_TABLES.iter() {
+        assert!(
+            !own.version_exists(shared.version),
+            "migration {} is the shared tables' version; a service's own migrations start after it",
+            shared.version
+        );
+    }
+    Migrator::with_migrations(migrations)
+}
 
 /// A pool that fails fast when the database is gone, so callers can retry on their own terms.
 /// It opens `min_connections` before it returns and keeps them open, so that the first requests

@@ -4,45 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The saga's event topics: the contract between the services. A service declares the topics it
-/// consumes as `Topic`s and matches on them without a catch-all, so a topic added here makes
-/// every service decide about it before it compiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Topic {
-    OrderCreated,
-    PaymentCompleted,
-    PaymentFailed,
-    InventoryUpdated,
-    InventoryFailed,
-    PaymentRefunded,
-    OrderCancelled,
-}
+use crate::domain::{CustomerId, Quantity, Sku, Won};
 
 impl Topic {
-    /// Every topic, in the order of the saga.
-    pub const ALL: [Topic; 7] = [
-        Topic::OrderCreated,
-        Topic::PaymentCompleted,
-        Topic::PaymentFailed,
-        Topic::InventoryUpdated,
-        Topic::InventoryFailed,
-        Topic::PaymentRefunded,
-        Topic::OrderCancelled,
-    ];
-
-    /// The topic's name on the broker, which is also the CloudEvents `ce_type` of its events.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Topic::OrderCreated => "order.created",
-            Topic::PaymentCompleted => "payment.completed",
-            Topic::PaymentFailed => "payment.failed",
-            Topic::InventoryUpdated => "inventory.updated",
-            Topic::InventoryFailed => "inventory.failed",
-            Topic::PaymentRefunded => "payment.refunded",
-            Topic::OrderCancelled => "order.cancelled",
-        }
-    }
-
     /// The topic named `name`, if it is one of the saga's.
     pub fn parse(name: &str) -> Option<Topic> {
         Topic::ALL.into_iter().find(|t| t.name() == name)
@@ -97,22 +61,36 @@ pub mod topics {
 /// The only currency the demo wallets hold.
 pub const CURRENCY: &str = "KRW";
 
-/// One line of an order; amounts are in minor units of the currency (KRW has none, so won).
+/// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
-    pub sku: String,
-    pub quantity: i64,
-    pub unit_price: i64,
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Won,
+}
+
+impl LineItem {
+    /// `quantity * unit_price`, if it is still an amount.
+    pub fn amount(&self) -> Option<Won> {
+        self.unit_price.times(self.quantity)
+    }
+}
+
+/// What `items` add up to; `None` when there are none or the sum is not an amount.
+pub fn lines_total(items: &[LineItem]) -> Option<Won> {
+    let (first, rest) = items.split_first()?;
+    rest.iter()
+        .try_fold(first.amount()?, |sum, item| sum.plus(item.amount()?))
 }
 
 /// `order.created`: an order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCreated {
     pub order_id: Uuid,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub items: Vec<LineItem>,
-    pub total: i64,
+    pub total: Won,
     pub currency: String,
 }
 
@@ -121,8 +99,8 @@ pub struct OrderCreated {
 pub struct PaymentCompleted {
     pub order_id: Uuid,
     pub payment_id: Uuid,
-    pub customer_id: String,
-    pub amount: i64,
+    pub customer_id: CustomerId,
+    pub amount: Won,
     pub currency: String,
     pub items: Vec<LineItem>,
 }
@@ -131,7 +109,7 @@ pub struct PaymentCompleted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentFailed {
     pub order_id: Uuid,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub reason: String,
 }
 
@@ -155,8 +133,8 @@ pub struct InventoryFailed {
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub payment_id: Uuid,
-    pub customer_id: String,
-    pub amount: i64,
+    pub customer_id: CustomerId,
+    pub amount: Won,
     /// Why the saga compensated (the reason of the `inventory.failed` that caused the refund).
     pub reason: String,
 }
@@ -165,7 +143,7 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     pub reason: String,
 }
 
@@ -176,24 +154,85 @@ pub trait Event: Serialize + serde::de::DeserializeOwned {
     fn order_id(&self) -> Uuid;
 }
 
-macro_rules! event {
-    ($ty:ty, $topic:expr) => {
-        impl Event for $ty {
-            const TOPIC: Topic = $topic;
+/// The saga's contract from one list: each event type with its topic's name. It declares the
+/// [`Topic`] enum, [`Topic::ALL`] and [`Topic::name`], each payload type's [`Event::TOPIC`], and
+/// [`SagaEvent`], the decoded form of a record.
+macro_rules! saga_contract {
+    ($($name:ident => $topic:literal),* $(,)?) => {
+        /// The saga's event topics: the contract between the services. A service declares the
+        /// topics it consumes as `Topic`s and matches on [`SagaEvent`] without a catch-all, so a
+        /// topic added here makes every service decide about it before it compiles.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Topic {
+            $($name,)*
+        }
+
+        impl Topic {
+            /// Every topic, in the order of the saga.
+            pub const ALL: [Topic; [$(Topic::$name),*].len()] = [$(Topic::$name),*];
+
+            /// The topic's name on the broker, which is also the CloudEvents `ce_type` of its
+            /// events.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Topic::$name => $topic,)*
+                }
+            }
+        }
+
+        $(impl Event for $name {
+            const TOPIC: Topic = Topic::$name;
             fn order_id(&self) -> Uuid {
                 self.order_id
+            }
+        }
+
+        impl From<$name> for SagaEvent {
+            fn from(e: $name) -> Self {
+                SagaEvent::$name(e)
+            }
+        })*
+
+        /// A record's payload decoded by its topic: what a service's handler receives.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SagaEvent {
+            $($name($name),)*
+        }
+
+        impl SagaEvent {
+            /// Decodes `payload` as the event type of `topic`: every field's rule is checked
+            /// (see [`crate::domain`]), so a forged value fails here.
+            pub fn decode(topic: Topic, payload: &[u8]) -> Result<Self, serde_json::Error> {
+                Ok(match topic {
+                    $(Topic::$name => SagaEvent::$name(serde_json::from_slice(payload)?),)*
+                })
+            }
+
+            pub fn topic(&self) -> Topic {
+                match self {
+                    $(SagaEvent::$name(_) => Topic::$name,)*
+                }
+            }
+
+            /// The order the event belongs to (also the record key and `ce_correlationid`).
+            pub fn order_id(&self) -> Uuid {
+                match self {
+                    $(SagaEvent::$name(e) => e.order_id,)*
+                }
             }
         }
     };
 }
 
-event!(OrderCreated, Topic::OrderCreated);
-event!(PaymentCompleted, Topic::PaymentCompleted);
-event!(PaymentFailed, Topic::PaymentFailed);
-event!(InventoryUpdated, Topic::InventoryUpdated);
-event!(InventoryFailed, Topic::InventoryFailed);
-event!(PaymentRefunded, Topic::PaymentRefunded);
-event!(OrderCancelled, Topic::OrderCancelled);
+saga_contract! {
+    OrderCreated => "order.created",
+    PaymentCompleted => "payment.completed",
+    PaymentFailed => "payment.failed",
+    InventoryUpdated => "inventory.updated",
+    InventoryFailed => "inventory.failed",
+    PaymentRefunded => "payment.refunded",
+    OrderCancelled => "order.cancelled",
+}
 
 #[cfg(test)]
 mod tests {
@@ -203,17 +242,28 @@ mod tests {
     fn order_created_round_trips_and_rejects_unknown_line_fields() {
         let ev = OrderCreated {
             order_id: Uuid::now_v7(),
-            customer_id: "alice".into(),
+            customer_id: CustomerId::parse("alice").unwrap(),
             items: vec![LineItem {
-                sku: "LATTE".into(),
-                quantity: 2,
-                unit_price: 5000,
+                sku: Sku::parse("LATTE").unwrap(),
+                quantity: Quantity::parse(2).unwrap(),
+                unit_price: Won::parse(5000).unwrap(),
             }],
-            total: 10000,
+            total: Won::parse(10000).unwrap(),
             currency: CURRENCY.into(),
         };
         let json = serde_json::to_vec(&ev).unwrap();
         assert_eq!(serde_json::from_slice::<OrderCreated>(&json).unwrap(), ev);
+        assert_eq!(
+            SagaEvent::decode(Topic::OrderCreated, &json).unwrap(),
+            SagaEvent::OrderCreated(ev.clone())
+        );
+        assert_eq!(lines_total(&ev.items), Some(ev.total));
+        // The same bytes are not a payment.completed; a forged quantity is not an order.
+        assert!(SagaEvent::decode(Topic::PaymentCompleted, &json).is_err());
+        let forged = String::from_utf8(json)
+            .unwrap()
+            .replace(r#""quantity":2"#, r#""quantity":0"#);
+        assert!(SagaEvent::decode(Topic::OrderCreated, forged.as_bytes()).is_err());
         let bad = r#"{"sku":"LATTE","quantity":1,"unit_price":1,"extra":1}"#;
         assert!(serde_json::from_str::<LineItem>(bad).is_err());
     }

@@ -1,7 +1,8 @@
 //! What the four saga services share, so that each service only writes its domain code.
 //!
 //! A tour, in the order an event travels:
-//! - [`events`]: topic names and the typed JSON payload of every event.
+//! - [`events`]: the topics and the typed JSON payload of every event ([`events::SagaEvent`]).
+//! - [`domain`]: the value types those payloads and the HTTP input are made of.
 //! - [`envelope`]: the CloudEvents 1.0 binary-mode headers every record carries.
 //! - [`outbox`]: the transactional outbox (write state and event in one transaction) and the
 //!   [`outbox::OutboxRelay`] that publishes it (LISTEN/NOTIFY wake-up plus polling).
@@ -13,13 +14,15 @@
 //! - [`http`]: the RFC 9457 problem+json error type, extractors and the common middleware stack.
 //! - [`telemetry`]: tracing setup and the process-wide Prometheus recorder.
 //! - [`config`]: command-line / environment settings every service has.
-//! - [`service`]: [`service::ServiceHost`] runs the HTTP server, the relay and the consumers.
+//! - [`service`]: [`service::build`] makes a [`service::ServiceApp`] from a service's declaration: the HTTP server, the relay and the consumers.
 //! - [`shutdown`]: the shutdown signal shared by those tasks.
+//! - `testing` (feature `testing`): a service's endpoints and handler on a database of its own, for its fast tests.
 
 pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod dlq;
+pub mod domain;
 pub mod envelope;
 pub mod events;
 pub mod faults;
@@ -29,5 +32,7 @@ pub mod outbox;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use envelope::Envelope;

@@ -1,6 +1,6 @@
 //! The transactional outbox: state change and event commit together; the relay publishes later.
 //!
-//! Every service database has an `outbox` table (see `migrations/<service>/`). [`enqueue`] inserts
+//! Every service database has an `outbox` table (see `migrations/shared/`). [`enqueue`] inserts
 //! a row and `NOTIFY outbox` inside the caller's transaction, so the notification is delivered only
 //! when the transaction commits. [`OutboxRelay`] wakes on that notification (and polls as a
 //! fallback), claims rows with `FOR UPDATE SKIP LOCKED`, publishes them with the idempotent

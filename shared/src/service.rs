@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::config::CommonConfig;
 use crate::consumer::{ConsumerRunner, Handler};
+use crate::events::Topic;
 use crate::faults::Faults;
 use crate::outbox::OutboxRelay;
 use crate::shutdown::{self, Shutdown};
@@ -29,8 +30,13 @@ use crate::shutdown::{self, Shutdown};
 pub enum HostError {
     #[error("connecting to the database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error(
+        "the database was made by another version of this service (its migration {0} differs); \
+         start from an empty database (the lab: remove its data dir, or pass another --data-dir)"
+    )]
+    OtherSchema(i64),
     #[error("applying migrations: {0}")]
-    Migrate(#[from] MigrateError),
+    Migrate(MigrateError),
     #[error("creating the Kafka client: {0}")]
     Kafka(#[from] KafkaError),
     #[error("binding the HTTP port: {0}")]
@@ -107,7 +113,8 @@ pub trait SagaService: Send + Sync + 'static {
     const DEFAULT_PORT: u16;
     /// The name of its database (its role is [`SagaService::database_role`]).
     const DATABASE: &'static str;
-    /// Its schema (sqlx migrations).
+    /// Its own schema (sqlx migrations from version 2; [`crate::db::migrator`] puts the tables
+    /// every service has before them).
     const MIGRATOR: &'static Migrator;
     /// Its own HTTP endpoints, given its database pool.
     const ROUTER: fn(PgPool) -> Router;
@@ -115,6 +122,9 @@ pub trait SagaService: Send + Sync + 'static {
     const OPENAPI: fn() -> utoipa::openapi::OpenApi;
     /// Its reaction to the events it consumes, which declares the topics it subscribes to.
     type Handler: Handler + Default;
+    /// The topics it publishes to (through its outbox). Its tests check that it publishes
+    /// nothing else; the lab's dashboard draws the chain from these and the handlers' topics.
+    const PUBLISHES: &'static [Topic];
 
     /// The database role that owns [`SagaService::DATABASE`], e.g. `payment_service`.
     fn database_role() -> String {
@@ -122,24 +132,95 @@ pub trait SagaService: Send + Sync + 'static {
     }
 }
 
-/// Builds service `S` on `port` (0: a free one), with fault switches the caller may keep.
+/// Builds service `S` on `port` (0: a free one), with fault switches the caller may keep:
+/// connects to its database (applying its migrations) and the broker, binds its port, and lays
+/// out its HTTP server, outbox relay and consumers, ready to [`ServiceApp::run_until`].
 pub async fn build<S: SagaService>(
     common: &CommonConfig,
     port: u16,
     faults: Arc<Faults>,
 ) -> Result<ServiceApp, HostError> {
-    ServiceApp::build(common, S::MIGRATOR, |pool| ServiceParts {
-        name: S::NAME,
-        port,
-        routes: (S::ROUTER)(pool),
-        openapi: (S::OPENAPI)(),
-        consumption: Some(Consumption {
-            group: S::NAME,
-            handler: Arc::new(S::Handler::default()),
-        }),
-        faults,
+    // Install the metrics recorder before anything records.
+    let metrics = crate::telemetry::prometheus();
+    // One connection per consumer, one for the relay, one for HTTP requests.
+    let warm = common.consumers as u32 + 2;
+    let pool = crate::db::connect(&common.database_url, warm, common.db_max_connections).await?;
+    crate::db::migrator(S::MIGRATOR)
+        .run(&pool)
+        .await
+        .map_err(|e| match e {
+            MigrateError::VersionMismatch(v) | MigrateError::VersionMissing(v) => {
+                HostError::OtherSchema(v)
+            }
+            other => HostError::Migrate(other),
+        })?;
+    let producer = crate::kafka::producer(&common.brokers)?;
+    // A broker that is down is only a warning: the outbox holds events until it is back, and
+    // topics are auto-created.
+    if let Err(err) = crate::kafka::ensure_topics(&common.brokers, common.topic_partitions).await {
+        tracing::warn!(error = %err, "could not create topics; relying on auto-creation");
+    }
+    let listener = TcpListener::bind((common.host.as_str(), port)).await?;
+    let name = S::NAME;
+    let readiness = Arc::new(Readiness {
+        consumers: (0..common.consumers.max(1))
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect(),
+        producer: AtomicBool::new(false),
+        relay: Arc::new(AtomicBool::new(false)),
+    });
+    let probe = Probe {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        name,
+        readiness: readiness.clone(),
+    };
+    let openapi = Arc::new(document((S::OPENAPI)()));
+    let common_routes = Router::new()
+        .route(
+            "/health",
+            get(move || async move { Json(json!({"status": "ok", "service": name})) }),
+        )
+        .route("/ready", get(ready))
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .with_state(probe);
+    let router = crate::http::with_middleware((S::ROUTER)(pool.clone()).merge(common_routes));
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        producer.clone(),
+        Duration::from_millis(common.outbox_poll_ms),
+        name,
+    )
+    .with_listening_flag(readiness.relay.clone());
+    let handler: Arc<dyn Handler> = Arc::new(S::Handler::default());
+    let consumers = readiness
+        .consumers
+        .iter()
+        .map(|ready| ConsumerRunner {
+            group: name.to_owned(),
+            brokers: common.brokers.clone(),
+            pool: pool.clone(),
+            producer: producer.clone(),
+            handler: handler.clone(),
+            retry: common.retry_policy(),
+            faults: faults.clone(),
+            service: name,
+            ready: ready.clone(),
+        })
+        .collect();
+    Ok(ServiceApp {
+        name,
+        listener,
+        router,
+        relay,
+        consumers,
+        producer,
+        readiness,
     })
-    .await
 }
 
 /// Runs service `S` as its own binary does, until Ctrl-C or SIGTERM.
@@ -150,95 +231,8 @@ pub async fn serve<S: SagaService>(common: &CommonConfig, port: u16) -> Result<(
     Ok(())
 }
 
-/// The consumer group of a service and what it reacts to.
-pub struct Consumption {
-    pub group: &'static str,
-    /// Handles, and so declares, the topics the group subscribes to.
-    pub handler: Arc<dyn Handler>,
-}
-
-/// Database pool (migrated) and producer of a service, made before its routes.
-pub struct Backends {
-    pub pool: PgPool,
-    pub producer: FutureProducer,
-}
-
-impl Backends {
-    /// Connects, applies the migrations and creates the saga topics (a broker that is down is
-    /// only a warning: the outbox holds events until it is back, and topics are auto-created).
-    pub async fn connect(common: &CommonConfig, migrator: &Migrator) -> Result<Self, HostError> {
-        // One connection per consumer, one for the relay, one for HTTP requests.
-        let warm = common.consumers as u32 + 2;
-        let pool =
-            crate::db::connect(&common.database_url, warm, common.db_max_connections).await?;
-        migrator.run(&pool).await?;
-        let producer = crate::kafka::producer(&common.brokers)?;
-        if let Err(err) =
-            crate::kafka::ensure_topics(&common.brokers, common.topic_partitions).await
-        {
-            tracing::warn!(error = %err, "could not create topics; relying on auto-creation");
-        }
-        Ok(Self { pool, producer })
-    }
-}
-
-/// What a service brings to its host.
-pub struct ServiceParts {
-    /// Service name, e.g. `order-service` (metrics label, `/health`).
-    pub name: &'static str,
-    /// HTTP port; 0 picks a free one.
-    pub port: u16,
-    /// The service's own endpoints, state applied.
-    pub routes: Router,
-    pub openapi: utoipa::openapi::OpenApi,
-    /// What it consumes, if anything.
-    pub consumption: Option<Consumption>,
-    /// Fault switches handed to its consumers.
-    pub faults: Arc<Faults>,
-}
-
-/// A built service, bound to its port and ready to run: what [`build`] returns.
+/// A built service, bound to its port: its HTTP server, outbox relay and consumers, ready to run.
 pub struct ServiceApp {
-    host: ServiceHost,
-}
-
-impl ServiceApp {
-    /// Connects to the database (applying `migrator`) and the broker, then binds the service
-    /// that `describe` lays out given its pool.
-    pub async fn build(
-        common: &CommonConfig,
-        migrator: &Migrator,
-        describe: impl FnOnce(PgPool) -> ServiceParts,
-    ) -> Result<Self, HostError> {
-        let backends = Backends::connect(common, migrator).await?;
-        let pool = backends.pool.clone();
-        let host = ServiceHost::bind(common, backends, describe(pool)).await?;
-        Ok(Self { host })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.host.port()
-    }
-
-    /// What `/ready` reports, for waiting on it in-process.
-    pub fn readiness(&self) -> Arc<Readiness> {
-        self.host.readiness.clone()
-    }
-
-    pub async fn run_until<F>(self, signal: F) -> std::io::Result<()>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        self.host.run_until(signal).await
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.host.run_until_stopped().await
-    }
-}
-
-/// A running-to-be service.
-pub struct ServiceHost {
     name: &'static str,
     listener: TcpListener,
     router: Router,
@@ -256,91 +250,10 @@ struct Probe {
     readiness: Arc<Readiness>,
 }
 
-impl ServiceHost {
-    /// Binds `common.host:port` (port 0 picks a free port) and assembles the service.
-    pub async fn bind(
-        common: &CommonConfig,
-        backends: Backends,
-        parts: ServiceParts,
-    ) -> Result<Self, HostError> {
-        let ServiceParts {
-            name,
-            port,
-            routes,
-            openapi,
-            consumption,
-            faults,
-        } = parts;
-        // Install the recorder before anything records.
-        let metrics = crate::telemetry::prometheus();
-        let listener = TcpListener::bind((common.host.as_str(), port)).await?;
-        let Backends { pool, producer } = backends;
-        let consumer_count = if consumption.is_some() {
-            common.consumers.max(1)
-        } else {
-            0
-        };
-        let readiness = Arc::new(Readiness {
-            consumers: (0..consumer_count)
-                .map(|_| Arc::new(AtomicBool::new(false)))
-                .collect(),
-            producer: AtomicBool::new(false),
-            relay: Arc::new(AtomicBool::new(false)),
-        });
-        let probe = Probe {
-            pool: pool.clone(),
-            producer: producer.clone(),
-            name,
-            readiness: readiness.clone(),
-        };
-        let openapi = Arc::new(document(openapi));
-        let common_routes = Router::new()
-            .route(
-                "/health",
-                get(move || async move { Json(json!({"status": "ok", "service": name})) }),
-            )
-            .route("/ready", get(ready))
-            .route("/metrics", get(move || async move { metrics.render() }))
-            .route(
-                "/openapi.json",
-                get(move || async move { Json(openapi.as_ref().clone()) }),
-            )
-            .with_state(probe);
-        let router = crate::http::with_middleware(routes.merge(common_routes));
-        let relay = OutboxRelay::new(
-            pool.clone(),
-            producer.clone(),
-            Duration::from_millis(common.outbox_poll_ms),
-            name,
-        )
-        .with_listening_flag(readiness.relay.clone());
-        let consumers = match consumption {
-            None => Vec::new(),
-            Some(c) => readiness
-                .consumers
-                .iter()
-                .map(|ready| ConsumerRunner {
-                    group: c.group.to_owned(),
-                    brokers: common.brokers.clone(),
-                    pool: pool.clone(),
-                    producer: producer.clone(),
-                    handler: c.handler.clone(),
-                    retry: common.retry_policy(),
-                    faults: faults.clone(),
-                    service: name,
-                    ready: ready.clone(),
-                })
-                .collect(),
-        };
-        Ok(Self {
-            name,
-            listener,
-            router,
-            relay,
-            consumers,
-            producer,
-            readiness,
-        })
+impl ServiceApp {
+    /// What `/ready` reports, for waiting on it in-process.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

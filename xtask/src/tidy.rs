@@ -57,8 +57,9 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-const MEMBERS: [&str; 8] = [
+const MEMBERS: [&str; 9] = [
     "broker",
+    "lab-postgres",
     "saga-shared",
     "order-service",
     "payment-service",
@@ -68,14 +69,14 @@ const MEMBERS: [&str; 8] = [
     "xtask",
 ];
 
-/// The workspace crates that `manifest`'s `[dependencies]` names.
-fn workspace_dependencies(manifest: &Path) -> BTreeSet<String> {
+/// The workspace crates that `manifest`'s `section` (`[dependencies]`, ...) names.
+fn workspace_dependencies(manifest: &Path, section: &str) -> BTreeSet<String> {
     let text = std::fs::read_to_string(manifest).unwrap();
     let mut in_deps = false;
     let mut found = BTreeSet::new();
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_deps = line == "[dependencies]";
+            in_deps = line == section;
             continue;
         }
         if !in_deps {
@@ -94,7 +95,9 @@ fn workspace_dependencies(manifest: &Path) -> BTreeSet<String> {
 #[test]
 fn crate_dependencies_keep_the_layers() {
     let root = workspace_root();
-    let deps = |dir: &str| workspace_dependencies(&root.join(dir).join("Cargo.toml"));
+    let manifest = |dir: &str| root.join(dir).join("Cargo.toml");
+    let deps = |dir: &str| workspace_dependencies(&manifest(dir), "[dependencies]");
+    let dev_deps = |dir: &str| workspace_dependencies(&manifest(dir), "[dev-dependencies]");
     let none = BTreeSet::new();
     let shared_only: BTreeSet<String> = ["saga-shared".to_owned()].into();
     // The broker knows nothing of the shop; the shared crate knows no service and no broker.
@@ -105,6 +108,11 @@ fn crate_dependencies_keep_the_layers() {
         "saga-shared depends on no workspace crate"
     );
     assert_eq!(deps("xtask"), none, "xtask depends on no workspace crate");
+    assert_eq!(
+        deps("lab-postgres"),
+        none,
+        "lab-postgres depends on no workspace crate"
+    );
     // Services talk through events only: never to each other, never to the broker crate.
     for service in [
         "order-service",
@@ -116,6 +124,14 @@ fn crate_dependencies_keep_the_layers() {
             deps(service),
             shared_only,
             "{service} depends on saga-shared only"
+        );
+        // Its own tests bring a PostgreSQL server (and saga-shared's `testing`), nothing of the
+        // other services.
+        let test_support: BTreeSet<String> =
+            ["lab-postgres".to_owned(), "saga-shared".to_owned()].into();
+        assert!(
+            dev_deps(service).is_subset(&test_support),
+            "{service}'s tests depend on lab-postgres and saga-shared at most"
         );
     }
 }

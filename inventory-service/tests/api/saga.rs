@@ -1,0 +1,88 @@
+use saga_shared::domain::{CustomerId, Quantity, Sku, Won};
+use saga_shared::events::{LineItem, PaymentCompleted, SagaEvent, Topic, lines_total};
+use saga_shared::testing::TestApp;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::spawn_app;
+
+fn paid(lines: &[(&str, i64)]) -> PaymentCompleted {
+    let items: Vec<LineItem> = lines
+        .iter()
+        .map(|&(sku, q)| LineItem {
+            sku: Sku::parse(sku).unwrap(),
+            quantity: Quantity::parse(q).unwrap(),
+            unit_price: Won::parse(5000).unwrap(),
+        })
+        .collect();
+    PaymentCompleted {
+        order_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7(),
+        customer_id: CustomerId::parse("alice").unwrap(),
+        amount: lines_total(&items).unwrap(),
+        currency: "KRW".into(),
+        items,
+    }
+}
+
+async fn product(app: &TestApp, sku: &str) -> (i64, i64) {
+    let p: Value = app.get_json(&format!("/products/{sku}")).await;
+    (
+        p["stock"].as_i64().unwrap(),
+        p["reserved"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn every_line_is_reserved_once_and_shown_by_the_api() {
+    let (app, _pg) = spawn_app().await;
+    // The same SKU on two lines counts once: 2 + 3 lattes.
+    let event = paid(&[("LATTE", 2), ("MOCHA", 1), ("LATTE", 3)]);
+    app.handle("/payment-service", event.clone()).await.unwrap();
+    app.handle("/payment-service", event).await.unwrap();
+    assert_eq!(product(&app, "LATTE").await, (95, 5));
+    assert_eq!(product(&app, "MOCHA").await, (29, 1));
+    let topics: Vec<String> = app.outbox().await.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(topics, ["inventory.updated"]);
+}
+
+#[tokio::test]
+async fn a_shortage_reserves_nothing_and_says_which_line() {
+    let (app, _pg) = spawn_app().await;
+    app.handle("/payment-service", paid(&[("LATTE", 1), ("ICED_TEA", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(product(&app, "LATTE").await, (100, 0));
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].0, "inventory.failed");
+    assert_eq!(
+        outbox[0].1["reason"],
+        "out of stock: ICED_TEA (wanted 1, available 0)"
+    );
+    let res = app.get("/products/NOPE").await;
+    assert_eq!(res.status(), 404);
+}
+
+/// A payment.completed whose quantities could overflow a sum never reaches the handler: its
+/// payload does not decode (the consumer sends it to the DLQ).
+#[test]
+fn forged_quantities_fail_at_decode() {
+    let line = |q: i64| json!({"sku": "LATTE", "quantity": q, "unit_price": 1});
+    let forged = json!({
+        "order_id": Uuid::now_v7(), "payment_id": Uuid::now_v7(), "customer_id": "alice",
+        "amount": 5000, "currency": "KRW", "items": [line(i64::MAX), line(1)],
+    });
+    let err =
+        SagaEvent::decode(Topic::PaymentCompleted, forged.to_string().as_bytes()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("quantity must be between 1 and 1000"),
+        "{err}"
+    );
+    let honest = json!({
+        "order_id": Uuid::now_v7(), "payment_id": Uuid::now_v7(), "customer_id": "alice",
+        "amount": 2, "currency": "KRW", "items": [line(1), line(1)],
+    });
+    assert!(SagaEvent::decode(Topic::PaymentCompleted, honest.to_string().as_bytes()).is_ok());
+}

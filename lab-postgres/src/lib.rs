@@ -1,0 +1,597 @@
+//! The lab's throwaway PostgreSQL: a server started from the locally installed binaries as a
+//! child process, for the lab and for tests that want a real database of their own.
+//!
+//! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user. That
+//! user must be able to reach its files: when the data dir lies below a folder it cannot
+//! enter (any `0700` home such as `/root`, or what `mktemp -d` makes), the server's files live in
+//! `/var/lib/saga-lab/<id>/` instead, owned by `postgres`, and `<data-dir>/postgres` is a symbolic
+//! link to that folder, so the data stays between runs. The user's folders are never opened up.
+//!
+//! The server is started with a parent-death signal (`setpriv --pdeathsig`), so it stops even if
+//! the process that started it is killed. It is supervised while it starts: if it exits, the
+//! error carries the lines of its log that say why. A lock file (`postmaster.pid`) left behind by
+//! a killed server is handled: the start waits for the old server's processes to be gone (never
+//! touching a lock whose server is alive), then goes on.
+//!
+//! [`TempPostgres::fresh_database`] makes an empty database per test.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+/// Where the server's files go, as root, when the `postgres` user cannot reach the data dir.
+pub const RELOCATED_HOME: &str = "/var/lib/saga-lab";
+
+/// How long the lab waits for the processes of a killed server to be gone.
+const OLD_SERVER_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("`{cmd}` failed: {output}")]
+    Command { cmd: String, output: String },
+    #[error(
+        "the PostgreSQL server binaries (initdb, postgres) are not installed; install them with \
+         `apt-get install postgresql` (Debian, Ubuntu), or use a running server with --postgres-url"
+    )]
+    BinariesMissing,
+    #[error(
+        "running as root, the lab runs PostgreSQL as the `postgres` user, which does not exist; \
+         `apt-get install postgresql` creates it"
+    )]
+    NoPostgresUser,
+    #[error("`setpriv` is missing; install it with `apt-get install util-linux`")]
+    SetprivMissing,
+    #[error(
+        "cannot use {dir} for PostgreSQL's data: {reason}; choose another folder with --data-dir \
+         (or LAB_DATA_DIR)"
+    )]
+    DataDir { dir: PathBuf, reason: String },
+    #[error(
+        "an earlier PostgreSQL (PID {pids}) still runs on {dir} after {secs} s; stop it \
+         (`kill {pids}`) and start the lab again",
+        secs = OLD_SERVER_GRACE.as_secs()
+    )]
+    StillRunning { pids: String, dir: PathBuf },
+    #[error("PostgreSQL exited while starting ({status}):\n{lines}\n(full log: {log})")]
+    Exited {
+        status: String,
+        lines: String,
+        log: PathBuf,
+    },
+    #[error("PostgreSQL did not accept connections within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A PostgreSQL server this process started; stopped by [`TempPostgres::stop`] or on drop.
+#[derive(Debug)]
+pub struct TempPostgres {
+    child: Option<std::process::Child>,
+    port: u16,
+    password: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<(), PgError> {
+    let out = cmd.output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(PgError::Command {
+            cmd: format!("{cmd:?}"),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (there is a small window in which someone else may take it).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Finds a PostgreSQL server program: on `PATH`, or where Debian's and Ubuntu's `postgresql`
+/// packages put it (`/usr/lib/postgresql/<version>/bin`, newest version first), which is not on
+/// `PATH` by default.
+pub fn server_binary(program: &str) -> Option<PathBuf> {
+    if let Some(found) = find_on_path(program) {
+        return Some(found);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let candidate = e.path().join("bin").join(program);
+            candidate.is_file().then_some((version, candidate))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, path)| path)
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs a command as the `postgres` user (when root) with a parent-death signal.
+fn as_postgres(root: bool, program: &Path, cwd: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    if root {
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
+    }
+    c.args(["--pdeathsig=INT", "--"])
+        .arg(program)
+        .current_dir(cwd);
+    c
+}
+
+/// Whether the `postgres` user can enter `dir` (every folder above it must let it through).
+fn postgres_can_enter(dir: &Path) -> bool {
+    Command::new("setpriv")
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .args(["test", "-x"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The folder the server's files live in, for the lab folder `dir` (`<data-dir>/postgres`):
+/// `dir` itself, unless the lab runs as root and the `postgres` user cannot reach it; then a
+/// folder below [`RELOCATED_HOME`] that `dir` links to (see the module docs).
+fn server_home(dir: &Path, root: bool) -> Result<PathBuf, PgError> {
+    let unusable = |reason: String| PgError::DataDir {
+        dir: dir.to_owned(),
+        reason,
+    };
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| unusable(e.to_string()))?;
+    // Absolute: the `postgres` user must reach it from `/`, not from our working directory.
+    let parent = &parent.canonicalize()?;
+    let dir = &parent.join(dir.file_name().unwrap_or("postgres".as_ref()));
+    if !root {
+        std::fs::create_dir_all(dir)?;
+        return Ok(dir.canonicalize()?);
+    }
+    let postgres_owned = |path: &Path| -> Result<(), PgError> {
+        run(Command::new("chown").arg("postgres:postgres").arg(path))?;
+        run(Command::new("chmod").arg("0700").arg(path))
+    };
+    if let Ok(target) = std::fs::read_link(dir) {
+        // Relocated by an earlier run.
+        std::fs::create_dir_all(&target)?;
+        postgres_owned(&target)?;
+        return Ok(target);
+    }
+    if postgres_can_enter(parent) {
+        std::fs::create_dir_all(dir)?;
+        postgres_owned(dir)?;
+        return Ok(dir.canonicalize()?);
+    }
+    if dir.join("pgdata").join("PG_VERSION").exists() {
+        return Err(unusable(format!(
+            "its PostgreSQL data ({}) is below a folder the `postgres` user cannot enter; \
+             move the data dir elsewhere, or delete {} to start afresh",
+            dir.join("pgdata").display(),
+            dir.display()
+        )));
+    }
+    if dir.exists() {
+        // What a failed start left (an empty folder, a log): nothing worth keeping.
+        std::fs::remove_dir_all(dir)?;
+    }
+    let home = Path::new(RELOCATED_HOME);
+    std::fs::create_dir_all(home)?;
+    run(Command::new("chmod").arg("0755").arg(home))?;
+    let target = home.join(uuid::Uuid::new_v4().simple().to_string());
+    std::fs::create_dir_all(&target)?;
+    postgres_owned(&target)?;
+    std::os::unix::fs::symlink(&target, dir)?;
+    Ok(target)
+}
+
+/// Live processes whose working directory is `data_dir`: a server and its backends (PostgreSQL
+/// works in its data directory). Zombies, which no longer hold anything, are left out.
+fn processes_in(data_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data_dir)
+                && !is_zombie(*pid)
+        })
+        .collect()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Before starting on `data_dir`: if a server's lock file is there, waits (up to
+/// [`OLD_SERVER_GRACE`]) until no process of that server is left, then removes the lock, which
+/// is stale by then. PostgreSQL removes a stale lock itself, except when the PID written in it
+/// has been taken by another process or is an unreaped zombie, as after a `kill -9` in a
+/// container whose first process does not reap.
+async fn clear_stale_lock(data_dir: &Path) -> Result<(), PgError> {
+    let lock = data_dir.join("postmaster.pid");
+    if !lock.exists() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + OLD_SERVER_GRACE;
+    loop {
+        let pids = processes_in(data_dir);
+        if pids.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+            return Err(PgError::StillRunning {
+                pids: pids.join(" "),
+                dir: data_dir.to_owned(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match std::fs::remove_file(&lock) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The lines of the server's log from byte `from` on that say why it stopped.
+fn log_excerpt(log: &Path, from: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let _ = f.seek(SeekFrom::Start(from));
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let telling: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            ["FATAL", "ERROR", "PANIC", "HINT", "DETAIL", "could not"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .collect();
+    let chosen = if telling.is_empty() {
+        &lines[lines.len().saturating_sub(10)..]
+    } else {
+        &telling[..]
+    };
+    chosen
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl TempPostgres {
+    /// Starts a server on `dir/pgdata` (running `initdb` first if it is empty) on `port` (0 picks
+    /// a free one), with extra `name=value` `settings`. The superuser is `postgres` with a
+    /// password kept in `dir/superuser.pw`.
+    pub async fn start(dir: &Path, port: u16, settings: &[String]) -> Result<Self, PgError> {
+        let (Some(initdb), Some(postgres)) = (server_binary("initdb"), server_binary("postgres"))
+        else {
+            return Err(PgError::BinariesMissing);
+        };
+        if find_on_path("setpriv").is_none() {
+            return Err(PgError::SetprivMissing);
+        }
+        let root = is_root();
+        if root
+            && !Command::new("id")
+                .arg("postgres")
+                .output()?
+                .status
+                .success()
+        {
+            return Err(PgError::NoPostgresUser);
+        }
+        let dir = server_home(dir, root)?;
+        let data_dir = dir.join("pgdata");
+        let log = dir.join("postgres.log");
+        let pw_file = dir.join("superuser.pw");
+        let chown = |path: &Path| -> Result<(), PgError> {
+            if root {
+                run(Command::new("chown").arg("postgres:postgres").arg(path))?;
+            }
+            Ok(())
+        };
+        if !data_dir.join("PG_VERSION").exists() {
+            if data_dir.exists() {
+                // A half-made cluster from an interrupted initdb.
+                std::fs::remove_dir_all(&data_dir)?;
+            }
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(&pw_file, &password)?;
+            chown(&pw_file)?;
+            run(as_postgres(root, &initdb, &dir)
+                .arg("-D")
+                .arg(&data_dir)
+                .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                .arg(format!("--pwfile={}", pw_file.display())))?;
+        }
+        let password = std::fs::read_to_string(&pw_file)?.trim().to_owned();
+        clear_stale_lock(&data_dir).await?;
+        let port = if port == 0 { free_port()? } else { port };
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        chown(&log)?;
+        let log_start = log_file.metadata()?.len();
+        // A commit is written to the operating system before it is acknowledged
+        // (synchronous_commit=on), so an accepted order survives a killed lab (`kill -9`, OOM);
+        // nothing is forced to disk (fsync=off), which only a power loss can tell.
+        let child = as_postgres(root, &postgres, &dir)
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-p", &port.to_string()])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "full_page_writes=off",
+            ])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            // Consumers batch records in one transaction; a rare lock-order deadlock between two
+            // of them should cost milliseconds, not the default second.
+            .args(["-c", "deadlock_timeout=50ms"])
+            .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        let mut pg = Self {
+            child: Some(child),
+            port,
+            password,
+            data_dir,
+            log,
+        };
+        pg.wait_ready(Duration::from_secs(60), log_start).await?;
+        Ok(pg)
+    }
+
+    /// Waits until the server accepts connections; if it exits first, says why at once.
+    async fn wait_ready(&mut self, timeout: Duration, log_start: u64) -> Result<(), PgError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(conn) = PgConnection::connect(&self.admin_url("postgres")).await {
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(PgError::Exited {
+                    status: status.to_string(),
+                    lines: log_excerpt(&self.log, log_start),
+                    log: self.log.clone(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(PgError::NotReady(timeout, self.log.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Superuser URL of database `db`.
+    pub fn admin_url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
+    }
+
+    /// Stops the server (fast shutdown), waiting for it to exit.
+    pub async fn stop(mut self) {
+        self.stop_inner().await;
+    }
+
+    async fn stop_inner(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A server of its own for one test: in a temporary folder that is removed with it, started on a
+/// free port. Each test takes a [`TestServer::fresh_database`].
+#[derive(Debug)]
+pub struct TestServer {
+    server: Option<TempPostgres>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Result<Self, PgError> {
+        let dir = tempfile::Builder::new().prefix("lab-pg-test").tempdir()?;
+        // The folder is this test's own: let the `postgres` user (when root) enter it instead of
+        // relocating the server's files (which would outlive the test).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let server = TempPostgres::start(dir.path(), 0, &[]).await?;
+        Ok(Self {
+            server: Some(server),
+            _dir: dir,
+        })
+    }
+
+    /// A new, empty database; returns its superuser URL.
+    pub async fn fresh_database(&self) -> Result<String, PgError> {
+        let server = self.server.as_ref().expect("running until dropped");
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&server.admin_url("postgres")).await?;
+        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+        conn.close().await?;
+        Ok(server.admin_url(&name))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Stops the server (TempPostgres's drop) before its folder goes.
+        self.server.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_is_kept_while_a_process_works_in_the_data_dir_and_cleared_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().canonicalize().unwrap();
+        // Stands in for a backend outliving its killed postmaster: it works in the data dir.
+        let mut backend = Command::new("sleep")
+            .arg("60")
+            .current_dir(&data_dir)
+            .spawn()
+            .unwrap();
+        let lock = data_dir.join("postmaster.pid");
+        std::fs::write(&lock, format!("{}\n{}\n", backend.id(), data_dir.display())).unwrap();
+        assert_eq!(processes_in(&data_dir), vec![backend.id()]);
+
+        let waiting = tokio::spawn({
+            let data_dir = data_dir.clone();
+            async move { clear_stale_lock(&data_dir).await }
+        });
+        let still_waiting = tokio::time::timeout(Duration::from_millis(300), async {
+            while !waiting.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .is_err();
+        assert!(still_waiting, "waits while the old server's process lives");
+        assert!(lock.exists(), "a live server's lock is never removed");
+
+        backend.kill().unwrap();
+        backend.wait().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("done once the process is gone")
+            .unwrap()
+            .unwrap();
+        assert!(!lock.exists(), "the stale lock is removed");
+    }
+
+    #[test]
+    fn the_log_excerpt_keeps_the_lines_that_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("postgres.log");
+        std::fs::write(
+            &log,
+            "old run: FATAL something earlier\n\
+             LOG:  starting PostgreSQL 15\n\
+             FATAL:  lock file \"postmaster.pid\" already exists\n\
+             HINT:  Is another postmaster (PID 42) running?\n",
+        )
+        .unwrap();
+        let from = "old run: FATAL something earlier\n".len() as u64;
+        let excerpt = log_excerpt(&log, from);
+        assert_eq!(
+            excerpt,
+            "  FATAL:  lock file \"postmaster.pid\" already exists\n  \
+             HINT:  Is another postmaster (PID 42) running?"
+        );
+    }
+}

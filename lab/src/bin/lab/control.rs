@@ -1,0 +1,234 @@
+//! The commands that ask a running lab: its control API (`dlq`, `fault`, `stop`, `start`, `env`),
+//! its broker (`groups`), or run one more service next to it (`service`).
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use lab::Service;
+use serde_json::{Value, json};
+
+/// A running lab's control API (its dashboard).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LabApi {
+    /// The running lab's dashboard, whose API the command calls.
+    #[arg(
+        long = "dashboard-url",
+        env = "LAB_DASHBOARD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+}
+
+impl LabApi {
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        call(reqwest::Method::GET, &format!("{}{path}", self.url), None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        call(reqwest::Method::POST, &format!("{}{path}", self.url), body).await
+    }
+}
+
+/// The running lab's broker.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BrokerArg {
+    /// Kafka bootstrap servers of the running lab.
+    #[arg(long, env = "LAB_BROKERS", default_value = "127.0.0.1:9092")]
+    pub(crate) brokers: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqAction {
+    /// Print the records of `<topic>.dlq`.
+    List(DlqArgs),
+    /// Publish every record of `<topic>.dlq` to its original topic again.
+    Replay(DlqArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqArgs {
+    /// The original topic, e.g. order.created.
+    #[arg(long, env = "LAB_DLQ_TOPIC", default_value = "order.created")]
+    topic: String,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FaultArgs {
+    #[arg(env = "LAB_SERVICE", value_enum)]
+    service: Service,
+    /// Make every event handler attempt fail (retries, then the DLQ).
+    #[arg(long, env = "LAB_FAULT_FAIL", default_value_t = false)]
+    fail: bool,
+    /// Delay each event handler attempt by this many milliseconds.
+    #[arg(long, env = "LAB_FAULT_SLOW_MS", default_value_t = 0)]
+    slow_ms: u64,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceArg {
+    #[arg(env = "LAB_SERVICE", value_enum)]
+    service: Service,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupsArgs {
+    /// Only this group (default: every group).
+    #[arg(env = "LAB_GROUP")]
+    group: Option<String>,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServiceRunArgs {
+    #[arg(value_enum)]
+    service: Service,
+    /// HTTP port (default: the service's own, 8081-8084).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    #[command(flatten)]
+    common: saga_shared::config::CommonConfig,
+}
+
+/// `lab dlq list|replay`.
+pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List(a) => print_dlq(&a.lab.get(&format!("/api/dlq/{}", a.topic)).await?),
+        DlqAction::Replay(a) => {
+            let v = a
+                .lab
+                .post(&format!("/api/dlq/{}/replay", a.topic), None)
+                .await?;
+            println!(
+                "replayed {} record(s) of {} to {}",
+                v["replayed"], v["topic"], a.topic
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `lab fault`.
+pub(crate) async fn fault(a: FaultArgs) -> anyhow::Result<()> {
+    let body = json!({"fail_handlers": a.fail, "slow_ms": a.slow_ms});
+    let path = format!("/api/faults/{}", a.service.short_name());
+    let v = a.lab.post(&path, Some(body)).await?;
+    println!("{}: {v}", a.service.short_name());
+    Ok(())
+}
+
+/// `lab stop` / `lab start` (`action`).
+pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result<()> {
+    let path = format!("/api/services/{}/{action}", a.service.short_name());
+    println!("{}", a.lab.post(&path, None).await?);
+    Ok(())
+}
+
+/// `lab env`: a service's settings as shell exports.
+pub(crate) async fn env(a: ServiceArg) -> anyhow::Result<()> {
+    let status = a.lab.get("/api/status").await?;
+    let name = a.service.name();
+    let svc = status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .with_context(|| format!("the lab reports no {name}"))?;
+    for (var, value) in [
+        ("DATABASE_URL", &svc["database_url"]),
+        ("KAFKA_BROKERS", &status["brokers"]),
+    ] {
+        println!("export {var}='{}'", value.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `lab groups`.
+pub(crate) async fn groups(a: GroupsArgs) -> anyhow::Result<()> {
+    let groups = lab::groups::describe(&a.broker.brokers, a.group.as_deref()).await?;
+    let text: String = groups.iter().map(|g| format!("{g}\n")).collect();
+    print_out(&text)
+}
+
+/// `lab service`: the same service its own binary runs (`saga_shared::service::build`), in this
+/// process.
+pub(crate) async fn run_service(a: ServiceRunArgs) -> anyhow::Result<()> {
+    saga_shared::telemetry::init_tracing("info");
+    let svc = a.service;
+    let port = a.port.unwrap_or(svc.default_port());
+    let app = svc.build(&a.common, port, Arc::default()).await?;
+    eprintln!("{} listening on port {}", svc.name(), app.port());
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let http = reqwest::Client::new();
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("is the lab running? calling {url}"))?;
+    let status = res.status();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{url} answered {status}: {}",
+            v["detail"].as_str().unwrap_or("")
+        );
+    }
+    Ok(v)
+}
+
+fn print_dlq(v: &Value) -> anyhow::Result<()> {
+    use std::fmt::Write;
+    let records = v["records"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{}: {} record(s)\n",
+        v["topic"].as_str().unwrap_or("?"),
+        records.len()
+    );
+    for r in records {
+        let h = |name: &str| {
+            r["headers"]
+                .as_array()
+                .and_then(|hs| hs.iter().find(|p| p[0] == name))
+                .and_then(|p| p[1].as_str())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        writeln!(
+            out,
+            "  {}@{}  from {}[{}]@{}  group={} attempts={}  error: {}",
+            r["partition"],
+            r["offset"],
+            h("dlq_original_topic"),
+            h("dlq_original_partition"),
+            h("dlq_original_offset"),
+            h("dlq_consumer_group"),
+            h("dlq_attempts"),
+            h("dlq_error"),
+        )?;
+    }
+    print_out(&out)
+}
+
+/// Writes `text` to stdout. A reader that stopped early (`lab groups | grep -q ...`) is not an
+/// error: like any Unix tool, the command then just ends.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

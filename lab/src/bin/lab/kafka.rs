@@ -1,0 +1,169 @@
+//! The commands that speak Kafka to the broker directly: `lab tail` and `lab poison`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::control::BrokerArg;
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// Start at the beginning of each topic instead of its end.
+    #[arg(long, env = "LAB_TAIL_FROM_BEGINNING")]
+    from_beginning: bool,
+    /// Stop after this many records (default: run until Ctrl-C).
+    #[arg(long, env = "LAB_TAIL_COUNT")]
+    count: Option<usize>,
+    /// Only these topics (repeatable); default every saga topic and its DLQ.
+    #[arg(long = "topic", env = "LAB_TAIL_TOPICS", value_delimiter = ',')]
+    topics: Vec<String>,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PoisonArgs {
+    /// Where to publish it.
+    #[arg(long, env = "LAB_POISON_TOPIC", default_value = "order.created")]
+    topic: String,
+    /// What kind of poison.
+    #[arg(long, env = "LAB_POISON_KIND", value_enum, default_value_t = PoisonKind::Garbage)]
+    kind: PoisonKind,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum PoisonKind {
+    /// Bytes that are not JSON, no headers.
+    Garbage,
+    /// Proper CloudEvents headers around JSON that does not match the topic's schema.
+    Invalid,
+}
+
+pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    use saga_shared::events::topics;
+
+    let wanted: Vec<String> = if args.topics.is_empty() {
+        topics::with_dlqs()
+    } else {
+        args.topics.clone()
+    };
+    let consumer: StreamConsumer = saga_shared::kafka::client_config(&args.broker.brokers)
+        .set("group.id", "lab-tail")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let brokers = args.broker.brokers.clone();
+    let metadata = {
+        let c: rdkafka::consumer::BaseConsumer =
+            saga_shared::kafka::client_config(&brokers).create()?;
+        tokio::task::spawn_blocking(move || c.fetch_metadata(None, Duration::from_secs(10)))
+            .await??
+    };
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata
+        .topics()
+        .iter()
+        .filter(|t| wanted.iter().any(|w| w == t.name()))
+    {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), start)?;
+        }
+    }
+    anyhow::ensure!(
+        tpl.count() > 0,
+        "none of the topics exist on {}",
+        args.broker.brokers
+    );
+    consumer.assign(&tpl)?;
+    eprintln!(
+        "tailing {} partitions of {} topics on {} (Ctrl-C to stop)",
+        tpl.count(),
+        wanted.len(),
+        args.broker.brokers
+    );
+    let mut seen = 0usize;
+    loop {
+        if args.count.is_some_and(|n| seen >= n) {
+            return Ok(());
+        }
+        let m = tokio::select! {
+            m = consumer.recv() => m?,
+            _ = saga_shared::shutdown::ctrl_c_or_sigterm() => return Ok(()),
+        };
+        seen += 1;
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|x| x.key == name))
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| "-".into())
+        };
+        let value = m
+            .payload()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let value: String = value.chars().take(160).collect();
+        println!(
+            "{} {}[{}]@{} key={} source={} ce_id={} cause={}\n    {}",
+            header("ce_time"),
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            m.key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_else(|| "-".into()),
+            header("ce_source"),
+            header("ce_id"),
+            header("ce_causationid"),
+            value,
+        );
+    }
+}
+
+pub(crate) async fn poison(args: PoisonArgs) -> anyhow::Result<()> {
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::producer::FutureRecord;
+
+    let producer = saga_shared::kafka::producer(&args.broker.brokers)?;
+    let order_id = uuid::Uuid::now_v7();
+    let (value, headers): (Vec<u8>, OwnedHeaders) = match args.kind {
+        PoisonKind::Garbage => (
+            b"\x00\xffthis is not an event".to_vec(),
+            OwnedHeaders::new(),
+        ),
+        PoisonKind::Invalid => {
+            let env = saga_shared::Envelope::new(&args.topic, "/lab-poison", order_id);
+            (
+                br#"{"order_id":"not-a-uuid","items":"many"}"#.to_vec(),
+                env.to_headers(),
+            )
+        }
+    };
+    let key = order_id.to_string();
+    let record = FutureRecord::to(&args.topic)
+        .key(&key)
+        .payload(&value)
+        .headers(headers);
+    let (partition, offset) = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e)?;
+    println!(
+        "published a {} poison record to {}[{partition}]@{offset}",
+        clap::ValueEnum::to_possible_value(&args.kind)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default(),
+        args.topic
+    );
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! `lab`: the whole saga system in one command, and a few commands to play with it.
+//!
+//! `up` starts the lab and prints where everything is; `order` places an order and follows it;
+//! `kafka` has the commands that speak Kafka directly (`tail`, `poison`); `control` the ones that
+//! ask a running lab's control API (`dlq`, `fault`, `stop`, `start`, `env`, `groups`, `service`).
+
+mod control;
+mod kafka;
+mod order;
+mod up;
+
+use clap::{Parser, Subcommand};
+use control::{DlqAction, FaultArgs, GroupsArgs, ServiceArg, ServiceRunArgs};
+use kafka::{PoisonArgs, TailArgs};
+use order::OrderArgs;
+use up::UpArgs;
+
+/// A forged array length in a request must close that connection, not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "The Kafka saga lab: broker, PostgreSQL and four services in one command"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    up: UpArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start everything (the default).
+    Up(UpArgs),
+    /// Place an order and follow its saga live.
+    Order(OrderArgs),
+    /// List or replay a dead-letter topic.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Switch faults of a running lab's service on or off.
+    Fault(FaultArgs),
+    /// Print events as they flow through the broker (every saga topic and DLQ).
+    Tail(TailArgs),
+    /// Publish a poison record (garbage bytes or schema-invalid JSON) to a topic.
+    Poison(PoisonArgs),
+    /// Stop one service of a running lab (orders keep being accepted; it catches up on start).
+    Stop(ServiceArg),
+    /// Start a stopped service of a running lab again.
+    Start(ServiceArg),
+    /// Print a service's settings as shell exports (database URL, brokers), to run another
+    /// instance of it against the running lab: `eval "$(lab env payment)"`.
+    Env(ServiceArg),
+    /// Describe consumer groups: state, members and the partitions each member owns.
+    Groups(GroupsArgs),
+    /// Run one service on its own, as its own binary would (e.g. a second payment instance
+    /// next to a running lab, after `eval "$(lab env payment)"`); stops on Ctrl-C.
+    Service(ServiceRunArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: what went wrong and the fix, then each cause the message
+            // does not already say.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => up::up(cli.up).await,
+        Some(Command::Up(args)) => up::up(args).await,
+        Some(Command::Order(args)) => order::order(args).await,
+        Some(Command::Dlq { action }) => control::dlq(action).await,
+        Some(Command::Fault(a)) => control::fault(a).await,
+        Some(Command::Tail(a)) => kafka::tail(a).await,
+        Some(Command::Poison(a)) => kafka::poison(a).await,
+        Some(Command::Stop(a)) => control::stop_or_start(a, "stop").await,
+        Some(Command::Start(a)) => control::stop_or_start(a, "start").await,
+        Some(Command::Env(a)) => control::env(a).await,
+        Some(Command::Service(a)) => control::run_service(a).await,
+        Some(Command::Groups(a)) => control::groups(a).await,
+    }
+}

@@ -1,0 +1,187 @@
+//! `lab` / `lab up`: start everything, say where it is, stop on Ctrl-C.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lab::dashboard::{self, SharedLab};
+use lab::{Lab, LabClient, LabConfig, Service};
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct UpArgs {
+    /// Where PostgreSQL and broker data live (kept between runs).
+    #[arg(long, env = "LAB_DATA_DIR", default_value = "lab-data")]
+    data_dir: PathBuf,
+    /// Superuser URL of an existing PostgreSQL (its `postgres` database); without it the lab starts its own.
+    #[arg(long, env = "LAB_POSTGRES_URL")]
+    postgres_url: Option<String>,
+    /// Port of the lab's own PostgreSQL (0: any free port).
+    #[arg(long, env = "LAB_POSTGRES_PORT", default_value_t = 0)]
+    postgres_port: u16,
+    /// Bootstrap servers of an external Kafka-compatible broker; without it the workspace broker runs embedded.
+    #[arg(long, env = "LAB_BROKERS")]
+    brokers: Option<String>,
+    /// Port of the embedded broker.
+    #[arg(long, env = "LAB_BROKER_PORT", default_value_t = 9092)]
+    broker_port: u16,
+    /// Port of the dashboard (0: any free port, as for every port below).
+    #[arg(long, env = "LAB_DASHBOARD_PORT", default_value_t = 8080)]
+    dashboard_port: u16,
+    /// Port of the order service.
+    #[arg(long, env = "LAB_ORDER_PORT", default_value_t = 8081)]
+    order_port: u16,
+    /// Port of the payment service.
+    #[arg(long, env = "LAB_PAYMENT_PORT", default_value_t = 8082)]
+    payment_port: u16,
+    /// Port of the inventory service.
+    #[arg(long, env = "LAB_INVENTORY_PORT", default_value_t = 8083)]
+    inventory_port: u16,
+    /// Port of the notification service.
+    #[arg(long, env = "LAB_NOTIFICATION_PORT", default_value_t = 8084)]
+    notification_port: u16,
+    /// Address everything binds to.
+    #[arg(long, env = "LAB_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Consumers per service.
+    #[arg(long, env = "LAB_CONSUMERS", default_value_t = 2)]
+    consumers: usize,
+    /// Attempts before a failing event goes to the DLQ.
+    #[arg(long, env = "LAB_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: u32,
+}
+
+pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
+    saga_shared::telemetry::init_tracing("warn");
+    let mut config = LabConfig::standard(&args.data_dir);
+    config.postgres_url = args.postgres_url.clone();
+    config.postgres_port = args.postgres_port;
+    config.brokers = args.brokers.clone();
+    config.broker_port = args.broker_port;
+    config.host = args.host.clone();
+    config.service.consumers = args.consumers;
+    config.service.max_attempts = args.max_attempts;
+    config.ports.insert(Service::Order, args.order_port);
+    config.ports.insert(Service::Payment, args.payment_port);
+    config.ports.insert(Service::Inventory, args.inventory_port);
+    config
+        .ports
+        .insert(Service::Notification, args.notification_port);
+
+    let tty = std::io::stdout().is_terminal();
+    let bar = if tty {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut step_started = Instant::now();
+    let mut current: Option<String> = None;
+    let mut progress = |step: &str| {
+        if let Some(done) = current.take() {
+            let line = format!("  done  {done} ({} ms)", step_started.elapsed().as_millis());
+            if tty {
+                bar.println(line)
+            } else {
+                println!("{line}")
+            }
+        }
+        step_started = Instant::now();
+        bar.set_message(step.to_owned());
+        current = Some(step.to_owned());
+    };
+    // A taken data dir or port is reported before anything starts.
+    let started_lab = match Lab::preflight(&config, &[("dashboard", args.dashboard_port)]) {
+        Ok(lock) => Lab::start_locked(config, lock, &mut progress).await,
+        Err(e) => Err(e),
+    };
+    let lab = match started_lab {
+        Ok(lab) => lab,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e.into());
+        }
+    };
+    progress("starting the dashboard");
+    let client = LabClient::new(&lab);
+    let brokers = lab.brokers().to_owned();
+    let shared: SharedLab = Arc::new(tokio::sync::Mutex::new(Some(lab)));
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.dashboard_port))
+        .await
+        .with_context(|| format!("binding the dashboard to port {}", args.dashboard_port))?;
+    let dashboard_port = listener.local_addr()?.port();
+    let dashboard = dashboard::router(shared.clone(), client.clone(), brokers.clone());
+    let (stop_dash, dash_rx) = tokio::sync::oneshot::channel::<()>();
+    let dash_task = tokio::spawn(async move {
+        axum::serve(listener, dashboard)
+            .with_graceful_shutdown(async move {
+                let _ = dash_rx.await;
+            })
+            .await
+    });
+    progress("");
+    bar.finish_and_clear();
+
+    let host = if args.host == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        args.host.as_str()
+    };
+    println!(
+        "\nThe saga lab is up after {:.1} s (data in {}).\n",
+        started.elapsed().as_secs_f64(),
+        args.data_dir.display()
+    );
+    let routes = [
+        "POST /orders, GET /orders/{id}",
+        "GET /wallets/{customer_id}, GET /payments?order_id=",
+        "GET /products, GET /products/{sku}",
+        "GET /notifications?order_id=",
+    ];
+    for (svc, what) in Service::ALL.iter().zip(routes) {
+        println!(
+            "  {:<22}{:<26}{what}",
+            svc.name(),
+            client_url(&client, *svc)
+        );
+    }
+    println!("  {:<22}http://{host}:{dashboard_port}", "dashboard");
+    println!("  {:<22}{brokers}", "broker (Kafka API)");
+    println!("\nEvery service also has /health, /ready, /metrics and /openapi.json.");
+    println!("\nPlace an order:\n");
+    println!(
+        "  curl -s -X POST {}/orders -H 'content-type: application/json' \\\n    -d '{{\"customer_id\":\"alice\",\"items\":[{{\"sku\":\"LATTE\",\"quantity\":2,\"unit_price\":5000}}]}}'",
+        client.order
+    );
+    println!(
+        "\nor follow one live:  cargo run --release -p lab -- order --customer bob --item MOCHA:3:5500"
+    );
+    println!("\nPress Ctrl-C to stop everything.");
+
+    saga_shared::shutdown::ctrl_c_or_sigterm().await;
+    println!("\nstopping...");
+    let _ = stop_dash.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), dash_task).await;
+    let lab = shared.lock().await.take();
+    if let Some(lab) = lab {
+        lab.shutdown().await;
+    }
+    println!("stopped.");
+    Ok(())
+}
+
+pub(crate) fn client_url(client: &LabClient, svc: Service) -> &str {
+    match svc {
+        Service::Order => &client.order,
+        Service::Payment => &client.payment,
+        Service::Inventory => &client.inventory,
+        Service::Notification => &client.notification,
+    }
+}

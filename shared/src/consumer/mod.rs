@@ -1,0 +1,327 @@
+//! The consumer runner: at-least-once delivery turned into exactly-once effects.
+//!
+//! For each record, in partition order:
+//! 1. The envelope and payload are checked; a record that can never succeed (undecodable, missing
+//!    headers) goes straight to the DLQ.
+//! 2. In one database transaction the runner records the `ce_id` in `consumed_events` (a duplicate
+//!    stops here) and lets the [`Handler`] apply its effects and enqueue follow-up events. Records
+//!    already fetched share one transaction (up to `MAX_BATCH`) and one `consumed_events` insert;
+//!    if it fails, each record of the batch is retried in a transaction of its own, so failures
+//!    are handled per record.
+//! 3. Only after that transaction commits is the offset stored; stored offsets are committed in
+//!    batches (at most `COMMIT_INTERVAL` later) and when the consumer stops.
+//!
+//! A transient failure is retried with capped exponential backoff on the same record, so the
+//! partition never skips ahead. Lost database connections retry without limit (the event is not
+//! at fault); other failures go to `<topic>.dlq` after `max_attempts`, with headers naming the
+//! original topic, partition, offset, consumer group, attempts and error.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::FutureProducer;
+use sqlx::{PgConnection, PgPool};
+
+use crate::envelope::{Envelope, EnvelopeError};
+use crate::events::{SagaEvent, Topic};
+use crate::faults::Faults;
+use crate::kafka::client_config;
+use crate::shutdown::Shutdown;
+
+/// Most records handled in one transaction.
+const MAX_BATCH: usize = 32;
+
+/// Longest time a processed record's offset stays uncommitted.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A decoded record handed to a [`Handler`]: its envelope and its typed payload.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub envelope: Envelope,
+    pub event: SagaEvent,
+}
+
+impl Incoming {
+    pub fn topic(&self) -> Topic {
+        self.event.topic()
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event can never be processed: dead-letter it.
+    #[error("invalid event: {0}")]
+    Invalid(String),
+    /// A database failure: retried.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Any other failure that may pass: retried, then dead-lettered.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<crate::outbox::OutboxError> for HandleError {
+    fn from(err: crate::outbox::OutboxError) -> Self {
+        match err {
+            crate::outbox::OutboxError::Db(e) => HandleError::Db(e),
+            other => HandleError::Transient(other.to_string()),
+        }
+    }
+}
+
+impl HandleError {
+    /// An event of a topic the service does not consume (it reached it anyway: to the DLQ).
+    pub fn not_consumed(topic: Topic) -> Self {
+        HandleError::Invalid(format!("this service does not consume {topic}"))
+    }
+
+    fn retry_without_limit(&self) -> bool {
+        matches!(self, HandleError::Db(e) if crate::db::is_transient(e))
+    }
+}
+
+/// A service's reaction to the events it consumes; runs inside the runner's transaction.
+pub trait Handler: Send + Sync + 'static {
+    /// The topics the service consumes: its consumers subscribe to exactly these.
+    fn topics(&self) -> &'static [Topic];
+
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>>;
+}
+
+/// Retry schedule of a failing record.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Delay after failed attempt `attempt` (1-based): initial * 2^(attempt-1), capped.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Runs one consumer of a group until shutdown.
+pub struct ConsumerRunner {
+    pub group: String,
+    pub brokers: String,
+    pub pool: PgPool,
+    pub producer: FutureProducer,
+    pub handler: Arc<dyn Handler>,
+    pub retry: RetryPolicy,
+    pub faults: Arc<Faults>,
+    /// `service` label of the metrics.
+    pub service: &'static str,
+    /// Set while this consumer holds its assignment with a fetch position for every partition.
+    pub ready: Arc<AtomicBool>,
+}
+
+mod context;
+mod dead_letter;
+mod processing;
+
+use context::RunnerContext;
+
+enum Outcome {
+    Processed,
+    Duplicate,
+    DeadLettered,
+    /// Shutdown came while retrying: leave the offset uncommitted.
+    Interrupted,
+}
+
+impl ConsumerRunner {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let consumer: StreamConsumer<RunnerContext> = match client_config(&self.brokers)
+            .set("group.id", &self.group)
+            // Tells this instance's members apart in `lab groups` / DescribeGroups.
+            .set(
+                "client.id",
+                format!("{}@{}", self.group, std::process::id()),
+            )
+            .set("statistics.interval.ms", "5000")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A long poll waits at most this long for records. Right after an assignment,
+            // librdkafka may send its first Fetch before every partition has started; the others
+            // join the next Fetch, so this also bounds how long a new partition can wait (the
+            // default, 500 ms, showed as a first order taking 475 ms). 20 idle Fetches a second.
+            .set("fetch.wait.max.ms", "50")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(RunnerContext {
+                service: self.service,
+                ready: self.ready.clone(),
+            }) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(group = %self.group, error = %err, "cannot create consumer");
+                return;
+            }
+        };
+        // Exactly what the handler declares it consumes.
+        let topics: Vec<&str> = self.handler.topics().iter().map(|t| t.name()).collect();
+        if let Err(err) = consumer.subscribe(&topics) {
+            tracing::error!(group = %self.group, error = %err, "cannot subscribe");
+            return;
+        }
+        // Offsets are stored once a record's transaction committed, and the stored offsets are
+        // committed at most every COMMIT_INTERVAL (and on shutdown): one OffsetCommit per batch
+        // rather than per record. A crash redelivers at most that window; `consumed_events`
+        // absorbs the duplicates.
+        let mut uncommitted = false;
+        let mut next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
+        loop {
+            let msg = tokio::select! {
+                m = consumer.recv() => m,
+                _ = tokio::time::sleep_until(next_commit), if uncommitted => {
+                    self.commit(&consumer);
+                    uncommitted = false;
+                    continue;
+                }
+                _ = shutdown.wait() => break,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::debug!(group = %self.group, error = %err, "consumer error");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                    continue;
+                }
+            };
+            // Whatever else is already fetched joins this record in one transaction.
+            let mut batch = vec![msg];
+            while batch.len() < MAX_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    _ => break,
+                }
+            }
+            let started = Instant::now();
+            let outcomes = self.process_batch(&batch, &mut shutdown).await;
+            let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
+            let mut interrupted = false;
+            for (msg, outcome) in batch.iter().zip(outcomes) {
+                let label = match outcome {
+                    Outcome::Processed => "processed",
+                    Outcome::Duplicate => "duplicate",
+                    Outcome::DeadLettered => "dead_lettered",
+                    Outcome::Interrupted => {
+                        interrupted = true;
+                        break;
+                    }
+                };
+                metrics::counter!("events_consumed_total", "service" => self.service, "topic" => msg.topic().to_owned(), "outcome" => label).increment(1);
+                metrics::histogram!("event_handle_seconds", "service" => self.service)
+                    .record(per_record);
+                if let Err(err) = consumer.store_offset_from_message(msg) {
+                    tracing::warn!(group = %self.group, error = %err, "cannot store offset; the record may be redelivered (harmless)");
+                }
+            }
+            if !uncommitted {
+                uncommitted = true;
+                next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
+            }
+            if interrupted {
+                break;
+            }
+        }
+        // Commit what was processed, then leave the group promptly so the partitions move to the
+        // other members. Both block until the broker answers: keep them off the async workers
+        // (an embedded broker may need them to answer).
+        let group = self.group.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if uncommitted && let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(%group, error = %err, "final offset commit failed");
+            }
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+
+    fn commit(&self, consumer: &StreamConsumer<RunnerContext>) {
+        match consumer.commit_consumer_state(CommitMode::Async) {
+            Ok(()) => {}
+            // Nothing stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(err) => {
+                tracing::warn!(group = %self.group, error = %err, "offset commit failed; records may be redelivered (harmless)");
+            }
+        }
+    }
+}
+
+/// Checks what can be checked without the database: the envelope, the type, and the payload
+/// decoded as its topic's event (every field's rule applies) and about the envelope's order.
+fn decode(msg: &BorrowedMessage<'_>) -> Result<Incoming, String> {
+    let envelope = match msg.headers() {
+        Some(h) => Envelope::from_headers(h),
+        None => Err(EnvelopeError::Missing(crate::envelope::header::ID)),
+    }
+    .map_err(|e| format!("bad envelope: {e}"))?;
+    if envelope.event_type != msg.topic() {
+        return Err(format!(
+            "ce_type {:?} does not match topic {:?}",
+            envelope.event_type,
+            msg.topic()
+        ));
+    }
+    let topic = Topic::parse(msg.topic())
+        .ok_or_else(|| format!("{:?} is not a topic of the saga", msg.topic()))?;
+    let payload = msg.payload().ok_or("record has no value")?;
+    let event = SagaEvent::decode(topic, payload)
+        .map_err(|e| format!("payload is not a valid {topic}: {e}"))?;
+    if event.order_id() != envelope.correlation_id {
+        return Err(format!(
+            "payload order_id {} differs from ce_correlationid {}",
+            event.order_id(),
+            envelope.correlation_id
+        ));
+    }
+    Ok(Incoming { envelope, event })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(300),
+        };
+        let delays: Vec<_> = (1..=6).map(|a| p.delay(a).as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 300, 300, 300]);
+        assert_eq!(p.delay(100), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn only_lost_connections_retry_without_limit() {
+        assert!(HandleError::Db(sqlx::Error::PoolTimedOut).retry_without_limit());
+        assert!(!HandleError::Db(sqlx::Error::RowNotFound).retry_without_limit());
+        assert!(!HandleError::Transient("x".into()).retry_without_limit());
+    }
+}
