@@ -184,6 +184,28 @@ pub fn set_log_append_time(buf: &mut [u8], header: &mut BatchHeader, now_ms: i64
     buf[17..21].copy_from_slice(&header.crc.to_be_bytes());
 }
 
+/// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
+/// offset and timestamp. This decodes (and decompresses) the records, the one place the broker
+/// does: a ListOffsets by timestamp that lands inside a batch of several records.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, anyhow::Error> {
+    let header = BatchHeader::parse(batch)?;
+    if header.is_log_append_time() {
+        // Every record's timestamp is the batch's append time.
+        return Ok((header.max_timestamp >= timestamp)
+            .then_some((header.base_offset, header.max_timestamp)));
+    }
+    let mut bytes = bytes::Bytes::copy_from_slice(&batch[..header.total_len().min(batch.len())]);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| r.timestamp >= timestamp)
+        .map(|r| (r.offset, r.timestamp)))
+}
+
 /// Stamps the broker-assigned base offset and leader epoch; neither is covered by the CRC.
 pub fn stamp(buf: &mut [u8], base_offset: i64, leader_epoch: i32) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());

@@ -374,17 +374,35 @@ impl PartitionLog {
         Ok(ReadOutcome::Batches(Bytes::new()))
     }
 
-    /// The first offset whose batch has a timestamp at or after `timestamp`, with that batch's
-    /// max timestamp. Lookups are per batch, which is exact for the usual one-record batches
-    /// and otherwise points at the start of the batch that holds the answer.
+    /// The offset and timestamp of the first record whose timestamp is at or after `timestamp`
+    /// (ListOffsets by timestamp). Batch headers find the first batch whose max timestamp
+    /// reaches it; only when that batch holds several records are they decoded to find the one.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         for segment in &self.segments {
             if segment.size == 0 || segment.max_timestamp < timestamp {
                 continue;
             }
-            for (_, header) in segment.headers_from(0)? {
-                if header.max_timestamp >= timestamp {
+            for (position, header) in segment.headers_from(0)? {
+                if header.max_timestamp < timestamp {
+                    continue;
+                }
+                if header.records_count == 1 {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
+                }
+                let bytes = segment.read(position, header.total_len(), true)?;
+                match batch::first_record_at_or_after(&bytes, timestamp) {
+                    Ok(Some(found)) => return Ok(Some(found)),
+                    // The header's max timestamp overstated the records: look further.
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Records the broker can't decode (it stores batches unchecked past
+                        // the header): the batch start is the closest answer it has.
+                        tracing::warn!(
+                            offset = header.base_offset,
+                            "could not decode a batch for a timestamp lookup: {e}"
+                        );
+                        return Ok(Some((header.base_offset, header.max_timestamp)));
+                    }
                 }
             }
         }
@@ -580,5 +598,27 @@ mod tests {
             log.append(&mut b),
             Err(AppendError::OutOfOrderSequence { .. })
         ));
+    }
+
+    #[test]
+    fn log_append_time_stamps_the_batch_and_timestamp_lookups_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.log_append_time = true;
+        let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+        let mut b = sample_batch(3, 10);
+        assert_eq!(
+            log.append_at(&mut b, 5000).unwrap(),
+            (Appended::New(0), 5000)
+        );
+        let ReadOutcome::Batches(stored) = log.read(0, 1 << 20, true).unwrap() else {
+            panic!("in range")
+        };
+        let header = batches(&stored)[0];
+        assert!(header.is_log_append_time());
+        assert_eq!((header.base_timestamp, header.max_timestamp), (10, 5000));
+        // Every record of the batch has the append time.
+        assert_eq!(log.offset_for_timestamp(4000).unwrap(), Some((0, 5000)));
+        assert_eq!(log.offset_for_timestamp(5001).unwrap(), None);
     }
 }
