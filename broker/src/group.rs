@@ -8,6 +8,12 @@
 //!    │ last member leaves │      └──── join, leave, session expiry ──┤
 //!    └────────────────────┴──────────── join, leave, session expiry ◀── Stable
 //! ```
+//! Each state carries the data that only means something in it (`State`): the rebalance
+//! deadline in PreparingRebalance and CompletingRebalance, the initial delay of a new group in
+//! PreparingRebalance, the leader and chosen protocol from CompletingRebalance on (kept through
+//! the next PreparingRebalance, where the leader is preferred again and DescribeGroups still
+//! shows the protocol). What DescribeGroups and ListGroups report is `GroupState`, derived from it.
+//!
 //! Requests that must wait (JoinGroup until the rebalance completes, SyncGroup until the leader
 //! sends the assignment) park a oneshot sender in the member; whoever completes the step answers
 //! them all. A ticker (`tick`) expires sessions and rebalance deadlines.
@@ -117,22 +123,83 @@ struct Member {
     awaiting_sync: Option<oneshot::Sender<SyncResult>>,
 }
 
+/// A group's state with the data that only means something in that state.
+#[derive(Debug)]
+enum State {
+    Empty,
+    PreparingRebalance {
+        /// When members that haven't rejoined are dropped.
+        deadline: Instant,
+        /// A new group waits this long for more members before its first generation.
+        initial_delay_until: Option<Instant>,
+        /// The previous generation's leader, kept if it rejoins (`None` for a new group, or
+        /// once it left).
+        leader: Option<String>,
+        /// The previous generation's protocol, still reported by DescribeGroups.
+        protocol: Option<String>,
+    },
+    CompletingRebalance {
+        /// When members that haven't sent SyncGroup are dropped.
+        deadline: Instant,
+        /// The member that sends the assignment.
+        leader: String,
+        protocol: Option<String>,
+    },
+    Stable {
+        leader: String,
+        protocol: Option<String>,
+    },
+}
+
+impl State {
+    /// The state as DescribeGroups and ListGroups report it.
+    fn public(&self) -> GroupState {
+        match self {
+            Self::Empty => GroupState::Empty,
+            Self::PreparingRebalance { .. } => GroupState::PreparingRebalance,
+            Self::CompletingRebalance { .. } => GroupState::CompletingRebalance,
+            Self::Stable { .. } => GroupState::Stable,
+        }
+    }
+
+    /// The chosen protocol: this generation's, or while rebalancing the previous one's.
+    fn protocol(&self) -> Option<&str> {
+        match self {
+            Self::Empty => None,
+            Self::PreparingRebalance { protocol, .. }
+            | Self::CompletingRebalance { protocol, .. }
+            | Self::Stable { protocol, .. } => protocol.as_deref(),
+        }
+    }
+
+    /// The leader: this generation's, or while rebalancing the previous one's.
+    fn leader(&self) -> Option<&str> {
+        match self {
+            Self::Empty => None,
+            Self::PreparingRebalance { leader, .. } => leader.as_deref(),
+            Self::CompletingRebalance { leader, .. } | Self::Stable { leader, .. } => Some(leader),
+        }
+    }
+
+    /// When the current rebalance step gives up on members that haven't answered.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::PreparingRebalance { deadline, .. }
+            | Self::CompletingRebalance { deadline, .. } => Some(*deadline),
+            Self::Empty | Self::Stable { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Group {
-    state: GroupState,
+    state: State,
     generation: i32,
     protocol_type: Option<String>,
-    protocol: Option<String>,
-    leader: Option<String>,
     /// Members in join order (the first is the default leader).
     members: Vec<Member>,
     /// Ids handed out with MEMBER_ID_REQUIRED that haven't joined yet, with when they lapse.
     pending_ids: HashMap<String, Instant>,
-    /// When PreparingRebalance gives up on members that haven't rejoined, and when
-    /// CompletingRebalance gives up on members that haven't sent SyncGroup.
-    rebalance_deadline: Option<Instant>,
-    /// A new group waits this long for more members before its first generation.
-    initial_delay_until: Option<Instant>,
 }
 
 impl Member {
@@ -161,15 +228,11 @@ impl Member {
 impl Group {
     fn new() -> Self {
         Self {
-            state: GroupState::Empty,
+            state: State::Empty,
             generation: 0,
             protocol_type: None,
-            protocol: None,
-            leader: None,
             members: Vec::new(),
             pending_ids: HashMap::new(),
-            rebalance_deadline: None,
-            initial_delay_until: None,
         }
     }
 
@@ -191,45 +254,55 @@ impl Group {
                 });
             }
         }
-        if self.state != GroupState::PreparingRebalance {
-            let longest = self
-                .members
-                .iter()
-                .map(|m| m.rebalance_timeout)
-                .max()
-                .unwrap_or_default();
-            self.rebalance_deadline = Some(now + longest);
+        if matches!(self.state, State::PreparingRebalance { .. }) {
+            return;
         }
-        self.state = GroupState::PreparingRebalance;
+        self.state = State::PreparingRebalance {
+            deadline: now + self.longest_rebalance_timeout(),
+            initial_delay_until: None,
+            leader: self.state.leader().map(str::to_owned),
+            protocol: self.state.protocol().map(str::to_owned),
+        };
+    }
+
+    /// How long the slowest member may take to rejoin or sync.
+    fn longest_rebalance_timeout(&self) -> Duration {
+        self.members
+            .iter()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default()
     }
 
     fn remove_member(&mut self, id: &str, now: Instant) {
         self.members.retain(|m| m.id != id);
-        if self.leader.as_deref() == Some(id) {
-            self.leader = None;
-        }
         if self.members.is_empty() {
             self.become_empty();
-        } else {
-            self.prepare_rebalance(now);
+            return;
+        }
+        self.prepare_rebalance(now);
+        if let State::PreparingRebalance { leader, .. } = &mut self.state
+            && leader.as_deref() == Some(id)
+        {
+            *leader = None;
         }
     }
 
     fn become_empty(&mut self) {
-        self.state = GroupState::Empty;
+        self.state = State::Empty;
         self.generation += 1;
-        self.protocol = None;
-        self.leader = None;
-        self.rebalance_deadline = None;
-        self.initial_delay_until = None;
     }
 
     /// Completes the join phase if everyone has rejoined (or `force` after the deadline).
     fn try_complete_join(&mut self, now: Instant, force: bool) {
-        if self.state != GroupState::PreparingRebalance {
+        let State::PreparingRebalance {
+            initial_delay_until,
+            ..
+        } = &self.state
+        else {
             return;
-        }
-        if self.initial_delay_until.is_some_and(|t| now < t) && !force {
+        };
+        if initial_delay_until.is_some_and(|t| now < t) && !force {
             return;
         }
         // A JoinGroup whose connection closed doesn't count as rejoined.
@@ -248,22 +321,13 @@ impl Group {
             self.become_empty();
             return;
         }
-        self.initial_delay_until = None;
-        // The leader has this long to send the assignment.
-        let longest = self
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
-        self.rebalance_deadline = Some(now + longest);
         self.generation += 1;
-        self.protocol = choose_protocol(&self.members);
-        if self.leader.as_ref().is_none_or(|l| !self.has_member(l)) {
-            self.leader = Some(self.members[0].id.clone());
-        }
-        let leader = self.leader.clone().unwrap_or_default();
-        let protocol = self.protocol.clone().unwrap_or_default();
+        let protocol = choose_protocol(&self.members);
+        let leader = match self.state.leader() {
+            Some(l) if self.has_member(l) => l.to_owned(),
+            _ => self.members[0].id.clone(),
+        };
+        let chosen = protocol.clone().unwrap_or_default();
         let roster: Vec<_> = self
             .members
             .iter()
@@ -271,13 +335,12 @@ impl Group {
                 let metadata = m
                     .protocols
                     .iter()
-                    .find(|(name, _)| *name == protocol)
+                    .find(|(name, _)| *name == chosen)
                     .map(|(_, md)| md.clone())
                     .unwrap_or_default();
                 (m.id.clone(), m.group_instance_id.clone(), metadata)
             })
             .collect();
-        self.state = GroupState::CompletingRebalance;
         for m in &mut self.members {
             m.last_seen = now;
             m.assignment = Bytes::new();
@@ -286,7 +349,7 @@ impl Group {
                     error: None,
                     generation_id: self.generation,
                     protocol_type: self.protocol_type.clone(),
-                    protocol_name: self.protocol.clone(),
+                    protocol_name: protocol.clone(),
                     leader: leader.clone(),
                     member_id: m.id.clone(),
                     members: if m.id == leader {
@@ -297,13 +360,19 @@ impl Group {
                 });
             }
         }
+        self.state = State::CompletingRebalance {
+            // The leader has this long to send the assignment.
+            deadline: now + self.longest_rebalance_timeout(),
+            leader,
+            protocol,
+        };
     }
 
     fn sync_result(&self, assignment: Bytes) -> SyncResult {
         SyncResult {
             error: None,
             protocol_type: self.protocol_type.clone(),
-            protocol_name: self.protocol.clone(),
+            protocol_name: self.state.protocol().map(str::to_owned),
             assignment,
         }
     }
@@ -427,20 +496,28 @@ impl GroupCoordinator {
                 });
             }
             group.protocol_type = Some(req.protocol_type);
-            match group.state {
-                GroupState::Empty => {
+            match &mut group.state {
+                State::Empty => {
                     group.prepare_rebalance(now);
                     // Give the other members of a starting group a moment to join the same generation.
-                    group.initial_delay_until = Some(now + self.initial_rebalance_delay);
-                }
-                GroupState::PreparingRebalance => {
-                    if let Some(until) = group.initial_delay_until {
-                        let cap = group.rebalance_deadline.unwrap_or(until);
-                        group.initial_delay_until =
-                            Some((now + self.initial_rebalance_delay).min(cap));
+                    if let State::PreparingRebalance {
+                        initial_delay_until,
+                        ..
+                    } = &mut group.state
+                    {
+                        *initial_delay_until = Some(now + self.initial_rebalance_delay);
                     }
                 }
-                GroupState::CompletingRebalance | GroupState::Stable => {
+                State::PreparingRebalance {
+                    deadline,
+                    initial_delay_until: Some(until),
+                    ..
+                } => {
+                    // Each new member extends the wait, up to the rebalance deadline.
+                    *until = (now + self.initial_rebalance_delay).min(*deadline);
+                }
+                State::PreparingRebalance { .. } => {}
+                State::CompletingRebalance { .. } | State::Stable { .. } => {
                     group.prepare_rebalance(now)
                 }
             }
@@ -475,25 +552,25 @@ impl GroupCoordinator {
                 return fail(ResponseError::IllegalGeneration);
             }
             let now = Instant::now();
-            match group.state {
-                GroupState::Empty | GroupState::PreparingRebalance => {
+            let leader = match &group.state {
+                State::Empty | State::PreparingRebalance { .. } => {
                     return fail(ResponseError::RebalanceInProgress);
                 }
-                GroupState::Stable => {
+                State::Stable { .. } => {
                     let m = group.member(member_id).expect("checked above");
                     m.last_seen = now;
                     let assignment = m.assignment.clone();
                     return group.sync_result(assignment);
                 }
-                GroupState::CompletingRebalance => {}
-            }
+                State::CompletingRebalance { leader, .. } => leader.clone(),
+            };
             let (tx, rx) = oneshot::channel();
             {
                 let m = group.member(member_id).expect("checked above");
                 m.last_seen = now;
                 m.awaiting_sync = Some(tx);
             }
-            if group.leader.as_deref() == Some(member_id) {
+            if leader == member_id {
                 let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
                 let template = group.sync_result(Bytes::new());
                 for m in &mut group.members {
@@ -505,8 +582,8 @@ impl GroupCoordinator {
                         });
                     }
                 }
-                group.state = GroupState::Stable;
-                group.rebalance_deadline = None;
+                let protocol = group.state.protocol().map(str::to_owned);
+                group.state = State::Stable { leader, protocol };
             }
             rx
         };
@@ -525,7 +602,7 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
-        let state = group.state;
+        let state = group.state.public();
         let current = group.generation;
         let Some(m) = group.member(member_id) else {
             return Some(ResponseError::UnknownMemberId);
@@ -585,7 +662,7 @@ impl GroupCoordinator {
                 Some(ResponseError::UnknownMemberId)
             };
         }
-        let state = group.state;
+        let state = group.state.public();
         let current = group.generation;
         let Some(m) = group.member(member_id) else {
             return Some(ResponseError::UnknownMemberId);
@@ -614,10 +691,10 @@ impl GroupCoordinator {
                 tracing::info!(group = %name, member = %id, "session expired; rebalancing");
                 group.remove_member(&id, now);
             }
-            let deadline_passed = group.rebalance_deadline.is_some_and(|d| now >= d);
+            let deadline_passed = group.state.deadline().is_some_and(|d| now >= d);
             match group.state {
-                GroupState::PreparingRebalance => group.try_complete_join(now, deadline_passed),
-                GroupState::CompletingRebalance if deadline_passed => {
+                State::PreparingRebalance { .. } => group.try_complete_join(now, deadline_passed),
+                State::CompletingRebalance { .. } if deadline_passed => {
                     // The leader never sent the assignment: drop whoever didn't sync, start over.
                     let silent: Vec<String> = group
                         .members
@@ -629,7 +706,7 @@ impl GroupCoordinator {
                     for id in silent {
                         group.remove_member(&id, now);
                     }
-                    if group.state == GroupState::CompletingRebalance {
+                    if matches!(group.state, State::CompletingRebalance { .. }) {
                         group.prepare_rebalance(now);
                     }
                 }
@@ -638,7 +715,7 @@ impl GroupCoordinator {
             group.pending_ids.retain(|_, lapses| *lapses > now);
         }
         groups.retain(|_, g| {
-            g.state != GroupState::Empty || !g.members.is_empty() || !g.pending_ids.is_empty()
+            !matches!(g.state, State::Empty) || !g.members.is_empty() || !g.pending_ids.is_empty()
         });
     }
 
@@ -649,7 +726,7 @@ impl GroupCoordinator {
             .map(|(name, g)| {
                 (
                     name.clone(),
-                    g.state,
+                    g.state.public(),
                     g.protocol_type.clone().unwrap_or_default(),
                 )
             })
@@ -659,9 +736,9 @@ impl GroupCoordinator {
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let groups = self.lock();
         let g = groups.get(group_id)?;
-        let protocol = g.protocol.clone().unwrap_or_default();
+        let protocol = g.state.protocol().unwrap_or_default().to_owned();
         Some(GroupDescription {
-            state: g.state,
+            state: g.state.public(),
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: protocol.clone(),
             members: g
@@ -774,6 +851,56 @@ mod tests {
             coordinator.describe("g").unwrap().state,
             GroupState::PreparingRebalance,
             "a closed JoinGroup must not complete the rebalance"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rebalance_keeps_the_leader_and_shows_the_previous_protocol_meanwhile() {
+        let coordinator = GroupCoordinator::new(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let fresh = || {
+            let mut r = request("");
+            r.require_known_member_id = false;
+            r
+        };
+        let a = coordinator.join(fresh()).await;
+        let synced = coordinator
+            .sync("g", a.generation_id, &a.member_id, vec![])
+            .await;
+        assert_eq!(synced.error, None);
+        let stable = coordinator.describe("g").unwrap();
+        assert_eq!(
+            (stable.state, stable.protocol.as_str()),
+            (GroupState::Stable, "range")
+        );
+
+        // b arrives: while the group waits for a to rejoin, the old protocol is still shown.
+        let b = coordinator.join(fresh());
+        tokio::pin!(b);
+        assert!(futures_util::future::poll_immediate(&mut b).await.is_none());
+        let preparing = coordinator.describe("g").unwrap();
+        assert_eq!(
+            (preparing.state, preparing.protocol.as_str()),
+            (GroupState::PreparingRebalance, "range")
+        );
+        assert_eq!(
+            coordinator.heartbeat("g", a.generation_id, &a.member_id),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        // Both rejoined: the next generation starts, led by a.
+        let (b, a2) = tokio::join!(b, coordinator.join(request(&a.member_id)));
+        assert_eq!(a2.generation_id, a.generation_id + 1);
+        assert_eq!(
+            (a2.leader.as_str(), b.leader.as_str()),
+            (a.member_id.as_str(), a.member_id.as_str())
+        );
+        assert_eq!(a2.members.len(), 2, "the leader gets the roster");
+        assert_eq!(
+            coordinator.describe("g").unwrap().state,
+            GroupState::CompletingRebalance
         );
     }
 }

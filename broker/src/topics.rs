@@ -18,16 +18,185 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::storage::{AppendError, Appended, LogConfig, PartitionLog};
 
-/// Topic configs the broker understands, with their broker-wide default values.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "message.timestamp.type",
+/// One topic config the broker accepts: its name, its default, how a value is checked and
+/// stored, and whether the broker acts on it. [`TOPIC_CONFIGS`] lists them all; CreateTopics
+/// validation, DescribeConfigs, CreateTopics' answer and the partitions' [`LogConfig`] all read
+/// that one table.
+pub struct TopicConfigKey {
+    pub name: &'static str,
+    /// Whether the broker acts on the value. `false`: a value other than the default is only
+    /// stored and reported (and logged as such when a topic is created with it).
+    pub enforced: bool,
+    /// The value when a topic does not override it (from the broker's settings where it has
+    /// one).
+    default: fn(&Defaults) -> String,
+    /// Checks a value and stores it in the typed config; the error is the reason sent to the
+    /// client with `INVALID_CONFIG`.
+    apply: fn(&mut TopicConfig, &str) -> Result<(), &'static str>,
+}
+
+impl std::fmt::Debug for TopicConfigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicConfigKey")
+            .field("name", &self.name)
+            .field("enforced", &self.enforced)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How record timestamps are set (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamps are kept.
+    #[default]
+    CreateTime,
+    /// The broker stamps each batch with the time it appends it, as Kafka does.
+    LogAppendTime,
+}
+
+/// A topic's effective configuration, typed: the table's keys after parsing, with the topic's
+/// overrides over the defaults. Keys that change nothing in the broker (`cleanup.policy`,
+/// `compression.type`, `min.insync.replicas`) are only validated, so they have no field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub max_message_bytes: u64,
+    pub timestamp_type: TimestampType,
+}
+
+fn number(value: &str) -> Result<i64, &'static str> {
+    value.parse::<i64>().map_err(|_| "not a number")
+}
+
+/// Every topic config the broker accepts; anything else is refused with `INVALID_CONFIG`.
+pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
+    TopicConfigKey {
+        name: "cleanup.policy",
+        // Retention deletes old segments, which is what `delete` asks for.
+        enforced: true,
+        default: |_| "delete".into(),
+        apply: |_, v| {
+            if v.split(',').any(|p| p.trim() == "compact") {
+                Err("log compaction is not supported; only 'delete' is")
+            } else if v == "delete" {
+                Ok(())
+            } else {
+                Err("only 'delete' is supported")
+            }
+        },
+    },
+    TopicConfigKey {
+        name: "compression.type",
+        // Batches are stored as produced: only `producer` (the default) is what happens.
+        enforced: false,
+        default: |_| "producer".into(),
+        apply: |_, v| match v {
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+            _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd"),
+        },
+    },
+    TopicConfigKey {
+        name: "max.message.bytes",
+        enforced: true,
+        default: |_| "104857600".into(),
+        apply: |c, v| {
+            c.max_message_bytes = u64::try_from(number(v)?).map_err(|_| "must not be negative")?;
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "message.timestamp.type",
+        enforced: true,
+        default: |_| "CreateTime".into(),
+        apply: |c, v| {
+            c.timestamp_type = match v {
+                "CreateTime" => TimestampType::CreateTime,
+                "LogAppendTime" => TimestampType::LogAppendTime,
+                _ => return Err("must be CreateTime or LogAppendTime"),
+            };
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "min.insync.replicas",
+        // Trivially: the one replica is always in sync.
+        enforced: true,
+        default: |_| "1".into(),
+        apply: |_, v| match number(v)? {
+            1 => Ok(()),
+            n if n < 1 => Err("must be at least 1"),
+            _ => Err("this single-node broker keeps one replica, so at most 1"),
+        },
+    },
+    TopicConfigKey {
+        name: "retention.bytes",
+        enforced: true,
+        default: |d| d.retention_bytes.to_string(),
+        apply: |c, v| {
+            c.retention_bytes = number(v)?;
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "retention.ms",
+        enforced: true,
+        default: |d| d.retention_ms.to_string(),
+        apply: |c, v| {
+            c.retention_ms = number(v)?;
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "segment.bytes",
+        enforced: true,
+        default: |d| d.segment_bytes.to_string(),
+        apply: |c, v| {
+            let n = number(v)?;
+            if !(1024..=1 << 30).contains(&n) {
+                return Err("must be between 1024 and 1073741824");
+            }
+            c.segment_bytes = n as u64;
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "segment.ms",
+        enforced: true,
+        default: |d| d.segment_ms.to_string(),
+        apply: |c, v| {
+            c.segment_ms = number(v)?;
+            Ok(())
+        },
+    },
 ];
+
+/// One topic config as DescribeConfigs and CreateTopics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: &'static str,
+    pub value: String,
+    /// Set on the topic (at creation), rather than the default.
+    pub overridden: bool,
+}
+
+impl TopicConfig {
+    /// The storage settings of the topic's partitions.
+    fn log_config(&self, fsync_each_append: bool) -> LogConfig {
+        let positive = |v: i64| u64::try_from(v).ok();
+        LogConfig {
+            max_batch_bytes: self.max_message_bytes,
+            segment_bytes: self.segment_bytes,
+            segment_age: Duration::from_millis(positive(self.segment_ms).unwrap_or(u64::MAX)),
+            retention: positive(self.retention_ms).map(Duration::from_millis),
+            retention_bytes: positive(self.retention_bytes),
+            fsync_each_append,
+            log_append_time: self.timestamp_type == TimestampType::LogAppendTime,
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum TopicError {
@@ -49,6 +218,15 @@ pub enum TopicError {
     Io(#[from] io::Error),
 }
 
+/// What a produce to one partition got, as the produce answer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub appended: Appended,
+    pub log_start_offset: i64,
+    /// The broker's append time on a LogAppendTime topic, -1 on a CreateTime topic.
+    pub log_append_time: i64,
+}
+
 /// One partition: its log behind a lock, and a watch of its end offset that wakes long polls.
 #[derive(Debug)]
 pub struct Partition {
@@ -66,13 +244,18 @@ impl Partition {
     }
 
     /// Appends a produce request's record set and wakes waiting fetches.
-    pub fn append(&self, records: &mut [u8]) -> Result<(Appended, i64), AppendError> {
+    pub fn append(&self, records: &mut [u8]) -> Result<Produced, AppendError> {
+        let now_ms = crate::server::now_ms();
         let mut log = self.log();
-        let appended = log.append(records)?;
+        let (appended, log_append_time) = log.append_at(records, now_ms)?;
         let (end, start) = (log.next_offset(), log.log_start_offset());
         drop(log);
         self.end_offset.send_replace(end);
-        Ok((appended, start))
+        Ok(Produced {
+            appended,
+            log_start_offset: start,
+            log_append_time,
+        })
     }
 
     /// A receiver that changes whenever new data is appended.
@@ -128,6 +311,19 @@ struct Defaults {
     fsync_each_append: bool,
 }
 
+impl Defaults {
+    fn new(config: &BrokerConfig) -> Self {
+        Self {
+            partitions: config.default_partitions,
+            segment_bytes: config.segment_bytes,
+            segment_ms: config.segment_ms,
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            fsync_each_append: config.fsync == FsyncPolicy::Always,
+        }
+    }
+}
+
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -145,14 +341,7 @@ impl TopicRegistry {
         fs::create_dir_all(&dir)?;
         let registry = Self {
             dir: dir.clone(),
-            defaults: Defaults {
-                partitions: config.default_partitions,
-                segment_bytes: config.segment_bytes,
-                segment_ms: config.segment_ms,
-                retention_ms: config.retention_ms,
-                retention_bytes: config.retention_bytes,
-                fsync_each_append: config.fsync == FsyncPolicy::Always,
-            },
+            defaults: Defaults::new(config),
             topics: RwLock::new(HashMap::new()),
         };
         for entry in fs::read_dir(&dir)? {
@@ -176,7 +365,16 @@ impl TopicRegistry {
                     continue;
                 }
             };
-            let topic = registry.load(&name, entry.path(), meta)?;
+            let topic = match registry.load(&name, entry.path(), meta) {
+                Ok(topic) => topic,
+                Err(e @ TopicError::InvalidConfig { .. }) => {
+                    // A config this version no longer accepts: as above, stay up and leave the
+                    // data for an operator.
+                    tracing::error!(topic = name, "skipping topic: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             registry.write().insert(name, Arc::new(topic));
         }
         Ok(registry)
@@ -220,82 +418,35 @@ impl TopicRegistry {
         })
     }
 
-    /// The effective value of one config for a topic with these overrides.
-    pub fn effective_config(
-        &self,
-        overrides: &BTreeMap<String, String>,
-        key: &str,
-    ) -> Option<String> {
-        if let Some(v) = overrides.get(key) {
-            return Some(v.clone());
-        }
-        let d = &self.defaults;
-        Some(match key {
-            "cleanup.policy" => "delete".into(),
-            "retention.ms" => d.retention_ms.to_string(),
-            "retention.bytes" => d.retention_bytes.to_string(),
-            "segment.bytes" => d.segment_bytes.to_string(),
-            "segment.ms" => d.segment_ms.to_string(),
-            "max.message.bytes" => "104857600".into(),
-            "message.timestamp.type" => "CreateTime".into(),
-            _ => return None,
-        })
+    /// Every config of [`TOPIC_CONFIGS`] with its effective value for a topic with these
+    /// overrides.
+    pub fn config_entries(&self, overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|key| match overrides.get(key.name) {
+                Some(value) => ConfigEntry {
+                    name: key.name,
+                    value: value.clone(),
+                    overridden: true,
+                },
+                None => ConfigEntry {
+                    name: key.name,
+                    value: (key.default)(&self.defaults),
+                    overridden: false,
+                },
+            })
+            .collect()
+    }
+
+    /// Parses a topic's overrides over the defaults; refuses unknown keys and invalid values.
+    pub fn resolve(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, TopicError> {
+        resolve(&self.defaults, overrides)
     }
 
     fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, TopicError> {
-        let number = |key: &str| -> Result<i64, TopicError> {
-            let value = self.effective_config(overrides, key).unwrap_or_default();
-            value.parse::<i64>().map_err(|_| TopicError::InvalidConfig {
-                key: key.into(),
-                value,
-                reason: "not a number",
-            })
-        };
-        for (key, value) in overrides {
-            if !TOPIC_CONFIG_KEYS.contains(&key.as_str()) {
-                return Err(TopicError::InvalidConfig {
-                    key: key.clone(),
-                    value: value.clone(),
-                    reason: "unknown or unsupported config",
-                });
-            }
-        }
-        if self
-            .effective_config(overrides, "cleanup.policy")
-            .as_deref()
-            != Some("delete")
-        {
-            return Err(TopicError::InvalidConfig {
-                key: "cleanup.policy".into(),
-                value: overrides.get("cleanup.policy").cloned().unwrap_or_default(),
-                reason: "only 'delete' is supported",
-            });
-        }
-        let positive = |v: i64| (v >= 0).then_some(v as u64);
-        let segment_bytes = number("segment.bytes")?;
-        if !(1024..=1 << 30).contains(&segment_bytes) {
-            return Err(TopicError::InvalidConfig {
-                key: "segment.bytes".into(),
-                value: segment_bytes.to_string(),
-                reason: "must be between 1024 and 1073741824",
-            });
-        }
-        let max_batch_bytes = number("max.message.bytes")?;
-        if max_batch_bytes < 0 {
-            return Err(TopicError::InvalidConfig {
-                key: "max.message.bytes".into(),
-                value: max_batch_bytes.to_string(),
-                reason: "must not be negative",
-            });
-        }
-        Ok(LogConfig {
-            max_batch_bytes: max_batch_bytes as u64,
-            segment_bytes: segment_bytes as u64,
-            segment_age: Duration::from_millis(positive(number("segment.ms")?).unwrap_or(u64::MAX)),
-            retention: positive(number("retention.ms")?).map(Duration::from_millis),
-            retention_bytes: positive(number("retention.bytes")?),
-            fsync_each_append: self.defaults.fsync_each_append,
-        })
+        Ok(self
+            .resolve(overrides)?
+            .log_config(self.defaults.fsync_each_append))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -345,6 +496,16 @@ impl TopicRegistry {
     ) -> Result<Arc<Topic>, TopicError> {
         let partitions = partitions.unwrap_or(self.defaults.partitions);
         self.validate(name, partitions, &configs)?;
+        for key in TOPIC_CONFIGS.iter().filter(|k| !k.enforced) {
+            let value = configs.get(key.name);
+            if let Some(value) = value.filter(|v| **v != (key.default)(&self.defaults)) {
+                tracing::info!(
+                    topic = name,
+                    "{}={value} is stored and reported, not applied by this broker",
+                    key.name
+                );
+            }
+        }
         let mut topics = self.write();
         if topics.contains_key(name) {
             return Err(TopicError::AlreadyExists(name.into()));
@@ -431,7 +592,141 @@ impl TopicRegistry {
     }
 }
 
+fn resolve(
+    defaults: &Defaults,
+    overrides: &BTreeMap<String, String>,
+) -> Result<TopicConfig, TopicError> {
+    if let Some((key, value)) = overrides
+        .iter()
+        .find(|(key, _)| !TOPIC_CONFIGS.iter().any(|k| k.name == key.as_str()))
+    {
+        return Err(TopicError::InvalidConfig {
+            key: key.clone(),
+            value: value.clone(),
+            reason: "unknown or unsupported config",
+        });
+    }
+    let mut config = TopicConfig::default();
+    for key in TOPIC_CONFIGS {
+        let value = overrides
+            .get(key.name)
+            .cloned()
+            .unwrap_or_else(|| (key.default)(defaults));
+        (key.apply)(&mut config, &value).map_err(|reason| TopicError::InvalidConfig {
+            key: key.name.into(),
+            value,
+            reason,
+        })?;
+    }
+    Ok(config)
+}
+
 /// Path of a topic's directory (for tests and tools).
 pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
     data_dir.join("topics").join(topic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults::new(&BrokerConfig::default())
+    }
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_key_parses_its_own_default_and_is_declared_once() {
+        let d = defaults();
+        for key in TOPIC_CONFIGS {
+            let value = (key.default)(&d);
+            assert_eq!(
+                (key.apply)(&mut TopicConfig::default(), &value),
+                Ok(()),
+                "{} = {value}",
+                key.name
+            );
+            assert_eq!(
+                TOPIC_CONFIGS.iter().filter(|k| k.name == key.name).count(),
+                1,
+                "{} declared twice",
+                key.name
+            );
+        }
+        let c = BrokerConfig::default();
+        assert_eq!(
+            resolve(&d, &BTreeMap::new()).unwrap(),
+            TopicConfig {
+                retention_ms: c.retention_ms,
+                retention_bytes: c.retention_bytes,
+                segment_bytes: c.segment_bytes,
+                segment_ms: c.segment_ms as i64,
+                max_message_bytes: 104_857_600,
+                timestamp_type: TimestampType::CreateTime,
+            }
+        );
+    }
+
+    #[test]
+    fn overrides_are_typed_and_bad_values_say_why() {
+        let d = defaults();
+        let c = resolve(
+            &d,
+            &overrides(&[
+                ("retention.ms", "-1"),
+                ("segment.bytes", "2048"),
+                ("message.timestamp.type", "LogAppendTime"),
+                ("compression.type", "zstd"),
+                ("min.insync.replicas", "1"),
+            ]),
+        )
+        .unwrap();
+        let log = c.log_config(false);
+        assert_eq!(log.retention, None, "-1 keeps forever");
+        assert_eq!(log.segment_bytes, 2048);
+        assert!(log.log_append_time);
+        for (key, value, reason) in [
+            (
+                "cleanup.policy",
+                "compact",
+                "log compaction is not supported; only 'delete' is",
+            ),
+            ("cleanup.policy", "other", "only 'delete' is supported"),
+            (
+                "compression.type",
+                "brotli",
+                "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
+            ),
+            (
+                "min.insync.replicas",
+                "2",
+                "this single-node broker keeps one replica, so at most 1",
+            ),
+            ("min.insync.replicas", "0", "must be at least 1"),
+            (
+                "message.timestamp.type",
+                "Now",
+                "must be CreateTime or LogAppendTime",
+            ),
+            ("segment.bytes", "10", "must be between 1024 and 1073741824"),
+            ("retention.ms", "soon", "not a number"),
+            ("max.message.bytes", "-1", "must not be negative"),
+            ("no.such.key", "1", "unknown or unsupported config"),
+        ] {
+            match resolve(&d, &overrides(&[(key, value)])) {
+                Err(TopicError::InvalidConfig {
+                    key: k,
+                    value: v,
+                    reason: r,
+                }) => assert_eq!((k.as_str(), v.as_str(), r), (key, value, reason)),
+                other => panic!("{key}={value}: {other:?}"),
+            }
+        }
+    }
 }

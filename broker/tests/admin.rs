@@ -4,12 +4,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LONG, TestBroker, consumer, eventually, producer, recv_n};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use common::raw::RawClient;
+use common::{LONG, TestBroker, consumer, eventually, one_record_batch, producer, recv_n};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     common::client_config(bootstrap, &[]).create().unwrap()
@@ -146,4 +155,251 @@ async fn max_message_bytes_is_enforced_per_topic() {
         )
         .await;
     assert!(elsewhere.is_ok(), "{elsewhere:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_topic_configs_are_accepted_and_described_as_the_table_says() {
+    let b = TestBroker::start().await;
+    let set = [
+        ("cleanup.policy", "delete"),
+        ("compression.type", "lz4"),
+        ("retention.ms", "3600000"),
+        ("retention.bytes", "1048576"),
+        ("segment.bytes", "65536"),
+        ("segment.ms", "600000"),
+        ("max.message.bytes", "2000"),
+        ("message.timestamp.type", "CreateTime"),
+        ("min.insync.replicas", "1"),
+    ];
+    common::create_topic(&b.bootstrap, "configured", 1, &set).await;
+    common::create_topic(&b.bootstrap, "plain", 1, &[]).await;
+    let a = admin(&b.bootstrap);
+    let described = a
+        .describe_configs(
+            &[
+                ResourceSpecifier::Topic("configured"),
+                ResourceSpecifier::Topic("plain"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let table: Vec<&str> = broker::topics::TOPIC_CONFIGS
+        .iter()
+        .map(|k| k.name)
+        .collect();
+    let configured = described[0].as_ref().unwrap();
+    let mut names: Vec<&str> = configured.entries.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    let mut expected = table.clone();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "DescribeConfigs lists exactly the table");
+    for (key, value) in set {
+        let entry = configured.get(key).unwrap();
+        assert_eq!(entry.value.as_deref(), Some(value), "{key}");
+        assert_eq!(entry.source, ConfigSource::DynamicTopic, "{key}");
+        assert!(!entry.is_default, "{key}");
+    }
+    let plain = described[1].as_ref().unwrap();
+    assert_eq!(plain.entries.len(), table.len());
+    for entry in &plain.entries {
+        assert_eq!(entry.source, ConfigSource::Default, "{}", entry.name);
+        assert!(entry.is_default, "{}", entry.name);
+    }
+    let default = |key: &str| plain.get(key).unwrap().value.clone().unwrap();
+    assert_eq!(default("compression.type"), "producer");
+    assert_eq!(default("min.insync.replicas"), "1");
+    assert_eq!(default("message.timestamp.type"), "CreateTime");
+    assert_eq!(default("retention.ms"), b.config.retention_ms.to_string());
+    assert_eq!(default("segment.bytes"), b.config.segment_bytes.to_string());
+
+    // The accepted max.message.bytes is enforced, not just stored.
+    let p = producer(&b.bootstrap, &[("compression.codec", "none")]);
+    let err = p
+        .send(
+            FutureRecord::to("configured")
+                .key("k")
+                .payload(&[b'x'; 3000][..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect_err("over max.message.bytes");
+    assert_eq!(
+        err.0.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+}
+
+/// Config overrides of a CreateTopics request.
+type Configs = &'static [(&'static str, &'static str)];
+
+fn creatable(name: &'static str, configs: &[(&'static str, &'static str)]) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(name)))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str(k))
+                        .with_value(Some(StrBytes::from_static_str(v)))
+                })
+                .collect(),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_topic_config_values_are_refused_with_their_reason() {
+    let b = TestBroker::start().await;
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let cases: [(&'static str, Configs, &str); 5] = [
+        (
+            "compacted",
+            &[("cleanup.policy", "compact")],
+            "invalid config cleanup.policy=compact: log compaction is not supported; only 'delete' is",
+        ),
+        (
+            "replicated",
+            &[("min.insync.replicas", "2")],
+            "invalid config min.insync.replicas=2: this single-node broker keeps one replica, so at most 1",
+        ),
+        (
+            "brotli",
+            &[("compression.type", "brotli")],
+            "invalid config compression.type=brotli: must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
+        ),
+        (
+            "timeless",
+            &[("message.timestamp.type", "Now")],
+            "invalid config message.timestamp.type=Now: must be CreateTime or LogAppendTime",
+        ),
+        (
+            "unknown",
+            &[("flush.messages", "1")],
+            "invalid config flush.messages=1: unknown or unsupported config",
+        ),
+    ];
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(
+            cases
+                .iter()
+                .map(|(name, configs, _)| creatable(name, configs))
+                .chain([creatable("accepted", &[("compression.type", "zstd")])])
+                .collect(),
+        );
+    let response = raw.call(&request, 7).await;
+    for (result, (name, _, message)) in response.topics.iter().zip(cases) {
+        assert_eq!(result.name.as_str(), name);
+        assert_eq!(result.error_code, 40, "{name}: INVALID_CONFIG");
+        assert_eq!(result.error_message.as_deref(), Some(message));
+        assert!(b.state().topics.get(name).is_none(), "{name} not created");
+    }
+    // The created topic's answer (v5+) reports every config of the table, overrides marked.
+    let accepted = &response.topics[cases.len()];
+    assert_eq!(accepted.error_code, 0);
+    let configs = accepted.configs.as_ref().unwrap();
+    let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+    let table: Vec<&str> = broker::topics::TOPIC_CONFIGS
+        .iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, table);
+    let compression = configs
+        .iter()
+        .find(|c| c.name.as_str() == "compression.type")
+        .unwrap();
+    assert_eq!(compression.value.as_deref(), Some("zstd"));
+    assert_eq!(compression.config_source, 1, "TOPIC_CONFIG");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_append_time_topics_take_the_broker_clock() {
+    let b = TestBroker::start().await;
+    common::create_topic(
+        &b.bootstrap,
+        "appended",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    )
+    .await;
+    common::create_topic(&b.bootstrap, "created", 1, &[]).await;
+    let an_hour_ago = now_ms() - 3_600_000;
+    let before = now_ms();
+    let p = producer(&b.bootstrap, &[]);
+    for topic in ["appended", "created"] {
+        p.send(
+            FutureRecord::to(topic)
+                .key("k")
+                .payload("v")
+                .timestamp(an_hour_ago),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let after = now_ms();
+    let c = consumer(&b.bootstrap, "unused", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("appended", 0, Offset::Beginning)
+        .unwrap();
+    tpl.add_partition_offset("created", 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 2 {
+        let m = tokio::time::timeout(LONG, c.recv())
+            .await
+            .expect("a record")
+            .unwrap();
+        seen.insert(m.topic().to_string(), m.timestamp());
+    }
+    match seen["appended"] {
+        Timestamp::LogAppendTime(t) => assert!(
+            (before..=after).contains(&t),
+            "append time {t} is the broker's clock during the produce ({before}..={after})"
+        ),
+        other => panic!("expected LogAppendTime, got {other:?}"),
+    }
+    assert_eq!(seen["created"], Timestamp::CreateTime(an_hour_ago));
+
+    // The produce answer carries the append time (and -1 for a CreateTime topic).
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    for (topic, stamped) in [("appended", true), ("created", false)] {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(one_record_batch(-1, -1, -1, b"raw"))),
+                    ]),
+            ]);
+        let before = now_ms();
+        let response = raw.call(&request, 8).await;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        if stamped {
+            assert!(
+                (before..=now_ms()).contains(&p.log_append_time_ms),
+                "{}",
+                p.log_append_time_ms
+            );
+        } else {
+            assert_eq!(p.log_append_time_ms, -1);
+        }
+    }
 }

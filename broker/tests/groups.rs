@@ -10,7 +10,13 @@ use std::time::Duration;
 
 use common::{LONG, Received, TestBroker, consumer, eventually, owned, producer, recv_n};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
@@ -316,4 +322,86 @@ async fn a_silent_member_is_expelled_after_its_session_timeout() {
     );
     assert_ne!(description.members[0].member_id, joined.member_id.as_str());
     poller.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_for_unknown_topics_or_partitions_are_refused_and_the_rest_committed() {
+    let mut b = TestBroker::start().await;
+    common::create_topic(&b.bootstrap, "real", 2, &[]).await;
+    let topic = |name: &'static str, partitions: &[(i32, i64)]| {
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&(p, o)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(o)
+                    })
+                    .collect(),
+            )
+    };
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("careful")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            topic("real", &[(0, 7), (2, 8), (1, 9)]),
+            topic("imaginary", &[(0, 10)]),
+        ]);
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let response = raw.call(&commit, 8).await;
+    let codes: Vec<(&str, i32, i16)> = response
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.as_str(), p.partition_index, p.error_code))
+        })
+        .collect();
+    // UNKNOWN_TOPIC_OR_PARTITION is 3.
+    assert_eq!(
+        codes,
+        vec![
+            ("real", 0, 0),
+            ("real", 2, 3),
+            ("real", 1, 0),
+            ("imaginary", 0, 3)
+        ]
+    );
+    assert!(
+        b.state().topics.get("imaginary").is_none(),
+        "a commit creates no topic"
+    );
+
+    // What was committed, also after a restart: only the real partitions.
+    drop(raw);
+    b.restart().await;
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("careful")))
+        .with_topics(None);
+    let fetched = raw.call(&fetch, 7).await;
+    let stored: Vec<(&str, i32, i64)> = fetched
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.as_str(), p.partition_index, p.committed_offset))
+        })
+        .collect();
+    let mut stored = stored;
+    stored.sort_unstable();
+    assert_eq!(stored, vec![("real", 0, 7), ("real", 1, 9)]);
+    let asked = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("careful")))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("imaginary")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let fetched = raw.call(&asked, 7).await;
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, -1);
 }

@@ -130,6 +130,8 @@ async fn fetch_returns_the_whole_batch_and_no_preferred_replica() {
 async fn offset_fetch_v8_answers_in_the_groups_array() {
     let b = TestBroker::start().await;
     let mut raw = RawClient::connect(&b.bootstrap).await;
+    // Offsets are only stored for partitions that exist.
+    metadata(&mut raw, "v8-topic").await;
     let commit = OffsetCommitRequest::default()
         .with_group_id(GroupId(StrBytes::from_static_str("v8-group")))
         .with_generation_id_or_member_epoch(-1)

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use common::{
     LONG, TestBroker, consumer, one_record_batch, producer, raw::RawClient, recv_n, texts,
 };
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
@@ -346,4 +347,98 @@ async fn list_offsets_finds_earliest_latest_and_by_timestamp() {
         Offset::End,
         "no record that late"
     );
+}
+
+/// ListOffsets for one timestamp on partition 0, over the raw protocol: (offset, timestamp).
+async fn list_offset(raw: &mut RawClient, topic: &str, timestamp: i64) -> (i64, i64) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let response = raw.call(&request, 7).await;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.timestamp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_by_timestamp_finds_the_record_inside_a_batch() {
+    let b = TestBroker::start().await;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("batched-{codec}");
+        // Ten records with timestamps one second apart, sent together so they share a batch.
+        let p = producer(
+            &b.bootstrap,
+            &[("compression.codec", codec), ("linger.ms", "200")],
+        );
+        let sends: Vec<_> = (0..10)
+            .map(|i| {
+                p.send_result(
+                    FutureRecord::<(), _>::to(&topic)
+                        .payload("x")
+                        .timestamp(base + i * 1000),
+                )
+                .unwrap()
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        let broker::storage::ReadOutcome::Batches(stored) = b
+            .state()
+            .topics
+            .get(&topic)
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log()
+            .read(0, 1 << 20, true)
+            .unwrap()
+        else {
+            panic!("offset 0 is in range");
+        };
+        let header = broker::storage::batch::validate(&stored).unwrap();
+        assert_eq!(
+            (header.records_count, header.total_len()),
+            (10, stored.len()),
+            "{codec}: the ten records are one batch"
+        );
+
+        let c = consumer(&b.bootstrap, "unused", &[]);
+        let lookup = |target: i64| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Offset(target))
+                .unwrap();
+            let found = c
+                .offsets_for_times(tpl, Timeout::After(Duration::from_secs(10)))
+                .unwrap();
+            found.find_partition(&topic, 0).unwrap().offset()
+        };
+        assert_eq!(lookup(base + 4500), Offset::Offset(5), "{codec}");
+        assert_eq!(lookup(base + 4000), Offset::Offset(4), "{codec}: exact");
+        assert_eq!(lookup(base + 9000), Offset::Offset(9), "{codec}: last");
+        assert_eq!(lookup(base - 1), Offset::Offset(0), "{codec}: before all");
+        assert_eq!(lookup(base + 9001), Offset::End, "{codec}: after all");
+        // The answer carries the found record's timestamp.
+        assert_eq!(
+            list_offset(&mut raw, &topic, base + 4500).await,
+            (5, base + 5000),
+            "{codec}"
+        );
+        // Latest and earliest are unchanged.
+        assert_eq!(list_offset(&mut raw, &topic, -1).await.0, 10, "{codec}");
+        assert_eq!(list_offset(&mut raw, &topic, -2).await.0, 0, "{codec}");
+    }
 }

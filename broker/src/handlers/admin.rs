@@ -14,7 +14,7 @@ use kafka_protocol::messages::*;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::topics::{TOPIC_CONFIG_KEYS, TopicError};
+use crate::topics::TopicError;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -38,6 +38,15 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// The config source of a topic config: set on the topic, or the default.
+fn source(overridden: bool) -> i8 {
+    if overridden {
+        SOURCE_TOPIC
+    } else {
+        SOURCE_DEFAULT
+    }
+}
 
 fn topic_error(e: &TopicError) -> ResponseError {
     match e {
@@ -103,22 +112,15 @@ pub fn create_topics(
                         .as_ref()
                         .map(|t| t.configs.clone())
                         .unwrap_or_default();
-                    let shown = TOPIC_CONFIG_KEYS
-                        .iter()
-                        .map(|key| {
+                    let shown = broker
+                        .topics
+                        .config_entries(&overrides)
+                        .into_iter()
+                        .map(|entry| {
                             CreatableTopicConfigs::default()
-                                .with_name(str_bytes(*key))
-                                .with_value(
-                                    broker
-                                        .topics
-                                        .effective_config(&overrides, key)
-                                        .map(str_bytes),
-                                )
-                                .with_config_source(if overrides.contains_key(*key) {
-                                    SOURCE_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                })
+                                .with_name(str_bytes(entry.name))
+                                .with_value(Some(str_bytes(entry.value)))
+                                .with_config_source(source(entry.overridden))
                         })
                         .collect();
                     let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
@@ -203,18 +205,15 @@ pub fn describe_configs(
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(str_bytes("unknown topic")));
                     };
-                    TOPIC_CONFIG_KEYS
-                        .iter()
-                        .map(|key| {
-                            let source = if topic.configs.contains_key(*key) {
-                                SOURCE_TOPIC
-                            } else {
-                                SOURCE_DEFAULT
-                            };
+                    broker
+                        .topics
+                        .config_entries(&topic.configs)
+                        .into_iter()
+                        .map(|entry| {
                             (
-                                key.to_string(),
-                                broker.topics.effective_config(&topic.configs, key),
-                                source,
+                                entry.name.to_string(),
+                                Some(entry.value),
+                                source(entry.overridden),
                             )
                         })
                         .collect()
@@ -303,5 +302,51 @@ fn client_message(e: &TopicError) -> String {
             "the broker could not store the change".to_owned()
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+
+    use super::*;
+    use crate::BrokerConfig;
+    use crate::topics::TOPIC_CONFIGS;
+
+    #[test]
+    fn describe_configs_lists_exactly_the_table_with_values_and_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            retention_bytes: 12345,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config, "localhost".into(), 9092).unwrap();
+        let overrides = BTreeMap::from([("compression.type".to_string(), "zstd".to_string())]);
+        broker.topics.create("t", Some(1), overrides).unwrap();
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes("t"))
+                .with_configuration_keys(None),
+        ]);
+        let response = describe_configs(&broker, request);
+        let configs = &response.results[0].configs;
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        let table: Vec<&str> = TOPIC_CONFIGS.iter().map(|k| k.name).collect();
+        assert_eq!(names, table);
+        let get = |name: &str| configs.iter().find(|c| c.name.as_str() == name).unwrap();
+        let compression = get("compression.type");
+        assert_eq!(compression.value.as_deref(), Some("zstd"));
+        assert_eq!(compression.config_source, SOURCE_TOPIC);
+        let retention = get("retention.bytes");
+        assert_eq!(
+            retention.value.as_deref(),
+            Some("12345"),
+            "the broker's setting"
+        );
+        assert_eq!(retention.config_source, SOURCE_DEFAULT);
     }
 }

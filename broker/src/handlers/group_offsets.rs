@@ -40,31 +40,58 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         request.generation_id_or_member_epoch,
         request.member_id.as_str(),
     );
-    let too_large =
-        |p: &kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition| {
-            p.committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-        };
+    // What is wrong with one partition, whatever the group says: an offset for a partition
+    // that doesn't exist is not stored (as in Kafka), and neither is oversized metadata.
+    let refusals: Vec<Vec<Option<ResponseError>>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            t.partitions
+                .iter()
+                .map(|p| {
+                    if topic
+                        .as_ref()
+                        .is_none_or(|t| t.partition(p.partition_index).is_none())
+                    {
+                        Some(ResponseError::UnknownTopicOrPartition)
+                    } else if p
+                        .committed_metadata
+                        .as_ref()
+                        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+                    {
+                        Some(ResponseError::OffsetMetadataTooLarge)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+        .collect();
     if error.is_none() {
         let commits = request
             .topics
             .iter()
-            .flat_map(|t| {
-                t.partitions.iter().filter(|p| !too_large(p)).map(|p| {
-                    (
-                        t.name.as_str().to_string(),
-                        p.partition_index,
-                        Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p
-                                .committed_metadata
-                                .as_ref()
-                                .map(|m| m.as_str().to_string()),
-                        },
-                    )
-                })
+            .zip(&refusals)
+            .flat_map(|(t, refused)| {
+                t.partitions
+                    .iter()
+                    .zip(refused)
+                    .filter(|(_, refused)| refused.is_none())
+                    .map(|(p, _)| {
+                        (
+                            t.name.as_str().to_string(),
+                            p.partition_index,
+                            Committed {
+                                offset: p.committed_offset,
+                                leader_epoch: p.committed_leader_epoch,
+                                metadata: p
+                                    .committed_metadata
+                                    .as_ref()
+                                    .map(|m| m.as_str().to_string()),
+                            },
+                        )
+                    })
             })
             .collect();
         if let Err(e) = broker.offsets.commit(group, commits) {
@@ -75,15 +102,21 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
     let topics = request
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(refusals)
+        .map(|(t, refused)| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name)
                 .with_partitions(
                     t.partitions
                         .into_iter()
-                        .map(|p| {
-                            let error = error
-                                .or(too_large(&p).then_some(ResponseError::OffsetMetadataTooLarge));
+                        .zip(refused)
+                        .map(|(p, refused)| {
+                            // An unknown partition is reported as such even when the group
+                            // refuses the commit, as Kafka checks it first.
+                            let error = match refused {
+                                Some(ResponseError::UnknownTopicOrPartition) => refused,
+                                _ => error.or(refused),
+                            };
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code(error))

@@ -58,9 +58,10 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                     };
                     let mut records = records.to_vec();
                     match partition.append(&mut records) {
-                        Ok((appended, log_start)) => response
-                            .with_base_offset(appended.base_offset())
-                            .with_log_start_offset(log_start),
+                        Ok(produced) => response
+                            .with_base_offset(produced.appended.base_offset())
+                            .with_log_append_time_ms(produced.log_append_time)
+                            .with_log_start_offset(produced.log_start_offset),
                         Err(e) => {
                             let code = match &e {
                                 AppendError::Corrupt(_) => ResponseError::CorruptMessage,

@@ -1,8 +1,10 @@
 //! The record batch header (magic v2): the only part of a batch the broker reads.
 //!
-//! The broker never decompresses or re-encodes records. It checks the header and CRC of each
-//! batch, stamps the base offset and leader epoch, and stores and serves the bytes exactly as the
-//! producer sent them. That keeps compressed batches intact and the hot path allocation-free.
+//! The broker never decompresses or re-encodes records when it stores them. It checks the header
+//! and CRC of each batch, stamps the base offset and leader epoch (and, on a `LogAppendTime`
+//! topic, the timestamp type and max timestamp, with a new CRC), and stores and serves the bytes
+//! exactly as the producer sent them. That keeps compressed batches intact and the hot path
+//! allocation-free.
 //!
 //! Layout (all big-endian), see the Kafka docs "Record Batch":
 //! ```text
@@ -126,6 +128,11 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    /// Whether every record's timestamp is the broker's append time (the max timestamp).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & LOG_APPEND_TIME_ATTRIBUTE != 0
+    }
+
     /// Whether the batch comes from an idempotent (or transactional) producer.
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
@@ -160,6 +167,43 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     Ok(header)
+}
+
+/// Attribute bit 3: the batch's timestamps are the broker's append time.
+const LOG_APPEND_TIME_ATTRIBUTE: i16 = 0x08;
+
+/// Gives the batch the broker's append time, as Kafka does on a `LogAppendTime` topic: sets the
+/// timestamp-type attribute and the max timestamp to `now_ms` (readers then take that as every
+/// record's timestamp) and recomputes the CRC, which covers both. The records are unchanged.
+pub fn set_log_append_time(buf: &mut [u8], header: &mut BatchHeader, now_ms: i64) {
+    header.attributes |= LOG_APPEND_TIME_ATTRIBUTE;
+    header.max_timestamp = now_ms;
+    buf[21..23].copy_from_slice(&header.attributes.to_be_bytes());
+    buf[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    header.crc = crc32c::crc32c(&buf[CRC_START..header.total_len()]);
+    buf[17..21].copy_from_slice(&header.crc.to_be_bytes());
+}
+
+/// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
+/// offset and timestamp. This decodes (and decompresses) the records, the one place the broker
+/// does: a ListOffsets by timestamp that lands inside a batch of several records.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, anyhow::Error> {
+    let header = BatchHeader::parse(batch)?;
+    if header.is_log_append_time() {
+        // Every record's timestamp is the batch's append time.
+        return Ok((header.max_timestamp >= timestamp)
+            .then_some((header.base_offset, header.max_timestamp)));
+    }
+    let mut bytes = bytes::Bytes::copy_from_slice(&batch[..header.total_len().min(batch.len())]);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| r.timestamp >= timestamp)
+        .map(|r| (r.offset, r.timestamp)))
 }
 
 /// Stamps the broker-assigned base offset and leader epoch; neither is covered by the CRC.
@@ -211,6 +255,18 @@ pub(crate) mod tests {
         stamp(&mut b, 42, 0);
         let h = validate(&b).unwrap();
         assert_eq!((h.base_offset, h.last_offset()), (42, 44));
+    }
+
+    #[test]
+    fn log_append_time_sets_the_type_and_max_timestamp_and_keeps_the_crc_valid() {
+        let mut b = sample_batch(2, 1000);
+        let mut h = validate(&b).unwrap();
+        assert!(!h.is_log_append_time());
+        set_log_append_time(&mut b, &mut h, 5000);
+        let stored = validate(&b).unwrap();
+        assert_eq!(stored, h);
+        assert!(stored.is_log_append_time());
+        assert_eq!((stored.base_timestamp, stored.max_timestamp), (1000, 5000));
     }
 
     #[test]

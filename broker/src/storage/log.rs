@@ -36,6 +36,8 @@ pub struct LogConfig {
     pub fsync_each_append: bool,
     /// The largest record batch taken (`max.message.bytes`, as in Kafka: a batch, compressed).
     pub max_batch_bytes: u64,
+    /// Stamp each appended batch with the broker's clock (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: bool,
 }
 
 /// Why an append was refused.
@@ -86,6 +88,8 @@ struct SentBatch {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
+    /// The batch's max timestamp as stored (its append time on a LogAppendTime topic).
+    max_timestamp: i64,
 }
 
 /// Idempotence state of one producer id on this partition.
@@ -183,6 +187,19 @@ impl PartitionLog {
 
     /// Validates and appends the batches in one produce request's record set, all or nothing.
     pub fn append(&mut self, records: &mut [u8]) -> Result<Appended, AppendError> {
+        let now_ms = crate::server::now_ms();
+        self.append_at(records, now_ms)
+            .map(|(appended, _)| appended)
+    }
+
+    /// [`PartitionLog::append`] at `now_ms` on the broker's clock. Also returns the log append
+    /// time of the stored batch on a LogAppendTime topic (the original one for a retried
+    /// batch), and -1 on a CreateTime topic, as the produce answer reports it.
+    pub fn append_at(
+        &mut self,
+        records: &mut [u8],
+        now_ms: i64,
+    ) -> Result<(Appended, i64), AppendError> {
         if self.deleted {
             return Err(AppendError::Deleted);
         }
@@ -214,8 +231,15 @@ impl PartitionLog {
         if size > max {
             return Err(AppendError::TooLarge { size, max });
         }
+        let log_append_time = self.config.log_append_time;
+        let append_time = |max_timestamp: i64| {
+            if log_append_time { max_timestamp } else { -1 }
+        };
         if let Some(duplicate) = self.check_sequences(&headers)? {
-            return Ok(Appended::Duplicate(duplicate));
+            return Ok((
+                Appended::Duplicate(duplicate.base_offset),
+                append_time(duplicate.max_timestamp),
+            ));
         }
         self.maybe_roll()?;
         let first_offset = self.next_offset();
@@ -224,6 +248,9 @@ impl PartitionLog {
             let len = header.total_len();
             header.base_offset = self.next_offset();
             let bytes = &mut records[position..position + len];
+            if log_append_time {
+                batch::set_log_append_time(bytes, header, now_ms);
+            }
             batch::stamp(bytes, header.base_offset, LEADER_EPOCH);
             let segment = self.segments.last_mut().expect("never empty");
             segment.append(bytes, header)?;
@@ -234,12 +261,12 @@ impl PartitionLog {
         if self.config.fsync_each_append {
             self.sync()?;
         }
-        Ok(Appended::New(first_offset))
+        Ok((Appended::New(first_offset), append_time(now_ms)))
     }
 
-    /// Checks idempotent-producer sequences. Returns the stored base offset if the request is a
-    /// retry of batches already written.
-    fn check_sequences(&self, headers: &[BatchHeader]) -> Result<Option<i64>, AppendError> {
+    /// Checks idempotent-producer sequences. Returns the stored batch if the request is a retry
+    /// of batches already written.
+    fn check_sequences(&self, headers: &[BatchHeader]) -> Result<Option<SentBatch>, AppendError> {
         let first = &headers[0];
         if !first.has_producer_id() || first.base_sequence < 0 {
             return Ok(None);
@@ -270,7 +297,7 @@ impl PartitionLog {
             .iter()
             .find(|b| b.first_seq == first.base_sequence && b.last_seq == first.last_sequence())
         {
-            return Ok(Some(sent.base_offset));
+            return Ok(Some(*sent));
         }
         let expected = entry.recent.back().map_or(0, |b| {
             if b.last_seq == i32::MAX {
@@ -304,6 +331,7 @@ impl PartitionLog {
             first_seq: header.base_sequence,
             last_seq: header.last_sequence(),
             base_offset: header.base_offset,
+            max_timestamp: header.max_timestamp,
         });
     }
 
@@ -346,17 +374,35 @@ impl PartitionLog {
         Ok(ReadOutcome::Batches(Bytes::new()))
     }
 
-    /// The first offset whose batch has a timestamp at or after `timestamp`, with that batch's
-    /// max timestamp. Lookups are per batch, which is exact for the usual one-record batches
-    /// and otherwise points at the start of the batch that holds the answer.
+    /// The offset and timestamp of the first record whose timestamp is at or after `timestamp`
+    /// (ListOffsets by timestamp). Batch headers find the first batch whose max timestamp
+    /// reaches it; only when that batch holds several records are they decoded to find the one.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         for segment in &self.segments {
             if segment.size == 0 || segment.max_timestamp < timestamp {
                 continue;
             }
-            for (_, header) in segment.headers_from(0)? {
-                if header.max_timestamp >= timestamp {
+            for (position, header) in segment.headers_from(0)? {
+                if header.max_timestamp < timestamp {
+                    continue;
+                }
+                if header.records_count == 1 {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
+                }
+                let bytes = segment.read(position, header.total_len(), true)?;
+                match batch::first_record_at_or_after(&bytes, timestamp) {
+                    Ok(Some(found)) => return Ok(Some(found)),
+                    // The header's max timestamp overstated the records: look further.
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Records the broker can't decode (it stores batches unchecked past
+                        // the header): the batch start is the closest answer it has.
+                        tracing::warn!(
+                            offset = header.base_offset,
+                            "could not decode a batch for a timestamp lookup: {e}"
+                        );
+                        return Ok(Some((header.base_offset, header.max_timestamp)));
+                    }
                 }
             }
         }
@@ -438,6 +484,7 @@ mod tests {
             retention_bytes: None,
             fsync_each_append: false,
             max_batch_bytes: 1 << 20,
+            log_append_time: false,
         }
     }
 
@@ -551,5 +598,27 @@ mod tests {
             log.append(&mut b),
             Err(AppendError::OutOfOrderSequence { .. })
         ));
+    }
+
+    #[test]
+    fn log_append_time_stamps_the_batch_and_timestamp_lookups_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.log_append_time = true;
+        let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+        let mut b = sample_batch(3, 10);
+        assert_eq!(
+            log.append_at(&mut b, 5000).unwrap(),
+            (Appended::New(0), 5000)
+        );
+        let ReadOutcome::Batches(stored) = log.read(0, 1 << 20, true).unwrap() else {
+            panic!("in range")
+        };
+        let header = batches(&stored)[0];
+        assert!(header.is_log_append_time());
+        assert_eq!((header.base_timestamp, header.max_timestamp), (10, 5000));
+        // Every record of the batch has the append time.
+        assert_eq!(log.offset_for_timestamp(4000).unwrap(), Some((0, 5000)));
+        assert_eq!(log.offset_for_timestamp(5001).unwrap(), None);
     }
 }
