@@ -216,11 +216,39 @@ fn server_home(dir: &Path, root: bool) -> Result<PathBuf, PgError> {
     let home = Path::new(RELOCATED_HOME);
     std::fs::create_dir_all(home)?;
     run(Command::new("chmod").arg("0755").arg(home))?;
+    sweep_orphans(home);
     let target = home.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir_all(&target)?;
+    // Who it belongs to, so that it can be removed once that data dir is gone.
+    std::fs::write(target.join(OWNER_FILE), dir.as_os_str().as_encoded_bytes())?;
     postgres_owned(&target)?;
     std::os::unix::fs::symlink(&target, dir)?;
     Ok(target)
+}
+
+/// In a relocated server's folder: the path of the data dir's `postgres` link to it.
+const OWNER_FILE: &str = "owner";
+
+/// Removes the relocated servers whose data dir is gone (a deleted temporary folder, a removed
+/// lab-data): their owner's link no longer points at them, and no process works in them.
+fn sweep_orphans(home: &Path) {
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let target = entry.path();
+        let Ok(owner) = std::fs::read(target.join(OWNER_FILE)) else {
+            continue;
+        };
+        let owner = PathBuf::from(std::ffi::OsStr::new(
+            std::str::from_utf8(&owner).unwrap_or_default(),
+        ));
+        let linked = std::fs::read_link(&owner).is_ok_and(|t| t == target);
+        if !linked && processes_in(&target.join("pgdata")).is_empty() {
+            // Best effort: what stays is retried on the next relocation.
+            let _ = std::fs::remove_dir_all(&target);
+        }
+    }
 }
 
 /// Live processes whose working directory is `data_dir`: a server and its backends (PostgreSQL
@@ -572,6 +600,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!lock.exists(), "the stale lock is removed");
+    }
+
+    #[test]
+    fn relocated_servers_whose_data_dir_is_gone_are_swept() {
+        let home = tempfile::tempdir().unwrap();
+        let users = tempfile::tempdir().unwrap();
+        let relocate = |name: &str, owner: &Path| {
+            let target = home.path().join(name);
+            std::fs::create_dir_all(target.join("pgdata")).unwrap();
+            std::fs::write(
+                target.join(OWNER_FILE),
+                owner.as_os_str().as_encoded_bytes(),
+            )
+            .unwrap();
+            target
+        };
+        // A data dir that still links to its server, and one that was deleted.
+        let kept_link = users.path().join("kept").join("postgres");
+        std::fs::create_dir_all(kept_link.parent().unwrap()).unwrap();
+        let kept = relocate("kept", &kept_link);
+        std::os::unix::fs::symlink(&kept, &kept_link).unwrap();
+        let gone = relocate("gone", &users.path().join("deleted").join("postgres"));
+        // A folder without an owner file is not ours to judge.
+        let unknown = home.path().join("unknown");
+        std::fs::create_dir_all(&unknown).unwrap();
+        sweep_orphans(home.path());
+        assert!(kept.exists() && unknown.exists());
+        assert!(!gone.exists());
     }
 
     #[test]

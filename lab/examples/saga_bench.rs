@@ -59,6 +59,10 @@ struct Args {
     /// Only the cold-start figures (first order, the run right after ready), then stop.
     #[arg(long)]
     cold_only: bool,
+    /// Serve the dashboard and keep its chain view open in headless Chromium during the runs
+    /// (what watching the lab costs; needs chromedriver).
+    #[arg(long)]
+    dashboard: bool,
 }
 
 /// Turns `pg_stat_statements` on (it needs a server start) when `--pg-stats` is given.
@@ -200,6 +204,32 @@ async fn main() -> anyhow::Result<()> {
     }
     let orders_db = pools[0].clone();
     let notifications_db = pools[3].clone();
+    let brokers = lab.brokers().to_owned();
+    let lab: lab::dashboard::SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
+    let watching = if args.dashboard {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/#/", listener.local_addr()?);
+        let dashboard =
+            lab::dashboard::Dashboard::serve(lab.clone(), client.clone(), brokers, listener)?;
+        let browser = lab::browser::Browser::start().await;
+        browser.goto(&url).await;
+        browser
+            .wait_text("#svc-order .lag", |t| t.starts_with("lag"))
+            .await;
+        eprintln!("  the dashboard is open in headless Chromium");
+        Some((dashboard, browser))
+    } else {
+        None
+    };
+    let stop = || async {
+        if let Some((dashboard, browser)) = watching {
+            browser.close().await;
+            dashboard.shutdown().await;
+        }
+        if let Some(lab) = lab.lock().await.take() {
+            lab.shutdown().await;
+        }
+    };
 
     // Cold start: what a user who places orders the moment the lab says it is up sees.
     let since_ready = ready_at.elapsed();
@@ -229,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
         cold.last().copied().unwrap_or(f64::NAN),
     );
     if args.cold_only {
-        lab.shutdown().await;
+        stop().await;
         return Ok(());
     }
 
@@ -310,7 +340,7 @@ async fn main() -> anyhow::Result<()> {
     }
     payments_admin.close().await;
     inventory_admin.close().await;
-    lab.shutdown().await;
+    stop().await;
     Ok(())
 }
 

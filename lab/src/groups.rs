@@ -10,7 +10,7 @@ use kafka_protocol::protocol::Decodable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// One consumer group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Group {
     pub name: String,
     pub state: String,
@@ -18,7 +18,7 @@ pub struct Group {
 }
 
 /// One member of a group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Member {
     pub client_id: String,
     pub client_host: String,

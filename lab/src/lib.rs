@@ -5,11 +5,13 @@
 //! The `lab` binary, the integration tests in `tests/` and the benchmark all start the system
 //! through [`system::Lab::start`], so the tests check exactly what a user runs.
 
+pub mod browser;
 pub mod client;
 pub mod dashboard;
 pub mod groups;
 pub mod lock;
 pub mod pg;
+pub mod poison;
 pub mod system;
 
 pub use client::LabClient;

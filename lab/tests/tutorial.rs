@@ -45,8 +45,9 @@ async fn run_chapter(file: &str) {
     let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dash_addr = listener.local_addr().unwrap();
-    let router = dashboard::router(shared.clone(), client.clone(), brokers.clone());
-    let dash = tokio::spawn(async move { axum::serve(listener, router).await });
+    let dash =
+        dashboard::Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)
+            .unwrap();
 
     let mut script = String::from("set -euo pipefail\n");
     for b in &blocks {
@@ -103,7 +104,7 @@ async fn run_chapter(file: &str) {
         "{file} failed:\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
 
-    dash.abort();
+    dash.shutdown().await;
     let lab = shared.lock().await.take().unwrap();
     lab.shutdown().await;
 }

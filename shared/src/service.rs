@@ -200,7 +200,9 @@ pub async fn build<S: SagaService>(
     let consumers = readiness
         .consumers
         .iter()
-        .map(|ready| ConsumerRunner {
+        .enumerate()
+        .map(|(index, ready)| ConsumerRunner {
+            index,
             group: name.to_owned(),
             brokers: common.brokers.clone(),
             pool: pool.clone(),

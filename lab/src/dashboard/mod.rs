@@ -1,16 +1,28 @@
-//! The lab dashboard on port 8080: a page that shows the system at a glance (services, dead-letter
-//! queues with a page per DLQ and a Replay button, wallets, products, latest orders), and a small
-//! JSON API the `lab` subcommands use to stop and start services, inject faults and handle DLQs.
+//! The lab's dashboard on port 8080: a live web page (embedded in the lab binary, no CDN) that
+//! shows the event chain as it runs, each order's saga, and Kafka's ideas the way Kafka UI shows
+//! them (topics, partitions, offsets, consumer groups, lag, resetting a group's offsets), with
+//! the lab's controls; and the JSON API it and the `lab` subcommands use.
+//!
+//! - [`observer`]: one consumer outside any group reads every topic: the live feed, each order's
+//!   events, partition offsets, saga latencies.
+//! - [`explorer`]: topics, configs, the message browser, producing, groups and offset resets.
+//! - [`live`]: the snapshot pushed every second over Server-Sent Events.
+//!
+//! Everything Kafka goes through the Kafka protocol, so the page works on an external broker too.
+
+pub mod explorer;
+pub mod live;
+pub mod observer;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Query, State};
-use axum::response::{Html, Redirect};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use saga_shared::dlq::DeadLetter;
-use saga_shared::dlq::header as dlq_header;
 use saga_shared::events::topics;
 use saga_shared::http::{ApiError, ApiJson, ApiPath};
 use serde::{Deserialize, Serialize};
@@ -18,17 +30,26 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::client::LabClient;
+use crate::poison::PoisonKind;
 use crate::system::{Lab, Service};
+use explorer::{Explorer, ExplorerError, NewRecord, ResetTo, Start};
+use live::Live;
+use observer::Observer;
 
 /// The lab, shared between the dashboard and the process that owns it.
 pub type SharedLab = Arc<Mutex<Option<Lab>>>;
 
-#[derive(Clone)]
-struct DashState {
+/// What the dashboard's handlers share.
+pub struct DashState {
     lab: SharedLab,
     client: LabClient,
     brokers: String,
+    observer: Arc<Observer>,
+    explorer: Explorer,
+    live: Arc<Live>,
 }
+
+type Shared = Arc<DashState>;
 
 /// Fault switches of one service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,25 +62,180 @@ pub struct FaultSettings {
     pub slow_ms: u64,
 }
 
-pub fn router(lab: SharedLab, client: LabClient, brokers: String) -> Router {
-    let state = DashState {
-        lab,
-        client,
-        brokers,
-    };
+/// The running dashboard: the page and its API served on a listener, the observer reading the
+/// broker, and the snapshots. [`Dashboard::shutdown`] (or dropping it) stops them.
+pub struct Dashboard {
+    observer: Arc<Observer>,
+    ticker: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Dashboard {
+    /// Starts reading the broker at `brokers` and serves the dashboard on `listener`.
+    pub fn serve(
+        lab: SharedLab,
+        client: LabClient,
+        brokers: String,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Dashboard> {
+        let observer = Observer::start(&brokers)?;
+        let state = Arc::new(DashState {
+            explorer: Explorer::new(&brokers)?,
+            lab,
+            client,
+            brokers,
+            observer: observer.clone(),
+            live: Live::new(),
+        });
+        let ticker = tokio::spawn(live::run(state.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Dashboard {
+            observer,
+            ticker,
+            server,
+            stop: Some(stop),
+        })
+    }
+
+    /// Stops serving (open live streams end with it) and reading the broker, and closes its Kafka
+    /// clients, so that none of them is left talking to a broker that stops next.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.ticker.abort();
+        let _ = (&mut self.ticker).await;
+        // Open event streams never end on their own: give them a moment, then cut them.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+            let _ = (&mut self.server).await;
+        }
+        self.observer.stop_and_wait().await;
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.observer.stop();
+        self.server.abort();
+    }
+}
+
+fn router(state: Shared) -> Router {
     saga_shared::http::with_middleware(
         Router::new()
-            .route("/", get(page))
-            .route("/dlq/{topic}", get(dlq_page))
-            .route("/dlq/{topic}/replay", post(replay_form))
+            .route("/", get(|| asset("index.html")))
+            .route(
+                "/assets/{file}",
+                get(|ApiPath(file): ApiPath<String>| asset_owned(file)),
+            )
             .route("/api/status", get(status))
+            .route("/api/contract", get(contract))
+            .route(
+                "/api/live",
+                get(|State(s): State<Shared>| async move { live::stream(s) }),
+            )
+            .route("/api/snapshot", get(snapshot))
             .route("/api/services/{service}/stop", post(stop_service))
             .route("/api/services/{service}/start", post(start_service))
             .route("/api/faults/{service}", post(set_faults))
+            .route("/api/poison", post(poison))
+            .route("/api/orders", get(list_orders).post(place_order))
+            .route("/api/orders/{id}", get(order))
+            .route("/api/topics", get(list_topics))
+            .route("/api/topics/{topic}", get(topic))
+            .route("/api/topics/{topic}/messages", get(messages).post(produce))
+            .route("/api/groups", get(list_groups))
+            .route("/api/groups/{group}", get(group))
+            .route("/api/groups/{group}/reset", post(reset_group))
             .route("/api/dlq/{topic}", get(list_dlq))
             .route("/api/dlq/{topic}/replay", post(replay_dlq))
             .with_state(state),
     )
+}
+
+/// The page's files, embedded in the binary.
+const ASSETS: [(&str, &str, &[u8]); 6] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../assets/dashboard/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/dashboard/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/dashboard/app.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../assets/vendor/uplot/uPlot.min.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../assets/dashboard/favicon.svg"),
+    ),
+];
+
+async fn asset(name: &str) -> Result<impl IntoResponse + use<>, ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no file {name:?}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        *body,
+    ))
+}
+
+async fn asset_owned(name: String) -> Result<impl IntoResponse, ApiError> {
+    asset(&name).await
+}
+
+impl From<ExplorerError> for ApiError {
+    fn from(e: ExplorerError) -> Self {
+        match e {
+            ExplorerError::NoTopic(_) | ExplorerError::NoPartition { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            ExplorerError::GroupActive { .. } | ExplorerError::NothingToReset(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ExplorerError::Kafka(err) => {
+                tracing::warn!(error = %err, "dashboard: the broker refused or did not answer");
+                ApiError::Unavailable(
+                    "the broker refused the request or did not answer; see the lab's log".into(),
+                )
+            }
+            ExplorerError::Other(_) | ExplorerError::Join(_) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 fn service(name: &str) -> Result<Service, ApiError> {
@@ -80,7 +256,7 @@ fn running(slot: &mut Option<Lab>) -> Result<&mut Lab, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))
 }
 
-async fn status(State(s): State<DashState>) -> Result<Json<Value>, ApiError> {
+async fn status(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
     let services: Vec<Value> = Service::ALL
@@ -105,7 +281,7 @@ async fn status(State(s): State<DashState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn stop_service(
-    State(s): State<DashState>,
+    State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&name)?;
@@ -116,7 +292,7 @@ async fn stop_service(
 }
 
 async fn start_service(
-    State(s): State<DashState>,
+    State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = service(&name)?;
@@ -131,7 +307,7 @@ async fn start_service(
 }
 
 async fn set_faults(
-    State(s): State<DashState>,
+    State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
     ApiJson(settings): ApiJson<FaultSettings>,
 ) -> Result<Json<FaultSettings>, ApiError> {
@@ -164,7 +340,7 @@ async fn replay(s: &DashState, topic: &str) -> Result<(String, usize), ApiError>
 }
 
 async fn list_dlq(
-    State(s): State<DashState>,
+    State(s): State<Shared>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (topic, letters) = read_dlq(&s, &topic).await?;
@@ -172,198 +348,236 @@ async fn list_dlq(
 }
 
 async fn replay_dlq(
-    State(s): State<DashState>,
+    State(s): State<Shared>,
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (topic, n) = replay(&s, &topic).await?;
     Ok(Json(json!({"topic": topic, "replayed": n})))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// `GET /api/contract`: the services, what each consumes and publishes (from their
+/// declarations), and the topics: what the chain diagram is drawn from.
+async fn contract(State(s): State<Shared>) -> Json<Value> {
+    let guard = s.lab.lock().await;
+    let services: Vec<Value> = Service::ALL
+        .iter()
+        .map(|&svc| {
+            json!({
+                "name": svc.name(),
+                "short": svc.short_name(),
+                "url": guard.as_ref().map(|l| l.url(svc)),
+                "consumes": svc.consumes().iter().map(|t| t.name()).collect::<Vec<_>>(),
+                "publishes": svc.publishes().iter().map(|t| t.name()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let topics: Vec<&str> = topics::ALL.to_vec();
+    Json(json!({"services": services, "topics": topics, "brokers": s.brokers}))
 }
 
-/// The head of every page; `refresh` reloads it every 2 s.
-fn page_head(title: &str, refresh: bool) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8>{}\
-         <title>{}</title><style>body{{font-family:sans-serif;margin:2em}}\
-         td,th{{padding:2px 10px;text-align:left;vertical-align:top}}\
-         .CONFIRMED{{color:green}}.CANCELLED,.error{{color:#b00}}form{{display:inline}}\
-         code{{font-size:85%;word-break:break-all}}</style></head><body>",
-        if refresh {
-            "<meta http-equiv=refresh content=2>"
-        } else {
-            ""
-        },
-        escape(title)
-    )
-}
-
-/// A button that replays every record of `dlq` (a plain form: works without JavaScript).
-fn replay_button(dlq: &str) -> String {
-    format!(
-        "<form method=post action='/dlq/{dlq}/replay'><button type=submit>Replay</button></form>"
-    )
+async fn snapshot(State(s): State<Shared>) -> Json<live::Snapshot> {
+    Json(live::snapshot(&s, &mut Default::default(), None).await)
 }
 
 #[derive(Debug, Deserialize)]
-struct DlqPageQuery {
-    /// Set after a replay: how many records went back to their topic.
-    replayed: Option<usize>,
+struct PoisonRequest {
+    topic: String,
+    kind: PoisonKind,
 }
 
-/// One DLQ: every record with the headers that say where it came from and why it failed.
-async fn dlq_page(
-    State(s): State<DashState>,
-    ApiPath(topic): ApiPath<String>,
-    Query(q): Query<DlqPageQuery>,
-) -> Result<Html<String>, ApiError> {
-    let (topic, letters) = read_dlq(&s, &topic).await?;
-    let mut html = page_head(&topic, false);
-    html.push_str(&format!(
-        "<p><a href='/'>&larr; dashboard</a></p><h1>{topic}</h1>"
-    ));
-    if let Some(n) = q.replayed {
-        html.push_str(&format!(
-            "<p id=replayed>Replayed {n} record(s) to their original topic.</p>"
-        ));
+async fn poison(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<PoisonRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if !topics::ALL.contains(&req.topic.as_str()) {
+        return Err(ApiError::NotFound(format!("no saga topic {:?}", req.topic)));
     }
-    html.push_str(&format!(
-        "<p><span id=count>{}</span> record(s). {}</p>",
-        letters.len(),
-        replay_button(&topic)
-    ));
-    html.push_str(
-        "<table id=letters><tr><th>partition/offset</th><th>from</th><th>group</th>\
-         <th>attempts</th><th>error</th><th>dead-lettered at</th><th>value</th></tr>",
-    );
-    for d in &letters {
-        let h = |name| escape(d.header(name).unwrap_or("-"));
-        // Poison values can be any bytes: show control characters as U+FFFD, like invalid UTF-8.
-        let value: String = d
-            .value
-            .as_deref()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-            .collect();
-        html.push_str(&format!(
-            "<tr><td>{}/{}</td><td>{} {}/{}</td><td>{}</td><td>{}</td><td class=error>{}</td>\
-             <td>{}</td><td><code>{}</code></td></tr>",
-            d.partition,
-            d.offset,
-            h(dlq_header::ORIGINAL_TOPIC),
-            h(dlq_header::ORIGINAL_PARTITION),
-            h(dlq_header::ORIGINAL_OFFSET),
-            h(dlq_header::CONSUMER_GROUP),
-            h(dlq_header::ATTEMPTS),
-            h(dlq_header::ERROR),
-            h(dlq_header::TIME),
-            escape(&value),
-        ));
-    }
-    html.push_str("</table></body></html>");
-    Ok(Html(html))
+    let (partition, offset) = crate::poison::publish(s.explorer.producer(), &req.topic, req.kind)
+        .await
+        .map_err(ExplorerError::from)?;
+    Ok(Json(
+        json!({"topic": req.topic, "kind": req.kind.name(), "partition": partition, "offset": offset}),
+    ))
 }
 
-/// The Replay button: replays, then shows the DLQ page again (POST-redirect-GET).
-async fn replay_form(
-    State(s): State<DashState>,
-    ApiPath(topic): ApiPath<String>,
-) -> Result<Redirect, ApiError> {
-    let (topic, n) = replay(&s, &topic).await?;
-    Ok(Redirect::to(&format!("/dlq/{topic}?replayed={n}")))
+#[derive(Debug, Deserialize, Serialize)]
+struct OrdersQuery {
+    status: Option<String>,
+    limit: Option<u32>,
 }
 
-async fn page(State(s): State<DashState>) -> Html<String> {
-    let mut html = page_head("saga lab", true);
-    html.push_str("<h1>Kafka saga lab</h1>");
-    {
-        let guard = s.lab.lock().await;
-        if let Some(lab) = guard.as_ref() {
-            html.push_str("<h2>Services</h2><table><tr><th>service</th><th>url</th><th>running</th><th>faults</th></tr>");
-            for svc in Service::ALL {
-                let f = lab.faults(svc);
-                html.push_str(&format!(
-                    "<tr><td>{}</td><td><a href='{u}/openapi.json'>{u}</a></td><td>{}</td><td>fail={} slow={}ms</td></tr>",
-                    svc.name(),
-                    lab.is_running(svc),
-                    f.fail_handlers.load(Ordering::Relaxed),
-                    f.slow_ms.load(Ordering::Relaxed),
-                    u = lab.url(svc),
-                ));
-            }
-            html.push_str(&format!("</table><p>broker: {}</p>", escape(lab.brokers())));
-        }
+/// `GET /api/orders`: the order service's list, passed through.
+async fn list_orders(
+    State(s): State<Shared>,
+    Query(q): Query<OrdersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let res = s
+        .client
+        .http()
+        .get(format!("{}/orders", s.client.order))
+        .query(&q)
+        .send()
+        .await
+        .map_err(|_| ApiError::Unavailable("the order service does not answer".into()))?;
+    passed_through(res).await
+}
+
+/// `POST /api/orders`: places an order through the order service (the page's presets).
+async fn place_order(
+    State(s): State<Shared>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let res = s
+        .client
+        .http()
+        .post(format!("{}/orders", s.client.order))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|_| ApiError::Unavailable("the order service does not answer".into()))?;
+    passed_through(res).await
+}
+
+/// The order service's answer, its problems kept as they are.
+async fn passed_through(res: reqwest::Response) -> Result<Json<Value>, ApiError> {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(Json(body));
     }
-    html.push_str(
-        "<h2>Dead-letter queues</h2><table id=dlqs><tr><th>topic</th><th>records</th><th></th></tr>",
-    );
-    let dlqs: Vec<String> = topics::ALL.iter().map(|t| topics::dlq(t)).collect();
-    match saga_shared::dlq::depths(&s.brokers, &dlqs).await {
-        Ok(depths) => {
-            for (dlq, n) in depths {
-                let actions = if n > 0 {
-                    format!("<a href='/dlq/{dlq}'>show</a> {}", replay_button(&dlq))
-                } else {
-                    String::new()
-                };
-                html.push_str(&format!(
-                    "<tr id='{dlq}'><td>{dlq}</td><td class=records>{n}</td><td>{actions}</td></tr>"
-                ));
-            }
-        }
-        Err(e) => html.push_str(&format!(
-            "<tr><td colspan=3 class=error>broker unreachable: {}</td></tr>",
-            escape(&e.to_string())
-        )),
+    let detail = body["detail"].as_str().unwrap_or("").to_owned();
+    Err(match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound(detail),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(detail),
+        StatusCode::BAD_REQUEST => ApiError::BadRequest(detail),
+        _ => ApiError::Unavailable(format!("the order service answered {status}")),
+    })
+}
+
+/// `GET /api/orders/{id}`: the order (from the order service, if it answers) and every record
+/// of it the dashboard saw, with topic, partition, offset and causation.
+async fn order(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<uuid::Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let events = s.observer.order_events(&id.to_string());
+    let order = s.client.order(&id.to_string()).await.ok();
+    if order.is_none() && events.is_empty() {
+        return Err(ApiError::NotFound(format!("no order {id}")));
     }
-    html.push_str("</table><h2>Wallets</h2><table>");
-    if let Ok(Value::Array(ws)) = s.client.wallets().await {
-        for w in ws {
-            html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td></tr>",
-                escape(w["customer_id"].as_str().unwrap_or("")),
-                w["balance"]
-            ));
+    Ok(Json(json!({"order": order, "events": events})))
+}
+
+async fn list_topics(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let topics = s.explorer.topics(&s.observer).await?;
+    Ok(Json(json!({"brokers": s.brokers, "topics": topics})))
+}
+
+async fn topic(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let summary = s
+        .explorer
+        .topics(&s.observer)
+        .await?
+        .into_iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no topic {name:?}")))?;
+    let configs = s.explorer.configs(&name).await?;
+    Ok(Json(json!({"topic": summary, "configs": configs})))
+}
+
+#[derive(Debug, Deserialize)]
+struct MessagesQuery {
+    #[serde(default)]
+    partition: i32,
+    /// `earliest`, `latest`, `offset` or `timestamp`.
+    from: Option<String>,
+    /// The offset or the time (ms since the epoch) for `offset` / `timestamp`.
+    value: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let need = |what: &str| {
+        q.value
+            .ok_or_else(|| ApiError::BadRequest(format!("from={what} needs a value")))
+    };
+    let start = match q.from.as_deref().unwrap_or("latest") {
+        "earliest" => Start::Earliest,
+        "latest" => Start::Latest,
+        "offset" => Start::Offset(need("offset")?),
+        "timestamp" => Start::Timestamp(need("timestamp")?),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "from must be earliest, latest, offset or timestamp, not {other:?}"
+            )));
         }
-    }
-    html.push_str(
-        "</table><h2>Products</h2><table><tr><th>sku</th><th>stock</th><th>reserved</th></tr>",
-    );
-    if let Ok(Value::Array(ps)) = s.client.products().await {
-        for p in ps {
-            html.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(p["sku"].as_str().unwrap_or("")),
-                p["stock"],
-                p["reserved"]
-            ));
-        }
-    }
-    html.push_str("</table><h2>Latest orders</h2><table><tr><th>id</th><th>customer</th><th>total</th><th>status</th><th>reason</th></tr>");
-    let url = format!("{}/orders?limit=20", s.client.order);
-    if let Ok(res) = s.client.http().get(url).send().await
-        && let Ok(Value::Array(orders)) = res.json::<Value>().await
-    {
-        for o in orders {
-            let status = o["status"].as_str().unwrap_or("");
-            html.push_str(&format!(
-                "<tr><td><a href='{}/orders/{id}'>{id}</a></td><td>{}</td><td>{}</td><td class={status}>{status}</td><td>{}</td></tr>",
-                s.client.order,
-                escape(o["customer_id"].as_str().unwrap_or("")),
-                o["total"],
-                escape(o["reason"].as_str().unwrap_or("")),
-                id = o["id"].as_str().unwrap_or(""),
-            ));
-        }
-    }
-    html.push_str("</table></body></html>");
-    Html(html)
+    };
+    let records = s
+        .explorer
+        .messages(&name, q.partition, start, q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(
+        json!({"topic": name, "partition": q.partition, "records": records}),
+    ))
+}
+
+async fn produce(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(record): ApiJson<NewRecord>,
+) -> Result<Json<Value>, ApiError> {
+    let (partition, offset) = s.explorer.produce(&name, record).await?;
+    Ok(Json(
+        json!({"topic": name, "partition": partition, "offset": offset}),
+    ))
+}
+
+async fn list_groups(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let groups = s.explorer.groups(&s.observer, None).await?;
+    Ok(Json(json!({"groups": groups})))
+}
+
+async fn group(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let group = s
+        .explorer
+        .groups(&s.observer, Some(&name))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::NotFound(format!("no group {name:?}")))?;
+    Ok(Json(json!(group)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetRequest {
+    #[serde(flatten)]
+    to: ResetTo,
+    /// Only this topic (default: every topic the group has committed on).
+    topic: Option<String>,
+}
+
+async fn reset_group(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let moved = s
+        .explorer
+        .reset(&s.observer, &name, req.topic.as_deref(), req.to)
+        .await?;
+    let partitions: Vec<Value> = moved
+        .into_iter()
+        .map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o}))
+        .collect();
+    Ok(Json(json!({"group": name, "partitions": partitions})))
 }

@@ -1,13 +1,313 @@
-//! The dashboard in a real browser: a dead-lettered order shows up on the page, its DLQ page
-//! says why it failed, and the Replay button sends it back so the order completes.
+//! The dashboard in a real browser (headless Chromium over WebDriver), on a real lab: the live
+//! chain and an order's saga, the Kafka explorer, resetting a consumer group's offsets, lag while
+//! a service is stopped, and the DLQ's replay.
 
 use std::sync::atomic::Ordering;
 
 use lab::Service;
+use lab::browser::Browser;
 use saga_shared::events::topics;
+use serde_json::{Value, json};
 
-use crate::browser::Browser;
-use crate::helpers::{SAGA_TIMEOUT, spawn_lab_with};
+use crate::helpers::{SAGA_TIMEOUT, eventually_metric, metric_sum, spawn_lab, spawn_lab_with};
+
+/// Marks the page, so a test can tell it was never reloaded (a reload forgets the mark).
+async fn mark(browser: &Browser) {
+    browser
+        .execute("window.__notReloaded = true;", json!([]))
+        .await;
+}
+
+async fn still_marked(browser: &Browser) -> bool {
+    browser
+        .execute("return window.__notReloaded === true;", json!([]))
+        .await
+        .as_bool()
+        .unwrap_or(false)
+}
+
+/// The lag the page shows for `service` in the chain (`lag N`).
+async fn lag_on_page(browser: &Browser, service: &str) -> Option<i64> {
+    let text = browser
+        .find(&format!("#svc-{service} .lag"))
+        .await?
+        .text()
+        .await;
+    text.strip_prefix("lag ")?.replace(',', "").parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_on_the_page_flows_through_the_chain_and_its_timeline() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let browser = Browser::start().await;
+    browser.goto(&d.url).await;
+    browser
+        .wait_text(".lane[data-topic='order.created'] .count", |t| {
+            t.starts_with("0 records")
+        })
+        .await;
+    mark(&browser).await;
+
+    // The Happy path preset places an order through the page.
+    browser
+        .wait_for("button[data-preset='Happy path']")
+        .await
+        .click()
+        .await;
+    // The chain counts it on order.created, and on inventory.updated once it completes.
+    browser
+        .wait_text(".lane[data-topic='order.created'] .count", |t| {
+            t.starts_with("1 records")
+        })
+        .await;
+    browser
+        .wait_text(".lane[data-topic='inventory.updated'] .count", |t| {
+            t.starts_with("1 records")
+        })
+        .await;
+
+    // The toast links to the order's saga; the timeline fills in without a reload.
+    browser.wait_for("#toast a").await.click().await;
+    let heading = browser.wait_text("h1 .badge", |t| t == "CONFIRMED").await;
+    assert_eq!(heading, "CONFIRMED");
+    let updated = browser
+        .wait_text(".event[data-topic='inventory.updated']", |t| {
+            t.contains("partition")
+        })
+        .await;
+    assert!(updated.contains("offset 0"), "{updated}");
+    assert!(updated.contains("caused by payment.completed"), "{updated}");
+    let lanes = browser
+        .execute(
+            "return [...document.querySelectorAll('#timeline .event')].map(e => e.dataset.topic);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        lanes,
+        json!(["order.created", "payment.completed", "inventory.updated"])
+    );
+    assert!(still_marked(&browser).await, "the page was never reloaded");
+
+    browser.close().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_shows_a_record_at_its_partition_and_offset_with_its_headers() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let order = d
+        .client
+        .place_order("alice", &[("LATTE", 1, 5000)])
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
+    // Where the dashboard's observer saw order.created, and its ce_id.
+    let api = reqwest::Client::new();
+    let seen: Value = lab::client::eventually("the observer saw it", SAGA_TIMEOUT, || async {
+        let v: Value = api
+            .get(format!("{}/api/orders/{id}", d.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["topic"] == topics::ORDER_CREATED)
+            .cloned()
+    })
+    .await
+    .unwrap();
+    let (partition, offset) = (
+        seen["partition"].as_i64().unwrap(),
+        seen["offset"].as_i64().unwrap(),
+    );
+    let ce_id = seen["id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/#/topics/{}", d.url, topics::ORDER_CREATED))
+        .await;
+    // The partition table counts the record.
+    browser
+        .wait_text("#partitions tbody", |t| !t.is_empty())
+        .await;
+    // Seek to its partition and offset.
+    browser
+        .execute(
+            "document.getElementById('partition').value = String(arguments[0]);\
+             const from = document.getElementById('from'); from.value = 'offset'; from.onchange();\
+             document.getElementById('from-value').value = String(arguments[1]);",
+            json!([partition, offset]),
+        )
+        .await;
+    browser
+        .find("form button[type=submit]")
+        .await
+        .unwrap()
+        .click()
+        .await;
+    let selector = format!(".record[data-partition='{partition}'][data-offset='{offset}']");
+    let record = browser.wait_text(&selector, |t| t.contains("ce_id")).await;
+    assert!(
+        record.contains(&format!("partition {partition} · offset {offset}")),
+        "{record}"
+    );
+    assert!(record.contains(&ce_id), "its ce_id header: {record}");
+    assert!(
+        record.contains("/order-service"),
+        "its ce_source header: {record}"
+    );
+    assert!(
+        record.contains(&format!("key {id}")),
+        "its key is the order id: {record}"
+    );
+    assert!(
+        record.contains("\"customer_id\": \"alice\""),
+        "the value, pretty: {record}"
+    );
+
+    browser.close().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reset_to_earliest_while_its_service_is_stopped_rereads_and_charges_nothing_twice()
+{
+    let d = spawn_lab().await.with_dashboard().await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let o = d
+            .client
+            .place_order("alice", &[("LATTE", 1, 5000)])
+            .await
+            .unwrap();
+        ids.push(o["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+    }
+    let balance = d.client.wallet_balance("alice").await.unwrap();
+    assert_eq!(balance, 100_000 - 10_000);
+    let duplicate = [("service", "payment-service"), ("outcome", "duplicate")];
+    let duplicates_before = metric_sum(&d.client, "events_consumed_total", &duplicate).await;
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/#/groups/payment-service", d.url))
+        .await;
+    // While the service runs, the page refuses the reset and says why.
+    browser
+        .wait_text("#reset-why", |t| t.contains("active"))
+        .await;
+    // Stop the service from the page; the group empties.
+    browser
+        .wait_text("#group-service", |t| t == "Stop payment")
+        .await;
+    browser.find("#group-service").await.unwrap().click().await;
+    browser
+        .wait_text("#members", |t| t.contains("No active member"))
+        .await;
+    // Reset to earliest (the form's default) from the page.
+    browser.find("#reset").await.unwrap().click().await;
+    let moved = browser
+        .wait_text("#reset-result", |t| t.starts_with("Moved"))
+        .await;
+    assert!(moved.contains("order.created"), "{moved}");
+    let committed = browser
+        .wait_text("#group-partitions", |t| !t.is_empty())
+        .await;
+    assert!(!committed.is_empty());
+
+    // Start it again: it re-reads both orders' order.created, recognises them, charges nothing.
+    browser
+        .wait_text("#group-service", |t| t == "Start payment")
+        .await;
+    browser.find("#group-service").await.unwrap().click().await;
+    eventually_metric(
+        &d.client,
+        "events_consumed_total",
+        &duplicate,
+        duplicates_before + 2.0,
+    )
+    .await;
+    browser.wait_text("#group-lag", |t| t == "lag 0").await;
+    assert_eq!(d.client.wallet_balance("alice").await.unwrap(), balance);
+    for id in &ids {
+        let payments = d.client.payments(id).await.unwrap();
+        assert_eq!(
+            payments.as_array().unwrap().len(),
+            1,
+            "one payment for {id}"
+        );
+    }
+
+    browser.close().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let browser = Browser::start().await;
+    browser.goto(&d.url).await;
+    browser
+        .wait_text("#svc-inventory .lag", |t| t == "lag 0")
+        .await;
+    // Stop inventory with its button on the page.
+    browser
+        .wait_text(
+            ".svcline[data-service='inventory'] button[data-action=toggle]",
+            |t| t == "Stop",
+        )
+        .await;
+    browser
+        .find(".svcline[data-service='inventory'] button[data-action=toggle]")
+        .await
+        .unwrap()
+        .click()
+        .await;
+    browser
+        .wait_text("#svc-inventory .state", |t| t.starts_with("stopped"))
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let o = d
+            .client
+            .place_order("carol", &[("AMERICANO", 1, 4000)])
+            .await
+            .unwrap();
+        ids.push(o["id"].as_str().unwrap().to_owned());
+    }
+    // The payments pile up in payment.completed, which nobody in inventory's group reads.
+    lab::client::eventually("inventory's lag on the page", SAGA_TIMEOUT, || async {
+        (lag_on_page(&browser, "inventory").await? >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+    browser
+        .find(".svcline[data-service='inventory'] button[data-action=toggle]")
+        .await
+        .unwrap()
+        .click()
+        .await;
+    lab::client::eventually("inventory's lag back to 0", SAGA_TIMEOUT, || async {
+        (lag_on_page(&browser, "inventory").await? == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    for id in &ids {
+        let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+        assert_eq!(done["status"], "CONFIRMED");
+    }
+
+    browser.close().await;
+    d.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
@@ -29,51 +329,36 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     let dlq = topics::dlq(topics::ORDER_CREATED);
 
     let browser = Browser::start().await;
-    // The main page counts the DLQ's records (it refreshes itself; the test reloads it).
-    let row = format!("tr[id='{dlq}']");
-    lab::client::eventually("the DLQ count on the dashboard", SAGA_TIMEOUT, || async {
-        browser.goto(&d.url).await;
-        let cell = browser.find(&format!("{row} td.records")).await?;
-        (cell.text().await == "1").then_some(())
-    })
-    .await
-    .unwrap();
-    assert!(
-        browser
-            .find("h1")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .contains("saga lab"),
-        "the dashboard's title"
-    );
-
-    // "show" opens the DLQ page: where the record came from and why it failed.
+    browser.goto(&format!("{}/#/dlq", d.url)).await;
+    // The page refreshes itself until the record is there.
+    let section = format!("[data-dlq='{dlq}']");
     browser
-        .find(&format!("{row} a"))
-        .await
-        .expect("a link to the DLQ page")
-        .click()
+        .wait_text(&format!("{section} .count"), |t| t == "1 record(s)")
         .await;
-    let count = browser.text_on_page(&format!("/dlq/{dlq}"), "#count").await;
-    assert_eq!(count, "1");
-    let letter = browser.find("#letters tr + tr").await.unwrap().text().await;
+    let letter = browser
+        .find(&format!("{section} table"))
+        .await
+        .unwrap()
+        .text()
+        .await;
     assert!(letter.contains("payment-service"), "the group: {letter}");
     assert!(letter.contains("injected fault"), "the error: {letter}");
-    assert!(letter.contains(&id), "the order's event: {letter}");
+    assert!(
+        letter.contains("order.created["),
+        "where it came from: {letter}"
+    );
 
     // The fault is gone; Replay sends the record back and the order completes, charged once.
     faults.fail_handlers.store(false, Ordering::SeqCst);
     browser
-        .find("button[type=submit]")
+        .find(&format!("{section} button[data-replay]"))
         .await
         .expect("the Replay button")
         .click()
         .await;
-    // The button posts, and the answer redirects to the DLQ page.
-    let replayed = browser.text_on_page("replayed=", "#replayed").await;
-    assert_eq!(replayed, "Replayed 1 record(s) to their original topic.");
+    browser
+        .wait_text("#toast", |t| t.starts_with("replayed 1 record(s)"))
+        .await;
     let done = d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
     assert_eq!(done["status"], "CONFIRMED");
     assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 45_500);

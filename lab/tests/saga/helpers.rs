@@ -37,15 +37,20 @@ impl TestLab {
     pub async fn with_dashboard(self) -> DashboardLab {
         let brokers = self.lab.brokers().to_owned();
         let shared: SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(self.lab)));
-        let router = lab::dashboard::router(shared.clone(), self.client.clone(), brokers);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let dashboard = lab::dashboard::Dashboard::serve(
+            shared.clone(),
+            self.client.clone(),
+            brokers,
+            listener,
+        )
+        .unwrap();
         DashboardLab {
             url,
             shared,
             client: self.client,
-            server,
+            dashboard,
             _dir: self._dir,
             _one_at_a_time: self._one_at_a_time,
         }
@@ -57,14 +62,14 @@ pub struct DashboardLab {
     pub url: String,
     pub shared: SharedLab,
     pub client: LabClient,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    dashboard: lab::dashboard::Dashboard,
     _dir: tempfile::TempDir,
     _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl DashboardLab {
     pub async fn stop(self) {
-        self.server.abort();
+        self.dashboard.shutdown().await;
         if let Some(lab) = self.shared.lock().await.take() {
             lab.shutdown().await;
         }

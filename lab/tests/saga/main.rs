@@ -1,7 +1,6 @@
 //! End-to-end tests of the saga: real PostgreSQL (started by each test), the workspace broker
 //! embedded over TCP, the four services and `rdkafka` clients. No mocks.
 
-mod browser;
 mod helpers;
 
 mod dashboard;

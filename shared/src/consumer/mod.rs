@@ -126,6 +126,8 @@ pub struct ConsumerRunner {
     pub faults: Arc<Faults>,
     /// `service` label of the metrics.
     pub service: &'static str,
+    /// Which of its service's consumers this is (0, 1, ...), in its client id.
+    pub index: usize,
     /// Set while this consumer holds its assignment with a fetch position for every partition.
     pub ready: Arc<AtomicBool>,
 }
@@ -148,10 +150,11 @@ impl ConsumerRunner {
     pub async fn run(self, mut shutdown: Shutdown) {
         let consumer: StreamConsumer<RunnerContext> = match client_config(&self.brokers)
             .set("group.id", &self.group)
-            // Tells this instance's members apart in `lab groups` / DescribeGroups.
+            // Tells the members apart in `lab groups` / DescribeGroups: which process, which
+            // of its consumers.
             .set(
                 "client.id",
-                format!("{}@{}", self.group, std::process::id()),
+                format!("{}@{}/{}", self.group, std::process::id(), self.index),
             )
             .set("statistics.interval.ms", "5000")
             .set("enable.auto.commit", "false")

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use lab::poison::PoisonKind;
 
 use crate::control::BrokerArg;
 
@@ -31,14 +32,6 @@ pub(crate) struct PoisonArgs {
     kind: PoisonKind,
     #[command(flatten)]
     broker: BrokerArg,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum PoisonKind {
-    /// Bytes that are not JSON, no headers.
-    Garbage,
-    /// Proper CloudEvents headers around JSON that does not match the topic's schema.
-    Invalid,
 }
 
 pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
@@ -130,39 +123,11 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn poison(args: PoisonArgs) -> anyhow::Result<()> {
-    use rdkafka::message::OwnedHeaders;
-    use rdkafka::producer::FutureRecord;
-
     let producer = saga_shared::kafka::producer(&args.broker.brokers)?;
-    let order_id = uuid::Uuid::now_v7();
-    let (value, headers): (Vec<u8>, OwnedHeaders) = match args.kind {
-        PoisonKind::Garbage => (
-            b"\x00\xffthis is not an event".to_vec(),
-            OwnedHeaders::new(),
-        ),
-        PoisonKind::Invalid => {
-            let env = saga_shared::Envelope::new(&args.topic, "/lab-poison", order_id);
-            (
-                br#"{"order_id":"not-a-uuid","items":"many"}"#.to_vec(),
-                env.to_headers(),
-            )
-        }
-    };
-    let key = order_id.to_string();
-    let record = FutureRecord::to(&args.topic)
-        .key(&key)
-        .payload(&value)
-        .headers(headers);
-    let (partition, offset) = producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map(|d| (d.partition, d.offset))
-        .map_err(|(e, _)| e)?;
+    let (partition, offset) = lab::poison::publish(&producer, &args.topic, args.kind).await?;
     println!(
         "published a {} poison record to {}[{partition}]@{offset}",
-        clap::ValueEnum::to_possible_value(&args.kind)
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default(),
+        args.kind.name(),
         args.topic
     );
     Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lab::dashboard::{self, SharedLab};
+use lab::dashboard::{Dashboard, SharedLab};
 use lab::{Lab, LabClient, LabConfig, Service};
 
 #[derive(Debug, Clone, Args)]
@@ -117,15 +117,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the dashboard to port {}", args.dashboard_port))?;
     let dashboard_port = listener.local_addr()?.port();
-    let dashboard = dashboard::router(shared.clone(), client.clone(), brokers.clone());
-    let (stop_dash, dash_rx) = tokio::sync::oneshot::channel::<()>();
-    let dash_task = tokio::spawn(async move {
-        axum::serve(listener, dashboard)
-            .with_graceful_shutdown(async move {
-                let _ = dash_rx.await;
-            })
-            .await
-    });
+    let dashboard = Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)?;
     progress("");
     bar.finish_and_clear();
 
@@ -167,8 +159,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     saga_shared::shutdown::ctrl_c_or_sigterm().await;
     println!("\nstopping...");
-    let _ = stop_dash.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), dash_task).await;
+    dashboard.shutdown().await;
     let lab = shared.lock().await.take();
     if let Some(lab) = lab {
         lab.shutdown().await;

@@ -1,5 +1,5 @@
-//! Headless Chromium driven over the W3C WebDriver protocol (`chromedriver`), for testing the
-//! dashboard in a real browser.
+//! Headless Chromium driven over the W3C WebDriver protocol (`chromedriver`): the dashboard's
+//! browser tests and its screenshots (`cargo run -p lab --example screenshots`).
 //!
 //! The handful of WebDriver calls the tests need (new session, navigate, find, click, text) are
 //! plain JSON over HTTP, so they go through `reqwest`, which the lab already uses. The WebDriver
@@ -35,6 +35,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts `chromedriver` (from PATH) and a headless Chromium session.
     pub async fn start() -> Browser {
+        Browser::start_sized(1280, 900).await
+    }
+
+    /// The same with a window of `width` x `height` pixels.
+    pub async fn start_sized(width: u32, height: u32) -> Browser {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -44,7 +49,7 @@ impl Browser {
             .expect("chromedriver on PATH (apt install chromium chromium-driver)");
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
-        lab::client::eventually("chromedriver ready", Duration::from_secs(30), || async {
+        crate::client::eventually("chromedriver ready", Duration::from_secs(30), || async {
             let res = http.get(format!("{base}/status")).send().await.ok()?;
             let status: Value = res.json().await.ok()?;
             status["value"]["ready"].as_bool().filter(|r| *r)
@@ -55,7 +60,8 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                format!("--window-size={width},{height}")
             ]}
         }}});
         let res: Value = http
@@ -107,7 +113,7 @@ impl Browser {
     /// on it has text, and returns that text. (Right after a click the old page may still be
     /// shown, and an element of a page being replaced reads as no text.)
     pub async fn text_on_page(&self, url_part: &str, selector: &str) -> String {
-        lab::client::eventually(
+        crate::client::eventually(
             &format!("{selector} on {url_part}"),
             Duration::from_secs(60),
             || async {
@@ -120,6 +126,50 @@ impl Browser {
         )
         .await
         .unwrap()
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page, returns its result.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Waits until `selector`'s element has text for which `check` is true; returns the text.
+    pub async fn wait_text(&self, selector: &str, check: impl Fn(&str) -> bool) -> String {
+        crate::client::eventually(
+            &format!("the text of {selector}"),
+            Duration::from_secs(60),
+            || async {
+                let text = self.find(selector).await?.text().await;
+                check(&text).then_some(text)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits until `selector` matches an element, and returns it.
+    pub async fn wait_for(&self, selector: &str) -> Element<'_> {
+        crate::client::eventually(
+            &format!("an element {selector}"),
+            Duration::from_secs(60),
+            || self.find(selector),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A PNG of the window.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .expect("a base64 PNG")
     }
 
     /// The first element matching the CSS `selector`, if there is one.
@@ -148,6 +198,17 @@ impl Element<'_> {
             )
             .await;
         v.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Types `text` into it (after what it holds).
+    pub async fn send_keys(&self, text: &str) {
+        self.browser
+            .call(
+                reqwest::Method::POST,
+                &format!("/element/{}/value", self.id),
+                Some(json!({"text": text})),
+            )
+            .await;
     }
 
     pub async fn click(&self) {

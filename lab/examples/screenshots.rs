@@ -1,0 +1,122 @@
+//! The dashboard's screenshots in the docs, made again from a real lab:
+//!
+//! `cargo run -p lab --example screenshots` (needs `chromium` and `chromedriver`, which
+//! `cargo xtask setup` installs) writes `docs/images/dashboard-*.png`.
+//!
+//! It starts a throwaway lab, places one order of each saga path, publishes a poison record,
+//! stops the inventory service while two more orders wait (so lag shows), and photographs each
+//! view.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lab::browser::Browser;
+use lab::dashboard::{Dashboard, SharedLab};
+use lab::{Lab, LabClient, LabConfig, Service};
+use serde_json::Value;
+
+const WIDTH: u32 = 1360;
+const HEIGHT: u32 = 1250;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    saga_shared::telemetry::init_tracing("error");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/images");
+    std::fs::create_dir_all(&out)?;
+    let dir = tempfile::Builder::new().prefix("screenshots").tempdir()?;
+    let mut config = LabConfig::ephemeral(dir.path());
+    config.service.max_attempts = 2;
+    config.service.retry_max_ms = 100;
+    let lab = Lab::start(config, &mut |step| eprintln!("  {step}")).await?;
+    let client = LabClient::new(&lab);
+    let brokers = lab.brokers().to_owned();
+    let shared: SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let dashboard = Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)?;
+
+    // One order of each path, and what they leave behind.
+    let mut ids = Vec::new();
+    for (customer, sku, price) in [
+        ("alice", "LATTE", 5000),
+        ("bob", "MOCHA", 5500),
+        ("carol", "ICED_TEA", 4500),
+    ] {
+        let quantity = if sku == "MOCHA" { 3 } else { 1 };
+        let order = client
+            .place_order(customer, &[(sku, quantity, price)])
+            .await?;
+        let id = order["id"].as_str().unwrap_or_default().to_owned();
+        client.wait_terminal(&id, Duration::from_secs(30)).await?;
+        ids.push(id);
+    }
+    let producer = saga_shared::kafka::producer(&brokers)?;
+    lab::poison::publish(&producer, "order.created", lab::poison::PoisonKind::Garbage).await?;
+    drop(producer);
+    shared
+        .lock()
+        .await
+        .as_mut()
+        .expect("running")
+        .stop_service(Service::Inventory)
+        .await;
+    for _ in 0..2 {
+        client
+            .place_order("alice", &[("AMERICANO", 1, 4000)])
+            .await?;
+    }
+
+    let browser = Browser::start_sized(WIDTH, HEIGHT).await;
+    let compensated = &ids[2];
+    let shots: [(&str, String, &str); 7] = [
+        ("chain", format!("{url}/#/"), "#svc-inventory .lag"),
+        ("orders", format!("{url}/#/orders"), "#orders tbody tr"),
+        (
+            "saga",
+            format!("{url}/#/orders/{compensated}"),
+            ".event[data-topic='order.cancelled']",
+        ),
+        ("topics", format!("{url}/#/topics"), "#topics tbody tr"),
+        (
+            "topic",
+            format!("{url}/#/topics/order.created"),
+            "#records .record",
+        ),
+        (
+            "group",
+            format!("{url}/#/groups/inventory-service"),
+            "#group-partitions tbody tr",
+        ),
+        (
+            "dlq",
+            format!("{url}/#/dlq"),
+            "[data-dlq='order.created.dlq'] table",
+        ),
+    ];
+    for (name, page, ready) in shots {
+        browser.goto(&page).await;
+        browser.wait_for(ready).await;
+        // The live numbers and charts have a few snapshots to show.
+        lab::client::eventually(
+            "three snapshots on the page",
+            Duration::from_secs(30),
+            || async {
+                let n: Value = browser
+                    .execute("return state.history.length;", serde_json::json!([]))
+                    .await;
+                (n.as_u64()? >= 3).then_some(())
+            },
+        )
+        .await?;
+        let png = browser.screenshot().await;
+        let path = out.join(format!("dashboard-{name}.png"));
+        std::fs::write(&path, png)?;
+        eprintln!("  wrote {}", path.display());
+    }
+    browser.close().await;
+    dashboard.shutdown().await;
+    if let Some(lab) = shared.lock().await.take() {
+        lab.shutdown().await;
+    }
+    Ok(())
+}

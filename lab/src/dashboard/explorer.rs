@@ -1,0 +1,555 @@
+//! The Kafka explorer behind the dashboard: topics with their partitions and configs, a message
+//! browser, producing a record, consumer groups with their lag, and resetting a group's offsets.
+//! Everything goes through the Kafka protocol (rdkafka), as Kafka UI would.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::observer::Observer;
+use crate::groups::{self, Group};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an explorer call failed; the dashboard turns it into a problem+json answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplorerError {
+    #[error("no topic {0:?}")]
+    NoTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    NoPartition { topic: String, partition: i32 },
+    #[error(
+        "group {group:?} has {members} active member(s): a group's offsets can only be moved while \
+         no consumer of it runs (stop its service first)"
+    )]
+    GroupActive { group: String, members: usize },
+    #[error("group {0:?} has no committed offsets to move")]
+    NothingToReset(String),
+    #[error("the broker: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Other(String),
+    #[error("a task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A topic in the explorer's list.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: Vec<PartitionSummary>,
+    /// Records between the log start and end, over all partitions.
+    pub records: i64,
+    /// Bytes of those records read by the dashboard (keys, values, headers).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionSummary {
+    pub partition: i32,
+    pub leader: i32,
+    pub start: i64,
+    pub end: i64,
+    pub bytes: u64,
+}
+
+/// One config of a topic (DescribeConfigs).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub is_default: bool,
+    pub is_read_only: bool,
+}
+
+/// A record in the message browser.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub value: Option<String>,
+    pub size: usize,
+}
+
+/// Where the browser starts reading.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    /// This offset.
+    Offset(i64),
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(i64),
+    /// The last `limit` records.
+    Latest,
+    Earliest,
+}
+
+/// A record to produce from the page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewRecord {
+    /// Default: the producer's partitioner picks (by key).
+    pub partition: Option<i32>,
+    pub key: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    pub value: String,
+}
+
+/// A consumer group with its offsets and lag per partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub state: String,
+    pub members: Vec<groups::Member>,
+    pub partitions: Vec<GroupPartition>,
+    pub lag: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+    pub end: i64,
+    pub lag: i64,
+    /// The client id of the member that owns the partition now.
+    pub owner: Option<String>,
+}
+
+/// Where to move a group's offsets.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "to", content = "value")]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(i64),
+    Offset(i64),
+}
+
+/// The explorer's clients, made once.
+pub struct Explorer {
+    brokers: String,
+    /// Metadata and watermarks.
+    meta: Arc<BaseConsumer>,
+    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer,
+    /// One client per group, for its committed offsets (OffsetFetch, no joining).
+    group_clients: Mutex<BTreeMap<String, Arc<BaseConsumer>>>,
+}
+
+impl Explorer {
+    pub fn new(brokers: &str) -> Result<Self, ExplorerError> {
+        let config = saga_shared::kafka::client_config(brokers);
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            meta: Arc::new(config.create()?),
+            admin: config.create()?,
+            producer: saga_shared::kafka::producer(brokers)?,
+            group_clients: Mutex::default(),
+        })
+    }
+
+    /// The dashboard's producer (idempotent, acks=all).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, ExplorerError> {
+        let mut clients = self.group_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(group) {
+            return Ok(c.clone());
+        }
+        let c: Arc<BaseConsumer> = Arc::new(
+            saga_shared::kafka::client_config(&self.brokers)
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .create()?,
+        );
+        clients.insert(group.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Every topic (without Kafka's internal ones) with its partitions' offsets.
+    pub async fn topics(&self, observer: &Observer) -> Result<Vec<TopicSummary>, ExplorerError> {
+        let meta = self.meta.clone();
+        let metadata =
+            tokio::task::spawn_blocking(move || meta.fetch_metadata(None, TIMEOUT)).await??;
+        let seen: BTreeMap<(String, i32), (i64, i64, u64)> = observer
+            .partitions()
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), (p.start, p.end, p.bytes)))
+            .collect();
+        let mut topics: Vec<TopicSummary> = metadata
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+            .map(|t| {
+                let partitions: Vec<PartitionSummary> = t
+                    .partitions()
+                    .iter()
+                    .map(|p| {
+                        let (start, end, bytes) = seen
+                            .get(&(t.name().to_owned(), p.id()))
+                            .copied()
+                            .unwrap_or_default();
+                        PartitionSummary {
+                            partition: p.id(),
+                            leader: p.leader(),
+                            start,
+                            end,
+                            bytes,
+                        }
+                    })
+                    .collect();
+                TopicSummary {
+                    name: t.name().to_owned(),
+                    records: partitions.iter().map(|p| p.end - p.start).sum(),
+                    bytes: partitions.iter().map(|p| p.bytes).sum(),
+                    partitions,
+                }
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// `topic`'s configs, as DescribeConfigs answers them.
+    pub async fn configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, ExplorerError> {
+        let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));
+        let results = self
+            .admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+            .await?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| ExplorerError::NoTopic(topic.to_owned()))?
+            .map_err(|_| ExplorerError::NoTopic(topic.to_owned()))?;
+        let mut entries: Vec<ConfigEntry> = resource
+            .entries
+            .into_iter()
+            .map(|e| ConfigEntry {
+                name: e.name,
+                value: e.value,
+                is_default: e.is_default,
+                is_read_only: e.is_read_only,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Up to `limit` records of `topic`'s `partition` from `start`.
+    pub async fn messages(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        limit: usize,
+    ) -> Result<Vec<Record>, ExplorerError> {
+        let brokers = self.brokers.clone();
+        let topic = topic.to_owned();
+        let limit = limit.clamp(1, 500);
+        tokio::task::spawn_blocking(move || read_records(&brokers, &topic, partition, start, limit))
+            .await?
+    }
+
+    /// Produces `record` to `topic`; answers where it landed.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        record: NewRecord,
+    ) -> Result<(i32, i64), ExplorerError> {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut r: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+            .payload(record.value.as_str())
+            .headers(headers);
+        if let Some(k) = &record.key {
+            r = r.key(k.as_str());
+        }
+        if let Some(p) = record.partition {
+            r = r.partition(p);
+        }
+        self.producer
+            .send(r, TIMEOUT)
+            .await
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| ExplorerError::Kafka(e))
+    }
+
+    /// Every consumer group (or only `only`), with committed offsets and lag per partition.
+    pub async fn groups(
+        &self,
+        observer: &Observer,
+        only: Option<&str>,
+    ) -> Result<Vec<GroupView>, ExplorerError> {
+        let described = groups::describe(&self.brokers, only)
+            .await
+            .map_err(|e| ExplorerError::Other(e.to_string()))?;
+        let topics = self.topics(observer).await?;
+        let mut views = Vec::new();
+        for g in described {
+            views.push(self.group_view(g, &topics).await?);
+        }
+        Ok(views)
+    }
+
+    async fn group_view(
+        &self,
+        g: Group,
+        topics: &[TopicSummary],
+    ) -> Result<GroupView, ExplorerError> {
+        // Every partition of every topic: the group's committed offsets say which it reads.
+        let mut tpl = TopicPartitionList::new();
+        for t in topics {
+            for p in &t.partitions {
+                tpl.add_partition(&t.name, p.partition);
+            }
+        }
+        let client = self.group_client(&g.name)?;
+        let committed =
+            tokio::task::spawn_blocking(move || client.committed_offsets(tpl, TIMEOUT)).await??;
+        let owner = |topic: &str, partition: i32| {
+            g.members
+                .iter()
+                .find(|m| {
+                    m.assignment
+                        .iter()
+                        .any(|(t, ps)| t == topic && ps.contains(&partition))
+                })
+                .map(|m| m.client_id.clone())
+        };
+        let mut partitions = Vec::new();
+        for t in topics {
+            for p in &t.partitions {
+                let offset = committed
+                    .find_partition(&t.name, p.partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(n) => Some(n),
+                        _ => None,
+                    });
+                let owned = owner(&t.name, p.partition);
+                if offset.is_none() && owned.is_none() {
+                    continue;
+                }
+                partitions.push(GroupPartition {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    committed: offset,
+                    end: p.end,
+                    lag: (p.end - offset.unwrap_or(p.start)).max(0),
+                    owner: owned,
+                });
+            }
+        }
+        Ok(GroupView {
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            name: g.name,
+            state: g.state,
+            members: g.members,
+            partitions,
+        })
+    }
+
+    /// The lag of `group` over `topics`: log end minus committed offset (or minus the log start
+    /// where it has not committed), summed over their partitions.
+    pub async fn service_lag(
+        &self,
+        observer: &Observer,
+        group: &str,
+        topics: &[saga_shared::events::Topic],
+    ) -> Result<i64, ExplorerError> {
+        let parts: Vec<_> = observer
+            .partitions()
+            .into_iter()
+            .filter(|p| topics.iter().any(|t| t.name() == p.topic))
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(&p.topic, p.partition);
+        }
+        if tpl.count() == 0 {
+            return Ok(0);
+        }
+        let client = self.group_client(group)?;
+        let committed =
+            tokio::task::spawn_blocking(move || client.committed_offsets(tpl, TIMEOUT)).await??;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let at = match committed
+                    .find_partition(&p.topic, p.partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(n)) => n,
+                    _ => p.start,
+                };
+                (p.end - at).max(0)
+            })
+            .sum())
+    }
+
+    /// Moves `group`'s committed offsets on every partition it has committed on (or only
+    /// `topic`'s), which Kafka allows only while the group has no active member. Answers the
+    /// partitions and their new offsets.
+    pub async fn reset(
+        &self,
+        observer: &Observer,
+        group: &str,
+        topic: Option<&str>,
+        to: ResetTo,
+    ) -> Result<Vec<(String, i32, i64)>, ExplorerError> {
+        let view = self.groups(observer, Some(group)).await?.into_iter().next();
+        let Some(view) = view else {
+            return Err(ExplorerError::NothingToReset(group.to_owned()));
+        };
+        if !view.members.is_empty() {
+            return Err(ExplorerError::GroupActive {
+                group: group.to_owned(),
+                members: view.members.len(),
+            });
+        }
+        let chosen: Vec<&GroupPartition> = view
+            .partitions
+            .iter()
+            .filter(|p| p.committed.is_some() && topic.is_none_or(|t| p.topic == t))
+            .collect();
+        if chosen.is_empty() {
+            return Err(ExplorerError::NothingToReset(group.to_owned()));
+        }
+        let meta = self.meta.clone();
+        let wanted: Vec<(String, i32)> = chosen
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let targets = tokio::task::spawn_blocking(move || -> Result<_, ExplorerError> {
+            let mut out = Vec::new();
+            for (t, p) in wanted {
+                let (low, high) = meta.fetch_watermarks(&t, p, TIMEOUT)?;
+                let offset = match to {
+                    ResetTo::Earliest => low,
+                    ResetTo::Latest => high,
+                    ResetTo::Offset(n) => n.clamp(low, high),
+                    ResetTo::Timestamp(ms) => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition_offset(&t, p, Offset::Offset(ms))?;
+                        let found = meta.offsets_for_times(tpl, TIMEOUT)?;
+                        match found.find_partition(&t, p).map(|e| e.offset()) {
+                            Some(Offset::Offset(n)) => n,
+                            // No record that late: the end.
+                            _ => high,
+                        }
+                    }
+                };
+                out.push((t, p, offset));
+            }
+            Ok(out)
+        })
+        .await??;
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, offset) in &targets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*offset))?;
+        }
+        let client = self.group_client(group)?;
+        tokio::task::spawn_blocking(move || client.commit(&tpl, CommitMode::Sync)).await??;
+        Ok(targets)
+    }
+}
+
+fn read_records(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    start: Start,
+    limit: usize,
+) -> Result<Vec<Record>, ExplorerError> {
+    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+        .set("group.id", "lab-dashboard-browser")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none());
+    let Some(t) = exists else {
+        return Err(ExplorerError::NoTopic(topic.to_owned()));
+    };
+    if !t.partitions().iter().any(|p| p.id() == partition) {
+        return Err(ExplorerError::NoPartition {
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+    let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+    let first = match start {
+        Start::Earliest => low,
+        Start::Latest => (high - limit as i64).max(low),
+        Start::Offset(n) => n.clamp(low, high),
+        Start::Timestamp(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(ms))?;
+            let found = consumer.offsets_for_times(tpl, TIMEOUT)?;
+            match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => n,
+                _ => high,
+            }
+        }
+    };
+    let mut records = Vec::new();
+    if first >= high {
+        return Ok(records);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(first))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + TIMEOUT;
+    while records.len() < limit && Instant::now() < deadline {
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = msg?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_owned(), x.value.map(text).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(text),
+            headers,
+            value: m.payload().map(text),
+            size: m.payload_len() + m.key().map_or(0, <[u8]>::len),
+        });
+        if m.offset() + 1 >= high {
+            break;
+        }
+    }
+    Ok(records)
+}
