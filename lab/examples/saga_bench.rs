@@ -59,10 +59,13 @@ struct Args {
     /// Only the cold-start figures (first order, the run right after ready), then stop.
     #[arg(long)]
     cold_only: bool,
-    /// Serve the dashboard and keep its chain view open in headless Chromium during the runs
-    /// (what watching the lab costs; needs chromedriver).
+    /// Serve the dashboard during the runs, as `lab` does (its observer reads every topic).
     #[arg(long)]
     dashboard: bool,
+    /// With --dashboard: also keep its chain view open in headless Chromium (what watching the
+    /// lab costs; needs chromedriver).
+    #[arg(long, requires = "dashboard")]
+    browser: bool,
 }
 
 /// Turns `pg_stat_statements` on (it needs a server start) when `--pg-stats` is given.
@@ -211,19 +214,26 @@ async fn main() -> anyhow::Result<()> {
         let url = format!("http://{}/#/", listener.local_addr()?);
         let dashboard =
             lab::dashboard::Dashboard::serve(lab.clone(), client.clone(), brokers, listener)?;
-        let browser = lab::browser::Browser::start().await;
-        browser.goto(&url).await;
-        browser
-            .wait_text("#svc-order .lag", |t| t.starts_with("lag"))
-            .await;
-        eprintln!("  the dashboard is open in headless Chromium");
+        let browser = if args.browser {
+            let browser = lab::browser::Browser::start().await;
+            browser.goto(&url).await;
+            browser
+                .wait_text("#svc-order .lag", |t| t.starts_with("lag"))
+                .await;
+            eprintln!("  the dashboard is open in headless Chromium");
+            Some(browser)
+        } else {
+            None
+        };
         Some((dashboard, browser))
     } else {
         None
     };
     let stop = || async {
         if let Some((dashboard, browser)) = watching {
-            browser.close().await;
+            if let Some(browser) = browser {
+                browser.close().await;
+            }
             dashboard.shutdown().await;
         }
         if let Some(lab) = lab.lock().await.take() {

@@ -191,6 +191,9 @@ pub struct LabConfig {
     pub host: String,
     /// Settings given to every service (database URL and brokers are filled in by the lab).
     pub service: CommonConfig,
+    /// The services started with the lab (all by default); the others can be started later
+    /// with [`Lab::start_service`] (`lab start <service>`).
+    pub services: std::collections::BTreeSet<Service>,
 }
 
 impl LabConfig {
@@ -217,6 +220,7 @@ impl LabConfig {
             ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
             host: "127.0.0.1".into(),
             service: CommonConfig::new("", ""),
+            services: Service::ALL.into_iter().collect(),
         }
     }
 }
@@ -345,12 +349,13 @@ impl Lab {
                 lab.spawn_broker(addr).await?;
             }
         }
-        for svc in Service::ALL {
+        let services = lab.config.services.clone();
+        for &svc in &services {
             progress(&format!("starting {}", svc.name()));
             lab.spawn(svc).await?;
         }
         progress("joining the consumer groups");
-        for svc in Service::ALL {
+        for &svc in &services {
             lab.wait_ready(svc).await?;
         }
         Ok(lab)

@@ -1,47 +1,228 @@
-//! Runs every `sh` block of `docs/tutorial/*.md` against a real lab, so the tutorial cannot rot.
+//! Runs the tutorial, each edition from its first chapter to its last, against one real lab, as a
+//! reader would in one terminal, so neither edition can rot.
 //!
-//! The blocks of one chapter run as one bash script (`set -euo pipefail`, so variables carry over
-//! and any failing command fails the test). The tutorial uses the standard addresses; the test starts
-//! the lab on free ports and rewrites them, and puts this build's `lab` binary first on PATH.
+//! Every ` ```sh ` block is run, in order, in one bash session (`set -euo pipefail`: variables
+//! carry over, and a failing command fails the test). A block followed by an ` ```output ` block
+//! must print that output: each line is compared, with placeholders for what changes from run to
+//! run (`<uuid>`, `<n>` a number, `<word>` text without spaces, `<any>` any text, and a line `...`
+//! for any number of lines). The first chapter says how the reader starts the lab, in a comment
+//! `<!-- tutorial: lab --services order,notification -->`. The tutorial uses the standard
+//! addresses; the test starts the lab on free ports, points the commands at them, and puts this
+//! build's `lab` binary first on PATH.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use lab::dashboard;
 use lab::{Lab, LabClient, LabConfig, Service};
 
-fn sh_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_start()) {
-            (None, l) if l.starts_with("```sh") => current = Some(String::new()),
-            (Some(_), l) if l.starts_with("```") => blocks.push(current.take().unwrap()),
-            (Some(b), _) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
-    blocks
+/// The chapters, in reading order (the same file names in each edition).
+const CHAPTERS: [&str; 3] = ["1-first-event.md", "2-full-chain.md", "3-failures.md"];
+
+/// One command block and the output it must print, if the chapter shows it.
+#[derive(Debug)]
+struct Step {
+    chapter: String,
+    command: String,
+    expected: Option<String>,
 }
 
-async fn run_chapter(file: &str) {
+/// The ` ```sh ` blocks of `markdown`, each with the ` ```output ` block right after it.
+fn steps(chapter: &str, markdown: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut block: Option<(String, String)> = None;
+    // Whether only blank lines were seen since the last sh block closed.
+    let mut after_sh = false;
+    for line in markdown.lines() {
+        let fence = line.trim_start();
+        match &mut block {
+            None if fence.starts_with("```") => {
+                let kind = fence.trim_start_matches('`').trim().to_owned();
+                block = Some((kind, String::new()));
+            }
+            None => {
+                if !line.trim().is_empty() {
+                    after_sh = false;
+                }
+            }
+            Some(_) if fence.starts_with("```") => {
+                let (kind, text) = block.take().expect("in a block");
+                match kind.as_str() {
+                    "sh" => {
+                        steps.push(Step {
+                            chapter: chapter.to_owned(),
+                            command: text,
+                            expected: None,
+                        });
+                        after_sh = true;
+                        continue;
+                    }
+                    "output" => {
+                        let step = steps.last_mut().filter(|_| after_sh).unwrap_or_else(|| {
+                            panic!("{chapter}: an output block must follow a sh block")
+                        });
+                        step.expected = Some(text);
+                    }
+                    _ => {}
+                }
+                after_sh = false;
+            }
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    steps
+}
+
+/// One piece of an expected line.
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Text(String),
+    Uuid,
+    Number,
+    Word,
+    Any,
+}
+
+fn tokens(pattern: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    let mut text = String::new();
+    while !rest.is_empty() {
+        let placeholder = [
+            ("<uuid>", Token::Uuid),
+            ("<n>", Token::Number),
+            ("<word>", Token::Word),
+            ("<any>", Token::Any),
+        ]
+        .into_iter()
+        .find(|(p, _)| rest.starts_with(p));
+        match placeholder {
+            Some((p, token)) => {
+                if !text.is_empty() {
+                    out.push(Token::Text(std::mem::take(&mut text)));
+                }
+                out.push(token);
+                rest = &rest[p.len()..];
+            }
+            None => {
+                let c = rest.chars().next().expect("not empty");
+                text.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if !text.is_empty() {
+        out.push(Token::Text(text));
+    }
+    out
+}
+
+/// Whether `line` matches the `tokens` of an expected line.
+fn matches(tokens: &[Token], line: &str) -> bool {
+    let Some((first, rest)) = tokens.split_first() else {
+        return line.is_empty();
+    };
+    let prefix_lengths: Vec<usize> = match first {
+        Token::Text(t) => {
+            return line
+                .strip_prefix(t.as_str())
+                .is_some_and(|l| matches(rest, l));
+        }
+        Token::Uuid => {
+            let ok = line.len() >= 36
+                && line.as_bytes()[..36]
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || *b == b'-');
+            if ok { vec![36] } else { vec![] }
+        }
+        Token::Number => {
+            let digits = line
+                .char_indices()
+                .take_while(|(i, c)| {
+                    c.is_ascii_digit() || (*i == 0 && *c == '-') || *c == '.' || *c == ','
+                })
+                .count();
+            (1..=digits).rev().collect()
+        }
+        Token::Word => {
+            let word = line.find(char::is_whitespace).unwrap_or(line.len());
+            (1..=word).rev().collect()
+        }
+        Token::Any => (0..=line.len())
+            .rev()
+            .filter(|i| line.is_char_boundary(*i))
+            .collect(),
+    };
+    prefix_lengths
+        .into_iter()
+        .any(|n| matches(rest, &line[n..]))
+}
+
+/// Whether `actual` (lines) matches `expected` (lines; `...` for any number of lines).
+fn output_matches(expected: &[&str], actual: &[&str]) -> bool {
+    match expected.split_first() {
+        None => actual.is_empty(),
+        Some((&"...", rest)) => {
+            (0..=actual.len()).any(|skip| output_matches(rest, &actual[skip..]))
+        }
+        Some((pattern, rest)) => actual.split_first().is_some_and(|(line, more)| {
+            matches(&tokens(pattern.trim_end()), line.trim_end()) && output_matches(rest, more)
+        }),
+    }
+}
+
+/// How the first chapter says the lab is started: the services it names (all by default).
+fn started_services(first_chapter: &str) -> Vec<Service> {
+    let Some(args) = first_chapter
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("<!-- tutorial: lab"))
+    else {
+        return Service::ALL.to_vec();
+    };
+    let args = args.trim_end_matches("-->").trim();
+    match args.strip_prefix("--services ") {
+        Some(list) => list
+            .split(',')
+            .map(|s| <Service as clap::ValueEnum>::from_str(s.trim(), true).expect("a service"))
+            .collect(),
+        None => Service::ALL.to_vec(),
+    }
+}
+
+const MARK: &str = "@@tutorial step@@";
+
+async fn run_edition(dir: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let text = std::fs::read_to_string(root.join("docs/tutorial").join(file)).unwrap();
-    let blocks = sh_blocks(&text);
-    assert!(!blocks.is_empty(), "{file} has commands");
+    let folder: PathBuf = root.join(dir);
+    let mut all = Vec::new();
+    let mut first = String::new();
+    for chapter in CHAPTERS {
+        let text = std::fs::read_to_string(folder.join(chapter)).unwrap();
+        if first.is_empty() {
+            first = text.clone();
+        }
+        all.extend(steps(&format!("{dir}/{chapter}"), &text));
+    }
+    assert!(all.len() > 10, "{dir} has commands");
 
     saga_shared::telemetry::init_tracing("warn");
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = LabConfig::ephemeral(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let mut config = LabConfig::ephemeral(data.path());
     config.service.max_attempts = 3;
     config.service.retry_max_ms = 200;
+    // Services started later (`lab start payment`) take their standard ports: pick free ones now.
+    for svc in Service::ALL {
+        config.ports.insert(svc, lab::pg::free_port().unwrap());
+    }
+    config.services = started_services(&first).into_iter().collect();
     let lab = Lab::start(config, &mut |_| {}).await.unwrap();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
+    let lab_urls = Service::ALL.map(|s| (s.default_port(), lab.url(s)));
     let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dash_addr = listener.local_addr().unwrap();
@@ -50,17 +231,9 @@ async fn run_chapter(file: &str) {
             .unwrap();
 
     let mut script = String::from("set -euo pipefail\n");
-    for b in &blocks {
-        script.push_str(b);
+    for step in &all {
+        script.push_str(&format!("echo '{MARK}'\n{}", step.command));
     }
-    let (lab_urls, order) = {
-        let guard = shared.lock().await;
-        let lab = guard.as_ref().unwrap();
-        (
-            Service::ALL.map(|s| (s.default_port(), lab.url(s))),
-            lab.url(Service::Order),
-        )
-    };
     for (port, url) in &lab_urls {
         script = script
             .replace(&format!("http://127.0.0.1:{port}"), url)
@@ -78,31 +251,55 @@ async fn run_chapter(file: &str) {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let work = tempfile::tempdir().unwrap();
     let child = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(&script)
         .env("PATH", path)
-        .current_dir(dir.path())
+        .current_dir(work.path())
         .env("LAB_DASHBOARD_URL", format!("http://{dash_addr}"))
-        .env("LAB_ORDER_URL", &order)
-        .env("LAB_BROKERS", &brokers)
+        .env("LAB_ORDER_URL", &lab_urls[0].1)
         .env("LAB_NOTIFICATION_URL", &lab_urls[3].1)
+        .env("LAB_BROKERS", &brokers)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
         .await
-        .expect("the chapter's commands finish within 90 s")
+        .expect("the tutorial's commands finish within 240 s")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{file} failed:\n--- script\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    // Each step's output follows its mark; the first piece is before any step.
+    let outputs: Vec<&str> = stdout.split(&format!("{MARK}\n")).skip(1).collect();
+    let ran = outputs.len();
+    if !out.status.success() {
+        let step = &all[ran.saturating_sub(1)];
+        panic!(
+            "{} failed at:\n{}\n--- its output\n{}\n--- stderr\n{stderr}",
+            step.chapter,
+            step.command,
+            outputs.last().unwrap_or(&"")
+        );
+    }
+    assert_eq!(ran, all.len(), "every step ran");
+    for (step, actual) in all.iter().zip(outputs) {
+        let Some(expected) = &step.expected else {
+            continue;
+        };
+        let expected: Vec<&str> = expected.lines().collect();
+        let actual_lines: Vec<&str> = actual.lines().collect();
+        assert!(
+            output_matches(&expected, &actual_lines),
+            "{}: the output of\n{}\ndiffers from the chapter's.\n--- expected\n{}\n--- actual\n{}",
+            step.chapter,
+            step.command,
+            expected.join("\n"),
+            actual
+        );
+    }
 
     dash.shutdown().await;
     let lab = shared.lock().await.take().unwrap();
@@ -110,16 +307,36 @@ async fn run_chapter(file: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phase_1_first_event() {
-    run_chapter("1-first-event.md").await;
+async fn the_english_tutorial_runs_as_written() {
+    run_edition("docs/tutorial").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phase_2_full_chain() {
-    run_chapter("2-full-chain.md").await;
+async fn the_korean_tutorial_runs_as_written() {
+    run_edition("docs/tutorial/ko").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phase_3_failures() {
-    run_chapter("3-failures.md").await;
+#[test]
+fn outputs_match_with_placeholders() {
+    let yes = |e: &[&str], a: &[&str]| assert!(output_matches(e, a), "{e:?} vs {a:?}");
+    let no = |e: &[&str], a: &[&str]| assert!(!output_matches(e, a), "{e:?} vs {a:?}");
+    yes(
+        &["order <uuid> is CONFIRMED"],
+        &["order 019ac3f1-0000-7000-8000-000000000001 is CONFIRMED"],
+    );
+    no(
+        &["order <uuid> is CONFIRMED"],
+        &["order 019ac3f1 is CONFIRMED"],
+    );
+    no(
+        &["order <uuid> is CONFIRMED"],
+        &["order 019ac3f1-0000-7000-8000-000000000001 is PENDING"],
+    );
+    yes(&["balance <n> won"], &["balance 90,000 won"]);
+    no(&["balance <n> won"], &["balance lots won"]);
+    yes(&["<word> ok <any>"], &["a:b ok and the rest"]);
+    yes(&["first", "...", "last"], &["first", "x", "y", "last"]);
+    yes(&["first", "...", "last"], &["first", "last"]);
+    no(&["first", "last"], &["first", "x", "last"]);
+    no(&["only"], &["only", "more"]);
 }

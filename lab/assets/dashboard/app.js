@@ -202,10 +202,24 @@ function chainView(main) {
     charts.update();
     renderLatency(latency, snap.latency);
   };
+  // A few dots show the flow; at hundreds of events a second, drawing each would cost the
+  // machine more than it shows: at most one dot per topic per batch, and a bounded number in
+  // flight.
   let inFlight = 0;
   const animate = (batch) => {
+    // Hundreds of events a second: no moving dots (each frame of them is painted by the CPU);
+    // the lanes that carried events light up instead, a few times a second.
+    if (batch.records.length + batch.dropped > 12) {
+      const busy = new Set(batch.records.map((r) => r.topic.replace(/\.dlq$/, "")));
+      for (const lane of svg.querySelectorAll(".lane")) lane.classList.toggle("busy", busy.has(lane.dataset.topic));
+      return;
+    }
+    for (const lane of svg.querySelectorAll(".lane.busy")) lane.classList.remove("busy");
+    const seen = new Set();
     for (const r of batch.records) {
-      if (inFlight > 60) break;
+      if (inFlight > 24) break;
+      if (seen.has(r.topic)) continue;
+      seen.add(r.topic);
       const base = r.topic.replace(/\.dlq$/, "");
       const i = topics.indexOf(base);
       if (i < 0) continue;
@@ -368,10 +382,11 @@ function ordersView(main, id) {
   };
   load();
   counts(state.snapshot);
+  // New records mean new or moved orders: reload the list, at most every 2 s.
   let pending = null;
   const off = onLive((kind, data) => {
     if (kind === "snapshot") counts(data);
-    else if (!pending) pending = setTimeout(() => { pending = null; load(); }, 700);
+    else if (!pending) pending = setTimeout(() => { pending = null; load(); }, 2000);
   });
   return () => { off(); clearTimeout(pending); };
 }
@@ -416,10 +431,17 @@ function orderView(main, id) {
     }
   };
   load();
+  // Reload when the order's records arrive (or may have been among those not sent), at most
+  // twice a second, until its saga is over.
+  let pending = null;
+  const finished = () => latest && latest.order && ["CONFIRMED", "CANCELLED"].includes(latest.order.status) &&
+    latest.events.some((e) => e.topic === "inventory.updated" || e.topic === "order.cancelled" || e.topic === "order.created.dlq");
   const off = onLive((kind, batch) => {
-    if (kind === "records" && (batch.dropped || batch.records.some((r) => r.order === id))) load();
+    if (kind !== "records" || pending) return;
+    const mine = batch.records.some((r) => r.order === id);
+    if (mine || (batch.dropped && !finished())) pending = setTimeout(() => { pending = null; load(); }, 500);
   });
-  return off;
+  return () => { off(); clearTimeout(pending); };
 }
 
 // A dead-lettered copy sits in the lane of the group that gave up on it.
@@ -432,13 +454,16 @@ function serviceOfDlq(e) {
 function topicsView(main, name) {
   if (name) return topicView(main, decodeURIComponent(name));
   const tbody = h("tbody");
-  main.replaceChildren(h("h1", {}, "Topics"),
+  const cluster = h("p", { id: "cluster", class: "muted" });
+  main.replaceChildren(h("h1", {}, "Topics"), cluster,
     h("p", { class: "lead" }, "Every topic on the broker, read through the Kafka protocol. A topic is split into partitions; each partition is a log whose records keep their offsets from the log start (earliest) to the end (latest). Records stay after they are read: consumers only move their offsets."),
     h("div", { class: "panel" }, h("table", { id: "topics" },
       h("thead", {}, h("tr", {}, h("th", {}, "topic"), h("th", { class: "num" }, "partitions"), h("th", { class: "num" }, "records"), h("th", { class: "num" }, "size"))), tbody)));
   const load = async () => {
     try {
-      const { topics } = await api("/api/topics");
+      const { topics, brokers, bootstrap } = await api("/api/topics");
+      cluster.textContent = `Bootstrap ${bootstrap}; ${brokers.length} broker(s): ` +
+        brokers.map((b) => `node ${b.id} at ${b.host}:${b.port}`).join(", ") + ` · ${topics.length} topics`;
       tbody.replaceChildren(...topics.map((t) => h("tr", { class: "link", "data-topic": t.name, tabindex: 0,
         onclick: () => { location.hash = `#/topics/${encodeURIComponent(t.name)}`; },
         onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/topics/${encodeURIComponent(t.name)}`; } },

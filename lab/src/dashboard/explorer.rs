@@ -41,6 +41,14 @@ pub enum ExplorerError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// A broker of the cluster, as Metadata names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
 /// A topic in the explorer's list.
 #[derive(Debug, Clone, Serialize)]
 pub struct TopicSummary {
@@ -182,11 +190,37 @@ impl Explorer {
         Ok(c)
     }
 
-    /// Every topic (without Kafka's internal ones) with its partitions' offsets.
-    pub async fn topics(&self, observer: &Observer) -> Result<Vec<TopicSummary>, ExplorerError> {
+    /// The cluster's brokers and every topic (without Kafka's internal ones) with its partitions'
+    /// offsets.
+    pub async fn cluster(
+        &self,
+        observer: &Observer,
+    ) -> Result<(Vec<BrokerInfo>, Vec<TopicSummary>), ExplorerError> {
         let meta = self.meta.clone();
         let metadata =
             tokio::task::spawn_blocking(move || meta.fetch_metadata(None, TIMEOUT)).await??;
+        let brokers = metadata
+            .brokers()
+            .iter()
+            .map(|b| BrokerInfo {
+                id: b.id(),
+                host: b.host().to_owned(),
+                port: b.port(),
+            })
+            .collect();
+        Ok((brokers, self.summaries(&metadata, observer)))
+    }
+
+    /// Every topic (without Kafka's internal ones) with its partitions' offsets.
+    pub async fn topics(&self, observer: &Observer) -> Result<Vec<TopicSummary>, ExplorerError> {
+        Ok(self.cluster(observer).await?.1)
+    }
+
+    fn summaries(
+        &self,
+        metadata: &rdkafka::metadata::Metadata,
+        observer: &Observer,
+    ) -> Vec<TopicSummary> {
         let seen: BTreeMap<(String, i32), (i64, i64, u64)> = observer
             .partitions()
             .into_iter()
@@ -223,7 +257,7 @@ impl Explorer {
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(topics)
+        topics
     }
 
     /// `topic`'s configs, as DescribeConfigs answers them.

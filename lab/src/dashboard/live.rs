@@ -24,8 +24,9 @@ use crate::system::Service;
 const TICK: Duration = Duration::from_secs(1);
 /// Snapshots kept for a page that opens (about five minutes).
 const HISTORY: usize = 300;
-/// Records sent per batch; the rest of a burst is counted, not sent.
-const BATCH: usize = 100;
+/// Records sent per batch; the rest of a burst is counted, not sent (the page needs a sample
+/// to show the flow, and each order's page fetches its own records).
+const BATCH: usize = 40;
 /// Latency buckets (upper bounds in ms) of the distribution.
 const BUCKETS: [i64; 12] = [
     5,
@@ -331,7 +332,7 @@ async fn next_event(s: &mut StreamState) -> Option<Event> {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
             // Whatever else arrives within a moment joins this batch.
-            let until = tokio::time::Instant::now() + Duration::from_millis(200);
+            let until = tokio::time::Instant::now() + Duration::from_millis(250);
             while let Ok(next) = tokio::time::timeout_at(until, s.records.recv()).await {
                 match next {
                     Ok(r) if batch.len() < BATCH => batch.push(r),

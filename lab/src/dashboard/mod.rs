@@ -469,8 +469,10 @@ async fn order(
 }
 
 async fn list_topics(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let topics = s.explorer.topics(&s.observer).await?;
-    Ok(Json(json!({"brokers": s.brokers, "topics": topics})))
+    let (brokers, topics) = s.explorer.cluster(&s.observer).await?;
+    Ok(Json(
+        json!({"bootstrap": s.brokers, "brokers": brokers, "topics": topics}),
+    ))
 }
 
 async fn topic(

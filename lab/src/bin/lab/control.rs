@@ -21,7 +21,7 @@ pub(crate) struct LabApi {
 }
 
 impl LabApi {
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         call(reqwest::Method::GET, &format!("{}{path}", self.url), None).await
     }
 
@@ -108,7 +108,9 @@ pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 .await?;
             println!(
                 "replayed {} record(s) of {} to {}",
-                v["replayed"], v["topic"], a.topic
+                v["replayed"],
+                v["topic"].as_str().unwrap_or_default(),
+                a.topic
             );
             Ok(())
         }
@@ -127,7 +129,13 @@ pub(crate) async fn fault(a: FaultArgs) -> anyhow::Result<()> {
 /// `lab stop` / `lab start` (`action`).
 pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result<()> {
     let path = format!("/api/services/{}/{action}", a.service.short_name());
-    println!("{}", a.lab.post(&path, None).await?);
+    a.lab.post(&path, None).await?;
+    let done = if action == "stop" {
+        "stopped"
+    } else {
+        "started"
+    };
+    println!("{} {done}", a.service.name());
     Ok(())
 }
 

@@ -8,12 +8,14 @@ mod control;
 mod kafka;
 mod order;
 mod up;
+mod wait;
 
 use clap::{Parser, Subcommand};
 use control::{DlqAction, FaultArgs, GroupsArgs, ServiceArg, ServiceRunArgs};
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
 use up::UpArgs;
+use wait::WaitArgs;
 
 /// A forged array length in a request must close that connection, not abort the process.
 #[global_allocator]
@@ -62,6 +64,9 @@ enum Command {
     /// Run one service on its own, as its own binary would (e.g. a second payment instance
     /// next to a running lab, after `eval "$(lab env payment)"`); stops on Ctrl-C.
     Service(ServiceRunArgs),
+    /// Wait until an order has a status, a group is Stable with N members, or a DLQ holds N
+    /// records; prints what it saw (fails after --timeout seconds).
+    Wait(WaitArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,5 +111,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Env(a)) => control::env(a).await,
         Some(Command::Service(a)) => control::run_service(a).await,
         Some(Command::Groups(a)) => control::groups(a).await,
+        Some(Command::Wait(a)) => wait::wait(a).await,
     }
 }

@@ -20,6 +20,10 @@ pub(crate) struct OrderArgs {
         default_value = "LATTE:2:5000"
     )]
     items: Vec<String>,
+    /// Print only the new order's id and return (for `ORDER_ID=$(lab order --print-id)`);
+    /// follow it with `lab wait order $ORDER_ID CONFIRMED`.
+    #[arg(long)]
+    print_id: bool,
     /// The order service.
     #[arg(long, env = "LAB_ORDER_URL", default_value = "http://127.0.0.1:8081")]
     order_url: String,
@@ -53,6 +57,10 @@ pub(crate) async fn order(args: OrderArgs) -> anyhow::Result<()> {
         .post_order(json!({"customer_id": args.customer, "items": items}))
         .await?;
     let id = order["id"].as_str().context("order without id")?.to_owned();
+    if args.print_id {
+        println!("{id}");
+        return Ok(());
+    }
     println!(
         "order {id} placed: {} {} {}",
         order["total"],

@@ -49,6 +49,16 @@ pub(crate) struct UpArgs {
     /// Consumers per service.
     #[arg(long, env = "LAB_CONSUMERS", default_value_t = 2)]
     consumers: usize,
+    /// Start only these services (comma separated, e.g. `order,notification`); start the others
+    /// later with `lab start <service>`.
+    #[arg(
+        long,
+        env = "LAB_SERVICES",
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = Service::ALL
+    )]
+    services: Vec<Service>,
     /// Attempts before a failing event goes to the DLQ.
     #[arg(long, env = "LAB_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
@@ -64,6 +74,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.host = args.host.clone();
     config.service.consumers = args.consumers;
     config.service.max_attempts = args.max_attempts;
+    config.services = args.services.iter().copied().collect();
     config.ports.insert(Service::Order, args.order_port);
     config.ports.insert(Service::Payment, args.payment_port);
     config.ports.insert(Service::Inventory, args.inventory_port);
@@ -138,11 +149,20 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "GET /notifications?order_id=",
     ];
     for (svc, what) in Service::ALL.iter().zip(routes) {
-        println!(
-            "  {:<22}{:<26}{what}",
-            svc.name(),
-            client_url(&client, *svc)
-        );
+        if args.services.contains(svc) {
+            println!(
+                "  {:<22}{:<26}{what}",
+                svc.name(),
+                client_url(&client, *svc)
+            );
+        } else {
+            println!(
+                "  {:<22}{:<26}(not started: lab start {})",
+                svc.name(),
+                client_url(&client, *svc),
+                svc.short_name()
+            );
+        }
     }
     println!("  {:<22}http://{host}:{dashboard_port}", "dashboard");
     println!("  {:<22}{brokers}", "broker (Kafka API)");
