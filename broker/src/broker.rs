@@ -9,6 +9,7 @@ use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::group::GroupCoordinator;
 use crate::offset_store::OffsetStore;
 use crate::topics::{TopicError, TopicRegistry};
+use crate::txn::TxnCoordinator;
 
 /// The node id of this single broker; it leads every partition and coordinates every group.
 pub const NODE_ID: i32 = 0;
@@ -26,6 +27,7 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     pub offsets: OffsetStore,
     pub producer_ids: ProducerIdAllocator,
+    pub txns: TxnCoordinator,
 }
 
 impl Broker {
@@ -42,12 +44,17 @@ impl Broker {
         let topics = TopicRegistry::open(&config)?;
         let offsets = OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        let txns = TxnCoordinator::open(
+            &config.data_dir,
+            config.fsync == FsyncPolicy::Always,
+            config.transaction_max_timeout.as_millis() as i64,
+        )?;
         let groups = GroupCoordinator::new(
             config.group_initial_rebalance_delay,
             config.group_min_session_timeout,
             config.group_max_session_timeout,
         );
-        Ok(Self {
+        let broker = Self {
             config,
             advertised_host,
             advertised_port,
@@ -56,7 +63,11 @@ impl Broker {
             groups,
             offsets,
             producer_ids,
-        })
+            txns,
+        };
+        // The partitions know their open transactions now: finish what a crash interrupted.
+        broker.txns.recover(&broker);
+        Ok(broker)
     }
 }
 

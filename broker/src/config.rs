@@ -62,6 +62,11 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay: Duration,
     pub group_min_session_timeout: Duration,
     pub group_max_session_timeout: Duration,
+    /// Longest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`); more is answered with INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout: Duration,
+    /// How often transactions past their timeout are looked for (and aborted).
+    pub transaction_check_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -82,6 +87,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay: Duration::from_millis(300),
             group_min_session_timeout: Duration::from_millis(1000),
             group_max_session_timeout: Duration::from_secs(1800),
+            transaction_max_timeout: Duration::from_secs(15 * 60),
+            transaction_check_interval: Duration::from_secs(1),
         }
     }
 }

@@ -6,12 +6,12 @@
 //!
 //! - [`server`]: binds nothing itself; [`spawn`] takes a bound listener, accepts connections
 //!   (with a connection limit) and runs the background chores: group session expiry, retention,
-//!   interval fsync. [`BrokerHandle::shutdown`] stops it all.
+//!   transaction timeouts, interval fsync. [`BrokerHandle::shutdown`] stops it all.
 //! - [`connection`]: one task per client; reads length-prefixed frames, answers in order.
 //! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
 //!   the message structs; it admits only the APIs and versions of the route registry.
 //! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
-//!   offsets, admin, producer ids), each declaring its routes: API key, versions, whether it
+//!   offsets, admin, producer ids, transactions), each declaring its routes: API key, versions, whether it
 //!   touches the disk, handler. [`handlers::ROUTES`] gathers them; dispatch, the codec's
 //!   admission and ApiVersions ([`apis`]) all read it, so nothing is advertised that isn't
 //!   served. Routes that touch the disk run on tokio's blocking pool by construction, so a slow
@@ -21,7 +21,12 @@
 //!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,
 //!     rolling, retention, and idempotent-producer sequence checks;
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
-//!   - [`offset_store`]: committed offsets, durable across restarts.
+//!   - [`offset_store`]: committed offsets, durable across restarts;
+//!   - [`txn`]: the transaction coordinator (KIP-98): one state machine per transactional id
+//!     in an append-only file; ending a transaction writes control records (commit/abort
+//!     markers) into its partitions, whose logs track open transactions, the last stable offset
+//!     and the aborted transactions that read-committed fetches return. Both are rebuilt after a
+//!     crash: the coordinator's file is replayed, the partitions' batch headers re-read.
 //!
 //! A program that serves clients it does not trust installs [`wire_alloc::LazyHugeAlloc`] as its
 //! global allocator (the `broker` and `lab` binaries do), so that a forged array length in a
@@ -29,7 +34,7 @@
 //! an allocator for the programs that link it.
 //!
 //! The on-disk format is described in `docs/broker-storage.md`, the group state machine in
-//! `docs/broker-groups.md`.
+//! `docs/broker-groups.md`, transactions in `docs/broker-transactions.md`.
 
 pub mod apis;
 pub mod broker;
@@ -42,6 +47,7 @@ pub mod offset_store;
 pub mod server;
 pub mod storage;
 pub mod topics;
+pub mod txn;
 pub mod wire_alloc;
 
 pub use config::{BrokerConfig, FsyncPolicy};

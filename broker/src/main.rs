@@ -62,6 +62,12 @@ struct Args {
     /// Delay before a new group's first rebalance completes, in ms.
     #[arg(long, env = "BROKER_GROUP_INITIAL_DELAY_MS", default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
+    /// Longest transaction timeout a transactional producer may ask for, in ms.
+    #[arg(long, env = "BROKER_TRANSACTION_MAX_TIMEOUT_MS", default_value_t = 15 * 60 * 1000)]
+    transaction_max_timeout_ms: u64,
+    /// How often transactions past their timeout are looked for and aborted, in ms.
+    #[arg(long, env = "BROKER_TRANSACTION_CHECK_MS", default_value_t = 1000)]
+    transaction_check_ms: u64,
 }
 
 #[tokio::main]
@@ -98,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
         retention_check_interval: Duration::from_millis(args.retention_check_ms.max(10)),
         max_request_bytes: args.max_request_bytes,
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+        transaction_max_timeout: Duration::from_millis(args.transaction_max_timeout_ms),
+        transaction_check_interval: Duration::from_millis(args.transaction_check_ms.max(10)),
         ..BrokerConfig::default()
     };
     broker::run(listeners, config, shutdown_signal()).await

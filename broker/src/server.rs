@@ -215,7 +215,7 @@ async fn group_ticker(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// Periodic disk work: retention and interval fsync.
+/// Periodic disk work: retention, interval fsync, and aborting transactions past their timeout.
 async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(broker.config.retention_check_interval);
     let fsync_period = match broker.config.fsync {
@@ -223,8 +223,13 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         _ => Duration::from_secs(3600),
     };
     let mut fsync = tokio::time::interval(fsync_period);
+    let mut txns = tokio::time::interval(broker.config.transaction_check_interval);
     loop {
         tokio::select! {
+            _ = txns.tick() => {
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.txns.tick(&b, now_ms())).await;
+            }
             _ = retention.tick() => {
                 let b = broker.clone();
                 let deleted = tokio::task::spawn_blocking(move || b.topics.enforce_retention(now_ms())).await.unwrap_or(0);
@@ -239,6 +244,9 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                         b.topics.sync_all();
                         if let Err(e) = b.offsets.sync() {
                             tracing::warn!("fsync of committed offsets failed: {e}");
+                        }
+                        if let Err(e) = b.txns.sync() {
+                            tracing::warn!("fsync of the transaction state failed: {e}");
                         }
                     })
                     .await;

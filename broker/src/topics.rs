@@ -258,6 +258,25 @@ impl Partition {
         })
     }
 
+    /// Ends `producer_id`'s open transaction here with a marker (see
+    /// [`PartitionLog::append_marker`]) and wakes waiting fetches: the last stable offset moved.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<Option<i64>, AppendError> {
+        let mut log = self.log();
+        let written =
+            log.append_marker(producer_id, producer_epoch, commit, crate::server::now_ms())?;
+        let end = log.next_offset();
+        drop(log);
+        if written.is_some() {
+            self.end_offset.send_replace(end);
+        }
+        Ok(written)
+    }
+
     /// A receiver that changes whenever new data is appended.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()

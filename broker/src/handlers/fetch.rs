@@ -1,5 +1,7 @@
 //! Fetch, with real long polling: a fetch that finds too little data parks on the end-offset
 //! watches of its partitions and answers the moment any of them moves (or at `max_wait_ms`).
+//! A read-committed fetch returns data only below each partition's last stable offset, with the
+//! aborted transactions of that range.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +9,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::storage::ReadOutcome;
+use crate::storage::batch::BatchHeader;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -66,6 +71,9 @@ fn read_once(
     let mut remaining = (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
     let mut total = 0usize;
     let mut errors = false;
+    // Read-committed (isolation level 1) stops at each partition's last stable offset and lists
+    // the aborted transactions of what it returns, for the client to drop.
+    let read_committed = request.isolation_level == 1;
     let responses = request
         .topics
         .iter()
@@ -90,17 +98,41 @@ fn read_once(
                     watches.push(partition.subscribe());
                     let log = partition.log();
                     let (end, start) = (log.next_offset(), log.log_start_offset());
+                    let stable = log.last_stable_offset();
                     let data = data
                         .with_high_watermark(end)
-                        .with_last_stable_offset(end)
+                        .with_last_stable_offset(stable)
                         .with_log_start_offset(start);
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
                     // KIP-74: the first non-empty partition may exceed the limits by one batch.
-                    match log.read(fp.fetch_offset, limit, total == 0) {
+                    let read = if read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end {
+                        // Nothing stable to give yet (or anymore, at the end).
+                        Ok(ReadOutcome::Batches(Bytes::new()))
+                    } else {
+                        log.read(fp.fetch_offset, limit, total == 0)
+                    };
+                    match read {
                         Ok(ReadOutcome::Batches(records)) => {
+                            let (records, aborted) = if read_committed {
+                                let records = cut_at(records, stable);
+                                let aborted = last_offset(&records)
+                                    .map(|last| log.aborted_between(fp.fetch_offset, last))
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect();
+                                (records, aborted)
+                            } else {
+                                (records, Vec::new())
+                            };
                             total += records.len();
                             remaining = remaining.saturating_sub(records.len());
                             data.with_records(Some(records))
+                                .with_aborted_transactions(Some(aborted))
                         }
                         Ok(ReadOutcome::OutOfRange) => {
                             errors = true;
@@ -125,4 +157,30 @@ fn read_once(
         total,
         errors,
     )
+}
+
+/// The whole batches of `records` that start before `stable` (the last stable offset).
+fn cut_at(records: Bytes, stable: i64) -> Bytes {
+    let mut end = 0;
+    while let Ok(header) = BatchHeader::parse(&records[end..]) {
+        if header.base_offset >= stable || end + header.total_len() > records.len() {
+            break;
+        }
+        end += header.total_len();
+    }
+    records.slice(..end)
+}
+
+/// The last offset of the last batch in `records`.
+fn last_offset(records: &Bytes) -> Option<i64> {
+    let mut at = 0;
+    let mut last = None;
+    while let Ok(header) = BatchHeader::parse(&records[at..]) {
+        if at + header.total_len() > records.len() {
+            break;
+        }
+        last = Some(header.last_offset());
+        at += header.total_len();
+    }
+    last
 }

@@ -1,4 +1,4 @@
-//! Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! Group membership APIs: FindCoordinator (also for transactions), JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! ListGroups, DescribeGroups. The state machine itself lives in `crate::group`.
 
 use std::time::Duration;
@@ -60,8 +60,10 @@ pub fn find_coordinator(
 ) -> FindCoordinatorResponse {
     let host = str_bytes(advertised.host.clone());
     let port = advertised.port;
-    // key_type 1 asks for a transaction coordinator, which this broker doesn't have.
-    let error = (request.key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
+    // key_type 0 asks for a group coordinator, 1 for a transaction coordinator: this node is
+    // both. Others (2, share groups) it is not.
+    let error =
+        (!matches!(request.key_type, 0 | 1)).then_some(ResponseError::CoordinatorNotAvailable);
     if version >= 4 {
         let coordinators = request
             .coordinator_keys

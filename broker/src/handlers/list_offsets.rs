@@ -43,6 +43,7 @@ pub fn list_offsets(
 ) -> ListOffsetsResponse {
     // The leader epoch field exists from v4 on.
     let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
@@ -65,6 +66,10 @@ pub fn list_offsets(
                     };
                     let log = partition.log();
                     let found = match p.timestamp {
+                        // Read-committed clients see the end at the last stable offset.
+                        LATEST | LATEST_TIERED if read_committed => {
+                            Ok(Some((log.last_stable_offset(), -1)))
+                        }
                         LATEST | LATEST_TIERED => Ok(Some((log.next_offset(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => log.max_timestamp(),

@@ -113,6 +113,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod txn;
 
 /// Every served API, module by module.
 pub static ROUTES: &[&[Route]] = &[
@@ -122,6 +123,7 @@ pub static ROUTES: &[&[Route]] = &[
     fetch::ROUTES,
     list_offsets::ROUTES,
     producer_id::ROUTES,
+    txn::ROUTES,
     groups::ROUTES,
     group_offsets::ROUTES,
     admin::ROUTES,
@@ -268,6 +270,10 @@ mod tests {
             ApiKey::CreateTopics,
             ApiKey::DeleteTopics,
             ApiKey::InitProducerId,
+            ApiKey::AddPartitionsToTxn,
+            ApiKey::AddOffsetsToTxn,
+            ApiKey::TxnOffsetCommit,
+            ApiKey::EndTxn,
         ] {
             assert!(disk.contains(&api), "{api:?} runs on the blocking pool");
         }

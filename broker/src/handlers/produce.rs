@@ -1,4 +1,6 @@
-//! Produce: validate, de-duplicate and append each partition's batches.
+//! Produce: validate, de-duplicate and append each partition's batches. A transactional
+//! produce is taken only from the transactional id's current producer epoch and only for the
+//! partitions of its ongoing transaction, under that id's lock (see `crate::txn`).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -7,6 +9,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::storage::AppendError;
+use crate::storage::batch::BatchHeader;
+use crate::txn::TxnError;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -23,7 +27,6 @@ pub(super) static ROUTES: &[Route] = &[route!(Produce, 0..=9, disk, |b, r, _c| {
 
 /// Returns `None` for acks=0, which gets no response at all.
 pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
-    let transactional = request.transactional_id.is_some();
     let responses = request
         .topic_data
         .into_iter()
@@ -44,12 +47,6 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                             .with_error_code(e.code())
                             .with_error_message(Some(str_bytes(message)))
                     };
-                    if transactional {
-                        return fail(
-                            ResponseError::TransactionalIdAuthorizationFailed,
-                            "transactions are not supported by this broker".into(),
-                        );
-                    }
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(data.index)) else {
                         return fail(ResponseError::UnknownTopicOrPartition, "unknown topic or partition".into());
                     };
@@ -57,7 +54,40 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                         return fail(ResponseError::InvalidRecord, "no records".into());
                     };
                     let mut records = records.to_vec();
-                    match partition.append(&mut records) {
+                    let header = BatchHeader::parse(&records).ok();
+                    let batch_transactional = header.is_some_and(|h| h.is_transactional());
+                    let appended = match (&request.transactional_id, header) {
+                        (Some(id), Some(header)) if batch_transactional => broker
+                            .txns
+                            .with_produce(
+                                id.as_str(),
+                                header.producer_id,
+                                header.producer_epoch,
+                                (topic_data.name.as_str(), data.index),
+                                || partition.append(&mut records),
+                            ),
+                        (Some(_), _) if header.is_some() => {
+                            return fail(ResponseError::InvalidRecord, "a transactional produce needs transactional batches".into());
+                        }
+                        (None, _) if batch_transactional => {
+                            return fail(ResponseError::InvalidRecord, "a transactional batch needs a transactional id".into());
+                        }
+                        _ => Ok(partition.append(&mut records)),
+                    };
+                    let appended = match appended {
+                        Ok(appended) => appended,
+                        Err(e) => {
+                            let (code, message) = match e {
+                                // Produce has no PRODUCER_FENCED; clients take this one as fenced.
+                                TxnError::Fenced => (ResponseError::InvalidProducerEpoch, "the producer was fenced by a newer instance"),
+                                TxnError::UnknownProducer => (ResponseError::InvalidProducerIdMapping, "the producer id is not the transactional id's"),
+                                TxnError::InvalidState => (ResponseError::InvalidTxnState, "the partition is not in an ongoing transaction of this producer"),
+                                TxnError::Storage => (ResponseError::KafkaStorageError, "the broker could not store the batch"),
+                            };
+                            return fail(code, message.into());
+                        }
+                    };
+                    match appended {
                         Ok(produced) => response
                             .with_base_offset(produced.appended.base_offset())
                             .with_log_append_time_ms(produced.log_append_time)
@@ -68,6 +98,7 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                                 AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                                 AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
                                 AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+                                AppendError::Refused(_) => ResponseError::InvalidRecord,
                                 AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
                                 AppendError::Io(_) => ResponseError::KafkaStorageError,
                             };

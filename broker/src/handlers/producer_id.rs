@@ -1,4 +1,5 @@
-//! InitProducerId: ids for idempotent producers (transactions are not supported).
+//! InitProducerId: ids for idempotent producers, and for transactional ones the id of their
+//! `transactional.id` with a bumped epoch (see `crate::txn`).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -9,16 +10,36 @@ use kafka_protocol::messages::ResponseKind;
 
 use super::{Reply, Route};
 
-pub(super) static ROUTES: &[Route] = &[route!(InitProducerId, 0..=4, disk, |b, r, _c| {
-    Reply::send(ResponseKind::InitProducerId(handle(b, r)))
+pub(super) static ROUTES: &[Route] = &[route!(InitProducerId, 0..=4, disk, |b, r, c| {
+    Reply::send(ResponseKind::InitProducerId(handle(b, r, c.version)))
 })];
 
-pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn handle(
+    broker: &Broker,
+    request: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    if let Some(transactional_id) = &request.transactional_id {
+        let known = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
+            .then_some((request.producer_id.0, request.producer_epoch));
+        return match broker.txns.init_producer(
+            broker,
+            transactional_id.as_str(),
+            request.transaction_timeout_ms,
+            known,
+        ) {
+            Ok((id, epoch)) => response
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            // PRODUCER_FENCED exists from v4 on (KIP-588).
+            Err(ResponseError::ProducerFenced) if version < 4 => {
+                response.with_error_code(ResponseError::InvalidProducerEpoch.code())
+            }
+            Err(e) => response.with_error_code(e.code()),
+        };
     }
     // KIP-360: a producer that knows its id asks for the next epoch instead of a new id.
     if request.producer_id.0 >= 0

@@ -125,7 +125,12 @@ impl BatchHeader {
 
     /// Transaction control batches (commit/abort markers).
     pub fn is_control(&self) -> bool {
-        self.attributes & 0x20 != 0
+        self.attributes & CONTROL_ATTRIBUTE != 0
+    }
+
+    /// Batches written inside a transaction (data and its control marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_ATTRIBUTE != 0
     }
 
     /// Whether every record's timestamp is the broker's append time (the max timestamp).
@@ -171,6 +176,93 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Attribute bit 3: the batch's timestamps are the broker's append time.
 const LOG_APPEND_TIME_ATTRIBUTE: i16 = 0x08;
+/// Attribute bit 4: the batch belongs to a transaction.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+/// Attribute bit 5: the batch holds one control record (a transaction marker).
+const CONTROL_ATTRIBUTE: i16 = 0x20;
+
+/// The control record's key type of an abort and of a commit marker.
+const CONTROL_ABORT: i16 = 0;
+const CONTROL_COMMIT: i16 = 1;
+
+/// Builds the control batch that ends a transaction of `producer_id` in one partition: a
+/// transactional, control batch holding one record whose key is (version 0, type: 0 abort, 1
+/// commit) and whose value is (version 0, coordinator epoch), as Kafka writes it. The base offset
+/// is stamped on append.
+pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(
+        &(if commit {
+            CONTROL_COMMIT
+        } else {
+            CONTROL_ABORT
+        })
+        .to_be_bytes(),
+    );
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&0i32.to_be_bytes()); // coordinator epoch: one coordinator, ever
+    // Record: attributes, timestamp delta 0, offset delta 0, key, value, no headers (varints
+    // zigzag-encoded; every length here fits one byte).
+    let mut record = vec![0u8, 0, 0, (key.len() as u8) << 1];
+    record.extend_from_slice(&key);
+    record.push((value.len() as u8) << 1);
+    record.extend_from_slice(&value);
+    record.push(0);
+    let mut b = Vec::with_capacity(HEADER_LEN + 1 + record.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + 1 + record.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    b.extend_from_slice(&(CONTROL_ATTRIBUTE | TRANSACTIONAL_ATTRIBUTE).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&now_ms.to_be_bytes());
+    b.extend_from_slice(&now_ms.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.push((record.len() as u8) << 1);
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Whether a stored control batch is a commit (`Some(true)`) or an abort (`Some(false)`) marker;
+/// `None` if its record can't be read as one. Reads the key of the batch's one record.
+pub fn control_is_commit(batch: &[u8]) -> Option<bool> {
+    let mut at = HEADER_LEN;
+    let _length = read_varint(batch, &mut at)?;
+    at += 1; // attributes: one plain byte
+    let _timestamp_delta = read_varint(batch, &mut at)?;
+    let _offset_delta = read_varint(batch, &mut at)?;
+    if read_varint(batch, &mut at)? < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_COMMIT => Some(true),
+        CONTROL_ABORT => Some(false),
+        _ => None,
+    }
+}
+
+/// A zigzag varint at `*at`, moving `*at` past it.
+fn read_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
 
 /// Gives the batch the broker's append time, as Kafka does on a `LogAppendTime` topic: sets the
 /// timestamp-type attribute and the max timestamp to `now_ms` (readers then take that as every
@@ -267,6 +359,28 @@ pub(crate) mod tests {
         assert_eq!(stored, h);
         assert!(stored.is_log_append_time());
         assert_eq!((stored.base_timestamp, stored.max_timestamp), (1000, 5000));
+    }
+
+    #[test]
+    fn control_batches_are_valid_and_say_what_they_end() {
+        for commit in [true, false] {
+            let mut b = control_batch(42, 3, commit, 1000);
+            let h = validate(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.records_count),
+                (42, 3, 1)
+            );
+            assert_eq!(control_is_commit(&b), Some(commit));
+            stamp(&mut b, 7, 0);
+            assert_eq!(control_is_commit(&b), Some(commit));
+            // kafka-protocol's decoder reads it as one control record.
+            let mut bytes = bytes::Bytes::copy_from_slice(&b);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+            assert_eq!(set.records.len(), 1);
+            assert!(set.records[0].control && set.records[0].transactional);
+        }
+        assert_eq!(control_is_commit(&sample_batch(1, 5)[..HEADER_LEN]), None);
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Appends go to the last (active) segment, which rolls by size or age. Retention deletes whole
 //! old segments, which moves the log start offset. Idempotent producers are checked here, per
 //! partition, because sequence numbers are per partition.
+//!
+//! Transactions are tracked here too, per partition, from the batches themselves: a
+//! transactional batch of a producer with no open transaction opens one at its offset, a control
+//! batch (commit or abort marker) closes it, and an abort is remembered in the aborted-transaction
+//! index. The last stable offset is the first offset of the earliest open transaction. All of it
+//! is rebuilt by reading the batch headers when the log is opened.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -51,6 +57,8 @@ pub enum AppendError {
     OutOfOrderSequence { got: i32, expected: i32 },
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     TooLarge { size: u64, max: u64 },
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("the topic was deleted")]
     Deleted,
     #[error("storage I/O: {0}")]
@@ -99,6 +107,16 @@ struct ProducerEntry {
     recent: VecDeque<SentBatch>,
 }
 
+/// An aborted transaction of one partition: its producer, the offset of its first batch and of
+/// its abort marker. Read-committed fetches that return any of that range list it, so the
+/// client drops its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
 /// One partition's log.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -107,6 +125,10 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     config: LogConfig,
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: producer id -> offset of its first batch in this partition.
+    open_txns: HashMap<i64, i64>,
+    /// Aborted transactions still (partly) in the log, in marker order.
+    aborted: Vec<AbortedTxn>,
     /// Whether bytes were written since the last fsync (for interval flushing).
     dirty: bool,
     /// Set when the topic is deleted; a handle still held by a request then refuses all I/O,
@@ -138,6 +160,8 @@ impl PartitionLog {
             segments: Vec::with_capacity(bases.len().max(1)),
             config,
             producers: HashMap::new(),
+            open_txns: HashMap::new(),
+            aborted: Vec::new(),
             dirty: false,
             deleted: false,
         };
@@ -154,8 +178,119 @@ impl PartitionLog {
         if log.segments.is_empty() {
             log.segments.push(Segment::create(dir, 0)?);
         }
+        log.rebuild_transactions()?;
         report.segments = log.segments.len();
         Ok((log, report))
+    }
+
+    /// Replays the transactional and control batch headers of every segment: open
+    /// transactions, the aborted-transaction index, and the producer epochs markers raised.
+    fn rebuild_transactions(&mut self) -> io::Result<()> {
+        let mut found = Vec::new();
+        for segment in &self.segments {
+            for (position, header) in segment.headers_from(0)? {
+                if !header.is_transactional() {
+                    continue;
+                }
+                let commit = if header.is_control() {
+                    let bytes = segment.read(position, header.total_len(), true)?;
+                    Some(batch::control_is_commit(&bytes).unwrap_or(false))
+                } else {
+                    None
+                };
+                found.push((header, commit));
+            }
+        }
+        for (header, commit) in found {
+            self.track_transaction(&header, commit);
+        }
+        Ok(())
+    }
+
+    /// Updates the transaction state with one appended transactional batch; `commit` is set for
+    /// a control batch (true for a commit marker).
+    fn track_transaction(&mut self, header: &BatchHeader, commit: Option<bool>) {
+        if !header.is_transactional() || !header.has_producer_id() {
+            return;
+        }
+        let Some(commit) = commit else {
+            self.open_txns
+                .entry(header.producer_id)
+                .or_insert(header.base_offset);
+            return;
+        };
+        // A marker written with a bumped epoch fences the older epoch here too.
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.recent.clear();
+        }
+        if let Some(first_offset) = self.open_txns.remove(&header.producer_id)
+            && !commit
+        {
+            self.aborted.push(AbortedTxn {
+                producer_id: header.producer_id,
+                first_offset,
+                last_offset: header.base_offset,
+            });
+        }
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, or the high
+    /// watermark when none is open. Read-committed consumers read up to it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.open_txns
+            .values()
+            .copied()
+            .min()
+            .unwrap_or_else(|| self.next_offset())
+    }
+
+    /// Whether `producer_id` has an open transaction in this partition.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.open_txns.contains_key(&producer_id)
+    }
+
+    /// The aborted transactions that overlap offsets `from..=to`, for a read-committed fetch.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset <= to)
+            .copied()
+            .collect()
+    }
+
+    /// Ends the open transaction of `producer_id` here with a commit or abort marker. Returns the
+    /// marker's offset, or `None` when the producer has no open transaction in this partition
+    /// (nothing was written, or the marker already was: completing again is harmless).
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>, AppendError> {
+        if self.deleted {
+            return Err(AppendError::Deleted);
+        }
+        if !self.open_txns.contains_key(&producer_id) {
+            return Ok(None);
+        }
+        let mut bytes = batch::control_batch(producer_id, producer_epoch, commit, now_ms);
+        let mut header = batch::validate(&bytes)?;
+        self.maybe_roll()?;
+        header.base_offset = self.next_offset();
+        batch::stamp(&mut bytes, header.base_offset, LEADER_EPOCH);
+        self.segments
+            .last_mut()
+            .expect("never empty")
+            .append(&bytes, &header)?;
+        self.track_transaction(&header, Some(commit));
+        self.dirty = true;
+        if self.config.fsync_each_append {
+            self.sync()?;
+        }
+        Ok(Some(header.base_offset))
     }
 
     /// First offset still stored.
@@ -223,6 +358,17 @@ impl PartitionLog {
             }
             .into());
         }
+        let first = &headers[0];
+        if first.is_control() {
+            return Err(AppendError::Refused(
+                "control batches are written by the broker only",
+            ));
+        }
+        if first.is_transactional() && !first.has_producer_id() {
+            return Err(AppendError::Refused(
+                "a transactional batch needs a producer id",
+            ));
+        }
         let size = records.len() as u64;
         let max = self
             .config
@@ -255,6 +401,7 @@ impl PartitionLog {
             let segment = self.segments.last_mut().expect("never empty");
             segment.append(bytes, header)?;
             self.remember_producer(header);
+            self.track_transaction(header, None);
             position += len;
         }
         self.dirty = true;
@@ -453,6 +600,8 @@ impl PartitionLog {
             self.segments.remove(0).delete()?;
             deleted += 1;
         }
+        let start = self.log_start_offset();
+        self.aborted.retain(|a| a.last_offset >= start);
         Ok(deleted)
     }
 
@@ -597,6 +746,63 @@ mod tests {
         assert!(matches!(
             log.append(&mut b),
             Err(AppendError::OutOfOrderSequence { .. })
+        ));
+    }
+
+    /// A one-record transactional batch of producer `pid` (epoch 0) with sequence `seq`.
+    fn txn_batch(pid: i64, seq: i32) -> Vec<u8> {
+        let mut b = sample_batch(1, 5);
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn transactions_hold_the_last_stable_offset_and_aborts_are_indexed_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+            log.append(&mut sample_batch(1, 5)).unwrap(); // 0
+            log.append(&mut txn_batch(7, 0)).unwrap(); // 1: producer 7 opens
+            log.append(&mut txn_batch(8, 0)).unwrap(); // 2: producer 8 opens
+            log.append(&mut txn_batch(7, 1)).unwrap(); // 3
+            assert_eq!(log.last_stable_offset(), 1);
+            assert_eq!(log.append_marker(7, 0, false, 9).unwrap(), Some(4));
+            assert_eq!(log.last_stable_offset(), 2, "producer 8 is still open");
+            assert_eq!(
+                log.append_marker(7, 0, false, 9).unwrap(),
+                None,
+                "already ended"
+            );
+            assert_eq!(log.append_marker(8, 0, true, 9).unwrap(), Some(5));
+            assert_eq!(log.last_stable_offset(), 6);
+            log.append(&mut txn_batch(8, 1)).unwrap(); // 6: producer 8 opens again
+            assert_eq!(log.last_stable_offset(), 6);
+        }
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        assert_eq!(log.last_stable_offset(), 6);
+        let aborted = AbortedTxn {
+            producer_id: 7,
+            first_offset: 1,
+            last_offset: 4,
+        };
+        assert_eq!(log.aborted_between(0, 6), vec![aborted]);
+        assert_eq!(log.aborted_between(5, 6), vec![]);
+        // The marker's epoch fences older epochs of that producer here.
+        assert_eq!(log.append_marker(8, 2, false, 9).unwrap(), Some(7));
+        assert!(matches!(
+            log.append(&mut txn_batch(8, 2)),
+            Err(AppendError::InvalidProducerEpoch { got: 0, current: 2 })
+        ));
+        assert_eq!(log.aborted_between(0, 10).len(), 2);
+        // Clients may not write control batches.
+        assert!(matches!(
+            log.append(&mut batch::control_batch(9, 0, true, 5)),
+            Err(AppendError::Refused(_))
         ));
     }
 

@@ -9,4 +9,6 @@ pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-pub use log::{AppendError, Appended, LogConfig, OpenReport, PartitionLog, ReadOutcome};
+pub use log::{
+    AbortedTxn, AppendError, Appended, LogConfig, OpenReport, PartitionLog, ReadOutcome,
+};

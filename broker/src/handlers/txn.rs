@@ -1,0 +1,295 @@
+//! Transactions (KIP-98): AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, on
+//! the transaction coordinator (`crate::txn`). InitProducerId is in `producer_id`; transactional
+//! Produce in `produce`; read-committed Fetch in `fetch`.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ResponseKind,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+
+use super::code;
+use crate::broker::Broker;
+use crate::txn::{StagedOffset, TxnError};
+
+use super::{Reply, Route};
+
+/// Each writes the coordinator's state file; EndTxn also writes markers into partitions.
+/// Versions: up to the last before KIP-890's implicit-epoch-bump protocol (EndTxn v5 and the
+/// others' newer versions), and AddPartitionsToTxn v4's batched shape is served too.
+pub(super) static ROUTES: &[Route] = &[
+    route!(AddPartitionsToTxn, 0..=4, disk, |b, r, c| {
+        Reply::send(ResponseKind::AddPartitionsToTxn(add_partitions(
+            b, r, c.version,
+        )))
+    }),
+    route!(AddOffsetsToTxn, 0..=3, disk, |b, r, c| {
+        Reply::send(ResponseKind::AddOffsetsToTxn(add_offsets(b, r, c.version)))
+    }),
+    route!(TxnOffsetCommit, 0..=3, disk, |b, r, c| {
+        Reply::send(ResponseKind::TxnOffsetCommit(txn_offset_commit(
+            b, r, c.version,
+        )))
+    }),
+    route!(EndTxn, 0..=3, disk, |b, r, c| {
+        Reply::send(ResponseKind::EndTxn(end_txn(b, r, c.version)))
+    }),
+];
+
+/// Adds one producer's partitions; every partition gets the same error, except unknown ones.
+fn add_topics(
+    broker: &Broker,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+    fenced_code: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let wanted: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.as_str().to_string(), *p))
+        })
+        .collect();
+    let unknown: Vec<bool> = wanted
+        .iter()
+        .map(|(t, p)| {
+            broker
+                .topics
+                .get(t)
+                .is_none_or(|t| t.partition(*p).is_none())
+        })
+        .collect();
+    // As in Kafka: nothing is added if one partition is unknown; the others are "not attempted".
+    let errors: Vec<Option<ResponseError>> = if unknown.iter().any(|u| *u) {
+        unknown
+            .iter()
+            .map(|u| {
+                Some(if *u {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::OperationNotAttempted
+                })
+            })
+            .collect()
+    } else if verify_only {
+        match broker
+            .txns
+            .verify_partitions(transactional_id, producer_id, epoch, &wanted)
+        {
+            Ok(found) => found
+                .into_iter()
+                .map(|f| (!f).then_some(ResponseError::InvalidTxnState))
+                .collect(),
+            Err(e) => vec![Some(e.to_kafka(fenced_code)); wanted.len()],
+        }
+    } else {
+        let error = broker
+            .txns
+            .add_partitions(transactional_id, producer_id, epoch, wanted.clone())
+            .err()
+            .map(|e| e.to_kafka(fenced_code));
+        vec![error; wanted.len()]
+    };
+    let mut errors = errors.into_iter();
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(code(errors.next().flatten()))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+pub fn add_partitions(
+    broker: &Broker,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    let fenced_code = version >= 2;
+    if version <= 3 {
+        let results = add_topics(
+            broker,
+            request.v3_and_below_transactional_id.as_str(),
+            request.v3_and_below_producer_id.0,
+            request.v3_and_below_producer_epoch,
+            &request.v3_and_below_topics,
+            false,
+            fenced_code,
+        );
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    // v4+: several producers' transactions in one request (sent by brokers in Kafka).
+    let results = request
+        .transactions
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(add_topics(
+                    broker,
+                    t.transactional_id.as_str(),
+                    t.producer_id.0,
+                    t.producer_epoch,
+                    &t.topics,
+                    t.verify_only,
+                    fenced_code,
+                ))
+        })
+        .collect();
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+pub fn add_offsets(
+    broker: &Broker,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let error = broker
+        .txns
+        .add_offsets(
+            request.transactional_id.as_str(),
+            request.producer_id.0,
+            request.producer_epoch,
+            request.group_id.as_str(),
+        )
+        .err()
+        .map(|e| e.to_kafka(version >= 2));
+    AddOffsetsToTxnResponse::default().with_error_code(code(error))
+}
+
+/// Longest metadata string kept with a committed offset (as for OffsetCommit).
+const MAX_METADATA_BYTES: usize = 4096;
+
+pub fn txn_offset_commit(
+    broker: &Broker,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let group = request.group_id.as_str();
+    // v3 names the consumer's generation (KIP-447); a stale member may not commit.
+    let mut error = if version >= 3 && request.generation_id >= 0 {
+        broker
+            .groups
+            .validate_commit(group, request.generation_id, request.member_id.as_str())
+    } else {
+        None
+    };
+    let refusals: Vec<Vec<Option<ResponseError>>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            t.partitions
+                .iter()
+                .map(|p| {
+                    if topic
+                        .as_ref()
+                        .is_none_or(|t| t.partition(p.partition_index).is_none())
+                    {
+                        Some(ResponseError::UnknownTopicOrPartition)
+                    } else if p
+                        .committed_metadata
+                        .as_ref()
+                        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+                    {
+                        Some(ResponseError::OffsetMetadataTooLarge)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if error.is_none() {
+        let staged: Vec<StagedOffset> = request
+            .topics
+            .iter()
+            .zip(&refusals)
+            .flat_map(|(t, refused)| {
+                t.partitions
+                    .iter()
+                    .zip(refused)
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(p, _)| StagedOffset {
+                        group: group.to_string(),
+                        topic: t.name.as_str().to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.as_str().to_string()),
+                    })
+            })
+            .collect();
+        error = broker
+            .txns
+            .stage_offsets(
+                request.transactional_id.as_str(),
+                request.producer_id.0,
+                request.producer_epoch,
+                staged,
+            )
+            .err()
+            .map(|e| e.to_kafka(version >= 3));
+    }
+    let topics = request
+        .topics
+        .into_iter()
+        .zip(refusals)
+        .map(|(t, refused)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .into_iter()
+                        .zip(refused)
+                        .map(|(p, refused)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(refused.or(error)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+pub fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
+    let error = broker
+        .txns
+        .end_txn(
+            broker,
+            request.transactional_id.as_str(),
+            request.producer_id.0,
+            request.producer_epoch,
+            request.committed,
+        )
+        .err()
+        .map(|e: TxnError| e.to_kafka(version >= 2));
+    EndTxnResponse::default().with_error_code(code(error))
+}

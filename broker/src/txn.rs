@@ -1,0 +1,620 @@
+//! The transaction coordinator (KIP-98): one state machine per `transactional.id`, kept in memory
+//! and in an append-only file so that it survives a crash.
+//!
+//! A transaction moves `Empty -> Ongoing -> PrepareCommit|PrepareAbort -> CompleteCommit|
+//! CompleteAbort`, and a new one starts from `Complete*` (or `Empty`) at the next
+//! AddPartitionsToTxn/AddOffsetsToTxn. Ending one is, in order: write `Prepare*` (durable), write a
+//! control record into every partition of the transaction, apply the staged offsets (commit
+//! only), write `Complete*`. A crash anywhere in between leaves `Prepare*` in the file, and the
+//! next start finishes the job; markers are written only where the producer still has an open
+//! transaction, so finishing twice writes nothing twice. A transaction still `Ongoing` at start,
+//! or past its timeout, is aborted.
+//!
+//! Every change appends the whole state of that one transactional id as a JSON line to
+//! `<data-dir>/transactions.jsonl` before it is answered (fsynced with `--fsync always`, like the
+//! committed offsets); on start the last line of each id wins, a torn last line is ignored, and
+//! the file is rewritten compactly when it holds mostly superseded lines.
+//!
+//! Each transactional id has its own lock, held for the whole of a request on it, Produce
+//! included: a batch can never slip into a partition after its transaction's marker.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::Broker;
+use crate::offset_store::Committed;
+use crate::server::now_ms;
+use crate::storage::AppendError;
+
+/// Where a transactional id's current transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// The name Kafka's admin tools show.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// An offset staged by TxnOffsetCommit, applied to the group when the transaction commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// The durable state of one transactional id (one line of the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i64,
+    pub state: TxnState,
+    /// Partitions of the current transaction.
+    pub partitions: BTreeSet<(String, i32)>,
+    /// Groups added with AddOffsetsToTxn.
+    pub groups: BTreeSet<String>,
+    /// Offsets staged with TxnOffsetCommit, last one per (group, topic, partition).
+    pub offsets: Vec<StagedOffset>,
+    /// When the current transaction started (wall clock ms), for its timeout.
+    pub started_ms: i64,
+}
+
+/// Why a transactional request is refused (mapped to a Kafka error by the handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnError {
+    /// An older epoch of a producer a newer instance fenced.
+    Fenced,
+    /// The producer id is not the one of this transactional id (or the id is unknown).
+    UnknownProducer,
+    /// The request does not fit the transaction's state.
+    InvalidState,
+    /// The broker could not store the change.
+    Storage,
+}
+
+impl TxnError {
+    /// The Kafka error; `fenced_code` says whether the request version knows PRODUCER_FENCED
+    /// (KIP-588), older versions get INVALID_PRODUCER_EPOCH for it.
+    pub fn to_kafka(self, fenced_code: bool) -> ResponseError {
+        match self {
+            TxnError::Fenced if fenced_code => ResponseError::ProducerFenced,
+            TxnError::Fenced => ResponseError::InvalidProducerEpoch,
+            TxnError::UnknownProducer => ResponseError::InvalidProducerIdMapping,
+            TxnError::InvalidState => ResponseError::InvalidTxnState,
+            TxnError::Storage => ResponseError::CoordinatorNotAvailable,
+        }
+    }
+}
+
+type Entry = Arc<Mutex<TxnMetadata>>;
+
+#[derive(Debug)]
+struct LogFile {
+    file: File,
+    lines_written: usize,
+}
+
+/// The transaction coordinator of the broker.
+#[derive(Debug)]
+pub struct TxnCoordinator {
+    path: PathBuf,
+    fsync: bool,
+    max_timeout_ms: i64,
+    file: Mutex<LogFile>,
+    txns: Mutex<HashMap<String, Entry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TxnCoordinator {
+    /// Replays `<data-dir>/transactions.jsonl`. Transactions left unfinished are finished by
+    /// [`TxnCoordinator::recover`] once the partitions are open.
+    pub fn open(data_dir: &Path, fsync: bool, max_timeout_ms: i64) -> io::Result<Self> {
+        let path = data_dir.join("transactions.jsonl");
+        let mut txns: BTreeMap<String, TxnMetadata> = BTreeMap::new();
+        let mut lines_written = 0;
+        if let Ok(raw) = fs::read(&path) {
+            let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if complete < raw.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(complete as u64)?;
+            }
+            for line in raw[..complete]
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                let Ok(meta) = serde_json::from_slice::<TxnMetadata>(line) else {
+                    continue;
+                };
+                lines_written += 1;
+                txns.insert(meta.transactional_id.clone(), meta);
+            }
+        }
+        let live = txns.len();
+        let coordinator = Self {
+            path: path.clone(),
+            fsync,
+            max_timeout_ms,
+            file: Mutex::new(LogFile {
+                file: OpenOptions::new().create(true).append(true).open(&path)?,
+                lines_written,
+            }),
+            txns: Mutex::new(
+                txns.into_iter()
+                    .map(|(id, meta)| (id, Arc::new(Mutex::new(meta))))
+                    .collect(),
+            ),
+        };
+        if lines_written > 2 * live + 1000 {
+            coordinator.compact()?;
+        }
+        Ok(coordinator)
+    }
+
+    /// Rewrites the file with one line per transactional id.
+    fn compact(&self) -> io::Result<()> {
+        let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
+        let mut buf = Vec::new();
+        for entry in &entries {
+            serde_json::to_writer(&mut buf, &*lock(entry)).map_err(io::Error::other)?;
+            buf.push(b'\n');
+        }
+        let tmp = self.path.with_extension("jsonl.tmp");
+        fs::write(&tmp, &buf)?;
+        File::open(&tmp)?.sync_all()?;
+        let mut file = lock(&self.file);
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            crate::storage::sync_dir(dir)?;
+        }
+        file.file = OpenOptions::new().append(true).open(&self.path)?;
+        file.lines_written = entries.len();
+        Ok(())
+    }
+
+    /// Appends one transactional id's new state to the file.
+    fn persist(&self, meta: &TxnMetadata) -> io::Result<()> {
+        let mut line = serde_json::to_vec(meta).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = lock(&self.file);
+        file.file.write_all(&line)?;
+        if self.fsync {
+            file.file.sync_data()?;
+        }
+        file.lines_written += 1;
+        Ok(())
+    }
+
+    /// fsyncs the file (for interval flushing).
+    pub fn sync(&self) -> io::Result<()> {
+        lock(&self.file).file.sync_data()
+    }
+
+    fn entry(&self, transactional_id: &str) -> Option<Entry> {
+        lock(&self.txns).get(transactional_id).cloned()
+    }
+
+    /// The current state of every transactional id (for admin listings and tests).
+    pub fn snapshot(&self) -> Vec<TxnMetadata> {
+        let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
+        let mut all: Vec<TxnMetadata> = entries.iter().map(|e| lock(e).clone()).collect();
+        all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        all
+    }
+
+    /// Changes one id's state through a copy that becomes current only once it is stored.
+    fn update(
+        &self,
+        meta: &mut TxnMetadata,
+        change: impl FnOnce(&mut TxnMetadata),
+    ) -> Result<(), TxnError> {
+        let mut next = meta.clone();
+        change(&mut next);
+        if next == *meta {
+            return Ok(());
+        }
+        self.persist(&next).map_err(|e| {
+            tracing::error!(transactional_id = %meta.transactional_id, "could not store a transaction state: {e}");
+            TxnError::Storage
+        })?;
+        *meta = next;
+        Ok(())
+    }
+
+    /// InitProducerId with a transactional id: the id's producer id with a bumped epoch (a new
+    /// id the first time), which fences every older instance. A transaction the previous
+    /// instance left open is aborted first, one being ended is finished.
+    pub fn init_producer(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        timeout_ms: i32,
+        known: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ResponseError> {
+        if timeout_ms <= 0 || i64::from(timeout_ms) > self.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let entry = {
+            let mut txns = lock(&self.txns);
+            match txns.get(transactional_id) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let producer_id = broker.producer_ids.next().map_err(|e| {
+                        tracing::error!("could not reserve producer ids: {e}");
+                        ResponseError::CoordinatorNotAvailable
+                    })?;
+                    let entry = Arc::new(Mutex::new(TxnMetadata {
+                        transactional_id: transactional_id.to_string(),
+                        producer_id,
+                        producer_epoch: -1,
+                        timeout_ms: i64::from(timeout_ms),
+                        state: TxnState::Empty,
+                        partitions: BTreeSet::new(),
+                        groups: BTreeSet::new(),
+                        offsets: Vec::new(),
+                        started_ms: -1,
+                    }));
+                    txns.insert(transactional_id.to_string(), entry.clone());
+                    entry
+                }
+            }
+        };
+        let mut meta = lock(&entry);
+        // KIP-360: a producer that names its id and epoch must be the current one.
+        if let Some((producer_id, epoch)) = known
+            && (producer_id != meta.producer_id || epoch != meta.producer_epoch)
+        {
+            return Err(
+                if producer_id == meta.producer_id && epoch < meta.producer_epoch {
+                    ResponseError::ProducerFenced
+                } else {
+                    ResponseError::InvalidProducerIdMapping
+                },
+            );
+        }
+        let storage = |_: TxnError| ResponseError::CoordinatorNotAvailable;
+        match meta.state {
+            TxnState::Ongoing => self.end(broker, &mut meta, false, true).map_err(storage)?,
+            TxnState::PrepareCommit => self.end(broker, &mut meta, true, false).map_err(storage)?,
+            TxnState::PrepareAbort => self.end(broker, &mut meta, false, false).map_err(storage)?,
+            _ => {}
+        }
+        let new_id = if meta.producer_epoch >= i16::MAX - 1 {
+            Some(broker.producer_ids.next().map_err(|e| {
+                tracing::error!("could not reserve producer ids: {e}");
+                ResponseError::CoordinatorNotAvailable
+            })?)
+        } else {
+            None
+        };
+        self.update(&mut meta, |m| {
+            match new_id {
+                Some(id) => {
+                    m.producer_id = id;
+                    m.producer_epoch = 0;
+                }
+                None => m.producer_epoch += 1,
+            }
+            m.timeout_ms = i64::from(timeout_ms);
+            m.state = TxnState::Empty;
+            m.started_ms = -1;
+        })
+        .map_err(storage)?;
+        Ok((meta.producer_id, meta.producer_epoch))
+    }
+
+    /// The entry of a transactional id; checked by [`Self::lock_checked`].
+    fn checked(
+        &self,
+        transactional_id: &str,
+        _producer_id: i64,
+        _epoch: i16,
+    ) -> Result<Entry, TxnError> {
+        self.entry(transactional_id)
+            .ok_or(TxnError::UnknownProducer)
+    }
+
+    /// Locks a transactional id after checking the producer is its current instance.
+    fn lock_checked<'a>(
+        entry: &'a Entry,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<MutexGuard<'a, TxnMetadata>, TxnError> {
+        let meta = lock(entry);
+        if producer_id != meta.producer_id {
+            return Err(TxnError::UnknownProducer);
+        }
+        if epoch != meta.producer_epoch {
+            return Err(TxnError::Fenced);
+        }
+        Ok(meta)
+    }
+
+    /// Starts a transaction if none is ongoing, then lets `add` add to it.
+    fn add_to_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        add: impl FnOnce(&mut TxnMetadata),
+    ) -> Result<(), TxnError> {
+        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
+        match meta.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => Err(TxnError::InvalidState),
+            TxnState::Ongoing => self.update(&mut meta, add),
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                let now = now_ms();
+                self.update(&mut meta, |m| {
+                    m.state = TxnState::Ongoing;
+                    m.started_ms = now;
+                    m.partitions.clear();
+                    m.groups.clear();
+                    m.offsets.clear();
+                    add(m);
+                })
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn (the partitions were checked to exist).
+    pub fn add_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), TxnError> {
+        self.add_to_txn(transactional_id, producer_id, epoch, |m| {
+            m.partitions.extend(partitions)
+        })
+    }
+
+    /// Whether every partition is in the producer's ongoing transaction (AddPartitionsToTxn v4
+    /// `verify_only`).
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<bool>, TxnError> {
+        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let meta = Self::lock_checked(&entry, producer_id, epoch)?;
+        Ok(partitions
+            .iter()
+            .map(|p| meta.state == TxnState::Ongoing && meta.partitions.contains(p))
+            .collect())
+    }
+
+    /// AddOffsetsToTxn.
+    pub fn add_offsets(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), TxnError> {
+        self.add_to_txn(transactional_id, producer_id, epoch, |m| {
+            m.groups.insert(group.to_string());
+        })
+    }
+
+    /// TxnOffsetCommit: stages offsets of a group added to the ongoing transaction.
+    pub fn stage_offsets(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        offsets: Vec<StagedOffset>,
+    ) -> Result<(), TxnError> {
+        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing
+            || offsets.iter().any(|o| !meta.groups.contains(&o.group))
+        {
+            return Err(TxnError::InvalidState);
+        }
+        self.update(&mut meta, |m| {
+            for o in offsets {
+                m.offsets.retain(|s| {
+                    (&s.group, &s.topic, s.partition) != (&o.group, &o.topic, o.partition)
+                });
+                m.offsets.push(o);
+            }
+        })
+    }
+
+    /// EndTxn. Ending a transaction that already ended the same way answers success (a retry).
+    pub fn end_txn(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _)
+            | (TxnState::PrepareCommit, true)
+            | (TxnState::PrepareAbort, false) => self.end(broker, &mut meta, commit, false),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+            _ => Err(TxnError::InvalidState),
+        }
+    }
+
+    /// Runs a transactional produce to one partition under the id's lock, if the producer is
+    /// current and the partition is in its ongoing transaction.
+    pub fn with_produce<T>(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: (&str, i32),
+        produce: impl FnOnce() -> T,
+    ) -> Result<T, TxnError> {
+        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let meta = Self::lock_checked(&entry, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing
+            || !meta
+                .partitions
+                .contains(&(partition.0.to_string(), partition.1))
+        {
+            return Err(TxnError::InvalidState);
+        }
+        Ok(produce())
+    }
+
+    /// Ends the transaction in `meta`: `Prepare*`, markers, staged offsets (commit), `Complete*`.
+    /// `bump` raises the producer epoch first (an abort that fences the current instance: a
+    /// timeout, or a new instance taking over). On an error the state stays `Prepare*`, and
+    /// the ticker retries.
+    fn end(
+        &self,
+        broker: &Broker,
+        meta: &mut TxnMetadata,
+        commit: bool,
+        bump: bool,
+    ) -> Result<(), TxnError> {
+        let prepare = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if meta.state != prepare {
+            self.update(meta, |m| {
+                m.state = prepare;
+                if bump && m.producer_epoch < i16::MAX - 1 {
+                    m.producer_epoch += 1;
+                }
+            })?;
+        }
+        for (topic, index) in &meta.partitions {
+            let Some(partition) = broker
+                .topics
+                .get(topic)
+                .and_then(|t| t.partition(*index).cloned())
+            else {
+                continue; // deleted meanwhile
+            };
+            match partition.append_marker(meta.producer_id, meta.producer_epoch, commit) {
+                Ok(_) | Err(AppendError::Deleted) => {}
+                Err(e) => {
+                    tracing::error!(transactional_id = %meta.transactional_id, %topic, partition = index, "could not write a transaction marker: {e}");
+                    return Err(TxnError::Storage);
+                }
+            }
+        }
+        if commit {
+            let mut by_group: BTreeMap<&str, Vec<(String, i32, Committed)>> = BTreeMap::new();
+            for o in &meta.offsets {
+                by_group.entry(&o.group).or_default().push((
+                    o.topic.clone(),
+                    o.partition,
+                    Committed {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata.clone(),
+                    },
+                ));
+            }
+            for (group, commits) in by_group {
+                broker.offsets.commit(group, commits).map_err(|e| {
+                    tracing::error!(transactional_id = %meta.transactional_id, group, "could not commit a transaction's offsets: {e}");
+                    TxnError::Storage
+                })?;
+            }
+        }
+        let complete = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        self.update(meta, |m| {
+            m.state = complete;
+            m.partitions.clear();
+            m.groups.clear();
+            m.offsets.clear();
+        })?;
+        tracing::debug!(transactional_id = %meta.transactional_id, commit, "transaction ended");
+        Ok(())
+    }
+
+    /// Finishes what a previous run left: `Prepare*` completes, `Ongoing` is aborted (without an
+    /// epoch bump: the producer may still abort it itself, and go on).
+    pub fn recover(&self, broker: &Broker) {
+        for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
+            let mut meta = lock(&entry);
+            let commit = match meta.state {
+                TxnState::Ongoing | TxnState::PrepareAbort => false,
+                TxnState::PrepareCommit => true,
+                _ => continue,
+            };
+            let before = meta.state;
+            match self.end(broker, &mut meta, commit, false) {
+                Ok(()) => {
+                    tracing::info!(transactional_id = %meta.transactional_id, was = before.name(), now = meta.state.name(), "finished a transaction left by the previous run");
+                }
+                Err(e) => {
+                    tracing::error!(transactional_id = %meta.transactional_id, "could not finish a transaction: {e:?}")
+                }
+            }
+        }
+    }
+
+    /// Aborts transactions past their timeout (bumping the epoch, which fences the producer
+    /// that let it run out) and retries ends that failed. Returns how many were aborted.
+    pub fn tick(&self, broker: &Broker, now_ms: i64) -> usize {
+        let mut aborted = 0;
+        for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
+            let mut meta = lock(&entry);
+            let result = match meta.state {
+                TxnState::Ongoing if now_ms - meta.started_ms > meta.timeout_ms => {
+                    tracing::info!(transactional_id = %meta.transactional_id, timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout");
+                    aborted += 1;
+                    self.end(broker, &mut meta, false, true)
+                }
+                TxnState::PrepareCommit => self.end(broker, &mut meta, true, false),
+                TxnState::PrepareAbort => self.end(broker, &mut meta, false, false),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::error!(transactional_id = %meta.transactional_id, "could not end a transaction: {e:?}");
+            }
+        }
+        aborted
+    }
+}

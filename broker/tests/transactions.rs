@@ -1,0 +1,519 @@
+//! Exactly-once transactions (KIP-98) with rdkafka's transactional producer over TCP: commit and
+//! abort as read-committed and read-uncommitted consumers see them, the last stable offset,
+//! fencing of a zombie producer, offsets committed inside a transaction, a broker killed in the
+//! middle of a transaction, a transaction ended by a crash, and transaction timeouts.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    LONG, TestBroker, client_config, consumer, create_topic, drain, eventually, producer, recv_n,
+    texts,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A transactional producer, initialised (which fences every older instance of `id`).
+fn txn_producer(bootstrap: &str, id: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut settings = vec![("transactional.id", id)];
+    settings.extend_from_slice(extra);
+    let p = producer(bootstrap, &settings);
+    blocking(|| p.init_transactions(TXN_TIMEOUT)).unwrap();
+    p
+}
+
+/// rdkafka's transaction calls block; the broker runs on the same runtime's other worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn send(p: &FutureProducer, topic: &str, value: &str) -> Result<(i32, i64), KafkaError> {
+    p.send(
+        FutureRecord::<(), _>::to(topic).payload(value),
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|d| (d.partition, d.offset))
+    .map_err(|(e, _)| e)
+}
+
+/// Sends `values` in one transaction and commits (or aborts) it.
+async fn transaction(p: &FutureProducer, topic: &str, values: &[&str], commit: bool) {
+    blocking(|| p.begin_transaction()).unwrap();
+    for v in values {
+        send(p, topic, v).await.unwrap();
+    }
+    if commit {
+        blocking(|| p.commit_transaction(TXN_TIMEOUT)).unwrap();
+    } else {
+        blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
+    }
+}
+
+fn committed_consumer(bootstrap: &str, group: &str) -> StreamConsumer {
+    consumer(bootstrap, group, &[("isolation.level", "read_committed")])
+}
+
+fn uncommitted_consumer(bootstrap: &str, group: &str) -> StreamConsumer {
+    consumer(bootstrap, group, &[("isolation.level", "read_uncommitted")])
+}
+
+/// Everything a fresh consumer of `isolation` reads from the start of `topic`.
+async fn read_all(bootstrap: &str, topic: &str, isolation: &str, n: usize) -> Vec<String> {
+    let group = format!("reader-{topic}-{isolation}-{}", uuid_ish());
+    let c = consumer(bootstrap, &group, &[("isolation.level", isolation)]);
+    c.subscribe(&[topic]).unwrap();
+    let mut got = texts(&recv_n(&c, n, LONG).await);
+    got.extend(texts(&drain(&c, Duration::from_millis(1500)).await));
+    got
+}
+
+fn uuid_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// ListOffsets latest of partition 0 at `isolation_level` (0 uncommitted, 1 committed).
+async fn latest_offset(bootstrap: &str, topic: &str, isolation_level: i8) -> i64 {
+    let mut raw = common::raw::RawClient::connect(bootstrap).await;
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_isolation_level(isolation_level)
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let response = raw.call(&request, 5).await;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_sees_commits_never_aborts_and_does_not_stall_on_markers() {
+    let mut b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "orders", 1, &[]).await;
+    let p = txn_producer(&b.bootstrap, "writer", &[]);
+    transaction(&p, "orders", &["c1", "c2"], true).await;
+    transaction(&p, "orders", &["a1", "a2"], false).await;
+    // After the abort: a plain record and another transaction, both visible.
+    let plain = producer(&b.bootstrap, &[]);
+    send(&plain, "orders", "plain").await.unwrap();
+    transaction(&p, "orders", &["c3"], true).await;
+
+    let committed = ["c1", "c2", "plain", "c3"];
+    let everything = ["c1", "c2", "a1", "a2", "plain", "c3"];
+    assert_eq!(
+        read_all(&b.bootstrap, "orders", "read_committed", 4).await,
+        committed
+    );
+    assert_eq!(
+        read_all(&b.bootstrap, "orders", "read_uncommitted", 6).await,
+        everything
+    );
+    // c1 c2 marker a1 a2 marker plain c3 marker: nothing open, both ends agree.
+    assert_eq!(latest_offset(&b.bootstrap, "orders", 1).await, 9);
+    assert_eq!(latest_offset(&b.bootstrap, "orders", 0).await, 9);
+
+    // The aborted-transaction index and the producer state come back after a restart.
+    drop(p);
+    drop(plain);
+    b.restart().await;
+    assert_eq!(
+        read_all(&b.bootstrap, "orders", "read_committed", 4).await,
+        committed
+    );
+    let p = txn_producer(&b.bootstrap, "writer", &[]);
+    transaction(&p, "orders", &["c4"], true).await;
+    assert_eq!(
+        read_all(&b.bootstrap, "orders", "read_committed", 5).await,
+        ["c1", "c2", "plain", "c3", "c4"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_holds_read_committed_at_its_first_offset_until_it_ends() {
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "held", 1, &[]).await;
+    let plain = producer(&b.bootstrap, &[]);
+    send(&plain, "held", "before").await.unwrap();
+    let p = txn_producer(&b.bootstrap, "holder", &[]);
+    blocking(|| p.begin_transaction()).unwrap();
+    send(&p, "held", "inside").await.unwrap();
+    send(&plain, "held", "behind").await.unwrap();
+
+    assert_eq!(latest_offset(&b.bootstrap, "held", 1).await, 1, "LSO");
+    assert_eq!(latest_offset(&b.bootstrap, "held", 0).await, 3, "HW");
+    let c = committed_consumer(&b.bootstrap, "held-rc");
+    c.subscribe(&["held"]).unwrap();
+    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["before"]);
+    assert!(
+        drain(&c, Duration::from_millis(1500)).await.is_empty(),
+        "nothing past the open transaction"
+    );
+    let u = uncommitted_consumer(&b.bootstrap, "held-ru");
+    u.subscribe(&["held"]).unwrap();
+    assert_eq!(
+        texts(&recv_n(&u, 3, LONG).await),
+        ["before", "inside", "behind"]
+    );
+
+    blocking(|| p.commit_transaction(TXN_TIMEOUT)).unwrap();
+    assert_eq!(texts(&recv_n(&c, 2, LONG).await), ["inside", "behind"]);
+    assert_eq!(latest_offset(&b.bootstrap, "held", 1).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "fenced", 1, &[]).await;
+    let zombie = txn_producer(&b.bootstrap, "same-id", &[]);
+    blocking(|| zombie.begin_transaction()).unwrap();
+    send(&zombie, "fenced", "zombie-1").await.unwrap();
+
+    // The new instance aborts the zombie's open transaction and takes over.
+    let fresh = txn_producer(&b.bootstrap, "same-id", &[]);
+    let late = send(&zombie, "fenced", "zombie-2").await;
+    assert!(late.is_err(), "a fenced producer can't produce: {late:?}");
+    let err = blocking(|| zombie.commit_transaction(TXN_TIMEOUT)).unwrap_err();
+    match &err {
+        KafkaError::Transaction(e) => {
+            assert!(e.is_fatal(), "fencing is fatal: {e}");
+            assert_eq!(e.code(), RDKafkaErrorCode::Fenced, "{e}");
+        }
+        other => panic!("expected a transaction error, got {other}"),
+    }
+
+    transaction(&fresh, "fenced", &["fresh"], true).await;
+    assert_eq!(
+        read_all(&b.bootstrap, "fenced", "read_committed", 1).await,
+        ["fresh"]
+    );
+    assert_eq!(
+        read_all(&b.bootstrap, "fenced", "read_uncommitted", 2).await,
+        ["zombie-1", "fresh"]
+    );
+}
+
+/// The committed offset of `group` on `topic` partition 0, `None` if it has none.
+fn group_offset(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    let c: StreamConsumer = client_config(bootstrap, &[("group.id", group)])
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let got = blocking(|| c.committed_offsets(tpl, Duration::from_secs(10))).unwrap();
+    match got.find_partition(topic, 0).unwrap().offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_transaction_move_the_group_only_on_commit() {
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "in", 1, &[]).await;
+    create_topic(&b.bootstrap, "out", 1, &[]).await;
+    let plain = producer(&b.bootstrap, &[]);
+    for i in 0..10 {
+        send(&plain, "in", &format!("in{i}")).await.unwrap();
+    }
+    let input = committed_consumer(&b.bootstrap, "transformer");
+    input.subscribe(&["in"]).unwrap();
+    let got = recv_n(&input, 10, LONG).await;
+    let p = txn_producer(&b.bootstrap, "transformer-out", &[]);
+    let offsets = |next: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("in", 0, Offset::Offset(next))
+            .unwrap();
+        tpl
+    };
+    let metadata = input.group_metadata().expect("joined the group");
+
+    // Aborted: neither the output nor the offset.
+    blocking(|| p.begin_transaction()).unwrap();
+    for r in &got[..5] {
+        send(&p, "out", &format!("out-{}", r.offset)).await.unwrap();
+    }
+    blocking(|| p.send_offsets_to_transaction(&offsets(5), &metadata, TXN_TIMEOUT)).unwrap();
+    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
+    assert_eq!(group_offset(&b.bootstrap, "transformer", "in"), None);
+
+    // Committed: both.
+    blocking(|| p.begin_transaction()).unwrap();
+    for r in &got {
+        send(&p, "out", &format!("out-{}", r.offset)).await.unwrap();
+    }
+    blocking(|| p.send_offsets_to_transaction(&offsets(10), &metadata, TXN_TIMEOUT)).unwrap();
+    blocking(|| p.commit_transaction(TXN_TIMEOUT)).unwrap();
+    assert_eq!(group_offset(&b.bootstrap, "transformer", "in"), Some(10));
+    let out = read_all(&b.bootstrap, "out", "read_committed", 10).await;
+    assert_eq!(out, (0..10).map(|i| format!("out-{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_committing_when_the_broker_stopped_is_completed_on_restart() {
+    let mut b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "ending", 1, &[]).await;
+    create_topic(&b.bootstrap, "source", 1, &[]).await;
+    let p = txn_producer(&b.bootstrap, "ender", &[]);
+    blocking(|| p.begin_transaction()).unwrap();
+    send(&p, "ending", "e1").await.unwrap();
+    send(&p, "ending", "e2").await.unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("source", 0, Offset::Offset(7))
+        .unwrap();
+    // A group's metadata without joining it: no generation, so no member check.
+    let group: StreamConsumer = client_config(&b.bootstrap, &[("group.id", "ender-group")])
+        .create()
+        .unwrap();
+    let metadata = group.group_metadata().unwrap();
+    blocking(|| p.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)).unwrap();
+    drop(p);
+    b.stop().await;
+    // The state a crash between "PrepareCommit is stored" and "the markers are written" leaves:
+    // the transaction's last line says PrepareCommit, its partitions have no marker.
+    let path = b.dir.path().join("transactions.jsonl");
+    let file = std::fs::read_to_string(&path).unwrap();
+    let last = file
+        .lines()
+        .rfind(|l| l.contains("\"ender\""))
+        .unwrap()
+        .to_string();
+    assert!(last.contains("\"Ongoing\""), "{last}");
+    let prepared = last.replace("\"Ongoing\"", "\"PrepareCommit\"");
+    std::fs::write(&path, format!("{file}{prepared}\n")).unwrap();
+
+    b.restart_after_stop().await;
+    assert_eq!(
+        read_all(&b.bootstrap, "ending", "read_committed", 2).await,
+        ["e1", "e2"]
+    );
+    assert_eq!(group_offset(&b.bootstrap, "ender-group", "source"), Some(7));
+    // Finishing wrote exactly one marker: e1 e2 marker.
+    assert_eq!(latest_offset(&b.bootstrap, "ending", 1).await, 3);
+}
+
+fn spawn_broker_process(data_dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_listening(port: u16) {
+    eventually("broker accepts connections", LONG, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_the_producer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut broker = KillOnDrop(spawn_broker_process(dir.path(), port));
+    wait_listening(port).await;
+    create_topic(&bootstrap, "crashy", 2, &[]).await;
+    let p = txn_producer(&bootstrap, "crasher", &[]);
+    transaction(&p, "crashy", &["before"], true).await;
+    blocking(|| p.begin_transaction()).unwrap();
+    for i in 0..4 {
+        p.send(
+            FutureRecord::<(), _>::to("crashy")
+                .partition(i % 2)
+                .payload(&format!("doomed{i}")),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    // SIGKILL in the middle of the transaction: no shutdown code runs.
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
+    let _broker = KillOnDrop(spawn_broker_process(dir.path(), port));
+    wait_listening(port).await;
+
+    // The open transaction was aborted on restart: the producer's abort is answered as done,
+    // and it goes on with a new transaction.
+    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
+    transaction(&p, "crashy", &["after"], true).await;
+    let c = committed_consumer(&bootstrap, "crash-reader");
+    c.subscribe(&["crashy"]).unwrap();
+    let mut got = texts(&recv_n(&c, 2, LONG).await);
+    got.extend(texts(&drain(&c, Duration::from_millis(1500)).await));
+    got.sort();
+    assert_eq!(
+        got,
+        ["after", "before"],
+        "nothing of the killed transaction"
+    );
+    let u = uncommitted_consumer(&bootstrap, "crash-raw");
+    u.subscribe(&["crashy"]).unwrap();
+    assert_eq!(
+        recv_n(&u, 6, LONG).await.len(),
+        6,
+        "the aborted ones are stored"
+    );
+
+    // A new instance of the same transactional id works too.
+    drop(p);
+    let p = txn_producer(&bootstrap, "crasher", &[]);
+    transaction(&p, "crashy", &["later"], true).await;
+    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["later"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_past_its_timeout_is_aborted() {
+    let b = TestBroker::start_with(|c| {
+        c.transaction_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    create_topic(&b.bootstrap, "slow", 1, &[]).await;
+    let p = txn_producer(
+        &b.bootstrap,
+        "sleepy",
+        &[
+            ("transaction.timeout.ms", "2000"),
+            ("message.timeout.ms", "2000"),
+        ],
+    );
+    blocking(|| p.begin_transaction()).unwrap();
+    send(&p, "slow", "forgotten").await.unwrap();
+    let plain = producer(&b.bootstrap, &[]);
+    send(&plain, "slow", "next").await.unwrap();
+
+    // Held back until the broker aborts the transaction; then only "next" is visible.
+    let c = committed_consumer(&b.bootstrap, "slow-reader");
+    c.subscribe(&["slow"]).unwrap();
+    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["next"]);
+    let state = b
+        .state()
+        .txns
+        .snapshot()
+        .into_iter()
+        .find(|t| t.transactional_id == "sleepy")
+        .unwrap();
+    assert_eq!(state.state, broker::txn::TxnState::CompleteAbort);
+    // The abort bumped the epoch: the producer that let it run out is fenced.
+    assert!(blocking(|| p.commit_transaction(TXN_TIMEOUT)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_timeout_above_the_broker_maximum_is_refused() {
+    let b = TestBroker::start_with(|c| {
+        c.transaction_max_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let p = producer(
+        &b.bootstrap,
+        &[
+            ("transactional.id", "greedy"),
+            ("transaction.timeout.ms", "120000"),
+        ],
+    );
+    let err = blocking(|| p.init_transactions(TXN_TIMEOUT)).unwrap_err();
+    assert_eq!(
+        err.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::InvalidTransactionTimeout),
+        "{err}"
+    );
+    // Within the maximum it works.
+    let _ok = txn_producer(
+        &b.bootstrap,
+        "modest",
+        &[("transaction.timeout.ms", "60000")],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_batches_need_a_transaction_and_control_batches_are_refused() {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "raw", 1, &[]).await;
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let produce = |batch: bytes::Bytes, transactional_id: Option<&str>| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(transactional_id.map(|t| {
+                kafka_protocol::messages::TransactionalId(StrBytes::from_string(t.into()))
+            }))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("raw")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch)),
+                    ]),
+            ])
+    };
+    let with_attributes = |attributes: i16| {
+        let mut b = common::one_record_batch(5, 0, 0, b"x").to_vec();
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes::Bytes::from(b)
+    };
+    let code = |r: kafka_protocol::messages::ProduceResponse| {
+        r.responses[0].partition_responses[0].error_code
+    };
+    // A transactional batch without a transactional id.
+    let r = raw.call(&produce(with_attributes(0x10), None), 9).await;
+    assert_eq!(code(r), 87, "INVALID_RECORD");
+    // A transactional id nobody initialised.
+    let r = raw
+        .call(&produce(with_attributes(0x10), Some("nobody")), 9)
+        .await;
+    assert_eq!(code(r), 49, "INVALID_PRODUCER_ID_MAPPING");
+    // A control batch from a client.
+    let r = raw.call(&produce(with_attributes(0x30), None), 9).await;
+    assert_eq!(code(r), 87, "INVALID_RECORD");
+    assert_eq!(
+        latest_offset(&b.bootstrap, "raw", 1).await,
+        0,
+        "nothing stored"
+    );
+}
