@@ -18,7 +18,12 @@ use lab::dashboard;
 use lab::{Lab, LabClient, LabConfig, Service};
 
 /// The chapters, in reading order (the same file names in each edition).
-const CHAPTERS: [&str; 3] = ["1-first-event.md", "2-full-chain.md", "3-failures.md"];
+const CHAPTERS: [&str; 4] = [
+    "1-first-event.md",
+    "2-full-chain.md",
+    "3-failures.md",
+    "4-exactly-once.md",
+];
 
 /// One command block and the output it must print, if the chapter shows it.
 #[derive(Debug)]
@@ -239,9 +244,13 @@ async fn run_edition(dir: &str) {
             .replace(&format!("http://127.0.0.1:{port}"), url)
             .replace(&format!("http://localhost:{port}"), url);
     }
+    // The second payment instance of phase 2 (port 8092) too: the editions run side by side.
+    let second = lab::pg::free_port().unwrap();
     script = script
         .replace("127.0.0.1:9092", &brokers)
-        .replace("http://127.0.0.1:8080", &format!("http://{dash_addr}"));
+        .replace("http://127.0.0.1:8080", &format!("http://{dash_addr}"))
+        .replace("--port 8092", &format!("--port {second}"))
+        .replace("127.0.0.1:8092", &format!("127.0.0.1:{second}"));
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_lab"))
         .parent()
         .unwrap()

@@ -7,6 +7,7 @@
 mod control;
 mod kafka;
 mod order;
+mod txn;
 mod up;
 mod wait;
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use control::{DlqAction, FaultArgs, GroupsArgs, ServiceArg, ServiceRunArgs};
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
+use txn::TxnArgs;
 use up::UpArgs;
 use wait::WaitArgs;
 
@@ -67,6 +69,9 @@ enum Command {
     /// Wait until an order has a status, a group is Stable with N members, or a DLQ holds N
     /// records; prints what it saw (fails after --timeout seconds).
     Wait(WaitArgs),
+    /// Kafka transactions to watch: commit, abort, a producer that dies mid-transaction, and a
+    /// zombie producer fenced by its successor.
+    Txn(TxnArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -112,5 +117,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Service(a)) => control::run_service(a).await,
         Some(Command::Groups(a)) => control::groups(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
+        Some(Command::Txn(a)) => txn::txn(a).await,
     }
 }

@@ -51,6 +51,14 @@ enum WaitFor {
         #[command(flatten)]
         broker: BrokerArg,
     },
+    /// Until a consumer reading committed data only (`isolation.level=read_committed`) reads
+    /// this many records from the start of a topic, e.g. `lab wait committed txn-demo 2`.
+    Committed {
+        topic: String,
+        records: usize,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
     /// Until a dead-letter topic holds this many records, e.g. `lab wait dlq order.created 1`.
     Dlq {
         /// The original topic.
@@ -131,6 +139,25 @@ async fn check(what: &WaitFor) -> (bool, String) {
             },
             Err(e) => (false, format!("{group}: {e}")),
         },
+        WaitFor::Committed {
+            topic,
+            records,
+            broker,
+        } => {
+            let (brokers, t) = (broker.brokers.clone(), topic.clone());
+            match tokio::task::spawn_blocking(move || committed_records(&brokers, &t)).await {
+                Ok(Ok(values)) => (
+                    values.len() == *records,
+                    format!(
+                        "{topic}: {} committed record(s): {}",
+                        values.len(),
+                        values.join(", ")
+                    ),
+                ),
+                Ok(Err(e)) => (false, format!("{topic}: {e}")),
+                Err(e) => (false, e.to_string()),
+            }
+        }
         WaitFor::Dlq {
             topic,
             records,
@@ -144,4 +171,49 @@ async fn check(what: &WaitFor) -> (bool, String) {
             Err(e) => (false, e.to_string()),
         },
     }
+}
+
+/// The values a `read_committed` consumer reads from the start of `topic` up to where it can read
+/// (the last stable offset of each partition).
+fn committed_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+        .set("group.id", "lab-wait")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(!partitions.is_empty(), "no topic {topic}");
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut at_end = std::collections::BTreeSet::new();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while at_end.len() < partitions.len() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => values.push(
+                m.payload()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            ),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Ok(values)
 }
