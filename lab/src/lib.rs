@@ -9,6 +9,7 @@ pub mod browser;
 pub mod client;
 pub mod dashboard;
 pub mod groups;
+pub mod ledger;
 pub mod lock;
 pub mod pg;
 pub mod poison;

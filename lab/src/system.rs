@@ -246,6 +246,8 @@ pub struct Lab {
     services: BTreeMap<Service, RunningService>,
     /// Fault switches survive a service restart.
     faults: BTreeMap<Service, Arc<Faults>>,
+    /// The ledger, the saga's consume-transform-produce step with Kafka transactions.
+    ledger: Option<crate::ledger::Ledger>,
 }
 
 /// What the lab's command line calls a port, for the one-line error of a taken one.
@@ -338,6 +340,7 @@ impl Lab {
                 .iter()
                 .map(|s| (*s, Arc::new(Faults::default())))
                 .collect(),
+            ledger: None,
         };
         match lab.config.brokers.clone() {
             Some(b) => lab.brokers = b,
@@ -357,6 +360,10 @@ impl Lab {
         progress("joining the consumer groups");
         for &svc in &services {
             lab.wait_ready(svc).await?;
+        }
+        if services.contains(&Service::Payment) {
+            progress("starting the ledger");
+            lab.start_ledger().await?;
         }
         Ok(lab)
     }
@@ -426,7 +433,22 @@ impl Lab {
     /// Starts `svc` (again), on the port it had before, if any, and waits until it is ready.
     pub async fn start_service(&mut self, svc: Service) -> Result<(), LabError> {
         self.spawn(svc).await?;
-        self.wait_ready(svc).await
+        self.wait_ready(svc).await?;
+        if svc == Service::Payment {
+            self.start_ledger().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the ledger (it follows the payments) unless it runs.
+    async fn start_ledger(&mut self) -> Result<(), LabError> {
+        if self.ledger.is_none() {
+            let ledger = crate::ledger::Ledger::start(&self.brokers)
+                .await
+                .map_err(|e| LabError::Broker(format!("the ledger: {e}")))?;
+            self.ledger = Some(ledger);
+        }
+        Ok(())
     }
 
     /// Starts `svc` (again) without waiting for it to be ready.
@@ -500,6 +522,9 @@ impl Lab {
 
     /// Stops the services, the broker and PostgreSQL, in that order.
     pub async fn shutdown(mut self) {
+        if let Some(ledger) = self.ledger.take() {
+            ledger.stop().await;
+        }
         let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();
         let mut tasks = Vec::new();
         for s in running {

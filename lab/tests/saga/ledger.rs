@@ -1,0 +1,141 @@
+//! The ledger, the saga's consume-transform-produce step with Kafka transactions: one entry per
+//! money movement, read by a `read_committed` consumer, and its input offsets committed with it.
+
+use std::time::Duration;
+
+use lab::ledger::{Entry, GROUP, TOPIC};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::helpers::{SAGA_TIMEOUT, spawn_lab};
+
+/// What a `read_committed` consumer reads of `topic` from its start up to the last stable offset.
+fn committed_entries(brokers: &str, topic: &str) -> Vec<Entry> {
+    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+        .set("group.id", "test-ledger-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(serde_json::from_slice(m.payload().unwrap()).unwrap()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_writes_one_entry_per_money_movement_in_transactions() {
+    let t = spawn_lab().await;
+    let c = &t.client;
+    let brokers = t.lab.brokers().to_owned();
+    let happy = c.place_order("alice", &[("LATTE", 1, 5000)]).await.unwrap();
+    let compensated = c
+        .place_order("carol", &[("ICED_TEA", 1, 4500)])
+        .await
+        .unwrap();
+    let (happy, compensated) = (
+        happy["id"].as_str().unwrap().to_owned(),
+        compensated["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        c.wait_terminal(&happy, SAGA_TIMEOUT).await.unwrap()["status"],
+        "CONFIRMED"
+    );
+    assert_eq!(
+        c.wait_terminal(&compensated, SAGA_TIMEOUT).await.unwrap()["status"],
+        "CANCELLED"
+    );
+
+    // A charge for each order and the refund: three entries, each once.
+    let entries = lab::client::eventually("three ledger entries", SAGA_TIMEOUT, || {
+        let brokers = brokers.clone();
+        async move {
+            let e = tokio::task::spawn_blocking(move || committed_entries(&brokers, TOPIC))
+                .await
+                .ok()?;
+            (e.len() >= 3).then_some(e)
+        }
+    })
+    .await
+    .unwrap();
+    let mut seen: Vec<(String, String, String, i64)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.order_id.clone(),
+                e.customer_id.clone(),
+                e.kind.clone(),
+                e.amount,
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (happy.clone(), "alice".to_owned(), "debit".to_owned(), 5000),
+        (
+            compensated.clone(),
+            "carol".to_owned(),
+            "debit".to_owned(),
+            4500,
+        ),
+        (
+            compensated.clone(),
+            "carol".to_owned(),
+            "credit".to_owned(),
+            4500,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // Its input offsets were committed with its output: the group stands at the end of the
+    // money topics (the offset store answers with the committed offsets).
+    let committed = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = saga_shared::kafka::client_config(&brokers)
+            .set("group.id", GROUP)
+            .create()
+            .unwrap();
+        let md = consumer
+            .fetch_metadata(Some("payment.completed"), Duration::from_secs(5))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition("payment.completed", p.id());
+            let (_, high) = consumer
+                .fetch_watermarks("payment.completed", p.id(), Duration::from_secs(5))
+                .unwrap();
+            ends.push((p.id(), high));
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .unwrap();
+        ends.into_iter()
+            .filter(|(_, high)| *high > 0)
+            .map(|(p, high)| {
+                let at = committed
+                    .find_partition("payment.completed", p)
+                    .map(|e| e.offset());
+                (p, at, high)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(!committed.is_empty());
+    for (p, at, high) in committed {
+        assert_eq!(at, Some(Offset::Offset(high)), "partition {p}");
+    }
+    t.stop().await;
+}
