@@ -374,25 +374,41 @@ async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_the_produce
     let _broker = KillOnDrop(spawn_broker_process(dir.path(), port));
     wait_listening(port).await;
 
-    // The open transaction was aborted on restart: the producer's abort is answered as done,
-    // and it goes on with a new transaction.
-    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
-    transaction(&p, "crashy", &["after"], true).await;
+    // The open transaction was aborted on restart, before its producer does anything: records
+    // written after it are readable (nothing holds the last stable offset), it never is.
+    let plain = producer(&bootstrap, &[]);
+    for partition in 0..2 {
+        plain
+            .send(
+                FutureRecord::<(), _>::to("crashy")
+                    .partition(partition)
+                    .payload("plain"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
     let c = committed_consumer(&bootstrap, "crash-reader");
     c.subscribe(&["crashy"]).unwrap();
-    let mut got = texts(&recv_n(&c, 2, LONG).await);
+    let mut got = texts(&recv_n(&c, 3, LONG).await);
     got.extend(texts(&drain(&c, Duration::from_millis(1500)).await));
     got.sort();
     assert_eq!(
         got,
-        ["after", "before"],
+        ["before", "plain", "plain"],
         "nothing of the killed transaction"
     );
+
+    // The producer's abort is answered as done, and it goes on with a new transaction.
+    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
+    transaction(&p, "crashy", &["after"], true).await;
+    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["after"]);
     let u = uncommitted_consumer(&bootstrap, "crash-raw");
     u.subscribe(&["crashy"]).unwrap();
     assert_eq!(
-        recv_n(&u, 6, LONG).await.len(),
-        6,
+        recv_n(&u, 8, LONG).await.len(),
+        8,
         "the aborted ones are stored"
     );
 
