@@ -1,8 +1,9 @@
-//! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs.
+//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs.
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -28,6 +29,9 @@ pub(super) static ROUTES: &[Route] = &[
     route!(DeleteTopics, 1..=6, disk, |b, r, _c| {
         Reply::send(ResponseKind::DeleteTopics(delete_topics(b, r)))
     }),
+    route!(CreatePartitions, 0..=3, disk, |b, r, _c| {
+        Reply::send(ResponseKind::CreatePartitions(create_partitions(b, r)))
+    }),
     route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
     }),
@@ -52,7 +56,9 @@ fn topic_error(e: &TopicError) -> ResponseError {
     match e {
         TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
-        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
+            ResponseError::InvalidPartitions
+        }
         TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::Io(_) => ResponseError::KafkaStorageError,
@@ -291,6 +297,45 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Grows topics (never shrinks). Consumer groups need nothing from the broker: their leader sees
+/// the new partition count in its metadata refresh and rejoins, and the new assignment takes the
+/// new partitions.
+pub fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            // One node: an explicit assignment can only name it.
+            let assignable = t.assignments.as_ref().is_none_or(|a| {
+                a.iter()
+                    .all(|p| p.broker_ids.iter().all(|b| b.0 == crate::broker::NODE_ID))
+            });
+            if !assignable {
+                return result
+                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "this cluster has one broker, id {}",
+                        crate::broker::NODE_ID
+                    ))));
+            }
+            match broker
+                .topics
+                .add_partitions(t.name.as_str(), t.count, request.validate_only)
+            {
+                Ok(_) => result,
+                Err(e) => result
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(str_bytes(client_message(&e)))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 /// What a client is told of a failed topic operation: its own mistake in full, the broker's
