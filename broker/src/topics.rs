@@ -279,6 +279,11 @@ impl Partition {
         Ok(written)
     }
 
+    /// DeleteRecords on this partition; returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, AppendError> {
+        self.log().delete_records_before(offset)
+    }
+
     /// A receiver that changes whenever new data is appended.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()

@@ -1,6 +1,6 @@
-//! CreatePartitions with rdkafka's AdminClient: a topic grows (never shrinks), keeps its data
-//! and its new partition count across a restart, and a consumer group rebalances onto the new
-//! partitions.
+//! CreatePartitions and DeleteRecords with rdkafka's AdminClient: a topic grows (never shrinks),
+//! keeps its data and its new partition count across a restart, and a consumer group rebalances
+//! onto the new partitions; DeleteRecords moves the log start offset, durably.
 
 mod common;
 
@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
 
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     common::client_config(bootstrap, &[]).create().unwrap()
@@ -130,4 +131,77 @@ async fn a_group_rebalances_onto_new_partitions() {
         }
     })
     .await;
+}
+
+/// DeleteRecords of partition 0 before `offset`: the new low watermark, or the error.
+async fn delete_before(bootstrap: &str, topic: &str, offset: Offset) -> Result<i64, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, offset).unwrap();
+    let result = admin(bootstrap)
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    let p = result.find_partition(topic, 0).unwrap();
+    p.error().map_err(|e| e.to_string())?;
+    match p.offset() {
+        Offset::Offset(o) => Ok(o),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn low_watermark(bootstrap: &str, topic: &str) -> i64 {
+    let c: StreamConsumer = common::client_config(bootstrap, &[]).create().unwrap();
+    tokio::task::block_in_place(|| c.fetch_watermarks(topic, 0, Duration::from_secs(10)))
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start_durably() {
+    let mut b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "trimmed", 1, &[]).await;
+    for i in 0..10 {
+        send_to(&b.bootstrap, "trimmed", 0, &format!("r{i}")).await;
+    }
+    assert_eq!(
+        delete_before(&b.bootstrap, "trimmed", Offset::Offset(4)).await,
+        Ok(4)
+    );
+    assert_eq!(low_watermark(&b.bootstrap, "trimmed"), 4);
+    assert!(
+        delete_before(&b.bootstrap, "trimmed", Offset::Offset(11))
+            .await
+            .is_err(),
+        "beyond the high watermark"
+    );
+    assert_eq!(
+        delete_before(&b.bootstrap, "trimmed", Offset::Offset(2)).await,
+        Ok(4),
+        "never moves back"
+    );
+    let c = consumer(&b.bootstrap, "after-trim", &[]);
+    c.subscribe(&["trimmed"]).unwrap();
+    let got = recv_n(&c, 6, LONG).await;
+    assert_eq!(got[0].offset, 4);
+    drop(c);
+
+    b.restart().await;
+    assert_eq!(
+        low_watermark(&b.bootstrap, "trimmed"),
+        4,
+        "survives a restart"
+    );
+    assert_eq!(
+        delete_before(&b.bootstrap, "trimmed", Offset::End).await,
+        Ok(10),
+        "everything"
+    );
+    send_to(&b.bootstrap, "trimmed", 0, "fresh").await;
+    let c = consumer(&b.bootstrap, "after-all", &[]);
+    c.subscribe(&["trimmed"]).unwrap();
+    let got = recv_n(&c, 1, LONG).await;
+    assert_eq!(
+        (got[0].offset, got[0].value.as_deref()),
+        (10, Some(&b"fresh"[..]))
+    );
 }

@@ -1,4 +1,4 @@
-//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs.
+//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs.
 
 use std::collections::BTreeMap;
 
@@ -6,6 +6,9 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
@@ -15,6 +18,7 @@ use kafka_protocol::messages::*;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::storage::AppendError;
 use crate::topics::TopicError;
 
 use kafka_protocol::messages::ResponseKind;
@@ -31,6 +35,9 @@ pub(super) static ROUTES: &[Route] = &[
     }),
     route!(CreatePartitions, 0..=3, disk, |b, r, _c| {
         Reply::send(ResponseKind::CreatePartitions(create_partitions(b, r)))
+    }),
+    route!(DeleteRecords, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DeleteRecords(delete_records(b, r)))
     }),
     route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
@@ -297,6 +304,49 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Moves partitions' log start offsets up (`-1`: to the high watermark).
+pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    match partition.delete_records_before(p.offset) {
+                        Ok(start) => result.with_low_watermark(start),
+                        Err(AppendError::Refused(_)) => {
+                            result.with_error_code(ResponseError::OffsetOutOfRange.code())
+                        }
+                        Err(AppendError::Deleted) => {
+                            result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %t.name.as_str(), partition = p.partition_index, "delete records failed: {e}");
+                            result.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
 }
 
 /// Grows topics (never shrinks). Consumer groups need nothing from the broker: their leader sees
