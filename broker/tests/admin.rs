@@ -403,3 +403,26 @@ async fn log_append_time_topics_take_the_broker_clock() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_cluster_names_the_cluster_and_its_one_broker() {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let b = TestBroker::start().await;
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let response = raw
+        .call(&DescribeClusterRequest::default().with_endpoint_type(1), 1)
+        .await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.cluster_id.as_str(), b.state().cluster_id);
+    assert_eq!(response.controller_id.0, 0);
+    let brokers: Vec<String> = response
+        .brokers
+        .iter()
+        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+        .collect();
+    assert_eq!(brokers, [b.bootstrap.clone()]);
+    let controllers = raw
+        .call(&DescribeClusterRequest::default().with_endpoint_type(2), 1)
+        .await;
+    assert_eq!(controllers.error_code, 115, "UNSUPPORTED_ENDPOINT_TYPE");
+}
