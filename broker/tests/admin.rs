@@ -420,7 +420,7 @@ async fn describe_cluster_names_the_cluster_and_its_one_broker() {
         .iter()
         .map(|b| format!("{}:{}", b.host.as_str(), b.port))
         .collect();
-    assert_eq!(brokers, [b.bootstrap.clone()]);
+    assert_eq!(brokers, vec![b.bootstrap.clone()]);
     let controllers = raw
         .call(&DescribeClusterRequest::default().with_endpoint_type(2), 1)
         .await;
