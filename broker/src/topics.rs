@@ -628,6 +628,47 @@ impl TopicRegistry {
         Ok(grown)
     }
 
+    /// Replaces a topic's config overrides (AlterConfigs, IncrementalAlterConfigs); with
+    /// `validate_only`, only checks. The new settings apply to the partitions at once (the next
+    /// append, roll, retention run) and are kept in `topic.json`.
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut topics = self.write();
+        let topic = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let log_config = self.log_config(&configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicFile {
+            id: topic.id,
+            partitions: topic.partitions.len() as i32,
+            configs: configs.clone(),
+        };
+        write_topic_file(&topic.dir, &meta)?;
+        for partition in &topic.partitions {
+            partition.log().set_config(log_config.clone());
+        }
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.clone(),
+                configs,
+                dir: topic.dir.clone(),
+            }),
+        );
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
     /// Returns the topic, creating it with defaults if it doesn't exist yet.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.get(name) {

@@ -1,4 +1,5 @@
-//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs.
+//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs (topic configs).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +39,14 @@ pub(super) static ROUTES: &[Route] = &[
     }),
     route!(DeleteRecords, 0..=2, disk, |b, r, _c| {
         Reply::send(ResponseKind::DeleteRecords(delete_records(b, r)))
+    }),
+    route!(AlterConfigs, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::AlterConfigs(alter_configs(b, r)))
+    }),
+    route!(IncrementalAlterConfigs, 0..=1, disk, |b, r, _c| {
+        Reply::send(ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs(b, r),
+        ))
     }),
     route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
@@ -304,6 +313,151 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Why a config change of one resource is refused: the error and what the client reads.
+type Refusal = (ResponseError, String);
+
+/// The topic a config change is for; broker configs are the command line's.
+fn altered_topic(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    match resource_type {
+        RESOURCE_TOPIC => broker.topics.get(name).map(|t| t.configs.clone()).ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic '{name}'"),
+        )),
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest,
+            "broker configs are set on the broker's command line".into(),
+        )),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
+/// Applies new overrides to a topic (or only checks them).
+fn apply_configs(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    broker
+        .topics
+        .alter_configs(name, configs, validate_only)
+        .map_err(|e| (topic_error(&e), client_message(&e)))
+}
+
+/// AlterConfigs: the given configs replace all of a topic's overrides.
+pub fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let result =
+                altered_topic(broker, r.resource_type, r.resource_name.as_str()).and_then(|_| {
+                    let configs = r
+                        .configs
+                        .iter()
+                        .filter_map(|c| {
+                            Some((
+                                c.name.as_str().to_string(),
+                                c.value.as_ref()?.as_str().to_string(),
+                            ))
+                        })
+                        .collect();
+                    apply_configs(
+                        broker,
+                        r.resource_name.as_str(),
+                        configs,
+                        request.validate_only,
+                    )
+                });
+            let (error, message) = match result {
+                Ok(()) => (None, None),
+                Err((e, m)) => (Some(e), Some(str_bytes(m))),
+            };
+            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default(
+            )
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+            .with_error_code(error.map_or(0, |e| e.code()))
+            .with_error_message(message)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+/// The one list-valued topic config (APPEND and SUBTRACT apply to list configs only).
+const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+
+/// IncrementalAlterConfigs: set, delete (back to the default), append to or subtract from a
+/// list, each on the topic's current overrides.
+pub fn incremental_alter_configs(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.as_str();
+            let result = altered_topic(broker, r.resource_type, name).and_then(|mut configs| {
+                for c in &r.configs {
+                    let key = c.name.as_str().to_string();
+                    let value = c.value.as_ref().map(|v| v.as_str().to_string());
+                    match (c.config_operation, value) {
+                        (OP_SET, Some(value)) => {
+                            configs.insert(key, value);
+                        }
+                        (OP_DELETE, _) => {
+                            configs.remove(&key);
+                        }
+                        (op @ (OP_APPEND | OP_SUBTRACT), Some(value)) if LIST_CONFIGS.contains(&key.as_str()) => {
+                            let current = configs.get(&key).cloned().unwrap_or_else(|| {
+                                broker.topics.config_entries(&BTreeMap::new()).into_iter().find(|e| e.name == key).map(|e| e.value).unwrap_or_default()
+                            });
+                            let mut items: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                            for v in value.split(',').filter(|s| !s.is_empty()) {
+                                if op == OP_APPEND && !items.iter().any(|i| i == v) {
+                                    items.push(v.to_string());
+                                } else if op == OP_SUBTRACT {
+                                    items.retain(|i| i != v);
+                                }
+                            }
+                            configs.insert(key, items.join(","));
+                        }
+                        (OP_APPEND | OP_SUBTRACT, _) => {
+                            return Err((ResponseError::InvalidConfig, format!("{key} is not a list config")));
+                        }
+                        (op, _) => {
+                            return Err((ResponseError::InvalidRequest, format!("invalid operation {op} for {key}")));
+                        }
+                    }
+                }
+                apply_configs(broker, name, configs, request.validate_only)
+            });
+            let (error, message) = match result {
+                Ok(()) => (None, None),
+                Err((e, m)) => (Some(e), Some(str_bytes(m))),
+            };
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_message(message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 /// Moves partitions' log start offsets up (`-1`: to the high watermark).
