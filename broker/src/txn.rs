@@ -225,6 +225,13 @@ impl TxnCoordinator {
         lock(&self.txns).get(transactional_id).cloned()
     }
 
+    /// The current state of one transactional id.
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        let entry = self.entry(transactional_id)?;
+        let meta = lock(&entry).clone();
+        Some(meta)
+    }
+
     /// The current state of every transactional id (for admin listings and tests).
     pub fn snapshot(&self) -> Vec<TxnMetadata> {
         let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();

@@ -533,3 +533,82 @@ async fn transactional_batches_need_a_transaction_and_control_batches_are_refuse
         "nothing stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_list_transactions_show_the_coordinator_state() {
+    use kafka_protocol::messages::{
+        DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId,
+    };
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "shown", 2, &[]).await;
+    let open = txn_producer(&b.bootstrap, "open-one", &[]);
+    blocking(|| open.begin_transaction()).unwrap();
+    for partition in [1, 0] {
+        open.send(
+            FutureRecord::<(), _>::to("shown")
+                .partition(partition)
+                .payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let done = txn_producer(&b.bootstrap, "done-one", &[]);
+    transaction(&done, "shown", &["y"], true).await;
+
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let id = |s: &str| TransactionalId(StrBytes::from_string(s.to_string()));
+    let described = raw
+        .call(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                id("open-one"),
+                id("done-one"),
+                id("nobody"),
+            ]),
+            0,
+        )
+        .await;
+    let s = &described.transaction_states;
+    assert_eq!(
+        (s[0].error_code, s[0].transaction_state.as_str()),
+        (0, "Ongoing")
+    );
+    assert_eq!(s[0].topics.len(), 1);
+    assert_eq!(s[0].topics[0].topic.as_str(), "shown");
+    assert_eq!(s[0].topics[0].partitions, [0, 1]);
+    assert!(s[0].transaction_start_time_ms > 0);
+    assert_eq!(s[0].transaction_timeout_ms, 60_000, "librdkafka's default");
+    assert_eq!(
+        (s[1].error_code, s[1].transaction_state.as_str()),
+        (0, "CompleteCommit")
+    );
+    assert!(s[1].topics.is_empty());
+    assert_eq!(s[2].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+
+    let listed = raw
+        .call(
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Ongoing")]),
+            1,
+        )
+        .await;
+    let ids: Vec<&str> = listed
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.as_str())
+        .collect();
+    assert_eq!(ids, ["open-one"]);
+    let all = raw.call(&ListTransactionsRequest::default(), 1).await;
+    assert_eq!(all.transaction_states.len(), 2);
+    let bogus = raw
+        .call(
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Sleeping")]),
+            1,
+        )
+        .await;
+    assert_eq!(bogus.unknown_state_filters.len(), 1);
+    assert!(bogus.transaction_states.is_empty());
+    blocking(|| open.abort_transaction(TXN_TIMEOUT)).unwrap();
+}
