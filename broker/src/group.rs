@@ -733,6 +733,47 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// Forgets a group that has no members (DeleteGroups). `Ok(false)` if it wasn't known.
+    pub fn delete_if_empty(&self, group_id: &str) -> Result<bool, ResponseError> {
+        let mut groups = self.lock();
+        match groups.get(group_id) {
+            None => Ok(false),
+            Some(g) if !g.members.is_empty() || !g.pending_ids.is_empty() => {
+                Err(ResponseError::NonEmptyGroup)
+            }
+            Some(_) => {
+                groups.remove(group_id);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The topics the members of a consumer group subscribe to (from their JoinGroup
+    /// metadata), `None` if the group has no members. A subscription that can't be decoded
+    /// counts as every topic.
+    pub fn subscribed_topics(&self, group_id: &str) -> Option<Option<Vec<String>>> {
+        let groups = self.lock();
+        let g = groups.get(group_id).filter(|g| !g.members.is_empty())?;
+        let mut topics = Vec::new();
+        for m in &g.members {
+            for (_, metadata) in &m.protocols {
+                let mut buf = metadata.clone();
+                let decoded = (buf.len() >= 2)
+                    .then(|| {
+                        use bytes::Buf;
+                        let version = buf.get_i16();
+                        <kafka_protocol::messages::ConsumerProtocolSubscription as kafka_protocol::protocol::Decodable>::decode(&mut buf, version).ok()
+                    })
+                    .flatten();
+                match decoded {
+                    Some(sub) => topics.extend(sub.topics.iter().map(|t| t.as_str().to_string())),
+                    None => return Some(None),
+                }
+            }
+        }
+        Some(Some(topics))
+    }
+
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let groups = self.lock();
         let g = groups.get(group_id)?;

@@ -169,6 +169,34 @@ impl OffsetStore {
         self.lock().groups.keys().cloned().collect()
     }
 
+    /// Deletes committed offsets of a group: the given partitions, or all of them (DeleteGroups,
+    /// OffsetDelete). Durable like a commit: one tombstone line per partition.
+    pub fn delete(&self, group: &str, partitions: Option<&[(String, i32)]>) -> io::Result<()> {
+        let doomed: Vec<(String, i32)> = match partitions {
+            Some(p) => p.to_vec(),
+            None => self
+                .group_offsets(group)
+                .into_iter()
+                .map(|(t, p, _)| (t, p))
+                .collect(),
+        };
+        let tombstones = doomed
+            .into_iter()
+            .map(|(t, p)| {
+                (
+                    t,
+                    p,
+                    Committed {
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: None,
+                    },
+                )
+            })
+            .collect();
+        self.commit(group, tombstones)
+    }
+
     /// Forgets the offsets of a deleted topic.
     pub fn delete_topic(&self, topic: &str) -> io::Result<()> {
         {
@@ -216,10 +244,15 @@ impl OffsetStore {
 }
 
 fn apply(groups: &mut HashMap<String, GroupOffsets>, line: Line) {
-    let offsets = groups.entry(line.g).or_default();
     if line.o < 0 {
-        offsets.remove(&(line.t, line.p));
+        if let Some(offsets) = groups.get_mut(&line.g) {
+            offsets.remove(&(line.t, line.p));
+            if offsets.is_empty() {
+                groups.remove(&line.g);
+            }
+        }
     } else {
+        let offsets = groups.entry(line.g).or_default();
         offsets.insert(
             (line.t, line.p),
             Committed {

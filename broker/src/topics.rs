@@ -206,6 +206,8 @@ pub enum TopicError {
     InvalidName(String),
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
+    #[error("the topic has {current} partitions and can only grow; {requested} asked")]
+    CannotShrink { current: i32, requested: i32 },
     #[error("invalid config {key}={value}: {reason}")]
     InvalidConfig {
         key: String,
@@ -277,6 +279,11 @@ impl Partition {
         Ok(written)
     }
 
+    /// DeleteRecords on this partition; returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, AppendError> {
+        self.log().delete_records_before(offset)
+    }
+
     /// A receiver that changes whenever new data is appended.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.end_offset.subscribe()
@@ -289,6 +296,18 @@ struct TopicFile {
     partitions: i32,
     #[serde(default)]
     configs: BTreeMap<String, String>,
+}
+
+/// Writes `topic.json` through a temporary file and a rename, so a crash never leaves a
+/// half-written one.
+fn write_topic_file(dir: &Path, meta: &TopicFile) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+    let tmp = dir.join("topic.json.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, &json)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join("topic.json"))?;
+    crate::storage::sync_dir(dir)
 }
 
 /// A topic and its partitions.
@@ -539,19 +558,115 @@ impl TopicRegistry {
             partitions,
             configs,
         };
-        let json = serde_json::to_vec_pretty(&meta).map_err(io::Error::other)?;
-        // Write then rename, so a crash never leaves a half-written topic.json.
-        let tmp = dir.join("topic.json.tmp");
-        let mut file = fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, &json)?;
-        file.sync_all()?;
-        fs::rename(&tmp, dir.join("topic.json"))?;
-        crate::storage::sync_dir(&dir)?;
+        write_topic_file(&dir, &meta)?;
         crate::storage::sync_dir(&self.dir)?;
         let topic = Arc::new(self.load(name, dir, meta)?);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions); with `validate_only`, only checks.
+    /// Partitions are never removed. The new partitions' directories are created before
+    /// `topic.json` says they exist, so a crash in between leaves the old count (and empty
+    /// directories the next grow replaces).
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let mut topics = self.write();
+        let topic = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::CannotShrink {
+                current,
+                requested: count,
+            });
+        }
+        if count > 10_000 {
+            return Err(TopicError::InvalidPartitions(count));
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        let log_config = self.log_config(&topic.configs)?;
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let dir = topic.dir.join(index.to_string());
+            if dir.exists() {
+                fs::remove_dir_all(&dir)?; // leftovers of an interrupted grow
+            }
+            let (log, _) = PartitionLog::open(&dir, log_config.clone())?;
+            let (end_offset, _) = watch::channel(log.next_offset());
+            partitions.push(Arc::new(Partition {
+                index,
+                log: Mutex::new(log),
+                end_offset,
+            }));
+        }
+        crate::storage::sync_dir(&topic.dir)?;
+        let meta = TopicFile {
+            id: topic.id,
+            partitions: count,
+            configs: topic.configs.clone(),
+        };
+        write_topic_file(&topic.dir, &meta)?;
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            configs: topic.configs.clone(),
+            dir: topic.dir.clone(),
+        });
+        topics.insert(name.to_string(), grown.clone());
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(grown)
+    }
+
+    /// Replaces a topic's config overrides (AlterConfigs, IncrementalAlterConfigs); with
+    /// `validate_only`, only checks. The new settings apply to the partitions at once (the next
+    /// append, roll, retention run) and are kept in `topic.json`.
+    pub fn alter_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let mut topics = self.write();
+        let topic = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let log_config = self.log_config(&configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicFile {
+            id: topic.id,
+            partitions: topic.partitions.len() as i32,
+            configs: configs.clone(),
+        };
+        write_topic_file(&topic.dir, &meta)?;
+        for partition in &topic.partitions {
+            partition.log().set_config(log_config.clone());
+        }
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.clone(),
+                configs,
+                dir: topic.dir.clone(),
+            }),
+        );
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
     }
 
     /// Returns the topic, creating it with defaults if it doesn't exist yet.

@@ -8,7 +8,7 @@
 //! only), write `Complete*`. A crash anywhere in between leaves `Prepare*` in the file, and the
 //! next start finishes the job; markers are written only where the producer still has an open
 //! transaction, so finishing twice writes nothing twice. A transaction still `Ongoing` at start,
-//! or past its timeout, is aborted.
+//! or past its timeout, is aborted with a bumped epoch, which fences its producer.
 //!
 //! Every change appends the whole state of that one transactional id as a JSON line to
 //! `<data-dir>/transactions.jsonl` before it is answered (fsynced with `--fsync always`, like the
@@ -223,6 +223,13 @@ impl TxnCoordinator {
 
     fn entry(&self, transactional_id: &str) -> Option<Entry> {
         lock(&self.txns).get(transactional_id).cloned()
+    }
+
+    /// The current state of one transactional id.
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        let entry = self.entry(transactional_id)?;
+        let meta = lock(&entry).clone();
+        Some(meta)
     }
 
     /// The current state of every transactional id (for admin listings and tests).
@@ -573,18 +580,21 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Finishes what a previous run left: `Prepare*` completes, `Ongoing` is aborted (without an
-    /// epoch bump: the producer may still abort it itself, and go on).
+    /// Finishes what a previous run left: `Prepare*` completes, `Ongoing` is aborted with a
+    /// bumped epoch. The bump fences the producer that was in it: without it, that producer
+    /// could go on adding partitions to a new transaction of the same epoch and commit it, a
+    /// part of what it thinks is one transaction (the rest was aborted here).
     pub fn recover(&self, broker: &Broker) {
         for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
             let mut meta = lock(&entry);
-            let commit = match meta.state {
-                TxnState::Ongoing | TxnState::PrepareAbort => false,
-                TxnState::PrepareCommit => true,
+            let (commit, bump) = match meta.state {
+                TxnState::Ongoing => (false, true),
+                TxnState::PrepareAbort => (false, false),
+                TxnState::PrepareCommit => (true, false),
                 _ => continue,
             };
             let before = meta.state;
-            match self.end(broker, &mut meta, commit, false) {
+            match self.end(broker, &mut meta, commit, bump) {
                 Ok(()) => {
                     tracing::info!(transactional_id = %meta.transactional_id, was = before.name(), now = meta.state.name(), "finished a transaction left by the previous run");
                 }

@@ -403,3 +403,158 @@ async fn log_append_time_topics_take_the_broker_clock() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_cluster_names_the_cluster_and_its_one_broker() {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let b = TestBroker::start().await;
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let response = raw
+        .call(&DescribeClusterRequest::default().with_endpoint_type(1), 1)
+        .await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.cluster_id.as_str(), b.state().cluster_id);
+    assert_eq!(response.controller_id.0, 0);
+    let brokers: Vec<String> = response
+        .brokers
+        .iter()
+        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+        .collect();
+    assert_eq!(brokers, vec![b.bootstrap.clone()]);
+    let controllers = raw
+        .call(&DescribeClusterRequest::default().with_endpoint_type(2), 1)
+        .await;
+    assert_eq!(controllers.error_code, 115, "UNSUPPORTED_ENDPOINT_TYPE");
+}
+
+async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
+    let configs = admin(bootstrap)
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = configs[0].as_ref().unwrap();
+    resource.get(key).unwrap().value.clone()
+}
+
+async fn send_bytes(bootstrap: &str, topic: &str, size: usize) -> Result<(), RDKafkaErrorCode> {
+    let p = producer(bootstrap, &[]);
+    p.send(
+        FutureRecord::<(), _>::to(topic).payload(&vec![b'x'; size]),
+        Duration::from_secs(10),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|(e, _)| e.rdkafka_error_code().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_change_at_once_and_durably() {
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use rdkafka::admin::AlterConfig;
+    let mut b = TestBroker::start().await;
+    common::create_topic(&b.bootstrap, "tunable", 1, &[]).await;
+    send_bytes(&b.bootstrap, "tunable", 2000).await.unwrap();
+
+    // AlterConfigs (rdkafka, which does not report per-resource errors: those are checked
+    // with a raw request): a bad value changes nothing; a good one applies at once.
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let alter = |topic: &str, key: &str, value: &str| {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        kafka_protocol::messages::AlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(topic.into()))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key.into()))
+                        .with_value(Some(StrBytes::from_string(value.into()))),
+                ]),
+        ])
+    };
+    let response = raw.call(&alter("tunable", "segment.bytes", "1"), 2).await;
+    assert_eq!(response.responses[0].error_code, 40, "INVALID_CONFIG");
+    let response = raw.call(&alter("missing", "retention.ms", "1"), 2).await;
+    assert_eq!(
+        response.responses[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        topic_config(&b.bootstrap, "tunable", "segment.bytes")
+            .await
+            .as_deref(),
+        Some(&*b.config.segment_bytes.to_string()),
+        "unchanged"
+    );
+    let a = admin(&b.bootstrap);
+    let small =
+        AlterConfig::new(ResourceSpecifier::Topic("tunable")).set("max.message.bytes", "500");
+    let results = a
+        .alter_configs(&[small], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert_eq!(
+        topic_config(&b.bootstrap, "tunable", "max.message.bytes")
+            .await
+            .as_deref(),
+        Some("500")
+    );
+    assert_eq!(
+        send_bytes(&b.bootstrap, "tunable", 2000).await,
+        Err(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+
+    // Kept across a restart.
+    b.restart().await;
+    assert_eq!(
+        topic_config(&b.bootstrap, "tunable", "max.message.bytes")
+            .await
+            .as_deref(),
+        Some("500")
+    );
+    assert_eq!(
+        send_bytes(&b.bootstrap, "tunable", 2000).await,
+        Err(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+
+    // IncrementalAlterConfigs: DELETE goes back to the default; SET another key keeps the rest.
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let op = |name: &str, op: i8, value: Option<&str>| {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(name.into()))
+            .with_config_operation(op)
+            .with_value(value.map(|v| StrBytes::from_string(v.into())))
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("tunable"))
+            .with_configs(vec![
+                op("max.message.bytes", 1, None),
+                op("retention.ms", 0, Some("3600000")),
+            ]),
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("tunable"))
+            .with_configs(vec![op("retention.ms", 2, Some("5"))]),
+    ]);
+    let response = raw.call(&request, 1).await;
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        [0, 40],
+        "APPEND on a non-list config is INVALID_CONFIG"
+    );
+    send_bytes(&b.bootstrap, "tunable", 2000).await.unwrap();
+    assert_eq!(
+        topic_config(&b.bootstrap, "tunable", "retention.ms")
+            .await
+            .as_deref(),
+        Some("3600000")
+    );
+}

@@ -347,7 +347,7 @@ impl Drop for KillOnDrop {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_the_producer_goes_on() {
+async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_a_new_producer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
@@ -374,33 +374,52 @@ async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_the_produce
     let _broker = KillOnDrop(spawn_broker_process(dir.path(), port));
     wait_listening(port).await;
 
-    // The open transaction was aborted on restart: the producer's abort is answered as done,
-    // and it goes on with a new transaction.
-    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
-    transaction(&p, "crashy", &["after"], true).await;
+    // The open transaction was aborted on restart, before its producer does anything: records
+    // written after it are readable (nothing holds the last stable offset), it never is.
+    let plain = producer(&bootstrap, &[]);
+    for partition in 0..2 {
+        plain
+            .send(
+                FutureRecord::<(), _>::to("crashy")
+                    .partition(partition)
+                    .payload("plain"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
     let c = committed_consumer(&bootstrap, "crash-reader");
     c.subscribe(&["crashy"]).unwrap();
-    let mut got = texts(&recv_n(&c, 2, LONG).await);
+    let mut got = texts(&recv_n(&c, 3, LONG).await);
     got.extend(texts(&drain(&c, Duration::from_millis(1500)).await));
     got.sort();
     assert_eq!(
         got,
-        ["after", "before"],
+        ["before", "plain", "plain"],
         "nothing of the killed transaction"
     );
+
+    // The abort on restart bumped the epoch: the producer that was in the transaction is fenced
+    // (it could otherwise go on and commit what is left of it), ...
+    let err = blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap_err();
+    match &err {
+        KafkaError::Transaction(e) => assert!(e.is_fatal(), "{e}"),
+        other => panic!("expected a transaction error, got {other}"),
+    }
     let u = uncommitted_consumer(&bootstrap, "crash-raw");
     u.subscribe(&["crashy"]).unwrap();
     assert_eq!(
-        recv_n(&u, 6, LONG).await.len(),
-        6,
+        recv_n(&u, 7, LONG).await.len(),
+        7,
         "the aborted ones are stored"
     );
 
-    // A new instance of the same transactional id works too.
+    // ... and a new instance of the same transactional id goes on.
     drop(p);
     let p = txn_producer(&bootstrap, "crasher", &[]);
-    transaction(&p, "crashy", &["later"], true).await;
-    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["later"]);
+    transaction(&p, "crashy", &["after"], true).await;
+    assert_eq!(texts(&recv_n(&c, 1, LONG).await), ["after"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,5 +534,333 @@ async fn transactional_batches_need_a_transaction_and_control_batches_are_refuse
         latest_offset(&b.bootstrap, "raw", 1).await,
         0,
         "nothing stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_list_transactions_show_the_coordinator_state() {
+    use kafka_protocol::messages::{
+        DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId,
+    };
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "shown", 2, &[]).await;
+    let open = txn_producer(&b.bootstrap, "open-one", &[]);
+    blocking(|| open.begin_transaction()).unwrap();
+    for partition in [1, 0] {
+        open.send(
+            FutureRecord::<(), _>::to("shown")
+                .partition(partition)
+                .payload("x"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    let done = txn_producer(&b.bootstrap, "done-one", &[]);
+    transaction(&done, "shown", &["y"], true).await;
+
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let id = |s: &str| TransactionalId(StrBytes::from_string(s.to_string()));
+    let described = raw
+        .call(
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                id("open-one"),
+                id("done-one"),
+                id("nobody"),
+            ]),
+            0,
+        )
+        .await;
+    let s = &described.transaction_states;
+    assert_eq!(
+        (s[0].error_code, s[0].transaction_state.as_str()),
+        (0, "Ongoing")
+    );
+    assert_eq!(s[0].topics.len(), 1);
+    assert_eq!(s[0].topics[0].topic.as_str(), "shown");
+    assert_eq!(s[0].topics[0].partitions, [0, 1]);
+    assert!(s[0].transaction_start_time_ms > 0);
+    assert_eq!(s[0].transaction_timeout_ms, 60_000, "librdkafka's default");
+    assert_eq!(
+        (s[1].error_code, s[1].transaction_state.as_str()),
+        (0, "CompleteCommit")
+    );
+    assert!(s[1].topics.is_empty());
+    assert_eq!(s[2].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+
+    let listed = raw
+        .call(
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Ongoing")]),
+            1,
+        )
+        .await;
+    let ids: Vec<&str> = listed
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.as_str())
+        .collect();
+    assert_eq!(ids, ["open-one"]);
+    let all = raw.call(&ListTransactionsRequest::default(), 1).await;
+    assert_eq!(all.transaction_states.len(), 2);
+    let bogus = raw
+        .call(
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![StrBytes::from_static_str("Sleeping")]),
+            1,
+        )
+        .await;
+    assert_eq!(bogus.unknown_state_filters.len(), 1);
+    assert!(bogus.transaction_states.is_empty());
+    blocking(|| open.abort_transaction(TXN_TIMEOUT)).unwrap();
+}
+
+/// What a transaction's producer learned of its fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Committed,
+    Aborted,
+    /// The broker died around the end: either, but all or nothing.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    /// Values whose send was acknowledged.
+    sent: Vec<String>,
+    /// Every value the transaction tried to send.
+    tried: Vec<String>,
+    outcome: Outcome,
+}
+
+/// A transactional producer for the chaos test, created again whenever it is fenced.
+async fn chaos_producer(bootstrap: &str, id: &str) -> FutureProducer {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let p = producer(
+            bootstrap,
+            &[
+                ("transactional.id", id),
+                ("transaction.timeout.ms", "15000"),
+                ("message.timeout.ms", "10000"),
+            ],
+        );
+        match blocking(|| p.init_transactions(TXN_TIMEOUT)) {
+            Ok(()) => return p,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "init: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One producer's run: `n` transactions of four records over three partitions, every fourth
+/// aborted on purpose; any error ends the transaction with an abort (a fenced producer is
+/// replaced).
+async fn chaos_worker(bootstrap: String, worker: usize, n: usize) -> Vec<Attempt> {
+    let id = format!("chaos-{worker}");
+    let mut p = chaos_producer(&bootstrap, &id).await;
+    let mut attempts = Vec::new();
+    for t in 0..n {
+        while blocking(|| p.begin_transaction()).is_err() {
+            p = chaos_producer(&bootstrap, &id).await;
+        }
+        let tried: Vec<String> = (0..4).map(|j| format!("{id}-{t}-{j}")).collect();
+        let mut sent = Vec::new();
+        let mut failed = false;
+        for (j, value) in tried.iter().enumerate() {
+            let partition = ((t + j) % 3) as i32;
+            match p
+                .send(
+                    FutureRecord::<(), _>::to("ledger")
+                        .partition(partition)
+                        .payload(value),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(_) => sent.push(value.clone()),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let wants_commit = !failed && t % 4 != 3;
+        let committed = wants_commit && blocking(|| p.commit_transaction(TXN_TIMEOUT)).is_ok();
+        let outcome = if committed {
+            Outcome::Committed
+        } else if blocking(|| p.abort_transaction(TXN_TIMEOUT)).is_ok() {
+            // The broker answered the abort: the transaction is aborted (an abort of a
+            // committed one is refused).
+            Outcome::Aborted
+        } else {
+            p = chaos_producer(&bootstrap, &id).await;
+            Outcome::Unknown
+        };
+        attempts.push(Attempt {
+            sent,
+            tried,
+            outcome,
+        });
+    }
+    attempts
+}
+
+/// A read-committed reader of every partition of `ledger` (assigned, not in a group, so its
+/// positions survive broker restarts), recording (partition, offset, value).
+fn chaos_reader(bootstrap: &str) -> StreamConsumer {
+    let c = committed_consumer(bootstrap, "chaos-reader");
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..3 {
+        tpl.add_partition_offset("ledger", partition, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
+/// Jepsen's Kafka checker, in small: concurrent transactional producers and a read-committed
+/// consumer while the broker is killed (SIGKILL) and restarted twice. Then a fresh reader checks
+/// no aborted read, no lost committed write, no duplicate, all-or-nothing for transactions whose
+/// outcome the producer couldn't learn, and offsets increasing per partition; the reader that ran
+/// through the crashes saw no aborted record and no duplicate either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_stay_atomic_under_concurrent_producers_and_broker_kills() {
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let broker = Arc::new(Mutex::new(KillOnDrop(spawn_broker_process(
+        dir.path(),
+        port,
+    ))));
+    wait_listening(port).await;
+    create_topic(&bootstrap, "ledger", 3, &[]).await;
+
+    let live: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
+    let reader = {
+        let live = live.clone();
+        let c = chaos_reader(&bootstrap);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(m) = c.recv().await {
+                    let r = common::owned(&m);
+                    let value = String::from_utf8(r.value.unwrap_or_default()).unwrap();
+                    live.lock().unwrap().push((r.partition, r.offset, value));
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..3)
+        .map(|w| tokio::spawn(chaos_worker(bootstrap.clone(), w, 40)))
+        .collect();
+    // Kill the broker every 600 ms while the producers run, three times.
+    let mut kills = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        if workers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        let mut b = broker.lock().unwrap();
+        b.0.kill().unwrap();
+        b.0.wait().unwrap();
+        *b = KillOnDrop(spawn_broker_process(dir.path(), port));
+        drop(b);
+        kills += 1;
+        wait_listening(port).await;
+    }
+    assert!(
+        kills >= 2,
+        "the broker was killed while producers ran ({kills})"
+    );
+    let mut attempts = Vec::new();
+    for w in workers {
+        attempts.extend(w.await.unwrap());
+    }
+    let committed: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Committed)
+        .collect();
+    let committed_values: usize = committed.iter().map(|a| a.sent.len()).sum();
+    assert!(
+        committed.len() >= 10,
+        "enough transactions committed to mean something: {attempts:?}"
+    );
+
+    // A fresh read-committed reader, to the end.
+    let c = chaos_reader(&bootstrap);
+    let mut read = recv_n(&c, committed_values, LONG).await;
+    read.extend(drain(&c, Duration::from_secs(3)).await);
+    reader.abort();
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in &read {
+        let value = String::from_utf8(r.value.clone().unwrap_or_default()).unwrap();
+        *seen.entry(value).or_default() += 1;
+        let last = last_offset.insert(r.partition, r.offset);
+        assert!(
+            last.is_none_or(|l| l < r.offset),
+            "offsets increase in partition {}",
+            r.partition
+        );
+    }
+    let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    let mut known = HashSet::new();
+    for a in &attempts {
+        known.extend(a.tried.iter().cloned());
+        let visible: Vec<&String> = a.tried.iter().filter(|v| seen.contains_key(*v)).collect();
+        match a.outcome {
+            Outcome::Committed => {
+                assert_eq!(visible.len(), a.tried.len(), "lost committed write: {a:?}")
+            }
+            Outcome::Aborted => assert!(visible.is_empty(), "aborted read: {a:?}"),
+            Outcome::Unknown => assert!(
+                visible.is_empty() || a.sent.iter().all(|v| seen.contains_key(v)),
+                "a transaction partly visible: {a:?}, visible {visible:?}"
+            ),
+        }
+    }
+    assert!(
+        seen.keys().all(|v| known.contains(v)),
+        "only values some producer wrote"
+    );
+
+    // The reader that ran through the kills: no aborted record, no duplicate.
+    let live = live.lock().unwrap().clone();
+    let aborted: HashSet<&String> = attempts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Aborted)
+        .flat_map(|a| a.tried.iter())
+        .collect();
+    let mut live_seen = HashSet::new();
+    for (partition, offset, value) in &live {
+        assert!(
+            !aborted.contains(value),
+            "the live reader read aborted {value}"
+        );
+        assert!(
+            live_seen.insert(value.clone()),
+            "the live reader read {value} twice ({partition}/{offset})"
+        );
+    }
+    eprintln!(
+        "chaos: {kills} kills, {} transactions ({} committed, {} aborted, {} unknown), {} records read, {} by the live reader",
+        attempts.len(),
+        committed.len(),
+        attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Aborted)
+            .count(),
+        attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Unknown)
+            .count(),
+        read.len(),
+        live.len()
     );
 }

@@ -1,10 +1,15 @@
-//! Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs.
+//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs (topic configs).
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
@@ -14,6 +19,7 @@ use kafka_protocol::messages::*;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::storage::AppendError;
 use crate::topics::TopicError;
 
 use kafka_protocol::messages::ResponseKind;
@@ -27,6 +33,20 @@ pub(super) static ROUTES: &[Route] = &[
     }),
     route!(DeleteTopics, 1..=6, disk, |b, r, _c| {
         Reply::send(ResponseKind::DeleteTopics(delete_topics(b, r)))
+    }),
+    route!(CreatePartitions, 0..=3, disk, |b, r, _c| {
+        Reply::send(ResponseKind::CreatePartitions(create_partitions(b, r)))
+    }),
+    route!(DeleteRecords, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DeleteRecords(delete_records(b, r)))
+    }),
+    route!(AlterConfigs, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::AlterConfigs(alter_configs(b, r)))
+    }),
+    route!(IncrementalAlterConfigs, 0..=1, disk, |b, r, _c| {
+        Reply::send(ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs(b, r),
+        ))
     }),
     route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
@@ -52,7 +72,9 @@ fn topic_error(e: &TopicError) -> ResponseError {
     match e {
         TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
         TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
-        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
+            ResponseError::InvalidPartitions
+        }
         TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::Io(_) => ResponseError::KafkaStorageError,
@@ -291,6 +313,233 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Why a config change of one resource is refused: the error and what the client reads.
+type Refusal = (ResponseError, String);
+
+/// The topic a config change is for; broker configs are the command line's.
+fn altered_topic(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    match resource_type {
+        RESOURCE_TOPIC => broker.topics.get(name).map(|t| t.configs.clone()).ok_or((
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic '{name}'"),
+        )),
+        RESOURCE_BROKER => Err((
+            ResponseError::InvalidRequest,
+            "broker configs are set on the broker's command line".into(),
+        )),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
+/// Applies new overrides to a topic (or only checks them).
+fn apply_configs(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    broker
+        .topics
+        .alter_configs(name, configs, validate_only)
+        .map_err(|e| (topic_error(&e), client_message(&e)))
+}
+
+/// AlterConfigs: the given configs replace all of a topic's overrides.
+pub fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let result =
+                altered_topic(broker, r.resource_type, r.resource_name.as_str()).and_then(|_| {
+                    let configs = r
+                        .configs
+                        .iter()
+                        .filter_map(|c| {
+                            Some((
+                                c.name.as_str().to_string(),
+                                c.value.as_ref()?.as_str().to_string(),
+                            ))
+                        })
+                        .collect();
+                    apply_configs(
+                        broker,
+                        r.resource_name.as_str(),
+                        configs,
+                        request.validate_only,
+                    )
+                });
+            let (error, message) = match result {
+                Ok(()) => (None, None),
+                Err((e, m)) => (Some(e), Some(str_bytes(m))),
+            };
+            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default(
+            )
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+            .with_error_code(error.map_or(0, |e| e.code()))
+            .with_error_message(message)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+/// The one list-valued topic config (APPEND and SUBTRACT apply to list configs only).
+const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+
+/// IncrementalAlterConfigs: set, delete (back to the default), append to or subtract from a
+/// list, each on the topic's current overrides.
+pub fn incremental_alter_configs(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = request
+        .resources
+        .into_iter()
+        .map(|r| {
+            let name = r.resource_name.as_str();
+            let result = altered_topic(broker, r.resource_type, name).and_then(|mut configs| {
+                for c in &r.configs {
+                    let key = c.name.as_str().to_string();
+                    let value = c.value.as_ref().map(|v| v.as_str().to_string());
+                    match (c.config_operation, value) {
+                        (OP_SET, Some(value)) => {
+                            configs.insert(key, value);
+                        }
+                        (OP_DELETE, _) => {
+                            configs.remove(&key);
+                        }
+                        (op @ (OP_APPEND | OP_SUBTRACT), Some(value)) if LIST_CONFIGS.contains(&key.as_str()) => {
+                            let current = configs.get(&key).cloned().unwrap_or_else(|| {
+                                broker.topics.config_entries(&BTreeMap::new()).into_iter().find(|e| e.name == key).map(|e| e.value).unwrap_or_default()
+                            });
+                            let mut items: Vec<String> = current.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                            for v in value.split(',').filter(|s| !s.is_empty()) {
+                                if op == OP_APPEND && !items.iter().any(|i| i == v) {
+                                    items.push(v.to_string());
+                                } else if op == OP_SUBTRACT {
+                                    items.retain(|i| i != v);
+                                }
+                            }
+                            configs.insert(key, items.join(","));
+                        }
+                        (OP_APPEND | OP_SUBTRACT, _) => {
+                            return Err((ResponseError::InvalidConfig, format!("{key} is not a list config")));
+                        }
+                        (op, _) => {
+                            return Err((ResponseError::InvalidRequest, format!("invalid operation {op} for {key}")));
+                        }
+                    }
+                }
+                apply_configs(broker, name, configs, request.validate_only)
+            });
+            let (error, message) = match result {
+                Ok(()) => (None, None),
+                Err((e, m)) => (Some(e), Some(str_bytes(m))),
+            };
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_message(message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Moves partitions' log start offsets up (`-1`: to the high watermark).
+pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
+                        return result
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    match partition.delete_records_before(p.offset) {
+                        Ok(start) => result.with_low_watermark(start),
+                        Err(AppendError::Refused(_)) => {
+                            result.with_error_code(ResponseError::OffsetOutOfRange.code())
+                        }
+                        Err(AppendError::Deleted) => {
+                            result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %t.name.as_str(), partition = p.partition_index, "delete records failed: {e}");
+                            result.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// Grows topics (never shrinks). Consumer groups need nothing from the broker: their leader sees
+/// the new partition count in its metadata refresh and rejoins, and the new assignment takes the
+/// new partitions.
+pub fn create_partitions(
+    broker: &Broker,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            // One node: an explicit assignment can only name it.
+            let assignable = t.assignments.as_ref().is_none_or(|a| {
+                a.iter()
+                    .all(|p| p.broker_ids.iter().all(|b| b.0 == crate::broker::NODE_ID))
+            });
+            if !assignable {
+                return result
+                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "this cluster has one broker, id {}",
+                        crate::broker::NODE_ID
+                    ))));
+            }
+            match broker
+                .topics
+                .add_partitions(t.name.as_str(), t.count, request.validate_only)
+            {
+                Ok(_) => result,
+                Err(e) => result
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(str_bytes(client_message(&e)))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
 }
 
 /// What a client is told of a failed topic operation: its own mistake in full, the broker's

@@ -1,15 +1,20 @@
-//! OffsetCommit and OffsetFetch, backed by the durable offset store.
+//! OffsetCommit, OffsetFetch, OffsetDelete and DeleteGroups, backed by the durable offset store.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    DeleteGroupsRequest, DeleteGroupsResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
 use super::{code, str_bytes};
@@ -28,7 +33,90 @@ pub(super) static ROUTES: &[Route] = &[
     route!(OffsetFetch, 1..=8, disk, |b, r, c| {
         Reply::send(ResponseKind::OffsetFetch(fetch(b, r, c.version)))
     }),
+    route!(OffsetDelete, 0..=0, disk, |b, r, _c| {
+        Reply::send(ResponseKind::OffsetDelete(offset_delete(b, r)))
+    }),
+    route!(DeleteGroups, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DeleteGroups(delete_groups(b, r)))
+    }),
 ];
+
+/// Deletes groups that have no members, with their committed offsets.
+pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let results = request
+        .groups_names
+        .into_iter()
+        .map(|group| {
+            let name = group.as_str();
+            let error = match broker.groups.delete_if_empty(name) {
+                Err(e) => Some(e),
+                Ok(known) if !known && !broker.offsets.has_group(name) => {
+                    Some(ResponseError::GroupIdNotFound)
+                }
+                Ok(_) => broker.offsets.delete(name, None).err().map(|e| {
+                    tracing::error!(group = name, "could not delete a group's offsets: {e}");
+                    ResponseError::CoordinatorNotAvailable
+                }),
+            };
+            DeletableGroupResult::default()
+                .with_group_id(group)
+                .with_error_code(code(error))
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// Deletes committed offsets of a group, except for topics its members subscribe to.
+pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = request.group_id.as_str();
+    let subscribed = broker.groups.subscribed_topics(group);
+    if subscribed.is_none() && !broker.offsets.has_group(group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupIdNotFound.code());
+    }
+    let in_use = |topic: &str| match &subscribed {
+        None => false,
+        Some(None) => true,
+        Some(Some(topics)) => topics.iter().any(|t| t == topic),
+    };
+    let mut doomed = Vec::new();
+    let mut topics = Vec::new();
+    for t in request.topics {
+        let busy = in_use(t.name.as_str());
+        let known = broker.topics.get(t.name.as_str());
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let error = if known
+                    .as_ref()
+                    .is_none_or(|k| k.partition(p.partition_index).is_none())
+                {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                } else if busy {
+                    Some(ResponseError::GroupSubscribedToTopic)
+                } else {
+                    doomed.push((t.name.as_str().to_string(), p.partition_index));
+                    None
+                };
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code(error))
+            })
+            .collect();
+        topics.push(
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    if let Err(e) = broker.offsets.delete(group, Some(&doomed)) {
+        tracing::error!(group, "could not delete offsets: {e}");
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code());
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
 
 /// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;

@@ -1,10 +1,15 @@
-//! Metadata: the one broker, and every requested topic (auto-created when allowed).
+//! Metadata: the one broker, and every requested topic (auto-created when allowed);
+//! DescribeCluster: the one broker.
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+};
 
 use super::str_bytes;
 use crate::broker::{Broker, NODE_ID};
@@ -16,14 +21,52 @@ use kafka_protocol::messages::ResponseKind;
 
 use super::{Reply, Route};
 
-pub(super) static ROUTES: &[Route] = &[route!(Metadata, 0..=12, disk, |b, r, c| {
-    Reply::send(ResponseKind::Metadata(handle(
-        b,
-        &c.ctx.advertised,
-        r,
-        c.version,
-    )))
-})];
+pub(super) static ROUTES: &[Route] = &[
+    route!(Metadata, 0..=12, disk, |b, r, c| {
+        Reply::send(ResponseKind::Metadata(handle(
+            b,
+            &c.ctx.advertised,
+            r,
+            c.version,
+        )))
+    }),
+    route!(DescribeCluster, 0..=1, async, |b, r, c| {
+        Reply::send(ResponseKind::DescribeCluster(describe_cluster(
+            &b,
+            &c.ctx.advertised,
+            r,
+        )))
+    }),
+];
+
+/// Endpoint type 2 (KIP-919) asks for the controllers, which a single node without KRaft does
+/// not have as separate endpoints.
+const ENDPOINT_CONTROLLERS: i8 = 2;
+
+/// DescribeCluster (KIP-700): the cluster id, and this node as the only broker and controller.
+pub fn describe_cluster(
+    broker: &Broker,
+    advertised: &Advertised,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let response = DescribeClusterResponse::default()
+        .with_endpoint_type(request.endpoint_type)
+        .with_cluster_id(str_bytes(broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_cluster_authorized_operations(i32::MIN);
+    if request.endpoint_type == ENDPOINT_CONTROLLERS {
+        return response
+            .with_controller_id(BrokerId(-1))
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(str_bytes("this broker has no controller endpoints")));
+    }
+    response.with_brokers(vec![
+        DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(NODE_ID))
+            .with_host(str_bytes(advertised.host.clone()))
+            .with_port(advertised.port),
+    ])
+}
 
 /// `advertised` is the address of the listener the client used: the broker answers with the
 /// name the client can reach it by.

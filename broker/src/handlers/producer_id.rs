@@ -22,7 +22,12 @@ pub fn handle(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if let Some(transactional_id) = &request.transactional_id {
+    // An empty transactional id means none, as in Kafka.
+    if let Some(transactional_id) = request
+        .transactional_id
+        .as_ref()
+        .filter(|id| !id.is_empty())
+    {
         let known = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
         return match broker.txns.init_producer(

@@ -1,5 +1,6 @@
 //! Transactions (KIP-98): AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, on
-//! the transaction coordinator (`crate::txn`). InitProducerId is in `producer_id`; transactional
+//! the transaction coordinator (`crate::txn`); DescribeTransactions and ListTransactions
+//! (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
 //! Produce in `produce`; read-committed Fetch in `fetch`.
 
 use kafka_protocol::ResponseError;
@@ -12,11 +13,13 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ResponseKind,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    describe_transactions_response, list_transactions_response,
 };
 
-use super::code;
+use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::txn::{StagedOffset, TxnError};
 
@@ -42,7 +45,112 @@ pub(super) static ROUTES: &[Route] = &[
     route!(EndTxn, 0..=3, disk, |b, r, c| {
         Reply::send(ResponseKind::EndTxn(end_txn(b, r, c.version)))
     }),
+    // These take the transactional ids' locks, which EndTxn holds while it writes markers.
+    route!(DescribeTransactions, 0..=0, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DescribeTransactions(describe_transactions(
+            b, r,
+        )))
+    }),
+    route!(ListTransactions, 0..=1, disk, |b, r, _c| {
+        Reply::send(ResponseKind::ListTransactions(list_transactions(b, r)))
+    }),
 ];
+
+pub fn describe_transactions(
+    broker: &Broker,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = request
+        .transactional_ids
+        .into_iter()
+        .map(|id| {
+            let state = describe_transactions_response::TransactionState::default()
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_transaction_start_time_ms(-1);
+            let Some(meta) = broker.txns.describe(id.as_str()) else {
+                return state
+                    .with_transactional_id(id)
+                    .with_error_code(ResponseError::TransactionalIdNotFound.code());
+            };
+            let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
+            for (topic, partition) in &meta.partitions {
+                match topics.last_mut() {
+                    Some(t) if t.topic.as_str() == topic.as_str() => t.partitions.push(*partition),
+                    _ => topics.push(
+                        describe_transactions_response::TopicData::default()
+                            .with_topic(TopicName(str_bytes(topic.clone())))
+                            .with_partitions(vec![*partition]),
+                    ),
+                }
+            }
+            state
+                .with_transactional_id(id)
+                .with_transaction_state(str_bytes(meta.state.name()))
+                .with_transaction_timeout_ms(meta.timeout_ms as i32)
+                .with_transaction_start_time_ms(meta.started_ms)
+                .with_producer_id(ProducerId(meta.producer_id))
+                .with_producer_epoch(meta.producer_epoch)
+                .with_topics(topics)
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+const STATES: &[&str] = &[
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+];
+
+pub fn list_transactions(
+    broker: &Broker,
+    request: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    let unknown: Vec<_> = request
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = crate::server::now_ms();
+    let states = broker
+        .txns
+        .snapshot()
+        .into_iter()
+        .filter(|m| {
+            request.state_filters.is_empty()
+                || request
+                    .state_filters
+                    .iter()
+                    .any(|s| s.as_str() == m.state.name())
+        })
+        .filter(|m| {
+            request.producer_id_filters.is_empty()
+                || request
+                    .producer_id_filters
+                    .contains(&ProducerId(m.producer_id))
+        })
+        // v1: only transactions running longer than this (ongoing ones have a start time).
+        .filter(|m| {
+            request.duration_filter < 0
+                || (m.state == crate::txn::TxnState::Ongoing
+                    && now - m.started_ms > request.duration_filter)
+        })
+        .map(|m| {
+            list_transactions_response::TransactionState::default()
+                .with_transactional_id(TransactionalId(str_bytes(m.transactional_id)))
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_transaction_state(str_bytes(m.state.name()))
+        })
+        .collect();
+    ListTransactionsResponse::default()
+        .with_unknown_state_filters(unknown)
+        .with_transaction_states(states)
+}
 
 /// Adds one producer's partitions; every partition gets the same error, except unknown ones.
 fn add_topics(

@@ -24,6 +24,8 @@ use super::segment::Segment;
 
 /// The leader epoch the single-node broker stamps on every batch; it never changes.
 pub const LEADER_EPOCH: i32 = 0;
+/// The file holding the log start offset DeleteRecords set.
+const START_FILE: &str = "log-start-offset";
 /// How many recent batches per producer are remembered to recognise a retried batch (Kafka's 5).
 const PRODUCER_WINDOW: usize = 5;
 
@@ -129,6 +131,9 @@ pub struct PartitionLog {
     open_txns: HashMap<i64, i64>,
     /// Aborted transactions still (partly) in the log, in marker order.
     aborted: Vec<AbortedTxn>,
+    /// The log start offset DeleteRecords set (0 if never), kept in `log-start-offset`; it may
+    /// lie inside the first segment.
+    deleted_before: i64,
     /// Whether bytes were written since the last fsync (for interval flushing).
     dirty: bool,
     /// Set when the topic is deleted; a handle still held by a request then refuses all I/O,
@@ -162,6 +167,10 @@ impl PartitionLog {
             producers: HashMap::new(),
             open_txns: HashMap::new(),
             aborted: Vec::new(),
+            deleted_before: fs::read_to_string(dir.join(START_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
             dirty: false,
             deleted: false,
         };
@@ -293,9 +302,45 @@ impl PartitionLog {
         Ok(Some(header.base_offset))
     }
 
-    /// First offset still stored.
+    /// First offset still stored (or not deleted by DeleteRecords).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset
+        self.segments[0]
+            .base_offset
+            .max(self.deleted_before.min(self.next_offset()))
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (never down; `-1` is the high
+    /// watermark), durably, and deletes the segments wholly before it (the active segment is
+    /// rolled first when everything is deleted). Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, AppendError> {
+        if self.deleted {
+            return Err(AppendError::Deleted);
+        }
+        let end = self.next_offset();
+        let offset = if offset == -1 { end } else { offset };
+        if offset < 0 || offset > end {
+            return Err(AppendError::Refused(
+                "the offset is beyond the high watermark",
+            ));
+        }
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        let tmp = self.dir.join(format!("{START_FILE}.tmp"));
+        fs::write(&tmp, offset.to_string())?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.dir.join(START_FILE))?;
+        super::sync_dir(&self.dir)?;
+        self.deleted_before = offset;
+        if offset == end && self.active().size > 0 {
+            self.active().sync()?;
+            self.segments.push(Segment::create(&self.dir, end)?);
+        }
+        while self.segments.len() > 1 && self.segments[0].next_offset <= offset {
+            self.segments.remove(0).delete()?;
+        }
+        self.aborted.retain(|a| a.last_offset >= offset);
+        Ok(self.log_start_offset())
     }
 
     /// Offset the next record will get (the high watermark on a single node).
@@ -525,12 +570,24 @@ impl PartitionLog {
     /// (ListOffsets by timestamp). Batch headers find the first batch whose max timestamp
     /// reaches it; only when that batch holds several records are they decoded to find the one.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        // Records before the log start offset (DeleteRecords) are gone, even if still on disk.
+        let start = self.log_start_offset();
+        Ok(self
+            .stored_offset_for_timestamp(timestamp, start)?
+            .map(|(offset, ts)| (offset.max(start), ts)))
+    }
+
+    fn stored_offset_for_timestamp(
+        &self,
+        timestamp: i64,
+        start: i64,
+    ) -> io::Result<Option<(i64, i64)>> {
         for segment in &self.segments {
             if segment.size == 0 || segment.max_timestamp < timestamp {
                 continue;
             }
             for (position, header) in segment.headers_from(0)? {
-                if header.max_timestamp < timestamp {
+                if header.max_timestamp < timestamp || header.last_offset() < start {
                     continue;
                 }
                 if header.records_count == 1 {
