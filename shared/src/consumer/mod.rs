@@ -165,6 +165,9 @@ impl ConsumerRunner {
             // join the next Fetch, so this also bounds how long a new partition can wait (the
             // default, 500 ms, showed as a first order taking 475 ms). 20 idle Fetches a second.
             .set("fetch.wait.max.ms", "50")
+            // Partitions added to a topic are noticed (and the group rebalances onto them)
+            // within seconds rather than librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(RunnerContext {

@@ -158,6 +158,37 @@ pub(crate) async fn env(a: ServiceArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct PartitionsArgs {
+    /// The topic to grow.
+    topic: String,
+    /// Its new number of partitions (more than it has: partitions are never removed).
+    #[arg(long)]
+    to: usize,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+/// `lab partitions <topic> --to N`: adds partitions to a topic (CreatePartitions).
+pub(crate) async fn partitions(a: PartitionsArgs) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+
+    let admin: AdminClient<DefaultClientContext> =
+        saga_shared::kafka::client_config(&a.broker.brokers).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    let results = admin
+        .create_partitions(&[NewPartitions::new(&a.topic, a.to)], &opts)
+        .await?;
+    for r in results {
+        if let Err((topic, code)) = r {
+            bail!("{topic}: the broker refused: {code}");
+        }
+    }
+    println!("{}: {} partitions", a.topic, a.to);
+    Ok(())
+}
+
 /// `lab groups`.
 pub(crate) async fn groups(a: GroupsArgs) -> anyhow::Result<()> {
     let groups = lab::groups::describe(&a.broker.brokers, a.group.as_deref()).await?;

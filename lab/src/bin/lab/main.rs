@@ -12,7 +12,7 @@ mod up;
 mod wait;
 
 use clap::{Parser, Subcommand};
-use control::{DlqAction, FaultArgs, GroupsArgs, ServiceArg, ServiceRunArgs};
+use control::{DlqAction, FaultArgs, GroupsArgs, PartitionsArgs, ServiceArg, ServiceRunArgs};
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
 use txn::TxnArgs;
@@ -72,6 +72,8 @@ enum Command {
     /// Kafka transactions to watch: commit, abort, a producer that dies mid-transaction, and a
     /// zombie producer fenced by its successor.
     Txn(TxnArgs),
+    /// Add partitions to a topic (never fewer); its consumer groups rebalance onto them.
+    Partitions(PartitionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,5 +120,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Groups(a)) => control::groups(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
+        Some(Command::Partitions(a)) => control::partitions(a).await,
     }
 }

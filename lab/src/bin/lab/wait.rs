@@ -59,6 +59,15 @@ enum WaitFor {
         #[command(flatten)]
         broker: BrokerArg,
     },
+    /// Until a group is Stable and its members together own this many partitions of a topic,
+    /// e.g. `lab wait assigned inventory-service payment.completed 8`.
+    Assigned {
+        group: String,
+        topic: String,
+        partitions: usize,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
     /// Until a dead-letter topic holds this many records, e.g. `lab wait dlq order.created 1`.
     Dlq {
         /// The original topic.
@@ -135,6 +144,35 @@ async fn check(what: &WaitFor) -> (bool, String) {
                     g.state == "Stable" && g.members.len() == *members,
                     format!("{group}: {}, {} member(s)", g.state, g.members.len()),
                 ),
+                None => (false, format!("{group}: no such group")),
+            },
+            Err(e) => (false, format!("{group}: {e}")),
+        },
+        WaitFor::Assigned {
+            group,
+            topic,
+            partitions,
+            broker,
+        } => match lab::groups::describe(&broker.brokers, Some(group)).await {
+            Ok(groups) => match groups.into_iter().find(|g| g.name == *group) {
+                Some(g) => {
+                    let owned: std::collections::BTreeSet<i32> = g
+                        .members
+                        .iter()
+                        .flat_map(|m| m.assignment.iter())
+                        .filter(|(t, _)| t == topic)
+                        .flat_map(|(_, ps)| ps.iter().copied())
+                        .collect();
+                    (
+                        g.state == "Stable" && owned.len() == *partitions,
+                        format!(
+                            "{group}: {}, {} member(s) own {} partitions of {topic}",
+                            g.state,
+                            g.members.len(),
+                            owned.len()
+                        ),
+                    )
+                }
                 None => (false, format!("{group}: no such group")),
             },
             Err(e) => (false, format!("{group}: {e}")),
