@@ -733,10 +733,7 @@ async fn transactions_stay_atomic_under_concurrent_producers_and_broker_kills() 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
-    let broker = Arc::new(Mutex::new(KillOnDrop(spawn_broker_process(
-        dir.path(),
-        port,
-    ))));
+    let mut broker = KillOnDrop(spawn_broker_process(dir.path(), port));
     wait_listening(port).await;
     create_topic(&bootstrap, "ledger", 3, &[]).await;
 
@@ -764,11 +761,9 @@ async fn transactions_stay_atomic_under_concurrent_producers_and_broker_kills() 
         if workers.iter().all(|w| w.is_finished()) {
             break;
         }
-        let mut b = broker.lock().unwrap();
-        b.0.kill().unwrap();
-        b.0.wait().unwrap();
-        *b = KillOnDrop(spawn_broker_process(dir.path(), port));
-        drop(b);
+        broker.0.kill().unwrap();
+        broker.0.wait().unwrap();
+        broker = KillOnDrop(spawn_broker_process(dir.path(), port));
         kills += 1;
         wait_listening(port).await;
     }
