@@ -225,6 +225,12 @@ impl TxnCoordinator {
         lock(&self.txns).get(transactional_id).cloned()
     }
 
+    /// The entry of a transactional id a producer names (checked by [`Self::lock_checked`]).
+    fn known(&self, transactional_id: &str) -> Result<Entry, TxnError> {
+        self.entry(transactional_id)
+            .ok_or(TxnError::UnknownProducer)
+    }
+
     /// The current state of one transactional id.
     pub fn describe(&self, transactional_id: &str) -> Option<TxnMetadata> {
         let entry = self.entry(transactional_id)?;
@@ -341,17 +347,6 @@ impl TxnCoordinator {
         Ok((meta.producer_id, meta.producer_epoch))
     }
 
-    /// The entry of a transactional id; checked by [`Self::lock_checked`].
-    fn checked(
-        &self,
-        transactional_id: &str,
-        _producer_id: i64,
-        _epoch: i16,
-    ) -> Result<Entry, TxnError> {
-        self.entry(transactional_id)
-            .ok_or(TxnError::UnknownProducer)
-    }
-
     /// Locks a transactional id after checking the producer is its current instance.
     fn lock_checked<'a>(
         entry: &'a Entry,
@@ -376,7 +371,7 @@ impl TxnCoordinator {
         epoch: i16,
         add: impl FnOnce(&mut TxnMetadata),
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => Err(TxnError::InvalidState),
@@ -417,7 +412,7 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<Vec<bool>, TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let meta = Self::lock_checked(&entry, producer_id, epoch)?;
         Ok(partitions
             .iter()
@@ -446,7 +441,7 @@ impl TxnCoordinator {
         epoch: i16,
         offsets: Vec<StagedOffset>,
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         if meta.state != TxnState::Ongoing
             || offsets.iter().any(|o| !meta.groups.contains(&o.group))
@@ -472,7 +467,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         match (meta.state, commit) {
             (TxnState::Ongoing, _)
@@ -493,7 +488,7 @@ impl TxnCoordinator {
         partition: (&str, i32),
         produce: impl FnOnce() -> T,
     ) -> Result<T, TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let meta = Self::lock_checked(&entry, producer_id, epoch)?;
         if meta.state != TxnState::Ongoing
             || !meta
