@@ -217,6 +217,8 @@ impl PartitionLog {
             .and_then(|raw| serde_json::from_slice::<ProducerSnapshot>(&raw).ok())
             .filter(|s| self.segments.iter().any(|seg| seg.base_offset == s.offset));
         let mut from = 0;
+        let active_base = self.active().base_offset;
+        let snapshot_at = snapshot.as_ref().map(|s| s.offset);
         if let Some(snapshot) = snapshot {
             from = snapshot.offset;
             self.open_txns = snapshot.open.into_iter().collect();
@@ -252,8 +254,18 @@ impl PartitionLog {
                 found.push((header, commit));
             }
         }
+        // Snapshot the state as of the active segment's base if the last one is older, so the
+        // next start reads the active segment's headers only (with one segment, it does anyway).
+        let mut snapshot_due = snapshot_at != Some(active_base) && self.segments.len() > 1;
         for (header, commit) in found {
+            if snapshot_due && header.base_offset >= active_base {
+                self.snapshot_on_open(active_base);
+                snapshot_due = false;
+            }
             self.track_transaction(&header, commit);
+        }
+        if snapshot_due {
+            self.snapshot_on_open(active_base);
         }
         let start = self.log_start_offset();
         self.aborted.retain(|a| a.last_offset >= start);
@@ -590,6 +602,12 @@ impl PartitionLog {
         self.active().sync()?;
         self.segments.push(Segment::create(&self.dir, base)?);
         self.write_snapshot(base)
+    }
+
+    fn snapshot_on_open(&self, offset: i64) {
+        if let Err(e) = self.write_snapshot(offset) {
+            tracing::warn!(dir = %self.dir.display(), "could not write the producer-state snapshot: {e}");
+        }
     }
 
     fn write_snapshot(&self, offset: i64) -> io::Result<()> {
@@ -962,6 +980,13 @@ mod tests {
         fs::write(dir.path().join(SNAPSHOT_FILE), b"{not json").unwrap();
         let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
         assert_eq!(state(&log), expected, "from every segment");
+        let rewritten: ProducerSnapshot =
+            serde_json::from_slice(&fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            rewritten.offset,
+            log.segments.last().unwrap().base_offset,
+            "opening snapshots the state at the active segment"
+        );
         // The marker epoch survives too: producer 7 was fenced at epoch 3.
         log.append_marker(7, 3, false, 9).unwrap();
         assert!(log.append_marker(8, 3, true, 9).unwrap().is_some());
