@@ -26,7 +26,8 @@
 //!     in an append-only file; ending a transaction writes control records (commit/abort
 //!     markers) into its partitions, whose logs track open transactions, the last stable offset
 //!     and the aborted transactions that read-committed fetches return. Both are rebuilt after a
-//!     crash: the coordinator's file is replayed, the partitions' batch headers re-read.
+//!     crash: the coordinator's file is replayed; each partition loads the producer-state
+//!     snapshot of its last roll and re-reads the transactional batch headers after it.
 //!
 //! A program that serves clients it does not trust installs [`wire_alloc::LazyHugeAlloc`] as its
 //! global allocator (the `broker` and `lab` binaries do), so that a forged array length in a

@@ -12,8 +12,9 @@
 //!
 //! Every change appends the whole state of that one transactional id as a JSON line to
 //! `<data-dir>/transactions.jsonl` before it is answered (fsynced with `--fsync always`, like the
-//! committed offsets); on start the last line of each id wins, a torn last line is ignored, and
-//! the file is rewritten compactly when it holds mostly superseded lines.
+//! committed offsets); on start the last line of each id wins, a torn last line is ignored. The
+//! file is rewritten compactly (on start, and by the ticker) when it holds mostly superseded
+//! lines.
 //!
 //! Each transactional id has its own lock, held for the whole of a request on it, Produce
 //! included: a batch can never slip into a partition after its transaction's marker.
@@ -183,7 +184,10 @@ impl TxnCoordinator {
     }
 
     /// Rewrites the file with one line per transactional id.
+    /// A change stored meanwhile makes it give up (the next tick tries again): its line would
+    /// be in the old file only.
     fn compact(&self) -> io::Result<()> {
+        let before = lock(&self.file).lines_written;
         let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
         let mut buf = Vec::new();
         for entry in &entries {
@@ -194,6 +198,9 @@ impl TxnCoordinator {
         fs::write(&tmp, &buf)?;
         File::open(&tmp)?.sync_all()?;
         let mut file = lock(&self.file);
+        if file.lines_written != before {
+            return fs::remove_file(&tmp);
+        }
         fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             crate::storage::sync_dir(dir)?;
@@ -223,6 +230,12 @@ impl TxnCoordinator {
 
     fn entry(&self, transactional_id: &str) -> Option<Entry> {
         lock(&self.txns).get(transactional_id).cloned()
+    }
+
+    /// The entry of a transactional id a producer names (checked by [`Self::lock_checked`]).
+    fn known(&self, transactional_id: &str) -> Result<Entry, TxnError> {
+        self.entry(transactional_id)
+            .ok_or(TxnError::UnknownProducer)
     }
 
     /// The current state of one transactional id.
@@ -341,17 +354,6 @@ impl TxnCoordinator {
         Ok((meta.producer_id, meta.producer_epoch))
     }
 
-    /// The entry of a transactional id; checked by [`Self::lock_checked`].
-    fn checked(
-        &self,
-        transactional_id: &str,
-        _producer_id: i64,
-        _epoch: i16,
-    ) -> Result<Entry, TxnError> {
-        self.entry(transactional_id)
-            .ok_or(TxnError::UnknownProducer)
-    }
-
     /// Locks a transactional id after checking the producer is its current instance.
     fn lock_checked<'a>(
         entry: &'a Entry,
@@ -376,7 +378,7 @@ impl TxnCoordinator {
         epoch: i16,
         add: impl FnOnce(&mut TxnMetadata),
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => Err(TxnError::InvalidState),
@@ -417,7 +419,7 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<Vec<bool>, TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let meta = Self::lock_checked(&entry, producer_id, epoch)?;
         Ok(partitions
             .iter()
@@ -446,7 +448,7 @@ impl TxnCoordinator {
         epoch: i16,
         offsets: Vec<StagedOffset>,
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         if meta.state != TxnState::Ongoing
             || offsets.iter().any(|o| !meta.groups.contains(&o.group))
@@ -472,7 +474,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let mut meta = Self::lock_checked(&entry, producer_id, epoch)?;
         match (meta.state, commit) {
             (TxnState::Ongoing, _)
@@ -493,7 +495,7 @@ impl TxnCoordinator {
         partition: (&str, i32),
         produce: impl FnOnce() -> T,
     ) -> Result<T, TxnError> {
-        let entry = self.checked(transactional_id, producer_id, epoch)?;
+        let entry = self.known(transactional_id)?;
         let meta = Self::lock_checked(&entry, producer_id, epoch)?;
         if meta.state != TxnState::Ongoing
             || !meta
@@ -608,6 +610,12 @@ impl TxnCoordinator {
     /// Aborts transactions past their timeout (bumping the epoch, which fences the producer
     /// that let it run out) and retries ends that failed. Returns how many were aborted.
     pub fn tick(&self, broker: &Broker, now_ms: i64) -> usize {
+        let live = lock(&self.txns).len();
+        if lock(&self.file).lines_written > 2 * live + 1000
+            && let Err(e) = self.compact()
+        {
+            tracing::warn!("could not compact the transaction state file: {e}");
+        }
         let mut aborted = 0;
         for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
             let mut meta = lock(&entry);
@@ -626,5 +634,51 @@ impl TxnCoordinator {
             }
         }
         aborted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BrokerConfig;
+
+    #[test]
+    fn the_state_file_is_compacted_by_the_ticker_and_replays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
+        broker.topics.create("t", Some(1), BTreeMap::new()).unwrap();
+        let (id, epoch) = broker
+            .txns
+            .init_producer(&broker, "tx", 60_000, None)
+            .unwrap();
+        for _ in 0..400 {
+            let txns = &broker.txns;
+            txns.add_partitions("tx", id, epoch, vec![("t".into(), 0)])
+                .unwrap();
+            txns.end_txn(&broker, "tx", id, epoch, false).unwrap();
+        }
+        let lines = |path: &Path| fs::read_to_string(path).unwrap().lines().count();
+        let path = dir.path().join("transactions.jsonl");
+        assert!(lines(&path) > 1000);
+        let before = broker.txns.snapshot();
+        broker.txns.tick(&broker, now_ms());
+        assert_eq!(lines(&path), 1, "one line per transactional id");
+        // Stored changes after the compaction go to the new file.
+        broker
+            .txns
+            .add_partitions("tx", id, epoch, vec![("t".into(), 0)])
+            .unwrap();
+        drop(broker);
+        let reopened = TxnCoordinator::open(dir.path(), false, 900_000).unwrap();
+        let after = reopened.snapshot();
+        assert_eq!(after[0].state, TxnState::Ongoing);
+        assert_eq!(
+            (after[0].producer_id, after[0].producer_epoch),
+            (before[0].producer_id, before[0].producer_epoch)
+        );
     }
 }

@@ -9,8 +9,24 @@ use common::TestBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_produces_consumes_commits_and_administers() {
+    run_script(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compat/kafka_python.py"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_transactions_and_partition_and_group_admin() {
+    run_script(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compat/kafka_python_txn.py"
+    ))
+    .await;
+}
+
+async fn run_script(script: &str) {
     let b = TestBroker::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/kafka_python.py");
     let run = tokio::process::Command::new("python3")
         .arg(script)
         .arg(&b.bootstrap)

@@ -1,4 +1,5 @@
-//! kcat (librdkafka's command-line client) against the broker: -L, -P, -C and -G.
+//! kcat (librdkafka's command-line client) against the broker: -L, -P, -C and -G, and the
+//! isolation levels of transactions.
 //! Needs `kcat` on PATH (`apt-get install kcat`; `.ci/run` installs it).
 
 mod common;
@@ -99,4 +100,58 @@ async fn kcat_lists_produces_consumes_and_joins_a_group() {
     assert_eq!(sorted_lines(&grouped), vec!["a=1", "b=2", "c=3", "d=4"]);
     let listed = b.state().offsets.group_offsets("kcat-group");
     assert!(!listed.is_empty(), "kcat's group committed offsets");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_reads_committed_transactions_only_with_read_committed() {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let b = TestBroker::start().await;
+    let bs = b.bootstrap.as_str();
+    common::create_topic(bs, "kcat-txn", 1, &[]).await;
+    let p: FutureProducer = common::producer(bs, &[("transactional.id", "kcat-writer")]);
+    let timeout = Duration::from_secs(20);
+    tokio::task::block_in_place(|| p.init_transactions(timeout)).unwrap();
+    for (value, commit) in [("c1", true), ("a1", false), ("c2", true)] {
+        p.begin_transaction().unwrap();
+        p.send(
+            FutureRecord::<(), _>::to("kcat-txn").payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+        tokio::task::block_in_place(|| {
+            if commit {
+                p.commit_transaction(timeout)
+            } else {
+                p.abort_transaction(timeout)
+            }
+        })
+        .unwrap();
+    }
+    let read = |isolation: &'static str| {
+        let setting = format!("isolation.level={isolation}");
+        async move {
+            kcat(
+                &[
+                    "-b",
+                    bs,
+                    "-C",
+                    "-t",
+                    "kcat-txn",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-X",
+                    &setting,
+                    "-f",
+                    "%s\n",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(read("read_committed").await, "c1\nc2\n");
+    assert_eq!(read("read_uncommitted").await, "c1\na1\nc2\n");
 }

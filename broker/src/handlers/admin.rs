@@ -305,7 +305,8 @@ pub fn describe_configs(
                     DescribeConfigsResourceResult::default()
                         .with_name(str_bytes(name))
                         .with_value(value.map(str_bytes))
-                        .with_read_only(source != SOURCE_TOPIC)
+                        // Topic configs can be altered; broker configs are the command line's.
+                        .with_read_only(resource.resource_type != RESOURCE_TOPIC)
                         .with_config_source(source)
                 })
                 .collect();

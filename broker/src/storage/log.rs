@@ -26,6 +26,20 @@ use super::segment::Segment;
 pub const LEADER_EPOCH: i32 = 0;
 /// The file holding the log start offset DeleteRecords set.
 const START_FILE: &str = "log-start-offset";
+/// The transaction state as of the last roll (see [`ProducerSnapshot`]).
+const SNAPSHOT_FILE: &str = "producer-state.json";
+
+/// The per-partition transaction state as of `offset`, the base of the segment a roll started:
+/// open transactions (producer id, first offset), aborted ones (producer id, first offset,
+/// marker offset) and producer epochs. Opening the log loads it and reads the transactional
+/// batches from that segment on, instead of every segment's.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ProducerSnapshot {
+    offset: i64,
+    open: Vec<(i64, i64)>,
+    aborted: Vec<(i64, i64, i64)>,
+    epochs: Vec<(i64, i16)>,
+}
 /// How many recent batches per producer are remembered to recognise a retried batch (Kafka's 5).
 const PRODUCER_WINDOW: usize = 5;
 
@@ -192,11 +206,41 @@ impl PartitionLog {
         Ok((log, report))
     }
 
-    /// Replays the transactional and control batch headers of every segment: open
-    /// transactions, the aborted-transaction index, and the producer epochs markers raised.
+    /// Rebuilds the open transactions, the aborted-transaction index and the producer epochs
+    /// markers raised: from the producer-state snapshot of the last roll plus the transactional
+    /// batch headers from its segment on, or from every segment's headers without one.
     fn rebuild_transactions(&mut self) -> io::Result<()> {
+        // From the producer-state snapshot of the last roll, if its segment is still there;
+        // else from the first segment.
+        let snapshot = fs::read(self.dir.join(SNAPSHOT_FILE))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<ProducerSnapshot>(&raw).ok())
+            .filter(|s| self.segments.iter().any(|seg| seg.base_offset == s.offset));
+        let mut from = 0;
+        let active_base = self.active().base_offset;
+        let snapshot_at = snapshot.as_ref().map(|s| s.offset);
+        if let Some(snapshot) = snapshot {
+            from = snapshot.offset;
+            self.open_txns = snapshot.open.into_iter().collect();
+            self.aborted = snapshot
+                .aborted
+                .into_iter()
+                .map(|(producer_id, first_offset, last_offset)| AbortedTxn {
+                    producer_id,
+                    first_offset,
+                    last_offset,
+                })
+                .collect();
+            for (producer_id, epoch) in snapshot.epochs {
+                let entry = self.producers.entry(producer_id).or_default();
+                if epoch > entry.epoch {
+                    entry.epoch = epoch;
+                    entry.recent.clear();
+                }
+            }
+        }
         let mut found = Vec::new();
-        for segment in &self.segments {
+        for segment in self.segments.iter().filter(|s| s.base_offset >= from) {
             for (position, header) in segment.headers_from(0)? {
                 if !header.is_transactional() {
                     continue;
@@ -210,9 +254,21 @@ impl PartitionLog {
                 found.push((header, commit));
             }
         }
+        // Snapshot the state as of the active segment's base if the last one is older, so the
+        // next start reads the active segment's headers only (with one segment, it does anyway).
+        let mut snapshot_due = snapshot_at != Some(active_base) && self.segments.len() > 1;
         for (header, commit) in found {
+            if snapshot_due && header.base_offset >= active_base {
+                self.snapshot_on_open(active_base);
+                snapshot_due = false;
+            }
             self.track_transaction(&header, commit);
         }
+        if snapshot_due {
+            self.snapshot_on_open(active_base);
+        }
+        let start = self.log_start_offset();
+        self.aborted.retain(|a| a.last_offset >= start);
         Ok(())
     }
 
@@ -333,8 +389,7 @@ impl PartitionLog {
         super::sync_dir(&self.dir)?;
         self.deleted_before = offset;
         if offset == end && self.active().size > 0 {
-            self.active().sync()?;
-            self.segments.push(Segment::create(&self.dir, end)?);
+            self.roll()?;
         }
         while self.segments.len() > 1 && self.segments[0].next_offset <= offset {
             self.segments.remove(0).delete()?;
@@ -534,11 +589,48 @@ impl PartitionLog {
             || active.next_offset - active.base_offset >= i64::from(i32::MAX);
         let old = active.size > 0 && active.opened_at.elapsed() >= self.config.segment_age;
         if full || old {
-            let base = active.next_offset;
-            self.active().sync()?;
-            self.segments.push(Segment::create(&self.dir, base)?);
+            self.roll()?;
         }
         Ok(())
+    }
+
+    /// Starts a new active segment at the end, and snapshots the transaction state as of its
+    /// base offset, so a restart reads the transactional batches of the segments from there on
+    /// only.
+    fn roll(&mut self) -> io::Result<()> {
+        let base = self.next_offset();
+        self.active().sync()?;
+        self.segments.push(Segment::create(&self.dir, base)?);
+        self.write_snapshot(base)
+    }
+
+    fn snapshot_on_open(&self, offset: i64) {
+        if let Err(e) = self.write_snapshot(offset) {
+            tracing::warn!(dir = %self.dir.display(), "could not write the producer-state snapshot: {e}");
+        }
+    }
+
+    fn write_snapshot(&self, offset: i64) -> io::Result<()> {
+        let mut open: Vec<(i64, i64)> = self.open_txns.iter().map(|(p, f)| (*p, *f)).collect();
+        open.sort_unstable();
+        let mut epochs: Vec<(i64, i16)> =
+            self.producers.iter().map(|(p, e)| (*p, e.epoch)).collect();
+        epochs.sort_unstable();
+        let snapshot = ProducerSnapshot {
+            offset,
+            open,
+            aborted: self
+                .aborted
+                .iter()
+                .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                .collect(),
+            epochs,
+        };
+        let json = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        fs::write(&tmp, json)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch
@@ -635,9 +727,7 @@ impl PartitionLog {
         if let Some(limit) = self.config.retention {
             let active = self.active();
             if active.size > 0 && now_ms - active.max_timestamp > limit.as_millis() as i64 {
-                let base = active.next_offset;
-                active.sync()?;
-                self.segments.push(Segment::create(&self.dir, base)?);
+                self.roll()?;
             }
         }
         let mut deleted = 0;
@@ -860,6 +950,51 @@ mod tests {
         assert!(matches!(
             log.append(&mut batch::control_batch(9, 0, true, 5)),
             Err(AppendError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn the_producer_state_snapshot_of_a_roll_gives_the_same_state_as_a_full_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.segment_bytes = 200;
+        let state = |log: &PartitionLog| (log.last_stable_offset(), log.aborted_between(0, 1000));
+        let expected = {
+            let (mut log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+            log.append(&mut txn_batch(7, 0)).unwrap();
+            log.append(&mut txn_batch(8, 0)).unwrap();
+            log.append(&mut txn_batch(7, 1)).unwrap();
+            log.append_marker(7, 0, false, 9).unwrap();
+            for seq in 1..6 {
+                log.append(&mut txn_batch(8, seq)).unwrap();
+            }
+            assert!(log.segment_count() > 2, "rolled");
+            state(&log)
+        };
+        assert_eq!(expected.0, 1, "producer 8 is open from offset 1");
+        assert_eq!(expected.1.len(), 1);
+        assert!(dir.path().join(SNAPSHOT_FILE).exists());
+        let (log, _) = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+        assert_eq!(state(&log), expected, "from the snapshot");
+        drop(log);
+        fs::write(dir.path().join(SNAPSHOT_FILE), b"{not json").unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), cfg).unwrap();
+        assert_eq!(state(&log), expected, "from every segment");
+        let rewritten: ProducerSnapshot =
+            serde_json::from_slice(&fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap()).unwrap();
+        assert_eq!(
+            rewritten.offset,
+            log.segments.last().unwrap().base_offset,
+            "opening snapshots the state at the active segment"
+        );
+        // The marker epoch survives too: producer 7 was fenced at epoch 3.
+        log.append_marker(7, 3, false, 9).unwrap();
+        assert!(log.append_marker(8, 3, true, 9).unwrap().is_some());
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        assert!(matches!(
+            log.append(&mut txn_batch(8, 6)),
+            Err(AppendError::InvalidProducerEpoch { got: 0, current: 3 })
         ));
     }
 
