@@ -248,6 +248,8 @@ pub struct Lab {
     faults: BTreeMap<Service, Arc<Faults>>,
     /// The ledger, the saga's consume-transform-produce step with Kafka transactions.
     ledger: Option<crate::ledger::Ledger>,
+    /// Services started at least once (the others were left out with `--services`).
+    ever_started: std::collections::BTreeSet<Service>,
 }
 
 /// What the lab's command line calls a port, for the one-line error of a taken one.
@@ -341,6 +343,7 @@ impl Lab {
                 .map(|s| (*s, Arc::new(Faults::default())))
                 .collect(),
             ledger: None,
+            ever_started: Default::default(),
         };
         match lab.config.brokers.clone() {
             Some(b) => lab.brokers = b,
@@ -466,6 +469,7 @@ impl Lab {
         // A restart keeps the port.
         self.config.ports.insert(svc, running.port);
         self.services.insert(svc, running);
+        self.ever_started.insert(svc);
         Ok(())
     }
 
@@ -479,6 +483,11 @@ impl Lab {
 
     pub fn is_running(&self, svc: Service) -> bool {
         self.services.contains_key(&svc)
+    }
+
+    /// Whether `svc` was started at least once (not left out with `--services`).
+    pub fn was_started(&self, svc: Service) -> bool {
+        self.ever_started.contains(&svc)
     }
 
     /// Base URL of a service, e.g. `http://127.0.0.1:8081`.

@@ -190,9 +190,11 @@ function chainView(main) {
     for (const svc of snap.services) {
       const g = svg.querySelector(`#svc-${svc.short}`);
       if (!g) continue;
-      g.classList.toggle("stopped", !svc.running);
+      g.classList.toggle("stopped", !svc.running && svc.started);
+      g.classList.toggle("absent", !svc.started);
       const faults = [svc.fail_handlers && "handlers fail", svc.slow_ms && `slow ${svc.slow_ms} ms`].filter(Boolean).join(", ");
-      g.querySelector(".state").textContent = (svc.running ? "running" : "stopped") + (faults ? ` · ${faults}` : "");
+      const stateText = svc.running ? "running" : svc.started ? "stopped" : "not started";
+      g.querySelector(".state").textContent = stateText + (faults ? ` · ${faults}` : "");
       const lag = g.querySelector(".lag");
       lag.textContent = `lag ${fmtNum(svc.lag)}`;
       lag.classList.toggle("hot", svc.lag > 0);
@@ -287,7 +289,7 @@ function updateControls(panel, snap) {
   for (const svc of snap.services) {
     const line = panel.querySelector(`.svcline[data-service="${svc.short}"]`);
     if (!line) continue;
-    line.querySelector(".svc-state").replaceChildren(badge(svc.running ? "running" : "stopped"));
+    line.querySelector(".svc-state").replaceChildren(badge(svc.running ? "running" : svc.started ? "stopped" : "not started"));
     const btn = line.querySelector("button[data-action=toggle]");
     btn.textContent = svc.running ? "Stop" : "Start";
     btn.dataset.running = String(svc.running);

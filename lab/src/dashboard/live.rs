@@ -69,6 +69,8 @@ pub struct ServiceLive {
     pub name: String,
     pub short: String,
     pub running: bool,
+    /// Started at least once (false: left out with `--services`, not started yet).
+    pub started: bool,
     pub fail_handlers: bool,
     pub slow_ms: u64,
     /// Its consumer group's lag over the topics it consumes.
@@ -169,7 +171,7 @@ pub async fn snapshot(
         })
         .collect();
     // The lab's view of its services, taken quickly so the lock is not held across I/O.
-    let services: Vec<(Service, bool, bool, u64, String)> = {
+    let services: Vec<(Service, bool, bool, bool, u64, String)> = {
         let guard = state.lab.lock().await;
         match guard.as_ref() {
             None => Vec::new(),
@@ -180,6 +182,7 @@ pub async fn snapshot(
                     (
                         svc,
                         lab.is_running(svc),
+                        lab.was_started(svc),
                         f.fail_handlers.load(Ordering::Relaxed),
                         f.slow_ms.load(Ordering::Relaxed),
                         lab.db_url(svc).to_owned(),
@@ -190,7 +193,7 @@ pub async fn snapshot(
     };
     let mut live_services = Vec::new();
     let mut orders = BTreeMap::new();
-    for (svc, running, fail_handlers, slow_ms, db_url) in services {
+    for (svc, running, started, fail_handlers, slow_ms, db_url) in services {
         let pool = match pools.get(&svc) {
             Some(p) => Some(p.clone()),
             None => saga_shared::db::connect_lazy(&db_url).ok().inspect(|p| {
@@ -221,6 +224,7 @@ pub async fn snapshot(
             name: svc.name().to_owned(),
             short: svc.short_name().to_owned(),
             running,
+            started,
             fail_handlers,
             slow_ms,
             lag,
