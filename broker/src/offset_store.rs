@@ -55,30 +55,35 @@ pub struct OffsetStore {
     inner: Mutex<Inner>,
 }
 
+/// The lines of the append-only JSON-lines file at `path` that parse as `T`, in order (none if
+/// it doesn't exist). A torn last line (no newline) is cut from the file, so the next append
+/// starts on a line of its own; a line that doesn't parse is skipped.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+    let Ok(raw) = fs::read(path) else {
+        return Ok(Vec::new());
+    };
+    let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < raw.len() {
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(complete as u64)?;
+    }
+    Ok(raw[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect())
+}
+
 impl OffsetStore {
     pub fn open(data_dir: &Path, fsync: bool) -> io::Result<Self> {
         let path = data_dir.join("consumer-offsets.jsonl");
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
         let mut lines_written = 0;
-        if let Ok(raw) = fs::read(&path) {
-            // Cut a torn last line (no newline) so the next commit starts on a line of its own.
-            let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            if complete < raw.len() {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(complete as u64)?;
-            }
-            for line in raw[..complete]
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                let Ok(line) = serde_json::from_slice::<Line>(line) else {
-                    continue; // a torn write at the end
-                };
-                lines_written += 1;
-                apply(&mut groups, line);
-            }
+        for line in read_json_lines::<Line>(&path)? {
+            lines_written += 1;
+            apply(&mut groups, line);
         }
         let live: usize = groups.values().map(HashMap::len).sum();
         let store = Self {

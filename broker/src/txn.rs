@@ -143,24 +143,9 @@ impl TxnCoordinator {
         let path = data_dir.join("transactions.jsonl");
         let mut txns: BTreeMap<String, TxnMetadata> = BTreeMap::new();
         let mut lines_written = 0;
-        if let Ok(raw) = fs::read(&path) {
-            let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            if complete < raw.len() {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(complete as u64)?;
-            }
-            for line in raw[..complete]
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                let Ok(meta) = serde_json::from_slice::<TxnMetadata>(line) else {
-                    continue;
-                };
-                lines_written += 1;
-                txns.insert(meta.transactional_id.clone(), meta);
-            }
+        for meta in crate::offset_store::read_json_lines::<TxnMetadata>(&path)? {
+            lines_written += 1;
+            txns.insert(meta.transactional_id.clone(), meta);
         }
         let live = txns.len();
         let coordinator = Self {

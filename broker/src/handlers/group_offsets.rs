@@ -121,6 +121,22 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
 /// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;
 
+/// What is wrong with committing an offset for `partition` of `topic`, whatever the group says:
+/// a partition that doesn't exist is not stored (as in Kafka), and neither is oversized metadata.
+pub(super) fn refusal(
+    topic: Option<&crate::topics::Topic>,
+    partition: i32,
+    metadata: Option<&str>,
+) -> Option<ResponseError> {
+    if topic.is_none_or(|t| t.partition(partition).is_none()) {
+        Some(ResponseError::UnknownTopicOrPartition)
+    } else if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
+        Some(ResponseError::OffsetMetadataTooLarge)
+    } else {
+        None
+    }
+}
+
 pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.as_str();
     let mut error = broker.groups.validate_commit(
@@ -138,20 +154,11 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
             t.partitions
                 .iter()
                 .map(|p| {
-                    if topic
-                        .as_ref()
-                        .is_none_or(|t| t.partition(p.partition_index).is_none())
-                    {
-                        Some(ResponseError::UnknownTopicOrPartition)
-                    } else if p
-                        .committed_metadata
-                        .as_ref()
-                        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-                    {
-                        Some(ResponseError::OffsetMetadataTooLarge)
-                    } else {
-                        None
-                    }
+                    refusal(
+                        topic.as_deref(),
+                        p.partition_index,
+                        p.committed_metadata.as_deref(),
+                    )
                 })
                 .collect()
         })

@@ -3,6 +3,7 @@
 //! (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
 //! Produce in `produce`; read-committed Fetch in `fetch`.
 
+use super::group_offsets::refusal;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -287,9 +288,6 @@ pub fn add_offsets(
     AddOffsetsToTxnResponse::default().with_error_code(code(error))
 }
 
-/// Longest metadata string kept with a committed offset (as for OffsetCommit).
-const MAX_METADATA_BYTES: usize = 4096;
-
 pub fn txn_offset_commit(
     broker: &Broker,
     request: TxnOffsetCommitRequest,
@@ -312,20 +310,11 @@ pub fn txn_offset_commit(
             t.partitions
                 .iter()
                 .map(|p| {
-                    if topic
-                        .as_ref()
-                        .is_none_or(|t| t.partition(p.partition_index).is_none())
-                    {
-                        Some(ResponseError::UnknownTopicOrPartition)
-                    } else if p
-                        .committed_metadata
-                        .as_ref()
-                        .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-                    {
-                        Some(ResponseError::OffsetMetadataTooLarge)
-                    } else {
-                        None
-                    }
+                    refusal(
+                        topic.as_deref(),
+                        p.partition_index,
+                        p.committed_metadata.as_deref(),
+                    )
                 })
                 .collect()
         })

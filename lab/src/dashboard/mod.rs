@@ -411,15 +411,8 @@ async fn list_orders(
     State(s): State<Shared>,
     Query(q): Query<OrdersQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let res = s
-        .client
-        .http()
-        .get(format!("{}/orders", s.client.order))
-        .query(&q)
-        .send()
-        .await
-        .map_err(|_| ApiError::Unavailable("the order service does not answer".into()))?;
-    passed_through(res).await
+    let url = format!("{}/orders", s.client.order);
+    passed_through(s.client.http().get(url).query(&q)).await
 }
 
 /// `POST /api/orders`: places an order through the order service (the page's presets).
@@ -427,19 +420,17 @@ async fn place_order(
     State(s): State<Shared>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let res = s
-        .client
-        .http()
-        .post(format!("{}/orders", s.client.order))
-        .json(&body)
+    let url = format!("{}/orders", s.client.order);
+    passed_through(s.client.http().post(url).json(&body)).await
+}
+
+/// Sends `request` to the order service and answers what it answered, its problems kept as
+/// they are.
+async fn passed_through(request: reqwest::RequestBuilder) -> Result<Json<Value>, ApiError> {
+    let res = request
         .send()
         .await
         .map_err(|_| ApiError::Unavailable("the order service does not answer".into()))?;
-    passed_through(res).await
-}
-
-/// The order service's answer, its problems kept as they are.
-async fn passed_through(res: reqwest::Response) -> Result<Json<Value>, ApiError> {
     let status = res.status();
     let body: Value = res.json().await.unwrap_or(Value::Null);
     if status.is_success() {
