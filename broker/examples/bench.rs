@@ -186,31 +186,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn produce(bootstrap: &str, topic: &str, n: usize, size: usize) -> anyhow::Result<(f64, f64)> {
     let counts = Arc::new(Counts::default());
-    let producer: BaseProducer<Counting> = config(
-        bootstrap,
-        &[
-            ("acks", "all"),
-            ("linger.ms", "5"),
-            ("batch.size", "1000000"),
-            ("queue.buffering.max.messages", "1000000"),
-            ("queue.buffering.max.kbytes", "1048576"),
-        ],
-    )
-    .create_with_context(Counting(counts.clone()))?;
+    let producer = bench_producer(bootstrap, &[], &counts)?;
     let payload = vec![b'x'; size];
     let start = Instant::now();
-    for _ in 0..n {
-        loop {
-            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload)) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!("send failed: {e}"),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120))?;
+    send_copies(&producer, topic, &payload, n)?;
+    drain(&producer)?;
     let elapsed = start.elapsed().as_secs_f64();
     let failed = counts.failed.load(Ordering::Relaxed);
     let delivered = counts.delivered.load(Ordering::Relaxed) as usize;
@@ -231,36 +211,21 @@ fn produce_txn(
     per_txn: usize,
 ) -> anyhow::Result<f64> {
     let counts = Arc::new(Counts::default());
-    let producer: BaseProducer<Counting> = config(
+    let producer = bench_producer(
         bootstrap,
-        &[
-            ("acks", "all"),
-            ("linger.ms", "5"),
-            ("batch.size", "1000000"),
-            ("queue.buffering.max.messages", "1000000"),
-            ("queue.buffering.max.kbytes", "1048576"),
-            ("transactional.id", "bench-txn"),
-        ],
-    )
-    .create_with_context(Counting(counts.clone()))?;
+        &[("transactional.id", "bench-txn"), ("linger.ms", "0")],
+        &counts,
+    )?;
     producer.init_transactions(Duration::from_secs(30))?;
     let payload = vec![b'x'; size];
     let start = Instant::now();
     let mut sent = 0;
     while sent < n {
         producer.begin_transaction()?;
-        for _ in 0..per_txn.min(n - sent) {
-            loop {
-                match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload)) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        producer.poll(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => bail!("send failed: {e}"),
-                }
-            }
-            sent += 1;
-        }
+        let count = per_txn.min(n - sent);
+        send_copies(&producer, topic, &payload, count)?;
+        sent += count;
+        drain(&producer)?;
         producer.commit_transaction(Duration::from_secs(60))?;
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -269,6 +234,64 @@ fn produce_txn(
         bail!("{delivered} of {n} delivered");
     }
     Ok(n as f64 / elapsed)
+}
+
+/// The producer every produce figure uses (acks=all, batches up to 1 MB after 5 ms, a queue
+/// deep enough never to block), with `extra` settings on top.
+fn bench_producer(
+    bootstrap: &str,
+    extra: &[(&str, &str)],
+    counts: &Arc<Counts>,
+) -> anyhow::Result<BaseProducer<Counting>> {
+    let mut settings = vec![
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("batch.size", "1000000"),
+        ("queue.buffering.max.messages", "1000000"),
+        ("queue.buffering.max.kbytes", "1048576"),
+    ];
+    settings.extend_from_slice(extra);
+    Ok(config(bootstrap, &settings).create_with_context(Counting(counts.clone()))?)
+}
+
+/// Sends `count` copies of `payload` to `topic`, serving delivery reports while librdkafka's
+/// queue is full.
+fn send_copies(
+    producer: &BaseProducer<Counting>,
+    topic: &str,
+    payload: &[u8],
+    count: usize,
+) -> anyhow::Result<()> {
+    for _ in 0..count {
+        loop {
+            match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(payload)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("send failed: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for every delivery report, serving them in 1 ms slices. rust-rdkafka's `flush` (and
+/// `commit_transaction`, which flushes first) serves them in slices of up to 100 ms that each
+/// run to their end, which put a 100 ms floor under every transaction and every figure's last
+/// batch, however fast the broker answered.
+fn drain(producer: &BaseProducer<Counting>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} deliveries still pending after 120 s",
+                producer.in_flight_count()
+            );
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Consumes `n` messages of `topic` with one consumer thread per partition (as a consumer group

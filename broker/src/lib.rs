@@ -21,7 +21,8 @@
 //!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,
 //!     rolling, retention, and idempotent-producer sequence checks;
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
-//!   - [`offset_store`]: committed offsets, durable across restarts;
+//!   - [`offset_store`]: committed offsets, durable across restarts (an append-only JSON-lines
+//!     file, like the transaction coordinator's);
 //!   - [`txn`]: the transaction coordinator (KIP-98): one state machine per transactional id
 //!     in an append-only file; ending a transaction writes control records (commit/abort
 //!     markers) into its partitions, whose logs track open transactions, the last stable offset
@@ -44,6 +45,7 @@ pub mod config;
 pub mod connection;
 pub mod group;
 pub mod handlers;
+mod jsonl;
 pub mod offset_store;
 pub mod server;
 pub mod storage;

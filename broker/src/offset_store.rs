@@ -6,12 +6,13 @@
 //! rewritten compactly when it holds mostly superseded lines.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::io;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+
+use crate::jsonl::{JsonLines, to_lines};
 
 /// One committed position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,60 +41,32 @@ fn minus_one() -> i32 {
 
 type GroupOffsets = HashMap<(String, i32), Committed>;
 
-#[derive(Debug)]
-struct Inner {
-    file: File,
-    lines_written: usize,
-    groups: HashMap<String, GroupOffsets>,
-}
-
-/// The offset store of the broker.
+/// The offset store of the broker. The file and the offsets have locks of their own: readers
+/// (OffsetFetch, ListGroups, DescribeGroups) never wait for a commit's fsync. A commit holds the
+/// file's lock until its offsets are applied, so they are applied in the file's order.
 #[derive(Debug)]
 pub struct OffsetStore {
-    path: PathBuf,
-    fsync: bool,
-    inner: Mutex<Inner>,
+    file: Mutex<JsonLines>,
+    groups: Mutex<HashMap<String, GroupOffsets>>,
 }
 
-/// The lines of the append-only JSON-lines file at `path` that parse as `T`, in order (none if
-/// it doesn't exist). A torn last line (no newline) is cut from the file, so the next append
-/// starts on a line of its own; a line that doesn't parse is skipped.
-pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
-    let Ok(raw) = fs::read(path) else {
-        return Ok(Vec::new());
-    };
-    let complete = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < raw.len() {
-        OpenOptions::new()
-            .write(true)
-            .open(path)?
-            .set_len(complete as u64)?;
-    }
-    Ok(raw[..complete]
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl OffsetStore {
     pub fn open(data_dir: &Path, fsync: bool) -> io::Result<Self> {
-        let path = data_dir.join("consumer-offsets.jsonl");
+        let (file, lines) =
+            JsonLines::open::<Line>(data_dir.join("consumer-offsets.jsonl"), fsync)?;
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
-        let mut lines_written = 0;
-        for line in read_json_lines::<Line>(&path)? {
-            lines_written += 1;
+        for line in lines {
             apply(&mut groups, line);
         }
         let live: usize = groups.values().map(HashMap::len).sum();
+        let lines_written = file.lines();
         let store = Self {
-            path: path.clone(),
-            fsync,
-            inner: Mutex::new(Inner {
-                file: OpenOptions::new().create(true).append(true).open(&path)?,
-                lines_written,
-                groups,
-            }),
+            file: Mutex::new(file),
+            groups: Mutex::new(groups),
         };
         if lines_written > 2 * live + 1000 {
             store.compact()?;
@@ -101,13 +74,8 @@ impl OffsetStore {
         Ok(store)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Durably records commits for one group.
     pub fn commit(&self, group: &str, commits: Vec<(String, i32, Committed)>) -> io::Result<()> {
-        let mut buf = Vec::new();
         let lines: Vec<Line> = commits
             .into_iter()
             .map(|(t, p, c)| Line {
@@ -119,30 +87,23 @@ impl OffsetStore {
                 m: c.metadata,
             })
             .collect();
-        for line in &lines {
-            serde_json::to_writer(&mut buf, line).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        let mut inner = self.lock();
-        inner.file.write_all(&buf)?;
-        if self.fsync {
-            inner.file.sync_data()?;
-        }
-        inner.lines_written += lines.len();
+        let (buf, count) = to_lines(&lines)?;
+        let mut file = lock(&self.file);
+        file.append(&buf, count)?;
+        let mut groups = lock(&self.groups);
         for line in lines {
-            apply(&mut inner.groups, line);
+            apply(&mut groups, line);
         }
         Ok(())
     }
 
     /// fsyncs the file (for interval flushing).
     pub fn sync(&self) -> io::Result<()> {
-        self.lock().file.sync_data()
+        lock(&self.file).sync()
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
-        self.lock()
-            .groups
+        lock(&self.groups)
             .get(group)?
             .get(&(topic.to_string(), partition))
             .cloned()
@@ -150,9 +111,7 @@ impl OffsetStore {
 
     /// All committed offsets of a group, sorted by topic and partition.
     pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, Committed)> {
-        let inner = self.lock();
-        let mut all: Vec<_> = inner
-            .groups
+        let mut all: Vec<_> = lock(&self.groups)
             .get(group)
             .map(|g| {
                 g.iter()
@@ -166,12 +125,12 @@ impl OffsetStore {
 
     /// Whether a group has committed offsets.
     pub fn has_group(&self, group: &str) -> bool {
-        self.lock().groups.contains_key(group)
+        lock(&self.groups).contains_key(group)
     }
 
     /// Groups that have committed offsets.
     pub fn groups(&self) -> Vec<String> {
-        self.lock().groups.keys().cloned().collect()
+        lock(&self.groups).keys().cloned().collect()
     }
 
     /// Deletes committed offsets of a group: the given partitions, or all of them (DeleteGroups,
@@ -205,46 +164,33 @@ impl OffsetStore {
     /// Forgets the offsets of a deleted topic.
     pub fn delete_topic(&self, topic: &str) -> io::Result<()> {
         {
-            let mut inner = self.lock();
-            for offsets in inner.groups.values_mut() {
+            let mut groups = lock(&self.groups);
+            for offsets in groups.values_mut() {
                 offsets.retain(|(t, _), _| t != topic);
             }
-            inner.groups.retain(|_, offsets| !offsets.is_empty());
+            groups.retain(|_, offsets| !offsets.is_empty());
         }
         self.compact()
     }
 
     /// Rewrites the file with only the live entries.
     fn compact(&self) -> io::Result<()> {
-        let mut inner = self.lock();
-        let mut buf = Vec::new();
-        let mut count = 0;
-        for (g, offsets) in &inner.groups {
-            for ((t, p), c) in offsets {
-                let line = Line {
+        let mut file = lock(&self.file);
+        let live: Vec<Line> = lock(&self.groups)
+            .iter()
+            .flat_map(|(g, offsets)| {
+                offsets.iter().map(|((t, p), c)| Line {
                     g: g.clone(),
                     t: t.clone(),
                     p: *p,
                     o: c.offset,
                     e: c.leader_epoch,
                     m: c.metadata.clone(),
-                };
-                serde_json::to_writer(&mut buf, &line).map_err(io::Error::other)?;
-                buf.push(b'\n');
-                count += 1;
-            }
-        }
-        let tmp = self.path.with_extension("jsonl.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&buf)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::storage::sync_dir(dir)?;
-        }
-        inner.file = OpenOptions::new().append(true).open(&self.path)?;
-        inner.lines_written = count;
-        Ok(())
+                })
+            })
+            .collect();
+        let (buf, count) = to_lines(&live)?;
+        file.rewrite(&buf, count)
     }
 }
 
@@ -272,6 +218,8 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, line: Line) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     #[test]
     fn commits_survive_reopen_and_a_torn_last_line() {

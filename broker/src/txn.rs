@@ -20,15 +20,15 @@
 //! included: a batch can never slip into a partition after its transaction's marker.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
+use crate::jsonl::{JsonLines, to_lines};
 use crate::offset_store::Committed;
 use crate::server::now_ms;
 use crate::storage::AppendError;
@@ -115,20 +115,27 @@ impl TxnError {
 }
 
 type Entry = Arc<Mutex<TxnMetadata>>;
+type StagedKey = (String, String, i32, String);
 
-#[derive(Debug)]
-struct LogFile {
-    file: File,
-    lines_written: usize,
+impl StagedOffset {
+    fn key(&self, transactional_id: &str) -> StagedKey {
+        (
+            self.group.clone(),
+            self.topic.clone(),
+            self.partition,
+            transactional_id.to_string(),
+        )
+    }
 }
 
 /// The transaction coordinator of the broker.
 #[derive(Debug)]
 pub struct TxnCoordinator {
-    path: PathBuf,
-    fsync: bool,
     max_timeout_ms: i64,
-    file: Mutex<LogFile>,
+    file: Mutex<JsonLines>,
+    /// (group, topic, partition, transactional id) of every offset staged by a transaction not
+    /// yet complete, for OffsetFetch's `require_stable` (KIP-447).
+    staged: Mutex<BTreeSet<StagedKey>>,
     txns: Mutex<HashMap<String, Entry>>,
 }
 
@@ -140,22 +147,22 @@ impl TxnCoordinator {
     /// Replays `<data-dir>/transactions.jsonl`. Transactions left unfinished are finished by
     /// [`TxnCoordinator::recover`] once the partitions are open.
     pub fn open(data_dir: &Path, fsync: bool, max_timeout_ms: i64) -> io::Result<Self> {
-        let path = data_dir.join("transactions.jsonl");
+        let (file, lines) =
+            JsonLines::open::<TxnMetadata>(data_dir.join("transactions.jsonl"), fsync)?;
         let mut txns: BTreeMap<String, TxnMetadata> = BTreeMap::new();
-        let mut lines_written = 0;
-        for meta in crate::offset_store::read_json_lines::<TxnMetadata>(&path)? {
-            lines_written += 1;
+        for meta in lines {
             txns.insert(meta.transactional_id.clone(), meta);
         }
         let live = txns.len();
+        let lines_written = file.lines();
+        let staged = txns
+            .values()
+            .flat_map(|m| m.offsets.iter().map(|o| o.key(&m.transactional_id)))
+            .collect();
         let coordinator = Self {
-            path: path.clone(),
-            fsync,
             max_timeout_ms,
-            file: Mutex::new(LogFile {
-                file: OpenOptions::new().create(true).append(true).open(&path)?,
-                lines_written,
-            }),
+            file: Mutex::new(file),
+            staged: Mutex::new(staged),
             txns: Mutex::new(
                 txns.into_iter()
                     .map(|(id, meta)| (id, Arc::new(Mutex::new(meta))))
@@ -172,45 +179,25 @@ impl TxnCoordinator {
     /// A change stored meanwhile makes it give up (the next tick tries again): its line would
     /// be in the old file only.
     fn compact(&self) -> io::Result<()> {
-        let before = lock(&self.file).lines_written;
+        let before = lock(&self.file).lines();
         let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
-        let mut buf = Vec::new();
-        for entry in &entries {
-            serde_json::to_writer(&mut buf, &*lock(entry)).map_err(io::Error::other)?;
-            buf.push(b'\n');
-        }
-        let tmp = self.path.with_extension("jsonl.tmp");
-        fs::write(&tmp, &buf)?;
-        File::open(&tmp)?.sync_all()?;
+        let (buf, count) = to_lines(entries.iter().map(|e| lock(e).clone()))?;
         let mut file = lock(&self.file);
-        if file.lines_written != before {
-            return fs::remove_file(&tmp);
+        if file.lines() != before {
+            return Ok(());
         }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::storage::sync_dir(dir)?;
-        }
-        file.file = OpenOptions::new().append(true).open(&self.path)?;
-        file.lines_written = entries.len();
-        Ok(())
+        file.rewrite(&buf, count)
     }
 
     /// Appends one transactional id's new state to the file.
     fn persist(&self, meta: &TxnMetadata) -> io::Result<()> {
-        let mut line = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let mut file = lock(&self.file);
-        file.file.write_all(&line)?;
-        if self.fsync {
-            file.file.sync_data()?;
-        }
-        file.lines_written += 1;
-        Ok(())
+        let (line, count) = to_lines([meta])?;
+        lock(&self.file).append(&line, count)
     }
 
     /// fsyncs the file (for interval flushing).
     pub fn sync(&self) -> io::Result<()> {
-        lock(&self.file).file.sync_data()
+        lock(&self.file).sync()
     }
 
     fn entry(&self, transactional_id: &str) -> Option<Entry> {
@@ -440,6 +427,7 @@ impl TxnCoordinator {
         {
             return Err(TxnError::InvalidState);
         }
+        let keys: Vec<StagedKey> = offsets.iter().map(|o| o.key(transactional_id)).collect();
         self.update(&mut meta, |m| {
             for o in offsets {
                 m.offsets.retain(|s| {
@@ -447,7 +435,25 @@ impl TxnCoordinator {
                 });
                 m.offsets.push(o);
             }
-        })
+        })?;
+        lock(&self.staged).extend(keys);
+        Ok(())
+    }
+
+    /// Whether a transaction not yet complete has staged an offset for this partition of
+    /// `group`: its committed offset is not stable (OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT, and the client asks again).
+    pub fn has_unstable_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let from = (
+            group.to_string(),
+            topic.to_string(),
+            partition,
+            String::new(),
+        );
+        lock(&self.staged)
+            .range(from..)
+            .next()
+            .is_some_and(|(g, t, p, _)| (g.as_str(), t.as_str(), *p) == (group, topic, partition))
     }
 
     /// EndTxn. Ending a transaction that already ended the same way answers success (a retry).
@@ -557,12 +563,21 @@ impl TxnCoordinator {
         } else {
             TxnState::CompleteAbort
         };
+        let staged: Vec<StagedKey> = meta
+            .offsets
+            .iter()
+            .map(|o| o.key(&meta.transactional_id))
+            .collect();
         self.update(meta, |m| {
             m.state = complete;
             m.partitions.clear();
             m.groups.clear();
             m.offsets.clear();
         })?;
+        let mut unstable = lock(&self.staged);
+        for key in &staged {
+            unstable.remove(key);
+        }
         tracing::debug!(transactional_id = %meta.transactional_id, commit, "transaction ended");
         Ok(())
     }
@@ -596,7 +611,7 @@ impl TxnCoordinator {
     /// that let it run out) and retries ends that failed. Returns how many were aborted.
     pub fn tick(&self, broker: &Broker, now_ms: i64) -> usize {
         let live = lock(&self.txns).len();
-        if lock(&self.file).lines_written > 2 * live + 1000
+        if lock(&self.file).lines() > 2 * live + 1000
             && let Err(e) = self.compact()
         {
             tracing::warn!("could not compact the transaction state file: {e}");
@@ -646,7 +661,7 @@ mod tests {
                 .unwrap();
             txns.end_txn(&broker, "tx", id, epoch, false).unwrap();
         }
-        let lines = |path: &Path| fs::read_to_string(path).unwrap().lines().count();
+        let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
         let path = dir.path().join("transactions.jsonl");
         assert!(lines(&path) > 1000);
         let before = broker.txns.snapshot();

@@ -12,9 +12,16 @@ use common::{
     LONG, TestBroker, client_config, consumer, create_topic, drain, eventually, producer, recv_n,
     texts,
 };
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, GroupId, ListOffsetsRequest, OffsetFetchRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -265,6 +272,156 @@ async fn offsets_sent_to_a_transaction_move_the_group_only_on_commit() {
     assert_eq!(group_offset(&b.bootstrap, "transformer", "in"), Some(10));
     let out = read_all(&b.bootstrap, "out", "read_committed", 10).await;
     assert_eq!(out, (0..10).map(|i| format!("out-{i}")).collect::<Vec<_>>());
+}
+
+/// OffsetFetch v7 of `group` on `topic` partition 0: (committed offset, error code).
+async fn fetch_offset_raw(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    require_stable: bool,
+) -> (i64, i16) {
+    let mut raw = common::raw::RawClient::connect(bootstrap).await;
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![0]),
+        ]))
+        .with_require_stable(require_stable);
+    let response = raw.call(&request, 7).await;
+    assert_eq!(response.error_code, 0);
+    let p = &response.topics[0].partitions[0];
+    (p.committed_offset, p.error_code)
+}
+
+/// KIP-447: while a transaction holds staged offsets for a partition, a read-committed consumer
+/// taking the partition over (it asks with `require_stable`) waits for that transaction instead
+/// of starting from the older committed offset and processing the same input again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_taking_over_waits_for_offsets_staged_by_an_open_transaction() {
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "in", 1, &[]).await;
+    create_topic(&b.bootstrap, "out", 1, &[]).await;
+    let plain = producer(&b.bootstrap, &[]);
+    for i in 0..10 {
+        send(&plain, "in", &format!("in{i}")).await.unwrap();
+    }
+    let input = committed_consumer(&b.bootstrap, "handover");
+    input.subscribe(&["in"]).unwrap();
+    let got = recv_n(&input, 10, LONG).await;
+    let p = txn_producer(&b.bootstrap, "handover-out", &[]);
+    let metadata = input.group_metadata().expect("joined the group");
+    blocking(|| p.begin_transaction()).unwrap();
+    for r in &got {
+        send(&p, "out", &format!("out-{}", r.offset)).await.unwrap();
+    }
+    let mut next = TopicPartitionList::new();
+    next.add_partition_offset("in", 0, Offset::Offset(10))
+        .unwrap();
+    blocking(|| p.send_offsets_to_transaction(&next, &metadata, TXN_TIMEOUT)).unwrap();
+
+    // The staged offset is not stable yet; without require_stable the old one (none) shows.
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    assert_eq!(
+        fetch_offset_raw(&b.bootstrap, "handover", "in", true).await,
+        (-1, unstable)
+    );
+    assert_eq!(
+        fetch_offset_raw(&b.bootstrap, "handover", "in", false).await,
+        (-1, 0)
+    );
+
+    // The first consumer leaves; its successor joins while the transaction is still open.
+    drop(input);
+    let successor = committed_consumer(&b.bootstrap, "handover");
+    successor.subscribe(&["in"]).unwrap();
+    eventually("the successor is assigned the partition", LONG, || async {
+        // Polling serves the rebalance; a record now would be one the transaction consumed.
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), successor.recv()).await {
+            panic!(
+                "the successor read {:?} before the transaction ended",
+                m.map(|m| common::owned(&m))
+            );
+        }
+        successor.assignment().ok().filter(|a| a.count() == 1)
+    })
+    .await;
+    blocking(|| p.commit_transaction(TXN_TIMEOUT)).unwrap();
+    assert_eq!(
+        fetch_offset_raw(&b.bootstrap, "handover", "in", true).await,
+        (10, 0)
+    );
+    send(&plain, "in", "in10").await.unwrap();
+    let first = recv_n(&successor, 1, LONG).await;
+    assert_eq!(
+        texts(&first),
+        ["in10"],
+        "the successor started where the transaction left off"
+    );
+}
+
+/// A read-committed fetch below the log start answers OFFSET_OUT_OF_RANGE, also when an open
+/// transaction whose start was deleted left the last stable offset below the log start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_fetch_below_the_log_start_is_out_of_range() {
+    let b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "trimmed", 1, &[]).await;
+    let plain = producer(&b.bootstrap, &[]);
+    send(&plain, "trimmed", "a").await.unwrap();
+    let p = txn_producer(&b.bootstrap, "trimmed-txn", &[]);
+    blocking(|| p.begin_transaction()).unwrap();
+    assert_eq!(send(&p, "trimmed", "open").await.unwrap(), (0, 1));
+    for v in ["b", "c"] {
+        send(&plain, "trimmed", v).await.unwrap();
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&b.bootstrap, &[]).create().unwrap();
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset("trimmed", 0, Offset::Offset(3))
+        .unwrap();
+    let deleted = admin
+        .delete_records(&before, &AdminOptions::new())
+        .await
+        .unwrap();
+    deleted
+        .find_partition("trimmed", 0)
+        .unwrap()
+        .error()
+        .unwrap();
+
+    let fetch = |offset: i64| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("trimmed")))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let mut raw = common::raw::RawClient::connect(&b.bootstrap).await;
+    let below = raw.call(&fetch(2), 11).await;
+    let p2 = &below.responses[0].partitions[0];
+    assert_eq!((p2.log_start_offset, p2.last_stable_offset), (3, 1));
+    assert_eq!(p2.error_code, ResponseError::OffsetOutOfRange.code());
+    let at_start = raw.call(&fetch(3), 11).await;
+    let p3 = &at_start.responses[0].partitions[0];
+    assert_eq!(p3.error_code, 0);
+    assert_eq!(
+        p3.records.as_ref().map(|r| r.len()),
+        Some(0),
+        "nothing stable yet"
+    );
+    blocking(|| p.abort_transaction(TXN_TIMEOUT)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

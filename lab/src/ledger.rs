@@ -176,6 +176,7 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
             .group_metadata()
             .ok_or_else(|| anyhow::anyhow!("no group metadata yet"))?;
         producer.send_offsets_to_transaction(&offsets, &group, WAIT)?;
+        saga_shared::kafka::drain(&producer, WAIT)?;
         producer.commit_transaction(WAIT)?;
     }
     Ok(())

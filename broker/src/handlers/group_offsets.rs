@@ -223,18 +223,27 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// Per topic, each requested partition with its committed offset (if any).
-type TopicOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+/// Per topic, each requested partition with its committed offset (if any), or the error.
+type TopicOffsets = Vec<(String, Vec<(i32, Result<Option<Committed>, ResponseError>)>)>;
 
-/// Committed offsets of one group: for the requested partitions, or all when `None`.
-fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> TopicOffsets {
-    match wanted {
+/// Committed offsets of one group: for the requested partitions, or all when `None`. With
+/// `require_stable` (KIP-447, sent by read-committed consumers), a partition for which a
+/// transaction not yet complete has staged an offset answers UNSTABLE_OFFSET_COMMIT: the new
+/// owner of a partition after a rebalance must not start from an offset that transaction is
+/// about to move, or it would process the same input again.
+fn lookup(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> TopicOffsets {
+    let mut found = match wanted {
         Some(topics) => topics
             .into_iter()
             .map(|(t, ps)| {
                 let parts = ps
                     .into_iter()
-                    .map(|p| (p, broker.offsets.fetch(group, &t, p)))
+                    .map(|p| (p, Ok(broker.offsets.fetch(group, &t, p))))
                     .collect();
                 (t, parts)
             })
@@ -243,13 +252,23 @@ fn lookup(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>)
             let mut out: TopicOffsets = Vec::new();
             for (t, p, c) in broker.offsets.group_offsets(group) {
                 match out.last_mut() {
-                    Some((last, parts)) if *last == t => parts.push((p, Some(c))),
-                    _ => out.push((t, vec![(p, Some(c))])),
+                    Some((last, parts)) if *last == t => parts.push((p, Ok(Some(c)))),
+                    _ => out.push((t, vec![(p, Ok(Some(c)))])),
                 }
             }
             out
         }
+    };
+    if require_stable {
+        for (topic, parts) in &mut found {
+            for (p, committed) in parts {
+                if broker.txns.has_unstable_offset(group, topic, *p) {
+                    *committed = Err(ResponseError::UnstableOffsetCommit);
+                }
+            }
+        }
     }
+    found
 }
 
 pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
@@ -264,7 +283,7 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
                         .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = lookup(broker, g.group_id.as_str(), wanted)
+                let topics = lookup(broker, g.group_id.as_str(), wanted, request.require_stable)
                     .into_iter()
                     .map(|(t, parts)| {
                         OffsetFetchResponseTopics::default()
@@ -273,12 +292,13 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
                                 parts
                                     .into_iter()
                                     .map(|(p, c)| {
-                                        let (offset, epoch, metadata) = split(c);
+                                        let (offset, epoch, metadata, error) = split(c);
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
                                             .with_metadata(metadata)
+                                            .with_error_code(error)
                                     })
                                     .collect(),
                             )
@@ -296,36 +316,48 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
             .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = lookup(broker, request.group_id.as_str(), wanted)
-        .into_iter()
-        .map(|(t, parts)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(TopicName(str_bytes(t)))
-                .with_partitions(
-                    parts
-                        .into_iter()
-                        .map(|(p, c)| {
-                            let (offset, epoch, metadata) = split(c);
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(epoch)
-                                .with_metadata(metadata)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
+    let topics = lookup(
+        broker,
+        request.group_id.as_str(),
+        wanted,
+        request.require_stable,
+    )
+    .into_iter()
+    .map(|(t, parts)| {
+        OffsetFetchResponseTopic::default()
+            .with_name(TopicName(str_bytes(t)))
+            .with_partitions(
+                parts
+                    .into_iter()
+                    .map(|(p, c)| {
+                        let (offset, epoch, metadata, error) = split(c);
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(metadata)
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            )
+    })
+    .collect();
     OffsetFetchResponse::default().with_topics(topics)
 }
 
-fn split(c: Option<Committed>) -> (i64, i32, Option<kafka_protocol::protocol::StrBytes>) {
+/// A partition's committed offset, leader epoch, metadata and error code, as OffsetFetch
+/// answers them (-1 and no error for a partition without a committed offset).
+fn split(
+    c: Result<Option<Committed>, ResponseError>,
+) -> (i64, i32, Option<kafka_protocol::protocol::StrBytes>, i16) {
     match c {
-        Some(c) => (
+        Ok(Some(c)) => (
             c.offset,
             c.leader_epoch,
             Some(str_bytes(c.metadata.unwrap_or_default())),
+            0,
         ),
-        None => (-1, -1, Some(str_bytes(""))),
+        Ok(None) => (-1, -1, Some(str_bytes("")), 0),
+        Err(e) => (-1, -1, Some(str_bytes("")), e.code()),
     }
 }
