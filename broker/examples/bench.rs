@@ -211,6 +211,8 @@ fn produce_txn(
     per_txn: usize,
 ) -> anyhow::Result<f64> {
     let counts = Arc::new(Counts::default());
+    // linger.ms=0: a transaction's last records go out at once, as a commit's flush sends them
+    // in Java and in librdkafka with callbacks (`drain` can't cut the linger short).
     let producer = bench_producer(
         bootstrap,
         &[("transactional.id", "bench-txn"), ("linger.ms", "0")],

@@ -126,7 +126,7 @@ pub(crate) async fn poison(args: PoisonArgs) -> anyhow::Result<()> {
     let producer = saga_shared::kafka::producer(&args.broker.brokers)?;
     let (partition, offset) = lab::poison::publish(&producer, &args.topic, args.kind).await?;
     println!(
-        "published a {} poison record to {}[{partition}]@{offset}",
+        "published a poison record ({}) to {}[{partition}]@{offset}",
         args.kind.name(),
         args.topic
     );
