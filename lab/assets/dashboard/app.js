@@ -184,7 +184,7 @@ function chainView(main) {
       const lane = svg.querySelector(`.lane[data-topic="${t.name}"] .count`);
       if (lane) {
         const dlq = snap.topics.find((d) => d.name === t.name + ".dlq");
-        lane.textContent = `${fmtNum(t.end)} records · ${t.rate.toFixed(1)}/s` + (dlq && dlq.records ? ` · DLQ ${dlq.records}` : "");
+        lane.textContent = `${fmtNum(t.end)} record${t.end === 1 ? "" : "s"} · ${t.rate.toFixed(1)}/s` + (dlq && dlq.records ? ` · DLQ ${dlq.records}` : "");
       }
     }
     for (const svc of snap.services) {
@@ -487,6 +487,8 @@ function topicView(main, name) {
   const time = h("input", { id: "from-time", type: "datetime-local", step: 1, "aria-label": "time", hidden: true });
   from.onchange = () => { value.hidden = from.value !== "offset"; time.hidden = from.value !== "timestamp"; };
   from.onchange();
+  const isolation = h("select", { id: "isolation", "aria-label": "isolation level", title: "read_committed shows only committed transactions and stops at the last stable offset; read_uncommitted shows every record, aborted ones too" },
+    h("option", { value: "read_committed" }, "read_committed"), h("option", { value: "read_uncommitted" }, "read_uncommitted"));
   const follow = h("input", { type: "checkbox", id: "follow" });
   const list = h("div", { id: "records" });
   const key = h("input", { placeholder: "key (optional)", "aria-label": "key" });
@@ -502,7 +504,7 @@ function topicView(main, name) {
       h("div", { class: "panel" }, h("h2", {}, "Configs"), h("table", { id: "configs" }, configs))),
     h("div", { class: "panel", style: "margin-top:1rem" }, h("h2", {}, "Messages"),
       h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); browse(); } },
-        h("label", {}, "partition", partition), h("label", {}, "from", from), value, time,
+        h("label", {}, "partition", partition), h("label", {}, "from", from), value, time, h("label", {}, "as", isolation),
         h("button", { class: "primary", type: "submit" }, "Load"),
         h("label", {}, follow, "follow live")),
       list),
@@ -521,14 +523,18 @@ function topicView(main, name) {
     h("div", { class: "meta" }, h("strong", {}, `partition ${r.partition} · offset ${r.offset}`), h("span", { class: "muted" }, new Date(r.timestamp).toISOString()), h("span", {}, "key ", h("code", {}, r.key ?? "(none)")), h("span", { class: "muted" }, fmtBytes(r.size))),
     r.headers.length ? h("table", { class: "headers" }, h("tbody", {}, r.headers.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", { class: "mono" }, v))))) : h("div", { class: "muted" }, "no headers"),
     h("pre", {}, pretty(r.value)));
+  // Only the answer to the latest Load is shown: an earlier one that arrives late is dropped.
+  let browsing = 0;
   async function browse() {
-    const q = new URLSearchParams({ partition: partition.value || "0", from: from.value, limit: "20" });
+    const mine = ++browsing;
+    const q = new URLSearchParams({ partition: partition.value || "0", from: from.value, limit: "20", isolation: isolation.value });
     if (from.value === "offset") q.set("value", value.value || "0");
     if (from.value === "timestamp") q.set("value", String(time.value ? new Date(time.value).getTime() : Date.now()));
     try {
       const r = await api(`/api/topics/${encodeURIComponent(name)}/messages?${q}`);
+      if (mine !== browsing) return;
       list.replaceChildren(...(r.records.length ? r.records.map(recordEl) : [h("p", { class: "muted" }, "No records there.")]));
-    } catch (err) { list.replaceChildren(h("p", { class: "error" }, err.message)); }
+    } catch (err) { if (mine === browsing) list.replaceChildren(h("p", { class: "error" }, err.message)); }
   }
   const load = async () => {
     try {
@@ -548,7 +554,7 @@ function topicView(main, name) {
     for (const r of batch.records) {
       if (r.topic !== name || String(r.partition) !== partition.value) continue;
       // The live feed carries where a record is; fetch it whole.
-      api(`/api/topics/${encodeURIComponent(name)}/messages?partition=${r.partition}&from=offset&value=${r.offset}&limit=1`)
+      api(`/api/topics/${encodeURIComponent(name)}/messages?partition=${r.partition}&from=offset&value=${r.offset}&limit=1&isolation=${isolation.value}`)
         .then((res) => { for (const rec of res.records) list.prepend(recordEl(rec)); }).catch(() => {});
     }
   });

@@ -286,19 +286,23 @@ impl Explorer {
         Ok(entries)
     }
 
-    /// Up to `limit` records of `topic`'s `partition` from `start`.
+    /// Up to `limit` records of `topic`'s `partition` from `start`, read as a consumer with
+    /// `isolation.level=read_committed` (`committed`) or `read_uncommitted` would.
     pub async fn messages(
         &self,
         topic: &str,
         partition: i32,
         start: Start,
         limit: usize,
+        committed: bool,
     ) -> Result<Vec<Record>, ExplorerError> {
         let brokers = self.brokers.clone();
         let topic = topic.to_owned();
         let limit = limit.clamp(1, 500);
-        tokio::task::spawn_blocking(move || read_records(&brokers, &topic, partition, start, limit))
-            .await?
+        tokio::task::spawn_blocking(move || {
+            read_records(&brokers, &topic, partition, start, limit, committed)
+        })
+        .await?
     }
 
     /// Produces `record` to `topic`; answers where it landed.
@@ -509,18 +513,42 @@ impl Explorer {
     }
 }
 
+/// The message browser's client context: reaching the end of a partition, which it asks to be
+/// told, is not logged as an error (librdkafka reports it as a global error event as well).
+struct EndIsNotAnError;
+
+impl rdkafka::ClientContext for EndIsNotAnError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
+
 fn read_records(
     brokers: &str,
     topic: &str,
     partition: i32,
     start: Start,
     limit: usize,
+    committed: bool,
 ) -> Result<Vec<Record>, ExplorerError> {
-    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+    let isolation = if committed {
+        "read_committed"
+    } else {
+        "read_uncommitted"
+    };
+    // The end of the partition is reported as an "error": for read_committed that is the last
+    // stable offset, which an open transaction holds below the high watermark.
+    let consumer: BaseConsumer<EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
         .set("group.id", "lab-dashboard-browser")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50")
-        .create()?;
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .create_with_context(EndIsNotAnError)?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let exists = metadata
         .topics()
@@ -559,10 +587,11 @@ fn read_records(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + TIMEOUT;
     while records.len() < limit && Instant::now() < deadline {
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(m) => m?,
         };
-        let m = msg?;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let headers = m
             .headers()

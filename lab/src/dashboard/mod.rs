@@ -490,6 +490,8 @@ struct MessagesQuery {
     /// The offset or the time (ms since the epoch) for `offset` / `timestamp`.
     value: Option<i64>,
     limit: Option<usize>,
+    /// `read_committed` (the default, as librdkafka's) or `read_uncommitted`.
+    isolation: Option<String>,
 }
 
 async fn messages(
@@ -512,9 +514,18 @@ async fn messages(
             )));
         }
     };
+    let committed = match q.isolation.as_deref().unwrap_or("read_committed") {
+        "read_committed" => true,
+        "read_uncommitted" => false,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "isolation must be read_committed or read_uncommitted, not {other:?}"
+            )));
+        }
+    };
     let records = s
         .explorer
-        .messages(&name, q.partition, start, q.limit.unwrap_or(50))
+        .messages(&name, q.partition, start, q.limit.unwrap_or(50), committed)
         .await?;
     Ok(Json(
         json!({"topic": name, "partition": q.partition, "records": records}),

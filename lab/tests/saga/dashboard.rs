@@ -57,12 +57,12 @@ async fn an_order_placed_on_the_page_flows_through_the_chain_and_its_timeline() 
     // The chain counts it on order.created, and on inventory.updated once it completes.
     browser
         .wait_text(".lane[data-topic='order.created'] .count", |t| {
-            t.starts_with("1 records")
+            t.starts_with("1 record ·")
         })
         .await;
     browser
         .wait_text(".lane[data-topic='inventory.updated'] .count", |t| {
-            t.starts_with("1 records")
+            t.starts_with("1 record ·")
         })
         .await;
 
@@ -169,6 +169,87 @@ async fn the_explorer_shows_a_record_at_its_partition_and_offset_with_its_header
     assert!(
         record.contains("\"customer_id\": \"alice\""),
         "the value, pretty: {record}"
+    );
+
+    browser.close().await;
+    d.stop().await;
+}
+
+/// The message browser reads as a consumer of either isolation level: `read_committed` leaves an
+/// aborted transaction's record out, `read_uncommitted` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_browser_reads_committed_or_everything() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let brokers = d.shared.lock().await.as_ref().unwrap().brokers().to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let wait = std::time::Duration::from_secs(20);
+        let p: BaseProducer = saga_shared::kafka::client_config(&brokers)
+            .set("transactional.id", "dashboard-isolation")
+            .create()
+            .unwrap();
+        p.init_transactions(wait).unwrap();
+        for (value, commit) in [("kept", true), ("dropped", false), ("also kept", true)] {
+            p.begin_transaction().unwrap();
+            p.send(
+                BaseRecord::to("isolation-demo")
+                    .partition(0)
+                    .key("k")
+                    .payload(value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+            saga_shared::kafka::drain(&p, wait).unwrap();
+            if commit {
+                p.commit_transaction(wait).unwrap();
+            } else {
+                p.abort_transaction(wait).unwrap();
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/#/topics/isolation-demo", d.url))
+        .await;
+    browser
+        .wait_text("#partitions tbody", |t| !t.is_empty())
+        .await;
+    let load = |isolation: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .execute(
+                    "document.getElementById('partition').value = '0';\
+                     document.getElementById('from').value = 'earliest';\
+                     document.getElementById('isolation').value = arguments[0];\
+                     document.getElementById('records').replaceChildren();",
+                    json!([isolation]),
+                )
+                .await;
+            browser
+                .find("form button[type=submit]")
+                .await
+                .unwrap()
+                .click()
+                .await;
+            browser
+                .wait_text("#records", |t| t.contains("also kept"))
+                .await
+        }
+    };
+    let committed = load("read_committed").await;
+    assert!(committed.contains("partition 0 · offset 0"), "{committed}");
+    assert!(
+        !committed.contains("dropped"),
+        "read_committed: {committed}"
+    );
+    let everything = load("read_uncommitted").await;
+    assert!(
+        everything.contains("dropped"),
+        "read_uncommitted: {everything}"
     );
 
     browser.close().await;

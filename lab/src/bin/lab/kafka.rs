@@ -77,8 +77,12 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         args.broker.brokers
     );
     consumer.assign(&tpl)?;
+    let until = match args.count {
+        Some(n) => format!("until {n} record(s) are printed"),
+        None => "Ctrl-C to stop".to_owned(),
+    };
     eprintln!(
-        "tailing {} partitions of {} topics on {} (Ctrl-C to stop)",
+        "tailing {} partition(s) of {} topic(s) on {} ({until})",
         tpl.count(),
         wanted.len(),
         args.broker.brokers

@@ -172,9 +172,14 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s -X POST {}/orders -H 'content-type: application/json' \\\n    -d '{{\"customer_id\":\"alice\",\"items\":[{{\"sku\":\"LATTE\",\"quantity\":2,\"unit_price\":5000}}]}}'",
         client.order
     );
-    println!(
-        "\nor follow one live:  cargo run --release -p lab -- order --customer bob --item MOCHA:3:5500"
-    );
+    // How the user ran this binary: through cargo (which sets CARGO_MANIFEST_DIR for `cargo
+    // run`), or installed as `lab`.
+    let lab = if std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+        "cargo run --release -p lab --"
+    } else {
+        "lab"
+    };
+    println!("\nor follow one live:  {lab} order --customer bob --item MOCHA:3:5500");
     println!("\nPress Ctrl-C to stop everything.");
 
     saga_shared::shutdown::ctrl_c_or_sigterm().await;
