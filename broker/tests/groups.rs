@@ -4,11 +4,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{LONG, Received, TestBroker, consumer, eventually, owned, producer, recv_n};
+use common::{
+    BrokerProcess, LONG, Received, TestBroker, consumer, eventually, owned, producer, recv_n,
+};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -161,49 +162,11 @@ async fn two_groups_read_one_topic_independently() {
     );
 }
 
-fn spawn_broker_process(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_listening(port: u16) {
-    eventually("broker accepts connections", LONG, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-}
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_survive_consumer_restart_and_broker_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = KillOnDrop(spawn_broker_process(dir.path(), port));
-    wait_listening(port).await;
+    let mut broker = BrokerProcess::start(dir.path()).await;
+    let bootstrap = broker.bootstrap.clone();
     produce_keyed(&bootstrap, "durable", 0..10).await;
     {
         let c = consumer(&bootstrap, "resumer", &[]);
@@ -224,11 +187,9 @@ async fn committed_offsets_survive_consumer_restart_and_broker_sigkill() {
         c.commit_message_offsets(&got[4]);
     }
     // SIGKILL: no shutdown hook runs.
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
+    broker.kill();
     produce_nothing_while_down(&bootstrap).await;
-    let _broker = KillOnDrop(spawn_broker_process(dir.path(), port));
-    wait_listening(port).await;
+    broker.restart().await;
     produce_keyed(&bootstrap, "durable", 15..18).await;
     let c = consumer(&bootstrap, "resumer", &[]);
     c.subscribe(&["durable"]).unwrap();

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    LONG, TestBroker, client_config, consumer, create_topic, drain, eventually, producer, recv_n,
-    texts,
+    BrokerProcess, LONG, TestBroker, client_config, consumer, create_topic, drain, eventually,
+    producer, recv_n, texts,
 };
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -232,19 +231,43 @@ fn group_offset(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_sent_to_a_transaction_move_the_group_only_on_commit() {
-    let b = TestBroker::start().await;
-    create_topic(&b.bootstrap, "in", 1, &[]).await;
-    create_topic(&b.bootstrap, "out", 1, &[]).await;
-    let plain = producer(&b.bootstrap, &[]);
+/// A consume-transform-produce step half done: ten records in `in`, read by a read-committed
+/// consumer of `group`, and a transactional producer for `out` (`<group>-out`).
+struct Transformer {
+    plain: FutureProducer,
+    input: StreamConsumer,
+    got: Vec<common::Received>,
+    output: FutureProducer,
+}
+
+async fn transformer(bootstrap: &str, group: &str) -> Transformer {
+    create_topic(bootstrap, "in", 1, &[]).await;
+    create_topic(bootstrap, "out", 1, &[]).await;
+    let plain = producer(bootstrap, &[]);
     for i in 0..10 {
         send(&plain, "in", &format!("in{i}")).await.unwrap();
     }
-    let input = committed_consumer(&b.bootstrap, "transformer");
+    let input = committed_consumer(bootstrap, group);
     input.subscribe(&["in"]).unwrap();
     let got = recv_n(&input, 10, LONG).await;
-    let p = txn_producer(&b.bootstrap, "transformer-out", &[]);
+    let output = txn_producer(bootstrap, &format!("{group}-out"), &[]);
+    Transformer {
+        plain,
+        input,
+        got,
+        output,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_transaction_move_the_group_only_on_commit() {
+    let b = TestBroker::start().await;
+    let Transformer {
+        input,
+        got,
+        output: p,
+        ..
+    } = transformer(&b.bootstrap, "transformer").await;
     let offsets = |next: i64| {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset("in", 0, Offset::Offset(next))
@@ -302,16 +325,12 @@ async fn fetch_offset_raw(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_taking_over_waits_for_offsets_staged_by_an_open_transaction() {
     let b = TestBroker::start().await;
-    create_topic(&b.bootstrap, "in", 1, &[]).await;
-    create_topic(&b.bootstrap, "out", 1, &[]).await;
-    let plain = producer(&b.bootstrap, &[]);
-    for i in 0..10 {
-        send(&plain, "in", &format!("in{i}")).await.unwrap();
-    }
-    let input = committed_consumer(&b.bootstrap, "handover");
-    input.subscribe(&["in"]).unwrap();
-    let got = recv_n(&input, 10, LONG).await;
-    let p = txn_producer(&b.bootstrap, "handover-out", &[]);
+    let Transformer {
+        input,
+        got,
+        output: p,
+        plain,
+    } = transformer(&b.bootstrap, "handover").await;
     let metadata = input.group_metadata().expect("joined the group");
     blocking(|| p.begin_transaction()).unwrap();
     for r in &got {
@@ -467,49 +486,11 @@ async fn a_transaction_committing_when_the_broker_stopped_is_completed_on_restar
     assert_eq!(latest_offset(&b.bootstrap, "ending", 1).await, 3);
 }
 
-fn spawn_broker_process(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_listening(port: u16) {
-    eventually("broker accepts connections", LONG, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-}
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_a_new_producer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = KillOnDrop(spawn_broker_process(dir.path(), port));
-    wait_listening(port).await;
+    let mut broker = BrokerProcess::start(dir.path()).await;
+    let bootstrap = broker.bootstrap.clone();
     create_topic(&bootstrap, "crashy", 2, &[]).await;
     let p = txn_producer(&bootstrap, "crasher", &[]);
     transaction(&p, "crashy", &["before"], true).await;
@@ -526,10 +507,7 @@ async fn a_transaction_open_when_the_broker_is_killed_is_aborted_and_a_new_produ
         .unwrap();
     }
     // SIGKILL in the middle of the transaction: no shutdown code runs.
-    broker.0.kill().unwrap();
-    broker.0.wait().unwrap();
-    let _broker = KillOnDrop(spawn_broker_process(dir.path(), port));
-    wait_listening(port).await;
+    broker.kill_and_restart().await;
 
     // The open transaction was aborted on restart, before its producer does anything: records
     // written after it are readable (nothing holds the last stable offset), it never is.
@@ -894,10 +872,8 @@ async fn transactions_stay_atomic_under_concurrent_producers_and_broker_kills() 
     use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = KillOnDrop(spawn_broker_process(dir.path(), port));
-    wait_listening(port).await;
+    let mut broker = BrokerProcess::start(dir.path()).await;
+    let bootstrap = broker.bootstrap.clone();
     create_topic(&bootstrap, "ledger", 3, &[]).await;
 
     let live: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
@@ -927,11 +903,8 @@ async fn transactions_stay_atomic_under_concurrent_producers_and_broker_kills() 
             async move { (done >= after).then_some(()) }
         })
         .await;
-        broker.0.kill().unwrap();
-        broker.0.wait().unwrap();
-        broker = KillOnDrop(spawn_broker_process(dir.path(), port));
+        broker.kill_and_restart().await;
         kills += 1;
-        wait_listening(port).await;
     }
     let mut attempts = Vec::new();
     for w in workers {

@@ -95,6 +95,19 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, page, ready) in shots {
         browser.goto(&page).await;
+        if name == "topic" {
+            // Browse a partition that has records (the page opens on partition 0).
+            browser.wait_for("#partitions tbody tr").await;
+            browser
+                .execute(
+                    "const row = [...document.querySelectorAll('#partitions tbody tr')]\
+                       .find((r) => Number(r.cells[3].textContent) > 0);\
+                     document.getElementById('partition').value = row.cells[0].textContent;\
+                     document.querySelector('form button[type=submit]').click();",
+                    serde_json::json!([]),
+                )
+                .await;
+        }
         browser.wait_for(ready).await;
         // The live numbers and charts have a few snapshots to show.
         lab::client::eventually(

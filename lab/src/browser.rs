@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+/// The key of an element reference in W3C WebDriver's answers.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
 /// A `chromedriver` process and one headless browser session. [`Browser::close`] ends the
 /// session (and Chromium); dropping the value stops the driver.
 pub struct Browser {
@@ -181,8 +184,9 @@ impl Browser {
                 Some(json!({"using": "css selector", "value": selector})),
             )
             .await;
-        // The element reference is the one value of the object (its key is a fixed UUID).
-        let id = v.as_object()?.values().next()?.as_str()?.to_owned();
+        // The element reference, under the key W3C WebDriver fixes for it; without a match the
+        // answer is an error object ({"error": "no such element", ...}) instead.
+        let id = v.get(ELEMENT_KEY)?.as_str()?.to_owned();
         Some(Element { browser: self, id })
     }
 }

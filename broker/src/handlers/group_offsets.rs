@@ -271,78 +271,74 @@ fn lookup(
     found
 }
 
+/// The found offsets as response topics: `$topic` and `$partition` are v8's types or the older
+/// versions' (distinct types with the same fields).
+macro_rules! response_topics {
+    ($found:expr, $topic:ident, $partition:ident) => {
+        $found
+            .into_iter()
+            .map(|(t, parts)| {
+                $topic::default()
+                    .with_name(TopicName(str_bytes(t)))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let (offset, epoch, metadata, error) = split(c);
+                                $partition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(metadata)
+                                    .with_error_code(error)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    };
+}
+
+/// The requested partitions of each topic, `None` for all the group has.
+fn wanted<T>(
+    topics: Option<Vec<T>>,
+    name_and_partitions: impl Fn(T) -> (String, Vec<i32>),
+) -> Option<Vec<(String, Vec<i32>)>> {
+    topics.map(|ts| ts.into_iter().map(name_and_partitions).collect())
+}
+
 pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let stable = request.require_stable;
     if version >= 8 {
         // v8+: a batch of groups.
         let groups = request
             .groups
             .into_iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-                        .collect()
+                let wanted = wanted(g.topics, |t| {
+                    (t.name.as_str().to_string(), t.partition_indexes)
                 });
-                let topics = lookup(broker, g.group_id.as_str(), wanted, request.require_stable)
-                    .into_iter()
-                    .map(|(t, parts)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(t)))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(|(p, c)| {
-                                        let (offset, epoch, metadata, error) = split(c);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(epoch)
-                                            .with_metadata(metadata)
-                                            .with_error_code(error)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let found = lookup(broker, g.group_id.as_str(), wanted, stable);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
-                    .with_topics(topics)
+                    .with_topics(response_topics!(
+                        found,
+                        OffsetFetchResponseTopics,
+                        OffsetFetchResponsePartitions
+                    ))
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|ts| {
-        ts.into_iter()
-            .map(|t| (t.name.as_str().to_string(), t.partition_indexes))
-            .collect()
+    let wanted = wanted(request.topics, |t| {
+        (t.name.as_str().to_string(), t.partition_indexes)
     });
-    let topics = lookup(
-        broker,
-        request.group_id.as_str(),
-        wanted,
-        request.require_stable,
-    )
-    .into_iter()
-    .map(|(t, parts)| {
-        OffsetFetchResponseTopic::default()
-            .with_name(TopicName(str_bytes(t)))
-            .with_partitions(
-                parts
-                    .into_iter()
-                    .map(|(p, c)| {
-                        let (offset, epoch, metadata, error) = split(c);
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(p)
-                            .with_committed_offset(offset)
-                            .with_committed_leader_epoch(epoch)
-                            .with_metadata(metadata)
-                            .with_error_code(error)
-                    })
-                    .collect(),
-            )
-    })
-    .collect();
-    OffsetFetchResponse::default().with_topics(topics)
+    let found = lookup(broker, request.group_id.as_str(), wanted, stable);
+    OffsetFetchResponse::default().with_topics(response_topics!(
+        found,
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition
+    ))
 }
 
 /// A partition's committed offset, leader epoch, metadata and error code, as OffsetFetch

@@ -264,3 +264,71 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs:
         r.unwrap();
     }
 }
+
+/// The `broker` binary as a child process on a port of its own, for tests that kill it with
+/// SIGKILL; killed when dropped.
+pub struct BrokerProcess {
+    dir: std::path::PathBuf,
+    port: u16,
+    pub bootstrap: String,
+    child: std::process::Child,
+}
+
+impl BrokerProcess {
+    /// Starts the broker on `data_dir` and waits until it accepts connections.
+    pub async fn start(data_dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Self::spawn(data_dir, port).await;
+        BrokerProcess {
+            dir: data_dir.to_owned(),
+            port,
+            bootstrap: format!("127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    async fn spawn(data_dir: &std::path::Path, port: u16) -> std::process::Child {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually("broker accepts connections", LONG, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        child
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A new broker on the same data dir and port, once it accepts connections.
+    pub async fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir, self.port).await;
+    }
+
+    pub async fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart().await;
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -11,6 +11,17 @@ use serde_json::{Value, json};
 
 use crate::helpers::{SAGA_TIMEOUT, eventually_metric, metric_sum, spawn_lab, spawn_lab_with};
 
+/// Sets the Messages panel's choices with `script` (given `args`) and presses Load.
+async fn load_messages(browser: &Browser, script: &str, args: Value) {
+    browser.execute(script, args).await;
+    browser
+        .find("form button[type=submit]")
+        .await
+        .unwrap()
+        .click()
+        .await;
+}
+
 /// Marks the page, so a test can tell it was never reloaded (a reload forgets the mark).
 async fn mark(browser: &Browser) {
     browser
@@ -137,20 +148,14 @@ async fn the_explorer_shows_a_record_at_its_partition_and_offset_with_its_header
         .wait_text("#partitions tbody", |t| !t.is_empty())
         .await;
     // Seek to its partition and offset.
-    browser
-        .execute(
-            "document.getElementById('partition').value = String(arguments[0]);\
-             const from = document.getElementById('from'); from.value = 'offset'; from.onchange();\
-             document.getElementById('from-value').value = String(arguments[1]);",
-            json!([partition, offset]),
-        )
-        .await;
-    browser
-        .find("form button[type=submit]")
-        .await
-        .unwrap()
-        .click()
-        .await;
+    load_messages(
+        &browser,
+        "document.getElementById('partition').value = String(arguments[0]);\
+         const from = document.getElementById('from'); from.value = 'offset'; from.onchange();\
+         document.getElementById('from-value').value = String(arguments[1]);",
+        json!([partition, offset]),
+    )
+    .await;
     let selector = format!(".record[data-partition='{partition}'][data-offset='{offset}']");
     let record = browser.wait_text(&selector, |t| t.contains("ce_id")).await;
     assert!(
@@ -220,21 +225,15 @@ async fn the_message_browser_reads_committed_or_everything() {
     let load = |isolation: &'static str| {
         let browser = &browser;
         async move {
-            browser
-                .execute(
-                    "document.getElementById('partition').value = '0';\
-                     document.getElementById('from').value = 'earliest';\
-                     document.getElementById('isolation').value = arguments[0];\
-                     document.getElementById('records').replaceChildren();",
-                    json!([isolation]),
-                )
-                .await;
-            browser
-                .find("form button[type=submit]")
-                .await
-                .unwrap()
-                .click()
-                .await;
+            load_messages(
+                browser,
+                "document.getElementById('partition').value = '0';\
+                 document.getElementById('from').value = 'earliest';\
+                 document.getElementById('isolation').value = arguments[0];\
+                 document.getElementById('records').replaceChildren();",
+                json!([isolation]),
+            )
+            .await;
             browser
                 .wait_text("#records", |t| t.contains("also kept"))
                 .await
