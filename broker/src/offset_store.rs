@@ -33,20 +33,31 @@ struct Line {
     e: i32,
     #[serde(default)]
     m: Option<String>,
+    /// The store's sequence number of this commit (0 in files written before it existed).
+    #[serde(default)]
+    s: u64,
 }
 
 fn minus_one() -> i32 {
     -1
 }
 
-type GroupOffsets = HashMap<(String, i32), Committed>;
+/// A committed position and the sequence number of the commit that stored it.
+#[derive(Debug, Clone)]
+struct Stored {
+    committed: Committed,
+    seq: u64,
+}
+
+type GroupOffsets = HashMap<(String, i32), Stored>;
 
 /// The offset store of the broker. The file and the offsets have locks of their own: readers
 /// (OffsetFetch, ListGroups, DescribeGroups) never wait for a commit's fsync. A commit holds the
 /// file's lock until its offsets are applied, so they are applied in the file's order.
 #[derive(Debug)]
 pub struct OffsetStore {
-    file: Mutex<JsonLines>,
+    /// The file, and the sequence number of the last commit (numbers grow by one per commit).
+    file: Mutex<(JsonLines, u64)>,
     groups: Mutex<HashMap<String, GroupOffsets>>,
 }
 
@@ -59,13 +70,15 @@ impl OffsetStore {
         let (file, lines) =
             JsonLines::open::<Line>(data_dir.join("consumer-offsets.jsonl"), fsync)?;
         let mut groups: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut seq = 0;
         for line in lines {
+            seq = seq.max(line.s);
             apply(&mut groups, line);
         }
         let live: usize = groups.values().map(HashMap::len).sum();
         let lines_written = file.lines();
         let store = Self {
-            file: Mutex::new(file),
+            file: Mutex::new((file, seq)),
             groups: Mutex::new(groups),
         };
         if lines_written > 2 * live + 1000 {
@@ -76,20 +89,53 @@ impl OffsetStore {
 
     /// Durably records commits for one group.
     pub fn commit(&self, group: &str, commits: Vec<(String, i32, Committed)>) -> io::Result<()> {
-        let lines: Vec<Line> = commits
-            .into_iter()
-            .map(|(t, p, c)| Line {
-                g: group.to_string(),
-                t,
-                p,
-                o: c.offset,
-                e: c.leader_epoch,
-                m: c.metadata,
-            })
-            .collect();
-        let (buf, count) = to_lines(&lines)?;
+        self.commit_unless_newer(group, commits, u64::MAX)
+    }
+
+    /// The sequence number of the last commit stored.
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.file).1
+    }
+
+    /// Like [`Self::commit`], except for the partitions whose committed offset was stored by a
+    /// commit numbered after `since` (see [`Self::last_seq`]): those keep it. A transaction
+    /// applying its offsets again after a failure uses it, so that it neither writes them twice
+    /// nor moves back an offset committed after it was decided.
+    pub fn commit_unless_newer(
+        &self,
+        group: &str,
+        commits: Vec<(String, i32, Committed)>,
+        since: u64,
+    ) -> io::Result<()> {
         let mut file = lock(&self.file);
-        file.append(&buf, count)?;
+        let seq = file.1 + 1;
+        let lines: Vec<Line> = {
+            let groups = lock(&self.groups);
+            let current = groups.get(group);
+            commits
+                .into_iter()
+                .filter(|(t, p, _)| {
+                    current
+                        .and_then(|g| g.get(&(t.clone(), *p)))
+                        .is_none_or(|stored| stored.seq <= since)
+                })
+                .map(|(t, p, c)| Line {
+                    g: group.to_string(),
+                    t,
+                    p,
+                    o: c.offset,
+                    e: c.leader_epoch,
+                    m: c.metadata,
+                    s: seq,
+                })
+                .collect()
+        };
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (buf, count) = to_lines(&lines)?;
+        file.0.append(&buf, count)?;
+        file.1 = seq;
         let mut groups = lock(&self.groups);
         for line in lines {
             apply(&mut groups, line);
@@ -99,14 +145,14 @@ impl OffsetStore {
 
     /// fsyncs the file (for interval flushing).
     pub fn sync(&self) -> io::Result<()> {
-        lock(&self.file).sync()
+        lock(&self.file).0.sync()
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
         lock(&self.groups)
             .get(group)?
             .get(&(topic.to_string(), partition))
-            .cloned()
+            .map(|stored| stored.committed.clone())
     }
 
     /// All committed offsets of a group, sorted by topic and partition.
@@ -115,7 +161,7 @@ impl OffsetStore {
             .get(group)
             .map(|g| {
                 g.iter()
-                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .map(|((t, p), stored)| (t.clone(), *p, stored.committed.clone()))
                     .collect()
             })
             .unwrap_or_default();
@@ -179,18 +225,19 @@ impl OffsetStore {
         let live: Vec<Line> = lock(&self.groups)
             .iter()
             .flat_map(|(g, offsets)| {
-                offsets.iter().map(|((t, p), c)| Line {
+                offsets.iter().map(|((t, p), stored)| Line {
                     g: g.clone(),
                     t: t.clone(),
                     p: *p,
-                    o: c.offset,
-                    e: c.leader_epoch,
-                    m: c.metadata.clone(),
+                    o: stored.committed.offset,
+                    e: stored.committed.leader_epoch,
+                    m: stored.committed.metadata.clone(),
+                    s: stored.seq,
                 })
             })
             .collect();
         let (buf, count) = to_lines(&live)?;
-        file.rewrite(&buf, count)
+        file.0.rewrite(&buf, count)
     }
 }
 
@@ -206,10 +253,13 @@ fn apply(groups: &mut HashMap<String, GroupOffsets>, line: Line) {
         let offsets = groups.entry(line.g).or_default();
         offsets.insert(
             (line.t, line.p),
-            Committed {
-                offset: line.o,
-                leader_epoch: line.e,
-                metadata: line.m,
+            Stored {
+                committed: Committed {
+                    offset: line.o,
+                    leader_epoch: line.e,
+                    metadata: line.m,
+                },
+                seq: line.s,
             },
         );
     }

@@ -85,6 +85,11 @@ pub struct TxnMetadata {
     pub offsets: Vec<StagedOffset>,
     /// When the current transaction started (wall clock ms), for its timeout.
     pub started_ms: i64,
+    /// The offset store's last commit when `PrepareCommit` was stored: applying the staged
+    /// offsets again (a retry after a failure, a restart) leaves alone the partitions committed
+    /// since, among them those the first attempt already wrote.
+    #[serde(default)]
+    pub offsets_seq: u64,
 }
 
 /// Why a transactional request is refused (mapped to a Kafka error by the handler).
@@ -276,6 +281,7 @@ impl TxnCoordinator {
                         groups: BTreeSet::new(),
                         offsets: Vec::new(),
                         started_ms: -1,
+                        offsets_seq: 0,
                     }));
                     txns.insert(transactional_id.to_string(), entry.clone());
                     entry
@@ -515,8 +521,10 @@ impl TxnCoordinator {
             TxnState::PrepareAbort
         };
         if meta.state != prepare {
+            let offsets_seq = broker.offsets.last_seq();
             self.update(meta, |m| {
                 m.state = prepare;
+                m.offsets_seq = offsets_seq;
                 if bump && m.producer_epoch < i16::MAX - 1 {
                     m.producer_epoch += 1;
                 }
@@ -552,7 +560,8 @@ impl TxnCoordinator {
                 ));
             }
             for (group, commits) in by_group {
-                broker.offsets.commit(group, commits).map_err(|e| {
+                let since = meta.offsets_seq;
+                broker.offsets.commit_unless_newer(group, commits, since).map_err(|e| {
                     tracing::error!(transactional_id = %meta.transactional_id, group, "could not commit a transaction's offsets: {e}");
                     TxnError::Storage
                 })?;
@@ -680,5 +689,74 @@ mod tests {
             (after[0].producer_id, after[0].producer_epoch),
             (before[0].producer_id, before[0].producer_epoch)
         );
+    }
+
+    /// A commit decided (PrepareCommit stored) whose staged offsets were partly applied before
+    /// the broker died: finishing it on restart applies the rest, and leaves alone what was
+    /// applied, even where the group committed again since.
+    #[test]
+    fn finishing_a_commit_again_applies_only_offsets_not_committed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
+        broker.topics.create("t", Some(1), BTreeMap::new()).unwrap();
+        let (id, epoch) = broker
+            .txns
+            .init_producer(&broker, "tx", 60_000, None)
+            .unwrap();
+        let committed = |offset| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        let staged = |group: &str, offset| StagedOffset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        let decided_at = broker.offsets.last_seq();
+        // The first attempt applied g1's offset, then died; g1 committed 9 afterwards.
+        let offsets = &broker.offsets;
+        offsets
+            .commit("g1", vec![("t".into(), 0, committed(5))])
+            .unwrap();
+        offsets
+            .commit("g1", vec![("t".into(), 0, committed(9))])
+            .unwrap();
+        let mut meta = broker.txns.describe("tx").unwrap();
+        meta.state = TxnState::PrepareCommit;
+        meta.producer_epoch = epoch;
+        meta.producer_id = id;
+        meta.groups = ["g1".to_string(), "g2".to_string()].into();
+        meta.offsets = vec![staged("g1", 5), staged("g2", 7)];
+        meta.offsets_seq = decided_at;
+        drop(broker);
+        let mut line = serde_json::to_vec(&meta).unwrap();
+        line.push(b'\n');
+        let path = dir.path().join("transactions.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &line).unwrap();
+
+        let broker = Broker::open(config, "localhost".into(), 9092).unwrap();
+        assert_eq!(
+            broker.txns.describe("tx").unwrap().state,
+            TxnState::CompleteCommit
+        );
+        let offset = |g: &str| broker.offsets.fetch(g, "t", 0).map(|c| c.offset);
+        assert_eq!(
+            offset("g1"),
+            Some(9),
+            "not moved back to the transaction's 5"
+        );
+        assert_eq!(offset("g2"), Some(7), "applied on restart");
     }
 }
