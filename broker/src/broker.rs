@@ -66,6 +66,7 @@ impl Broker {
             txns,
         };
         // The partitions know their open transactions now: finish what a crash interrupted.
+        broker.offsets.raise_seq(broker.txns.highest_staged_seq());
         broker.txns.recover(&broker);
         Ok(broker)
     }

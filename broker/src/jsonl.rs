@@ -21,6 +21,9 @@ pub(crate) struct JsonLines {
     lines: usize,
     /// An append failed and the file could not be cut back: the next one starts a fresh line.
     torn: bool,
+    /// A rewrite replaced the file but it could not be opened again: appends would go to the
+    /// old, unlinked file, so they fail instead.
+    lost: bool,
 }
 
 /// `items` as JSON lines, and how many.
@@ -65,6 +68,7 @@ impl JsonLines {
             len: complete as u64,
             lines,
             torn: false,
+            lost: false,
         };
         Ok((this, items))
     }
@@ -73,9 +77,16 @@ impl JsonLines {
     /// A failed write is cut back off the file: left there, a partial line would glue itself
     /// to the next append and hide that one on replay.
     pub fn append(&mut self, buf: &[u8], count: usize) -> io::Result<()> {
+        if self.lost {
+            return Err(io::Error::other(format!(
+                "{} was replaced but could not be opened again",
+                self.path.display()
+            )));
+        }
         if self.torn {
             self.file.write_all(b"\n")?;
-            self.len += 1;
+            // Whatever part of the failed write stayed is before this newline.
+            self.len = self.file.metadata()?.len();
             self.torn = false;
         }
         let written = self.file.write_all(buf).and_then(|()| {
@@ -114,13 +125,22 @@ impl JsonLines {
         f.write_all(buf)?;
         f.sync_all()?;
         fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            crate::storage::sync_dir(dir)?;
+        match OpenOptions::new().append(true).open(&self.path) {
+            Ok(file) => {
+                self.file = file;
+                self.lost = false;
+            }
+            Err(e) => {
+                self.lost = true;
+                return Err(e);
+            }
         }
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = buf.len() as u64;
         self.lines = count;
         self.torn = false;
+        if let Some(dir) = self.path.parent() {
+            crate::storage::sync_dir(dir)?;
+        }
         Ok(())
     }
 }

@@ -89,7 +89,11 @@ impl OffsetStore {
 
     /// Durably records commits for one group.
     pub fn commit(&self, group: &str, commits: Vec<(String, i32, Committed)>) -> io::Result<()> {
-        self.commit_unless_newer(group, commits, u64::MAX)
+        let commits = commits
+            .into_iter()
+            .map(|(t, p, c)| (t, p, c, u64::MAX))
+            .collect();
+        self.commit_unless_newer(group, commits)
     }
 
     /// The sequence number of the last commit stored.
@@ -97,15 +101,22 @@ impl OffsetStore {
         lock(&self.file).1
     }
 
-    /// Like [`Self::commit`], except for the partitions whose committed offset was stored by a
-    /// commit numbered after `since` (see [`Self::last_seq`]): those keep it. A transaction
-    /// applying its offsets again after a failure uses it, so that it neither writes them twice
-    /// nor moves back an offset committed after it was decided.
+    /// Numbers the next commits after `seq` at least (a transaction may hold a number that a
+    /// lost or compacted tail of the file no longer shows).
+    pub fn raise_seq(&self, seq: u64) {
+        let mut file = lock(&self.file);
+        file.1 = file.1.max(seq);
+    }
+
+    /// Like [`Self::commit`], each offset given with a commit number `since` (see
+    /// [`Self::last_seq`]): a partition whose committed offset was stored by a later commit keeps
+    /// it. A transaction applies its staged offsets so, each numbered when it was staged: a plain
+    /// commit made since wins (as in Kafka), and applying them again after a failure writes
+    /// none twice.
     pub fn commit_unless_newer(
         &self,
         group: &str,
-        commits: Vec<(String, i32, Committed)>,
-        since: u64,
+        commits: Vec<(String, i32, Committed, u64)>,
     ) -> io::Result<()> {
         let mut file = lock(&self.file);
         let seq = file.1 + 1;
@@ -114,12 +125,12 @@ impl OffsetStore {
             let current = groups.get(group);
             commits
                 .into_iter()
-                .filter(|(t, p, _)| {
+                .filter(|(t, p, _, since)| {
                     current
                         .and_then(|g| g.get(&(t.clone(), *p)))
-                        .is_none_or(|stored| stored.seq <= since)
+                        .is_none_or(|stored| stored.seq <= *since)
                 })
-                .map(|(t, p, c)| Line {
+                .map(|(t, p, c, _)| Line {
                     g: group.to_string(),
                     t,
                     p,
@@ -209,6 +220,9 @@ impl OffsetStore {
 
     /// Forgets the offsets of a deleted topic.
     pub fn delete_topic(&self, topic: &str) -> io::Result<()> {
+        // The file's lock first, as a commit takes them: one under way applies its lines
+        // before the topic's are dropped, never after.
+        let mut file = lock(&self.file);
         {
             let mut groups = lock(&self.groups);
             for offsets in groups.values_mut() {
@@ -216,13 +230,19 @@ impl OffsetStore {
             }
             groups.retain(|_, offsets| !offsets.is_empty());
         }
-        self.compact()
+        self.rewrite(&mut file)
     }
 
     /// Rewrites the file with only the live entries.
     fn compact(&self) -> io::Result<()> {
         let mut file = lock(&self.file);
-        let live: Vec<Line> = lock(&self.groups)
+        self.rewrite(&mut file)
+    }
+
+    /// The live entries, and a last line that only keeps the commit number: the entry that
+    /// had it may be gone (a deleted offset), and numbers must never go back.
+    fn rewrite(&self, file: &mut (JsonLines, u64)) -> io::Result<()> {
+        let mut live: Vec<Line> = lock(&self.groups)
             .iter()
             .flat_map(|(g, offsets)| {
                 offsets.iter().map(|((t, p), stored)| Line {
@@ -236,6 +256,15 @@ impl OffsetStore {
                 })
             })
             .collect();
+        live.push(Line {
+            g: String::new(),
+            t: String::new(),
+            p: -1,
+            o: -1,
+            e: -1,
+            m: None,
+            s: file.1,
+        });
         let (buf, count) = to_lines(&live)?;
         file.0.rewrite(&buf, count)
     }
@@ -306,5 +335,37 @@ mod tests {
         let store = OffsetStore::open(dir.path(), false).unwrap();
         assert_eq!(store.fetch("g", "t", 2).unwrap().offset, 11);
         assert_eq!(store.fetch("g", "t", 0).unwrap().offset, 9);
+    }
+
+    #[test]
+    fn commit_numbers_never_go_back_across_compaction_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = |o| Committed {
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        let store = OffsetStore::open(dir.path(), false).unwrap();
+        store.commit("g", vec![("t".into(), 0, c(1))]).unwrap();
+        store.commit("h", vec![("u".into(), 0, c(2))]).unwrap();
+        // The last number belongs to a tombstone, then to nothing once the topic is dropped.
+        store.delete("g", None).unwrap();
+        store.delete_topic("u").unwrap();
+        let last = store.last_seq();
+        assert_eq!(last, 3);
+        drop(store);
+        let store = OffsetStore::open(dir.path(), false).unwrap();
+        assert_eq!(store.last_seq(), last);
+        assert!(store.groups().is_empty());
+        // A staged offset numbered before a later plain commit does not replace it.
+        store.commit("g", vec![("t".into(), 0, c(8))]).unwrap();
+        store
+            .commit_unless_newer("g", vec![("t".into(), 0, c(5), last)])
+            .unwrap();
+        assert_eq!(store.fetch("g", "t", 0).unwrap().offset, 8);
+        store
+            .commit_unless_newer("g", vec![("t".into(), 1, c(5), last)])
+            .unwrap();
+        assert_eq!(store.fetch("g", "t", 1).unwrap().offset, 5);
     }
 }

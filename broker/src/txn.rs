@@ -67,6 +67,10 @@ pub struct StagedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
+    /// The offset store's last commit number when it was staged: applied only to a partition
+    /// not committed since (none in state files from before it existed: applied regardless).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 /// The durable state of one transactional id (one line of the file).
@@ -85,11 +89,6 @@ pub struct TxnMetadata {
     pub offsets: Vec<StagedOffset>,
     /// When the current transaction started (wall clock ms), for its timeout.
     pub started_ms: i64,
-    /// The offset store's last commit when `PrepareCommit` was stored: applying the staged
-    /// offsets again (a retry after a failure, a restart) leaves alone the partitions committed
-    /// since, among them those the first attempt already wrote.
-    #[serde(default)]
-    pub offsets_seq: u64,
 }
 
 /// Why a transactional request is refused (mapped to a Kafka error by the handler).
@@ -281,7 +280,6 @@ impl TxnCoordinator {
                         groups: BTreeSet::new(),
                         offsets: Vec::new(),
                         started_ms: -1,
-                        offsets_seq: 0,
                     }));
                     txns.insert(transactional_id.to_string(), entry.clone());
                     entry
@@ -446,6 +444,17 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// The highest commit number a staged offset holds (0 if none): the offset store must never
+    /// number a commit below it.
+    pub fn highest_staged_seq(&self) -> u64 {
+        let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
+        entries
+            .iter()
+            .flat_map(|e| lock(e).offsets.iter().filter_map(|o| o.seq).max())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether a transaction not yet complete has staged an offset for this partition of
     /// `group`: its committed offset is not stable (OffsetFetch with `require_stable` answers
     /// UNSTABLE_OFFSET_COMMIT, and the client asks again).
@@ -521,10 +530,8 @@ impl TxnCoordinator {
             TxnState::PrepareAbort
         };
         if meta.state != prepare {
-            let offsets_seq = broker.offsets.last_seq();
             self.update(meta, |m| {
                 m.state = prepare;
-                m.offsets_seq = offsets_seq;
                 if bump && m.producer_epoch < i16::MAX - 1 {
                     m.producer_epoch += 1;
                 }
@@ -547,7 +554,10 @@ impl TxnCoordinator {
             }
         }
         if commit {
-            let mut by_group: BTreeMap<&str, Vec<(String, i32, Committed)>> = BTreeMap::new();
+            // Each offset goes only where the group has not committed since it was staged: a
+            // plain commit made meanwhile wins, and finishing again after a failure (a retry,
+            // a restart) does not write twice what the first attempt wrote.
+            let mut by_group: BTreeMap<&str, Vec<(String, i32, Committed, u64)>> = BTreeMap::new();
             for o in &meta.offsets {
                 by_group.entry(&o.group).or_default().push((
                     o.topic.clone(),
@@ -557,11 +567,11 @@ impl TxnCoordinator {
                         leader_epoch: o.leader_epoch,
                         metadata: o.metadata.clone(),
                     },
+                    o.seq.unwrap_or(u64::MAX),
                 ));
             }
             for (group, commits) in by_group {
-                let since = meta.offsets_seq;
-                broker.offsets.commit_unless_newer(group, commits, since).map_err(|e| {
+                broker.offsets.commit_unless_newer(group, commits).map_err(|e| {
                     tracing::error!(transactional_id = %meta.transactional_id, group, "could not commit a transaction's offsets: {e}");
                     TxnError::Storage
                 })?;
@@ -596,7 +606,9 @@ impl TxnCoordinator {
     /// could go on adding partitions to a new transaction of the same epoch and commit it, a
     /// part of what it thinks is one transaction (the rest was aborted here).
     pub fn recover(&self, broker: &Broker) {
-        for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
+        // Collected first: the map's lock must not be held while transactions end.
+        let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
+        for entry in entries {
             let mut meta = lock(&entry);
             let (commit, bump) = match meta.state {
                 TxnState::Ongoing => (false, true),
@@ -626,7 +638,9 @@ impl TxnCoordinator {
             tracing::warn!("could not compact the transaction state file: {e}");
         }
         let mut aborted = 0;
-        for entry in lock(&self.txns).values().cloned().collect::<Vec<_>>() {
+        // Collected first: the map's lock must not be held while transactions end.
+        let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
+        for entry in entries {
             let mut meta = lock(&entry);
             let result = match meta.state {
                 TxnState::Ongoing if now_ms - meta.started_ms > meta.timeout_ms => {
@@ -712,6 +726,8 @@ mod tests {
             leader_epoch: -1,
             metadata: None,
         };
+        // Both offsets were staged before any of the commits below.
+        let staged_at = Some(broker.offsets.last_seq());
         let staged = |group: &str, offset| StagedOffset {
             group: group.into(),
             topic: "t".into(),
@@ -719,8 +735,8 @@ mod tests {
             offset,
             leader_epoch: -1,
             metadata: None,
+            seq: staged_at,
         };
-        let decided_at = broker.offsets.last_seq();
         // The first attempt applied g1's offset, then died; g1 committed 9 afterwards.
         let offsets = &broker.offsets;
         offsets
@@ -735,7 +751,6 @@ mod tests {
         meta.producer_id = id;
         meta.groups = ["g1".to_string(), "g2".to_string()].into();
         meta.offsets = vec![staged("g1", 5), staged("g2", 7)];
-        meta.offsets_seq = decided_at;
         drop(broker);
         let mut line = serde_json::to_vec(&meta).unwrap();
         line.push(b'\n');

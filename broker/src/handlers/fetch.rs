@@ -105,13 +105,10 @@ fn read_once(
                         .with_log_start_offset(start);
                     let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
                     // KIP-74: the first non-empty partition may exceed the limits by one batch.
-                    let read = if read_committed
-                        && fp.fetch_offset >= stable.max(start)
-                        && fp.fetch_offset <= end
-                    {
-                        // Nothing stable to give yet (or anymore, at the end). Below the log
-                        // start the read answers out of range, even if the last stable offset
-                        // was left behind there by an open transaction whose start was deleted.
+                    let read = if read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end {
+                        // Nothing stable to give yet (or anymore, at the end). The last stable
+                        // offset is never below the log start, so below it the read answers
+                        // out of range.
                         Ok(ReadOutcome::Batches(Bytes::new()))
                     } else {
                         log.read(fp.fetch_offset, limit, total == 0)

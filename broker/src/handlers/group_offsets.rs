@@ -237,38 +237,34 @@ fn lookup(
     wanted: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> TopicOffsets {
-    let mut found = match wanted {
-        Some(topics) => topics
-            .into_iter()
-            .map(|(t, ps)| {
-                let parts = ps
-                    .into_iter()
-                    .map(|p| (p, Ok(broker.offsets.fetch(group, &t, p))))
-                    .collect();
-                (t, parts)
-            })
-            .collect(),
-        None => {
-            let mut out: TopicOffsets = Vec::new();
-            for (t, p, c) in broker.offsets.group_offsets(group) {
-                match out.last_mut() {
-                    Some((last, parts)) if *last == t => parts.push((p, Ok(Some(c)))),
-                    _ => out.push((t, vec![(p, Ok(Some(c)))])),
-                }
-            }
-            out
-        }
-    };
-    if require_stable {
-        for (topic, parts) in &mut found {
-            for (p, committed) in parts {
-                if broker.txns.has_unstable_offset(group, topic, *p) {
-                    *committed = Err(ResponseError::UnstableOffsetCommit);
-                }
+    let wanted = wanted.unwrap_or_else(|| {
+        let mut all: Vec<(String, Vec<i32>)> = Vec::new();
+        for (t, p, _) in broker.offsets.group_offsets(group) {
+            match all.last_mut() {
+                Some((last, parts)) if *last == t => parts.push(p),
+                _ => all.push((t, vec![p])),
             }
         }
-    }
-    found
+        all
+    });
+    wanted
+        .into_iter()
+        .map(|(t, ps)| {
+            let parts = ps
+                .into_iter()
+                .map(|p| {
+                    // Checked before the offset is read: a transaction completing in between
+                    // has applied its offsets by the time it stops being pending.
+                    if require_stable && broker.txns.has_unstable_offset(group, &t, p) {
+                        (p, Err(ResponseError::UnstableOffsetCommit))
+                    } else {
+                        (p, Ok(broker.offsets.fetch(group, &t, p)))
+                    }
+                })
+                .collect();
+            (t, parts)
+        })
+        .collect()
 }
 
 /// The found offsets as response topics: `$topic` and `$partition` are v8's types or the older

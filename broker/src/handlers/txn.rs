@@ -320,6 +320,8 @@ pub fn txn_offset_commit(
         })
         .collect();
     if error.is_none() {
+        // Numbered as of now: a plain commit of the group after this one wins over it.
+        let seq = broker.offsets.last_seq();
         let staged: Vec<StagedOffset> = request
             .topics
             .iter()
@@ -339,6 +341,7 @@ pub fn txn_offset_commit(
                             .committed_metadata
                             .as_ref()
                             .map(|m| m.as_str().to_string()),
+                        seq: Some(seq),
                     })
             })
             .collect();

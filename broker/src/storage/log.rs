@@ -302,13 +302,15 @@ impl PartitionLog {
     }
 
     /// The last stable offset: the first offset of the earliest open transaction, or the high
-    /// watermark when none is open. Read-committed consumers read up to it.
+    /// watermark when none is open, and never below the log start (an open transaction whose
+    /// first records were deleted holds it there). Read-committed consumers read up to it.
     pub fn last_stable_offset(&self) -> i64 {
         self.open_txns
             .values()
             .copied()
             .min()
             .unwrap_or_else(|| self.next_offset())
+            .max(self.log_start_offset())
     }
 
     /// Whether `producer_id` has an open transaction in this partition.

@@ -551,11 +551,12 @@ function topicView(main, name) {
   const timer = setInterval(load, 3000);
   const off = onLive((kind, batch) => {
     if (kind !== "records" || !follow.checked) return;
+    const shown = browsing;
     for (const r of batch.records) {
       if (r.topic !== name || String(r.partition) !== partition.value) continue;
       // The live feed carries where a record is; fetch it whole.
       api(`/api/topics/${encodeURIComponent(name)}/messages?partition=${r.partition}&from=offset&value=${r.offset}&limit=1&isolation=${isolation.value}`)
-        .then((res) => { for (const rec of res.records) list.prepend(recordEl(rec)); }).catch(() => {});
+        .then((res) => { if (shown === browsing) for (const rec of res.records) list.prepend(recordEl(rec)); }).catch(() => {});
     }
   });
   return () => { clearInterval(timer); off(); };

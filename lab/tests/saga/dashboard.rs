@@ -222,7 +222,9 @@ async fn the_message_browser_reads_committed_or_everything() {
     browser
         .wait_text("#partitions tbody", |t| !t.is_empty())
         .await;
-    let load = |isolation: &'static str| {
+    // Waits for the list to show `last` (the answer to this Load: an earlier answer arriving
+    // late is dropped by the page).
+    let load = |isolation: &'static str, last: &'static str| {
         let browser = &browser;
         async move {
             load_messages(
@@ -235,17 +237,17 @@ async fn the_message_browser_reads_committed_or_everything() {
             )
             .await;
             browser
-                .wait_text("#records", |t| t.contains("also kept"))
+                .wait_text("#records", |t| t.contains("also kept") && t.contains(last))
                 .await
         }
     };
-    let committed = load("read_committed").await;
+    let committed = load("read_committed", "kept").await;
     assert!(committed.contains("partition 0 · offset 0"), "{committed}");
     assert!(
         !committed.contains("dropped"),
         "read_committed: {committed}"
     );
-    let everything = load("read_uncommitted").await;
+    let everything = load("read_uncommitted", "dropped").await;
     assert!(
         everything.contains("dropped"),
         "read_uncommitted: {everything}"
