@@ -676,7 +676,8 @@ async fn transactional_batches_need_a_transaction_and_control_batches_are_refuse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_and_list_transactions_show_the_coordinator_state() {
     use kafka_protocol::messages::{
-        DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId,
+        DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest,
+        TransactionalId, describe_producers_request,
     };
     let b = TestBroker::start().await;
     create_topic(&b.bootstrap, "shown", 2, &[]).await;
@@ -749,7 +750,52 @@ async fn describe_and_list_transactions_show_the_coordinator_state() {
         .await;
     assert_eq!(bogus.unknown_state_filters.len(), 1);
     assert!(bogus.transaction_states.is_empty());
+
+    // DescribeProducers: the open transaction's producer, and where it holds each partition.
+    let open_id = s[0].producer_id;
+    let producers = raw
+        .call(
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(StrBytes::from_static_str("shown")))
+                    .with_partition_indexes(vec![0, 1, 7]),
+            ]),
+            0,
+        )
+        .await;
+    let parts = &producers.topics[0].partitions;
+    for p in &parts[..2] {
+        assert_eq!(p.error_code, 0);
+        let mine = p
+            .active_producers
+            .iter()
+            .find(|a| a.producer_id == open_id)
+            .unwrap_or_else(|| panic!("partition {}: {:?}", p.partition_index, p.active_producers));
+        assert_eq!(mine.last_sequence, 0, "one record sent");
+        assert!(
+            mine.current_txn_start_offset >= 0,
+            "its transaction is open"
+        );
+        assert!(mine.last_timestamp > 0);
+    }
+    assert_eq!(parts[2].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
     blocking(|| open.abort_transaction(TXN_TIMEOUT)).unwrap();
+    let after = raw
+        .call(
+            &DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(StrBytes::from_static_str("shown")))
+                    .with_partition_indexes(vec![0]),
+            ]),
+            0,
+        )
+        .await;
+    let mine = after.topics[0].partitions[0]
+        .active_producers
+        .iter()
+        .find(|a| a.producer_id == open_id)
+        .map(|m| m.current_txn_start_offset);
+    assert_eq!(mine, Some(-1), "aborted: no open transaction");
 }
 
 /// What a transaction's producer learned of its fate.

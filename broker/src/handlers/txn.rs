@@ -1,6 +1,6 @@
 //! Transactions (KIP-98): AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, on
-//! the transaction coordinator (`crate::txn`); DescribeTransactions and ListTransactions
-//! (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
+//! the transaction coordinator (`crate::txn`); DescribeTransactions, ListTransactions and
+//! DescribeProducers (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
 //! Produce in `produce`; read-committed Fetch in `fetch`.
 
 use super::group_offsets::refusal;
@@ -14,9 +14,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    ResponseKind, TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TopicName,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, describe_producers_response,
     describe_transactions_response, list_transactions_response,
 };
 
@@ -55,7 +56,57 @@ pub(super) static ROUTES: &[Route] = &[
     route!(ListTransactions, 0..=1, disk, |b, r, _c| {
         Reply::send(ResponseKind::ListTransactions(list_transactions(b, r)))
     }),
+    route!(DescribeProducers, 0..=0, disk, |b, r, _c| {
+        Reply::send(ResponseKind::DescribeProducers(describe_producers(b, r)))
+    }),
 ];
+
+/// The producers each asked partition remembers: epoch, last sequence and timestamp, and where
+/// their open transaction starts (what `kafka-transactions.sh describe-producers` shows, to
+/// find a transaction that hangs a partition's last stable offset).
+pub fn describe_producers(
+    broker: &Broker,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics.get(t.name.as_str());
+            let partitions = t
+                .partition_indexes
+                .into_iter()
+                .map(|index| {
+                    let answer = describe_producers_response::PartitionResponse::default()
+                        .with_partition_index(index);
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
+                        return answer
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let producers = partition
+                        .log()
+                        .active_producers()
+                        .into_iter()
+                        .map(|p| {
+                            describe_producers_response::ProducerState::default()
+                                .with_producer_id(ProducerId(p.producer_id))
+                                .with_producer_epoch(i32::from(p.epoch))
+                                .with_last_sequence(p.last_sequence)
+                                .with_last_timestamp(p.last_timestamp)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(p.txn_start_offset)
+                        })
+                        .collect();
+                    answer.with_active_producers(producers)
+                })
+                .collect();
+            describe_producers_response::TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DescribeProducersResponse::default().with_topics(topics)
+}
 
 pub fn describe_transactions(
     broker: &Broker,

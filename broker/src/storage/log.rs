@@ -123,6 +123,16 @@ struct ProducerEntry {
     recent: VecDeque<SentBatch>,
 }
 
+/// What a partition remembers of one producer (see [`PartitionLog::active_producers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub txn_start_offset: i64,
+}
+
 /// An aborted transaction of one partition: its producer, the offset of its first batch and of
 /// its abort marker. Read-committed fetches that return any of that range list it, so the
 /// client drops its records.
@@ -311,6 +321,25 @@ impl PartitionLog {
             .min()
             .unwrap_or_else(|| self.next_offset())
             .max(self.log_start_offset())
+    }
+
+    /// The producers this partition remembers (DescribeProducers), by producer id: epoch, the
+    /// sequence and max timestamp of their last batch (-1 if none is kept), and the first
+    /// offset of their open transaction here (-1 if none).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut all: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(id, p)| ActiveProducer {
+                producer_id: *id,
+                epoch: p.epoch,
+                last_sequence: p.recent.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: p.recent.back().map_or(-1, |b| b.max_timestamp),
+                txn_start_offset: self.open_txns.get(id).copied().unwrap_or(-1),
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
     }
 
     /// Whether `producer_id` has an open transaction in this partition.
