@@ -242,53 +242,30 @@ pub fn describe_configs(
                 }
                 RESOURCE_BROKER => {
                     let c = &broker.config;
-                    vec![
+                    // The broker's settings as Kafka names them: from its command line, or
+                    // fixed for one node.
+                    let set: [(&str, String); 7] = [
+                        ("num.partitions", c.default_partitions.to_string()),
                         (
-                            "num.partitions".into(),
-                            Some(c.default_partitions.to_string()),
-                            SOURCE_STATIC_BROKER,
+                            "auto.create.topics.enable",
+                            c.auto_create_topics.to_string(),
                         ),
-                        (
-                            "auto.create.topics.enable".into(),
-                            Some(c.auto_create_topics.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "log.retention.ms".into(),
-                            Some(c.retention_ms.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "log.retention.bytes".into(),
-                            Some(c.retention_bytes.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "log.segment.bytes".into(),
-                            Some(c.segment_bytes.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "log.roll.ms".into(),
-                            Some(c.segment_ms.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "socket.request.max.bytes".into(),
-                            Some(c.max_request_bytes.to_string()),
-                            SOURCE_STATIC_BROKER,
-                        ),
-                        (
-                            "default.replication.factor".into(),
-                            Some("1".into()),
-                            SOURCE_DEFAULT,
-                        ),
-                        (
-                            "min.insync.replicas".into(),
-                            Some("1".into()),
-                            SOURCE_DEFAULT,
-                        ),
-                    ]
+                        ("log.retention.ms", c.retention_ms.to_string()),
+                        ("log.retention.bytes", c.retention_bytes.to_string()),
+                        ("log.segment.bytes", c.segment_bytes.to_string()),
+                        ("log.roll.ms", c.segment_ms.to_string()),
+                        ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+                    ];
+                    let fixed = [
+                        ("default.replication.factor", "1"),
+                        ("min.insync.replicas", "1"),
+                    ];
+                    set.into_iter()
+                        .map(|(name, value)| (name.to_string(), Some(value), SOURCE_STATIC_BROKER))
+                        .chain(fixed.into_iter().map(|(name, value)| {
+                            (name.to_string(), Some(value.to_string()), SOURCE_DEFAULT)
+                        }))
+                        .collect()
                 }
                 _ => {
                     return result
