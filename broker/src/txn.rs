@@ -665,11 +665,11 @@ mod tests {
     use super::*;
     use crate::BrokerConfig;
 
-    #[test]
-    fn the_state_file_is_compacted_by_the_ticker_and_replays_the_same() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A broker on `dir` with a one-partition topic `t` and the transactional id `tx`
+    /// initialised: its config, the broker, and the producer's id and epoch.
+    fn broker_with_producer(dir: &Path) -> (BrokerConfig, Broker, i64, i16) {
         let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             ..BrokerConfig::default()
         };
         let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
@@ -678,6 +678,13 @@ mod tests {
             .txns
             .init_producer(&broker, "tx", 60_000, None)
             .unwrap();
+        (config, broker, id, epoch)
+    }
+
+    #[test]
+    fn the_state_file_is_compacted_by_the_ticker_and_replays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, broker, id, epoch) = broker_with_producer(dir.path());
         for _ in 0..400 {
             let txns = &broker.txns;
             txns.add_partitions("tx", id, epoch, vec![("t".into(), 0)])
@@ -711,16 +718,7 @@ mod tests {
     #[test]
     fn finishing_a_commit_again_applies_only_offsets_not_committed_since() {
         let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
-        broker.topics.create("t", Some(1), BTreeMap::new()).unwrap();
-        let (id, epoch) = broker
-            .txns
-            .init_producer(&broker, "tx", 60_000, None)
-            .unwrap();
+        let (config, broker, id, epoch) = broker_with_producer(dir.path());
         let committed = |offset| Committed {
             offset,
             leader_epoch: -1,
