@@ -83,13 +83,7 @@ fn list_blocking(brokers: &str, topic: &str) -> Result<Vec<DeadLetter>, DlqError
         .set("enable.auto.commit", "false")
         .create()?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = crate::kafka::partitions_of(&consumer, topic, timeout)?;
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0usize;
     let mut high_marks = std::collections::HashMap::new();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, FutureProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -35,6 +36,21 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .set("linger.ms", "0")
         .set("message.timeout.ms", "30000")
         .create()
+}
+
+/// The partitions of `topic` in the broker's metadata (none if it doesn't exist).
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// Waits until every record `producer` sent has its delivery report, serving reports in 1 ms

@@ -123,7 +123,7 @@ const MAX_METADATA_BYTES: usize = 4096;
 
 /// What is wrong with committing an offset for `partition` of `topic`, whatever the group says:
 /// a partition that doesn't exist is not stored (as in Kafka), and neither is oversized metadata.
-pub(super) fn refusal(
+fn refusal(
     topic: Option<&crate::topics::Topic>,
     partition: i32,
     metadata: Option<&str>,
@@ -137,6 +137,31 @@ pub(super) fn refusal(
     }
 }
 
+/// The [`refusal`] of each partition of each topic of an OffsetCommit or TxnOffsetCommit
+/// request: `topic` gives a topic's name and partitions, `partition` a partition's index and
+/// metadata.
+pub(super) fn refusals<'a, T, P: 'a>(
+    broker: &Broker,
+    topics: &'a [T],
+    topic: impl Fn(&'a T) -> (&'a str, &'a Vec<P>),
+    partition: impl Fn(&'a P) -> (i32, Option<&'a str>),
+) -> Vec<Vec<Option<ResponseError>>> {
+    topics
+        .iter()
+        .map(|t| {
+            let (name, partitions) = topic(t);
+            let found = broker.topics.get(name);
+            partitions
+                .iter()
+                .map(|p| {
+                    let (index, metadata) = partition(p);
+                    refusal(found.as_deref(), index, metadata)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.as_str();
     let mut error = broker.groups.validate_commit(
@@ -144,25 +169,12 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         request.generation_id_or_member_epoch,
         request.member_id.as_str(),
     );
-    // What is wrong with one partition, whatever the group says: an offset for a partition
-    // that doesn't exist is not stored (as in Kafka), and neither is oversized metadata.
-    let refusals: Vec<Vec<Option<ResponseError>>> = request
-        .topics
-        .iter()
-        .map(|t| {
-            let topic = broker.topics.get(t.name.as_str());
-            t.partitions
-                .iter()
-                .map(|p| {
-                    refusal(
-                        topic.as_deref(),
-                        p.partition_index,
-                        p.committed_metadata.as_deref(),
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let refusals = refusals(
+        broker,
+        &request.topics,
+        |t| (t.name.as_str(), &t.partitions),
+        |p| (p.partition_index, p.committed_metadata.as_deref()),
+    );
     if error.is_none() {
         let commits = request
             .topics

@@ -3,7 +3,7 @@
 //! DescribeProducers (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
 //! Produce in `produce`; read-committed Fetch in `fetch`.
 
-use super::group_offsets::refusal;
+use super::group_offsets::refusals;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -353,23 +353,12 @@ pub fn txn_offset_commit(
     } else {
         None
     };
-    let refusals: Vec<Vec<Option<ResponseError>>> = request
-        .topics
-        .iter()
-        .map(|t| {
-            let topic = broker.topics.get(t.name.as_str());
-            t.partitions
-                .iter()
-                .map(|p| {
-                    refusal(
-                        topic.as_deref(),
-                        p.partition_index,
-                        p.committed_metadata.as_deref(),
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let refusals = refusals(
+        broker,
+        &request.topics,
+        |t| (t.name.as_str(), &t.partitions),
+        |p| (p.partition_index, p.committed_metadata.as_deref()),
+    );
     if error.is_none() {
         // Numbered as of now: a plain commit of the group after this one wins over it.
         let seq = broker.offsets.last_seq();

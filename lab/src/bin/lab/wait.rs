@@ -223,13 +223,7 @@ fn committed_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> 
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = saga_shared::kafka::partitions_of(&consumer, topic, Duration::from_secs(5))?;
     anyhow::ensure!(!partitions.is_empty(), "no topic {topic}");
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
