@@ -52,12 +52,30 @@ pub struct BrokerConfig {
     pub retention_ms: i64,
     /// Default size retention per partition in bytes, `-1` for none.
     pub retention_bytes: i64,
-    /// How often retention runs.
+    /// How often retention runs (and idle segment files are closed).
     pub retention_check_interval: Duration,
-    /// Largest request frame accepted; bigger frames close the connection.
+    /// An old segment's file no read used for this long is closed (reopened on the next read),
+    /// so open files grow with the partitions in use rather than with the segments on disk.
+    pub segment_file_idle: Duration,
+    /// Largest request frame accepted; bigger frames close the connection
+    /// (`socket.request.max.bytes`).
     pub max_request_bytes: usize,
-    /// Connections beyond this wait for a free slot.
+    /// Bytes of requests being read or handled across all connections at once
+    /// (`queued.max.request.bytes`): a connection whose next bytes would pass it waits, so many
+    /// clients sending large requests at once cannot take the broker's memory. At least
+    /// `max_request_bytes` (a smaller value is raised to it).
+    pub queued_max_request_bytes: usize,
+    /// Connections beyond this wait for a free slot (`max.connections`).
     pub max_connections: usize,
+    /// A connection with no request for this long is closed (`connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
+    /// Once the first byte of a request arrives, the whole request must arrive within this, or
+    /// the connection is closed: a client cannot hold a connection (and the bytes of its half-sent
+    /// request) by sending a few bytes and then nothing.
+    pub request_read_timeout: Duration,
+    /// Partitions one CreateTopics request (or one Metadata request's automatic creations) may
+    /// make in all; Kafka's controller refuses more than 10,000 records per operation.
+    pub max_partitions_per_request: i32,
     /// How long a new group waits for more members before its first rebalance completes.
     pub group_initial_rebalance_delay: Duration,
     pub group_min_session_timeout: Duration,
@@ -82,8 +100,13 @@ impl Default for BrokerConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             retention_check_interval: Duration::from_secs(30),
+            segment_file_idle: Duration::from_secs(60),
             max_request_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
+            connections_max_idle: Duration::from_secs(600),
+            request_read_timeout: Duration::from_secs(30),
+            max_partitions_per_request: 10_000,
             group_initial_rebalance_delay: Duration::from_millis(300),
             group_min_session_timeout: Duration::from_millis(1000),
             group_max_session_timeout: Duration::from_secs(1800),

@@ -15,11 +15,12 @@ static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHu
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on. Repeat (or separate with commas) for several listeners.
+    /// Address to listen on. Repeat (or separate with commas) for several listeners. Only this
+    /// machine by default; `0.0.0.0:9092` serves the network (e.g. in a container).
     #[arg(
         long,
         env = "BROKER_LISTEN",
-        default_value = "0.0.0.0:9092",
+        default_value = "127.0.0.1:9092",
         value_delimiter = ','
     )]
     listen: Vec<String>,
@@ -41,7 +42,7 @@ struct Args {
     /// each acknowledgement; survives power loss), or a period like 1000ms.
     #[arg(long, env = "BROKER_FSYNC", default_value = "never")]
     fsync: FsyncPolicy,
-    /// Roll a segment at this size in bytes.
+    /// Roll a segment at this size in bytes (at least 1048576, as in Kafka 4).
     #[arg(long, env = "BROKER_SEGMENT_BYTES", default_value_t = 128 * 1024 * 1024)]
     segment_bytes: u64,
     /// Roll a segment at this age in ms.
@@ -56,9 +57,34 @@ struct Args {
     /// How often retention runs, in ms.
     #[arg(long, env = "BROKER_RETENTION_CHECK_MS", default_value_t = 30_000)]
     retention_check_ms: u64,
-    /// Largest request accepted, in bytes.
+    /// Largest request accepted, in bytes (socket.request.max.bytes).
     #[arg(long, env = "BROKER_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// Bytes of requests in memory across all connections at once (queued.max.request.bytes);
+    /// at least --max-request-bytes.
+    #[arg(long, env = "BROKER_QUEUED_MAX_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024)]
+    queued_max_request_bytes: usize,
+    /// Most client connections at once (max.connections); more wait to be accepted.
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection with no request for this long, in ms (connections.max.idle.ms).
+    #[arg(
+        long,
+        env = "BROKER_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    connections_max_idle_ms: u64,
+    /// Close a connection whose request does not arrive whole this long after its first byte,
+    /// in ms.
+    #[arg(long, env = "BROKER_REQUEST_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    request_read_timeout_ms: u64,
+    /// Most partitions one CreateTopics (or one metadata request's automatic creations) makes.
+    #[arg(
+        long,
+        env = "BROKER_MAX_PARTITIONS_PER_REQUEST",
+        default_value_t = 10_000
+    )]
+    max_partitions_per_request: i32,
     /// Delay before a new group's first rebalance completes, in ms.
     #[arg(long, env = "BROKER_GROUP_INITIAL_DELAY_MS", default_value_t = 300)]
     group_initial_rebalance_delay_ms: u64,
@@ -84,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
         args.listen.len(),
         args.advertised.len()
     );
+    // One broker per data dir: two would write the same segment files.
+    let _lock = lock_data_dir(&args.data_dir)?;
+    raise_open_file_limit();
     let mut listeners = Vec::with_capacity(args.listen.len());
     for (i, address) in args.listen.iter().enumerate() {
         listeners.push(broker::Listener {
@@ -103,12 +132,51 @@ async fn main() -> anyhow::Result<()> {
         retention_bytes: args.retention_bytes,
         retention_check_interval: Duration::from_millis(args.retention_check_ms.max(10)),
         max_request_bytes: args.max_request_bytes,
+        queued_max_request_bytes: args.queued_max_request_bytes,
+        max_connections: args.max_connections.max(1),
+        connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
+        request_read_timeout: Duration::from_millis(args.request_read_timeout_ms.max(1)),
+        max_partitions_per_request: args.max_partitions_per_request.max(1),
         group_initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
         transaction_max_timeout: Duration::from_millis(args.transaction_max_timeout_ms),
         transaction_check_interval: Duration::from_millis(args.transaction_check_ms.max(10)),
         ..BrokerConfig::default()
     };
     broker::run(listeners, config, shutdown_signal()).await
+}
+
+/// Takes `<data-dir>/broker.lock` with an advisory lock (`flock`) held while the process runs;
+/// the kernel drops it when the process ends, however it ends, so no stale lock is left.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data dir {}: {e}", dir.display()))?;
+    let path = dir.join("broker.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot write the data dir {}: {e}", dir.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another broker is running on the data dir {}; stop it or give this one another \
+             --data-dir (or BROKER_DATA_DIR)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as Kafka's start scripts advise: each
+/// partition keeps its active segment open, and each client a socket.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

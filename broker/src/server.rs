@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, FsyncPolicy};
-use crate::connection;
+use crate::connection::{self, RequestBudget};
 
 /// A running broker. [`BrokerHandle::shutdown`] stops it gracefully (flushing the logs);
 /// dropping the handle aborts its tasks without that final flush.
@@ -129,6 +129,14 @@ pub async fn spawn_listeners(
     let broker = Arc::new(broker);
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // One connection limit and one request budget for all listeners together.
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let budget = RequestBudget::new(
+        broker
+            .config
+            .queued_max_request_bytes
+            .max(broker.config.max_request_bytes),
+    );
     for (listener, advertised) in endpoints {
         tracing::info!(
             local_addr = %listener.local_addr()?,
@@ -139,6 +147,10 @@ pub async fn spawn_listeners(
             listener,
             advertised,
             broker.clone(),
+            Gates {
+                connections: limit.clone(),
+                budget: budget.clone(),
+            },
             shutdown.subscribe(),
         ));
     }
@@ -165,17 +177,23 @@ pub async fn run(
     Ok(())
 }
 
+/// What every connection shares: the connection slots and the request budget.
+struct Gates {
+    connections: Arc<Semaphore>,
+    budget: RequestBudget,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     advertised: Arc<Advertised>,
     broker: Arc<Broker>,
+    gates: Gates,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = gates.connections.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.changed() => break,
         };
         let accepted = tokio::select! {
@@ -187,8 +205,9 @@ async fn accept_loop(
                 let broker = broker.clone();
                 let advertised = advertised.clone();
                 let shutdown = shutdown.clone();
+                let budget = gates.budget.clone();
                 connections.spawn(async move {
-                    connection::serve(broker, stream, peer, advertised, shutdown).await;
+                    connection::serve(broker, stream, peer, advertised, budget, shutdown).await;
                     drop(permit);
                 });
             }
@@ -232,7 +251,11 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             }
             _ = retention.tick() => {
                 let b = broker.clone();
-                let deleted = tokio::task::spawn_blocking(move || b.topics.enforce_retention(now_ms())).await.unwrap_or(0);
+                let deleted = tokio::task::spawn_blocking(move || {
+                    b.topics.enforce_retention(now_ms(), b.config.segment_file_idle)
+                })
+                .await
+                .unwrap_or(0);
                 if deleted > 0 {
                     tracing::info!(segments = deleted, "retention deleted old segments");
                 }

@@ -67,6 +67,10 @@ pub struct TopicConfig {
     pub timestamp_type: TimestampType,
 }
 
+/// The smallest `segment.bytes` (Kafka 4's minimum): smaller segments would let one client make
+/// a file per batch.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+
 fn number(value: &str) -> Result<i64, &'static str> {
     value.parse::<i64>().map_err(|_| "not a number")
 }
@@ -155,8 +159,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
         default: |d| d.segment_bytes.to_string(),
         apply: |c, v| {
             let n = number(v)?;
-            if !(1024..=1 << 30).contains(&n) {
-                return Err("must be between 1024 and 1073741824");
+            if !(MIN_SEGMENT_BYTES as i64..=1 << 30).contains(&n) {
+                return Err("must be between 1048576 and 1073741824");
             }
             c.segment_bytes = n as u64;
             Ok(())
@@ -216,6 +220,10 @@ pub enum TopicError {
     },
     #[error("unknown topic '{0}'")]
     Unknown(String),
+    #[error(
+        "topic '{name}' collides with the existing topic '{existing}' (names that differ only in case or in '.' versus '_' would share a directory or metric names)"
+    )]
+    Collides { name: String, existing: String },
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -334,8 +342,15 @@ impl Topic {
 #[derive(Debug)]
 pub struct TopicRegistry {
     dir: PathBuf,
+    /// Where deleted topics' directories are moved (by a rename, under `admin`) before they are
+    /// removed in the background, so a topic created with the same name is never touched.
+    trash: PathBuf,
     defaults: Defaults,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises the changes to the set of topics (create, delete, grow, alter), which do file
+    /// system work. The map's lock is only taken for the final swap, so produce and fetch never
+    /// wait for a topic of 10,000 partitions to be created.
+    admin: Mutex<()>,
 }
 
 /// Broker-wide defaults for new topics.
@@ -362,6 +377,12 @@ impl Defaults {
     }
 }
 
+/// Kafka's collision rule, widened to case: two names that differ only in case (one directory on
+/// a case-insensitive file system) or in '.' versus '_' (one metric name) can't both exist.
+fn collision_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace('.', "_")
+}
+
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
@@ -377,10 +398,19 @@ impl TopicRegistry {
     pub fn open(config: &BrokerConfig) -> Result<Self, TopicError> {
         let dir = config.data_dir.join("topics");
         fs::create_dir_all(&dir)?;
+        let trash = config.data_dir.join("deleted-topics");
+        if trash.exists() {
+            // Deletions a stop interrupted: finish them.
+            fs::remove_dir_all(&trash)?;
+        }
+        // The broker-wide defaults must themselves be valid topic configs.
+        resolve(&Defaults::new(config), &BTreeMap::new())?;
         let registry = Self {
             dir: dir.clone(),
+            trash,
             defaults: Defaults::new(config),
             topics: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
         };
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -424,6 +454,10 @@ impl TopicRegistry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
         self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admin(&self) -> MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn load(&self, name: &str, dir: PathBuf, meta: TopicFile) -> Result<Topic, TopicError> {
@@ -519,9 +553,18 @@ impl TopicRegistry {
         if !(1..=10_000).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
         }
-        if self.read().contains_key(name) {
+        let topics = self.read();
+        if topics.contains_key(name) {
             return Err(TopicError::AlreadyExists(name.into()));
         }
+        let key = collision_key(name);
+        if let Some(existing) = topics.keys().find(|t| collision_key(t) == key) {
+            return Err(TopicError::Collides {
+                name: name.into(),
+                existing: existing.clone(),
+            });
+        }
+        drop(topics);
         self.log_config(configs).map(|_| ())
     }
 
@@ -544,10 +587,9 @@ impl TopicRegistry {
                 );
             }
         }
-        let mut topics = self.write();
-        if topics.contains_key(name) {
-            return Err(TopicError::AlreadyExists(name.into()));
-        }
+        let _admin = self.admin();
+        // Again under the admin lock: a create of the same name may have finished meanwhile.
+        self.validate(name, partitions, &configs)?;
         let dir = self.dir.join(name);
         if dir.exists() {
             fs::remove_dir_all(&dir)?; // leftovers of an interrupted delete
@@ -561,7 +603,7 @@ impl TopicRegistry {
         write_topic_file(&dir, &meta)?;
         crate::storage::sync_dir(&self.dir)?;
         let topic = Arc::new(self.load(name, dir, meta)?);
-        topics.insert(name.to_string(), topic.clone());
+        self.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -576,10 +618,9 @@ impl TopicRegistry {
         count: i32,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
-        let mut topics = self.write();
-        let topic = topics
+        let _admin = self.admin();
+        let topic = self
             .get(name)
-            .cloned()
             .ok_or_else(|| TopicError::Unknown(name.into()))?;
         let current = topic.partitions.len() as i32;
         if count <= current {
@@ -623,7 +664,7 @@ impl TopicRegistry {
             configs: topic.configs.clone(),
             dir: topic.dir.clone(),
         });
-        topics.insert(name.to_string(), grown.clone());
+        self.write().insert(name.to_string(), grown.clone());
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(grown)
     }
@@ -637,10 +678,9 @@ impl TopicRegistry {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        let mut topics = self.write();
-        let topic = topics
+        let _admin = self.admin();
+        let topic = self
             .get(name)
-            .cloned()
             .ok_or_else(|| TopicError::Unknown(name.into()))?;
         let log_config = self.log_config(&configs)?;
         if validate_only {
@@ -655,7 +695,7 @@ impl TopicRegistry {
         for partition in &topic.partitions {
             partition.log().set_config(log_config.clone());
         }
-        topics.insert(
+        self.write().insert(
             name.to_string(),
             Arc::new(Topic {
                 name: topic.name.clone(),
@@ -682,8 +722,12 @@ impl TopicRegistry {
         }
     }
 
-    /// Deletes a topic and its data.
+    /// Deletes a topic and its data. Under the admin lock the topic leaves the map and its
+    /// directory is renamed into the trash (one atomic step on disk, as Kafka renames to a
+    /// `-delete` directory), so a topic created with the same name afterwards gets a fresh
+    /// directory that the deletion never touches; the files are removed in the background.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin();
         let topic = self
             .write()
             .remove(name)
@@ -691,19 +735,30 @@ impl TopicRegistry {
         for partition in &topic.partitions {
             partition.log().mark_deleted();
         }
-        // Remove the metadata first so a crash mid-delete doesn't resurrect the topic.
-        fs::remove_file(topic.dir.join("topic.json"))?;
-        fs::remove_dir_all(&topic.dir)?;
+        fs::create_dir_all(&self.trash)?;
+        let doomed = self
+            .trash
+            .join(format!("{}-{}", topic.name, topic.id.simple()));
+        fs::rename(&topic.dir, &doomed)?;
+        crate::storage::sync_dir(&self.dir)?;
+        std::thread::spawn(move || {
+            if let Err(e) = fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), "could not remove a deleted topic's files: {e}");
+            }
+        });
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
 
-    /// Applies retention to every partition; returns how many segments were deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> usize {
+    /// Applies retention to every partition and closes the files of segments no read used for
+    /// `idle`; returns how many segments were deleted.
+    pub fn enforce_retention(&self, now_ms: i64, idle: Duration) -> usize {
         let mut deleted = 0;
         for topic in self.list() {
             for partition in &topic.partitions {
-                match partition.log().enforce_retention(now_ms) {
+                let mut log = partition.log();
+                log.close_idle_files(idle);
+                match log.enforce_retention(now_ms) {
                     Ok(n) => deleted += n,
                     Err(e) => {
                         tracing::warn!(topic = %topic.name, partition = partition.index, "retention failed: {e}")
@@ -814,7 +869,7 @@ mod tests {
             &d,
             &overrides(&[
                 ("retention.ms", "-1"),
-                ("segment.bytes", "2048"),
+                ("segment.bytes", "2097152"),
                 ("message.timestamp.type", "LogAppendTime"),
                 ("compression.type", "zstd"),
                 ("min.insync.replicas", "1"),
@@ -823,7 +878,7 @@ mod tests {
         .unwrap();
         let log = c.log_config(false);
         assert_eq!(log.retention, None, "-1 keeps forever");
-        assert_eq!(log.segment_bytes, 2048);
+        assert_eq!(log.segment_bytes, 2097152);
         assert!(log.log_append_time);
         for (key, value, reason) in [
             (
@@ -848,7 +903,16 @@ mod tests {
                 "Now",
                 "must be CreateTime or LogAppendTime",
             ),
-            ("segment.bytes", "10", "must be between 1024 and 1073741824"),
+            (
+                "segment.bytes",
+                "10",
+                "must be between 1048576 and 1073741824",
+            ),
+            (
+                "segment.bytes",
+                "1048575",
+                "must be between 1048576 and 1073741824",
+            ),
             ("retention.ms", "soon", "not a number"),
             ("max.message.bytes", "-1", "must not be negative"),
             ("no.such.key", "1", "unknown or unsupported config"),

@@ -165,7 +165,7 @@ async fn standard_topic_configs_are_accepted_and_described_as_the_table_says() {
         ("compression.type", "lz4"),
         ("retention.ms", "3600000"),
         ("retention.bytes", "1048576"),
-        ("segment.bytes", "65536"),
+        ("segment.bytes", "1048576"),
         ("segment.ms", "600000"),
         ("max.message.bytes", "2000"),
         ("message.timestamp.type", "CreateTime"),
@@ -254,7 +254,14 @@ fn creatable(name: &'static str, configs: &[(&'static str, &'static str)]) -> Cr
 async fn unsupported_topic_config_values_are_refused_with_their_reason() {
     let b = TestBroker::start().await;
     let mut raw = RawClient::connect(&b.bootstrap).await;
-    let cases: [(&'static str, Configs, &str); 5] = [
+    let cases: [(&'static str, Configs, &str); 6] = [
+        (
+            // Below Kafka 4's minimum: a segment per batch would let one client fill the
+            // broker's file table.
+            "tiny-segments",
+            &[("segment.bytes", "1024")],
+            "invalid config segment.bytes=1024: must be between 1048576 and 1073741824",
+        ),
         (
             "compacted",
             &[("cleanup.policy", "compact")],

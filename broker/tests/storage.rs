@@ -99,10 +99,10 @@ async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset
         &b.bootstrap,
         "sized",
         1,
-        &[("segment.bytes", "2048"), ("retention.bytes", "4096")],
+        &[("segment.bytes", "1048576"), ("retention.bytes", "1048576")],
     )
     .await;
-    produce_one_by_one(&b.bootstrap, "sized", 60, 100).await;
+    produce_one_by_one(&b.bootstrap, "sized", 60, 50_000).await;
     let dir = b.dir.path().join("topics/sized/0");
     let c = consumer(&b.bootstrap, "unused", &[]);
     let low = eventually("earliest offset moves past deleted segments", LONG, || {
@@ -124,7 +124,7 @@ async fn size_retention_deletes_whole_old_segments_and_moves_the_earliest_offset
     );
     let total: u64 = files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
     assert!(
-        total < 4096 + 2 * 2048,
+        total < 1_048_576 + 2 * 1_048_576,
         "size bounded by retention, got {total}"
     );
     // Reading from the start now begins at the new earliest offset.
@@ -164,8 +164,8 @@ async fn time_retention_and_time_rolling_delete_expired_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_roll_by_size_and_reads_cross_them() {
     let b = TestBroker::start().await;
-    common::create_topic(&b.bootstrap, "rolled", 1, &[("segment.bytes", "1024")]).await;
-    produce_one_by_one(&b.bootstrap, "rolled", 40, 100).await;
+    common::create_topic(&b.bootstrap, "rolled", 1, &[("segment.bytes", "1048576")]).await;
+    produce_one_by_one(&b.bootstrap, "rolled", 40, 100_000).await;
     let files = segment_files(&b.dir.path().join("topics/rolled/0"));
     assert!(files.len() > 3, "rolled into {} segments", files.len());
     for f in &files {

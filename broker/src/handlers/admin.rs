@@ -71,7 +71,9 @@ fn source(overridden: bool) -> i8 {
 fn topic_error(e: &TopicError) -> ResponseError {
     match e {
         TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidName(_) | TopicError::Collides { .. } => {
+            ResponseError::InvalidTopicException
+        }
         TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
             ResponseError::InvalidPartitions
         }
@@ -86,6 +88,18 @@ pub fn create_topics(
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    // One request makes at most so many partitions in all (Kafka's controller refuses an
+    // "excessively large" operation the same way): all of it is refused, not a part.
+    let asked: i64 = request
+        .topics
+        .iter()
+        .map(|t| match t.num_partitions {
+            -1 => i64::from(broker.topics.default_partitions()),
+            n => i64::from(n.max(0)),
+        })
+        .sum();
+    let cap = broker.config.max_partitions_per_request;
+    let too_many = asked > i64::from(cap);
     let topics = request
         .topics
         .into_iter()
@@ -110,6 +124,13 @@ pub fn create_topics(
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
+            if too_many {
+                return result
+                    .with_error_code(ResponseError::PolicyViolation.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "one request may create at most {cap} partitions; this one asks for {asked}"
+                    ))));
+            }
             if t.replication_factor > 1 {
                 return result
                     .with_error_code(ResponseError::InvalidReplicationFactor.code())

@@ -89,12 +89,19 @@ pub fn handle(
     };
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    // Automatic creation makes each topic with the default partition count, and one request no
+    // more partitions in all than a CreateTopics may.
+    let mut may_create = if auto_create {
+        broker.config.max_partitions_per_request / broker.topics.default_partitions().max(1)
+    } else {
+        0
+    };
     let topics = match requested {
         None => broker.topics.list().iter().map(|t| describe(t)).collect(),
         Some(requested) => requested
             .into_iter()
             .map(|r| match r.name {
-                Some(name) => lookup(broker, name.as_str(), auto_create),
+                Some(name) => lookup(broker, name.as_str(), &mut may_create),
                 None => match broker.topics.get_by_id(r.topic_id) {
                     Some(topic) => describe(&topic),
                     None => MetadataResponseTopic::default()
@@ -113,7 +120,9 @@ pub fn handle(
         .with_topics(topics)
 }
 
-fn lookup(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTopic {
+/// A topic's metadata, creating it if `may_create` (topics this request may still create) is
+/// above zero.
+fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponseTopic {
     let failed = |e: ResponseError| {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(str_bytes(name))))
@@ -125,12 +134,15 @@ fn lookup(broker: &Broker, name: &str, auto_create: bool) -> MetadataResponseTop
     if !is_valid_topic_name(name) {
         return failed(ResponseError::InvalidTopicException);
     }
-    if !auto_create {
+    if *may_create <= 0 {
         return failed(ResponseError::UnknownTopicOrPartition);
     }
+    *may_create -= 1;
     match broker.topics.get_or_create(name) {
         Ok(topic) => describe(&topic),
-        Err(TopicError::InvalidName(_)) => failed(ResponseError::InvalidTopicException),
+        Err(TopicError::InvalidName(_) | TopicError::Collides { .. }) => {
+            failed(ResponseError::InvalidTopicException)
+        }
         Err(e) => {
             tracing::warn!(topic = name, "auto-create failed: {e}");
             failed(ResponseError::UnknownTopicOrPartition)

@@ -97,7 +97,7 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                                 AppendError::Corrupt(_) => ResponseError::CorruptMessage,
                                 AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                                 AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-                                AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+                                AppendError::TooLarge { .. } | AppendError::InflatesTooLarge { .. } => ResponseError::MessageTooLarge,
                                 AppendError::Refused(_) => ResponseError::InvalidRecord,
                                 AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
                                 AppendError::Io(_) => ResponseError::KafkaStorageError,

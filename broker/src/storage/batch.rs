@@ -38,6 +38,16 @@ pub enum BatchError {
     MultipleBatches(usize),
     #[error("batch CRC mismatch: header says {expected:#010x}, content is {actual:#010x}")]
     CrcMismatch { expected: u32, actual: u32 },
+    #[error("batch declares {declared} records but holds {found}")]
+    RecordCountMismatch { declared: i32, found: String },
+    #[error("record {index} of the batch is malformed: {reason}")]
+    BadRecord { index: i64, reason: &'static str },
+    #[error("the batch inflates to more than {max} bytes (max.message.bytes)")]
+    InflatedTooLarge { max: u64 },
+    #[error("the batch's compressed records cannot be decompressed")]
+    BadCompression,
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(u8),
 }
 
 /// The fields of a v2 batch header.
@@ -277,25 +287,20 @@ pub fn set_log_append_time(buf: &mut [u8], header: &mut BatchHeader, now_ms: i64
 }
 
 /// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
-/// offset and timestamp. This decodes (and decompresses) the records, the one place the broker
-/// does: a ListOffsets by timestamp that lands inside a batch of several records.
+/// offset and timestamp. A ListOffsets by timestamp that lands inside a batch of several records
+/// walks them (decompressing while streaming, at most `max_inflated` bytes).
 pub fn first_record_at_or_after(
     batch: &[u8],
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, anyhow::Error> {
+    max_inflated: u64,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.is_log_append_time() {
         // Every record's timestamp is the batch's append time.
         return Ok((header.max_timestamp >= timestamp)
             .then_some((header.base_offset, header.max_timestamp)));
     }
-    let mut bytes = bytes::Bytes::copy_from_slice(&batch[..header.total_len().min(batch.len())]);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)?;
-    Ok(set
-        .records
-        .iter()
-        .find(|r| r.timestamp >= timestamp)
-        .map(|r| (r.offset, r.timestamp)))
+    super::records::first_at_or_after(batch, &header, timestamp, max_inflated)
 }
 
 /// Stamps the broker-assigned base offset and leader epoch; neither is covered by the CRC.

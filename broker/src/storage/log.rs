@@ -73,6 +73,8 @@ pub enum AppendError {
     OutOfOrderSequence { got: i32, expected: i32 },
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     TooLarge { size: u64, max: u64 },
+    #[error("record batch inflates to more than max.message.bytes ({max})")]
+    InflatesTooLarge { max: u64 },
     #[error("{0}")]
     Refused(&'static str),
     #[error("the topic was deleted")]
@@ -212,6 +214,8 @@ impl PartitionLog {
             log.segments.push(Segment::create(dir, 0)?);
         }
         log.rebuild_transactions()?;
+        // The segments give their descriptors back until something uses them.
+        log.close_idle_files(Duration::ZERO);
         report.segments = log.segments.len();
         Ok((log, report))
     }
@@ -508,6 +512,14 @@ impl PartitionLog {
         if size > max {
             return Err(AppendError::TooLarge { size, max });
         }
+        // Kafka's log validator: the records are what the header says, and a compressed batch
+        // inflates to no more than the topic allows.
+        super::records::check(records, first, self.config.max_batch_bytes).map_err(
+            |e| match e {
+                BatchError::InflatedTooLarge { max } => AppendError::InflatesTooLarge { max },
+                e => AppendError::Corrupt(e),
+            },
+        )?;
         let log_append_time = self.config.log_append_time;
         let append_time = |max_timestamp: i64| {
             if log_append_time { max_timestamp } else { -1 }
@@ -632,7 +644,23 @@ impl PartitionLog {
         let base = self.next_offset();
         self.active().sync()?;
         self.segments.push(Segment::create(&self.dir, base)?);
+        // The old active segment's index is complete: its descriptor goes at once.
+        let old = self.segments.len() - 2;
+        self.segments[old].close_index();
         self.write_snapshot(base)
+    }
+
+    /// Closes the files of segments no read or append used for `idle` (they reopen on demand),
+    /// so the broker's open files follow the partitions in use.
+    pub fn close_idle_files(&mut self, idle: Duration) {
+        for segment in &mut self.segments {
+            segment.close_if_idle(idle);
+        }
+    }
+
+    /// How many of this partition's segment `.log` files are open.
+    pub fn open_segment_files(&self) -> usize {
+        self.segments.iter().filter(|s| s.is_open()).count()
     }
 
     fn snapshot_on_open(&self, offset: i64) {
@@ -717,7 +745,11 @@ impl PartitionLog {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
                 }
                 let bytes = segment.read(position, header.total_len(), true)?;
-                match batch::first_record_at_or_after(&bytes, timestamp) {
+                match batch::first_record_at_or_after(
+                    &bytes,
+                    timestamp,
+                    self.config.max_batch_bytes,
+                ) {
                     Ok(Some(found)) => return Ok(Some(found)),
                     // The header's max timestamp overstated the records: look further.
                     Ok(None) => {}
@@ -737,13 +769,15 @@ impl PartitionLog {
     }
 
     /// The newest record timestamp and the offset of the batch holding it (ListOffsets -3).
+    /// Each segment knows its own (see `Segment::max_timestamp_at`), so this does not read the
+    /// log again for every request.
     pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
         let mut best: Option<(i64, i64)> = None;
         for segment in &self.segments {
-            for (_, header) in segment.headers_from(0)? {
-                if best.is_none_or(|(_, ts)| header.max_timestamp > ts) {
-                    best = Some((header.base_offset, header.max_timestamp));
-                }
+            if let Some((ts, offset)) = segment.max_timestamp_at()?
+                && best.is_none_or(|(_, newest)| ts > newest)
+            {
+                best = Some((offset, ts));
             }
         }
         Ok(best)

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod log;
+pub mod records;
 pub mod segment;
 
 /// fsyncs a directory, so a file created or renamed in it survives a power loss.

@@ -5,15 +5,20 @@
 //! `INDEX_INTERVAL_BYTES` of log, so a reader binary-searches the index and then walks at most a
 //! few batch headers. See `docs/broker-storage.md` for the full format.
 
+use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+
+/// `max_at` of a segment without records.
+const NO_RECORDS: (i64, i64) = (-1, -1);
 
 /// Log bytes between two index entries.
 const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -38,11 +43,32 @@ pub struct Segment {
     pub max_timestamp: i64,
     /// When this segment took its first write in this process, for rolling by time.
     pub opened_at: Instant,
+    /// The newest timestamp here and the base offset of the batch holding it (ListOffsets -3):
+    /// kept as batches are appended or validated, else read once from the headers and cached
+    /// (an old segment never changes). `None` until known; `(-1, -1)` for an empty segment.
+    max_at: Cell<Option<(i64, i64)>>,
     log_path: PathBuf,
     index_path: PathBuf,
-    log: File,
-    index_file: File,
+    /// The `.log` file while in use; an old segment nobody read for a while gives its descriptor
+    /// back ([`Segment::close_if_idle`]) and reopens on the next read, so the broker's open files
+    /// grow with the partitions in use, not with every segment on disk.
+    log: RefCell<Option<Arc<File>>>,
+    /// When the `.log` file was last used, for closing idle ones.
+    last_used: Cell<Instant>,
+    /// The `.index` file, open for appending while the segment is the active one.
+    index_file: Option<File>,
     index: Vec<IndexEntry>,
+    bytes_since_index: u64,
+}
+
+/// What a failed append restores (see [`Segment::append`]).
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    size: u64,
+    next_offset: i64,
+    max_timestamp: i64,
+    max_at: Option<(i64, i64)>,
+    index_len: usize,
     bytes_since_index: u64,
 }
 
@@ -64,13 +90,14 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = log_path.with_extension("index");
-        let log = OpenOptions::new()
+        // The files are made now and opened again when first written: a topic of 10,000
+        // partitions does not take 20,000 descriptors before anything is produced to it.
+        OpenOptions::new()
             .create(true)
             .truncate(true)
-            .read(true)
             .write(true)
             .open(&log_path)?;
-        let index_file = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
@@ -83,10 +110,12 @@ impl Segment {
             size: 0,
             max_timestamp: -1,
             opened_at: Instant::now(),
+            max_at: Cell::new(Some(NO_RECORDS)),
             log_path,
             index_path,
-            log,
-            index_file,
+            log: RefCell::new(None),
+            last_used: Cell::new(Instant::now()),
+            index_file: None,
             index: Vec::new(),
             bytes_since_index: 0,
         })
@@ -105,13 +134,17 @@ impl Segment {
             size: log.metadata()?.len(),
             max_timestamp: -1,
             opened_at: Instant::now(),
+            max_at: Cell::new(None),
             log_path,
             index_path: index_path.clone(),
-            log,
-            index_file: OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&index_path)?,
+            log: RefCell::new(Some(Arc::new(log))),
+            last_used: Cell::new(Instant::now()),
+            index_file: Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&index_path)?,
+            ),
             index: Vec::new(),
             bytes_since_index: 0,
         };
@@ -153,8 +186,9 @@ impl Segment {
     /// Walks batch headers from `position` to the end to learn `next_offset` and the timestamp.
     fn walk_tail(&mut self, mut position: u64) -> io::Result<()> {
         let mut buf = [0u8; HEADER_LEN];
+        let log = self.file()?;
         while position < self.size {
-            self.log.read_exact_at(&mut buf, position)?;
+            log.read_exact_at(&mut buf, position)?;
             let header = BatchHeader::parse(&buf)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             position += header.total_len() as u64;
@@ -176,6 +210,7 @@ impl Segment {
         self.bytes_since_index = 0;
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
+        self.max_at.set(Some(NO_RECORDS));
         while position < data.len() {
             let Ok(header) = batch::validate(&data[position..]) else {
                 break;
@@ -190,8 +225,9 @@ impl Segment {
         }
         recovery.truncated_bytes = (data.len() - position) as u64;
         if recovery.truncated_bytes > 0 {
-            self.log.set_len(position as u64)?;
-            self.log.sync_all()?;
+            let log = self.file()?;
+            log.set_len(position as u64)?;
+            log.sync_all()?;
         }
         self.size = position as u64;
         // Rewrite the index from what was validated.
@@ -201,7 +237,7 @@ impl Segment {
             bytes.extend_from_slice(&e.position.to_be_bytes());
         }
         fs::write(&self.index_path, bytes)?;
-        self.index_file = OpenOptions::new().append(true).open(&self.index_path)?;
+        self.index_file = Some(OpenOptions::new().append(true).open(&self.index_path)?);
         Ok(recovery)
     }
 
@@ -222,24 +258,116 @@ impl Segment {
         self.bytes_since_index += header.total_len() as u64;
         self.next_offset = header.last_offset() + 1;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        if let Some((newest, _)) = self.max_at.get()
+            && header.max_timestamp > newest
+        {
+            self.max_at
+                .set(Some((header.max_timestamp, header.base_offset)));
+        }
         entry
     }
 
-    /// Appends one already validated and stamped batch.
+    /// Appends one already validated and stamped batch. All or nothing: if the log or the index
+    /// write fails (a full disk), both files are cut back to where they were and the segment's
+    /// state is restored, so the client's retry is not stored twice.
     pub fn append(&mut self, bytes: &[u8], header: &BatchHeader) -> io::Result<()> {
+        let tail = Tail {
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            max_at: self.max_at.get(),
+            index_len: self.index.len(),
+            bytes_since_index: self.bytes_since_index,
+        };
+        let written = self.write(bytes, header);
+        if written.is_err() {
+            self.cut_back(tail);
+        }
+        written
+    }
+
+    fn write(&mut self, bytes: &[u8], header: &BatchHeader) -> io::Result<()> {
         if self.size == 0 {
             self.opened_at = Instant::now();
         }
-        self.log.write_all_at(bytes, self.size)?;
+        self.file()?.write_all_at(bytes, self.size)?;
         let position = self.size;
         self.size += bytes.len() as u64;
         if let Some(entry) = self.note_batch(position, header) {
             let mut raw = [0u8; INDEX_ENTRY_LEN];
             raw[..4].copy_from_slice(&entry.relative_offset.to_be_bytes());
             raw[4..].copy_from_slice(&entry.position.to_be_bytes());
-            self.index_file.write_all(&raw)?;
+            self.index_writer()?.write_all(&raw)?;
         }
         Ok(())
+    }
+
+    fn cut_back(&mut self, tail: Tail) {
+        let cut = |path: &Path, len: u64| {
+            let file = OpenOptions::new().write(true).open(path)?;
+            if file.metadata()?.len() > len {
+                file.set_len(len)?;
+            }
+            Ok::<_, io::Error>(())
+        };
+        // Cutting a file frees space, so it works on a full disk; if it still fails, the bytes
+        // past `size` are overwritten by the next append or cut as a torn tail on the next start.
+        if let Err(e) = cut(&self.log_path, tail.size) {
+            tracing::warn!(file = %self.log_path.display(), "could not cut back a failed append: {e}");
+        }
+        let index_len = (tail.index_len * INDEX_ENTRY_LEN) as u64;
+        if let Err(e) = cut(&self.index_path, index_len) {
+            tracing::warn!(file = %self.index_path.display(), "could not cut back a failed index write: {e}");
+        }
+        self.size = tail.size;
+        self.next_offset = tail.next_offset;
+        self.max_timestamp = tail.max_timestamp;
+        self.max_at.set(tail.max_at);
+        self.index.truncate(tail.index_len);
+        self.bytes_since_index = tail.bytes_since_index;
+    }
+
+    /// The `.log` file, reopened if it was closed as idle.
+    fn file(&self) -> io::Result<Arc<File>> {
+        self.last_used.set(Instant::now());
+        let mut log = self.log.borrow_mut();
+        if let Some(file) = log.as_ref() {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)?,
+        );
+        *log = Some(file.clone());
+        Ok(file)
+    }
+
+    fn index_writer(&mut self) -> io::Result<&mut File> {
+        if self.index_file.is_none() {
+            self.index_file = Some(OpenOptions::new().append(true).open(&self.index_path)?);
+        }
+        Ok(self.index_file.as_mut().expect("just opened"))
+    }
+
+    /// Gives back the segment's descriptors if no read or append used it for `idle`; they are
+    /// opened again on the next use.
+    pub fn close_if_idle(&mut self, idle: Duration) {
+        if self.last_used.get().elapsed() >= idle {
+            self.index_file = None;
+            *self.log.borrow_mut() = None;
+        }
+    }
+
+    /// Closes the index file (a segment that stopped being the active one is never appended to).
+    pub fn close_index(&mut self) {
+        self.index_file = None;
+    }
+
+    /// Whether the `.log` file is open (for tests and the open-file count).
+    pub fn is_open(&self) -> bool {
+        self.log.borrow().is_some()
     }
 
     /// File position of the batch that contains `offset`, if this segment holds it.
@@ -255,8 +383,9 @@ impl Segment {
             .checked_sub(1)
             .map_or(0, |i| u64::from(self.index[i].position));
         let mut buf = [0u8; HEADER_LEN];
+        let log = self.file()?;
         while position < self.size {
-            self.log.read_exact_at(&mut buf, position)?;
+            log.read_exact_at(&mut buf, position)?;
             let header = BatchHeader::parse(&buf)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if header.last_offset() >= offset {
@@ -273,7 +402,8 @@ impl Segment {
         let available = (self.size - position.min(self.size)) as usize;
         let want = available.min(max_bytes.max(HEADER_LEN));
         let mut buf = BytesMut::zeroed(want);
-        self.log.read_exact_at(&mut buf, position)?;
+        let log = self.file()?;
+        log.read_exact_at(&mut buf, position)?;
         // Keep only complete batches.
         let mut end = 0usize;
         while end + HEADER_LEN <= buf.len() {
@@ -284,7 +414,7 @@ impl Segment {
                 if end == 0 && at_least_one && next <= available {
                     // The first batch alone is bigger than max_bytes: read all of it.
                     let mut whole = BytesMut::zeroed(next);
-                    self.log.read_exact_at(&mut whole, position)?;
+                    log.read_exact_at(&mut whole, position)?;
                     return Ok(whole.freeze());
                 }
                 break;
@@ -299,8 +429,9 @@ impl Segment {
     pub fn headers_from(&self, mut position: u64) -> io::Result<Vec<(u64, BatchHeader)>> {
         let mut out = Vec::new();
         let mut buf = [0u8; HEADER_LEN];
+        let log = self.file()?;
         while position < self.size {
-            self.log.read_exact_at(&mut buf, position)?;
+            log.read_exact_at(&mut buf, position)?;
             let header = BatchHeader::parse(&buf)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             out.push((position, header));
@@ -309,10 +440,32 @@ impl Segment {
         Ok(out)
     }
 
+    /// The newest timestamp in the segment and the base offset of the batch holding it; read
+    /// from the headers the first time for a segment opened with a trusted index, then cached.
+    pub fn max_timestamp_at(&self) -> io::Result<Option<(i64, i64)>> {
+        let known = match self.max_at.get() {
+            Some(known) => known,
+            None => {
+                let mut newest = NO_RECORDS;
+                for (_, header) in self.headers_from(0)? {
+                    if header.max_timestamp > newest.0 {
+                        newest = (header.max_timestamp, header.base_offset);
+                    }
+                }
+                self.max_at.set(Some(newest));
+                newest
+            }
+        };
+        Ok((known != NO_RECORDS).then_some(known))
+    }
+
     /// Forces written data to stable storage.
     pub fn sync(&self) -> io::Result<()> {
-        self.log.sync_data()?;
-        self.index_file.sync_data()
+        self.file()?.sync_data()?;
+        match &self.index_file {
+            Some(index) => index.sync_data(),
+            None => Ok(()),
+        }
     }
 
     /// Removes both files.
