@@ -7,7 +7,9 @@
 //! - [`server`]: binds nothing itself; [`spawn`] takes a bound listener, accepts connections
 //!   (with a connection limit) and runs the background chores: group session expiry, retention,
 //!   transaction timeouts, interval fsync. [`BrokerHandle::shutdown`] stops it all.
-//! - [`connection`]: one task per client; reads length-prefixed frames, answers in order.
+//! - [`connection`]: one task per client; reads length-prefixed frames, answers in order; closes
+//!   idle and stalled connections and takes each request's bytes from a budget shared by all
+//!   (`docs/broker-limits.md`).
 //! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
 //!   the message structs; it admits only the APIs and versions of the route registry.
 //! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
@@ -19,7 +21,8 @@
 //! - [`broker`]: the shared state the handlers work on:
 //!   - [`topics`]: topics with stable ids and per-topic config; each partition holds a
 //!   - [`storage`]: `PartitionLog` of segment files with an offset index, torn-tail recovery,
-//!     rolling, retention, and idempotent-producer sequence checks;
+//!     rolling, retention, and idempotent-producer sequence checks; `records` walks the records
+//!     of a produced batch (streaming through its codec) as Kafka's log validator does;
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
 //!   - [`offset_store`]: committed offsets, durable across restarts (an append-only JSON-lines
 //!     file, like the transaction coordinator's);

@@ -124,8 +124,8 @@ fn every_service_waits_for_healthy_dependencies() {
         );
         assert_eq!(
             strings(&s["ports"]),
-            vec![format!("{port}:{port}")],
-            "{name} on its standard port"
+            vec![format!("127.0.0.1:{port}:{port}")],
+            "{name} on its standard port, published to this machine only"
         );
         let deps = &s["depends_on"];
         for dep in [db, "broker", "kafka"] {
@@ -179,6 +179,10 @@ fn every_flag_and_variable_the_compose_file_passes_exists_in_the_binaries() {
     // Containers use broker:9092, the host the published second listener.
     let joined = command.join(" ");
     assert!(joined.contains("broker:9092,localhost:29092"), "{joined}");
-    assert_eq!(strings(&broker["ports"]), vec!["29092:29092"]);
-    assert_eq!(strings(&services["kafka"]["ports"]), vec!["29092:29092"]);
+    // Published on the host's loopback only: a class on a shared network can't reach it.
+    assert_eq!(strings(&broker["ports"]), vec!["127.0.0.1:29092:29092"]);
+    assert_eq!(
+        strings(&services["kafka"]["ports"]),
+        vec!["127.0.0.1:29092:29092"]
+    );
 }
