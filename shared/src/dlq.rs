@@ -86,7 +86,10 @@ pub enum DlqError {
 pub struct DeadLetter {
     pub partition: i32,
     pub offset: i64,
+    /// The original key, lossily decoded as UTF-8 for display.
     pub key: Option<String>,
+    #[serde(skip)]
+    pub raw_key: Option<Vec<u8>>,
     /// The original value, lossily decoded as UTF-8 for display.
     pub value: Option<String>,
     #[serde(skip)]
@@ -255,6 +258,7 @@ fn list_blocking(
                 partition: m.partition(),
                 offset: m.offset(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                raw_key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
                 raw_value: m.payload().map(<[u8]>::to_vec),
                 headers: m.headers().map(headers_to_pairs).unwrap_or_default(),
@@ -347,10 +351,11 @@ pub async fn replay(
     }
     let producer: FutureProducer = crate::kafka::producer(brokers)?;
     let sends = records.iter().map(|(topic, key, headers, value)| {
-        let mut record: FutureRecord<'_, str, [u8]> =
+        let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(pairs_to_headers(headers));
+        // The key's bytes as they were, so the record goes to the partition it came from.
         if let Some(k) = key {
-            record = record.key(k.as_str());
+            record = record.key(k.as_slice());
         }
         if let Some(v) = value {
             record = record.payload(v.as_slice());
@@ -391,7 +396,7 @@ pub async fn replay_all(brokers: &str, dlq_topic: &str) -> Result<usize, DlqErro
 /// dropped, the redrive's own added.
 type Redrive = (
     String,
-    Option<String>,
+    Option<Vec<u8>>,
     Vec<(String, String)>,
     Option<Vec<u8>>,
 );
@@ -421,7 +426,7 @@ fn redrive_of(dlq_topic: &str, d: &DeadLetter) -> Result<Redrive, DlqError> {
     ));
     Ok((
         topic.to_owned(),
-        d.key.clone(),
+        d.raw_key.clone(),
         headers,
         d.raw_value.clone(),
     ))
