@@ -7,7 +7,19 @@
 //! input is marked as read, without any database: a crash between the two is impossible, and a
 //! transaction that did not commit is invisible to `read_committed` readers and re-done from the
 //! committed offsets. Its consumer group is `ledger`, its `transactional.id` `lab-ledger`.
+//!
+//! Money is counted once per *event*, not per delivery: an entry is keyed by the `ce_id` of the
+//! event it records, and a `payment.completed` republished or replayed with the same `ce_id`
+//! (a DLQ replay, a producer's retry, a forger) adds nothing. The ids already counted are not kept
+//! in a database but in `ledger.entries` itself: each round of the ledger, after
+//! `init_transactions` (which ends any transaction an earlier instance left open, so nothing of
+//! it is pending), reads `ledger.entries` from its start to its end with `read_committed` and
+//! remembers every key; then it consumes. Only committed entries count, so an aborted transaction
+//! (whose input offsets were not committed either) is redone, and a committed one is never
+//! doubled. The set lives in memory, one id per entry; a round that fails throws it away and the
+//! next round rebuilds it from the topic.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +27,12 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_shared::events::{SagaEvent, Topic};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Where the entries go.
 pub const TOPIC: &str = "ledger.entries";
@@ -33,6 +47,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// One money movement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The `ce_id` of the event this entry records; also the record's key.
+    pub event_id: Uuid,
     pub order_id: String,
     pub payment_id: String,
     pub customer_id: String,
@@ -43,10 +59,11 @@ pub struct Entry {
 
 impl Entry {
     /// The entry for a record of `topic`, if it is a money movement that decodes.
-    fn of(topic: &str, payload: &[u8]) -> Option<Entry> {
+    fn of(event_id: Uuid, topic: &str, payload: &[u8]) -> Option<Entry> {
         let event = SagaEvent::decode(Topic::parse(topic)?, payload).ok()?;
         Some(match event {
             SagaEvent::PaymentCompleted(e) => Entry {
+                event_id,
                 order_id: e.order_id.to_string(),
                 payment_id: e.payment_id.to_string(),
                 customer_id: e.customer_id.to_string(),
@@ -54,6 +71,7 @@ impl Entry {
                 amount: e.amount.get(),
             },
             SagaEvent::PaymentRefunded(e) => Entry {
+                event_id,
                 order_id: e.order_id.to_string(),
                 payment_id: e.payment_id.to_string(),
                 customer_id: e.customer_id.to_string(),
@@ -134,7 +152,14 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         .set("transactional.id", TRANSACTIONAL_ID)
         .set("transaction.timeout.ms", "10000")
         .create()?;
+    // Fences an earlier instance and ends its open transaction: from here on nothing of
+    // `ledger.entries` is pending, and reading it to its end sees every entry that counts.
     producer.init_transactions(WAIT)?;
+    let mut counted = counted_ids(brokers, stop)?;
+    tracing::debug!(
+        entries = counted.len(),
+        "ledger: the counted event ids are rebuilt"
+    );
     while !stop.load(Ordering::Relaxed) {
         let Some(first) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -148,19 +173,25 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         }
         producer.begin_transaction()?;
         for msg in &batch {
-            // A record that is not a money movement (never, unless forged) moves the offsets on
-            // and writes nothing; the services dead-letter it.
-            let Some(entry) = msg.payload().and_then(|p| Entry::of(msg.topic(), p)) else {
+            // A record that is not a money movement (never, unless forged), or one without an
+            // event id, moves the offsets on and writes nothing; the services dead-letter it.
+            // One whose event is counted already (a republished or replayed copy) writes nothing
+            // either; nor does a DLQ redrive addressed to another group.
+            let Some(id) = event_id(msg) else { continue };
+            if !saga_shared::dlq::addressed_to(msg, GROUP) || counted.contains(&id) {
+                continue;
+            }
+            let Some(entry) = msg.payload().and_then(|p| Entry::of(id, msg.topic(), p)) else {
                 continue;
             };
             let value = serde_json::to_vec(&entry)?;
+            let key = id.to_string();
             producer
-                .send(
-                    BaseRecord::to(TOPIC)
-                        .key(entry.customer_id.as_str())
-                        .payload(&value),
-                )
+                .send(BaseRecord::to(TOPIC).key(key.as_str()).payload(&value))
                 .map_err(|(e, _)| e)?;
+            // Kept for the rest of this round; if its transaction fails, the round ends and the
+            // next one rebuilds the set from what was committed.
+            counted.insert(id);
         }
         // The input's next offsets, in the same transaction as the output.
         let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
@@ -180,4 +211,62 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         producer.commit_transaction(WAIT)?;
     }
     Ok(())
+}
+
+/// The `ce_id` header of a record, if it is a UUID.
+fn event_id<M: Message>(msg: &M) -> Option<Uuid> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == saga_shared::envelope::header::ID)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+}
+
+/// The event ids of every committed entry of `ledger.entries` (its keys), read with
+/// `read_committed` from the start of each partition to its end.
+fn counted_ids(brokers: &str, stop: &AtomicBool) -> anyhow::Result<HashSet<Uuid>> {
+    let reader: BaseConsumer = saga_shared::kafka::client_config(brokers)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut open = 0usize;
+    for p in saga_shared::kafka::partitions_of(&reader, TOPIC, WAIT)? {
+        let (low, high) = reader.fetch_watermarks(TOPIC, p, WAIT)?;
+        if high > low {
+            assignment.add_partition_offset(TOPIC, p, Offset::Offset(low))?;
+            open += 1;
+        }
+    }
+    let mut ids = HashSet::new();
+    if open == 0 {
+        return Ok(ids);
+    }
+    reader.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            anyhow::bail!("{TOPIC} was not read to its end");
+        }
+        match reader.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                // Entries written before they were keyed by event id (keyed by customer) have no
+                // id to remember.
+                if let Some(id) = m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .and_then(|k| Uuid::parse_str(k).ok())
+                {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    Ok(ids)
 }

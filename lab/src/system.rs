@@ -443,6 +443,15 @@ impl Lab {
         Ok(())
     }
 
+    /// Stops the ledger after its transaction in progress and starts a new one, which rebuilds
+    /// the event ids it counted from `ledger.entries`.
+    pub async fn restart_ledger(&mut self) -> Result<(), LabError> {
+        if let Some(ledger) = self.ledger.take() {
+            ledger.stop().await;
+        }
+        self.start_ledger().await
+    }
+
     /// Starts the ledger (it follows the payments) unless it runs.
     async fn start_ledger(&mut self) -> Result<(), LabError> {
         if self.ledger.is_none() {

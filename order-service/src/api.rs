@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use saga_shared::Envelope;
 use saga_shared::domain::{CustomerId, Won};
 use saga_shared::events::{CURRENCY, LineItem, OrderCreated, Topic, topics};
@@ -89,16 +89,43 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
+/// The request header that makes `POST /orders` safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// On the answer to a retry: the order was created by an earlier request with the same key.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
 /// Place an order: it starts PENDING and `order.created` is published through the outbox.
+///
+/// With an `Idempotency-Key` header the request can be retried safely: the key is stored with the
+/// order in the same transaction, and a later request with the same key and the same order
+/// answers the first order again (201, the same body, header `Idempotent-Replayed: true`) without
+/// creating, publishing or charging anything. The same key with a different order is refused
+/// (422). Concurrent requests with one key create one order.
 #[utoipa::path(post, path = "/orders", request_body = OrderRequest,
-    responses((status = 201, description = "The order, PENDING", body = Order), (status = 422, description = "An order the rules refuse (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "A client-chosen key (1 to 255 visible ASCII characters, e.g. a UUID) that makes the request safe to retry: a request with a key already used for the same order answers that order again instead of placing another.")),
+    responses((status = 201, description = "The order, PENDING; for a retry with a used Idempotency-Key, the order that key created, as first answered, with the header Idempotent-Replayed: true", body = Order), (status = 422, description = "An order the rules refuse, or an Idempotency-Key already used for a different order (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input, or a malformed Idempotency-Key (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_order(
     State(pool): State<PgPool>,
+    request_headers: HeaderMap,
     ApiJson(req): ApiJson<OrderRequest>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Order>), ApiError> {
+    let key = idempotency_key(&request_headers)?;
     let order = NewOrder::parse(req).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    // What a retry must repeat: the order as validated (so `"currency": "KRW"` and no currency
+    // are the same order).
+    let request = serde_json::json!({"customer_id": order.customer_id, "items": order.items});
+    if let Some(key) = &key
+        && let Some(first) = created_with_key(&pool, key, &request).await?
+    {
+        return Ok(replayed(first));
+    }
     let id = Uuid::now_v7();
-    let envelope = Envelope::first::<OrderCreated>(SOURCE, id);
+    let mut envelope = Envelope::first::<OrderCreated>(SOURCE, id);
+    // PostgreSQL keeps microseconds: the answer shows the time as stored, so a retry's answer
+    // (read back) and `GET /orders/{id}` show the same.
+    envelope.time = envelope.time.trunc_subsecs(6);
     let event = OrderCreated {
         order_id: id,
         customer_id: order.customer_id.clone(),
@@ -109,11 +136,14 @@ pub async fn create_order(
     let items =
         serde_json::to_value(&order.items).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut tx = pool.begin().await?;
-    // The order and the first step of its timeline, in one statement.
-    sqlx::query(
+    // The order and the first step of its timeline, in one statement. A key taken already (by a
+    // concurrent request: the insert waits for it to commit) inserts nothing.
+    let inserted = sqlx::query(
         "WITH new_order AS (INSERT INTO orders \
-                              (id, customer_id, status, items, total, currency, created_at, updated_at) \
-                            VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $6) RETURNING id) \
+                              (id, customer_id, status, items, total, currency, created_at, updated_at, \
+                               idempotency_key, idempotency_request) \
+                            VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $6, $9, $10) \
+                            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id) \
          INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after) \
          SELECT id, $7, $8, $6, 'PENDING' FROM new_order",
     )
@@ -125,8 +155,19 @@ pub async fn create_order(
     .bind(envelope.time)
     .bind(topics::ORDER_CREATED)
     .bind(envelope.id)
+    .bind(key.as_deref())
+    .bind(key.as_ref().map(|_| &request))
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        let key = key.as_deref().unwrap_or_default();
+        let first = created_with_key(&pool, key, &request)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("idempotency key {key:?} lost")))?;
+        return Ok(replayed(first));
+    }
     outbox::enqueue(&mut tx, &envelope, &event)
         .await
         .map_err(|e| match e {
@@ -154,12 +195,91 @@ pub async fn create_order(
             detail: None,
         }],
     };
+    Ok((StatusCode::CREATED, located(id), ApiJson(order)))
+}
+
+fn located(id: Uuid) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::LOCATION,
         HeaderValue::from_str(&format!("/orders/{id}")).expect("uuid is a valid header value"),
     );
-    Ok((StatusCode::CREATED, headers, ApiJson(order)))
+    headers
+}
+
+/// The answer to a retry: the first answer again, marked as a replay.
+fn replayed(first: Order) -> (StatusCode, HeaderMap, ApiJson<Order>) {
+    let mut headers = located(first.id);
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    (StatusCode::CREATED, headers, ApiJson(first))
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "give at most one Idempotency-Key header".into(),
+        ));
+    }
+    match value.to_str() {
+        Ok(k)
+            if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
+}
+
+/// The order an earlier request with `key` created, as it was first answered; a 422 if that
+/// request was not `request`.
+async fn created_with_key(
+    pool: &PgPool,
+    key: &str,
+    request: &serde_json::Value,
+) -> Result<Option<Order>, ApiError> {
+    let row: Option<(sqlx::types::Json<serde_json::Value>, Uuid)> =
+        sqlx::query_as("SELECT idempotency_request, id FROM orders WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    let Some((first_request, id)) = row else {
+        return Ok(None);
+    };
+    if first_request.0 != *request {
+        return Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used for a different order; use a new key for a new order"
+                .into(),
+        ));
+    }
+    let order = fetch_order(pool, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("order {id} of an idempotency key is gone")))?;
+    // As first answered: PENDING, with the first step of its timeline only.
+    Ok(Some(Order {
+        status: OrderStatus::Pending,
+        reason: None,
+        updated_at: order.created_at,
+        timeline: order
+            .timeline
+            .into_iter()
+            .filter(|t| t.event == topics::ORDER_CREATED)
+            .take(1)
+            .map(|t| TimelineEntry {
+                status: OrderStatus::Pending,
+                detail: None,
+                ..t
+            })
+            .collect(),
+        ..order
+    }))
 }
 
 /// An order with its status and timeline.

@@ -654,8 +654,15 @@ function groupView(main, name) {
 function dlqView(main) {
   const body = h("div");
   main.replaceChildren(h("h1", {}, "Dead-letter queues"),
-    h("p", { class: "lead" }, "A record a service can never process (not JSON, a payload that breaks a rule, a handler that keeps failing) is published to <topic>.dlq with headers that say where it came from and why, so its partition is never blocked. Replay publishes them to their original topic again once the cause is fixed; idempotent consumers make a replay of an applied event change nothing."),
+    h("p", { class: "lead" }, "A record a service can never process (not JSON, a payload that breaks a rule, a handler that keeps failing) is published to <topic>.dlq with headers that say where it came from, which consumer group gave up on it and why, so its partition is never blocked. Replay is a redrive: once the cause is fixed, each waiting record goes back to its original topic addressed to the group that dead-lettered it (header dlq_redrive_group), and only that group processes it again; the other groups skip it. The consumer group dlq-replay commits how far replay has gone, so a replayed record is marked replayed and is never sent twice."),
     body);
+  const replay = async (t, query) => {
+    try {
+      const res = await api(`/api/dlq/${t}/replay${query}`, { method: "POST" });
+      toast(`replayed ${res.replayed} record(s) of ${res.topic}` + (res.already_replayed ? ` (${res.already_replayed} replayed before)` : ""));
+      load();
+    } catch (err) { toast(err.message); }
+  };
   const load = async () => {
     const sections = [];
     for (const t of state.contract.topics) {
@@ -663,16 +670,17 @@ function dlqView(main) {
       try { r = await api(`/api/dlq/${t}`); } catch (err) { sections.push(h("p", { class: "error" }, err.message)); continue; }
       const header = (rec, name) => ((rec.headers || []).find((p) => p[0] === name) || [])[1] || "–";
       sections.push(h("div", { class: "panel", style: "margin-bottom:1rem", "data-dlq": r.topic },
-        h("div", { class: "row" }, h("h2", { style: "margin:0" }, h("span", { class: "mono" }, r.topic)), h("span", { class: "count" }, `${r.records.length} record(s)`),
-          r.records.length ? h("button", { "data-replay": t, onclick: async () => {
-            try { const res = await api(`/api/dlq/${t}/replay`, { method: "POST" }); toast(`replayed ${res.replayed} record(s) to ${t}`); load(); } catch (err) { toast(err.message); }
-          } }, "Replay") : ""),
-        r.records.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "at"), h("th", {}, "from"), h("th", {}, "group"), h("th", { class: "num" }, "attempts"), h("th", {}, "error"))),
-          h("tbody", {}, r.records.map((rec) => h("tr", {},
+        h("div", { class: "row" }, h("h2", { style: "margin:0" }, h("span", { class: "mono" }, r.topic)),
+          h("span", { class: "count" }, `${r.records.length} record(s), ${r.waiting} waiting`),
+          r.waiting ? h("button", { "data-replay": t, title: "Send every waiting record back to the group that dead-lettered it", onclick: () => replay(t, "") }, "Replay all waiting") : ""),
+        r.records.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "at"), h("th", {}, "state"), h("th", {}, "from"), h("th", {}, "group"), h("th", { class: "num" }, "attempts"), h("th", {}, "error"), h("th", {}, ""))),
+          h("tbody", {}, r.records.map((rec) => h("tr", { "data-at": `${rec.partition}@${rec.offset}`, "data-state": rec.replayed ? "replayed" : "waiting" },
             h("td", { class: "mono" }, `${rec.partition}@${rec.offset}`),
+            h("td", {}, rec.replayed ? "replayed" : "waiting"),
             h("td", { class: "mono" }, `${header(rec, "dlq_original_topic")}[${header(rec, "dlq_original_partition")}]@${header(rec, "dlq_original_offset")}`),
             h("td", {}, header(rec, "dlq_consumer_group")), h("td", { class: "num" }, header(rec, "dlq_attempts")),
-            h("td", { class: "error" }, header(rec, "dlq_error")))))) : ""));
+            h("td", { class: "error" }, header(rec, "dlq_error")),
+            h("td", {}, rec.replayed ? "" : h("button", { "data-replay-one": `${rec.partition}@${rec.offset}`, title: "Send this record back to its group", onclick: () => replay(t, `?partition=${rec.partition}&offset=${rec.offset}`) }, "Replay")))))) : ""));
     }
     body.replaceChildren(...sections);
   };

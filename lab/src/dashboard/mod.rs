@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use saga_shared::dlq::DeadLetter;
 use saga_shared::events::topics;
-use saga_shared::http::{ApiError, ApiJson, ApiPath};
+use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -321,22 +321,37 @@ async fn set_faults(
     Ok(Json(settings))
 }
 
-/// The records of the DLQ named by `topic` (`order.created` or `order.created.dlq`).
+/// The records of the DLQ named by `topic` (`order.created` or `order.created.dlq`), each
+/// marked replayed or not.
 async fn read_dlq(s: &DashState, topic: &str) -> Result<(String, Vec<DeadLetter>), ApiError> {
     let topic = dlq_topic(topic)?;
     let letters = saga_shared::dlq::list(&s.brokers, &topic)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(dlq_error)?;
     Ok((topic, letters))
 }
 
-/// Replays the DLQ named by `topic`; how many records went back.
-async fn replay(s: &DashState, topic: &str) -> Result<(String, usize), ApiError> {
-    let topic = dlq_topic(topic)?;
-    let n = saga_shared::dlq::replay_all(&s.brokers, &topic)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok((topic, n))
+fn dlq_error(e: saga_shared::dlq::DlqError) -> ApiError {
+    use saga_shared::dlq::DlqError;
+    match e {
+        DlqError::NoRecord { .. } => ApiError::NotFound(e.to_string()),
+        DlqError::MissingHeader { .. } => ApiError::Conflict(e.to_string()),
+        DlqError::Kafka(_) | DlqError::Timeout(_) => {
+            tracing::warn!(error = %e, "dashboard: reading or replaying a DLQ failed");
+            ApiError::Unavailable(
+                "the broker refused the request or did not answer; see the lab's log".into(),
+            )
+        }
+    }
+}
+
+/// Which records `POST /api/dlq/{topic}/replay` sends back: one (both given), or every record
+/// still waiting (neither).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayParams {
+    partition: Option<i32>,
+    offset: Option<i64>,
 }
 
 async fn list_dlq(
@@ -344,15 +359,40 @@ async fn list_dlq(
     ApiPath(topic): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (topic, letters) = read_dlq(&s, &topic).await?;
-    Ok(Json(json!({"topic": topic, "records": letters})))
+    let replayed = letters.iter().filter(|d| d.replayed).count();
+    Ok(Json(json!({
+        "topic": topic,
+        "waiting": letters.len() - replayed,
+        "replayed": replayed,
+        "records": letters,
+    })))
 }
 
 async fn replay_dlq(
     State(s): State<Shared>,
     ApiPath(topic): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ReplayParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let (topic, n) = replay(&s, &topic).await?;
-    Ok(Json(json!({"topic": topic, "replayed": n})))
+    use saga_shared::dlq::Selection;
+    let selection = match (params.partition, params.offset) {
+        (None, None) => Selection::All,
+        (Some(partition), Some(offset)) => Selection::One { partition, offset },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give both partition and offset (one record), or neither (every waiting record)"
+                    .into(),
+            ));
+        }
+    };
+    let topic = dlq_topic(&topic)?;
+    let done = saga_shared::dlq::replay(&s.brokers, &topic, selection)
+        .await
+        .map_err(dlq_error)?;
+    Ok(Json(json!({
+        "topic": topic,
+        "replayed": done.replayed,
+        "already_replayed": done.already_replayed,
+    })))
 }
 
 /// `GET /api/contract`: the services, what each consumes and publishes (from their

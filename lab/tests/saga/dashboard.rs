@@ -415,7 +415,9 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     // The page refreshes itself until the record is there.
     let section = format!("[data-dlq='{dlq}']");
     browser
-        .wait_text(&format!("{section} .count"), |t| t == "1 record(s)")
+        .wait_text(&format!("{section} .count"), |t| {
+            t == "1 record(s), 1 waiting"
+        })
         .await;
     let letter = browser
         .find(&format!("{section} table"))
@@ -430,12 +432,13 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         "where it came from: {letter}"
     );
 
-    // The fault is gone; Replay sends the record back and the order completes, charged once.
+    // The fault is gone; the record's Replay sends it back to payment and the order completes,
+    // charged once.
     faults.fail_handlers.store(false, Ordering::SeqCst);
     browser
-        .find(&format!("{section} button[data-replay]"))
+        .find(&format!("{section} button[data-replay-one]"))
         .await
-        .expect("the Replay button")
+        .expect("the record's Replay button")
         .click()
         .await;
     browser
@@ -444,6 +447,77 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     let done = d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
     assert_eq!(done["status"], "CONFIRMED");
     assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 45_500);
+
+    // The page shows it replayed, with nothing left to replay.
+    browser
+        .wait_text(&format!("{section} .count"), |t| {
+            t == "1 record(s), 0 waiting"
+        })
+        .await;
+    browser
+        .wait_text(
+            &format!("{section} tr[data-state='replayed'] td:nth-child(2)"),
+            |t| t == "replayed",
+        )
+        .await;
+    assert!(
+        browser
+            .find(&format!("{section} button[data-replay]"))
+            .await
+            .is_none()
+    );
+    assert!(
+        browser
+            .find(&format!("{section} button[data-replay-one]"))
+            .await
+            .is_none()
+    );
+    // The API says the same, and a bulk replay sends nothing.
+    let http = d.client.http();
+    let listed: serde_json::Value = http
+        .get(format!("{}/api/dlq/{}", d.url, topics::ORDER_CREATED))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (listed["waiting"].as_u64(), listed["replayed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(listed["records"][0]["replayed"], true);
+    let replayed: serde_json::Value = http
+        .post(format!(
+            "{}/api/dlq/{}/replay",
+            d.url,
+            topics::ORDER_CREATED
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            replayed["replayed"].as_u64(),
+            replayed["already_replayed"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    // Half a selection is refused.
+    let half = http
+        .post(format!(
+            "{}/api/dlq/{}/replay?partition=0",
+            d.url,
+            topics::ORDER_CREATED
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(half.status(), 400);
+    assert_eq!(half.headers()["content-type"], "application/problem+json");
 
     browser.close().await;
     d.stop().await;

@@ -129,3 +129,64 @@ async fn out_of_stock_charges_then_refunds() {
     assert_eq!(c.product("ICED_TEA").await.unwrap(), (0, 0));
     t.stop().await;
 }
+
+/// A client that did not see the answer to `POST /orders` sends it again with the same
+/// `Idempotency-Key`, before and after the saga ran, and several times at once: one order, one
+/// charge, and every answer is the first order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_retried_with_its_idempotency_key_is_charged_once() {
+    let t = spawn_lab().await;
+    let c = &t.client;
+    let before = c.wallet_balance("alice").await.unwrap();
+    let body = serde_json::json!({"customer_id":"alice","items":[{"sku":"LATTE","quantity":1,"unit_price":5000}]});
+    let post = || {
+        c.http()
+            .post(format!("{}/orders", c.order))
+            .header("Idempotency-Key", "e2e-retry-1")
+            .json(&body)
+            .send()
+    };
+    let answers = futures_util::future::join_all((0..4).map(|_| post())).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for res in answers {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 201);
+        ids.insert(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(
+        c.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap()["status"],
+        "CONFIRMED"
+    );
+
+    // A retry after the saga finished answers the first order, as first answered.
+    let retry = post().await.unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(
+        (retry["id"].as_str(), &retry["status"]),
+        (Some(id.as_str()), &Value::from("PENDING"))
+    );
+
+    // One order exists (a charge needs one), and it was charged once.
+    let orders: Vec<Value> = c
+        .http()
+        .get(format!("{}/orders?limit=500", c.order))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(c.wallet_balance("alice").await.unwrap(), before - 5000);
+    assert_eq!(c.payments(&id).await.unwrap().as_array().unwrap().len(), 1);
+    t.stop().await;
+}

@@ -151,15 +151,20 @@ async fn dlq_replay_is_processed_once() {
     assert_eq!(c.order(&id).await.unwrap()["status"], "PENDING");
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 50_000);
 
-    // The fault is gone: replay, and the saga completes, charging once.
+    // The fault is gone: replay, and the saga completes, charging once. The redrive is addressed
+    // to payment-service: the notification service, which had processed the original, skips it
+    // (no duplicate to count, no second notification).
     faults.fail_handlers.store(false, Ordering::SeqCst);
     let notif_dups = [
         ("outcome", "duplicate"),
         ("service", "notification-service"),
     ];
+    let notif_skips = [("outcome", "skipped"), ("service", "notification-service")];
     let pay_dups = [("outcome", "duplicate"), ("service", "payment-service")];
+    let pay_skips = [("outcome", "skipped"), ("service", "payment-service")];
     let notif_base = metric_sum(c, "events_consumed_total", &notif_dups).await;
     let pay_base = metric_sum(c, "events_consumed_total", &pay_dups).await;
+    let notif_skip_base = metric_sum(c, "events_consumed_total", &notif_skips).await;
     assert_eq!(
         saga_shared::dlq::replay_all(&brokers, &dlq).await.unwrap(),
         1
@@ -169,15 +174,53 @@ async fn dlq_replay_is_processed_once() {
         "CONFIRMED"
     );
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 40_000);
-    // The notification service had processed the original; the replayed copy is a duplicate to it.
-    eventually_metric(c, "events_consumed_total", &notif_dups, notif_base + 1.0).await;
+    eventually_metric(
+        c,
+        "events_consumed_total",
+        &notif_skips,
+        notif_skip_base + 1.0,
+    )
+    .await;
+    assert_eq!(
+        metric_sum(c, "events_consumed_total", &notif_dups).await,
+        notif_base,
+        "the notification service does not see the redrive as a duplicate"
+    );
+    assert_eq!(
+        metric_sum(c, "events_consumed_total", &pay_skips).await,
+        0.0
+    );
 
-    // Replaying again changes nothing.
+    // The listing shows it replayed; replaying again sends nothing.
+    let letters = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].replayed);
     assert_eq!(
         saga_shared::dlq::replay_all(&brokers, &dlq).await.unwrap(),
-        1
+        0
     );
-    eventually_metric(c, "events_consumed_total", &pay_dups, pay_base + 1.0).await;
+    // Nothing new reached order.created: the redrive is its last record, read by both groups.
+    let created = read_topic_async(&brokers, topics::ORDER_CREATED).await;
+    let redrives: Vec<_> = created
+        .iter()
+        .filter(|m| header(m, dlq_header::REDRIVE_GROUP).is_some())
+        .collect();
+    assert_eq!(redrives.len(), 1);
+    assert_eq!(
+        header(redrives[0], dlq_header::REDRIVE_GROUP).as_deref(),
+        Some("payment-service")
+    );
+    assert_eq!(
+        header(redrives[0], dlq_header::REDRIVE_FROM),
+        Some(format!(
+            "{dlq}/{}/{}",
+            letters[0].partition, letters[0].offset
+        ))
+    );
+    assert_eq!(
+        metric_sum(c, "events_consumed_total", &pay_dups).await,
+        pay_base
+    );
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 40_000);
     assert_eq!(c.payments(&id).await.unwrap().as_array().unwrap().len(), 1);
     assert_eq!(c.product("COLD_BREW").await.unwrap(), (48, 2));
@@ -189,6 +232,158 @@ async fn dlq_replay_is_processed_once() {
         .filter(|n| n["kind"] == "received")
         .count();
     assert_eq!(received, 1);
+    t.stop().await;
+}
+
+/// A poison record is dead-lettered by both groups of `order.created`. Replaying one of the two
+/// DLQ records by partition and offset redrives just that one, to its group only: payment
+/// dead-letters it again (a new DLQ record), notification skips it. A second single replay sends
+/// nothing; a bulk replay sends what is still waiting, and then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
+    use saga_shared::dlq::{Replay, Selection, replay};
+
+    let t = spawn_lab().await;
+    let c = &t.client;
+    let brokers = t.lab.brokers().to_owned();
+    let dlq = topics::dlq(topics::ORDER_CREATED);
+    let order_id = Uuid::now_v7();
+    let env = Envelope::new(topics::ORDER_CREATED, "/test", order_id);
+    publish(
+        &brokers,
+        topics::ORDER_CREATED,
+        &order_id.to_string(),
+        br#"{"order_id":"not-a-uuid"}"#,
+        env.to_headers(),
+    )
+    .await;
+    let letters = lab::client::eventually("dead-lettered by both groups", SAGA_TIMEOUT, || async {
+        let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+        (l.len() >= 2).then_some(l)
+    })
+    .await
+    .unwrap();
+    assert_eq!(letters.len(), 2);
+    assert!(letters.iter().all(|d| !d.replayed));
+    let by_payment = letters
+        .iter()
+        .find(|d| d.consumer_group() == Some("payment-service"))
+        .unwrap();
+    let counted = |service: &'static str, outcome: &'static str| {
+        let labels = [
+            ("service", service),
+            ("outcome", outcome),
+            ("topic", topics::ORDER_CREATED),
+        ];
+        async move { metric_sum(c, "events_consumed_total", &labels).await }
+    };
+    let pay_dead = counted("payment-service", "dead_lettered").await;
+    let notif_dead = counted("notification-service", "dead_lettered").await;
+    let notif_skipped = counted("notification-service", "skipped").await;
+    let notif_dups = counted("notification-service", "duplicate").await;
+    assert_eq!((pay_dead, notif_dead), (1.0, 1.0));
+
+    // Just payment's record.
+    let one = Selection::One {
+        partition: by_payment.partition,
+        offset: by_payment.offset,
+    };
+    assert_eq!(
+        replay(&brokers, &dlq, one).await.unwrap(),
+        Replay {
+            replayed: 1,
+            already_replayed: 0
+        }
+    );
+    // Payment processes it (and, the record being poison, dead-letters it again); notification
+    // skips it.
+    eventually_metric(
+        c,
+        "events_consumed_total",
+        &[("service", "payment-service"), ("outcome", "dead_lettered")],
+        pay_dead + 1.0,
+    )
+    .await;
+    eventually_metric(
+        c,
+        "events_consumed_total",
+        &[("service", "notification-service"), ("outcome", "skipped")],
+        notif_skipped + 1.0,
+    )
+    .await;
+    assert_eq!(
+        counted("notification-service", "dead_lettered").await,
+        notif_dead
+    );
+    assert_eq!(
+        counted("notification-service", "duplicate").await,
+        notif_dups
+    );
+    let letters =
+        lab::client::eventually("the record dead-lettered again", SAGA_TIMEOUT, || async {
+            let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+            (l.len() >= 3).then_some(l)
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 3);
+    let state: Vec<(Option<&str>, bool)> = letters
+        .iter()
+        .map(|d| (d.consumer_group(), d.replayed))
+        .collect();
+    assert_eq!(
+        state.iter().filter(|s| s.1).collect::<Vec<_>>(),
+        [&(Some("payment-service"), true)],
+        "only the replayed record is marked: {state:?}"
+    );
+    let again = letters
+        .iter()
+        .find(|d| d.offset > by_payment.offset && d.consumer_group() == Some("payment-service"));
+    let again = again.expect("payment's second dead letter");
+    assert_eq!(
+        again.header(dlq_header::REDRIVE_FROM),
+        Some(format!("{dlq}/{}/{}", by_payment.partition, by_payment.offset).as_str())
+    );
+
+    // The same record again: nothing is sent.
+    assert_eq!(
+        replay(&brokers, &dlq, one).await.unwrap(),
+        Replay {
+            replayed: 0,
+            already_replayed: 1
+        }
+    );
+    // A record that does not exist.
+    assert!(matches!(
+        replay(
+            &brokers,
+            &dlq,
+            Selection::One {
+                partition: 0,
+                offset: 1_000
+            }
+        )
+        .await,
+        Err(saga_shared::dlq::DlqError::NoRecord { .. })
+    ));
+    // Bulk: the two still waiting. Being poison, both come back as new dead letters, which are
+    // the only ones waiting then.
+    assert_eq!(
+        replay(&brokers, &dlq, Selection::All).await.unwrap(),
+        Replay {
+            replayed: 2,
+            already_replayed: 1
+        }
+    );
+    let letters = lab::client::eventually("both dead-lettered again", SAGA_TIMEOUT, || async {
+        let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+        (l.len() >= 5).then_some(l)
+    })
+    .await
+    .unwrap();
+    assert_eq!(letters.len(), 5);
+    let replayed: Vec<bool> = letters.iter().map(|d| d.replayed).collect();
+    assert_eq!(replayed, [true, true, true, false, false], "{letters:?}");
     t.stop().await;
 }
 

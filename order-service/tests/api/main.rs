@@ -2,5 +2,6 @@
 //! own (a fresh PostgreSQL per test), without a broker or the other services.
 
 mod helpers;
+mod idempotency;
 mod orders;
 mod saga;

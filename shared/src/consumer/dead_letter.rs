@@ -32,7 +32,12 @@ impl ConsumerRunner {
             let mut headers = OwnedHeaders::new();
             if let Some(h) = msg.headers() {
                 use rdkafka::message::Headers;
-                for header in h.iter() {
+                // The record's own `dlq_*` headers (a forger's, or a redrive's group) would be
+                // mistaken for the ones added below; where a redrive came from is kept.
+                for header in h
+                    .iter()
+                    .filter(|h| !h.key.starts_with("dlq_") || h.key == dlq_header::REDRIVE_FROM)
+                {
                     headers = headers.insert(header);
                 }
             }

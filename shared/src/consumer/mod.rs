@@ -15,6 +15,10 @@
 //! partition never skips ahead. Lost database connections retry without limit (the event is not
 //! at fault); other failures go to `<topic>.dlq` after `max_attempts`, with headers naming the
 //! original topic, partition, offset, consumer group, attempts and error.
+//!
+//! A record a DLQ replay redrove to another group (header `dlq_redrive_group`, see [`crate::dlq`])
+//! is skipped: its offset moves on, nothing is applied, and it counts as `skipped`, not as a
+//! duplicate.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -142,6 +146,8 @@ enum Outcome {
     Processed,
     Duplicate,
     DeadLettered,
+    /// A DLQ redrive addressed to another group: neither applied nor counted as a duplicate.
+    Skipped,
     /// Shutdown came while retrying: leave the offset uncommitted.
     Interrupted,
 }
@@ -230,6 +236,7 @@ impl ConsumerRunner {
                     Outcome::Processed => "processed",
                     Outcome::Duplicate => "duplicate",
                     Outcome::DeadLettered => "dead_lettered",
+                    Outcome::Skipped => "skipped",
                     Outcome::Interrupted => {
                         interrupted = true;
                         break;

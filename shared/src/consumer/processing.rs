@@ -22,7 +22,11 @@ impl ConsumerRunner {
     ) -> Vec<Outcome> {
         let faults_on = self.faults.fail_handlers.load(Ordering::Relaxed)
             || self.faults.slow_ms.load(Ordering::Relaxed) > 0;
-        if batch.len() > 1 && !faults_on {
+        // A DLQ redrive addressed to another group is rare: such a batch goes record by record.
+        let all_addressed = batch
+            .iter()
+            .all(|m| crate::dlq::addressed_to(m, &self.group));
+        if batch.len() > 1 && !faults_on && all_addressed {
             let decoded: Result<Vec<Incoming>, String> = batch.iter().map(decode).collect();
             if let Ok(records) = decoded {
                 metrics::histogram!("consumer_batch_records", "service" => self.service)
@@ -101,6 +105,9 @@ impl ConsumerRunner {
     }
 
     async fn process(&self, msg: &BorrowedMessage<'_>, shutdown: &mut Shutdown) -> Outcome {
+        if !crate::dlq::addressed_to(msg, &self.group) {
+            return Outcome::Skipped;
+        }
         let incoming = match decode(msg) {
             Ok(i) => i,
             Err(reason) => {

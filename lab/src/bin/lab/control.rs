@@ -40,10 +40,24 @@ pub(crate) struct BrokerArg {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqAction {
-    /// Print the records of `<topic>.dlq`.
+    /// Print the records of `<topic>.dlq`, each waiting for replay or replayed.
     List(DlqArgs),
-    /// Publish every record of `<topic>.dlq` to its original topic again.
-    Replay(DlqArgs),
+    /// Send the records of `<topic>.dlq` still waiting back to the consumer group that
+    /// dead-lettered each (every one, or the one at --partition and --offset), and mark them
+    /// replayed.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqReplayArgs {
+    #[command(flatten)]
+    dlq: DlqArgs,
+    /// Only the record at this partition of the DLQ (with --offset).
+    #[arg(long, requires = "offset")]
+    partition: Option<i32>,
+    /// Only the record at this offset of the DLQ (with --partition).
+    #[arg(long, requires = "partition")]
+    offset: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -102,16 +116,24 @@ pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     match action {
         DlqAction::List(a) => print_dlq(&a.lab.get(&format!("/api/dlq/{}", a.topic)).await?),
         DlqAction::Replay(a) => {
+            let one = match (a.partition, a.offset) {
+                (Some(p), Some(o)) => format!("?partition={p}&offset={o}"),
+                _ => String::new(),
+            };
             let v = a
+                .dlq
                 .lab
-                .post(&format!("/api/dlq/{}/replay", a.topic), None)
+                .post(&format!("/api/dlq/{}/replay{one}", a.dlq.topic), None)
                 .await?;
-            println!(
-                "replayed {} record(s) of {} to {}",
+            let mut line = format!(
+                "replayed {} record(s) of {} to the group that dead-lettered each",
                 v["replayed"],
                 v["topic"].as_str().unwrap_or_default(),
-                a.topic
             );
+            if v["already_replayed"].as_u64().unwrap_or(0) > 0 {
+                line += &format!(" ({} replayed before)", v["already_replayed"]);
+            }
+            println!("{line}");
             Ok(())
         }
     }
@@ -233,9 +255,11 @@ fn print_dlq(v: &Value) -> anyhow::Result<()> {
     use std::fmt::Write;
     let records = v["records"].as_array().cloned().unwrap_or_default();
     let mut out = format!(
-        "{}: {} record(s)\n",
+        "{}: {} record(s), {} waiting, {} replayed\n",
         v["topic"].as_str().unwrap_or("?"),
-        records.len()
+        records.len(),
+        v["waiting"],
+        v["replayed"],
     );
     for r in records {
         let h = |name: &str| {
@@ -248,9 +272,14 @@ fn print_dlq(v: &Value) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "  {}@{}  from {}[{}]@{}  group={} attempts={}  error: {}",
+            "  {}@{}  {}  from {}[{}]@{}  group={} attempts={}  error: {}",
             r["partition"],
             r["offset"],
+            if r["replayed"] == true {
+                "replayed"
+            } else {
+                "waiting "
+            },
             h("dlq_original_topic"),
             h("dlq_original_partition"),
             h("dlq_original_offset"),
