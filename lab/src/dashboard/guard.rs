@@ -68,6 +68,9 @@ impl Guard {
 
     /// Why `request` is refused, if it is.
     fn refusal(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+        if headers.get_all(header::HOST).iter().nth(1).is_some() {
+            return Some("the request names more than one host".into());
+        }
         // HTTP/1.1 sends `Host`; HTTP/2 the URI's authority.
         let host = match headers.get(header::HOST) {
             Some(value) => value.to_str().ok().map(str::to_owned),
@@ -228,6 +231,13 @@ mod tests {
             assert!(refused(&g, Method::GET, &[("host", bad)]), "{bad}");
         }
         assert!(refused(&g, Method::GET, &[]), "no host");
+        let mut two = headers(&[("host", "127.0.0.1:8080")]);
+        two.append(header::HOST, "evil.example".parse().unwrap());
+        assert!(
+            g.refusal(&Method::GET, &Uri::from_static("/"), &two)
+                .is_some(),
+            "two hosts"
+        );
         assert!(Guard::new(["http://x/y"]).is_err());
     }
 
