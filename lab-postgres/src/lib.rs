@@ -13,11 +13,15 @@
 //! a killed server is handled: the start waits for the old server's processes to be gone (never
 //! touching a lock whose server is alive), then goes on.
 //!
+//! Once it runs, [`TempPostgres::exit_watch`] tells when it exits without being asked to (a
+//! crash, a kill), with the log to read.
+//!
 //! [`TempPostgres::fresh_database`] makes an empty database per test.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
@@ -72,7 +76,8 @@ pub enum PgError {
 /// A PostgreSQL server this process started; stopped by [`TempPostgres::stop`] or on drop.
 #[derive(Debug)]
 pub struct TempPostgres {
-    child: Option<std::process::Child>,
+    /// The server, until it is stopped; shared with its [`ExitWatch`]es.
+    child: Arc<Mutex<Option<std::process::Child>>>,
     port: u16,
     password: String,
     data_dir: PathBuf,
@@ -421,7 +426,7 @@ impl TempPostgres {
             .stderr(log_file)
             .spawn()?;
         let mut pg = Self {
-            child: Some(child),
+            child: Arc::new(Mutex::new(Some(child))),
             port,
             password,
             data_dir,
@@ -439,12 +444,15 @@ impl TempPostgres {
                 let _ = conn.close().await;
                 return Ok(());
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
+            let exited = {
+                let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+                let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if status.is_some() {
+                    *child = None;
+                }
+                status
+            };
+            if let Some(status) = exited {
                 return Err(PgError::Exited {
                     status: status.to_string(),
                     lines: log_excerpt(&self.log, log_start),
@@ -474,13 +482,34 @@ impl TempPostgres {
         )
     }
 
+    /// The server's log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// A handle that tells when the server exits on its own (it crashed, or someone killed it).
+    pub fn exit_watch(&self) -> ExitWatch {
+        ExitWatch {
+            child: self.child.clone(),
+            log: self.log.clone(),
+        }
+    }
+
+    /// Takes the server out of reach of its [`ExitWatch`]es: it is being stopped on purpose.
+    fn take_child(&self) -> Option<std::process::Child> {
+        self.child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Stops the server (fast shutdown), waiting for it to exit.
     pub async fn stop(mut self) {
         self.stop_inner().await;
     }
 
     async fn stop_inner(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.take_child() else {
             return;
         };
         let _ = Command::new("kill")
@@ -500,7 +529,7 @@ impl TempPostgres {
 
 impl Drop for TempPostgres {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.take_child() {
             let _ = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
                 .status();
@@ -514,6 +543,42 @@ impl Drop for TempPostgres {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Watches a [`TempPostgres`] for an exit nobody asked for: see [`ExitWatch::exited`].
+#[derive(Debug, Clone)]
+pub struct ExitWatch {
+    child: Arc<Mutex<Option<std::process::Child>>>,
+    log: PathBuf,
+}
+
+impl ExitWatch {
+    /// How often [`ExitWatch::exited`] looks.
+    const EVERY: Duration = Duration::from_millis(200);
+
+    /// Resolves when the server has exited on its own, with how it exited (`signal: 9
+    /// (SIGKILL)`, `exit status: 1`); never once it is stopped on purpose
+    /// ([`TempPostgres::stop`], or dropping it).
+    pub async fn exited(&self) -> String {
+        loop {
+            {
+                let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+                match child.as_mut().map(std::process::Child::try_wait) {
+                    Some(Ok(Some(status))) => return status.to_string(),
+                    Some(Err(e)) => return format!("lost track of it: {e}"),
+                    Some(Ok(None)) => {}
+                    None => break,
+                }
+            }
+            tokio::time::sleep(Self::EVERY).await;
+        }
+        std::future::pending().await
+    }
+
+    /// The server's log file, where it says why it stopped.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 }
 

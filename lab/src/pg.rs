@@ -1,7 +1,9 @@
 //! The lab's PostgreSQL ([`lab_postgres`]) and the four service databases, each owned by its own
 //! role.
 
-pub use lab_postgres::{PgError, RELOCATED_HOME, TempPostgres, free_port, is_root, server_binary};
+pub use lab_postgres::{
+    ExitWatch, PgError, RELOCATED_HOME, TempPostgres, free_port, is_root, server_binary,
+};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 /// One service database and the role that owns it (from the service's declaration).

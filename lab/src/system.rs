@@ -525,6 +525,12 @@ impl Lab {
         &self.db_urls[svc as usize]
     }
 
+    /// Tells when the lab's own PostgreSQL exits without being asked to; none when the lab uses
+    /// a server it did not start (`--postgres-url`).
+    pub fn postgres_exit_watch(&self) -> Option<crate::pg::ExitWatch> {
+        self.postgres.as_ref().map(TempPostgres::exit_watch)
+    }
+
     pub fn admin(&self) -> &PgAdmin {
         &self.admin
     }

@@ -1,7 +1,9 @@
 //! The `lab` binary itself, as a user runs it: it starts everything and serves an order; it stops
 //! cleanly on Ctrl-C; it runs as root from below a `0700` folder; it starts again at once after
 //! its whole process group was killed with SIGKILL, and finishes what was accepted before; a
-//! second lab on the same data dir, and a taken port, are refused with one clear line.
+//! second lab on the same data dir, and a taken port, are refused with one clear line; a
+//! PostgreSQL killed under it stops it with one line naming the log; a 503 from `/ready` is not
+//! logged as an error.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -77,6 +79,7 @@ struct RunningLab {
     lines: Lines<BufReader<ChildStdout>>,
     printed: Vec<String>,
     order_url: String,
+    payment_url: String,
     notification_url: String,
     dashboard_url: String,
 }
@@ -115,6 +118,7 @@ impl RunningLab {
         };
         RunningLab {
             order_url: url("order-service"),
+            payment_url: url("payment-service"),
             notification_url: url("notification-service"),
             dashboard_url: url("dashboard"),
             child,
@@ -168,6 +172,27 @@ impl RunningLab {
             rest.push(line);
         }
         rest
+    }
+
+    /// Waits (with a deadline) for the lab to exit on its own; its status, and what it printed
+    /// after starting (stdout) and in all (stderr).
+    async fn exits_within(
+        mut self,
+        within: Duration,
+    ) -> (std::process::ExitStatus, Vec<String>, String) {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the lab exits on its own within {within:?}"))
+            .unwrap();
+        let mut rest = Vec::new();
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        let mut stderr = String::new();
+        tokio::io::AsyncReadExt::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr)
+            .await
+            .unwrap();
+        (status, rest, stderr)
     }
 
     /// SIGKILL to the lab's whole process group, as an OOM kill or a closed terminal does.
@@ -224,6 +249,11 @@ async fn lab_starts_serves_and_stops_cleanly_on_ctrl_c() {
         postgres_processes_of(dir.path()),
         1,
         "one PostgreSQL runs for the lab"
+    );
+    assert!(
+        !lab.printed.iter().any(|l| l.contains("ERROR")),
+        "a start-up without an error logs none: {:#?}",
+        lab.printed
     );
     lab.order_confirmed().await;
     let rest = lab.stop().await;
@@ -394,4 +424,97 @@ async fn a_data_dir_that_cannot_be_written_is_one_line_naming_the_flag() {
         1,
         "the cause is said once: {stderr}"
     );
+}
+
+/// The lab's own PostgreSQL server: its postmaster's PID and port, from its lock file.
+fn postmaster(data_dir: &Path) -> (String, u16) {
+    let pid_file = data_dir
+        .join("postgres")
+        .join("pgdata")
+        .join("postmaster.pid");
+    let text = std::fs::read_to_string(&pid_file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    (lines[0].trim().to_owned(), lines[3].trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_killed_while_the_lab_runs_stops_the_lab_with_one_line_naming_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(60)).await;
+    let (pid, _) = postmaster(dir.path());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, rest, stderr) = lab.exits_within(Duration::from_secs(60)).await;
+    assert!(!status.success(), "a failure exit: {status:?}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("PostgreSQL"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line: {stderr}");
+    assert!(
+        said[0].starts_with("error: the lab's PostgreSQL exited while the lab ran")
+            && said[0].contains("SIGKILL")
+            && said[0].contains("postgres.log"),
+        "what happened and the log to read: {stderr}"
+    );
+    assert!(
+        rest.iter().any(|l| l == "stopped."),
+        "stopped cleanly: {rest:#?}"
+    );
+    assert_eq!(
+        postgres_processes_of(dir.path()),
+        0,
+        "nothing of PostgreSQL is left"
+    );
+    remove_relocated(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_ready_answer_is_not_logged_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = RunningLab::start(DataDir::Flag(dir.path()), Duration::from_secs(60)).await;
+    // Payment's database refuses connections: its /ready answers 503, as while it starts.
+    let (_, port) = postmaster(dir.path());
+    let password = std::fs::read_to_string(dir.path().join("postgres").join("superuser.pw"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let admin = lab::pg::PgAdmin::new(format!(
+        "postgres://postgres:{password}@127.0.0.1:{port}/postgres"
+    ));
+    let database = lab::Service::Payment.db().database;
+    admin.block_database(database).await.unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("{}/ready", lab.payment_url);
+    lab::client::eventually(
+        "payment's /ready to answer 503",
+        Duration::from_secs(30),
+        || async {
+            let res = http.get(&ready).send().await.ok()?;
+            (res.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        },
+    )
+    .await
+    .expect("payment's /ready answers 503 without its database");
+    admin.unblock_database(database).await.unwrap();
+    // A real server error is still an ERROR: the log shows it (checked in saga-shared's tests).
+    let printed = lab.printed.clone();
+    let rest = lab.stop().await;
+    let errors: Vec<&String> = printed
+        .iter()
+        .chain(&rest)
+        // tower-http's line for a failed response (its span, naming the path, is below the
+        // lab's `warn` filter); the only requests here are to /ready.
+        .filter(|l| l.contains("ERROR") && l.contains("response failed"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "/ready's 503 logged as an error: {errors:#?}"
+    );
+    remove_relocated(dir.path());
 }

@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, NeverClassifyEos, ServerErrorsAsFailures,
+    ServerErrorsFailureClass, SharedClassifier,
+};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -25,6 +29,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -55,6 +61,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,6 +75,7 @@ impl ApiError {
     fn slug(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad-request",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable(_) => "validation",
@@ -229,11 +237,14 @@ async fn problem_for_bare_errors(res: Response) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    if let Some(allow) = res.headers().get(header::ALLOW) {
+    let (parts, _) = res.into_parts();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
         problem_res
             .headers_mut()
             .insert(header::ALLOW, allow.clone());
     }
+    // What handlers said about the response (e.g. `NotAFailure`) stays with it.
+    problem_res.extensions_mut().extend(parts.extensions);
     problem_res
 }
 
@@ -253,6 +264,35 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     res
 }
 
+/// A response extension: this 5xx is an answer, not a failure (`/ready`'s 503 while a service
+/// starts or its database is away). The trace log shows it at DEBUG, not as an ERROR.
+#[derive(Debug, Clone, Copy)]
+pub struct NotAFailure;
+
+/// The trace's classifier: 5xx responses are failures (logged as ERROR), unless marked
+/// [`NotAFailure`].
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerErrorsUnlessExpected;
+
+impl ClassifyResponse for ServerErrorsUnlessExpected {
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn classify_response<B>(
+        self,
+        res: &axum::http::Response<B>,
+    ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if res.extensions().get::<NotAFailure>().is_some() {
+            return ClassifiedResponse::Ready(Ok(()));
+        }
+        ServerErrorsAsFailures::new().classify_response(res)
+    }
+
+    fn classify_error<E: std::fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        ServerErrorsAsFailures::new().classify_error(error)
+    }
+}
+
 /// Wraps a service's router with the shared middleware. Order (outermost first): request id,
 /// trace, timeout, body limit, metrics; unknown routes answer a 404 problem.
 pub fn with_middleware(router: Router) -> Router {
@@ -265,14 +305,18 @@ pub fn with_middleware(router: Router) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(middleware::map_response(problem_for_bare_errors))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        .layer(
+            TraceLayer::new(SharedClassifier::new(ServerErrorsUnlessExpected)).make_span_with(
+                |req: &Request| {
             let id = req
                 .headers()
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("http", method = %req.method(), uri = %req.uri(), request_id = %id)
-        }))
+                },
+            ),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
@@ -308,6 +352,83 @@ mod tests {
             "application/problem+json"
         );
         assert!(res.headers().contains_key(header::ALLOW));
+    }
+
+    /// What the tracing subscriber of a test wrote.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl tracing_subscriber::fmt::MakeWriter<'_> for Captured {
+        type Writer = Captured;
+        fn make_writer(&self) -> Captured {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_not_ready_answer_is_logged_at_debug_and_a_real_5xx_as_an_error() {
+        use tower::ServiceExt;
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        // The runtime has one thread, so the requests below run under this subscriber.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = with_middleware(
+            Router::new()
+                .route(
+                    "/ready",
+                    axum::routing::get(|| async {
+                        let mut res = StatusCode::SERVICE_UNAVAILABLE.into_response();
+                        res.extensions_mut().insert(NotAFailure);
+                        res
+                    }),
+                )
+                .route(
+                    "/broken",
+                    axum::routing::get(|| async {
+                        ApiError::Internal("the disk is on fire".into())
+                    }),
+                ),
+        );
+        let get = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let res = app.clone().oneshot(get("/ready")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let text = log.text();
+        assert!(text.contains("status=503"), "logged at debug: {text}");
+        assert!(!text.contains("ERROR"), "not an error: {text}");
+
+        let res = app.oneshot(get("/broken")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let text = log.text();
+        assert!(
+            text.lines()
+                .any(|l| l.contains("ERROR") && l.contains("response failed")),
+            "a real 5xx is an error: {text}"
+        );
     }
 
     #[test]

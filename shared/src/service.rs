@@ -385,7 +385,7 @@ async fn ready(State(p): State<Probe>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    let mut res = (
         status,
         Json(json!({
             "service": p.name,
@@ -396,4 +396,9 @@ async fn ready(State(p): State<Probe>) -> impl IntoResponse {
             "outbox_relay_listening": p.readiness.relay(),
         })),
     )
+        .into_response();
+    // "Not ready" is this probe's answer while the service starts (or its database is away,
+    // which the parts that need it log themselves), not a server error.
+    res.extensions_mut().insert(crate::http::NotAFailure);
+    res
 }

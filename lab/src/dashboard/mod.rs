@@ -7,10 +7,13 @@
 //!   events, partition offsets, saga latencies.
 //! - [`explorer`]: topics, configs, the message browser, producing, groups and offset resets.
 //! - [`live`]: the snapshot pushed every second over Server-Sent Events.
+//! - [`guard`]: the layer in front of every route that keeps other sites out (the `Host` a
+//!   request names, and the `Origin` of one that changes something).
 //!
 //! Everything Kafka goes through the Kafka protocol, so the page works on an external broker too.
 
 pub mod explorer;
+pub mod guard;
 pub mod live;
 pub mod observer;
 
@@ -33,6 +36,7 @@ use crate::client::LabClient;
 use crate::poison::PoisonKind;
 use crate::system::{Lab, Service};
 use explorer::{Explorer, ExplorerError, NewRecord, ResetTo, Start};
+use guard::Guard;
 use live::Live;
 use observer::Observer;
 
@@ -72,12 +76,24 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    /// Starts reading the broker at `brokers` and serves the dashboard on `listener`.
+    /// Starts reading the broker at `brokers` and serves the dashboard on `listener`, to
+    /// requests that name it by an IP address or `localhost` (see [`guard`]).
     pub fn serve(
         lab: SharedLab,
         client: LabClient,
         brokers: String,
         listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Dashboard> {
+        Self::serve_guarded(lab, client, brokers, listener, Guard::default())
+    }
+
+    /// [`Dashboard::serve`], also answering requests that name it as one of `guard`'s names.
+    pub fn serve_guarded(
+        lab: SharedLab,
+        client: LabClient,
+        brokers: String,
+        listener: tokio::net::TcpListener,
+        guard: Guard,
     ) -> anyhow::Result<Dashboard> {
         let observer = Observer::start(&brokers)?;
         let state = Arc::new(DashState {
@@ -91,7 +107,7 @@ impl Dashboard {
         let ticker = tokio::spawn(live::run(state.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router(state))
+            axum::serve(listener, router(state, guard))
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -133,8 +149,8 @@ impl Drop for Dashboard {
     }
 }
 
-fn router(state: Shared) -> Router {
-    saga_shared::http::with_middleware(
+fn router(state: Shared, guard: Guard) -> Router {
+    let routes = saga_shared::http::with_middleware(
         Router::new()
             .route("/", get(|| asset("index.html")))
             .route(
@@ -163,7 +179,12 @@ fn router(state: Shared) -> Router {
             .route("/api/dlq/{topic}", get(list_dlq))
             .route("/api/dlq/{topic}/replay", post(replay_dlq))
             .with_state(state),
-    )
+    );
+    // Outermost, so that a refused request reaches nothing, not even the fallback.
+    routes.layer(axum::middleware::from_fn_with_state(
+        Arc::new(guard),
+        guard::check,
+    ))
 }
 
 /// The page's files, embedded in the binary.
@@ -267,7 +288,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
                 "name": svc.name(),
                 "url": lab.url(*svc),
                 "running": lab.is_running(*svc),
-                "database_url": lab.db_url(*svc),
+                "database_url": without_password(lab.db_url(*svc)),
                 "faults": FaultSettings {
                     fail_handlers: f.fail_handlers.load(Ordering::Relaxed),
                     slow_ms: f.slow_ms.load(Ordering::Relaxed),
@@ -278,6 +299,19 @@ async fn status(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({"brokers": lab.brokers(), "services": services}),
     ))
+}
+
+/// `url` with its password, if any, replaced by `***`: a web route never shows one (`lab env`
+/// puts the lab's own back for the user's shell).
+pub fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not shown)".to_owned(),
+    }
 }
 
 async fn stop_service(

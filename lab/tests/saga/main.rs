@@ -6,6 +6,7 @@ mod helpers;
 mod dashboard;
 mod duplicates;
 mod failures;
+mod guard;
 mod ledger;
 mod load;
 mod outbox;

@@ -171,11 +171,20 @@ pub(crate) async fn env(a: ServiceArg) -> anyhow::Result<()> {
         .flatten()
         .find(|s| s["name"] == name)
         .with_context(|| format!("the lab reports no {name}"))?;
+    // The dashboard never shows a password; the role's is the lab's own, known here.
+    let mut database_url = reqwest::Url::parse(svc["database_url"].as_str().unwrap_or_default())
+        .with_context(|| format!("the lab reports no database URL for {name}"))?;
+    if database_url.password().is_some() {
+        let _ = database_url.set_password(Some(&a.service.db().password()));
+    }
     for (var, value) in [
-        ("DATABASE_URL", &svc["database_url"]),
-        ("KAFKA_BROKERS", &status["brokers"]),
+        ("DATABASE_URL", database_url.as_str()),
+        (
+            "KAFKA_BROKERS",
+            status["brokers"].as_str().unwrap_or_default(),
+        ),
     ] {
-        println!("export {var}='{}'", value.as_str().unwrap_or_default());
+        println!("export {var}='{value}'");
     }
     Ok(())
 }

@@ -87,6 +87,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Said when it happened, in its own line.
+        Err(e) if e.is::<up::PostgresExited>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             // One line, no backtrace: what went wrong and the fix, then each cause the message
             // does not already say.

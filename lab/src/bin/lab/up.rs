@@ -31,6 +31,16 @@ pub(crate) struct UpArgs {
     /// Port of the dashboard (0: any free port, as for every port below).
     #[arg(long, env = "LAB_DASHBOARD_PORT", default_value_t = 8080)]
     dashboard_port: u16,
+    /// Host names the dashboard answers to besides IP addresses, `localhost` and `--host`
+    /// (comma separated, e.g. `lab.example`), when it is reached by another name (a proxy, a
+    /// container's name); other names are refused (DNS rebinding).
+    #[arg(
+        long,
+        env = "LAB_DASHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    dashboard_allowed_hosts: Vec<String>,
     /// Port of the order service.
     #[arg(long, env = "LAB_ORDER_PORT", default_value_t = 8081)]
     order_port: u16,
@@ -64,8 +74,21 @@ pub(crate) struct UpArgs {
     max_attempts: u32,
 }
 
+/// The lab stopped because its PostgreSQL exited; already said on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("the lab's PostgreSQL exited")]
+pub(crate) struct PostgresExited;
+
 pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     saga_shared::telemetry::init_tracing("warn");
+    let guard = lab::dashboard::guard::Guard::new(
+        args.dashboard_allowed_hosts
+            .iter()
+            .map(String::as_str)
+            // `--host` by name (an address is accepted anyway).
+            .chain(Some(args.host.as_str()).filter(|h| h.parse::<std::net::IpAddr>().is_err())),
+    )
+    .context("--dashboard-allowed-hosts (LAB_DASHBOARD_ALLOWED_HOSTS)")?;
     let mut config = LabConfig::standard(&args.data_dir);
     config.postgres_url = args.postgres_url.clone();
     config.postgres_port = args.postgres_port;
@@ -121,6 +144,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     progress("starting the dashboard");
+    let postgres_exit = lab.postgres_exit_watch();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
     let shared: SharedLab = Arc::new(tokio::sync::Mutex::new(Some(lab)));
@@ -128,7 +152,13 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the dashboard to port {}", args.dashboard_port))?;
     let dashboard_port = listener.local_addr()?.port();
-    let dashboard = Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)?;
+    let dashboard = Dashboard::serve_guarded(
+        shared.clone(),
+        client.clone(),
+        brokers.clone(),
+        listener,
+        guard,
+    )?;
     progress("");
     bar.finish_and_clear();
 
@@ -182,7 +212,25 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("\nor follow one live:  {lab} order --customer bob --item MOCHA:3:5500");
     println!("\nPress Ctrl-C to stop everything.");
 
-    saga_shared::shutdown::ctrl_c_or_sigterm().await;
+    // Until Ctrl-C, or until the lab's own PostgreSQL dies under it: then the services could
+    // only time out on their pools, so the lab says so and stops.
+    let postgres_died = async {
+        match &postgres_exit {
+            Some(watch) => Some((watch.exited().await, watch.log().to_owned())),
+            None => std::future::pending().await,
+        }
+    };
+    let died = tokio::select! {
+        () = saga_shared::shutdown::ctrl_c_or_sigterm() => None,
+        died = postgres_died => died,
+    };
+    if let Some((how, log)) = &died {
+        eprintln!(
+            "error: the lab's PostgreSQL exited while the lab ran ({how}); the services cannot \
+             work without it, so the lab stops. Its log: {}",
+            log.display()
+        );
+    }
     println!("\nstopping...");
     dashboard.shutdown().await;
     let lab = shared.lock().await.take();
@@ -190,7 +238,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         lab.shutdown().await;
     }
     println!("stopped.");
-    Ok(())
+    match died {
+        Some(_) => Err(PostgresExited.into()),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn client_url(client: &LabClient, svc: Service) -> &str {
