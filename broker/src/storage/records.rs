@@ -421,31 +421,41 @@ mod tests {
         }
     }
 
-    /// A batch of one record whose value is `size` zero bytes, gzip-compressed by hand (a
-    /// "zip bomb": a few KiB on the wire).
-    fn gzip_bomb(size: usize) -> Vec<u8> {
-        let plain = encoded(1, Compression::None);
-        let h = header(&plain);
-        // One record: length, attributes, timestamp delta 0, offset delta 0, key -1, value, 0
-        // headers; the value is `size` zeros.
+    /// The records of a batch holding one record whose value is `size` zero bytes.
+    fn one_huge_record(size: usize) -> Vec<u8> {
+        // length, attributes, timestamp delta 0, offset delta 0, key -1, value, 0 headers
         let mut body = vec![0u8, 0, 0, 1];
         body.extend(zigzag(size as i64));
         let mut record = zigzag((body.len() + size + 1) as i64);
         record.extend(body);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&record).unwrap();
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..size / zeros.len() {
-            gz.write_all(&zeros).unwrap();
-        }
-        gz.write_all(&zeros[..size % zeros.len()]).unwrap();
-        gz.write_all(&[0]).unwrap(); // no headers
-        let compressed = gz.finish().unwrap();
+        record.resize(record.len() + size + 1, 0);
+        record
+    }
+
+    /// A batch of one record whose value is `size` zero bytes, compressed with `codec` (a
+    /// "zip bomb": a small fraction of that on the wire).
+    fn bomb(size: usize, codec: i16) -> Vec<u8> {
+        let records = one_huge_record(size);
+        let compressed = match codec {
+            1 => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                gz.write_all(&records).unwrap();
+                gz.finish().unwrap()
+            }
+            2 => snap::raw::Encoder::new().compress_vec(&records).unwrap(),
+            3 => {
+                let mut lz = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                lz.write_all(&records).unwrap();
+                lz.finish().0
+            }
+            _ => unreachable!("gzip, snappy or lz4"),
+        };
+        let plain = encoded(1, Compression::None);
         let mut b = plain[..HEADER_LEN].to_vec();
         b.extend(compressed);
         let len = (b.len() - 12) as i32;
         b[8..12].copy_from_slice(&len.to_be_bytes());
-        b[21..23].copy_from_slice(&(h.attributes | 1).to_be_bytes());
+        b[21..23].copy_from_slice(&codec.to_be_bytes());
         forge_count(&mut b, 1);
         b
     }
@@ -465,14 +475,21 @@ mod tests {
 
     #[test]
     fn a_compressed_batch_stops_inflating_at_the_limit() {
-        let b = gzip_bomb(64 << 20);
-        assert!(b.len() < 200 << 10, "64 MiB in {} bytes", b.len());
-        let h = header(&b);
-        assert_eq!(
-            check(&b, &h, 1 << 20),
-            Err(BatchError::InflatedTooLarge { max: 1 << 20 })
-        );
-        assert_eq!(check(&b, &h, 65 << 20), Ok(()), "under a higher limit");
+        for codec in [1, 2, 3] {
+            let b = bomb(64 << 20, codec);
+            assert!(b.len() < 4 << 20, "64 MiB in {} bytes", b.len());
+            let h = header(&b);
+            assert_eq!(
+                check(&b, &h, 1 << 20),
+                Err(BatchError::InflatedTooLarge { max: 1 << 20 }),
+                "codec {codec}"
+            );
+            assert_eq!(
+                check(&b, &h, 65 << 20),
+                Ok(()),
+                "codec {codec}: a higher limit"
+            );
+        }
         let plain = encoded(10, Compression::None);
         assert_eq!(
             check(&plain, &header(&plain), 100),
