@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -189,11 +189,22 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
                 deadline += asked.elapsed();
             }
         }
-        let at = buf.len();
-        buf.resize(at + chunk, 0);
-        tokio::select! {
-            read = reader.read_exact(&mut buf[at..]) => { read?; }
-            e = within(deadline) => return Err(e),
+        // Read into the buffer's spare capacity: no zero-filling of a megabyte first.
+        let end = buf.len() + chunk;
+        buf.reserve(chunk);
+        let timer = within(deadline);
+        tokio::pin!(timer);
+        while buf.len() < end {
+            let want = end - buf.len();
+            let mut spare = (&mut buf).limit(want);
+            tokio::select! {
+                read = reader.read_buf(&mut spare) => {
+                    if read? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                e = &mut timer => return Err(e),
+            }
         }
     }
     let permit = match permit {
