@@ -167,7 +167,9 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
     }
     let size = size as usize;
-    let mut buf = BytesMut::with_capacity(size.min(CHUNK));
+    // One allocation of the whole size: its pages are only touched (and counted by the OS) as
+    // the bytes arrive, so memory follows the budget, without regrowing copies.
+    let mut buf = BytesMut::with_capacity(size);
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut deadline = deadline;
     while buf.len() < size {
@@ -191,7 +193,6 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
         }
         // Read into the buffer's spare capacity: no zero-filling of a megabyte first.
         let end = buf.len() + chunk;
-        buf.reserve(chunk);
         let timer = within(deadline);
         tokio::pin!(timer);
         while buf.len() < end {

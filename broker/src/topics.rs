@@ -188,10 +188,11 @@ pub struct ConfigEntry {
 
 impl TopicConfig {
     /// The storage settings of the topic's partitions.
-    fn log_config(&self, fsync_each_append: bool) -> LogConfig {
+    fn log_config(&self, fsync_each_append: bool, max_request_bytes: u64) -> LogConfig {
         let positive = |v: i64| u64::try_from(v).ok();
         LogConfig {
             max_batch_bytes: self.max_message_bytes,
+            max_inflated_bytes: self.max_message_bytes.max(max_request_bytes),
             segment_bytes: self.segment_bytes,
             segment_age: Duration::from_millis(positive(self.segment_ms).unwrap_or(u64::MAX)),
             retention: positive(self.retention_ms).map(Duration::from_millis),
@@ -224,6 +225,12 @@ pub enum TopicError {
         "topic '{name}' collides with the existing topic '{existing}' (names that differ only in case or in '.' versus '_' would share a directory or metric names)"
     )]
     Collides { name: String, existing: String },
+    #[error("another topic change is in progress; try again")]
+    Busy,
+    #[error(
+        "topic '{0}' has data on disk that this broker could not load (see its log); move topics/{0} away to reuse the name"
+    )]
+    Unloadable(String),
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -362,6 +369,7 @@ struct Defaults {
     retention_ms: i64,
     retention_bytes: i64,
     fsync_each_append: bool,
+    max_request_bytes: u64,
 }
 
 impl Defaults {
@@ -373,6 +381,7 @@ impl Defaults {
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
             fsync_each_append: config.fsync == FsyncPolicy::Always,
+            max_request_bytes: config.max_request_bytes as u64,
         }
     }
 }
@@ -422,7 +431,7 @@ impl TopicRegistry {
                 // A topic directory without metadata is a half-finished create: skip it.
                 continue;
             };
-            let meta: TopicFile = match serde_json::from_slice(&raw) {
+            let mut meta: TopicFile = match serde_json::from_slice(&raw) {
                 Ok(meta) => meta,
                 Err(e) => {
                     // Keep the broker up; the data stays on disk for an operator to look at.
@@ -433,6 +442,7 @@ impl TopicRegistry {
                     continue;
                 }
             };
+            raise_small_segments(&name, &entry.path(), &mut meta)?;
             let topic = match registry.load(&name, entry.path(), meta) {
                 Ok(topic) => topic,
                 Err(e @ TopicError::InvalidConfig { .. }) => {
@@ -516,9 +526,10 @@ impl TopicRegistry {
     }
 
     fn log_config(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig, TopicError> {
-        Ok(self
-            .resolve(overrides)?
-            .log_config(self.defaults.fsync_each_append))
+        Ok(self.resolve(overrides)?.log_config(
+            self.defaults.fsync_each_append,
+            self.defaults.max_request_bytes,
+        ))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -591,8 +602,12 @@ impl TopicRegistry {
         // Again under the admin lock: a create of the same name may have finished meanwhile.
         self.validate(name, partitions, &configs)?;
         let dir = self.dir.join(name);
+        if dir.join("topic.json").exists() {
+            // A topic this broker could not load at start (see the log): its data stays.
+            return Err(TopicError::Unloadable(name.into()));
+        }
         if dir.exists() {
-            fs::remove_dir_all(&dir)?; // leftovers of an interrupted delete
+            fs::remove_dir_all(&dir)?; // leftovers of an interrupted create
         }
         fs::create_dir_all(&dir)?;
         let meta = TopicFile {
@@ -709,10 +724,16 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Returns the topic, creating it with defaults if it doesn't exist yet.
+    /// Returns the topic, creating it with defaults if it doesn't exist yet. While another topic
+    /// change holds the admin lock (a large creation can take seconds) it does not wait, which
+    /// would hold a thread of the blocking pool per asking client: it answers
+    /// [`TopicError::Busy`], which metadata turns into Kafka's retriable LEADER_NOT_AVAILABLE.
     pub fn get_or_create(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
         if let Some(topic) = self.get(name) {
             return Ok(topic);
+        }
+        if let Err(std::sync::TryLockError::WouldBlock) = self.admin.try_lock() {
+            return Err(TopicError::Busy);
         }
         match self.create(name, None, BTreeMap::new()) {
             Err(TopicError::AlreadyExists(_)) => {
@@ -727,7 +748,7 @@ impl TopicRegistry {
     /// `-delete` directory), so a topic created with the same name afterwards gets a fresh
     /// directory that the deletion never touches; the files are removed in the background.
     pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        let _admin = self.admin();
+        let admin = self.admin();
         let topic = self
             .write()
             .remove(name)
@@ -741,11 +762,12 @@ impl TopicRegistry {
             .join(format!("{}-{}", topic.name, topic.id.simple()));
         fs::rename(&topic.dir, &doomed)?;
         crate::storage::sync_dir(&self.dir)?;
-        std::thread::spawn(move || {
-            if let Err(e) = fs::remove_dir_all(&doomed) {
-                tracing::warn!(dir = %doomed.display(), "could not remove a deleted topic's files: {e}");
-            }
-        });
+        drop(admin);
+        // Out of the way already: the files go without holding up other topic changes (what a
+        // crash leaves in the trash goes at the next start).
+        if let Err(e) = fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), "could not remove a deleted topic's files: {e}");
+        }
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -808,6 +830,25 @@ fn resolve(
         })?;
     }
     Ok(config)
+}
+
+/// A topic stored with a `segment.bytes` below today's minimum (1024 was accepted before) is
+/// loaded with the minimum, and its `topic.json` says so, rather than skipped: a skipped topic's
+/// name could be created again over its data.
+fn raise_small_segments(name: &str, dir: &Path, meta: &mut TopicFile) -> io::Result<()> {
+    let Some(value) = meta.configs.get("segment.bytes") else {
+        return Ok(());
+    };
+    if value.parse::<u64>().is_ok_and(|v| v >= MIN_SEGMENT_BYTES) {
+        return Ok(());
+    }
+    tracing::warn!(
+        topic = name,
+        "segment.bytes={value} is below the minimum; the topic now uses {MIN_SEGMENT_BYTES}"
+    );
+    meta.configs
+        .insert("segment.bytes".into(), MIN_SEGMENT_BYTES.to_string());
+    write_topic_file(dir, meta)
 }
 
 /// Path of a topic's directory (for tests and tools).
@@ -876,7 +917,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let log = c.log_config(false);
+        let log = c.log_config(false, 1 << 20);
         assert_eq!(log.retention, None, "-1 keeps forever");
         assert_eq!(log.segment_bytes, 2097152);
         assert!(log.log_append_time);

@@ -33,6 +33,7 @@ const MESSAGE_TOO_LARGE: i16 = 10;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const POLICY_VIOLATION: i16 = 44;
+const LEADER_NOT_AVAILABLE: i16 = 5;
 const KAFKA_STORAGE_ERROR: i16 = 56;
 
 /// The error code and base offset of a one-partition produce answer.
@@ -339,6 +340,35 @@ async fn topic_names_that_differ_only_in_case_or_dot_and_underscore_collide() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_stored_with_segments_below_the_minimum_still_loads_with_its_data() {
+    let mut b = TestBroker::start().await;
+    create_topic(&b.bootstrap, "legacy", 1, &[("segment.bytes", "1048576")]).await;
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let answer = raw
+        .call(
+            &produce_request("legacy", one_record_batch(-1, -1, -1, b"kept")),
+            9,
+        )
+        .await;
+    assert_eq!(produced(&answer), (0, 0));
+    drop(raw);
+    b.stop().await;
+    // As an earlier version stored it (1024 was accepted then).
+    let file = b.dir.path().join("topics/legacy/topic.json");
+    let json = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, json.replace("\"1048576\"", "\"1024\"")).unwrap();
+    b.restart_after_stop().await;
+    let topic = b.state().topics.get("legacy").expect("loaded, not skipped");
+    assert_eq!(topic.configs["segment.bytes"], "1048576");
+    assert_eq!(log_end(&b, "legacy"), 1, "its record is still there");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("\"1048576\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_and_recreating_a_topic_never_removes_the_new_one() {
     let b = TestBroker::start().await;
     let topic_json = b.dir.path().join("topics/phoenix/topic.json");
@@ -472,9 +502,13 @@ async fn creating_thousands_of_partitions_does_not_stall_other_topics() {
             .await;
         assert_eq!(produced(&answer), (0, i));
     }
+    // Automatic creation does not queue behind it either (a thread per asking client): it says
+    // "not yet", as Kafka does for a topic being created, and the client asks again.
+    let answer = raw.call(&metadata_for(&["newcomer".into()]), 12).await;
+    assert_eq!(answer.topics[0].error_code, LEADER_NOT_AVAILABLE);
     assert!(
         !creating.is_finished(),
-        "the produce answers came while the partitions were still being created"
+        "the produce and metadata answers came while the partitions were still being created"
     );
     let created = tokio::time::timeout(Duration::from_secs(180), creating)
         .await

@@ -79,6 +79,8 @@ fn topic_error(e: &TopicError) -> ResponseError {
         }
         TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::Unloadable(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Busy => ResponseError::LeaderNotAvailable,
         TopicError::Io(_) => ResponseError::KafkaStorageError,
     }
 }

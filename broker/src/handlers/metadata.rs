@@ -92,7 +92,8 @@ pub fn handle(
     // Automatic creation makes each topic with the default partition count, and one request no
     // more partitions in all than a CreateTopics may.
     let mut may_create = if auto_create {
-        broker.config.max_partitions_per_request / broker.topics.default_partitions().max(1)
+        (broker.config.max_partitions_per_request / broker.topics.default_partitions().max(1))
+            .max(1)
     } else {
         0
     };
@@ -143,6 +144,8 @@ fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponse
         Err(TopicError::InvalidName(_) | TopicError::Collides { .. }) => {
             failed(ResponseError::InvalidTopicException)
         }
+        // As Kafka answers a topic still being created: the client asks again.
+        Err(TopicError::Busy) => failed(ResponseError::LeaderNotAvailable),
         Err(e) => {
             tracing::warn!(topic = name, "auto-create failed: {e}");
             failed(ResponseError::UnknownTopicOrPartition)

@@ -58,6 +58,11 @@ pub struct LogConfig {
     pub fsync_each_append: bool,
     /// The largest record batch taken (`max.message.bytes`, as in Kafka: a batch, compressed).
     pub max_batch_bytes: u64,
+    /// The most a compressed batch may inflate to: `max.message.bytes` or the largest request
+    /// the broker takes (`socket.request.max.bytes`), whichever is larger, so a batch that a
+    /// producer's `batch.size` made legitimately (Kafka limits only the compressed size) passes
+    /// and a "zip bomb" stops there.
+    pub max_inflated_bytes: u64,
     /// Stamp each appended batch with the broker's clock (`message.timestamp.type=LogAppendTime`).
     pub log_append_time: bool,
 }
@@ -514,7 +519,7 @@ impl PartitionLog {
         }
         // Kafka's log validator: the records are what the header says, and a compressed batch
         // inflates to no more than the topic allows.
-        super::records::check(records, first, self.config.max_batch_bytes).map_err(
+        super::records::check(records, first, self.config.max_inflated_bytes).map_err(
             |e| match e {
                 BatchError::InflatedTooLarge { max } => AppendError::InflatesTooLarge { max },
                 e => AppendError::Corrupt(e),
@@ -748,7 +753,7 @@ impl PartitionLog {
                 match batch::first_record_at_or_after(
                     &bytes,
                     timestamp,
-                    self.config.max_batch_bytes,
+                    self.config.max_inflated_bytes,
                 ) {
                     Ok(Some(found)) => return Ok(Some(found)),
                     // The header's max timestamp overstated the records: look further.
@@ -820,6 +825,10 @@ impl PartitionLog {
     /// Marks the log deleted (see the `deleted` field).
     pub fn mark_deleted(&mut self) {
         self.deleted = true;
+        // A file closed as idle must not be reopened by path: the path may be a new topic's.
+        for segment in &mut self.segments {
+            segment.forget_files();
+        }
     }
 
     /// fsyncs the active segment if anything was written since the last sync.
@@ -845,6 +854,7 @@ mod tests {
             retention_bytes: None,
             fsync_each_append: false,
             max_batch_bytes: 1 << 20,
+            max_inflated_bytes: 1 << 20,
             log_append_time: false,
         }
     }
@@ -885,6 +895,18 @@ mod tests {
             log.read(6, 100, true).unwrap(),
             ReadOutcome::OutOfRange
         ));
+    }
+
+    #[test]
+    fn a_deleted_log_never_reopens_its_files_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        log.append(&mut sample_batch(1, 5)).unwrap();
+        log.close_idle_files(Duration::ZERO);
+        log.mark_deleted();
+        // A new topic of the same name could have the same paths by now.
+        assert!(log.read(0, 1 << 20, true).is_err());
+        assert_eq!(log.open_segment_files(), 0);
     }
 
     #[test]

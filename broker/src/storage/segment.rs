@@ -57,6 +57,8 @@ pub struct Segment {
     last_used: Cell<Instant>,
     /// The `.index` file, open for appending while the segment is the active one.
     index_file: Option<File>,
+    /// Set when the topic is deleted: the files are gone (renamed), so nothing is reopened.
+    forgotten: bool,
     index: Vec<IndexEntry>,
     bytes_since_index: u64,
 }
@@ -116,6 +118,7 @@ impl Segment {
             log: RefCell::new(None),
             last_used: Cell::new(Instant::now()),
             index_file: None,
+            forgotten: false,
             index: Vec::new(),
             bytes_since_index: 0,
         })
@@ -145,6 +148,7 @@ impl Segment {
                     .append(true)
                     .open(&index_path)?,
             ),
+            forgotten: false,
             index: Vec::new(),
             bytes_since_index: 0,
         };
@@ -334,6 +338,12 @@ impl Segment {
         if let Some(file) = log.as_ref() {
             return Ok(file.clone());
         }
+        if self.forgotten {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the segment's topic was deleted",
+            ));
+        }
         let file = Arc::new(
             OpenOptions::new()
                 .read(true)
@@ -345,10 +355,19 @@ impl Segment {
     }
 
     fn index_writer(&mut self) -> io::Result<&mut File> {
-        if self.index_file.is_none() {
+        if self.index_file.is_none() && !self.forgotten {
             self.index_file = Some(OpenOptions::new().append(true).open(&self.index_path)?);
         }
-        Ok(self.index_file.as_mut().expect("just opened"))
+        self.index_file.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the segment's topic was deleted")
+        })
+    }
+
+    /// The topic was deleted: its files were renamed away, so a closed file is never reopened by
+    /// its old path (which a topic created since may use). Open descriptors still read the old
+    /// files until dropped.
+    pub fn forget_files(&mut self) {
+        self.forgotten = true;
     }
 
     /// Gives back the segment's descriptors if no read or append used it for `idle`; they are
