@@ -9,7 +9,9 @@ use lab::browser::Browser;
 use saga_shared::events::topics;
 use serde_json::{Value, json};
 
-use crate::helpers::{SAGA_TIMEOUT, eventually_metric, metric_sum, spawn_lab, spawn_lab_with};
+use crate::helpers::{
+    SAGA_TIMEOUT, eventually_metric, get_json, metric_sum, spawn_lab, spawn_lab_with,
+};
 
 /// Sets the Messages panel's choices with `script` (given `args`) and presses Load.
 async fn load_messages(browser: &Browser, script: &str, args: Value) {
@@ -474,14 +476,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     );
     // The API says the same, and a bulk replay sends nothing.
     let http = d.client.http();
-    let listed: serde_json::Value = http
-        .get(format!("{}/api/dlq/{}", d.url, topics::ORDER_CREATED))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(http, format!("{}/api/dlq/{}", d.url, topics::ORDER_CREATED)).await;
     assert_eq!(
         (listed["waiting"].as_u64(), listed["replayed"].as_u64()),
         (Some(0), Some(1))

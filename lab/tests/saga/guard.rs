@@ -9,7 +9,7 @@ use lab::dashboard::guard::Guard;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{DashboardLab, spawn_lab};
+use crate::helpers::{DashboardLab, get_json, spawn_lab};
 
 async fn running(d: &DashboardLab, svc: Service) -> bool {
     d.shared.lock().await.as_ref().unwrap().is_running(svc)
@@ -37,27 +37,22 @@ async fn a_change_asked_by_another_site_is_refused_and_changes_nothing() {
     let start = format!("{}/api/services/payment/start", d.url);
 
     // Another site's page: fetch() sends its Origin; a form post its Origin and a form body.
-    let res = http
-        .post(&stop)
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
-    forbidden(res, "another site (Origin \"http://evil.example\")").await;
-    let res = http
-        .post(&stop)
-        .header("origin", "http://127.0.0.1:1")
-        .send()
-        .await
-        .unwrap();
-    forbidden(res, "another site").await;
-    let res = http
-        .post(&stop)
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
-    forbidden(res, "another site (Sec-Fetch-Site \"cross-site\")").await;
+    for (name, value, reason) in [
+        (
+            "origin",
+            "http://evil.example",
+            "another site (Origin \"http://evil.example\")",
+        ),
+        ("origin", "http://127.0.0.1:1", "another site"),
+        (
+            "sec-fetch-site",
+            "cross-site",
+            "another site (Sec-Fetch-Site \"cross-site\")",
+        ),
+    ] {
+        let res = http.post(&stop).header(name, value).send().await.unwrap();
+        forbidden(res, reason).await;
+    }
     // A form with `enctype="text/plain"` from a browser that sends no Origin.
     let res = http
         .post(&stop)
@@ -81,14 +76,7 @@ async fn a_change_asked_by_another_site_is_refused_and_changes_nothing() {
         running(&d, Service::Payment).await,
         "no refused request stopped payment"
     );
-    let orders: Value = http
-        .get(format!("{}/orders", d.client.order))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let orders = get_json(&http, format!("{}/orders", d.client.order)).await;
     assert_eq!(orders, serde_json::json!([]), "no order was placed");
 
     // The dashboard's own page (its Origin, as the browser tests' fetches send it) works.

@@ -183,6 +183,11 @@ pub async fn publish(brokers: &str, topic: &str, key: &str, value: &[u8], header
         .unwrap();
 }
 
+/// GET `url` and its JSON body, failing the test on any error.
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Sum of the Prometheus series `name` whose labels include every `labels` pair (all services of
 /// the lab share one recorder, so any service's `/metrics` shows them all).
 pub async fn metric_sum(client: &LabClient, name: &str, labels: &[(&str, &str)]) -> f64 {

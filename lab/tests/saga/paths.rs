@@ -176,16 +176,8 @@ async fn an_order_retried_with_its_idempotency_key_is_charged_once() {
     );
 
     // One order exists (a charge needs one), and it was charged once.
-    let orders: Vec<Value> = c
-        .http()
-        .get(format!("{}/orders?limit=500", c.order))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(orders.len(), 1, "{orders:?}");
+    let orders = get_json(c.http(), format!("{}/orders?limit=500", c.order)).await;
+    assert_eq!(orders.as_array().unwrap().len(), 1, "{orders:?}");
     assert_eq!(c.wallet_balance("alice").await.unwrap(), before - 5000);
     assert_eq!(c.payments(&id).await.unwrap().as_array().unwrap().len(), 1);
     t.stop().await;
