@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     );
     // One broker per data dir: two would write the same segment files.
     let _lock = lock_data_dir(&args.data_dir)?;
-    raise_open_file_limit();
+    broker::server::raise_open_file_limit();
     let mut listeners = Vec::with_capacity(args.listen.len());
     for (i, address) in args.listen.iter().enumerate() {
         listeners.push(broker::Listener {
@@ -167,15 +167,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(e)) => {
             anyhow::bail!("cannot lock {}: {e}", path.display())
         }
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit, as Kafka's start scripts advise: each
-/// partition keeps its active segment open, and each client a socket.
-fn raise_open_file_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
-        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
 }
 

@@ -280,6 +280,16 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Raises the process's soft limit on open files to its hard limit, as Kafka's start scripts
+/// advise: each partition in use keeps its active segment open, and each client a socket. For
+/// the programs that serve a broker (the `broker` and `lab` binaries); logs what it could not do.
+pub fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
+}
+
 /// Wall-clock milliseconds, the unit of Kafka timestamps.
 pub fn now_ms() -> i64 {
     SystemTime::now()

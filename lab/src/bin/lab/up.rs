@@ -89,6 +89,8 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             .chain(Some(args.host.as_str()).filter(|h| h.parse::<std::net::IpAddr>().is_err())),
     )
     .context("--dashboard-allowed-hosts (LAB_DASHBOARD_ALLOWED_HOSTS)")?;
+    // The lab serves its broker too: as many open files as the system allows it.
+    broker::server::raise_open_file_limit();
     let mut config = LabConfig::standard(&args.data_dir);
     config.postgres_url = args.postgres_url.clone();
     config.postgres_port = args.postgres_port;
