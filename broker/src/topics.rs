@@ -587,6 +587,8 @@ impl TopicRegistry {
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, TopicError> {
         let partitions = partitions.unwrap_or(self.defaults.partitions);
+        // Checked under the admin lock: a create of the same name may have finished meanwhile.
+        let _admin = self.admin();
         self.validate(name, partitions, &configs)?;
         for key in TOPIC_CONFIGS.iter().filter(|k| !k.enforced) {
             let value = configs.get(key.name);
@@ -598,9 +600,6 @@ impl TopicRegistry {
                 );
             }
         }
-        let _admin = self.admin();
-        // Again under the admin lock: a create of the same name may have finished meanwhile.
-        self.validate(name, partitions, &configs)?;
         let dir = self.dir.join(name);
         if dir.join("topic.json").exists() {
             // A topic this broker could not load at start (see the log): its data stays.

@@ -1,10 +1,10 @@
-//! The record batch header (magic v2): the only part of a batch the broker reads.
+//! The record batch header (magic v2): what the broker reads and writes of a batch.
 //!
-//! The broker never decompresses or re-encodes records when it stores them. It checks the header
-//! and CRC of each batch, stamps the base offset and leader epoch (and, on a `LogAppendTime`
-//! topic, the timestamp type and max timestamp, with a new CRC), and stores and serves the bytes
-//! exactly as the producer sent them. That keeps compressed batches intact and the hot path
-//! allocation-free.
+//! The broker never re-encodes records. It checks the header and CRC of each batch (the records
+//! themselves are walked by `records`), stamps the base offset and leader epoch (and, on a
+//! `LogAppendTime` topic, the timestamp type and max timestamp, with a new CRC), and stores and
+//! serves the bytes exactly as the producer sent them. That keeps compressed batches intact and
+//! the hot path allocation-free.
 //!
 //! Layout (all big-endian), see the Kafka docs "Record Batch":
 //! ```text
@@ -284,23 +284,6 @@ pub fn set_log_append_time(buf: &mut [u8], header: &mut BatchHeader, now_ms: i64
     buf[35..43].copy_from_slice(&now_ms.to_be_bytes());
     header.crc = crc32c::crc32c(&buf[CRC_START..header.total_len()]);
     buf[17..21].copy_from_slice(&header.crc.to_be_bytes());
-}
-
-/// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
-/// offset and timestamp. A ListOffsets by timestamp that lands inside a batch of several records
-/// walks them (decompressing while streaming, at most `max_inflated` bytes).
-pub fn first_record_at_or_after(
-    batch: &[u8],
-    timestamp: i64,
-    max_inflated: u64,
-) -> Result<Option<(i64, i64)>, BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    if header.is_log_append_time() {
-        // Every record's timestamp is the batch's append time.
-        return Ok((header.max_timestamp >= timestamp)
-            .then_some((header.base_offset, header.max_timestamp)));
-    }
-    super::records::first_at_or_after(batch, &header, timestamp, max_inflated)
 }
 
 /// Stamps the broker-assigned base offset and leader epoch; neither is covered by the CRC.

@@ -750,7 +750,7 @@ impl PartitionLog {
                     return Ok(Some((header.base_offset, header.max_timestamp)));
                 }
                 let bytes = segment.read(position, header.total_len(), true)?;
-                match batch::first_record_at_or_after(
+                match super::records::first_at_or_after(
                     &bytes,
                     timestamp,
                     self.config.max_inflated_bytes,

@@ -34,15 +34,21 @@ pub fn check(batch: &[u8], header: &BatchHeader, max_inflated: u64) -> Result<()
     walk(batch, header, max_inflated, |_| ControlFlow::Continue(()))
 }
 
-/// The first record whose timestamp is at or after `timestamp`: its offset and timestamp.
+/// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
+/// offset and timestamp (a ListOffsets by timestamp that lands inside a batch of several
+/// records). On a LogAppendTime batch every record has the batch's append time.
 pub fn first_at_or_after(
     batch: &[u8],
-    header: &BatchHeader,
     timestamp: i64,
     max_inflated: u64,
 ) -> Result<Option<(i64, i64)>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.is_log_append_time() {
+        return Ok((header.max_timestamp >= timestamp)
+            .then_some((header.base_offset, header.max_timestamp)));
+    }
     let mut found = None;
-    walk(batch, header, max_inflated, |r| {
+    walk(batch, &header, max_inflated, |r| {
         let at = header.base_timestamp.saturating_add(r.timestamp_delta);
         if at >= timestamp {
             found = Some((header.base_offset + r.offset_delta, at));
@@ -386,11 +392,11 @@ mod tests {
             let h = header(&b);
             assert_eq!(check(&b, &h, 1 << 20), Ok(()), "{codec:?}");
             assert_eq!(
-                first_at_or_after(&b, &h, 1205, 1 << 20),
+                first_at_or_after(&b, 1205, 1 << 20),
                 Ok(Some((21, 1210))),
                 "{codec:?}"
             );
-            assert_eq!(first_at_or_after(&b, &h, 99_999, 1 << 20), Ok(None));
+            assert_eq!(first_at_or_after(&b, 99_999, 1 << 20), Ok(None));
         }
     }
 
