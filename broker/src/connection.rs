@@ -17,8 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::broker::Broker;
 use crate::codec::{self, CodecError};
-use crate::handlers::{self, Reply};
-use crate::server::Advertised;
+use crate::config::Advertised;
+use crate::handlers::{self, ClientContext, Reply};
 
 /// The bytes of requests in memory across all connections (`queued.max.request.bytes`). A
 /// request takes its bytes as they arrive, in chunks, and gives them back once its answer is
@@ -53,14 +53,6 @@ struct Deadlines {
     request: Duration,
 }
 
-/// Who is on the other end, for group member descriptions and logs.
-#[derive(Debug, Clone)]
-pub struct ClientContext {
-    pub peer: SocketAddr,
-    /// The address of the listener this client came in on, which metadata hands back.
-    pub advertised: Arc<Advertised>,
-}
-
 /// Serves one connection until the client leaves, sends garbage, or the broker shuts down.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -93,7 +85,7 @@ pub async fn serve(
                 break;
             }
         };
-        let request = match codec::decode_request(frame) {
+        let request = match codec::decode_request(frame, handlers::decodable) {
             Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%peer, "closing connection: {e}");
@@ -137,27 +129,19 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
     deadlines: Deadlines,
     budget: &RequestBudget,
 ) -> std::io::Result<Option<(Bytes, OwnedSemaphorePermit)>> {
-    let timed_out = |what: &str, limit: Duration| {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("{what} for {} ms", limit.as_millis()),
-        )
-    };
     match tokio::time::timeout(deadlines.idle, reader.fill_buf()).await {
         Err(_) => return Err(timed_out("idle", deadlines.idle)),
         Ok(Ok([])) => return Ok(None),
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(e),
     }
-    let started = tokio::time::Instant::now();
-    let deadline = started + deadlines.request;
-    let within = |deadline| async move {
-        tokio::time::sleep_until(deadline).await;
-        timed_out("a request not sent whole", deadlines.request)
+    let deadline = RequestDeadline {
+        at: tokio::time::Instant::now() + deadlines.request,
+        limit: deadlines.request,
     };
     let size = tokio::select! {
         size = reader.read_i32() => size?,
-        e = within(deadline) => return Err(e),
+        e = deadline.passed() => return Err(e),
     };
     if size < 0 || size as usize > max {
         let e = CodecError::FrameTooLarge {
@@ -166,12 +150,44 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
         };
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
     }
-    let size = size as usize;
+    read_body(reader, size as usize, deadline, budget)
+        .await
+        .map(Some)
+}
+
+fn timed_out(what: &str, limit: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} for {} ms", limit.as_millis()),
+    )
+}
+
+/// When a request begun must have arrived whole.
+#[derive(Debug, Clone, Copy)]
+struct RequestDeadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl RequestDeadline {
+    /// Resolves to the error once the deadline has passed.
+    async fn passed(self) -> std::io::Error {
+        tokio::time::sleep_until(self.at).await;
+        timed_out("a request not sent whole", self.limit)
+    }
+}
+
+/// Reads a request's `size` bytes, taking them from the budget chunk by chunk as they arrive.
+async fn read_body<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    size: usize,
+    mut deadline: RequestDeadline,
+    budget: &RequestBudget,
+) -> std::io::Result<(Bytes, OwnedSemaphorePermit)> {
     // One allocation of the whole size: its pages are only touched (and counted by the OS) as
     // the bytes arrive, so memory follows the budget, without regrowing copies.
     let mut buf = BytesMut::with_capacity(size);
     let mut permit: Option<OwnedSemaphorePermit> = None;
-    let mut deadline = deadline;
     while buf.len() < size {
         let chunk = (size - buf.len()).min(CHUNK);
         // Queueing for the first chunk holds nothing and is not counted; once a request holds
@@ -181,19 +197,19 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
             Some(held) => {
                 let more = tokio::select! {
                     more = budget.take(chunk) => more,
-                    e = within(deadline) => return Err(e),
+                    e = deadline.passed() => return Err(e),
                 };
                 held.merge(more);
             }
             None => {
                 let asked = tokio::time::Instant::now();
                 permit = Some(budget.take(chunk).await);
-                deadline += asked.elapsed();
+                deadline.at += asked.elapsed();
             }
         }
         // Read into the buffer's spare capacity: no zero-filling of a megabyte first.
         let end = buf.len() + chunk;
-        let timer = within(deadline);
+        let timer = deadline.passed();
         tokio::pin!(timer);
         while buf.len() < end {
             let want = end - buf.len();
@@ -213,5 +229,5 @@ async fn read_frame<R: AsyncReadExt + AsyncBufReadExt + Unpin>(
         // An empty frame (the codec refuses it) takes nothing.
         None => budget.take(0).await,
     };
-    Ok(Some((buf.freeze(), permit)))
+    Ok((buf.freeze(), permit))
 }

@@ -74,6 +74,28 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only for the leader: every member's id, instance id and metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// A static leader that took over its place in a stable group: the assignment stands, the
+    /// leader must not compute a new one (JoinGroup v9, KIP-814).
+    pub skip_assignment: bool,
+}
+
+impl JoinResult {
+    fn failed(error: ResponseError, member_id: &str) -> Self {
+        JoinResult {
+            error: Some(error),
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a JoinGroup stands once the group has looked at it.
+enum Admission {
+    /// It goes on (and waits for the rebalance) as this member.
+    Member(String),
+    /// It is answered now.
+    Answer(JoinResult),
 }
 
 /// The answer to a SyncGroup.
@@ -226,6 +248,112 @@ impl Member {
 }
 
 impl Group {
+    /// The member id a joining member goes on under, or the answer it gets now: a protocol
+    /// the group does not share, a fenced static member, a new dynamic member that must learn
+    /// its id first (KIP-394), an unknown id, or a restarted static member that takes its place
+    /// back without a rebalance (KIP-345).
+    fn admit(&mut self, req: &JoinRequest, now: Instant) -> Admission {
+        let fail = |e: ResponseError| Admission::Answer(JoinResult::failed(e, &req.member_id));
+        if !self.members.is_empty() {
+            let same_type = self.protocol_type.as_deref() == Some(req.protocol_type.as_str());
+            let shares_protocol = self.members.iter().all(|m| {
+                m.protocols
+                    .iter()
+                    .any(|(n, _)| req.protocols.iter().any(|(rn, _)| rn == n))
+            });
+            if !same_type || !shares_protocol {
+                return fail(ResponseError::InconsistentGroupProtocol);
+            }
+        }
+        let instance = req.group_instance_id.as_deref();
+        if !req.member_id.is_empty() {
+            if self.is_fenced(&req.member_id, instance) {
+                return fail(ResponseError::FencedInstanceId);
+            }
+            if self.has_member(&req.member_id) || self.pending_ids.remove(&req.member_id).is_some()
+            {
+                return Admission::Member(req.member_id.clone());
+            }
+            return fail(ResponseError::UnknownMemberId);
+        }
+        let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+        if let Some(old) = instance.and_then(|i| self.static_member(i)) {
+            let old = old.to_owned();
+            if let Some(answer) = self.replace_static_member(&old, req, &id, now) {
+                return Admission::Answer(answer);
+            }
+            // Else it rejoins under its new id like any member (the group rebalances).
+        } else if req.require_known_member_id && instance.is_none() {
+            // A new dynamic member first learns its id (a static one needs no second round
+            // trip, KIP-345); the id lapses if the member doesn't come back within its session
+            // timeout.
+            self.pending_ids
+                .insert(id.clone(), now + req.session_timeout);
+            return Admission::Answer(JoinResult::failed(ResponseError::MemberIdRequired, &id));
+        }
+        Admission::Member(id)
+    }
+
+    /// Records a joining member (new, or rejoining with new protocols and timeouts) as
+    /// waiting for the rebalance's answer on `answer`.
+    fn register(
+        &mut self,
+        member_id: String,
+        req: JoinRequest,
+        answer: oneshot::Sender<JoinResult>,
+        now: Instant,
+    ) {
+        if let Some(m) = self.member(&member_id) {
+            m.protocols = req.protocols;
+            m.session_timeout = req.session_timeout;
+            m.rebalance_timeout = req.rebalance_timeout;
+            m.last_seen = now;
+            m.awaiting_join = Some(answer);
+        } else {
+            self.members.push(Member {
+                id: member_id,
+                group_instance_id: req.group_instance_id,
+                client_id: req.client_id,
+                client_host: req.client_host,
+                session_timeout: req.session_timeout,
+                rebalance_timeout: req.rebalance_timeout,
+                protocols: req.protocols,
+                assignment: Bytes::new(),
+                last_seen: now,
+                awaiting_join: Some(answer),
+                awaiting_sync: None,
+            });
+        }
+        self.protocol_type = Some(req.protocol_type);
+    }
+
+    /// A join starts a rebalance, or joins the one being prepared. A starting group waits
+    /// `initial_delay` for the other members to join the same generation, each new member
+    /// extending the wait up to the rebalance deadline.
+    fn rebalance_for_join(&mut self, now: Instant, initial_delay: Duration) {
+        match &mut self.state {
+            State::Empty => {
+                self.prepare_rebalance(now);
+                if let State::PreparingRebalance {
+                    initial_delay_until,
+                    ..
+                } = &mut self.state
+                {
+                    *initial_delay_until = Some(now + initial_delay);
+                }
+            }
+            State::PreparingRebalance {
+                deadline,
+                initial_delay_until: Some(until),
+                ..
+            } => {
+                *until = (now + initial_delay).min(*deadline);
+            }
+            State::PreparingRebalance { .. } => {}
+            State::CompletingRebalance { .. } | State::Stable { .. } => self.prepare_rebalance(now),
+        }
+    }
+
     fn new() -> Self {
         Self {
             state: State::Empty,
@@ -242,6 +370,129 @@ impl Group {
 
     fn has_member(&self, id: &str) -> bool {
         self.members.iter().any(|m| m.id == id)
+    }
+
+    /// The id of the member holding a static `instance` id (KIP-345).
+    fn static_member(&self, instance: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.group_instance_id.as_deref() == Some(instance))
+            .map(|m| m.id.as_str())
+    }
+
+    /// A request from `member_id` naming a static `instance` that another member now holds:
+    /// the sender is an older instance of a restarted member and is fenced (KIP-345).
+    fn is_fenced(&self, member_id: &str, instance: Option<&str>) -> bool {
+        instance
+            .and_then(|i| self.static_member(i))
+            .is_some_and(|holder| holder != member_id)
+    }
+
+    /// A static member that restarted (JoinGroup with its instance id and no member id) takes
+    /// the place of its previous incarnation, whose parked requests are fenced, under a new
+    /// member id: the same assignment, and in a stable group no rebalance. Kafka's rule
+    /// (`GroupCoordinator`, KIP-345): only if its previous place was being assigned
+    /// (CompletingRebalance) or the group's protocol would change does the group rebalance.
+    /// `None` when the join goes on as any rejoin (parked until the rebalance completes).
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        req: &JoinRequest,
+        new_id: &str,
+        now: Instant,
+    ) -> Option<JoinResult> {
+        let chosen = self.state.protocol().map(str::to_owned);
+        let m = self.member(old_id).expect("the caller found it");
+        if let Some(tx) = m.awaiting_join.take() {
+            let _ = tx.send(JoinResult {
+                error: Some(ResponseError::FencedInstanceId),
+                generation_id: -1,
+                member_id: old_id.to_owned(),
+                ..Default::default()
+            });
+        }
+        if let Some(tx) = m.awaiting_sync.take() {
+            let _ = tx.send(SyncResult {
+                error: Some(ResponseError::FencedInstanceId),
+                ..Default::default()
+            });
+        }
+        m.id = new_id.to_owned();
+        m.client_id.clone_from(&req.client_id);
+        m.client_host.clone_from(&req.client_host);
+        m.protocols.clone_from(&req.protocols);
+        m.session_timeout = req.session_timeout;
+        m.rebalance_timeout = req.rebalance_timeout;
+        m.last_seen = now;
+        let keeps_protocol = chosen
+            .as_deref()
+            .is_none_or(|c| req.protocols.iter().any(|(n, _)| n == c));
+        match &mut self.state {
+            State::PreparingRebalance { leader, .. } => {
+                if leader.as_deref() == Some(old_id) {
+                    *leader = Some(new_id.to_owned());
+                }
+                None
+            }
+            State::CompletingRebalance { leader, .. } | State::Stable { leader, .. }
+                if leader == old_id =>
+            {
+                *leader = new_id.to_owned();
+                self.answer_static_rejoin(new_id, keeps_protocol, now)
+            }
+            _ => self.answer_static_rejoin(new_id, keeps_protocol, now),
+        }
+    }
+
+    /// After a static member's replacement: in a stable group whose protocol it still speaks,
+    /// its JoinGroup is answered at once with the current generation; otherwise the group
+    /// rebalances (`None`: the join is parked as usual).
+    fn answer_static_rejoin(
+        &mut self,
+        member_id: &str,
+        keeps_protocol: bool,
+        now: Instant,
+    ) -> Option<JoinResult> {
+        let State::Stable { leader, protocol } = &self.state else {
+            self.prepare_rebalance(now);
+            return None;
+        };
+        if !keeps_protocol {
+            self.prepare_rebalance(now);
+            return None;
+        }
+        let is_leader = leader == member_id;
+        let chosen = protocol.clone().unwrap_or_default();
+        Some(JoinResult {
+            error: None,
+            generation_id: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: protocol.clone(),
+            leader: leader.clone(),
+            member_id: member_id.to_owned(),
+            members: if is_leader {
+                self.roster(&chosen)
+            } else {
+                Vec::new()
+            },
+            skip_assignment: is_leader,
+        })
+    }
+
+    /// Every member's id, instance id and metadata for `protocol`: what the leader assigns from.
+    fn roster(&self, protocol: &str) -> Vec<(String, Option<String>, Bytes)> {
+        self.members
+            .iter()
+            .map(|m| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| name == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                (m.id.clone(), m.group_instance_id.clone(), metadata)
+            })
+            .collect()
     }
 
     /// Moves to PreparingRebalance; pending syncs learn a new rebalance started.
@@ -327,20 +578,7 @@ impl Group {
             Some(l) if self.has_member(l) => l.to_owned(),
             _ => self.members[0].id.clone(),
         };
-        let chosen = protocol.clone().unwrap_or_default();
-        let roster: Vec<_> = self
-            .members
-            .iter()
-            .map(|m| {
-                let metadata = m
-                    .protocols
-                    .iter()
-                    .find(|(name, _)| *name == chosen)
-                    .map(|(_, md)| md.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), m.group_instance_id.clone(), metadata)
-            })
-            .collect();
+        let roster = self.roster(&protocol.clone().unwrap_or_default());
         for m in &mut self.members {
             m.last_seen = now;
             m.assignment = Bytes::new();
@@ -357,6 +595,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -422,22 +661,8 @@ impl GroupCoordinator {
 
     /// JoinGroup: registers the member and waits until the rebalance completes.
     pub async fn join(&self, req: JoinRequest) -> JoinResult {
-        let fail = |e: ResponseError, member_id: &str| JoinResult {
-            error: Some(e),
-            generation_id: -1,
-            member_id: member_id.to_string(),
-            ..Default::default()
-        };
-        if req.group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId, &req.member_id);
-        }
-        if req.session_timeout < self.min_session_timeout
-            || req.session_timeout > self.max_session_timeout
-        {
-            return fail(ResponseError::InvalidSessionTimeout, &req.member_id);
-        }
-        if req.protocols.is_empty() || req.protocol_type.is_empty() {
-            return fail(ResponseError::InconsistentGroupProtocol, &req.member_id);
+        if let Err(e) = self.check_join(&req) {
+            return JoinResult::failed(e, &req.member_id);
         }
         let now = Instant::now();
         let rx = {
@@ -445,87 +670,34 @@ impl GroupCoordinator {
             let group = groups
                 .entry(req.group_id.clone())
                 .or_insert_with(Group::new);
-            if !group.members.is_empty() {
-                let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str());
-                let shares_protocol = group.members.iter().all(|m| {
-                    m.protocols
-                        .iter()
-                        .any(|(n, _)| req.protocols.iter().any(|(rn, _)| rn == n))
-                });
-                if !same_type || !shares_protocol {
-                    return fail(ResponseError::InconsistentGroupProtocol, &req.member_id);
-                }
-            }
-            let member_id = if req.member_id.is_empty() {
-                let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
-                if req.require_known_member_id {
-                    // The id lapses if the member doesn't come back within its session timeout.
-                    group
-                        .pending_ids
-                        .insert(id.clone(), now + req.session_timeout);
-                    return fail(ResponseError::MemberIdRequired, &id);
-                }
-                id
-            } else if group.has_member(&req.member_id)
-                || group.pending_ids.remove(&req.member_id).is_some()
-            {
-                req.member_id.clone()
-            } else {
-                return fail(ResponseError::UnknownMemberId, &req.member_id);
+            let member_id = match group.admit(&req, now) {
+                Admission::Member(id) => id,
+                Admission::Answer(answer) => return answer,
             };
             let (tx, rx) = oneshot::channel();
-            if let Some(m) = group.member(&member_id) {
-                m.protocols = req.protocols;
-                m.session_timeout = req.session_timeout;
-                m.rebalance_timeout = req.rebalance_timeout;
-                m.last_seen = now;
-                m.awaiting_join = Some(tx);
-            } else {
-                group.members.push(Member {
-                    id: member_id.clone(),
-                    group_instance_id: req.group_instance_id,
-                    client_id: req.client_id,
-                    client_host: req.client_host,
-                    session_timeout: req.session_timeout,
-                    rebalance_timeout: req.rebalance_timeout,
-                    protocols: req.protocols,
-                    assignment: Bytes::new(),
-                    last_seen: now,
-                    awaiting_join: Some(tx),
-                    awaiting_sync: None,
-                });
-            }
-            group.protocol_type = Some(req.protocol_type);
-            match &mut group.state {
-                State::Empty => {
-                    group.prepare_rebalance(now);
-                    // Give the other members of a starting group a moment to join the same generation.
-                    if let State::PreparingRebalance {
-                        initial_delay_until,
-                        ..
-                    } = &mut group.state
-                    {
-                        *initial_delay_until = Some(now + self.initial_rebalance_delay);
-                    }
-                }
-                State::PreparingRebalance {
-                    deadline,
-                    initial_delay_until: Some(until),
-                    ..
-                } => {
-                    // Each new member extends the wait, up to the rebalance deadline.
-                    *until = (now + self.initial_rebalance_delay).min(*deadline);
-                }
-                State::PreparingRebalance { .. } => {}
-                State::CompletingRebalance { .. } | State::Stable { .. } => {
-                    group.prepare_rebalance(now)
-                }
-            }
+            group.register(member_id, req, tx, now);
+            group.rebalance_for_join(now, self.initial_rebalance_delay);
             group.try_complete_join(now, false);
             rx
         };
         rx.await
-            .unwrap_or_else(|_| fail(ResponseError::RebalanceInProgress, ""))
+            .unwrap_or_else(|_| JoinResult::failed(ResponseError::RebalanceInProgress, ""))
+    }
+
+    /// What is wrong with a JoinGroup whatever the group's state.
+    fn check_join(&self, req: &JoinRequest) -> Result<(), ResponseError> {
+        if req.group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        if req.session_timeout < self.min_session_timeout
+            || req.session_timeout > self.max_session_timeout
+        {
+            return Err(ResponseError::InvalidSessionTimeout);
+        }
+        if req.protocols.is_empty() || req.protocol_type.is_empty() {
+            return Err(ResponseError::InconsistentGroupProtocol);
+        }
+        Ok(())
     }
 
     /// SyncGroup: the leader hands out assignments; everyone waits for theirs.
@@ -534,6 +706,7 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
         let fail = |e: ResponseError| SyncResult {
@@ -545,6 +718,9 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return fail(ResponseError::UnknownMemberId);
             };
+            if group.is_fenced(member_id, instance) {
+                return fail(ResponseError::FencedInstanceId);
+            }
             if !group.has_member(member_id) {
                 return fail(ResponseError::UnknownMemberId);
             }
@@ -597,11 +773,15 @@ impl GroupCoordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance: Option<&str>,
     ) -> Option<ResponseError> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
+        if group.is_fenced(member_id, instance) {
+            return Some(ResponseError::FencedInstanceId);
+        }
         let state = group.state.public();
         let current = group.generation;
         let Some(m) = group.member(member_id) else {
@@ -614,21 +794,31 @@ impl GroupCoordinator {
         (state == GroupState::PreparingRebalance).then_some(ResponseError::RebalanceInProgress)
     }
 
-    /// LeaveGroup: removes members; the rest rebalance.
-    pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Option<ResponseError>> {
+    /// LeaveGroup: removes members, each named by its member id, its static instance id or
+    /// both (an id that is not the instance's holder is fenced); the rest rebalance.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Option<ResponseError>> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return member_ids
+            return members
                 .iter()
                 .map(|_| Some(ResponseError::UnknownMemberId))
                 .collect();
         };
         let now = Instant::now();
-        let results = member_ids
+        let results = members
             .iter()
-            .map(|id| {
-                if group.has_member(id) {
-                    group.remove_member(id, now);
+            .map(|(id, instance)| {
+                let id = match instance.as_deref().and_then(|i| group.static_member(i)) {
+                    Some(holder) if id.is_empty() || id == holder => holder.to_owned(),
+                    Some(_) => return Some(ResponseError::FencedInstanceId),
+                    None => id.clone(),
+                };
+                if group.has_member(&id) {
+                    group.remove_member(&id, now);
                     None
                 } else {
                     Some(ResponseError::UnknownMemberId)
@@ -639,12 +829,16 @@ impl GroupCoordinator {
         results
     }
 
-    /// Checks that a member may commit offsets for this generation.
+    /// Checks that a member may commit offsets for this generation. A commit naming a static
+    /// `instance` id held by another member is from a replaced incarnation: `FENCED_INSTANCE_ID`,
+    /// which is fatal for it (Kafka's answer; `UNKNOWN_MEMBER_ID` would make it rejoin and take
+    /// the live incarnation's place back).
     pub fn validate_commit(
         &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance: Option<&str>,
     ) -> Option<ResponseError> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
@@ -661,6 +855,9 @@ impl GroupCoordinator {
             } else {
                 Some(ResponseError::UnknownMemberId)
             };
+        }
+        if group.is_fenced(member_id, instance) {
+            return Some(ResponseError::FencedInstanceId);
         }
         let state = group.state.public();
         let current = group.generation;
@@ -858,8 +1055,8 @@ mod tests {
             coordinator.join(request(&a.member_id))
         );
         let (s1, s2) = tokio::join!(
-            coordinator.sync("g", a.generation_id, &a.member_id, vec![]),
-            coordinator.sync("g", b.generation_id, &b.member_id, vec![])
+            coordinator.sync("g", a.generation_id, &a.member_id, None, vec![]),
+            coordinator.sync("g", b.generation_id, &b.member_id, None, vec![])
         );
         assert_eq!((s1.error, s2.error), (None, None));
         assert_eq!(coordinator.describe("g").unwrap().state, GroupState::Stable);
@@ -909,7 +1106,7 @@ mod tests {
         };
         let a = coordinator.join(fresh()).await;
         let synced = coordinator
-            .sync("g", a.generation_id, &a.member_id, vec![])
+            .sync("g", a.generation_id, &a.member_id, None, vec![])
             .await;
         assert_eq!(synced.error, None);
         let stable = coordinator.describe("g").unwrap();
@@ -928,7 +1125,7 @@ mod tests {
             (GroupState::PreparingRebalance, "range")
         );
         assert_eq!(
-            coordinator.heartbeat("g", a.generation_id, &a.member_id),
+            coordinator.heartbeat("g", a.generation_id, &a.member_id, None),
             Some(ResponseError::RebalanceInProgress)
         );
         // Both rejoined: the next generation starts, led by a.

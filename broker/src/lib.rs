@@ -11,11 +11,12 @@
 //!   idle and stalled connections and takes each request's bytes from a budget shared by all
 //!   (`docs/broker-limits.md`).
 //! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
-//!   the message structs; it admits only the APIs and versions of the route registry.
+//!   the message structs; it admits only the APIs and versions its caller names (the
+//!   connection names the route registry's, [`handlers::decodable`]).
 //! - [`handlers`]: one module per API family (metadata, produce, fetch, offsets, groups, group
 //!   offsets, admin, producer ids, transactions), each declaring its routes: API key, versions, whether it
 //!   touches the disk, handler. [`handlers::ROUTES`] gathers them; dispatch, the codec's
-//!   admission and ApiVersions ([`apis`]) all read it, so nothing is advertised that isn't
+//!   admission and ApiVersions all read it, so nothing is advertised that isn't
 //!   served. Routes that touch the disk run on tokio's blocking pool by construction, so a slow
 //!   disk never stalls heartbeats or other clients.
 //! - [`broker`]: the shared state the handlers work on:
@@ -26,7 +27,8 @@
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
 //!   - [`offset_store`]: committed offsets, durable across restarts (an append-only JSON-lines
 //!     file, like the transaction coordinator's);
-//!   - [`txn`]: the transaction coordinator (KIP-98): one state machine per transactional id
+//!   - [`txn`]: the transaction coordinator (KIP-98), which decides while the broker's state
+//!     writes (`txn::Participants`): one state machine per transactional id
 //!     in an append-only file; ending a transaction writes control records (commit/abort
 //!     markers) into its partitions, whose logs track open transactions, the last stable offset
 //!     and the aborted transactions that read-committed fetches return. Both are rebuilt after a
@@ -41,8 +43,8 @@
 //! The on-disk format is described in `docs/broker-storage.md`, the group state machine in
 //! `docs/broker-groups.md`, transactions in `docs/broker-transactions.md`.
 
-pub mod apis;
 pub mod broker;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -50,11 +52,12 @@ pub mod group;
 pub mod handlers;
 mod jsonl;
 pub mod offset_store;
+pub mod producer_ids;
 pub mod server;
 pub mod storage;
 pub mod topics;
 pub mod txn;
 pub mod wire_alloc;
 
-pub use config::{BrokerConfig, FsyncPolicy};
-pub use server::{Advertised, BrokerHandle, Listener, run, spawn, spawn_listeners};
+pub use config::{Advertised, BrokerConfig, FsyncPolicy};
+pub use server::{BrokerHandle, Listener, run, spawn, spawn_listeners};

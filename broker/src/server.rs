@@ -3,14 +3,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
-use crate::config::{BrokerConfig, FsyncPolicy};
+use crate::clock::now_ms;
+use crate::config::{Advertised, BrokerConfig, FsyncPolicy};
 use crate::connection::{self, RequestBudget};
 
 /// A running broker. [`BrokerHandle::shutdown`] stops it gracefully (flushing the logs);
@@ -60,13 +61,6 @@ pub struct Listener {
     pub listener: TcpListener,
     /// `HOST:PORT`; `None` advertises the bound address (127.0.0.1 for 0.0.0.0).
     pub advertised: Option<String>,
-}
-
-/// Where clients are told to connect, per listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Advertised {
-    pub host: String,
-    pub port: i32,
 }
 
 impl Listener {
@@ -247,7 +241,7 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = txns.tick() => {
                 let b = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || b.txns.tick(&b, now_ms())).await;
+                let _ = tokio::task::spawn_blocking(move || b.txns.tick(&*b, now_ms())).await;
             }
             _ = retention.tick() => {
                 let b = broker.clone();
@@ -288,11 +282,4 @@ pub fn raise_open_file_limit() {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
-}
-
-/// Wall-clock milliseconds, the unit of Kafka timestamps.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

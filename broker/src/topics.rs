@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -235,6 +236,27 @@ pub enum TopicError {
     Io(#[from] io::Error),
 }
 
+impl TopicError {
+    /// The error a client is answered with.
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            TopicError::InvalidName(_) | TopicError::Collides { .. } => {
+                ResponseError::InvalidTopicException
+            }
+            TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
+                ResponseError::InvalidPartitions
+            }
+            TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+            TopicError::Unloadable(_) => ResponseError::TopicAlreadyExists,
+            // As Kafka answers a topic still being created: the client asks again.
+            TopicError::Busy => ResponseError::LeaderNotAvailable,
+            TopicError::Io(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}
+
 /// What a produce to one partition got, as the produce answer reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
@@ -262,7 +284,7 @@ impl Partition {
 
     /// Appends a produce request's record set and wakes waiting fetches.
     pub fn append(&self, records: &mut [u8]) -> Result<Produced, AppendError> {
-        let now_ms = crate::server::now_ms();
+        let now_ms = crate::clock::now_ms();
         let mut log = self.log();
         let (appended, log_append_time) = log.append_at(records, now_ms)?;
         let (end, start) = (log.next_offset(), log.log_start_offset());
@@ -285,7 +307,7 @@ impl Partition {
     ) -> Result<Option<i64>, AppendError> {
         let mut log = self.log();
         let written =
-            log.append_marker(producer_id, producer_epoch, commit, crate::server::now_ms())?;
+            log.append_marker(producer_id, producer_epoch, commit, crate::clock::now_ms())?;
         let end = log.next_offset();
         drop(log);
         if written.is_some() {

@@ -7,8 +7,9 @@
 //! control record into every partition of the transaction, apply the staged offsets (commit
 //! only), write `Complete*`. A crash anywhere in between leaves `Prepare*` in the file, and the
 //! next start finishes the job; markers are written only where the producer still has an open
-//! transaction, so finishing twice writes nothing twice. A transaction still `Ongoing` at start,
-//! or past its timeout, is aborted with a bumped epoch, which fences its producer.
+//! transaction, so finishing twice writes nothing twice. A transaction still `Ongoing` at start
+//! stays open for its producer to end, as Kafka's coordinator keeps it; one past its timeout is
+//! aborted with a bumped epoch, which fences its producer.
 //!
 //! Every change appends the whole state of that one transactional id as a JSON line to
 //! `<data-dir>/transactions.jsonl` before it is answered (fsynced with `--fsync always`, like the
@@ -27,11 +28,35 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::Broker;
+use crate::clock::now_ms;
 use crate::jsonl::{JsonLines, to_lines};
 use crate::offset_store::Committed;
-use crate::server::now_ms;
+use crate::producer_ids::ProducerIdAllocator;
 use crate::storage::AppendError;
+
+/// What ending a transaction writes outside the coordinator's own state: a marker into each of
+/// its partitions, its staged offsets into the committed offsets. The broker's state implements
+/// it (`crate::broker`), the one place that ends a transaction across the logs and the offsets;
+/// the coordinator decides when and in which order.
+pub trait Participants {
+    /// Writes `producer_id`'s commit or abort marker into a partition (nothing if the partition
+    /// no longer exists).
+    fn write_marker(
+        &self,
+        partition: (&str, i32),
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), AppendError>;
+
+    /// Commits a transaction's offsets for one group: `(topic, partition, offset, the offset
+    /// store's sequence number when it was staged)`, each unless the group committed since.
+    fn commit_offsets(
+        &self,
+        group: &str,
+        commits: Vec<(String, i32, Committed, u64)>,
+    ) -> io::Result<()>;
+}
 
 /// Where a transactional id's current transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +161,9 @@ impl StagedOffset {
 #[derive(Debug)]
 pub struct TxnCoordinator {
     max_timeout_ms: i64,
+    /// Where a new transactional id's producer id comes from (shared with idempotent
+    /// producers' InitProducerId).
+    producer_ids: Arc<ProducerIdAllocator>,
     file: Mutex<JsonLines>,
     /// (group, topic, partition, transactional id) of every offset staged by a transaction not
     /// yet complete, for OffsetFetch's `require_stable` (KIP-447).
@@ -150,7 +178,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl TxnCoordinator {
     /// Replays `<data-dir>/transactions.jsonl`. Transactions left unfinished are finished by
     /// [`TxnCoordinator::recover`] once the partitions are open.
-    pub fn open(data_dir: &Path, fsync: bool, max_timeout_ms: i64) -> io::Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        fsync: bool,
+        max_timeout_ms: i64,
+        producer_ids: Arc<ProducerIdAllocator>,
+    ) -> io::Result<Self> {
         let (file, lines) =
             JsonLines::open::<TxnMetadata>(data_dir.join("transactions.jsonl"), fsync)?;
         let mut txns: BTreeMap<String, TxnMetadata> = BTreeMap::new();
@@ -165,6 +198,7 @@ impl TxnCoordinator {
             .collect();
         let coordinator = Self {
             max_timeout_ms,
+            producer_ids,
             file: Mutex::new(file),
             staged: Mutex::new(staged),
             txns: Mutex::new(
@@ -253,7 +287,7 @@ impl TxnCoordinator {
     /// instance left open is aborted first, one being ended is finished.
     pub fn init_producer(
         &self,
-        broker: &Broker,
+        parts: &impl Participants,
         transactional_id: &str,
         timeout_ms: i32,
         known: Option<(i64, i16)>,
@@ -266,7 +300,7 @@ impl TxnCoordinator {
             match txns.get(transactional_id) {
                 Some(entry) => entry.clone(),
                 None => {
-                    let producer_id = broker.producer_ids.next().map_err(|e| {
+                    let producer_id = self.producer_ids.next().map_err(|e| {
                         tracing::error!("could not reserve producer ids: {e}");
                         ResponseError::CoordinatorNotAvailable
                     })?;
@@ -301,13 +335,13 @@ impl TxnCoordinator {
         }
         let storage = |_: TxnError| ResponseError::CoordinatorNotAvailable;
         match meta.state {
-            TxnState::Ongoing => self.end(broker, &mut meta, false, true).map_err(storage)?,
-            TxnState::PrepareCommit => self.end(broker, &mut meta, true, false).map_err(storage)?,
-            TxnState::PrepareAbort => self.end(broker, &mut meta, false, false).map_err(storage)?,
+            TxnState::Ongoing => self.end(parts, &mut meta, false, true).map_err(storage)?,
+            TxnState::PrepareCommit => self.end(parts, &mut meta, true, false).map_err(storage)?,
+            TxnState::PrepareAbort => self.end(parts, &mut meta, false, false).map_err(storage)?,
             _ => {}
         }
         let new_id = if meta.producer_epoch >= i16::MAX - 1 {
-            Some(broker.producer_ids.next().map_err(|e| {
+            Some(self.producer_ids.next().map_err(|e| {
                 tracing::error!("could not reserve producer ids: {e}");
                 ResponseError::CoordinatorNotAvailable
             })?)
@@ -474,7 +508,7 @@ impl TxnCoordinator {
     /// EndTxn. Ending a transaction that already ended the same way answers success (a retry).
     pub fn end_txn(
         &self,
-        broker: &Broker,
+        parts: &impl Participants,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -485,7 +519,7 @@ impl TxnCoordinator {
         match (meta.state, commit) {
             (TxnState::Ongoing, _)
             | (TxnState::PrepareCommit, true)
-            | (TxnState::PrepareAbort, false) => self.end(broker, &mut meta, commit, false),
+            | (TxnState::PrepareAbort, false) => self.end(parts, &mut meta, commit, false),
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
             _ => Err(TxnError::InvalidState),
         }
@@ -519,7 +553,7 @@ impl TxnCoordinator {
     /// the ticker retries.
     fn end(
         &self,
-        broker: &Broker,
+        parts: &impl Participants,
         meta: &mut TxnMetadata,
         commit: bool,
         bump: bool,
@@ -538,19 +572,15 @@ impl TxnCoordinator {
             })?;
         }
         for (topic, index) in &meta.partitions {
-            let Some(partition) = broker
-                .topics
-                .get(topic)
-                .and_then(|t| t.partition(*index).cloned())
-            else {
-                continue; // deleted meanwhile
-            };
-            match partition.append_marker(meta.producer_id, meta.producer_epoch, commit) {
-                Ok(_) | Err(AppendError::Deleted) => {}
-                Err(e) => {
-                    tracing::error!(transactional_id = %meta.transactional_id, %topic, partition = index, "could not write a transaction marker: {e}");
-                    return Err(TxnError::Storage);
-                }
+            let written = parts.write_marker(
+                (topic, *index),
+                meta.producer_id,
+                meta.producer_epoch,
+                commit,
+            );
+            if let Err(e) = written {
+                tracing::error!(transactional_id = %meta.transactional_id, %topic, partition = index, "could not write a transaction marker: {e}");
+                return Err(TxnError::Storage);
             }
         }
         if commit {
@@ -571,7 +601,7 @@ impl TxnCoordinator {
                 ));
             }
             for (group, commits) in by_group {
-                broker.offsets.commit_unless_newer(group, commits).map_err(|e| {
+                parts.commit_offsets(group, commits).map_err(|e| {
                     tracing::error!(transactional_id = %meta.transactional_id, group, "could not commit a transaction's offsets: {e}");
                     TxnError::Storage
                 })?;
@@ -601,23 +631,28 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Finishes what a previous run left: `Prepare*` completes, `Ongoing` is aborted with a
-    /// bumped epoch. The bump fences the producer that was in it: without it, that producer
-    /// could go on adding partitions to a new transaction of the same epoch and commit it, a
-    /// part of what it thinks is one transaction (the rest was aborted here).
-    pub fn recover(&self, broker: &Broker) {
+    /// Finishes what a previous run left: `Prepare*` completes. An `Ongoing` transaction stays
+    /// open, as Kafka's coordinator keeps it across a restart: its producer, reconnecting, goes
+    /// on and ends it (the partitions rebuilt its open transaction from their batch headers, so
+    /// the last stable offset still holds), and if it never comes back the ticker aborts it at
+    /// its timeout, fencing it. Aborting here instead fenced every live transactional producer
+    /// (a Kafka Streams application lost its tasks and state) on any broker restart.
+    pub fn recover(&self, parts: &impl Participants) {
         // Collected first: the map's lock must not be held while transactions end.
         let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
         for entry in entries {
             let mut meta = lock(&entry);
-            let (commit, bump) = match meta.state {
-                TxnState::Ongoing => (false, true),
-                TxnState::PrepareAbort => (false, false),
-                TxnState::PrepareCommit => (true, false),
+            let commit = match meta.state {
+                TxnState::PrepareAbort => false,
+                TxnState::PrepareCommit => true,
+                TxnState::Ongoing => {
+                    tracing::info!(transactional_id = %meta.transactional_id, partitions = meta.partitions.len(), "a transaction left open by the previous run stays open for its producer");
+                    continue;
+                }
                 _ => continue,
             };
             let before = meta.state;
-            match self.end(broker, &mut meta, commit, bump) {
+            match self.end(parts, &mut meta, commit, false) {
                 Ok(()) => {
                     tracing::info!(transactional_id = %meta.transactional_id, was = before.name(), now = meta.state.name(), "finished a transaction left by the previous run");
                 }
@@ -630,7 +665,7 @@ impl TxnCoordinator {
 
     /// Aborts transactions past their timeout (bumping the epoch, which fences the producer
     /// that let it run out) and retries ends that failed. Returns how many were aborted.
-    pub fn tick(&self, broker: &Broker, now_ms: i64) -> usize {
+    pub fn tick(&self, parts: &impl Participants, now_ms: i64) -> usize {
         let live = lock(&self.txns).len();
         if lock(&self.file).lines() > 2 * live + 1000
             && let Err(e) = self.compact()
@@ -646,10 +681,10 @@ impl TxnCoordinator {
                 TxnState::Ongoing if now_ms - meta.started_ms > meta.timeout_ms => {
                     tracing::info!(transactional_id = %meta.transactional_id, timeout_ms = meta.timeout_ms, "aborting a transaction past its timeout");
                     aborted += 1;
-                    self.end(broker, &mut meta, false, true)
+                    self.end(parts, &mut meta, false, true)
                 }
-                TxnState::PrepareCommit => self.end(broker, &mut meta, true, false),
-                TxnState::PrepareAbort => self.end(broker, &mut meta, false, false),
+                TxnState::PrepareCommit => self.end(parts, &mut meta, true, false),
+                TxnState::PrepareAbort => self.end(parts, &mut meta, false, false),
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -657,119 +692,5 @@ impl TxnCoordinator {
             }
         }
         aborted
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::BrokerConfig;
-
-    /// A broker on `dir` with a one-partition topic `t` and the transactional id `tx`
-    /// initialised: its config, the broker, and the producer's id and epoch.
-    fn broker_with_producer(dir: &Path) -> (BrokerConfig, Broker, i64, i16) {
-        let config = BrokerConfig {
-            data_dir: dir.to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let broker = Broker::open(config.clone(), "localhost".into(), 9092).unwrap();
-        broker.topics.create("t", Some(1), BTreeMap::new()).unwrap();
-        let (id, epoch) = broker
-            .txns
-            .init_producer(&broker, "tx", 60_000, None)
-            .unwrap();
-        (config, broker, id, epoch)
-    }
-
-    #[test]
-    fn the_state_file_is_compacted_by_the_ticker_and_replays_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, broker, id, epoch) = broker_with_producer(dir.path());
-        for _ in 0..400 {
-            let txns = &broker.txns;
-            txns.add_partitions("tx", id, epoch, vec![("t".into(), 0)])
-                .unwrap();
-            txns.end_txn(&broker, "tx", id, epoch, false).unwrap();
-        }
-        let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
-        let path = dir.path().join("transactions.jsonl");
-        assert!(lines(&path) > 1000);
-        let before = broker.txns.snapshot();
-        broker.txns.tick(&broker, now_ms());
-        assert_eq!(lines(&path), 1, "one line per transactional id");
-        // Stored changes after the compaction go to the new file.
-        broker
-            .txns
-            .add_partitions("tx", id, epoch, vec![("t".into(), 0)])
-            .unwrap();
-        drop(broker);
-        let reopened = TxnCoordinator::open(dir.path(), false, 900_000).unwrap();
-        let after = reopened.snapshot();
-        assert_eq!(after[0].state, TxnState::Ongoing);
-        assert_eq!(
-            (after[0].producer_id, after[0].producer_epoch),
-            (before[0].producer_id, before[0].producer_epoch)
-        );
-    }
-
-    /// A commit decided (PrepareCommit stored) whose staged offsets were partly applied before
-    /// the broker died: finishing it on restart applies the rest, and leaves alone what was
-    /// applied, even where the group committed again since.
-    #[test]
-    fn finishing_a_commit_again_applies_only_offsets_not_committed_since() {
-        let dir = tempfile::tempdir().unwrap();
-        let (config, broker, id, epoch) = broker_with_producer(dir.path());
-        let committed = |offset| Committed {
-            offset,
-            leader_epoch: -1,
-            metadata: None,
-        };
-        // Both offsets were staged before any of the commits below.
-        let staged_at = Some(broker.offsets.last_seq());
-        let staged = |group: &str, offset| StagedOffset {
-            group: group.into(),
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            leader_epoch: -1,
-            metadata: None,
-            seq: staged_at,
-        };
-        // The first attempt applied g1's offset, then died; g1 committed 9 afterwards.
-        let offsets = &broker.offsets;
-        offsets
-            .commit("g1", vec![("t".into(), 0, committed(5))])
-            .unwrap();
-        offsets
-            .commit("g1", vec![("t".into(), 0, committed(9))])
-            .unwrap();
-        let mut meta = broker.txns.describe("tx").unwrap();
-        meta.state = TxnState::PrepareCommit;
-        meta.producer_epoch = epoch;
-        meta.producer_id = id;
-        meta.groups = ["g1".to_string(), "g2".to_string()].into();
-        meta.offsets = vec![staged("g1", 5), staged("g2", 7)];
-        drop(broker);
-        let mut line = serde_json::to_vec(&meta).unwrap();
-        line.push(b'\n');
-        let path = dir.path().join("transactions.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        std::io::Write::write_all(&mut file, &line).unwrap();
-
-        let broker = Broker::open(config, "localhost".into(), 9092).unwrap();
-        assert_eq!(
-            broker.txns.describe("tx").unwrap().state,
-            TxnState::CompleteCommit
-        );
-        let offset = |g: &str| broker.offsets.fetch(g, "t", 0).map(|c| c.offset);
-        assert_eq!(
-            offset("g1"),
-            Some(9),
-            "not moved back to the transaction's 5"
-        );
-        assert_eq!(offset("g2"), Some(7), "applied on restart");
     }
 }

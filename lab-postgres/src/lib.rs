@@ -16,7 +16,7 @@
 //! Once it runs, [`TempPostgres::exit_watch`] tells when it exits without being asked to (a
 //! crash, a kill), with the log to read.
 //!
-//! [`TempPostgres::fresh_database`] makes an empty database per test.
+//! [`TestServer::fresh_database`] makes an empty database per test.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

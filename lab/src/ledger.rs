@@ -226,12 +226,12 @@ fn event_id<M: Message>(msg: &M) -> Option<Uuid> {
 /// The event ids of every committed entry of `ledger.entries` (its keys), read with
 /// `read_committed` from the start of each partition to its end.
 fn counted_ids(brokers: &str, stop: &AtomicBool) -> anyhow::Result<HashSet<Uuid>> {
-    let reader: BaseConsumer = saga_shared::kafka::client_config(brokers)
+    let reader: BaseConsumer<crate::EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
         .set("group.id", GROUP)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(crate::EndIsNotAnError)?;
     let mut assignment = TopicPartitionList::new();
     let mut open = 0usize;
     for p in saga_shared::kafka::partitions_of(&reader, TOPIC, WAIT)? {

@@ -17,3 +17,18 @@ pub mod system;
 
 pub use client::LabClient;
 pub use system::{Lab, LabConfig, Service};
+
+/// The client context of a consumer that asks to be told the end of each partition
+/// (`enable.partition.eof`, to read a topic to its end): reaching it is not logged as an error
+/// (librdkafka reports it as a global error event as well as to `poll`).
+pub struct EndIsNotAnError;
+
+impl rdkafka::ClientContext for EndIsNotAnError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}

@@ -10,8 +10,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lab::LabClient;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
+use tokio::task::JoinHandle;
 
 fn postgres_processes_of(dir: &Path) -> usize {
     let out = std::process::Command::new("ps")
@@ -77,6 +78,9 @@ fn lab_command(data_dir: DataDir<'_>, args: &[&str]) -> tokio::process::Command 
 struct RunningLab {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
+    /// Everything the lab writes to stderr, read as it comes (an unread pipe that fills up
+    /// would block the lab on its next log line), until it exits.
+    stderr: JoinHandle<String>,
     printed: Vec<String>,
     order_url: String,
     payment_url: String,
@@ -89,6 +93,12 @@ impl RunningLab {
     async fn start(data_dir: DataDir<'_>, within: Duration) -> RunningLab {
         let mut child = lab_command(data_dir, &FREE_PORTS).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text).await;
+            text
+        });
         let mut printed = Vec::new();
         let up = tokio::time::timeout(within, async {
             while let Some(line) = lines.next_line().await.unwrap() {
@@ -102,10 +112,10 @@ impl RunningLab {
         .await;
         if up != Ok(true) {
             let _ = child.start_kill();
-            let out = child.wait_with_output().await.unwrap();
+            let _ = child.wait().await;
             panic!(
                 "the lab was not up within {within:?}: {printed:#?}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                stderr.await.unwrap()
             );
         }
         let url = |name: &str| {
@@ -123,6 +133,7 @@ impl RunningLab {
             dashboard_url: url("dashboard"),
             child,
             lines,
+            stderr,
             printed,
         }
     }
@@ -162,15 +173,23 @@ impl RunningLab {
                 .unwrap()
                 .success()
         );
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the lab exits within 60 s of Ctrl-C")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+        let exited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        if exited.is_err() {
+            let _ = self.child.start_kill();
+        }
         let mut rest = Vec::new();
-        while let Some(line) = self.lines.next_line().await.unwrap() {
+        while let Ok(Some(line)) = self.lines.next_line().await {
             rest.push(line);
         }
+        let stderr = self.stderr.await.unwrap();
+        let status = exited
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the lab exits within 60 s of Ctrl-C; it printed {rest:#?}\nstderr: {stderr}"
+                )
+            })
+            .unwrap();
+        assert!(status.success(), "{status:?}; stderr: {stderr}");
         rest
     }
 
@@ -188,11 +207,7 @@ impl RunningLab {
         while let Some(line) = self.lines.next_line().await.unwrap() {
             rest.push(line);
         }
-        let mut stderr = String::new();
-        tokio::io::AsyncReadExt::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr)
-            .await
-            .unwrap();
-        (status, rest, stderr)
+        (status, rest, self.stderr.await.unwrap())
     }
 
     /// SIGKILL to the lab's whole process group, as an OOM kill or a closed terminal does.

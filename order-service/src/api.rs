@@ -133,11 +133,42 @@ pub async fn create_order(
         total: order.total,
         currency: CURRENCY.into(),
     };
+    let mut tx = pool.begin().await?;
+    let inserted = insert_order(&mut tx, id, &order, &envelope, key.as_deref(), &request).await?;
+    if !inserted {
+        tx.rollback().await?;
+        let key = key.as_deref().unwrap_or_default();
+        let first = created_with_key(&pool, key, &request)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("idempotency key {key:?} lost")))?;
+        return Ok(replayed(first));
+    }
+    outbox::enqueue(&mut tx, &envelope, &event)
+        .await
+        .map_err(|e| match e {
+            outbox::OutboxError::Db(e) => ApiError::from(e),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    tx.commit().await?;
+    metrics::counter!("orders_created_total").increment(1);
+    // The response is what was just committed; no need to read it back.
+    let order = just_created(id, order, &envelope);
+    Ok((StatusCode::CREATED, located(id), ApiJson(order)))
+}
+
+/// Inserts a new order and the first step of its timeline, in one statement; `false` if the
+/// idempotency key is taken already (by a concurrent request: the insert waits for it to
+/// commit), and then nothing is inserted.
+async fn insert_order(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    order: &NewOrder,
+    envelope: &Envelope,
+    key: Option<&str>,
+    request: &serde_json::Value,
+) -> Result<bool, ApiError> {
     let items =
         serde_json::to_value(&order.items).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut tx = pool.begin().await?;
-    // The order and the first step of its timeline, in one statement. A key taken already (by a
-    // concurrent request: the insert waits for it to commit) inserts nothing.
     let inserted = sqlx::query(
         "WITH new_order AS (INSERT INTO orders \
                               (id, customer_id, status, items, total, currency, created_at, updated_at, \
@@ -155,29 +186,17 @@ pub async fn create_order(
     .bind(envelope.time)
     .bind(topics::ORDER_CREATED)
     .bind(envelope.id)
-    .bind(key.as_deref())
-    .bind(key.as_ref().map(|_| &request))
-    .execute(&mut *tx)
+    .bind(key)
+    .bind(key.map(|_| request))
+    .execute(&mut **tx)
     .await?
     .rows_affected();
-    if inserted == 0 {
-        tx.rollback().await?;
-        let key = key.as_deref().unwrap_or_default();
-        let first = created_with_key(&pool, key, &request)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("idempotency key {key:?} lost")))?;
-        return Ok(replayed(first));
-    }
-    outbox::enqueue(&mut tx, &envelope, &event)
-        .await
-        .map_err(|e| match e {
-            outbox::OutboxError::Db(e) => ApiError::from(e),
-            other => ApiError::Internal(other.to_string()),
-        })?;
-    tx.commit().await?;
-    metrics::counter!("orders_created_total").increment(1);
-    // The response is what was just committed; no need to read it back.
-    let order = Order {
+    Ok(inserted > 0)
+}
+
+/// The answer for an order just placed: PENDING, with the first step of its timeline.
+fn just_created(id: Uuid, order: NewOrder, envelope: &Envelope) -> Order {
+    Order {
         id,
         customer_id: order.customer_id,
         status: OrderStatus::Pending,
@@ -194,8 +213,7 @@ pub async fn create_order(
             status: OrderStatus::Pending,
             detail: None,
         }],
-    };
-    Ok((StatusCode::CREATED, located(id), ApiJson(order)))
+    }
 }
 
 fn located(id: Uuid) -> HeaderMap {

@@ -102,7 +102,17 @@ async fn charge(
         metrics::counter!("payments_total", "outcome" => "captured").increment(1);
         return Ok(());
     }
-    // Refused: say why, and record the payment as FAILED.
+    refuse(conn, envelope, order, payment_id).await
+}
+
+/// A payment the wallet cannot make (unknown customer, another currency, too little money):
+/// recorded as FAILED with the reason, and `payment.failed` published (through the outbox).
+async fn refuse(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    order: &OrderCreated,
+    payment_id: Uuid,
+) -> Result<(), HandleError> {
     let balance: Option<i64> =
         sqlx::query_scalar("SELECT balance FROM wallets WHERE customer_id = $1")
             .bind(&order.customer_id)

@@ -1,5 +1,6 @@
-//! [`ServiceHost`]: what runs a service: HTTP server, outbox relay and consumers, and the
-//! endpoints every service has (`/health`, `/ready`, `/metrics`, `/openapi.json`).
+//! What runs a service ([`build`] lays it out, [`ServiceApp`] runs it): HTTP server, outbox
+//! relay and consumers, and the endpoints every service has (`/health`, `/ready`, `/metrics`,
+//! `/openapi.json`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use serde_json::json;
@@ -142,18 +144,7 @@ pub async fn build<S: SagaService>(
 ) -> Result<ServiceApp, HostError> {
     // Install the metrics recorder before anything records.
     let metrics = crate::telemetry::prometheus();
-    // One connection per consumer, one for the relay, one for HTTP requests.
-    let warm = common.consumers as u32 + 2;
-    let pool = crate::db::connect(&common.database_url, warm, common.db_max_connections).await?;
-    crate::db::migrator(S::MIGRATOR)
-        .run(&pool)
-        .await
-        .map_err(|e| match e {
-            MigrateError::VersionMismatch(v) | MigrateError::VersionMissing(v) => {
-                HostError::OtherSchema(v)
-            }
-            other => HostError::Migrate(other),
-        })?;
+    let pool = migrated_pool::<S>(common).await?;
     let producer = crate::kafka::producer(&common.brokers)?;
     // A broker that is down is only a warning: the outbox holds events until it is back, and
     // topics are auto-created.
@@ -176,19 +167,8 @@ pub async fn build<S: SagaService>(
         readiness: readiness.clone(),
     };
     let openapi = Arc::new(document((S::OPENAPI)()));
-    let common_routes = Router::new()
-        .route(
-            "/health",
-            get(move || async move { Json(json!({"status": "ok", "service": name})) }),
-        )
-        .route("/ready", get(ready))
-        .route("/metrics", get(move || async move { metrics.render() }))
-        .route(
-            "/openapi.json",
-            get(move || async move { Json(openapi.as_ref().clone()) }),
-        )
-        .with_state(probe);
-    let router = crate::http::with_middleware((S::ROUTER)(pool.clone()).merge(common_routes));
+    let endpoints = common_routes(probe, metrics, openapi);
+    let router = crate::http::with_middleware((S::ROUTER)(pool.clone()).merge(endpoints));
     let relay = OutboxRelay::new(
         pool.clone(),
         producer.clone(),
@@ -223,6 +203,45 @@ pub async fn build<S: SagaService>(
         producer,
         readiness,
     })
+}
+
+/// Service `S`'s database pool, its migrations applied (refused if the database holds another
+/// service's schema).
+async fn migrated_pool<S: SagaService>(common: &CommonConfig) -> Result<PgPool, HostError> {
+    // One connection per consumer, one for the relay, one for HTTP requests.
+    let warm = common.consumers as u32 + 2;
+    let pool = crate::db::connect(&common.database_url, warm, common.db_max_connections).await?;
+    crate::db::migrator(S::MIGRATOR)
+        .run(&pool)
+        .await
+        .map_err(|e| match e {
+            MigrateError::VersionMismatch(v) | MigrateError::VersionMissing(v) => {
+                HostError::OtherSchema(v)
+            }
+            other => HostError::Migrate(other),
+        })?;
+    Ok(pool)
+}
+
+/// The endpoints every service has: `/health`, `/ready`, `/metrics`, `/openapi.json`.
+fn common_routes(
+    probe: Probe,
+    metrics: PrometheusHandle,
+    openapi: Arc<utoipa::openapi::OpenApi>,
+) -> Router {
+    let name = probe.name;
+    Router::new()
+        .route(
+            "/health",
+            get(move || async move { Json(json!({"status": "ok", "service": name})) }),
+        )
+        .route("/ready", get(ready))
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .with_state(probe)
 }
 
 /// Runs service `S` as its own binary does, until Ctrl-C or SIGTERM.
@@ -342,8 +361,8 @@ pub fn document(service: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The endpoints [`ServiceHost`] adds to every service, as its OpenAPI document lists them. (The
-/// functions below only carry the documentation; the routes are in [`ServiceHost::bind`].)
+/// The endpoints [`build`] adds to every service, as its OpenAPI document lists them. (The
+/// functions below only carry the documentation; the routes are laid out in [`build`].)
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(health_doc, ready_doc, metrics_doc, openapi_doc))]
 struct CommonEndpoints;

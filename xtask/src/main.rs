@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask test [NEXTEST ARGS]`: checks every prerequisite of the test suite, installs
 //!   what is missing where it can (Debian packages with apt-get as root, Python packages with
-//!   pip, cargo-nextest with cargo), stops with the exact command to run where it cannot, then
-//!   runs `cargo nextest run --workspace [NEXTEST ARGS]`.
+//!   pip, cargo-nextest with cargo), stops with the exact command to run where it cannot, builds
+//!   the Java parts with Maven (Apache Kafka's jars, the Java client suite, the Spring and Streams
+//!   examples: `MAVEN_PROJECTS`), checks the crates' docs (`cargo doc`, a broken intra-doc
+//!   link is an error), then runs `cargo nextest run --workspace [NEXTEST ARGS]`.
 //! - `cargo xtask setup`: the same checks and installs, without running the tests.
 //! - `cargo xtask doctor`: only reports what is there and what is missing.
 
@@ -92,6 +94,19 @@ const PREREQUISITES: &[Prerequisite] = &[
         install: Install::Apt("chromium-driver"),
     },
     Prerequisite {
+        name: "a JDK 17 or newer (javac)",
+        why: "runs Apache Kafka 4, the Java client suite and the Spring and Streams examples, \
+              and compiles them",
+        present: jdk_17_or_newer,
+        install: Install::Apt("default-jdk-headless"),
+    },
+    Prerequisite {
+        name: "mvn",
+        why: "fetches Apache Kafka's jars and builds the Java parts from Maven Central",
+        present: || succeeds(Command::new("mvn").arg("--version")),
+        install: Install::Apt("maven"),
+    },
+    Prerequisite {
         name: "python3",
         why: "runs the kafka-python compatibility test",
         present: || on_path("python3"),
@@ -111,6 +126,28 @@ const PREREQUISITES: &[Prerequisite] = &[
     },
 ];
 
+/// Maven projects built before the tests run (`mvn -B -q -f <dir>/pom.xml package -DskipTests`):
+/// each leaves what the tests run in its `target/`. Maven is incremental and keeps what it
+/// downloads in `~/.m2`, so only the first run fetches anything.
+const MAVEN_PROJECTS: &[(&str, &str)] = &[
+    (
+        "compat/kafka",
+        "Apache Kafka's jars: the reference broker and its command-line tools",
+    ),
+    (
+        "compat/java",
+        "the Java client suite (kafka-clients), run by broker/tests/it/java_client.rs",
+    ),
+    (
+        "examples/spring",
+        "the Spring Boot + Spring Kafka example, run by lab/tests/spring.rs",
+    ),
+    (
+        "examples/streams",
+        "the Kafka Streams example, run by lab/tests/streams.rs",
+    ),
+];
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = match args.split_first() {
@@ -118,11 +155,14 @@ fn main() -> ExitCode {
         None => ("help", &[][..]),
     };
     match task {
-        "test" => match setup() {
+        "test" => match setup()
+            .and_then(|()| build_java())
+            .and_then(|()| check_docs())
+        {
             Ok(()) => run_tests(rest),
             Err(message) => fail(&message),
         },
-        "setup" => match setup() {
+        "setup" => match setup().and_then(|()| build_java()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => fail(&message),
         },
@@ -140,7 +180,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test [ARGS]  set up the test prerequisites, then `cargo nextest run --workspace [ARGS]`\n  \
-                 setup        check and install the test prerequisites only\n  \
+                 setup        check and install the test prerequisites and build the Java parts only\n  \
                  doctor       report which prerequisites are missing, change nothing"
             );
             if task == "help" || task == "--help" || task == "-h" {
@@ -250,6 +290,31 @@ fn setup() -> Result<(), String> {
     }
 }
 
+/// Builds every project of [`MAVEN_PROJECTS`].
+fn build_java() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cached = std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(".m2/repository/org/apache/kafka"))
+        .is_some_and(|dir| dir.is_dir());
+    if !cached {
+        println!(
+            "xtask: the first Maven build downloads about 260 MB from Maven Central into ~/.m2 \
+             (a few minutes)"
+        );
+    }
+    for (dir, why) in MAVEN_PROJECTS {
+        let pom = root.join(dir).join("pom.xml");
+        step(
+            &format!("mvn -B -q -f {dir}/pom.xml package -DskipTests ({why})"),
+            Command::new("mvn")
+                .args(["-B", "-q", "-f"])
+                .arg(&pom)
+                .args(["package", "-DskipTests"]),
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `what`, showing its output only if it fails; failing with the command to run by hand.
 fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
     println!("xtask: {what}");
@@ -263,6 +328,20 @@ fn step(what: &str, cmd: &mut Command) -> Result<(), String> {
         )),
         Err(e) => Err(format!("cannot run `{what}`: {e}")),
     }
+}
+
+/// Builds the workspace's docs with broken intra-doc links as errors: a doc that names an item
+/// that is gone fails the test command.
+fn check_docs() -> Result<(), String> {
+    step(
+        "cargo doc --workspace --no-deps (broken intra-doc links are errors)",
+        Command::new(cargo())
+            .args(["doc", "--workspace", "--no-deps", "--quiet"])
+            .env(
+                "RUSTDOCFLAGS",
+                "-D rustdoc::broken_intra_doc_links -D rustdoc::private_intra_doc_links",
+            ),
+    )
 }
 
 fn run_tests(args: &[String]) -> ExitCode {
@@ -310,6 +389,24 @@ fn server_binary(program: &str) -> Option<PathBuf> {
             .map(|e| e.path().join("bin").join(program))
             .find(|p| Path::new(p).is_file())
     })
+}
+
+/// Whether `javac` is on PATH and at least version 17 (Kafka 4 and Spring Boot 4 need it; a JRE
+/// alone cannot build the Maven projects).
+fn jdk_17_or_newer() -> bool {
+    let Ok(out) = Command::new("javac").arg("-version").output() else {
+        return false;
+    };
+    // "javac 17.0.15" (on stdout since JDK 9, on stderr before).
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        .is_some_and(|major| major >= 17)
 }
 
 fn is_root() -> bool {

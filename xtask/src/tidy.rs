@@ -57,9 +57,10 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-const MEMBERS: [&str; 9] = [
+const MEMBERS: [&str; 10] = [
     "broker",
     "lab-postgres",
+    "apache-kafka",
     "saga-shared",
     "order-service",
     "payment-service",
@@ -112,6 +113,11 @@ fn crate_dependencies_keep_the_layers() {
         deps("lab-postgres"),
         none,
         "lab-postgres depends on no workspace crate"
+    );
+    assert_eq!(
+        deps("apache-kafka"),
+        none,
+        "apache-kafka depends on no workspace crate"
     );
     // Services talk through events only: never to each other, never to the broker crate.
     for service in [
@@ -215,4 +221,179 @@ fn link_targets_are_found() {
         link_targets("see [a](docs/a.md#x) and [b](https://x.org) `[c](d e)`"),
         ["docs/a.md#x", "https://x.org"]
     );
+}
+
+/// The broker's modules from the ground up (`ARCHITECTURE.md` draws the same stack): a module
+/// uses only modules on floors below its own, so the crate reads from the bottom up and has no
+/// import circle. The cluster's metadata and replication will get floors of their own.
+const BROKER_FLOORS: &[&[&str]] = &[
+    // The ground: no other module. The wall clock, settings, the wire format, the allocator.
+    &["clock", "config", "codec", "wire_alloc"],
+    // Segment files and partition logs.
+    &["storage"],
+    // Small durable files: JSON lines, reserved producer-id blocks.
+    &["jsonl", "producer_ids"],
+    // Topics and their partitions, committed offsets, consumer groups.
+    &["topics", "offset_store", "group"],
+    // The transaction coordinator: it decides; the broker's state writes (`txn::Participants`).
+    &["txn"],
+    // The broker's state: everything above, and where a transaction ends across them.
+    &["broker"],
+    // The requests, one module per API family, and their route registry.
+    &["handlers"],
+    // One client's connection, then the listeners and background chores.
+    &["connection"],
+    &["server"],
+];
+
+/// A source file of the broker as the module path it defines (`storage/log.rs`: `storage::log`,
+/// `handlers/mod.rs`: `handlers`), and the module paths it names with `crate::` or `super::`,
+/// its comments and `#[cfg(test)]` module left out (tests may reach anywhere).
+fn module_and_uses(src: &Path, file: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let relative = file.strip_prefix(src).unwrap().with_extension("");
+    let mut module: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if module.last().is_some_and(|m| m == "mod") {
+        module.pop();
+    }
+    let text = std::fs::read_to_string(file).unwrap();
+    // Comments (a doc may name a module above) and the tests left out.
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let mut uses = Vec::new();
+    for (at, _) in code
+        .match_indices("crate::")
+        .chain(code.match_indices("super::"))
+    {
+        let preceded = code[..at]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$');
+        if preceded {
+            continue; // `$crate::` in a macro, or part of a longer name
+        }
+        let path: Vec<String> = code[at..]
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .next()
+            .unwrap_or_default()
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let absolute = match path.first().map(String::as_str) {
+            Some("crate") => path[1..].to_vec(),
+            Some("super") => {
+                // The parent of this file's module (of `handlers` for `handlers/mod.rs`'s
+                // children, of the crate for top-level files).
+                let parent = &module[..module.len().saturating_sub(1)];
+                parent
+                    .iter()
+                    .cloned()
+                    .chain(path[1..].iter().cloned())
+                    .collect()
+            }
+            _ => continue,
+        };
+        uses.push(absolute);
+    }
+    // A parent module uses the children it declares.
+    for line in code.lines().map(str::trim) {
+        let declared = line
+            .strip_prefix("pub mod ")
+            .or_else(|| line.strip_prefix("pub(crate) mod "))
+            .or_else(|| line.strip_prefix("mod "))
+            .and_then(|rest| rest.strip_suffix(';'));
+        if let Some(child) = declared {
+            uses.push(module.iter().cloned().chain([child.to_owned()]).collect());
+        }
+    }
+    (module, uses)
+}
+
+/// The file that defines the longest known prefix of `path` (a module, or an item in one).
+fn defining_module(modules: &BTreeSet<Vec<String>>, path: &[String]) -> Vec<String> {
+    (0..=path.len())
+        .rev()
+        .map(|n| path[..n].to_vec())
+        .find(|prefix| modules.contains(prefix))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_broker_is_a_stack_without_import_circles() {
+    let src = workspace_root().join("broker/src");
+    let mut files = Vec::new();
+    walk(&src, &src, &mut files);
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        .filter(|f| !["lib.rs", "main.rs"].contains(&f.to_string_lossy().as_ref()))
+        .map(|f| src.join(f))
+        .collect();
+    let parsed: Vec<(Vec<String>, Vec<Vec<String>>)> =
+        files.iter().map(|f| module_and_uses(&src, f)).collect();
+    let modules: BTreeSet<Vec<String>> = parsed.iter().map(|(m, _)| m.clone()).collect();
+    let floor = |top: &str| BROKER_FLOORS.iter().position(|f| f.contains(&top));
+    let mut wrong = Vec::new();
+    let mut arrows: BTreeSet<(Vec<String>, Vec<String>)> = BTreeSet::new();
+    for (module, uses) in &parsed {
+        let here = &module[0];
+        let Some(own) = floor(here) else {
+            wrong.push(format!(
+                "{}: a module without a floor in BROKER_FLOORS",
+                here
+            ));
+            continue;
+        };
+        for used in uses {
+            let target = defining_module(&modules, used);
+            if target.is_empty() {
+                wrong.push(format!(
+                    "{}: uses crate::{} (the crate root's re-exports are for other crates)",
+                    module.join("::"),
+                    used.join("::")
+                ));
+                continue;
+            }
+            if target == *module {
+                continue;
+            }
+            if target[0] != *here && floor(&target[0]).is_none_or(|f| f >= own) {
+                wrong.push(format!(
+                    "{} (floor {own}) uses {} from a floor not below it",
+                    module.join("::"),
+                    used.join("::")
+                ));
+            }
+            arrows.insert((module.clone(), target));
+        }
+    }
+    // Inside a folder (storage, handlers) the files form a stack too: no circle.
+    for start in &modules {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<Vec<String>> = vec![start.clone()];
+        while let Some(m) = todo.pop() {
+            for (_, to) in arrows
+                .range((m.clone(), Vec::new())..)
+                .take_while(|(f, _)| *f == m)
+            {
+                if to == start {
+                    wrong.push(format!("{} is in an import circle", start.join("::")));
+                }
+                if seen.insert(to.clone()) {
+                    todo.push(to.clone());
+                }
+            }
+        }
+    }
+    wrong.dedup();
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

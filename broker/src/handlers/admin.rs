@@ -2,9 +2,11 @@
 //! AlterConfigs and IncrementalAlterConfigs (topic configs).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -16,15 +18,17 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
-use super::str_bytes;
+use super::partitions::{answer_each, partition_answer};
+use super::route::str_bytes;
 use crate::broker::Broker;
 use crate::storage::AppendError;
-use crate::topics::TopicError;
+use crate::topics::{Topic, TopicError};
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 /// Topic changes write to disk; DescribeConfigs takes the topics' lock, held across those writes.
 pub(super) static ROUTES: &[Route] = &[
@@ -68,23 +72,6 @@ fn source(overridden: bool) -> i8 {
     }
 }
 
-fn topic_error(e: &TopicError) -> ResponseError {
-    match e {
-        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::InvalidName(_) | TopicError::Collides { .. } => {
-            ResponseError::InvalidTopicException
-        }
-        TopicError::InvalidPartitions(_) | TopicError::CannotShrink { .. } => {
-            ResponseError::InvalidPartitions
-        }
-        TopicError::InvalidConfig { .. } => ResponseError::InvalidConfig,
-        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
-        TopicError::Unloadable(_) => ResponseError::TopicAlreadyExists,
-        TopicError::Busy => ResponseError::LeaderNotAvailable,
-        TopicError::Io(_) => ResponseError::KafkaStorageError,
-    }
-}
-
 pub fn create_topics(
     broker: &Broker,
     request: CreateTopicsRequest,
@@ -95,96 +82,122 @@ pub fn create_topics(
     let asked: i64 = request
         .topics
         .iter()
-        .map(|t| match t.num_partitions {
-            -1 => i64::from(broker.topics.default_partitions()),
-            n => i64::from(n.max(0)),
-        })
+        .map(|t| i64::from(partition_count(broker, t).max(0)))
         .sum();
     let cap = broker.config.max_partitions_per_request;
-    let too_many = asked > i64::from(cap);
+    let too_many = (asked > i64::from(cap)).then(|| {
+        format!("one request may create at most {cap} partitions; this one asks for {asked}")
+    });
+    let validate_only = request.validate_only;
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
-            let name = t.name.as_str().to_string();
-            let configs: BTreeMap<String, String> = t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    Some((
-                        c.name.as_str().to_string(),
-                        c.value.as_ref()?.as_str().to_string(),
-                    ))
-                })
-                .collect();
-            let partitions = if t.num_partitions == -1 {
-                broker.topics.default_partitions()
-            } else {
-                t.num_partitions
-            };
             let result = CreatableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_num_partitions(-1)
                 .with_replication_factor(-1);
-            if too_many {
-                return result
-                    .with_error_code(ResponseError::PolicyViolation.code())
-                    .with_error_message(Some(str_bytes(format!(
-                        "one request may create at most {cap} partitions; this one asks for {asked}"
-                    ))));
-            }
-            if t.replication_factor > 1 {
-                return result
-                    .with_error_code(ResponseError::InvalidReplicationFactor.code())
-                    .with_error_message(Some(str_bytes(
-                        "this single-node broker keeps one replica",
-                    )));
-            }
-            let outcome = if request.validate_only {
-                broker
-                    .topics
-                    .validate(&name, partitions, &configs)
-                    .map(|_| None)
-            } else {
-                broker
-                    .topics
-                    .create(&name, Some(partitions), configs)
-                    .map(Some)
+            let created = match &too_many {
+                Some(message) => Err((ResponseError::PolicyViolation, message.clone())),
+                None => create_one(broker, &t, validate_only),
             };
-            match outcome {
+            match created {
                 Ok(topic) => {
-                    let overrides = topic
-                        .as_ref()
-                        .map(|t| t.configs.clone())
-                        .unwrap_or_default();
-                    let shown = broker
-                        .topics
-                        .config_entries(&overrides)
-                        .into_iter()
-                        .map(|entry| {
-                            CreatableTopicConfigs::default()
-                                .with_name(str_bytes(entry.name))
-                                .with_value(Some(str_bytes(entry.value)))
-                                .with_config_source(source(entry.overridden))
-                        })
-                        .collect();
-                    let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
-                    // Partition count, replication factor and configs are answered from v5 on.
-                    if version < 5 {
-                        return result;
-                    }
-                    result
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(1)
-                        .with_configs(Some(shown))
+                    created_answer(broker, result, topic, partition_count(broker, &t), version)
                 }
-                Err(e) => result
-                    .with_error_code(topic_error(&e).code())
-                    .with_error_message(Some(str_bytes(client_message(&e)))),
+                Err((error, message)) => result
+                    .with_error_code(error.code())
+                    .with_error_message(Some(str_bytes(message))),
             }
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// The configs a request sets, name to value (an entry without a value sets nothing).
+fn set_configs<'a>(
+    entries: impl Iterator<Item = (&'a StrBytes, &'a Option<StrBytes>)>,
+) -> BTreeMap<String, String> {
+    entries
+        .filter_map(|(name, value)| {
+            Some((
+                name.as_str().to_string(),
+                value.as_ref()?.as_str().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The partitions a CreateTopics entry asks for (-1: the broker's default).
+fn partition_count(broker: &Broker, t: &CreatableTopic) -> i32 {
+    match t.num_partitions {
+        -1 => broker.topics.default_partitions(),
+        n => n,
+    }
+}
+
+/// Creates one topic of a CreateTopics request, or with `validate_only` checks that it could
+/// be (no topic then).
+fn create_one(
+    broker: &Broker,
+    t: &CreatableTopic,
+    validate_only: bool,
+) -> Result<Option<Arc<Topic>>, Refusal> {
+    if t.replication_factor > 1 {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            "this single-node broker keeps one replica".into(),
+        ));
+    }
+    let name = t.name.as_str();
+    let configs = set_configs(t.configs.iter().map(|c| (&c.name, &c.value)));
+    let partitions = partition_count(broker, t);
+    let outcome = if validate_only {
+        broker
+            .topics
+            .validate(name, partitions, &configs)
+            .map(|_| None)
+    } else {
+        broker
+            .topics
+            .create(name, Some(partitions), configs)
+            .map(Some)
+    };
+    outcome.map_err(|e| (e.kafka_error(), client_message(&e)))
+}
+
+/// The answer for a topic created (or validated): its id, and from v5 on its partition count,
+/// replication factor and configs.
+fn created_answer(
+    broker: &Broker,
+    result: CreatableTopicResult,
+    topic: Option<Arc<Topic>>,
+    partitions: i32,
+    version: i16,
+) -> CreatableTopicResult {
+    let overrides = topic
+        .as_ref()
+        .map(|t| t.configs.clone())
+        .unwrap_or_default();
+    let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
+    if version < 5 {
+        return result;
+    }
+    let shown = broker
+        .topics
+        .config_entries(&overrides)
+        .into_iter()
+        .map(|entry| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(entry.name))
+                .with_value(Some(str_bytes(entry.value)))
+                .with_config_source(source(entry.overridden))
+        })
+        .collect();
+    result
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(Some(shown))
 }
 
 pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
@@ -218,7 +231,7 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTop
                     result.with_topic_id(topic.id)
                 }
                 Err(e) => result
-                    .with_error_code(topic_error(&e).code())
+                    .with_error_code(e.kafka_error().code())
                     .with_error_message(Some(str_bytes(client_message(&e)))),
             }
         })
@@ -237,66 +250,27 @@ pub fn describe_configs(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
+            let entries = match resource.resource_type {
+                RESOURCE_TOPIC => topic_config_entries(broker, resource.resource_name.as_str()),
+                RESOURCE_BROKER => Ok(broker_config_entries(broker)),
+                _ => Err((
+                    ResponseError::InvalidRequest,
+                    "only topic and broker configs are described".into(),
+                )),
+            };
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err((error, message)) => {
+                    return result
+                        .with_error_code(error.code())
+                        .with_error_message(Some(str_bytes(message)));
+                }
+            };
             let wanted = |key: &str| {
                 resource
                     .configuration_keys
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
-            };
-            let entries: Vec<(String, Option<String>, i8)> = match resource.resource_type {
-                RESOURCE_TOPIC => {
-                    let Some(topic) = broker.topics.get(resource.resource_name.as_str()) else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes("unknown topic")));
-                    };
-                    broker
-                        .topics
-                        .config_entries(&topic.configs)
-                        .into_iter()
-                        .map(|entry| {
-                            (
-                                entry.name.to_string(),
-                                Some(entry.value),
-                                source(entry.overridden),
-                            )
-                        })
-                        .collect()
-                }
-                RESOURCE_BROKER => {
-                    let c = &broker.config;
-                    // The broker's settings as Kafka names them: from its command line, or
-                    // fixed for one node.
-                    let set: [(&str, String); 7] = [
-                        ("num.partitions", c.default_partitions.to_string()),
-                        (
-                            "auto.create.topics.enable",
-                            c.auto_create_topics.to_string(),
-                        ),
-                        ("log.retention.ms", c.retention_ms.to_string()),
-                        ("log.retention.bytes", c.retention_bytes.to_string()),
-                        ("log.segment.bytes", c.segment_bytes.to_string()),
-                        ("log.roll.ms", c.segment_ms.to_string()),
-                        ("socket.request.max.bytes", c.max_request_bytes.to_string()),
-                    ];
-                    let fixed = [
-                        ("default.replication.factor", "1"),
-                        ("min.insync.replicas", "1"),
-                    ];
-                    set.into_iter()
-                        .map(|(name, value)| (name.to_string(), Some(value), SOURCE_STATIC_BROKER))
-                        .chain(fixed.into_iter().map(|(name, value)| {
-                            (name.to_string(), Some(value.to_string()), SOURCE_DEFAULT)
-                        }))
-                        .collect()
-                }
-                _ => {
-                    return result
-                        .with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(str_bytes(
-                            "only topic and broker configs are described",
-                        )));
-                }
             };
             let configs = entries
                 .into_iter()
@@ -314,6 +288,60 @@ pub fn describe_configs(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A described config: its name, value and source.
+type ConfigEntry = (String, Option<String>, i8);
+
+/// Every config of a topic, set on it or the broker's default.
+fn topic_config_entries(broker: &Broker, name: &str) -> Result<Vec<ConfigEntry>, Refusal> {
+    let Some(topic) = broker.topics.get(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            "unknown topic".into(),
+        ));
+    };
+    Ok(broker
+        .topics
+        .config_entries(&topic.configs)
+        .into_iter()
+        .map(|entry| {
+            (
+                entry.name.to_string(),
+                Some(entry.value),
+                source(entry.overridden),
+            )
+        })
+        .collect())
+}
+
+/// The broker's settings as Kafka names them: from its command line, or fixed for one node.
+fn broker_config_entries(broker: &Broker) -> Vec<ConfigEntry> {
+    let c = &broker.config;
+    let set: [(&str, String); 7] = [
+        ("num.partitions", c.default_partitions.to_string()),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
+        ("log.retention.ms", c.retention_ms.to_string()),
+        ("log.retention.bytes", c.retention_bytes.to_string()),
+        ("log.segment.bytes", c.segment_bytes.to_string()),
+        ("log.roll.ms", c.segment_ms.to_string()),
+        ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+    ];
+    let fixed = [
+        ("default.replication.factor", "1"),
+        ("min.insync.replicas", "1"),
+    ];
+    set.into_iter()
+        .map(|(name, value)| (name.to_string(), Some(value), SOURCE_STATIC_BROKER))
+        .chain(
+            fixed
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), Some(value.to_string()), SOURCE_DEFAULT)),
+        )
+        .collect()
 }
 
 /// Why a config change of one resource is refused: the error and what the client reads.
@@ -351,7 +379,7 @@ fn apply_configs(
     broker
         .topics
         .alter_configs(name, configs, validate_only)
-        .map_err(|e| (topic_error(&e), client_message(&e)))
+        .map_err(|e| (e.kafka_error(), client_message(&e)))
 }
 
 /// AlterConfigs: the given configs replace all of a topic's overrides.
@@ -362,16 +390,7 @@ pub fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConf
         .map(|r| {
             let result =
                 altered_topic(broker, r.resource_type, r.resource_name.as_str()).and_then(|_| {
-                    let configs = r
-                        .configs
-                        .iter()
-                        .filter_map(|c| {
-                            Some((
-                                c.name.as_str().to_string(),
-                                c.value.as_ref()?.as_str().to_string(),
-                            ))
-                        })
-                        .collect();
+                    let configs = set_configs(r.configs.iter().map(|c| (&c.name, &c.value)));
                     apply_configs(
                         broker,
                         r.resource_name.as_str(),
@@ -461,41 +480,40 @@ pub fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+partition_answer!(DeleteRecordsPartitionResult, |index| {
+    DeleteRecordsPartitionResult::default()
+        .with_partition_index(index)
+        .with_low_watermark(-1)
+});
+
 /// Moves partitions' log start offsets up (`-1`: to the high watermark).
 pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(t.name.as_str());
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let result = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    match partition.delete_records_before(p.offset) {
-                        Ok(start) => result.with_low_watermark(start),
-                        Err(AppendError::Refused(_)) => {
-                            result.with_error_code(ResponseError::OffsetOutOfRange.code())
+            let name = t.name.as_str();
+            let partitions = answer_each(
+                broker,
+                name,
+                t.partitions.iter(),
+                |p| p.partition_index,
+                |p, partition, result: DeleteRecordsPartitionResult| match partition
+                    .delete_records_before(p.offset)
+                {
+                    Ok(start) => Ok(result.with_low_watermark(start)),
+                    Err(e) => {
+                        if matches!(e, AppendError::Io(_)) {
+                            tracing::error!(
+                                topic = name,
+                                partition = p.partition_index,
+                                "delete records failed: {e}"
+                            );
                         }
-                        Err(AppendError::Deleted) => {
-                            result.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %t.name.as_str(), partition = p.partition_index, "delete records failed: {e}");
-                            result.with_error_code(ResponseError::KafkaStorageError.code())
-                        }
+                        Err(e.kafka_error().into())
                     }
-                })
-                .collect();
+                },
+            );
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
                 .with_partitions(partitions)
@@ -535,7 +553,7 @@ pub fn create_partitions(
             {
                 Ok(_) => result,
                 Err(e) => result
-                    .with_error_code(topic_error(&e).code())
+                    .with_error_code(e.kafka_error().code())
                     .with_error_message(Some(str_bytes(client_message(&e)))),
             }
         })

@@ -1,22 +1,13 @@
-//! ApiVersions: derived from the served-API table, never hand-maintained.
+//! ApiVersions: the answer built from the served-API table (the registry's), never
+//! hand-maintained.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use crate::apis;
-
-use kafka_protocol::messages::ResponseKind;
-
-use super::{Reply, Route};
-
-/// ApiVersions is answered from the registry itself.
-pub(super) static ROUTES: &[Route] = &[route!(ApiVersions, 0..=3, async, |_b, _r, _c| {
-    Reply::send(ResponseKind::ApiVersions(handle()))
-})];
-
-pub fn handle() -> ApiVersionsResponse {
-    let api_keys = apis::all()
+/// The answer listing `served`: each API with its `(min, max)` versions.
+pub fn answer(served: impl Iterator<Item = (ApiKey, i16, i16)>) -> ApiVersionsResponse {
+    let api_keys = served
         .map(|(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(key as i16)
@@ -28,6 +19,6 @@ pub fn handle() -> ApiVersionsResponse {
 }
 
 /// The v0 answer to an ApiVersions request newer than we speak.
-pub fn too_new() -> ApiVersionsResponse {
-    handle().with_error_code(ResponseError::UnsupportedVersion.code())
+pub fn too_new(served: impl Iterator<Item = (ApiKey, i16, i16)>) -> ApiVersionsResponse {
+    answer(served).with_error_code(ResponseError::UnsupportedVersion.code())
 }

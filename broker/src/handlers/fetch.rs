@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -16,13 +17,15 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::partitions::{answer_each_in, partition_answer};
 use crate::broker::Broker;
 use crate::storage::ReadOutcome;
 use crate::storage::batch::BatchHeader;
+use crate::topics::Partition;
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 /// Fetch waits (long polling) on the async workers; its reads run on the blocking pool inside.
 pub(super) static ROUTES: &[Route] = &[route!(Fetch, 4..=12, async, |b, r, _c| {
@@ -41,7 +44,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
     loop {
         let read = {
             let request = request.clone();
-            super::on_disk(broker, move |b| {
+            super::route::on_disk(broker, move |b| {
                 let mut watches = Vec::new();
                 let (response, bytes, errors) = read_once(b, &request, &mut watches);
                 (response, bytes, errors, watches)
@@ -61,104 +64,131 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
     }
 }
 
+partition_answer!(PartitionData, |index| {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_aborted_transactions(Some(Vec::new()))
+        .with_records(Some(Bytes::new()))
+});
+
+/// One pass over a fetch's partitions: the bytes it may still return, what it returned, and
+/// the end-offset watches of the partitions it read.
+struct Pass<'a> {
+    remaining: usize,
+    total: usize,
+    /// Read-committed (isolation level 1) stops at each partition's last stable offset and
+    /// lists the aborted transactions of what it returns, for the client to drop.
+    read_committed: bool,
+    watches: &'a mut Vec<watch::Receiver<i64>>,
+}
+
 /// Reads every requested partition once. Subscribes to each partition's end offset *before*
-/// reading it, so an append racing with this read still wakes the waiter.
+/// reading it, so an append racing with this read still wakes the waiter. Returns the answer,
+/// the bytes of records in it, and whether any partition has an error (answered at once).
 fn read_once(
     broker: &Broker,
     request: &FetchRequest,
     watches: &mut Vec<watch::Receiver<i64>>,
 ) -> (FetchResponse, usize, bool) {
-    let mut remaining = (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES);
-    let mut total = 0usize;
-    let mut errors = false;
-    // Read-committed (isolation level 1) stops at each partition's last stable offset and lists
-    // the aborted transactions of what it returns, for the client to drop.
-    let read_committed = request.isolation_level == 1;
-    let responses = request
+    let mut pass = Pass {
+        remaining: (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES),
+        total: 0,
+        read_committed: request.isolation_level == 1,
+        watches,
+    };
+    let responses: Vec<FetchableTopicResponse> = request
         .topics
         .iter()
-        .map(|fetch_topic| {
-            let topic = broker.topics.get(fetch_topic.topic.as_str());
-            let partitions = fetch_topic
-                .partitions
-                .iter()
-                .map(|fp| {
-                    let data = PartitionData::default()
-                        .with_partition_index(fp.partition)
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_preferred_read_replica(BrokerId(-1))
-                        .with_aborted_transactions(Some(Vec::new()))
-                        .with_records(Some(Bytes::new()));
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
-                        errors = true;
-                        return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    watches.push(partition.subscribe());
-                    let log = partition.log();
-                    let (end, start) = (log.next_offset(), log.log_start_offset());
-                    let stable = log.last_stable_offset();
-                    let data = data
-                        .with_high_watermark(end)
-                        .with_last_stable_offset(stable)
-                        .with_log_start_offset(start);
-                    let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                    // KIP-74: the first non-empty partition may exceed the limits by one batch.
-                    let read = if read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end {
-                        // Nothing stable to give yet (or anymore, at the end). The last stable
-                        // offset is never below the log start, so below it the read answers
-                        // out of range.
-                        Ok(ReadOutcome::Batches(Bytes::new()))
-                    } else {
-                        log.read(fp.fetch_offset, limit, total == 0)
-                    };
-                    match read {
-                        Ok(ReadOutcome::Batches(records)) => {
-                            let (records, aborted) = if read_committed {
-                                let records = cut_at(records, stable);
-                                let aborted = last_offset(&records)
-                                    .map(|last| log.aborted_between(fp.fetch_offset, last))
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .map(|a| {
-                                        AbortedTransaction::default()
-                                            .with_producer_id(ProducerId(a.producer_id))
-                                            .with_first_offset(a.first_offset)
-                                    })
-                                    .collect();
-                                (records, aborted)
-                            } else {
-                                (records, Vec::new())
-                            };
-                            total += records.len();
-                            remaining = remaining.saturating_sub(records.len());
-                            data.with_records(Some(records))
-                                .with_aborted_transactions(Some(aborted))
-                        }
-                        Ok(ReadOutcome::OutOfRange) => {
-                            errors = true;
-                            data.with_error_code(ResponseError::OffsetOutOfRange.code())
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %fetch_topic.topic.as_str(), partition = fp.partition, "read failed: {e}");
-                            errors = true;
-                            data.with_error_code(ResponseError::KafkaStorageError.code())
-                        }
-                    }
-                })
-                .collect();
+        .map(|t| {
+            let name = t.topic.as_str();
+            let topic = broker.topics.get(name);
+            let partitions = answer_each_in(
+                topic.as_deref(),
+                &t.partitions,
+                |fp| fp.partition,
+                |fp, partition, data| Ok(pass.read(name, partition, fp, data)),
+            );
+            let id = topic.map(|t| t.id).unwrap_or_default();
             FetchableTopicResponse::default()
-                .with_topic(fetch_topic.topic.clone())
-                .with_topic_id(topic.as_ref().map(|t| t.id).unwrap_or_default())
+                .with_topic(t.topic.clone())
+                .with_topic_id(id)
                 .with_partitions(partitions)
         })
         .collect();
+    let errors = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .any(|p| p.error_code != 0);
+    let total = pass.total;
     (
         FetchResponse::default().with_responses(responses),
         total,
         errors,
     )
+}
+
+impl Pass<'_> {
+    /// Reads one partition from the fetch offset, within the bytes left.
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: &Partition,
+        fp: &FetchPartition,
+        data: PartitionData,
+    ) -> PartitionData {
+        self.watches.push(partition.subscribe());
+        let log = partition.log();
+        let (end, start) = (log.next_offset(), log.log_start_offset());
+        let stable = log.last_stable_offset();
+        let data = data
+            .with_high_watermark(end)
+            .with_last_stable_offset(stable)
+            .with_log_start_offset(start);
+        let limit = (fp.partition_max_bytes.max(0) as usize).min(self.remaining);
+        let read = if self.read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end {
+            // Nothing stable to give yet (or anymore, at the end). The last stable offset is
+            // never below the log start, so below it the read answers out of range.
+            Ok(ReadOutcome::Batches(Bytes::new()))
+        } else {
+            // KIP-74: the first non-empty partition may exceed the limits by one batch.
+            log.read(fp.fetch_offset, limit, self.total == 0)
+        };
+        match read {
+            Ok(ReadOutcome::Batches(records)) => {
+                let (records, aborted) = if self.read_committed {
+                    let records = cut_at(records, stable);
+                    let aborted = last_offset(&records)
+                        .map(|last| log.aborted_between(fp.fetch_offset, last))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect();
+                    (records, aborted)
+                } else {
+                    (records, Vec::new())
+                };
+                self.total += records.len();
+                self.remaining = self.remaining.saturating_sub(records.len());
+                data.with_records(Some(records))
+                    .with_aborted_transactions(Some(aborted))
+            }
+            Ok(ReadOutcome::OutOfRange) => {
+                data.with_error_code(ResponseError::OffsetOutOfRange.code())
+            }
+            Err(e) => {
+                tracing::error!(topic, partition = fp.partition, "read failed: {e}");
+                data.with_error_code(ResponseError::KafkaStorageError.code())
+            }
+        }
+    }
 }
 
 /// The whole batches of `records` that start before `stable` (the last stable offset).

@@ -17,13 +17,14 @@ use kafka_protocol::messages::{
     OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 
-use super::{code, str_bytes};
+use super::partitions::look_up;
+use super::route::{code, str_bytes};
 use crate::broker::Broker;
 use crate::offset_store::Committed;
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 /// Both take the offset store's lock, which a commit holds across its fsync.
 pub(super) static ROUTES: &[Route] = &[
@@ -83,21 +84,16 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
     let mut topics = Vec::new();
     for t in request.topics {
         let busy = in_use(t.name.as_str());
-        let known = broker.topics.get(t.name.as_str());
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|p| {
-                let error = if known
-                    .as_ref()
-                    .is_none_or(|k| k.partition(p.partition_index).is_none())
-                {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                } else if busy {
-                    Some(ResponseError::GroupSubscribedToTopic)
-                } else {
-                    doomed.push((t.name.as_str().to_string(), p.partition_index));
-                    None
+        let partitions = look_up(broker, t.name.as_str(), t.partitions, |p| p.partition_index)
+            .into_iter()
+            .map(|(p, found)| {
+                let error = match found {
+                    Err(e) => Some(e),
+                    Ok(_) if busy => Some(ResponseError::GroupSubscribedToTopic),
+                    Ok(_) => {
+                        doomed.push((t.name.as_str().to_string(), p.partition_index));
+                        None
+                    }
                 };
                 OffsetDeleteResponsePartition::default()
                     .with_partition_index(p.partition_index)
@@ -121,43 +117,38 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
 /// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;
 
-/// What is wrong with committing an offset for `partition` of `topic`, whatever the group says:
-/// a partition that doesn't exist is not stored (as in Kafka), and neither is oversized metadata.
-fn refusal(
-    topic: Option<&crate::topics::Topic>,
-    partition: i32,
-    metadata: Option<&str>,
-) -> Option<ResponseError> {
-    if topic.is_none_or(|t| t.partition(partition).is_none()) {
-        Some(ResponseError::UnknownTopicOrPartition)
-    } else if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
-        Some(ResponseError::OffsetMetadataTooLarge)
-    } else {
-        None
-    }
-}
+/// Each topic's name and partitions, each partition with why it is refused, if it is.
+pub(super) type Checked<P> = Vec<(TopicName, Vec<(P, Option<ResponseError>)>)>;
 
-/// The [`refusal`] of each partition of each topic of an OffsetCommit or TxnOffsetCommit
-/// request: `topic` gives a topic's name and partitions, `partition` a partition's index and
-/// metadata.
-pub(super) fn refusals<'a, T, P: 'a>(
+/// The partitions of an OffsetCommit or TxnOffsetCommit request, topic by topic, each with
+/// what is wrong with committing to it whatever the group says: a partition that doesn't exist
+/// is not stored (as in Kafka), and neither is oversized metadata. `topic` splits a topic
+/// into its name and partitions, `metadata` reads a partition's.
+pub(super) fn checked<T, P>(
     broker: &Broker,
-    topics: &'a [T],
-    topic: impl Fn(&'a T) -> (&'a str, &'a Vec<P>),
-    partition: impl Fn(&'a P) -> (i32, Option<&'a str>),
-) -> Vec<Vec<Option<ResponseError>>> {
+    topics: Vec<T>,
+    topic: impl Fn(T) -> (TopicName, Vec<P>),
+    index: impl Fn(&P) -> i32,
+    metadata: impl Fn(&P) -> Option<&str>,
+) -> Checked<P> {
     topics
-        .iter()
+        .into_iter()
         .map(|t| {
             let (name, partitions) = topic(t);
-            let found = broker.topics.get(name);
-            partitions
-                .iter()
-                .map(|p| {
-                    let (index, metadata) = partition(p);
-                    refusal(found.as_deref(), index, metadata)
+            let partitions = look_up(broker, name.as_str(), partitions, &index)
+                .into_iter()
+                .map(|(p, found)| {
+                    let refused = match found {
+                        Err(e) => Some(e),
+                        Ok(_) if metadata(&p).is_some_and(|m| m.len() > MAX_METADATA_BYTES) => {
+                            Some(ResponseError::OffsetMetadataTooLarge)
+                        }
+                        Ok(_) => None,
+                    };
+                    (p, refused)
                 })
-                .collect()
+                .collect();
+            (name, partitions)
         })
         .collect()
 }
@@ -168,36 +159,32 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         group,
         request.generation_id_or_member_epoch,
         request.member_id.as_str(),
+        request.group_instance_id.as_deref(),
     );
-    let refusals = refusals(
+    let topics = checked(
         broker,
-        &request.topics,
-        |t| (t.name.as_str(), &t.partitions),
-        |p| (p.partition_index, p.committed_metadata.as_deref()),
+        request.topics,
+        |t| (t.name, t.partitions),
+        |p| p.partition_index,
+        |p| p.committed_metadata.as_deref(),
     );
     if error.is_none() {
-        let commits = request
-            .topics
+        let commits = topics
             .iter()
-            .zip(&refusals)
-            .flat_map(|(t, refused)| {
-                t.partitions
+            .flat_map(|(name, partitions)| {
+                partitions
                     .iter()
-                    .zip(refused)
                     .filter(|(_, refused)| refused.is_none())
                     .map(|(p, _)| {
-                        (
-                            t.name.as_str().to_string(),
-                            p.partition_index,
-                            Committed {
-                                offset: p.committed_offset,
-                                leader_epoch: p.committed_leader_epoch,
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.as_str().to_string()),
-                            },
-                        )
+                        let committed = Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.as_str().to_string()),
+                        };
+                        (name.as_str().to_string(), p.partition_index, committed)
                     })
             })
             .collect();
@@ -206,30 +193,26 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
             error = Some(ResponseError::CoordinatorNotAvailable);
         }
     }
-    let topics = request
-        .topics
+    let topics = topics
         .into_iter()
-        .zip(refusals)
-        .map(|(t, refused)| {
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, refused)| {
+                    // An unknown partition is reported as such even when the group refuses
+                    // the commit, as Kafka checks it first.
+                    let error = match refused {
+                        Some(ResponseError::UnknownTopicOrPartition) => refused,
+                        _ => error.or(refused),
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(error))
+                })
+                .collect();
             OffsetCommitResponseTopic::default()
-                .with_name(t.name)
-                .with_partitions(
-                    t.partitions
-                        .into_iter()
-                        .zip(refused)
-                        .map(|(p, refused)| {
-                            // An unknown partition is reported as such even when the group
-                            // refuses the commit, as Kafka checks it first.
-                            let error = match refused {
-                                Some(ResponseError::UnknownTopicOrPartition) => refused,
-                                _ => error.or(refused),
-                            };
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code(error))
-                        })
-                        .collect(),
-                )
+                .with_name(name)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)

@@ -11,15 +11,15 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 
-use super::{code, str_bytes};
+use super::route::ClientContext;
+use super::route::{code, str_bytes};
 use crate::broker::{Broker, NODE_ID};
-use crate::connection::ClientContext;
+use crate::config::Advertised;
 use crate::group::{GroupState, JoinRequest};
-use crate::server::Advertised;
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 /// The group coordinator lives in memory: these run on the async workers (join and sync wait
 /// for the other members).
@@ -31,7 +31,7 @@ pub(super) static ROUTES: &[Route] = &[
             c.version,
         )))
     }),
-    route!(JoinGroup, 0..=7, async, |b, r, c| {
+    route!(JoinGroup, 0..=9, async, |b, r, c| {
         Reply::send(ResponseKind::JoinGroup(
             join(&b, &c.ctx, &c.client_id, r, c.version).await,
         ))
@@ -124,7 +124,10 @@ pub async fn join(
         None if version < 7 => Some(String::new()),
         name => name,
     };
+    // Only v9 can tell a static leader to keep the assignment; older leaders compute one, which
+    // a stable group ignores (SyncGroup answers the assignment it holds).
     JoinGroupResponse::default()
+        .with_skip_assignment(version >= 9 && result.skip_assignment)
         .with_error_code(code(result.error))
         .with_generation_id(result.generation_id)
         .with_protocol_type(result.protocol_type.map(str_bytes))
@@ -157,6 +160,7 @@ pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupRespon
             request.group_id.as_str(),
             request.generation_id,
             request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
             assignments,
         )
         .await;
@@ -172,20 +176,26 @@ pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatRespons
         request.group_id.as_str(),
         request.generation_id,
         request.member_id.as_str(),
+        request.group_instance_id.as_deref(),
     );
     HeartbeatResponse::default().with_error_code(code(error))
 }
 
 pub fn leave(broker: &Broker, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     if version < 3 {
-        let ids = [request.member_id.as_str().to_string()];
+        let ids = [(request.member_id.as_str().to_string(), None)];
         let errors = broker.groups.leave(request.group_id.as_str(), &ids);
         return LeaveGroupResponse::default().with_error_code(code(errors[0]));
     }
-    let ids: Vec<String> = request
+    let ids: Vec<(String, Option<String>)> = request
         .members
         .iter()
-        .map(|m| m.member_id.as_str().to_string())
+        .map(|m| {
+            (
+                m.member_id.as_str().to_string(),
+                m.group_instance_id.as_deref().map(str::to_owned),
+            )
+        })
         .collect();
     let errors = broker.groups.leave(request.group_id.as_str(), &ids);
     let members = request

@@ -12,12 +12,13 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
+use super::partitions::{Refused, answer_each, partition_answer};
 use crate::broker::Broker;
 use crate::storage::log::LEADER_EPOCH;
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 pub(super) static ROUTES: &[Route] = &[
     route!(ListOffsets, 1..=7, disk, |b, r, c| {
@@ -36,6 +37,20 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+partition_answer!(ListOffsetsPartitionResponse, |index| {
+    ListOffsetsPartitionResponse::default()
+        .with_partition_index(index)
+        .with_timestamp(-1)
+        .with_offset(-1)
+});
+
+partition_answer!(EpochEndOffset, |index| {
+    EpochEndOffset::default()
+        .with_partition(index)
+        .with_leader_epoch(-1)
+        .with_end_offset(-1)
+});
+
 pub fn list_offsets(
     broker: &Broker,
     request: ListOffsetsRequest,
@@ -48,22 +63,13 @@ pub fn list_offsets(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(t.name.as_str());
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_timestamp(-1)
-                        .with_offset(-1)
-                        .with_leader_epoch(epoch);
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
+            let partitions = answer_each(
+                broker,
+                t.name.as_str(),
+                t.partitions,
+                |p| p.partition_index,
+                |p, partition, answer: ListOffsetsPartitionResponse| {
+                    let answer = answer.with_leader_epoch(epoch);
                     let log = partition.log();
                     let found = match p.timestamp {
                         // Read-committed clients see the end at the last stable offset.
@@ -77,16 +83,16 @@ pub fn list_offsets(
                     };
                     match found {
                         Ok(Some((offset, timestamp))) => {
-                            response.with_offset(offset).with_timestamp(timestamp)
+                            Ok(answer.with_offset(offset).with_timestamp(timestamp))
                         }
-                        Ok(None) => response,
+                        Ok(None) => Ok(answer),
                         Err(e) => {
                             tracing::error!("offset lookup failed: {e}");
-                            response.with_error_code(ResponseError::KafkaStorageError.code())
+                            Err(ResponseError::KafkaStorageError.into())
                         }
                     }
-                })
-                .collect();
+                },
+            );
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
                 .with_partitions(partitions)
@@ -104,31 +110,23 @@ pub fn offset_for_leader_epoch(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(t.topic.as_str());
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let response = EpochEndOffset::default()
-                        .with_partition(p.partition)
-                        .with_leader_epoch(-1)
-                        .with_end_offset(-1);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
-                    else {
-                        return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
+            let partitions = answer_each(
+                broker,
+                t.topic.as_str(),
+                t.partitions,
+                |p| p.partition,
+                |p, partition, answer: EpochEndOffset| {
                     if p.current_leader_epoch > LEADER_EPOCH {
-                        return response.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                        return Err(Refused::from(ResponseError::UnknownLeaderEpoch));
                     }
                     if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
-                        return response;
+                        return Ok(answer);
                     }
-                    response
+                    Ok(answer
                         .with_leader_epoch(LEADER_EPOCH)
-                        .with_end_offset(partition.log().next_offset())
-                })
-                .collect();
+                        .with_end_offset(partition.log().next_offset()))
+                },
+            );
             OffsetForLeaderTopicResult::default()
                 .with_topic(t.topic)
                 .with_partitions(partitions)

@@ -11,15 +11,15 @@ use kafka_protocol::messages::{
     TopicName,
 };
 
-use super::str_bytes;
+use super::route::str_bytes;
 use crate::broker::{Broker, NODE_ID};
-use crate::server::Advertised;
+use crate::config::Advertised;
 use crate::storage::log::LEADER_EPOCH;
 use crate::topics::{Topic, TopicError, is_valid_topic_name};
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 pub(super) static ROUTES: &[Route] = &[
     route!(Metadata, 0..=12, disk, |b, r, c| {
@@ -141,11 +141,10 @@ fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponse
     *may_create -= 1;
     match broker.topics.get_or_create(name) {
         Ok(topic) => describe(&topic),
-        Err(TopicError::InvalidName(_) | TopicError::Collides { .. }) => {
-            failed(ResponseError::InvalidTopicException)
+        // A name Kafka would refuse, or a topic still being created (the client asks again).
+        Err(e @ (TopicError::InvalidName(_) | TopicError::Collides { .. } | TopicError::Busy)) => {
+            failed(e.kafka_error())
         }
-        // As Kafka answers a topic still being created: the client asks again.
-        Err(TopicError::Busy) => failed(ResponseError::LeaderNotAvailable),
         Err(e) => {
             tracing::warn!(topic = name, "auto-create failed: {e}");
             failed(ResponseError::UnknownTopicOrPartition)

@@ -1,108 +1,22 @@
 //! Request handlers, one module per API family, and the route registry they make up.
 //!
-//! Each module declares its routes with [`route!`]: the API key, the versions served, whether it
-//! touches the disk, and the handler. [`ROUTES`] gathers them; ApiVersions (`crate::apis`), the
-//! codec's admission and [`handle`] all read that one list, so the broker can never advertise an
-//! API it does not serve. A route marked `disk` runs on tokio's blocking pool by construction: a
+//! Each module declares its routes with `route!` (`route.rs`): the API key, the versions served,
+//! whether it touches the disk, and the handler. [`ROUTES`] gathers them; the ApiVersions
+//! answer ([`advertised`]), the codec's admission ([`decodable`]) and [`handle`] all read that
+//! one list, so the broker can never advertise an API it does not serve. A route marked `disk` runs on tokio's blocking pool by construction: a
 //! slow disk (fsync, dirty-page throttling) then never stalls the async workers that heartbeats
 //! and other clients need.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
 
 use crate::broker::Broker;
 use crate::codec::{Body, Request};
-use crate::connection::ClientContext;
 
-/// What to send back.
-#[derive(Debug)]
-pub enum Reply {
-    Send(Box<ResponseKind>),
-    /// Produce with acks=0: the client expects no answer.
-    Nothing,
-    /// Close the connection (a request the route cannot take; never expected).
-    Close,
-}
-
-impl Reply {
-    fn send(body: ResponseKind) -> Self {
-        Reply::Send(Box::new(body))
-    }
-}
-
-/// One request as a route receives it.
-pub struct Call {
-    pub version: i16,
-    pub client_id: String,
-    pub ctx: ClientContext,
-}
-
-type AsyncHandler =
-    fn(Arc<Broker>, RequestKind, Call) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
-type DiskHandler = fn(&Broker, RequestKind, Call) -> Reply;
-
-/// How a route runs.
-pub enum Run {
-    /// On the async workers: it may wait (long polls, group joins) and never blocks on the disk.
-    Async(AsyncHandler),
-    /// On the blocking pool: it touches the disk, or takes a lock that is held across an fsync.
-    Disk(DiskHandler),
-}
-
-/// One served API.
-pub struct Route {
-    pub api: ApiKey,
-    /// The versions served, as advertised (each also clipped to what the codec supports).
-    pub versions: (i16, i16),
-    pub run: Run,
-}
-
-impl Route {
-    /// Whether it runs on the blocking pool.
-    pub fn touches_disk(&self) -> bool {
-        matches!(self.run, Run::Disk(_))
-    }
-}
-
-/// Declares a route: `route!(Api, min..=max, disk|async, |broker, request, call| body)`. The API
-/// key and the request type come from the one name `Api`, so a route always receives the
-/// request of its own API (the codec decodes the body by that key).
-macro_rules! route {
-    ($api:ident, $min:literal ..= $max:literal, disk, |$b:ident, $r:ident, $c:ident| $body:expr) => {
-        $crate::handlers::Route {
-            api: kafka_protocol::messages::ApiKey::$api,
-            versions: ($min, $max),
-            run: $crate::handlers::Run::Disk(|$b, request, $c| match request {
-                kafka_protocol::messages::RequestKind::$api($r) => $body,
-                other => {
-                    $crate::handlers::wrong_request(kafka_protocol::messages::ApiKey::$api, &other)
-                }
-            }),
-        }
-    };
-    ($api:ident, $min:literal ..= $max:literal, async, |$b:ident, $r:ident, $c:ident| $body:expr) => {
-        $crate::handlers::Route {
-            api: kafka_protocol::messages::ApiKey::$api,
-            versions: ($min, $max),
-            run: $crate::handlers::Run::Async(|$b, request, $c| {
-                Box::pin(async move {
-                    match request {
-                        kafka_protocol::messages::RequestKind::$api($r) => $body,
-                        other => $crate::handlers::wrong_request(
-                            kafka_protocol::messages::ApiKey::$api,
-                            &other,
-                        ),
-                    }
-                })
-            }),
-        }
-    };
-}
+mod route;
+pub use route::{Call, ClientContext, Reply, Route, Run};
+use route::{on_disk, route};
 
 mod admin;
 mod api_versions;
@@ -111,13 +25,14 @@ mod group_offsets;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod partitions;
 mod produce;
 mod producer_id;
 mod txn;
 
 /// Every served API, module by module.
 pub static ROUTES: &[&[Route]] = &[
-    api_versions::ROUTES,
+    API_VERSIONS,
     metadata::ROUTES,
     produce::ROUTES,
     fetch::ROUTES,
@@ -129,40 +44,54 @@ pub static ROUTES: &[&[Route]] = &[
     admin::ROUTES,
 ];
 
+/// ApiVersions is answered by the registry itself, from [`ROUTES`].
+static API_VERSIONS: &[Route] = &[route!(ApiVersions, 0..=3, async, |_b, _r, _c| {
+    Reply::send(ResponseKind::ApiVersions(api_versions::answer(served())))
+})];
+
 /// The route of `api`, if it is served.
-pub fn route(api: ApiKey) -> Option<&'static Route> {
+pub fn route_of(api: ApiKey) -> Option<&'static Route> {
     ROUTES.iter().flat_map(|m| m.iter()).find(|r| r.api == api)
 }
 
-/// A request that does not belong to the route it reached (impossible with [`route!`]; kept as
-/// a closed connection rather than a panic on a network path).
-fn wrong_request(api: ApiKey, request: &RequestKind) -> Reply {
-    tracing::error!(?api, request = ?std::mem::discriminant(request), "request reached another API's route; closing the connection");
-    Reply::Close
+/// The advertised `(min, max)` of an API, or `None` if it isn't served. Each range is clipped to
+/// what the codec crate supports (Produce keeps its v0, see its route).
+pub fn advertised(api: ApiKey) -> Option<(i16, i16)> {
+    route_of(api).map(|route| {
+        let (min, max) = route.versions;
+        let codec = api.valid_versions();
+        let min = if api == ApiKey::Produce {
+            min
+        } else {
+            min.max(codec.min)
+        };
+        (min, max.min(codec.max))
+    })
 }
 
-/// Runs disk work (appends, reads, offset lookups) on the blocking pool.
-async fn on_disk<T: Send + 'static>(
-    broker: &Arc<Broker>,
-    work: impl FnOnce(&Broker) -> T + Send + 'static,
-) -> T {
-    let broker = broker.clone();
-    match tokio::task::spawn_blocking(move || work(&broker)).await {
-        Ok(result) => result,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+/// The `(min, max)` the broker can actually decode and answer: what the codec admits.
+pub fn decodable(api: ApiKey) -> Option<(i16, i16)> {
+    advertised(api).map(|(min, max)| (min.max(api.valid_versions().min), max))
+}
+
+/// Every served API with its advertised range, for ApiVersions.
+pub fn served() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+    ROUTES
+        .iter()
+        .flat_map(|module| module.iter())
+        .filter_map(|r| advertised(r.api).map(|(min, max)| (r.api, min, max)))
 }
 
 /// Handles one decoded request through its route.
 pub async fn handle(broker: &Arc<Broker>, ctx: &ClientContext, request: Request) -> Reply {
     let kind = match request.body {
         Body::ApiVersionsTooNew => {
-            return Reply::send(ResponseKind::ApiVersions(api_versions::too_new()));
+            return Reply::send(ResponseKind::ApiVersions(api_versions::too_new(served())));
         }
         Body::Decoded(kind) => *kind,
     };
     // The codec admits only the keys of routes.
-    let Some(route) = route(request.api_key) else {
+    let Some(route) = route_of(request.api_key) else {
         return Reply::Close;
     };
     let call = Call {
@@ -179,15 +108,6 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &ClientContext, request: Request)
         Run::Async(handler) => handler(broker.clone(), kind, call).await,
         Run::Disk(handler) => on_disk(broker, move |b| handler(b, kind, call)).await,
     }
-}
-
-/// Error code of an optional error, 0 for none.
-fn code(error: Option<ResponseError>) -> i16 {
-    error.map_or(0, |e| e.code())
-}
-
-fn str_bytes(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
 }
 
 #[cfg(test)]
@@ -211,7 +131,7 @@ mod tests {
 
     #[test]
     fn api_versions_advertises_exactly_the_routes() {
-        let advertised: BTreeSet<(i16, i16, i16)> = api_versions::handle()
+        let advertised: BTreeSet<(i16, i16, i16)> = api_versions::answer(served())
             .api_keys
             .iter()
             .map(|v| (v.api_key, v.min_version, v.max_version))
@@ -219,7 +139,7 @@ mod tests {
         let routed: BTreeSet<(i16, i16, i16)> = registered()
             .iter()
             .map(|r| {
-                let (min, max) = crate::apis::advertised(r.api).unwrap();
+                let (min, max) = super::advertised(r.api).unwrap();
                 (r.api as i16, min, max)
             })
             .collect();
@@ -242,9 +162,9 @@ mod tests {
     #[test]
     fn the_codec_admits_exactly_the_routed_apis() {
         for key in -1..100i16 {
-            let routed = ApiKey::try_from(key).ok().and_then(route);
-            let version = routed.map_or(0, |r| crate::apis::decodable(r.api).unwrap().1);
-            let result = decode_request(frame(key, version));
+            let routed = ApiKey::try_from(key).ok().and_then(route_of);
+            let version = routed.map_or(0, |r| decodable(r.api).unwrap().1);
+            let result = decode_request(frame(key, version), decodable);
             let refused = matches!(result, Err(CodecError::UnknownApiKey(_)));
             assert_eq!(
                 refused,

@@ -8,7 +8,7 @@ use crate::broker::Broker;
 
 use kafka_protocol::messages::ResponseKind;
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 pub(super) static ROUTES: &[Route] = &[route!(InitProducerId, 0..=4, disk, |b, r, c| {
     Reply::send(ResponseKind::InitProducerId(handle(b, r, c.version)))

@@ -3,7 +3,8 @@
 //! DescribeProducers (KIP-664) for admin tools. InitProducerId is in `producer_id`; transactional
 //! Produce in `produce`; read-committed Fetch in `fetch`.
 
-use super::group_offsets::refusals;
+use std::collections::BTreeSet;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -21,11 +22,13 @@ use kafka_protocol::messages::{
     describe_transactions_response, list_transactions_response,
 };
 
-use super::{code, str_bytes};
+use super::group_offsets::checked;
+use super::partitions::{answer_each, look_up, partition_answer};
+use super::route::{code, str_bytes};
 use crate::broker::Broker;
 use crate::txn::{StagedOffset, TxnError};
 
-use super::{Reply, Route};
+use super::route::{Reply, Route, route};
 
 /// Each writes the coordinator's state file; EndTxn also writes markers into partitions.
 /// Versions: up to the last before KIP-890's implicit-epoch-bump protocol (EndTxn v5 and the
@@ -61,6 +64,10 @@ pub(super) static ROUTES: &[Route] = &[
     }),
 ];
 
+partition_answer!(describe_producers_response::PartitionResponse, |index| {
+    describe_producers_response::PartitionResponse::default().with_partition_index(index)
+});
+
 /// The producers each asked partition remembers: epoch, last sequence and timestamp, and where
 /// their open transaction starts (what `kafka-transactions.sh describe-producers` shows, to
 /// find a transaction that hangs a partition's last stable offset).
@@ -72,17 +79,12 @@ pub fn describe_producers(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topics.get(t.name.as_str());
-            let partitions = t
-                .partition_indexes
-                .into_iter()
-                .map(|index| {
-                    let answer = describe_producers_response::PartitionResponse::default()
-                        .with_partition_index(index);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
-                        return answer
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
+            let partitions = answer_each(
+                broker,
+                t.name.as_str(),
+                t.partition_indexes,
+                |index| *index,
+                |_, partition, answer: describe_producers_response::PartitionResponse| {
                     let producers = partition
                         .log()
                         .active_producers()
@@ -97,9 +99,9 @@ pub fn describe_producers(
                                 .with_current_txn_start_offset(p.txn_start_offset)
                         })
                         .collect();
-                    answer.with_active_producers(producers)
-                })
-                .collect();
+                    Ok(answer.with_active_producers(producers))
+                },
+            );
             describe_producers_response::TopicResponse::default()
                 .with_name(t.name)
                 .with_partitions(partitions)
@@ -168,7 +170,7 @@ pub fn list_transactions(
         .filter(|s| !STATES.contains(&s.as_str()))
         .cloned()
         .collect();
-    let now = crate::server::now_ms();
+    let now = crate::clock::now_ms();
     let states = broker
         .txns
         .snapshot()
@@ -204,7 +206,17 @@ pub fn list_transactions(
         .with_transaction_states(states)
 }
 
-/// Adds one producer's partitions; every partition gets the same error, except unknown ones.
+/// What AddPartitionsToTxn decided for one producer's partitions.
+enum Outcome {
+    /// One is unknown: as in Kafka nothing is added, and the others are "not attempted".
+    NotAttempted,
+    /// `verify_only`: the partitions not in the transaction, or why none could be checked.
+    Verified(Result<BTreeSet<(String, i32)>, ResponseError>),
+    /// Added, or the one error of all.
+    Added(Option<ResponseError>),
+}
+
+/// Adds one producer's partitions (or, `verify_only`, checks they are in its transaction).
 fn add_topics(
     broker: &Broker,
     transactional_id: &str,
@@ -214,70 +226,70 @@ fn add_topics(
     verify_only: bool,
     fenced_code: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
-    let wanted: Vec<(String, i32)> = topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|p| (t.name.as_str().to_string(), *p))
-        })
-        .collect();
-    let unknown: Vec<bool> = wanted
-        .iter()
-        .map(|(t, p)| {
-            broker
-                .topics
-                .get(t)
-                .is_none_or(|t| t.partition(*p).is_none())
-        })
-        .collect();
-    // As in Kafka: nothing is added if one partition is unknown; the others are "not attempted".
-    let errors: Vec<Option<ResponseError>> = if unknown.iter().any(|u| *u) {
-        unknown
-            .iter()
-            .map(|u| {
-                Some(if *u {
-                    ResponseError::UnknownTopicOrPartition
-                } else {
-                    ResponseError::OperationNotAttempted
-                })
-            })
-            .collect()
-    } else if verify_only {
-        match broker
-            .txns
-            .verify_partitions(transactional_id, producer_id, epoch, &wanted)
-        {
-            Ok(found) => found
-                .into_iter()
-                .map(|f| (!f).then_some(ResponseError::InvalidTxnState))
-                .collect(),
-            Err(e) => vec![Some(e.to_kafka(fenced_code)); wanted.len()],
-        }
-    } else {
-        let error = broker
-            .txns
-            .add_partitions(transactional_id, producer_id, epoch, wanted.clone())
-            .err()
-            .map(|e| e.to_kafka(fenced_code));
-        vec![error; wanted.len()]
-    };
-    let mut errors = errors.into_iter();
-    topics
+    let known: Vec<(&TopicName, Vec<(i32, bool)>)> = topics
         .iter()
         .map(|t| {
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(t.name.clone())
-                .with_results_by_partition(
-                    t.partitions
+            let found = look_up(broker, t.name.as_str(), t.partitions.iter().copied(), |p| {
+                *p
+            });
+            let found = found.into_iter().map(|(p, f)| (p, f.is_ok())).collect();
+            (&t.name, found)
+        })
+        .collect();
+    let wanted: Vec<(String, i32)> = known
+        .iter()
+        .flat_map(|(name, partitions)| {
+            partitions
+                .iter()
+                .map(|(p, _)| (name.as_str().to_string(), *p))
+        })
+        .collect();
+    let txns = &broker.txns;
+    let added = if known.iter().any(|(_, ps)| ps.iter().any(|(_, k)| !k)) {
+        Outcome::NotAttempted
+    } else if verify_only {
+        let found = txns.verify_partitions(transactional_id, producer_id, epoch, &wanted);
+        Outcome::Verified(
+            found
+                .map(|found| {
+                    wanted
                         .iter()
-                        .map(|p| {
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(code(errors.next().flatten()))
-                        })
-                        .collect(),
-                )
+                        .zip(found)
+                        .filter(|(_, f)| !f)
+                        .map(|(w, _)| w.clone())
+                        .collect()
+                })
+                .map_err(|e| e.to_kafka(fenced_code)),
+        )
+    } else {
+        let added = txns.add_partitions(transactional_id, producer_id, epoch, wanted);
+        Outcome::Added(added.err().map(|e| e.to_kafka(fenced_code)))
+    };
+    known
+        .into_iter()
+        .map(|(name, partitions)| {
+            let results = partitions
+                .into_iter()
+                .map(|(p, known)| {
+                    let error = match &added {
+                        Outcome::NotAttempted if known => {
+                            Some(ResponseError::OperationNotAttempted)
+                        }
+                        Outcome::NotAttempted => Some(ResponseError::UnknownTopicOrPartition),
+                        Outcome::Verified(Ok(missing)) => missing
+                            .contains(&(name.as_str().to_string(), p))
+                            .then_some(ResponseError::InvalidTxnState),
+                        Outcome::Verified(Err(e)) => Some(*e),
+                        Outcome::Added(error) => *error,
+                    };
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_partition_error_code(code(error))
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(name.clone())
+                .with_results_by_partition(results)
         })
         .collect()
 }
@@ -347,33 +359,34 @@ pub fn txn_offset_commit(
     let group = request.group_id.as_str();
     // v3 names the consumer's generation (KIP-447); a stale member may not commit.
     let mut error = if version >= 3 && request.generation_id >= 0 {
-        broker
-            .groups
-            .validate_commit(group, request.generation_id, request.member_id.as_str())
+        broker.groups.validate_commit(
+            group,
+            request.generation_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
+        )
     } else {
         None
     };
-    let refusals = refusals(
+    let topics = checked(
         broker,
-        &request.topics,
-        |t| (t.name.as_str(), &t.partitions),
-        |p| (p.partition_index, p.committed_metadata.as_deref()),
+        request.topics,
+        |t| (t.name, t.partitions),
+        |p| p.partition_index,
+        |p| p.committed_metadata.as_deref(),
     );
     if error.is_none() {
         // Numbered as of now: a plain commit of the group after this one wins over it.
         let seq = broker.offsets.last_seq();
-        let staged: Vec<StagedOffset> = request
-            .topics
+        let staged: Vec<StagedOffset> = topics
             .iter()
-            .zip(&refusals)
-            .flat_map(|(t, refused)| {
-                t.partitions
+            .flat_map(|(name, partitions)| {
+                partitions
                     .iter()
-                    .zip(refused)
-                    .filter(|(_, r)| r.is_none())
+                    .filter(|(_, refused)| refused.is_none())
                     .map(|(p, _)| StagedOffset {
                         group: group.to_string(),
-                        topic: t.name.as_str().to_string(),
+                        topic: name.as_str().to_string(),
                         partition: p.partition_index,
                         offset: p.committed_offset,
                         leader_epoch: p.committed_leader_epoch,
@@ -396,24 +409,20 @@ pub fn txn_offset_commit(
             .err()
             .map(|e| e.to_kafka(version >= 3));
     }
-    let topics = request
-        .topics
+    let topics = topics
         .into_iter()
-        .zip(refusals)
-        .map(|(t, refused)| {
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, refused)| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(refused.or(error)))
+                })
+                .collect();
             TxnOffsetCommitResponseTopic::default()
-                .with_name(t.name)
-                .with_partitions(
-                    t.partitions
-                        .into_iter()
-                        .zip(refused)
-                        .map(|(p, refused)| {
-                            TxnOffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code(refused.or(error)))
-                        })
-                        .collect(),
-                )
+                .with_name(name)
+                .with_partitions(partitions)
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)

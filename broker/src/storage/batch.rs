@@ -46,6 +46,13 @@ pub enum BatchError {
     InflatedTooLarge { max: u64 },
     #[error("the batch's compressed records cannot be decompressed")]
     BadCompression,
+    #[error(
+        "the batch's zstd frame needs a {} MiB window, more than the broker's {} MiB \
+         (zstd levels 20-22 ask for 32-128 MiB: use level 19 or lower)",
+        requested >> 20,
+        max >> 20
+    )]
+    ZstdWindowTooLarge { requested: u64, max: u64 },
     #[error("unknown compression codec {0}")]
     UnknownCompression(u8),
 }

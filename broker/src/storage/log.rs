@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use thiserror::Error;
 
 use super::batch::{self, BatchError, BatchHeader};
@@ -82,10 +83,36 @@ pub enum AppendError {
     InflatesTooLarge { max: u64 },
     #[error("{0}")]
     Refused(&'static str),
+    #[error("offset {offset} is not in the log (its high watermark is {end})")]
+    BeyondEnd { offset: i64, end: i64 },
     #[error("the topic was deleted")]
     Deleted,
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
+}
+
+impl AppendError {
+    /// The error a client is answered with.
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            // A well-formed batch the broker will not inflate: no retry can pass
+            // (CORRUPT_MESSAGE is retriable, and the Java client would retry it until its
+            // delivery timeout).
+            AppendError::Corrupt(BatchError::ZstdWindowTooLarge { .. }) => {
+                ResponseError::InvalidRecord
+            }
+            AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+            AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            AppendError::TooLarge { .. } | AppendError::InflatesTooLarge { .. } => {
+                ResponseError::MessageTooLarge
+            }
+            AppendError::Refused(_) => ResponseError::InvalidRecord,
+            AppendError::BeyondEnd { .. } => ResponseError::OffsetOutOfRange,
+            AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
+            AppendError::Io(_) => ResponseError::KafkaStorageError,
+        }
+    }
 }
 
 /// The base offset a produce request's batches got.
@@ -415,9 +442,7 @@ impl PartitionLog {
         let end = self.next_offset();
         let offset = if offset == -1 { end } else { offset };
         if offset < 0 || offset > end {
-            return Err(AppendError::Refused(
-                "the offset is beyond the high watermark",
-            ));
+            return Err(AppendError::BeyondEnd { offset, end });
         }
         if offset <= self.log_start_offset() {
             return Ok(self.log_start_offset());
@@ -426,7 +451,7 @@ impl PartitionLog {
         fs::write(&tmp, offset.to_string())?;
         fs::File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, self.dir.join(START_FILE))?;
-        super::sync_dir(&self.dir)?;
+        super::sync::sync_dir(&self.dir)?;
         self.deleted_before = offset;
         if offset == end && self.active().size > 0 {
             self.roll()?;
@@ -462,7 +487,7 @@ impl PartitionLog {
 
     /// Validates and appends the batches in one produce request's record set, all or nothing.
     pub fn append(&mut self, records: &mut [u8]) -> Result<Appended, AppendError> {
-        let now_ms = crate::server::now_ms();
+        let now_ms = crate::clock::now_ms();
         self.append_at(records, now_ms)
             .map(|(appended, _)| appended)
     }
@@ -478,7 +503,39 @@ impl PartitionLog {
         if self.deleted {
             return Err(AppendError::Deleted);
         }
-        // Validate every batch first so a bad batch in the middle stores nothing.
+        let mut header = self.validate(records)?;
+        let log_append_time = self.config.log_append_time;
+        let append_time = |max_timestamp: i64| {
+            if log_append_time { max_timestamp } else { -1 }
+        };
+        if let Some(duplicate) = self.check_sequences(std::slice::from_ref(&header))? {
+            return Ok((
+                Appended::Duplicate(duplicate.base_offset),
+                append_time(duplicate.max_timestamp),
+            ));
+        }
+        self.maybe_roll()?;
+        header.base_offset = self.next_offset();
+        if log_append_time {
+            batch::set_log_append_time(records, &mut header, now_ms);
+        }
+        batch::stamp(records, header.base_offset, LEADER_EPOCH);
+        let segment = self.segments.last_mut().expect("never empty");
+        segment.append(records, &header)?;
+        self.remember_producer(&header);
+        self.track_transaction(&header, None);
+        self.dirty = true;
+        if self.config.fsync_each_append {
+            self.sync()?;
+        }
+        Ok((Appended::New(header.base_offset), append_time(now_ms)))
+    }
+
+    /// Checks a produced batch before anything is stored, as Kafka's log validator does: one
+    /// whole, well-formed batch (Produce v3+, record format v2, allows exactly one per
+    /// partition, which also keeps the idempotence check sound), not a control batch, within
+    /// the size limits, whose records are what its header says. Returns its header.
+    fn validate(&self, records: &[u8]) -> Result<BatchHeader, AppendError> {
         let mut headers = Vec::new();
         let mut position = 0;
         while position < records.len() {
@@ -486,25 +543,22 @@ impl PartitionLog {
             position += header.total_len();
             headers.push(header);
         }
-        // Produce v3+ (record format v2) allows exactly one batch per partition, as in Kafka;
-        // that is also what keeps the idempotence check (which looks at one batch) sound.
         if headers.len() > 1 {
             return Err(BatchError::MultipleBatches(headers.len()).into());
         }
-        if headers.is_empty() {
+        let Some(header) = headers.pop() else {
             return Err(BatchError::Truncated {
                 needed: batch::HEADER_LEN,
                 available: 0,
             }
             .into());
-        }
-        let first = &headers[0];
-        if first.is_control() {
+        };
+        if header.is_control() {
             return Err(AppendError::Refused(
                 "control batches are written by the broker only",
             ));
         }
-        if first.is_transactional() && !first.has_producer_id() {
+        if header.is_transactional() && !header.has_producer_id() {
             return Err(AppendError::Refused(
                 "a transactional batch needs a producer id",
             ));
@@ -517,46 +571,14 @@ impl PartitionLog {
         if size > max {
             return Err(AppendError::TooLarge { size, max });
         }
-        // Kafka's log validator: the records are what the header says, and a compressed batch
-        // inflates to no more than the topic allows.
-        super::records::check(records, first, self.config.max_inflated_bytes).map_err(
+        // A compressed batch inflates to no more than the topic allows.
+        super::records::check(records, &header, self.config.max_inflated_bytes).map_err(
             |e| match e {
                 BatchError::InflatedTooLarge { max } => AppendError::InflatesTooLarge { max },
                 e => AppendError::Corrupt(e),
             },
         )?;
-        let log_append_time = self.config.log_append_time;
-        let append_time = |max_timestamp: i64| {
-            if log_append_time { max_timestamp } else { -1 }
-        };
-        if let Some(duplicate) = self.check_sequences(&headers)? {
-            return Ok((
-                Appended::Duplicate(duplicate.base_offset),
-                append_time(duplicate.max_timestamp),
-            ));
-        }
-        self.maybe_roll()?;
-        let first_offset = self.next_offset();
-        let mut position = 0;
-        for header in &mut headers {
-            let len = header.total_len();
-            header.base_offset = self.next_offset();
-            let bytes = &mut records[position..position + len];
-            if log_append_time {
-                batch::set_log_append_time(bytes, header, now_ms);
-            }
-            batch::stamp(bytes, header.base_offset, LEADER_EPOCH);
-            let segment = self.segments.last_mut().expect("never empty");
-            segment.append(bytes, header)?;
-            self.remember_producer(header);
-            self.track_transaction(header, None);
-            position += len;
-        }
-        self.dirty = true;
-        if self.config.fsync_each_append {
-            self.sync()?;
-        }
-        Ok((Appended::New(first_offset), append_time(now_ms)))
+        Ok(header)
     }
 
     /// Checks idempotent-producer sequences. Returns the stored batch if the request is a retry

@@ -18,7 +18,10 @@ use std::ops::ControlFlow;
 use super::batch::{BatchError, BatchHeader, HEADER_LEN};
 
 /// The largest zstd window a batch may ask for (zstd's own decoders allow 128 MiB); it bounds the
-/// decoder's memory. Producers' default levels use windows of a few MiB at most.
+/// decoder's memory (the decoder reserves the whole window a frame asks for before it inflates a
+/// byte). Levels up to 19 fit: librdkafka's and the Java client's default level 3 asks for 2 MiB
+/// at most. The Java client compresses a batch as a stream of unknown size, so at levels 20-22
+/// every one of its frames asks for the level's full window (32-128 MiB), however small the batch.
 const MAX_ZSTD_WINDOW: u64 = 8 << 20;
 
 /// What the walk reads of one record.
@@ -95,7 +98,13 @@ pub fn walk(
         4 => {
             let decoder =
                 ruzstd::decoding::StreamingDecoder::new_with_max_window_size(body, MAX_ZSTD_WINDOW)
-                    .map_err(|_| BatchError::BadCompression)?;
+                    .map_err(|e| match e {
+                        ruzstd::decoding::errors::FrameDecoderError::WindowSizeTooBig {
+                            requested,
+                            max,
+                        } => BatchError::ZstdWindowTooLarge { requested, max },
+                        _ => BatchError::BadCompression,
+                    })?;
             walk_stream(decoder, declared, max_inflated, visit)
         }
         codec => Err(BatchError::UnknownCompression(codec as u8)),

@@ -105,7 +105,7 @@ impl Segment {
             .write(true)
             .open(&index_path)?;
         // The new files' directory entries must be durable before data in them is acknowledged.
-        super::sync_dir(dir)?;
+        super::sync::sync_dir(dir)?;
         Ok(Self {
             base_offset,
             next_offset: base_offset,

@@ -513,20 +513,6 @@ impl Explorer {
     }
 }
 
-/// The message browser's client context: reaching the end of a partition, which it asks to be
-/// told, is not logged as an error (librdkafka reports it as a global error event as well).
-struct EndIsNotAnError;
-
-impl rdkafka::ClientContext for EndIsNotAnError {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
-
 fn read_records(
     brokers: &str,
     topic: &str,
@@ -542,42 +528,16 @@ fn read_records(
     };
     // The end of the partition is reported as an "error": for read_committed that is the last
     // stable offset, which an open transaction holds below the high watermark.
-    let consumer: BaseConsumer<EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
+    let consumer: BaseConsumer<crate::EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
         .set("group.id", "lab-dashboard-browser")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "50")
         .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
-        .create_with_context(EndIsNotAnError)?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none());
-    let Some(t) = exists else {
-        return Err(ExplorerError::NoTopic(topic.to_owned()));
-    };
-    if !t.partitions().iter().any(|p| p.id() == partition) {
-        return Err(ExplorerError::NoPartition {
-            topic: topic.to_owned(),
-            partition,
-        });
-    }
+        .create_with_context(crate::EndIsNotAnError)?;
+    check_partition(&consumer, topic, partition)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-    let first = match start {
-        Start::Earliest => low,
-        Start::Latest => (high - limit as i64).max(low),
-        Start::Offset(n) => n.clamp(low, high),
-        Start::Timestamp(ms) => {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::Offset(ms))?;
-            let found = consumer.offsets_for_times(tpl, TIMEOUT)?;
-            match found.find_partition(topic, partition).map(|e| e.offset()) {
-                Some(Offset::Offset(n)) => n,
-                _ => high,
-            }
-        }
-    };
+    let first = first_offset(&consumer, topic, partition, start, limit, (low, high))?;
     let mut records = Vec::new();
     if first >= high {
         return Ok(records);
@@ -592,27 +552,81 @@ fn read_records(
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
             Some(m) => m?,
         };
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| (x.key.to_owned(), x.value.map(text).unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.push(Record {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key().map(text),
-            headers,
-            value: m.payload().map(text),
-            size: m.payload_len() + m.key().map_or(0, <[u8]>::len),
-        });
+        records.push(record(&m));
         if m.offset() + 1 >= high {
             break;
         }
     }
     Ok(records)
+}
+
+/// That `partition` of `topic` exists.
+fn check_partition<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ExplorerError> {
+    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none());
+    let Some(t) = exists else {
+        return Err(ExplorerError::NoTopic(topic.to_owned()));
+    };
+    if !t.partitions().iter().any(|p| p.id() == partition) {
+        return Err(ExplorerError::NoPartition {
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+    Ok(())
+}
+
+/// Where reading starts: the low watermark, the last `limit` records, an offset (clamped to
+/// the partition), or the first record at or after a time (the end if there is none).
+fn first_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    start: Start,
+    limit: usize,
+    (low, high): (i64, i64),
+) -> Result<i64, ExplorerError> {
+    Ok(match start {
+        Start::Earliest => low,
+        Start::Latest => (high - limit as i64).max(low),
+        Start::Offset(n) => n.clamp(low, high),
+        Start::Timestamp(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(ms))?;
+            let found = consumer.offsets_for_times(tpl, TIMEOUT)?;
+            match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(n)) => n,
+                _ => high,
+            }
+        }
+    })
+}
+
+/// A record as the dashboard shows it: text where the bytes are UTF-8 (lossy elsewhere).
+fn record(m: &impl Message) -> Record {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_owned(), x.value.map(text).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis().unwrap_or(0),
+        key: m.key().map(text),
+        headers,
+        value: m.payload().map(text),
+        size: m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len),
+    }
 }

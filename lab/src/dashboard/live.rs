@@ -114,7 +114,7 @@ impl Live {
     }
 }
 
-/// Takes a snapshot every [`TICK`] while a page listens, until the dashboard stops.
+/// Takes a snapshot every `TICK` while a page listens, until the dashboard stops.
 pub async fn run(state: Shared) {
     let mut pools: BTreeMap<Service, PgPool> = BTreeMap::new();
     let mut previous: Option<Arc<Snapshot>> = None;
@@ -146,13 +146,38 @@ pub async fn snapshot(
     previous: Option<&Snapshot>,
 ) -> Snapshot {
     let now = chrono_now_ms();
+    let topics = topics_live(state, previous, now);
+    let mut live_services = Vec::new();
+    let mut orders = BTreeMap::new();
+    for service in service_states(state).await {
+        let pool = match pools.get(&service.svc) {
+            Some(p) => Some(p.clone()),
+            None => saga_shared::db::connect_lazy(&service.db_url)
+                .ok()
+                .inspect(|p| {
+                    pools.insert(service.svc, p.clone());
+                }),
+        };
+        live_services.push(service_live(state, service, pool.as_ref(), &mut orders).await);
+    }
+    Snapshot {
+        time: now,
+        topics,
+        services: live_services,
+        orders,
+        latency: latency(&state.observer.latencies()),
+    }
+}
+
+/// Each topic's end, records and rate (against `previous`), summed over its partitions.
+fn topics_live(state: &DashState, previous: Option<&Snapshot>, now: i64) -> Vec<TopicLive> {
     let mut by_topic: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for p in state.observer.partitions() {
         let e = by_topic.entry(p.topic).or_default();
         e.0 += p.end;
         e.1 += p.end - p.start;
     }
-    let topics = by_topic
+    by_topic
         .into_iter()
         .map(|(name, (end, records))| {
             let rate = previous
@@ -169,74 +194,79 @@ pub async fn snapshot(
                 rate,
             }
         })
-        .collect();
-    // The lab's view of its services, taken quickly so the lock is not held across I/O.
-    let services: Vec<(Service, bool, bool, bool, u64, String)> = {
-        let guard = state.lab.lock().await;
-        match guard.as_ref() {
-            None => Vec::new(),
-            Some(lab) => Service::ALL
-                .iter()
-                .map(|&svc| {
-                    let f = lab.faults(svc);
-                    (
-                        svc,
-                        lab.is_running(svc),
-                        lab.was_started(svc),
-                        f.fail_handlers.load(Ordering::Relaxed),
-                        f.slow_ms.load(Ordering::Relaxed),
-                        lab.db_url(svc).to_owned(),
-                    )
-                })
-                .collect(),
-        }
+        .collect()
+}
+
+/// What the lab knows of one service.
+struct ServiceState {
+    svc: Service,
+    running: bool,
+    started: bool,
+    fail_handlers: bool,
+    slow_ms: u64,
+    db_url: String,
+}
+
+/// The lab's view of its services, taken quickly so the lock is not held across I/O.
+async fn service_states(state: &DashState) -> Vec<ServiceState> {
+    let guard = state.lab.lock().await;
+    let Some(lab) = guard.as_ref() else {
+        return Vec::new();
     };
-    let mut live_services = Vec::new();
-    let mut orders = BTreeMap::new();
-    for (svc, running, started, fail_handlers, slow_ms, db_url) in services {
-        let pool = match pools.get(&svc) {
-            Some(p) => Some(p.clone()),
-            None => saga_shared::db::connect_lazy(&db_url).ok().inspect(|p| {
-                pools.insert(svc, p.clone());
-            }),
-        };
-        let mut outbox = 0;
-        if let Some(pool) = &pool {
-            outbox = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(pool)
-                .await
-                .unwrap_or(0);
-            if svc == Service::Order {
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
-                        .fetch_all(pool)
-                        .await
-                        .unwrap_or_default();
-                orders.extend(rows);
+    Service::ALL
+        .iter()
+        .map(|&svc| {
+            let f = lab.faults(svc);
+            ServiceState {
+                svc,
+                running: lab.is_running(svc),
+                started: lab.was_started(svc),
+                fail_handlers: f.fail_handlers.load(Ordering::Relaxed),
+                slow_ms: f.slow_ms.load(Ordering::Relaxed),
+                db_url: lab.db_url(svc).to_owned(),
             }
-        }
-        let lag = state
-            .explorer
-            .service_lag(&state.observer, svc.name(), svc.consumes())
+        })
+        .collect()
+}
+
+/// One service's card: its state, its consumer lag and its outbox backlog (read from its
+/// database, through `pool`); the order service's database also gives the orders per status.
+async fn service_live(
+    state: &DashState,
+    service: ServiceState,
+    pool: Option<&PgPool>,
+    orders: &mut BTreeMap<String, i64>,
+) -> ServiceLive {
+    let svc = service.svc;
+    let mut outbox = 0;
+    if let Some(pool) = pool {
+        outbox = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
             .await
             .unwrap_or(0);
-        live_services.push(ServiceLive {
-            name: svc.name().to_owned(),
-            short: svc.short_name().to_owned(),
-            running,
-            started,
-            fail_handlers,
-            slow_ms,
-            lag,
-            outbox,
-        });
+        if svc == Service::Order {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap_or_default();
+            orders.extend(rows);
+        }
     }
-    Snapshot {
-        time: now,
-        topics,
-        services: live_services,
-        orders,
-        latency: latency(&state.observer.latencies()),
+    let lag = state
+        .explorer
+        .service_lag(&state.observer, svc.name(), svc.consumes())
+        .await
+        .unwrap_or(0);
+    ServiceLive {
+        name: svc.name().to_owned(),
+        short: svc.short_name().to_owned(),
+        running: service.running,
+        started: service.started,
+        fail_handlers: service.fail_handlers,
+        slow_ms: service.slow_ms,
+        lag,
+        outbox,
     }
 }
 

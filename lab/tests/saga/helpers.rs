@@ -15,6 +15,9 @@ pub const SAGA_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct TestLab {
     pub lab: Lab,
     pub client: LabClient,
+    /// The Apache Kafka the lab runs on, in the suite that runs on it (`saga_on_kafka`);
+    /// otherwise the lab embeds the workspace broker.
+    kafka: Option<apache_kafka::KafkaCluster>,
     _dir: tempfile::TempDir,
     _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -31,6 +34,26 @@ fn one_lab_per_process() -> std::sync::Arc<tokio::sync::Mutex<()>> {
 impl TestLab {
     pub async fn stop(self) {
         self.lab.shutdown().await;
+    }
+
+    /// Stops the broker the lab runs on: the embedded one, or kills the Apache Kafka node.
+    pub async fn stop_broker(&mut self) {
+        match &mut self.kafka {
+            Some(kafka) => kafka.kill(1).expect("the Kafka node stops"),
+            None => self.lab.stop_broker().await,
+        }
+    }
+
+    /// Starts the broker stopped by [`TestLab::stop_broker`] again, on its data.
+    pub async fn restart_broker(&mut self) {
+        match &mut self.kafka {
+            Some(kafka) => kafka.restart(1).await.expect("the Kafka node starts again"),
+            None => self
+                .lab
+                .restart_broker()
+                .await
+                .expect("the broker starts again"),
+        }
     }
 
     /// Serves the lab's dashboard on a free port, as the `lab` binary does.
@@ -51,6 +74,7 @@ impl TestLab {
             shared,
             client: self.client,
             dashboard,
+            _kafka: self.kafka,
             _dir: self._dir,
             _one_at_a_time: self._one_at_a_time,
         }
@@ -63,6 +87,7 @@ pub struct DashboardLab {
     pub shared: SharedLab,
     pub client: LabClient,
     dashboard: lab::dashboard::Dashboard,
+    _kafka: Option<apache_kafka::KafkaCluster>,
     _dir: tempfile::TempDir,
     _one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -76,8 +101,15 @@ impl DashboardLab {
     }
 }
 
-/// A lab on free ports with a fresh PostgreSQL and broker; `tune` adjusts service settings.
+/// A lab on free ports with a fresh PostgreSQL and broker (this suite's: see `ON_APACHE_KAFKA`);
+/// `tune` adjusts service settings.
 pub async fn spawn_lab_with(tune: impl FnOnce(&mut LabConfig)) -> TestLab {
+    spawn_lab_on(crate::ON_APACHE_KAFKA, tune).await
+}
+
+/// A lab on free ports with a fresh PostgreSQL, on a single-node Apache Kafka of its own if
+/// `apache_kafka`, else on the embedded workspace broker.
+pub async fn spawn_lab_on(apache_kafka: bool, tune: impl FnOnce(&mut LabConfig)) -> TestLab {
     let turn = one_lab_per_process().lock_owned().await;
     saga_shared::telemetry::init_tracing("warn");
     let dir = tempfile::Builder::new()
@@ -85,6 +117,16 @@ pub async fn spawn_lab_with(tune: impl FnOnce(&mut LabConfig)) -> TestLab {
         .tempdir()
         .unwrap();
     let mut config = LabConfig::ephemeral(dir.path());
+    let kafka = if apache_kafka {
+        let kafka =
+            apache_kafka::KafkaCluster::start(dir.path(), apache_kafka::KafkaConfig::for_tests(1))
+                .await
+                .expect("Apache Kafka starts");
+        config.brokers = Some(kafka.bootstrap());
+        Some(kafka)
+    } else {
+        None
+    };
     config.service.consumers = 1;
     config.service.topic_partitions = 3;
     config.service.retry_max_ms = 500;
@@ -94,6 +136,7 @@ pub async fn spawn_lab_with(tune: impl FnOnce(&mut LabConfig)) -> TestLab {
     TestLab {
         lab,
         client,
+        kafka,
         _dir: dir,
         _one_at_a_time: turn,
     }

@@ -17,7 +17,7 @@ async fn orders_taken_while_the_broker_is_down_complete_once_it_returns() {
     let first = first["id"].as_str().unwrap().to_owned();
     t.client.wait_terminal(&first, SAGA_TIMEOUT).await.unwrap();
 
-    t.lab.stop_broker().await;
+    t.stop_broker().await;
     let mut ids = Vec::new();
     for customer in ["alice", "carol"] {
         // POST still answers 201: the event waits in the outbox.
@@ -38,7 +38,7 @@ async fn orders_taken_while_the_broker_is_down_complete_once_it_returns() {
         "both events wait in the outbox"
     );
 
-    t.lab.restart_broker().await.unwrap();
+    t.restart_broker().await;
     let c = &t.client;
     for id in &ids {
         assert_eq!(

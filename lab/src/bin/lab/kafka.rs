@@ -35,9 +35,8 @@ pub(crate) struct PoisonArgs {
 }
 
 pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    use rdkafka::Offset;
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    use rdkafka::message::Headers;
-    use rdkafka::{Message, Offset, TopicPartitionList};
     use saga_shared::events::topics;
 
     let wanted: Vec<String> = if args.topics.is_empty() {
@@ -49,33 +48,12 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         .set("group.id", "lab-tail")
         .set("enable.auto.commit", "false")
         .create()?;
-    let brokers = args.broker.brokers.clone();
-    let metadata = {
-        let c: rdkafka::consumer::BaseConsumer =
-            saga_shared::kafka::client_config(&brokers).create()?;
-        tokio::task::spawn_blocking(move || c.fetch_metadata(None, Duration::from_secs(10)))
-            .await??
-    };
     let start = if args.from_beginning {
         Offset::Beginning
     } else {
         Offset::End
     };
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata
-        .topics()
-        .iter()
-        .filter(|t| wanted.iter().any(|w| w == t.name()))
-    {
-        for p in t.partitions() {
-            tpl.add_partition_offset(t.name(), p.id(), start)?;
-        }
-    }
-    anyhow::ensure!(
-        tpl.count() > 0,
-        "none of the topics exist on {}",
-        args.broker.brokers
-    );
+    let tpl = partitions_of(&args.broker.brokers, &wanted, start).await?;
     consumer.assign(&tpl)?;
     let until = match args.count {
         Some(n) => format!("until {n} record(s) are printed"),
@@ -97,33 +75,68 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
             _ = saga_shared::shutdown::ctrl_c_or_sigterm() => return Ok(()),
         };
         seen += 1;
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|h| h.iter().find(|x| x.key == name))
-                .and_then(|x| x.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| "-".into())
-        };
-        let value = m
-            .payload()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let value: String = value.chars().take(160).collect();
-        println!(
-            "{} {}[{}]@{} key={} source={} ce_id={} cause={}\n    {}",
-            header("ce_time"),
-            m.topic(),
-            m.partition(),
-            m.offset(),
-            m.key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_else(|| "-".into()),
-            header("ce_source"),
-            header("ce_id"),
-            header("ce_causationid"),
-            value,
-        );
+        print_record(&m);
     }
+}
+
+/// Every partition of the `wanted` topics that exist on `brokers`, each from `start`.
+async fn partitions_of(
+    brokers: &str,
+    wanted: &[String],
+    start: rdkafka::Offset,
+) -> anyhow::Result<rdkafka::TopicPartitionList> {
+    let metadata = {
+        let c: rdkafka::consumer::BaseConsumer =
+            saga_shared::kafka::client_config(brokers).create()?;
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::fetch_metadata(&c, None, Duration::from_secs(10))
+        })
+        .await??
+    };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in metadata
+        .topics()
+        .iter()
+        .filter(|t| wanted.iter().any(|w| w == t.name()))
+    {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), start)?;
+        }
+    }
+    anyhow::ensure!(tpl.count() > 0, "none of the topics exist on {brokers}");
+    Ok(tpl)
+}
+
+/// One record as `lab tail` shows it: when, where, key, CloudEvents source, id and cause, then
+/// the first 160 characters of its value.
+fn print_record(m: &impl rdkafka::Message) {
+    use rdkafka::message::Headers;
+    let header = |name: &str| {
+        m.headers()
+            .and_then(|h| h.iter().find(|x| x.key == name))
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| "-".into())
+    };
+    let value = m
+        .payload()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let value: String = value.chars().take(160).collect();
+    println!(
+        "{} {}[{}]@{} key={} source={} ce_id={} cause={}\n    {}",
+        header("ce_time"),
+        m.topic(),
+        m.partition(),
+        m.offset(),
+        m.key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_else(|| "-".into()),
+        header("ce_source"),
+        header("ce_id"),
+        header("ce_causationid"),
+        value,
+    );
 }
 
 pub(crate) async fn poison(args: PoisonArgs) -> anyhow::Result<()> {

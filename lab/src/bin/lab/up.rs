@@ -91,48 +91,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     .context("--dashboard-allowed-hosts (LAB_DASHBOARD_ALLOWED_HOSTS)")?;
     // The lab serves its broker too: as many open files as the system allows it.
     broker::server::raise_open_file_limit();
-    let mut config = LabConfig::standard(&args.data_dir);
-    config.postgres_url = args.postgres_url.clone();
-    config.postgres_port = args.postgres_port;
-    config.brokers = args.brokers.clone();
-    config.broker_port = args.broker_port;
-    config.host = args.host.clone();
-    config.service.consumers = args.consumers;
-    config.service.max_attempts = args.max_attempts;
-    config.services = args.services.iter().copied().collect();
-    config.ports.insert(Service::Order, args.order_port);
-    config.ports.insert(Service::Payment, args.payment_port);
-    config.ports.insert(Service::Inventory, args.inventory_port);
-    config
-        .ports
-        .insert(Service::Notification, args.notification_port);
+    let config = lab_config(&args);
 
-    let tty = std::io::stdout().is_terminal();
-    let bar = if tty {
-        ProgressBar::new_spinner()
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
-    let mut step_started = Instant::now();
-    let mut current: Option<String> = None;
-    let mut progress = |step: &str| {
-        if let Some(done) = current.take() {
-            let line = format!("  done  {done} ({} ms)", step_started.elapsed().as_millis());
-            if tty {
-                bar.println(line)
-            } else {
-                println!("{line}")
-            }
-        }
-        step_started = Instant::now();
-        bar.set_message(step.to_owned());
-        current = Some(step.to_owned());
-    };
+    let mut steps = Steps::new();
+    let mut progress = |step: &str| steps.next(step);
     // A taken data dir or port is reported before anything starts.
     let started_lab = match Lab::preflight(&config, &[("dashboard", args.dashboard_port)]) {
         Ok(lock) => Lab::start_locked(config, lock, &mut progress).await,
@@ -141,11 +104,11 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let lab = match started_lab {
         Ok(lab) => lab,
         Err(e) => {
-            bar.finish_and_clear();
+            steps.clear();
             return Err(e.into());
         }
     };
-    progress("starting the dashboard");
+    steps.next("starting the dashboard");
     let postgres_exit = lab.postgres_exit_watch();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
@@ -161,19 +124,104 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         listener,
         guard,
     )?;
-    progress("");
-    bar.finish_and_clear();
+    steps.next("");
+    steps.clear();
 
-    let host = if args.host == "0.0.0.0" {
-        "127.0.0.1"
-    } else {
-        args.host.as_str()
-    };
     println!(
         "\nThe saga lab is up after {:.1} s (data in {}).\n",
         started.elapsed().as_secs_f64(),
         args.data_dir.display()
     );
+    print_addresses(&args, &client, dashboard_port, &brokers);
+    println!("\nPress Ctrl-C to stop everything.");
+
+    let died = until_stopped(postgres_exit).await;
+    println!("\nstopping...");
+    dashboard.shutdown().await;
+    let lab = shared.lock().await.take();
+    if let Some(lab) = lab {
+        lab.shutdown().await;
+    }
+    println!("stopped.");
+    match died {
+        Some(_) => Err(PostgresExited.into()),
+        None => Ok(()),
+    }
+}
+
+/// The lab's configuration from the command line.
+fn lab_config(args: &UpArgs) -> LabConfig {
+    let mut config = LabConfig::standard(&args.data_dir);
+    config.postgres_url = args.postgres_url.clone();
+    config.postgres_port = args.postgres_port;
+    config.brokers = args.brokers.clone();
+    config.broker_port = args.broker_port;
+    config.host = args.host.clone();
+    config.service.consumers = args.consumers;
+    config.service.max_attempts = args.max_attempts;
+    config.services = args.services.iter().copied().collect();
+    config.ports.insert(Service::Order, args.order_port);
+    config.ports.insert(Service::Payment, args.payment_port);
+    config.ports.insert(Service::Inventory, args.inventory_port);
+    config
+        .ports
+        .insert(Service::Notification, args.notification_port);
+    config
+}
+
+/// The start-up's steps: a spinner on the current one (on a terminal), and a `done` line with
+/// its time for each finished one.
+struct Steps {
+    bar: ProgressBar,
+    tty: bool,
+    current: Option<(String, Instant)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        let tty = std::io::stdout().is_terminal();
+        let bar = if tty {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self {
+            bar,
+            tty,
+            current: None,
+        }
+    }
+
+    /// Ends the current step (its `done` line) and starts `step`.
+    fn next(&mut self, step: &str) {
+        if let Some((done, since)) = self.current.take() {
+            let line = format!("  done  {done} ({} ms)", since.elapsed().as_millis());
+            if self.tty {
+                self.bar.println(line)
+            } else {
+                println!("{line}")
+            }
+        }
+        self.bar.set_message(step.to_owned());
+        self.current = Some((step.to_owned(), Instant::now()));
+    }
+
+    fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Where everything is, and the first order to place.
+fn print_addresses(args: &UpArgs, client: &LabClient, dashboard_port: u16, brokers: &str) {
+    let host = if args.host == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        args.host.as_str()
+    };
     let routes = [
         "POST /orders, GET /orders/{id}",
         "GET /wallets/{customer_id}, GET /payments?order_id=",
@@ -182,16 +230,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     ];
     for (svc, what) in Service::ALL.iter().zip(routes) {
         if args.services.contains(svc) {
-            println!(
-                "  {:<22}{:<26}{what}",
-                svc.name(),
-                client_url(&client, *svc)
-            );
+            println!("  {:<22}{:<26}{what}", svc.name(), client_url(client, *svc));
         } else {
             println!(
                 "  {:<22}{:<26}(not started: lab start {})",
                 svc.name(),
-                client_url(&client, *svc),
+                client_url(client, *svc),
                 svc.short_name()
             );
         }
@@ -212,10 +256,14 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         "lab"
     };
     println!("\nor follow one live:  {lab} order --customer bob --item MOCHA:3:5500");
-    println!("\nPress Ctrl-C to stop everything.");
+}
 
-    // Until Ctrl-C, or until the lab's own PostgreSQL dies under it: then the services could
-    // only time out on their pools, so the lab says so and stops.
+/// Waits for Ctrl-C (or SIGTERM), or for the lab's own PostgreSQL to die under it: then the
+/// services could only time out on their pools, so the lab says so and stops. `Some` (how it
+/// exited, its log) in that case.
+async fn until_stopped(
+    postgres_exit: Option<lab::pg::ExitWatch>,
+) -> Option<(String, std::path::PathBuf)> {
     let postgres_died = async {
         match &postgres_exit {
             Some(watch) => Some((watch.exited().await, watch.log().to_owned())),
@@ -233,17 +281,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
             log.display()
         );
     }
-    println!("\nstopping...");
-    dashboard.shutdown().await;
-    let lab = shared.lock().await.take();
-    if let Some(lab) = lab {
-        lab.shutdown().await;
-    }
-    println!("stopped.");
-    match died {
-        Some(_) => Err(PostgresExited.into()),
-        None => Ok(()),
-    }
+    died
 }
 
 pub(crate) fn client_url(client: &LabClient, svc: Service) -> &str {

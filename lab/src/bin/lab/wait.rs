@@ -100,114 +100,134 @@ async fn check(what: &WaitFor) -> (bool, String) {
             id,
             status,
             order_url,
-        } => {
-            let url = format!("{order_url}/orders/{id}");
-            let order: Option<Value> =
-                async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
-            let now = order
-                .as_ref()
-                .and_then(|o| o["status"].as_str())
-                .unwrap_or("not found")
-                .to_owned();
-            (now == *status, format!("order {id} is {now}"))
-        }
+        } => order_status(order_url, id, status).await,
         WaitFor::Notification {
             id,
             kind,
             notification_url,
-        } => {
-            let url = format!("{notification_url}/notifications?order_id={id}");
-            let list: Option<Value> =
-                async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
-            let found = list
-                .as_ref()
-                .and_then(Value::as_array)
-                .and_then(|l| l.iter().find(|n| n["kind"] == kind.as_str()).cloned());
-            match found {
-                Some(n) => (
-                    true,
-                    format!(
-                        "notification [{kind}] {}",
-                        n["message"].as_str().unwrap_or_default()
-                    ),
-                ),
-                None => (false, format!("no {kind} notification for order {id}")),
-            }
-        }
+        } => notification(notification_url, id, kind).await,
         WaitFor::Group {
             group,
             members,
             broker,
-        } => match lab::groups::describe(&broker.brokers, Some(group)).await {
-            Ok(groups) => match groups.into_iter().find(|g| g.name == *group) {
-                Some(g) => (
-                    g.state == "Stable" && g.members.len() == *members,
-                    format!("{group}: {}, {} member(s)", g.state, g.members.len()),
-                ),
-                None => (false, format!("{group}: no such group")),
-            },
-            Err(e) => (false, format!("{group}: {e}")),
-        },
+        } => group_members(&broker.brokers, group, *members).await,
         WaitFor::Assigned {
             group,
             topic,
             partitions,
             broker,
-        } => match lab::groups::describe(&broker.brokers, Some(group)).await {
-            Ok(groups) => match groups.into_iter().find(|g| g.name == *group) {
-                Some(g) => {
-                    let owned: std::collections::BTreeSet<i32> = g
-                        .members
-                        .iter()
-                        .flat_map(|m| m.assignment.iter())
-                        .filter(|(t, _)| t == topic)
-                        .flat_map(|(_, ps)| ps.iter().copied())
-                        .collect();
-                    (
-                        g.state == "Stable" && owned.len() == *partitions,
-                        format!(
-                            "{group}: {}, {} member(s) own {} partitions of {topic}",
-                            g.state,
-                            g.members.len(),
-                            owned.len()
-                        ),
-                    )
-                }
-                None => (false, format!("{group}: no such group")),
-            },
-            Err(e) => (false, format!("{group}: {e}")),
-        },
+        } => group_assigned(&broker.brokers, group, topic, *partitions).await,
         WaitFor::Committed {
             topic,
             records,
             broker,
-        } => {
-            let (brokers, t) = (broker.brokers.clone(), topic.clone());
-            match tokio::task::spawn_blocking(move || committed_records(&brokers, &t)).await {
-                Ok(Ok(values)) => (
-                    values.len() == *records,
-                    format!(
-                        "{topic}: {} committed record(s): {}",
-                        values.len(),
-                        values.join(", ")
-                    ),
-                ),
-                Ok(Err(e)) => (false, format!("{topic}: {e}")),
-                Err(e) => (false, e.to_string()),
-            }
-        }
+        } => committed(&broker.brokers, topic, *records).await,
         WaitFor::Dlq {
             topic,
             records,
             lab,
-        } => match lab.get(&format!("/api/dlq/{topic}")).await {
-            Ok(v) => {
-                let n = v["records"].as_array().map_or(0, Vec::len);
-                let dlq = v["topic"].as_str().unwrap_or(topic).to_owned();
-                (n == *records, format!("{dlq}: {n} record(s)"))
-            }
-            Err(e) => (false, e.to_string()),
+        } => dead_letters(lab, topic, *records).await,
+    }
+}
+
+async fn order_status(order_url: &str, id: &str, status: &str) -> (bool, String) {
+    let url = format!("{order_url}/orders/{id}");
+    let order: Option<Value> = async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
+    let now = order
+        .as_ref()
+        .and_then(|o| o["status"].as_str())
+        .unwrap_or("not found")
+        .to_owned();
+    (now == status, format!("order {id} is {now}"))
+}
+
+async fn notification(notification_url: &str, id: &str, kind: &str) -> (bool, String) {
+    let url = format!("{notification_url}/notifications?order_id={id}");
+    let list: Option<Value> = async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
+    let found = list
+        .as_ref()
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().find(|n| n["kind"] == kind).cloned());
+    match found {
+        Some(n) => (
+            true,
+            format!(
+                "notification [{kind}] {}",
+                n["message"].as_str().unwrap_or_default()
+            ),
+        ),
+        None => (false, format!("no {kind} notification for order {id}")),
+    }
+}
+
+async fn group_members(brokers: &str, group: &str, members: usize) -> (bool, String) {
+    match lab::groups::describe(brokers, Some(group)).await {
+        Ok(groups) => match groups.into_iter().find(|g| g.name == group) {
+            Some(g) => (
+                g.state == "Stable" && g.members.len() == members,
+                format!("{group}: {}, {} member(s)", g.state, g.members.len()),
+            ),
+            None => (false, format!("{group}: no such group")),
         },
+        Err(e) => (false, format!("{group}: {e}")),
+    }
+}
+
+async fn group_assigned(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: usize,
+) -> (bool, String) {
+    let groups = match lab::groups::describe(brokers, Some(group)).await {
+        Ok(groups) => groups,
+        Err(e) => return (false, format!("{group}: {e}")),
+    };
+    let Some(g) = groups.into_iter().find(|g| g.name == group) else {
+        return (false, format!("{group}: no such group"));
+    };
+    let owned: std::collections::BTreeSet<i32> = g
+        .members
+        .iter()
+        .flat_map(|m| m.assignment.iter())
+        .filter(|(t, _)| t == topic)
+        .flat_map(|(_, ps)| ps.iter().copied())
+        .collect();
+    (
+        g.state == "Stable" && owned.len() == partitions,
+        format!(
+            "{group}: {}, {} member(s) own {} partitions of {topic}",
+            g.state,
+            g.members.len(),
+            owned.len()
+        ),
+    )
+}
+
+async fn committed(brokers: &str, topic: &str, records: usize) -> (bool, String) {
+    let (brokers, t) = (brokers.to_owned(), topic.to_owned());
+    match tokio::task::spawn_blocking(move || committed_records(&brokers, &t)).await {
+        Ok(Ok(values)) => (
+            values.len() == records,
+            format!(
+                "{topic}: {} committed record(s): {}",
+                values.len(),
+                values.join(", ")
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("{topic}: {e}")),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+async fn dead_letters(lab: &LabApi, topic: &str, records: usize) -> (bool, String) {
+    match lab.get(&format!("/api/dlq/{topic}")).await {
+        Ok(v) => {
+            let n = v["records"].as_array().map_or(0, Vec::len);
+            let dlq = v["topic"].as_str().unwrap_or(topic).to_owned();
+            (n == records, format!("{dlq}: {n} record(s)"))
+        }
+        Err(e) => (false, e.to_string()),
     }
 }
 
@@ -217,12 +237,12 @@ fn committed_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> 
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+    let consumer: BaseConsumer<lab::EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
         .set("group.id", "lab-wait")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(lab::EndIsNotAnError)?;
     let partitions = saga_shared::kafka::partitions_of(&consumer, topic, Duration::from_secs(5))?;
     anyhow::ensure!(!partitions.is_empty(), "no topic {topic}");
     let mut tpl = TopicPartitionList::new();
