@@ -176,6 +176,74 @@ fn java_with(jvm_options: &[String], main_class: &str) -> Result<Command, KafkaE
     Ok(c)
 }
 
+/// The `server.properties` of node `id` listening on `(port, controller)`: broker and
+/// controller in one process (KRaft's combined mode), internal topics replicated as far as the
+/// cluster allows, and `config.properties` over these.
+fn node_properties(
+    config: &KafkaConfig,
+    id: u32,
+    (port, controller): (u16, u16),
+    voters: &str,
+    home: &Path,
+) -> Vec<(String, String)> {
+    let replication = config.nodes.min(3);
+    let mut props = vec![
+        ("process.roles".to_owned(), "broker,controller".to_owned()),
+        ("node.id".into(), id.to_string()),
+        ("controller.quorum.voters".into(), voters.to_owned()),
+        (
+            "listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+        ),
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+        ),
+        ("controller.listener.names".into(), "CONTROLLER".into()),
+        (
+            "listener.security.protocol.map".into(),
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+        ),
+        ("log.dirs".into(), home.join("data").display().to_string()),
+        (
+            "offsets.topic.replication.factor".into(),
+            replication.to_string(),
+        ),
+        (
+            "transaction.state.log.replication.factor".into(),
+            replication.to_string(),
+        ),
+        (
+            "transaction.state.log.min.isr".into(),
+            replication.min(2).to_string(),
+        ),
+        ("group.initial.rebalance.delay.ms".into(), "0".into()),
+    ];
+    for (name, value) in &config.properties {
+        props.retain(|(n, _)| n != name);
+        props.push((name.clone(), value.clone()));
+    }
+    props
+}
+
+/// Formats every node's storage for `cluster_id`. Each format is a JVM start: they run side by
+/// side.
+fn format_storage(nodes: &[Node], cluster_id: &str) -> Result<(), KafkaError> {
+    let formats: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let mut c = java("kafka.tools.StorageTool")?;
+            c.args(["format", "--ignore-formatted", "-t", cluster_id, "-c"])
+                .arg(&n.properties);
+            Ok((c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?, c))
+        })
+        .collect::<Result<_, KafkaError>>()?;
+    for (child, c) in formats {
+        check(child.wait_with_output()?, &c)?;
+    }
+    Ok(())
+}
+
 impl KafkaCluster {
     /// Formats and starts `config.nodes` nodes with their files below `dir`, and waits until
     /// every one serves clients.
@@ -191,47 +259,11 @@ impl KafkaCluster {
             .map(|((_, controller), id)| format!("{id}@127.0.0.1:{controller}"))
             .collect::<Vec<_>>()
             .join(",");
-        let replication = config.nodes.min(3);
         let mut nodes = Vec::new();
         for ((port, controller), id) in ports.into_iter().zip(1..) {
             let home = dir.join(format!("kafka-{id}"));
             std::fs::create_dir_all(&home)?;
-            let mut props = vec![
-                ("process.roles".to_owned(), "broker,controller".to_owned()),
-                ("node.id".into(), id.to_string()),
-                ("controller.quorum.voters".into(), voters.clone()),
-                (
-                    "listeners".into(),
-                    format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
-                ),
-                (
-                    "advertised.listeners".into(),
-                    format!("PLAINTEXT://127.0.0.1:{port}"),
-                ),
-                ("controller.listener.names".into(), "CONTROLLER".into()),
-                (
-                    "listener.security.protocol.map".into(),
-                    "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
-                ),
-                ("log.dirs".into(), home.join("data").display().to_string()),
-                (
-                    "offsets.topic.replication.factor".into(),
-                    replication.to_string(),
-                ),
-                (
-                    "transaction.state.log.replication.factor".into(),
-                    replication.to_string(),
-                ),
-                (
-                    "transaction.state.log.min.isr".into(),
-                    replication.min(2).to_string(),
-                ),
-                ("group.initial.rebalance.delay.ms".into(), "0".into()),
-            ];
-            for (name, value) in &config.properties {
-                props.retain(|(n, _)| n != name);
-                props.push((name.clone(), value.clone()));
-            }
+            let props = node_properties(&config, id, (port, controller), &voters, &home);
             let properties = home.join("server.properties");
             let text: String = props.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
             std::fs::write(&properties, text)?;
@@ -244,19 +276,7 @@ impl KafkaCluster {
                 child: None,
             });
         }
-        // Formatting is a JVM start per node: run them side by side.
-        let formats: Vec<_> = nodes
-            .iter()
-            .map(|n| {
-                let mut c = java("kafka.tools.StorageTool")?;
-                c.args(["format", "--ignore-formatted", "-t", &cluster_id, "-c"])
-                    .arg(&n.properties);
-                Ok((c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?, c))
-            })
-            .collect::<Result<_, KafkaError>>()?;
-        for (child, c) in formats {
-            check(child.wait_with_output()?, &c)?;
-        }
+        format_storage(&nodes, &cluster_id)?;
         let mut cluster = Self { nodes, config };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i)?;

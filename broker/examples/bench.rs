@@ -499,6 +499,41 @@ struct Consumed {
     with_start_up: f64,
 }
 
+/// The latency of each of `total` records after the `warmup` first, from the time stamped in its
+/// payload to its arrival here.
+fn receive_stamped(
+    consumer: &BaseConsumer,
+    base: Instant,
+    total: u64,
+    warmup: u64,
+    secs: u64,
+    show_stalls: bool,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(secs + 60);
+    while (samples.len() as u64) < total + warmup {
+        if Instant::now() > deadline {
+            bail!("latency run received only {} messages", samples.len());
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            let sent = u64::from_be_bytes(m.payload().context("payload")?[..8].try_into()?);
+            samples.push(base.elapsed().saturating_sub(Duration::from_nanos(sent)));
+        }
+    }
+    let out = samples.split_off(warmup as usize);
+    if show_stalls {
+        for (i, d) in out
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d > Duration::from_millis(5))
+        {
+            eprintln!("   record {i} of the latency run took {d:?}");
+        }
+    }
+    Ok(out)
+}
+
 fn latency(
     bootstrap: &str,
     topic: &str,
@@ -520,30 +555,8 @@ fn latency(
     consumer.assign(&tpl)?;
     let total = rate * secs;
     let warmup = rate; // the first second is discarded
-    let receiver = std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-        let mut samples = Vec::with_capacity(total as usize);
-        let deadline = Instant::now() + Duration::from_secs(secs + 60);
-        while (samples.len() as u64) < total + warmup {
-            if Instant::now() > deadline {
-                bail!("latency run received only {} messages", samples.len());
-            }
-            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-                let m = m?;
-                let sent = u64::from_be_bytes(m.payload().context("payload")?[..8].try_into()?);
-                samples.push(base.elapsed().saturating_sub(Duration::from_nanos(sent)));
-            }
-        }
-        let out = samples.split_off(warmup as usize);
-        if show_stalls {
-            for (i, d) in out
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| **d > Duration::from_millis(5))
-            {
-                eprintln!("   record {i} of the latency run took {d:?}");
-            }
-        }
-        Ok(out)
+    let receiver = std::thread::spawn(move || {
+        receive_stamped(&consumer, base, total, warmup, secs, show_stalls)
     });
     let producer: BaseProducer<AckTimes> =
         config(bootstrap, &[("acks", "all"), ("linger.ms", "0")]).create_with_context(
@@ -779,6 +792,51 @@ fn java_consume(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
         .with_context(|| format!("no fetch.nMsg.sec in:\n{text}"))
 }
 
+/// Produces and consumes `--warmup` records and runs two seconds of the latency test, so that
+/// the figures after it meet a warm broker and client.
+fn warm_up(name: &str, bootstrap: &str, args: &Args) -> anyhow::Result<()> {
+    eprintln!(
+        "[{name}] warm-up: produce and consume 100 B x {}",
+        args.warmup
+    );
+    produce(bootstrap, "bench-warmup", args.warmup, 100)?;
+    consume(
+        bootstrap,
+        "bench-warmup",
+        args.partitions,
+        args.warmup,
+        100,
+        &args.consumer_config,
+    )?;
+    latency(bootstrap, "bench-latency", args.latency_rate, 2, false)?;
+    Ok(())
+}
+
+/// Kafka's own perf tools, producing then consuming (msgs/s each). A tool that fails against a
+/// broker is a figure that says so (NaN), not the end of the run.
+fn java_perf(name: &str, bootstrap: &str, args: &Args) -> anyhow::Result<(f64, f64)> {
+    eprintln!(
+        "[{name}] kafka-producer-perf-test 100 B x {}",
+        args.messages
+    );
+    create_topics(bootstrap, &[("bench-java", args.partitions)])?;
+    let failed = |e: anyhow::Error| {
+        eprintln!("[{name}]    failed: {e:#}");
+        f64::NAN
+    };
+    let produced = java_produce(bootstrap, "bench-java", args.messages).unwrap_or_else(failed);
+    eprintln!(
+        "[{name}] kafka-consumer-perf-test 100 B x {}",
+        args.messages
+    );
+    let consumed = if produced.is_nan() {
+        f64::NAN
+    } else {
+        java_consume(bootstrap, "bench-java", args.messages).unwrap_or_else(failed)
+    };
+    Ok((produced, consumed))
+}
+
 fn run(target: &Target, args: &Args) -> anyhow::Result<Figures> {
     let name = target.name();
     let data = tempfile::tempdir()?;
@@ -794,20 +852,7 @@ fn run(target: &Target, args: &Args) -> anyhow::Result<Figures> {
         ],
     )?;
     if args.warmup > 0 {
-        eprintln!(
-            "[{name}] warm-up: produce and consume 100 B x {}",
-            args.warmup
-        );
-        produce(&bootstrap, "bench-warmup", args.warmup, 100)?;
-        consume(
-            &bootstrap,
-            "bench-warmup",
-            args.partitions,
-            args.warmup,
-            100,
-            &args.consumer_config,
-        )?;
-        latency(&bootstrap, "bench-latency", args.latency_rate, 2, false)?;
+        warm_up(name, &bootstrap, args)?;
     }
     let pid = broker.pid();
     eprintln!("[{name}] produce 100 B x {}", args.messages);
@@ -851,27 +896,7 @@ fn run(target: &Target, args: &Args) -> anyhow::Result<Figures> {
         args.show_stalls,
     )?;
     let (java_produce, java_consume) = if args.java_perf {
-        eprintln!(
-            "[{name}] kafka-producer-perf-test 100 B x {}",
-            args.messages
-        );
-        create_topics(&bootstrap, &[("bench-java", args.partitions)])?;
-        // A tool that fails against a broker is a figure that says so, not the end of the run.
-        let failed = |e: anyhow::Error| {
-            eprintln!("[{name}]    failed: {e:#}");
-            f64::NAN
-        };
-        let produced = java_produce(&bootstrap, "bench-java", args.messages).unwrap_or_else(failed);
-        eprintln!(
-            "[{name}] kafka-consumer-perf-test 100 B x {}",
-            args.messages
-        );
-        let consumed = if produced.is_nan() {
-            f64::NAN
-        } else {
-            java_consume(&bootstrap, "bench-java", args.messages).unwrap_or_else(failed)
-        };
-        (produced, consumed)
+        java_perf(name, &bootstrap, args)?
     } else {
         (f64::NAN, f64::NAN)
     };
@@ -893,6 +918,17 @@ fn run(target: &Target, args: &Args) -> anyhow::Result<Figures> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.consume_only.is_some() || args.latency_only.is_some() {
+        return one_shot(&args);
+    }
+    let targets = targets(&args)?;
+    let results = rounds(&targets, &args)?;
+    print_table(&results);
+    Ok(())
+}
+
+/// `--consume-only` or `--latency-only`: one figure against a broker that already runs.
+fn one_shot(args: &Args) -> anyhow::Result<()> {
     if let Some(target) = &args.consume_only {
         let c = consume(
             &target[0],
@@ -906,7 +942,6 @@ fn main() -> anyhow::Result<()> {
             "consume: {:.0} msgs/s, {:.1} MB/s ({:.0} msgs/s with start-up)",
             c.msgs_s, c.mb_s, c.with_start_up
         );
-        return Ok(());
     }
     if let Some(bootstrap) = &args.latency_only {
         create_topics(bootstrap, &[("bench-latency-only", 1)])?;
@@ -918,8 +953,12 @@ fn main() -> anyhow::Result<()> {
             args.show_stalls,
         )?;
         println!("latency: p50 {p50:?}, p99 {p99:?}");
-        return Ok(());
     }
+    Ok(())
+}
+
+/// This broker first, then the others asked for.
+fn targets(args: &Args) -> anyhow::Result<Vec<Target>> {
     let broker_bin = match &args.broker_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -935,13 +974,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(tansu) = &args.tansu {
         targets.push(Target::Tansu(tansu.clone()));
     }
-    // Alternate the brokers round by round so background noise hits both alike.
+    Ok(targets)
+}
+
+/// Every target's figures, round by round: the brokers alternate so that background noise hits
+/// them alike.
+fn rounds<'a>(targets: &'a [Target], args: &Args) -> anyhow::Result<Vec<(&'a str, Vec<Figures>)>> {
     let mut rounds: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds.max(1) {
         for (i, target) in targets.iter().enumerate() {
             let name = target.name();
             eprintln!("== round {} / {}: {name}", round + 1, args.rounds.max(1));
-            let f = run(target, &args)?;
+            let f = run(target, args)?;
             eprintln!(
                 "   produce {:.0}/s, 1 KiB {:.0}/s, consume {:.0}/s, raw {:.0}/s, kcat {:.0}/s, p50 {:?}, p99 {:?}",
                 f.produce_100.0,
@@ -955,7 +999,114 @@ fn main() -> anyhow::Result<()> {
             rounds[i].push(f);
         }
     }
-    let results: Vec<(&str, Vec<Figures>)> = targets.iter().map(Target::name).zip(rounds).collect();
+    Ok(targets.iter().map(Target::name).zip(rounds).collect())
+}
+
+/// One figure of the table: its label, how to read it, whether higher is better, its format.
+type Row = (&'static str, fn(&Figures) -> f64, bool, fn(f64) -> String);
+
+/// The table's figures, in order.
+const ROWS: [Row; 16] = [
+    (
+        "produce 100 B, acks=all (msgs/s)",
+        |f| f.produce_100.0,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "produce 100 B, acks=all (MB/s)",
+        |f| f.produce_100.1,
+        true,
+        |v| format!("{v:.1}"),
+    ),
+    (
+        "produce 1 KiB, acks=all (msgs/s)",
+        |f| f.produce_1k.0,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "produce 1 KiB, acks=all (MB/s)",
+        |f| f.produce_1k.1,
+        true,
+        |v| format!("{v:.1}"),
+    ),
+    (
+        "consume 100 B (msgs/s)",
+        |f| f.consume_100.msgs_s,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "consume 100 B (MB/s)",
+        |f| f.consume_100.mb_s,
+        true,
+        |v| format!("{v:.1}"),
+    ),
+    (
+        "consume 100 B, client start-up included (msgs/s)",
+        |f| f.consume_100.with_start_up,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "consume 100 B, bare Fetch loop (msgs/s)",
+        |f| f.consume_raw,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "consume 100 B with kcat (msgs/s)",
+        |f| f.consume_kcat,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "latency p50 (ms)",
+        |f| f.latency.0.as_secs_f64() * 1e3,
+        false,
+        |v| format!("{v:.2}"),
+    ),
+    (
+        "latency p99 (ms)",
+        |f| f.latency.1.as_secs_f64() * 1e3,
+        false,
+        |v| format!("{v:.2}"),
+    ),
+    (
+        "produce 100 B, kafka-producer-perf-test (msgs/s)",
+        |f| f.java_produce,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "consume 100 B, kafka-consumer-perf-test (msgs/s)",
+        |f| f.java_consume,
+        true,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "broker peak RSS (MiB)",
+        |f| f.peak_rss_mib,
+        false,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "broker CPU s per 1M msgs produced",
+        |f| f.cpu_produce,
+        false,
+        |v| format!("{v:.2}"),
+    ),
+    (
+        "broker CPU s per 1M msgs consumed",
+        |f| f.cpu_consume,
+        false,
+        |v| format!("{v:.2}"),
+    ),
+];
+
+/// The Markdown table of each figure's median per target, with this broker's ratio to each other.
+fn print_table(results: &[(&str, Vec<Figures>)]) {
     let others = &results[1..];
     println!(
         "| figure | {} |{}",
@@ -966,106 +1117,7 @@ fn main() -> anyhow::Result<()> {
             .collect::<String>()
     );
     println!("|---|{}", "---|".repeat(results.len() + others.len()));
-    type Row = (&'static str, fn(&Figures) -> f64, bool, fn(f64) -> String);
-    let rows: Vec<Row> = vec![
-        (
-            "produce 100 B, acks=all (msgs/s)",
-            |f| f.produce_100.0,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "produce 100 B, acks=all (MB/s)",
-            |f| f.produce_100.1,
-            true,
-            |v| format!("{v:.1}"),
-        ),
-        (
-            "produce 1 KiB, acks=all (msgs/s)",
-            |f| f.produce_1k.0,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "produce 1 KiB, acks=all (MB/s)",
-            |f| f.produce_1k.1,
-            true,
-            |v| format!("{v:.1}"),
-        ),
-        (
-            "consume 100 B (msgs/s)",
-            |f| f.consume_100.msgs_s,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "consume 100 B (MB/s)",
-            |f| f.consume_100.mb_s,
-            true,
-            |v| format!("{v:.1}"),
-        ),
-        (
-            "consume 100 B, client start-up included (msgs/s)",
-            |f| f.consume_100.with_start_up,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "consume 100 B, bare Fetch loop (msgs/s)",
-            |f| f.consume_raw,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "consume 100 B with kcat (msgs/s)",
-            |f| f.consume_kcat,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "latency p50 (ms)",
-            |f| f.latency.0.as_secs_f64() * 1e3,
-            false,
-            |v| format!("{v:.2}"),
-        ),
-        (
-            "latency p99 (ms)",
-            |f| f.latency.1.as_secs_f64() * 1e3,
-            false,
-            |v| format!("{v:.2}"),
-        ),
-        (
-            "produce 100 B, kafka-producer-perf-test (msgs/s)",
-            |f| f.java_produce,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "consume 100 B, kafka-consumer-perf-test (msgs/s)",
-            |f| f.java_consume,
-            true,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "broker peak RSS (MiB)",
-            |f| f.peak_rss_mib,
-            false,
-            |v| format!("{v:.0}"),
-        ),
-        (
-            "broker CPU s per 1M msgs produced",
-            |f| f.cpu_produce,
-            false,
-            |v| format!("{v:.2}"),
-        ),
-        (
-            "broker CPU s per 1M msgs consumed",
-            |f| f.cpu_consume,
-            false,
-            |v| format!("{v:.2}"),
-        ),
-    ];
-    for (label, get, higher_is_better, fmt) in rows {
+    for (label, get, higher_is_better, fmt) in ROWS {
         let values: Vec<f64> = results
             .iter()
             .map(|(_, rounds)| {
@@ -1074,6 +1126,9 @@ fn main() -> anyhow::Result<()> {
                 v[v.len() / 2]
             })
             .collect();
+        if values[0].is_nan() {
+            continue;
+        }
         let mut line = format!(
             "| {label} | {} |",
             values
@@ -1082,9 +1137,6 @@ fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
-        if values[0].is_nan() {
-            continue;
-        }
         for other in &values[1..] {
             let ratio = if higher_is_better {
                 values[0] / other
@@ -1098,5 +1150,4 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nratio: how many times better this broker is than the other (higher throughput, lower latency/memory)."
     );
-    Ok(())
 }

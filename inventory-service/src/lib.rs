@@ -16,9 +16,6 @@ use saga_shared::config::CommonConfig;
 use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
-/// The `ce_source` of events this service publishes.
-pub const SOURCE: &str = "/inventory-service";
-
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/inventory");
 
 /// Settings of the inventory service.

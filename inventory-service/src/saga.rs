@@ -2,40 +2,37 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::future::BoxFuture;
-use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::consumer::{HandleError, Handler};
 use saga_shared::envelope::Envelope;
-use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted, SagaEvent, Topic};
+use saga_shared::events::{InventoryFailed, InventoryUpdated, PaymentCompleted};
 use saga_shared::outbox;
+use saga_shared::service::SagaService;
 use sqlx::PgConnection;
 
-use crate::SOURCE;
+use crate::InventoryService;
 
 /// The inventory service's reaction to the saga's events.
 #[derive(Debug, Default)]
 pub struct InventorySaga;
 
-impl Handler for InventorySaga {
-    fn topics(&self) -> &'static [Topic] {
-        &[Topic::PaymentCompleted]
-    }
+saga_shared::consumes! {
+    /// What the inventory service reacts to: a paid order's stock is reserved.
+    pub enum Consumed { PaymentCompleted }
+    ignores { OrderCreated, PaymentFailed, InventoryUpdated, InventoryFailed, PaymentRefunded, OrderCancelled }
+}
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a Incoming,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            match &event.event {
-                SagaEvent::PaymentCompleted(paid) => reserve(conn, &event.envelope, paid).await,
-                SagaEvent::OrderCreated(_)
-                | SagaEvent::PaymentFailed(_)
-                | SagaEvent::InventoryUpdated(_)
-                | SagaEvent::InventoryFailed(_)
-                | SagaEvent::PaymentRefunded(_)
-                | SagaEvent::OrderCancelled(_) => Err(HandleError::not_consumed(event.topic())),
-            }
-        })
+impl Handler for InventorySaga {
+    type Consumed = Consumed;
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        event: Consumed,
+    ) -> Result<(), HandleError> {
+        match event {
+            Consumed::PaymentCompleted(paid) => reserve(conn, envelope, &paid).await,
+        }
     }
 }
 
@@ -86,7 +83,7 @@ async fn reserve(
             payment_id: paid.payment_id,
             reason,
         };
-        let env = envelope.next::<InventoryFailed>(SOURCE);
+        let env = envelope.next::<InventoryFailed>(&InventoryService::source());
         outbox::enqueue(conn, &env, &failed).await?;
         metrics::counter!("reservations_total", "outcome" => "failed").increment(1);
         return Ok(());
@@ -108,7 +105,7 @@ async fn reserve(
         order_id: paid.order_id,
         items: paid.items.clone(),
     };
-    let env = envelope.next::<InventoryUpdated>(SOURCE);
+    let env = envelope.next::<InventoryUpdated>(&InventoryService::source());
     outbox::enqueue(conn, &env, &updated).await?;
     metrics::counter!("reservations_total", "outcome" => "reserved").increment(1);
     Ok(())

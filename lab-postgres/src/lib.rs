@@ -16,12 +16,13 @@
 //! Once it runs, [`TempPostgres::exit_watch`] tells when it exits without being asked to (a
 //! crash, a kill), with the log to read.
 //!
-//! [`TestServer::fresh_database`] makes an empty database per test.
+//! [`test_database`] makes an empty database per test on one server per test binary (or the
+//! suite's, [`SHARED_TEST_SERVER`]); [`TestServer`] is a server of a test's own.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
@@ -71,6 +72,8 @@ pub enum PgError {
     NotReady(Duration, PathBuf),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("this process's test server did not start: {0}")]
+    TestServer(String),
 }
 
 /// A PostgreSQL server this process started; stopped by [`TempPostgres::stop`] or on drop.
@@ -339,52 +342,95 @@ fn log_excerpt(log: &Path, from: u64) -> String {
         .join("\n")
 }
 
+/// The server's programs (`initdb`, `postgres`), once what running them needs is checked:
+/// `setpriv`, and as root the `postgres` user.
+fn prerequisites() -> Result<(PathBuf, PathBuf), PgError> {
+    let (Some(initdb), Some(postgres)) = (server_binary("initdb"), server_binary("postgres"))
+    else {
+        return Err(PgError::BinariesMissing);
+    };
+    if find_on_path("setpriv").is_none() {
+        return Err(PgError::SetprivMissing);
+    }
+    if is_root()
+        && !Command::new("id")
+            .arg("postgres")
+            .output()?
+            .status
+            .success()
+    {
+        return Err(PgError::NoPostgresUser);
+    }
+    Ok((initdb, postgres))
+}
+
+/// As root, gives `path` to the `postgres` user, who runs the server.
+fn chown_to_postgres(root: bool, path: &Path) -> Result<(), PgError> {
+    if root {
+        run(Command::new("chown").arg("postgres:postgres").arg(path))?;
+    }
+    Ok(())
+}
+
+/// Makes a new cluster in `data_dir` whose superuser `postgres` has a new password, kept in
+/// `pw_file`.
+fn init_cluster(
+    root: bool,
+    initdb: &Path,
+    dir: &Path,
+    data_dir: &Path,
+    pw_file: &Path,
+) -> Result<(), PgError> {
+    if data_dir.exists() {
+        // A half-made cluster from an interrupted initdb.
+        std::fs::remove_dir_all(data_dir)?;
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(pw_file, &password)?;
+    chown_to_postgres(root, pw_file)?;
+    run(as_postgres(root, initdb, dir)
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", pw_file.display())))
+}
+
+/// The lab's server settings, as `-c name=value` arguments.
+///
+/// A commit is written to the operating system before it is acknowledged
+/// (`synchronous_commit=on`), so an accepted order survives a killed lab (`kill -9`, OOM);
+/// nothing is forced to disk (`fsync=off`), which only a power loss can tell. Consumers batch
+/// records in one transaction; a rare lock-order deadlock between two of them should cost
+/// milliseconds, not the default second.
+fn server_settings() -> impl Iterator<Item = &'static str> {
+    [
+        "listen_addresses=127.0.0.1",
+        "unix_socket_directories=",
+        "fsync=off",
+        "synchronous_commit=on",
+        "full_page_writes=off",
+        "max_connections=300",
+        "shared_buffers=128MB",
+        "deadlock_timeout=50ms",
+    ]
+    .into_iter()
+    .flat_map(|setting| ["-c", setting])
+}
+
 impl TempPostgres {
     /// Starts a server on `dir/pgdata` (running `initdb` first if it is empty) on `port` (0 picks
     /// a free one), with extra `name=value` `settings`. The superuser is `postgres` with a
     /// password kept in `dir/superuser.pw`.
     pub async fn start(dir: &Path, port: u16, settings: &[String]) -> Result<Self, PgError> {
-        let (Some(initdb), Some(postgres)) = (server_binary("initdb"), server_binary("postgres"))
-        else {
-            return Err(PgError::BinariesMissing);
-        };
-        if find_on_path("setpriv").is_none() {
-            return Err(PgError::SetprivMissing);
-        }
+        let (initdb, postgres) = prerequisites()?;
         let root = is_root();
-        if root
-            && !Command::new("id")
-                .arg("postgres")
-                .output()?
-                .status
-                .success()
-        {
-            return Err(PgError::NoPostgresUser);
-        }
         let dir = server_home(dir, root)?;
         let data_dir = dir.join("pgdata");
         let log = dir.join("postgres.log");
         let pw_file = dir.join("superuser.pw");
-        let chown = |path: &Path| -> Result<(), PgError> {
-            if root {
-                run(Command::new("chown").arg("postgres:postgres").arg(path))?;
-            }
-            Ok(())
-        };
         if !data_dir.join("PG_VERSION").exists() {
-            if data_dir.exists() {
-                // A half-made cluster from an interrupted initdb.
-                std::fs::remove_dir_all(&data_dir)?;
-            }
-            let password = uuid::Uuid::new_v4().simple().to_string();
-            std::fs::write(&pw_file, &password)?;
-            chown(&pw_file)?;
-            run(as_postgres(root, &initdb, &dir)
-                .arg("-D")
-                .arg(&data_dir)
-                .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
-                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-                .arg(format!("--pwfile={}", pw_file.display())))?;
+            init_cluster(root, &initdb, &dir, &data_dir, &pw_file)?;
         }
         let password = std::fs::read_to_string(&pw_file)?.trim().to_owned();
         clear_stale_lock(&data_dir).await?;
@@ -393,33 +439,13 @@ impl TempPostgres {
             .create(true)
             .append(true)
             .open(&log)?;
-        chown(&log)?;
+        chown_to_postgres(root, &log)?;
         let log_start = log_file.metadata()?.len();
-        // A commit is written to the operating system before it is acknowledged
-        // (synchronous_commit=on), so an accepted order survives a killed lab (`kill -9`, OOM);
-        // nothing is forced to disk (fsync=off), which only a power loss can tell.
         let child = as_postgres(root, &postgres, &dir)
             .arg("-D")
             .arg(&data_dir)
             .args(["-p", &port.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-            ])
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=on",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
-            // Consumers batch records in one transaction; a rare lock-order deadlock between two
-            // of them should cost milliseconds, not the default second.
-            .args(["-c", "deadlock_timeout=50ms"])
+            .args(server_settings())
             .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -608,13 +634,13 @@ impl TestServer {
 
     /// A new, empty database; returns its superuser URL.
     pub async fn fresh_database(&self) -> Result<String, PgError> {
+        create_database(&self.admin_url()).await
+    }
+
+    /// The superuser URL of its `postgres` database.
+    pub fn admin_url(&self) -> String {
         let server = self.server.as_ref().expect("running until dropped");
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&server.admin_url("postgres")).await?;
-        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
-        conn.close().await?;
-        Ok(server.admin_url(&name))
+        server.admin_url("postgres")
     }
 }
 
@@ -623,6 +649,89 @@ impl Drop for TestServer {
         // Stops the server (TempPostgres's drop) before its folder goes.
         self.server.take();
     }
+}
+
+/// The variable that hands tests a running server to share, as the superuser URL of its
+/// `postgres` database.
+pub const SHARED_TEST_SERVER: &str = "LAB_TEST_POSTGRES_URL";
+
+/// A new, empty database for one test; returns its superuser URL. It lives on the server named
+/// by [`SHARED_TEST_SERVER`] if set, else on a server this process starts on first use and keeps
+/// until it exits: one server per test binary, a fresh database per test.
+pub async fn test_database() -> Result<String, PgError> {
+    create_database(&test_server_url().await?).await
+}
+
+/// The superuser URL of the `postgres` database of the tests' server: the one named by
+/// [`SHARED_TEST_SERVER`] if set, else this process's, started on first use.
+pub async fn test_server_url() -> Result<String, PgError> {
+    match std::env::var(SHARED_TEST_SERVER) {
+        Ok(url) => Ok(url),
+        Err(_) => tokio::task::spawn_blocking(process_server)
+            .await
+            .map_err(|e| PgError::TestServer(e.to_string()))?,
+    }
+}
+
+/// Creates an empty database on the server whose `postgres` database `admin` reaches; returns
+/// the new database's superuser URL.
+async fn create_database(admin: &str) -> Result<String, PgError> {
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(admin).await?;
+    conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await?;
+    conn.close().await?;
+    let base = admin.strip_suffix("/postgres").unwrap_or(admin);
+    Ok(format!("{base}/{name}"))
+}
+
+/// This process's test server, started on first use: on a thread of its own that lives as long
+/// as the process, since the server's parent-death signal follows the thread that started it.
+/// Its folder is named after the process; a later start removes those of processes gone.
+fn process_server() -> Result<String, PgError> {
+    static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
+    let started = SERVER.get_or_init(|| {
+        let (tell, told) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let server = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(PgError::from)
+                .and_then(|runtime| runtime.block_on(process_server_start()));
+            let _ = tell.send(
+                server
+                    .as_ref()
+                    .map(|(s, _)| s.admin_url("postgres"))
+                    .map_err(ToString::to_string),
+            );
+            let _kept = server;
+            loop {
+                std::thread::park();
+            }
+        });
+        told.recv()
+            .unwrap_or_else(|_| Err("the test server's thread ended before it said".into()))
+    });
+    started.clone().map_err(PgError::TestServer)
+}
+
+async fn process_server_start() -> Result<(TempPostgres, PathBuf), PgError> {
+    let tmp = std::env::temp_dir();
+    // Folders of earlier test processes: their servers stopped with them.
+    for entry in std::fs::read_dir(&tmp)?.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("lab-pg-process-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = tmp.join(format!("lab-pg-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // The folder is this process's own: let the `postgres` user (when root) enter it.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let server = TempPostgres::start(&dir, 0, &[]).await?;
+    Ok((server, dir))
 }
 
 #[cfg(test)]

@@ -166,12 +166,74 @@ async fn relay_latencies(pools: &[PgPool], since: DateTime<Utc>) -> Vec<f64> {
     sorted(all)
 }
 
+/// The lab under test and the databases the benchmark reads its figures from.
+struct Bench {
+    client: LabClient,
+    /// Superuser pools of the four services' databases, in [`Service::ALL`]'s order.
+    pools: Vec<PgPool>,
+}
+
+impl Bench {
+    fn orders_db(&self) -> &PgPool {
+        &self.pools[0]
+    }
+
+    fn notifications_db(&self) -> &PgPool {
+        &self.pools[3]
+    }
+
+    async fn fixed_rate_run(&self, rate: u32, total: usize) -> anyhow::Result<Vec<f64>> {
+        fixed_rate_run(
+            &self.client,
+            self.orders_db(),
+            self.notifications_db(),
+            rate,
+            total,
+        )
+        .await
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     saga_shared::telemetry::init_tracing("error");
     let dir = tempfile::Builder::new().prefix("saga-bench").tempdir()?;
-    let mut config = LabConfig::ephemeral(dir.path());
+    let lab = start_lab(&args, dir.path()).await?;
+    let ready_at = Instant::now();
+    let bench = Bench {
+        client: LabClient::new(&lab),
+        pools: rich_customers_and_stock(&lab).await?,
+    };
+    let brokers = lab.brokers().to_owned();
+    let lab: lab::dashboard::SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
+    let watching = if args.dashboard {
+        Some(watch(&args, &lab, &bench.client, brokers).await?)
+    } else {
+        None
+    };
+    cold_start(&args, &bench, ready_at).await?;
+    if !args.cold_only {
+        throughput(&args, &bench).await?;
+        fixed_rates(&args, &bench).await?;
+    }
+    for p in bench.pools {
+        p.close().await;
+    }
+    if let Some((dashboard, browser)) = watching {
+        if let Some(browser) = browser {
+            browser.close().await;
+        }
+        dashboard.shutdown().await;
+    }
+    if let Some(lab) = lab.lock().await.take() {
+        lab.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn start_lab(args: &Args, dir: &std::path::Path) -> anyhow::Result<Lab> {
+    let mut config = LabConfig::ephemeral(dir);
     config.service.consumers = args.consumers;
     config.service.topic_partitions = args.partitions;
     config.service.db_max_connections = 20;
@@ -181,77 +243,60 @@ async fn main() -> anyhow::Result<()> {
             .postgres_settings
             .extend(PG_STATS_SETTINGS.map(String::from));
     }
-    let lab = Lab::start(config, &mut |step| eprintln!("  {step}")).await?;
-    let ready_at = Instant::now();
-    let client = LabClient::new(&lab);
-    let admin = |svc: Service| {
-        let (server, _) = lab
-            .admin()
-            .url
-            .rsplit_once('/')
-            .expect("URL has a database");
-        format!("{server}/{}", svc.db().database)
-    };
-    // Enough money and stock that every order is confirmed (the full chain).
-    let payments_admin = PgPool::connect(&admin(Service::Payment)).await?;
-    sqlx::query("UPDATE wallets SET balance = 1000000000000")
-        .execute(&payments_admin)
-        .await?;
-    let inventory_admin = PgPool::connect(&admin(Service::Inventory)).await?;
-    sqlx::query("UPDATE products SET stock = 1000000000")
-        .execute(&inventory_admin)
-        .await?;
+    Ok(Lab::start(config, &mut |step| eprintln!("  {step}")).await?)
+}
+
+/// Enough money and stock that every order is confirmed (the full chain); returns superuser
+/// pools of the four services' databases.
+async fn rich_customers_and_stock(lab: &Lab) -> anyhow::Result<Vec<PgPool>> {
+    let (server, _) = lab
+        .admin()
+        .url
+        .rsplit_once('/')
+        .expect("URL has a database");
     let mut pools = Vec::new();
     for svc in Service::ALL {
-        pools.push(PgPool::connect(&admin(svc)).await?);
+        pools.push(PgPool::connect(&format!("{server}/{}", lab.database(svc))).await?);
     }
-    let orders_db = pools[0].clone();
-    let notifications_db = pools[3].clone();
-    let brokers = lab.brokers().to_owned();
-    let lab: lab::dashboard::SharedLab = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
-    let watching = if args.dashboard {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/#/", listener.local_addr()?);
-        let dashboard =
-            lab::dashboard::Dashboard::serve(lab.clone(), client.clone(), brokers, listener)?;
-        let browser = if args.browser {
-            let browser = lab::browser::Browser::start().await;
-            browser.goto(&url).await;
-            browser
-                .wait_text("#svc-order .lag", |t| t.starts_with("lag"))
-                .await;
-            eprintln!("  the dashboard is open in headless Chromium");
-            Some(browser)
-        } else {
-            None
-        };
-        Some((dashboard, browser))
-    } else {
-        None
-    };
-    let stop = || async {
-        if let Some((dashboard, browser)) = watching {
-            if let Some(browser) = browser {
-                browser.close().await;
-            }
-            dashboard.shutdown().await;
-        }
-        if let Some(lab) = lab.lock().await.take() {
-            lab.shutdown().await;
-        }
-    };
+    sqlx::query("UPDATE wallets SET balance = 1000000000000")
+        .execute(&pools[1])
+        .await?;
+    sqlx::query("UPDATE products SET stock = 1000000000")
+        .execute(&pools[2])
+        .await?;
+    Ok(pools)
+}
 
-    // Cold start: what a user who places orders the moment the lab says it is up sees.
+/// The dashboard, watched by headless Chromium if asked, while the benchmark runs.
+async fn watch(
+    args: &Args,
+    lab: &lab::dashboard::SharedLab,
+    client: &LabClient,
+    brokers: String,
+) -> anyhow::Result<(lab::dashboard::Dashboard, Option<lab::browser::Browser>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/#/", listener.local_addr()?);
+    let dashboard =
+        lab::dashboard::Dashboard::serve(lab.clone(), client.clone(), brokers, listener)?;
+    if !args.browser {
+        return Ok((dashboard, None));
+    }
+    let browser = lab::browser::Browser::start().await;
+    browser.goto(&url).await;
+    browser
+        .wait_text("#svc-order .lag", |t| t.starts_with("lag"))
+        .await;
+    eprintln!("  the dashboard is open in headless Chromium");
+    Ok((dashboard, Some(browser)))
+}
+
+/// What a user who places orders the moment the lab says it is up sees.
+async fn cold_start(args: &Args, bench: &Bench, ready_at: Instant) -> anyhow::Result<()> {
     let since_ready = ready_at.elapsed();
-    let first = fixed_rate_run(&client, &orders_db, &notifications_db, 1, 1).await?;
-    let cold = fixed_rate_run(
-        &client,
-        &orders_db,
-        &notifications_db,
-        args.cold_rate,
-        args.cold_orders,
-    )
-    .await?;
+    let first = bench.fixed_rate_run(1, 1).await?;
+    let cold = bench
+        .fixed_rate_run(args.cold_rate, args.cold_orders)
+        .await?;
     println!("\n## Right after ready (POST sent -> \"confirmed\" notification stored)\n");
     println!(
         "| first order (sent {:.0} ms after ready) | run | p50 | p90 | p99 | max |",
@@ -268,47 +313,49 @@ async fn main() -> anyhow::Result<()> {
         percentile(&cold, 99.0),
         cold.last().copied().unwrap_or(f64::NAN),
     );
-    if args.cold_only {
-        stop().await;
-        return Ok(());
-    }
+    Ok(())
+}
 
-    // Warm-up: groups joined, connections open.
-    let warm: Vec<Uuid> = futures_util::stream::iter(0..50)
-        .map(|_| place(&client))
-        .buffer_unordered(8)
+/// `count` orders placed `concurrency` at a time; their ids.
+async fn place_many(
+    client: &LabClient,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    futures_util::stream::iter(0..count)
+        .map(|_| place(client))
+        .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<_, _>>()?;
-    wait_terminal(&orders_db, &warm, Duration::from_secs(60)).await?;
+        .collect()
+}
 
+/// As fast as the system takes them, until every order is terminal (after a warm-up: groups
+/// joined, connections open).
+async fn throughput(args: &Args, bench: &Bench) -> anyhow::Result<()> {
+    let orders_db = bench.orders_db();
+    let warm = place_many(&bench.client, 50, 8).await?;
+    wait_terminal(orders_db, &warm, Duration::from_secs(60)).await?;
     if args.pg_stats {
-        reset_pg_stats(&pools).await?;
+        reset_pg_stats(&bench.pools).await?;
     }
-    // Throughput: as fast as the system takes them, until every order is terminal.
     let since = Utc::now();
     let started = Instant::now();
-    let ids: Vec<Uuid> = futures_util::stream::iter(0..args.orders)
-        .map(|_| place(&client))
-        .buffer_unordered(args.concurrency)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+    let ids = place_many(&bench.client, args.orders, args.concurrency).await?;
     let accepted = started.elapsed();
-    wait_terminal(&orders_db, &ids, Duration::from_secs(600)).await?;
+    wait_terminal(orders_db, &ids, Duration::from_secs(600)).await?;
     let all_terminal = started.elapsed();
     let confirmed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM orders WHERE id = ANY($1) AND status = 'CONFIRMED'",
     )
     .bind(&ids)
-    .fetch_one(&orders_db)
+    .fetch_one(orders_db)
     .await?;
     if args.pg_stats {
-        print_pg_stats(&pools[0], args.orders).await?;
+        print_pg_stats(orders_db, args.orders).await?;
     }
-    let relay = relay_latencies(&pools, since).await;
+    let relay = relay_latencies(&bench.pools, since).await;
     println!("\n## Throughput\n");
     println!(
         "| orders | concurrency | POSTs accepted in | all terminal in | orders/s (terminal) | confirmed | relay p50 | relay p99 |"
@@ -325,15 +372,19 @@ async fn main() -> anyhow::Result<()> {
         percentile(&relay, 50.0),
         percentile(&relay, 99.0),
     );
+    Ok(())
+}
 
+/// Latency at each fixed rate of `--rates`.
+async fn fixed_rates(args: &Args, bench: &Bench) -> anyhow::Result<()> {
     println!("\n## Latency at a fixed rate (POST sent -> \"confirmed\" notification stored)\n");
     println!("| rate | orders | p50 | p90 | p99 | max | relay p50 | relay p99 |");
     println!("|---|---|---|---|---|---|---|---|");
     for rate in &args.rates {
         let since = Utc::now();
         let total = (*rate as u64 * args.seconds) as usize;
-        let lat = fixed_rate_run(&client, &orders_db, &notifications_db, *rate, total).await?;
-        let relay = relay_latencies(&pools, since).await;
+        let lat = bench.fixed_rate_run(*rate, total).await?;
+        let relay = relay_latencies(&bench.pools, since).await;
         println!(
             "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
             lat.len(),
@@ -345,12 +396,6 @@ async fn main() -> anyhow::Result<()> {
             percentile(&relay, 99.0),
         );
     }
-    for p in pools {
-        p.close().await;
-    }
-    payments_admin.close().await;
-    inventory_admin.close().await;
-    stop().await;
     Ok(())
 }
 
@@ -412,5 +457,5 @@ async fn place(client: &LabClient) -> anyhow::Result<Uuid> {
     let order = client
         .place_order("alice", &[("LATTE", 1, 5000), ("MOCHA", 1, 5500)])
         .await?;
-    Ok(order["id"].as_str().unwrap_or_default().parse()?)
+    Ok(order.id)
 }

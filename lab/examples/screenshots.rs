@@ -14,6 +14,7 @@ use lab::browser::Browser;
 use lab::dashboard::{Dashboard, SharedLab};
 use lab::{Lab, LabClient, LabConfig, Service};
 use serde_json::Value;
+use uuid::Uuid;
 
 const WIDTH: u32 = 1360;
 const HEIGHT: u32 = 1250;
@@ -34,8 +35,26 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let dashboard = Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)?;
+    let compensated = something_to_show(&shared, &client, &brokers).await?;
+    let browser = Browser::start_sized(WIDTH, HEIGHT).await;
+    for (name, page, ready) in views(&url, compensated) {
+        photograph(&browser, name, &page, ready, &out).await?;
+    }
+    browser.close().await;
+    dashboard.shutdown().await;
+    if let Some(lab) = shared.lock().await.take() {
+        lab.shutdown().await;
+    }
+    Ok(())
+}
 
-    // One order of each path, and what they leave behind.
+/// One order of each path and what they leave behind, a poison record, and two orders waiting
+/// for the stopped inventory service; returns the compensated order's id.
+async fn something_to_show(
+    shared: &SharedLab,
+    client: &LabClient,
+    brokers: &str,
+) -> anyhow::Result<Uuid> {
     let mut ids = Vec::new();
     for (customer, sku, price) in [
         ("alice", "LATTE", 5000),
@@ -46,11 +65,12 @@ async fn main() -> anyhow::Result<()> {
         let order = client
             .place_order(customer, &[(sku, quantity, price)])
             .await?;
-        let id = order["id"].as_str().unwrap_or_default().to_owned();
-        client.wait_terminal(&id, Duration::from_secs(30)).await?;
-        ids.push(id);
+        client
+            .wait_terminal(order.id, Duration::from_secs(30))
+            .await?;
+        ids.push(order.id);
     }
-    let producer = saga_shared::kafka::producer(&brokers)?;
+    let producer = saga_shared::kafka::producer(brokers)?;
     lab::poison::publish(&producer, "order.created", lab::poison::PoisonKind::Garbage).await?;
     drop(producer);
     shared
@@ -65,10 +85,12 @@ async fn main() -> anyhow::Result<()> {
             .place_order("alice", &[("AMERICANO", 1, 4000)])
             .await?;
     }
+    Ok(ids[2])
+}
 
-    let browser = Browser::start_sized(WIDTH, HEIGHT).await;
-    let compensated = &ids[2];
-    let shots: [(&str, String, &str); 7] = [
+/// Each view: its name, its URL, and what shows it is drawn.
+fn views(url: &str, compensated: Uuid) -> [(&'static str, String, &'static str); 7] {
+    [
         ("chain", format!("{url}/#/"), "#svc-inventory .lag"),
         ("orders", format!("{url}/#/orders"), "#orders tbody tr"),
         (
@@ -92,44 +114,48 @@ async fn main() -> anyhow::Result<()> {
             format!("{url}/#/dlq"),
             "[data-dlq='order.created.dlq'] table",
         ),
-    ];
-    for (name, page, ready) in shots {
-        browser.goto(&page).await;
-        if name == "topic" {
-            // Browse a partition that has records (the page opens on partition 0).
-            browser.wait_for("#partitions tbody tr").await;
-            browser
-                .execute(
-                    "const row = [...document.querySelectorAll('#partitions tbody tr')]\
-                       .find((r) => Number(r.cells[3].textContent) > 0);\
-                     document.getElementById('partition').value = row.cells[0].textContent;\
-                     document.querySelector('form button[type=submit]').click();",
-                    serde_json::json!([]),
-                )
+    ]
+}
+
+/// Opens `page`, waits for `ready` and a few live snapshots, and writes
+/// `out/dashboard-<name>.png`.
+async fn photograph(
+    browser: &Browser,
+    name: &str,
+    page: &str,
+    ready: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    browser.goto(page).await;
+    if name == "topic" {
+        // Browse a partition that has records (the page opens on partition 0).
+        browser.wait_for("#partitions tbody tr").await;
+        browser
+            .execute(
+                "const row = [...document.querySelectorAll('#partitions tbody tr')]\
+                   .find((r) => Number(r.cells[3].textContent) > 0);\
+                 document.getElementById('partition').value = row.cells[0].textContent;\
+                 document.querySelector('form button[type=submit]').click();",
+                serde_json::json!([]),
+            )
+            .await;
+    }
+    browser.wait_for(ready).await;
+    // The live numbers and charts have a few snapshots to show.
+    lab::client::eventually(
+        "three snapshots on the page",
+        Duration::from_secs(30),
+        || async {
+            let n: Value = browser
+                .execute("return state.history.length;", serde_json::json!([]))
                 .await;
-        }
-        browser.wait_for(ready).await;
-        // The live numbers and charts have a few snapshots to show.
-        lab::client::eventually(
-            "three snapshots on the page",
-            Duration::from_secs(30),
-            || async {
-                let n: Value = browser
-                    .execute("return state.history.length;", serde_json::json!([]))
-                    .await;
-                (n.as_u64()? >= 3).then_some(())
-            },
-        )
-        .await?;
-        let png = browser.screenshot().await;
-        let path = out.join(format!("dashboard-{name}.png"));
-        std::fs::write(&path, png)?;
-        eprintln!("  wrote {}", path.display());
-    }
-    browser.close().await;
-    dashboard.shutdown().await;
-    if let Some(lab) = shared.lock().await.take() {
-        lab.shutdown().await;
-    }
+            (n.as_u64()? >= 3).then_some(())
+        },
+    )
+    .await?;
+    let png = browser.screenshot().await;
+    let path = out.join(format!("dashboard-{name}.png"));
+    std::fs::write(&path, png)?;
+    eprintln!("  wrote {}", path.display());
     Ok(())
 }

@@ -1,8 +1,15 @@
 //! A small HTTP client for the services, used by the lab's commands, the tests and the benchmark.
+//! It speaks the services' own types: what it sends and what it reads are theirs.
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use inventory_service::api::Product;
+use notification_service::api::{Notification, NotificationKind};
+use order_service::api::Order;
+use order_service::domain::{LineRequest, OrderRequest};
+use payment_service::api::{Payment, Wallet};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
 
 use crate::system::{Lab, Service};
 
@@ -16,6 +23,12 @@ pub enum ClientError {
         url: String,
         status: u16,
         body: String,
+    },
+    #[error("{method} {url} answered with a body that is not what it documents: {error}")]
+    Body {
+        method: &'static str,
+        url: String,
+        error: String,
     },
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
@@ -42,10 +55,10 @@ impl LabClient {
     }
 
     pub fn with_urls(
-        order: String,
-        payment: String,
-        inventory: String,
-        notification: String,
+        order: impl Into<String>,
+        payment: impl Into<String>,
+        inventory: impl Into<String>,
+        notification: impl Into<String>,
     ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
@@ -54,10 +67,10 @@ impl LabClient {
             .expect("reqwest client builds");
         Self {
             http,
-            order,
-            payment,
-            inventory,
-            notification,
+            order: order.into(),
+            payment: payment.into(),
+            inventory: inventory.into(),
+            notification: notification.into(),
         }
     }
 
@@ -65,157 +78,145 @@ impl LabClient {
         &self.http
     }
 
-    async fn get(&self, url: String) -> Result<Value, ClientError> {
+    /// `GET url`, which must answer 200 with a `T`.
+    async fn get<T: DeserializeOwned>(&self, url: String) -> Result<T, ClientError> {
         let res = self.http.get(&url).send().await?;
+        Self::decode("GET", url, 200, res).await
+    }
+
+    /// `res` as a `T` if it has status `expected`, else the status and body as an error.
+    async fn decode<T: DeserializeOwned>(
+        method: &'static str,
+        url: String,
+        expected: u16,
+        res: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let status = res.status().as_u16();
         let body = res.text().await?;
-        if status != 200 {
+        if status != expected {
             return Err(ClientError::Status {
-                method: "GET",
+                method,
                 url,
                 status,
                 body,
             });
         }
-        Ok(serde_json::from_str(&body).unwrap_or(Value::String(body)))
+        serde_json::from_str(&body).map_err(|e| ClientError::Body {
+            method,
+            url,
+            error: e.to_string(),
+        })
     }
 
-    /// `POST /orders`; returns the created order.
+    /// `POST /orders` of `customer` buying `items` (sku, quantity, unit price); returns the
+    /// created order.
     pub async fn place_order(
         &self,
         customer: &str,
         items: &[(&str, i64, i64)],
-    ) -> Result<Value, ClientError> {
-        let items: Vec<Value> = items
+    ) -> Result<Order, ClientError> {
+        let items = items
             .iter()
-            .map(|(sku, q, p)| json!({"sku": sku, "quantity": q, "unit_price": p}))
+            .map(|&(sku, quantity, unit_price)| LineRequest {
+                sku: sku.to_owned(),
+                quantity,
+                unit_price,
+            })
             .collect();
-        self.post_order(json!({"customer_id": customer, "items": items}))
-            .await
+        self.post_order(&OrderRequest {
+            customer_id: customer.to_owned(),
+            items,
+            currency: None,
+        })
+        .await
     }
 
-    pub async fn post_order(&self, body: Value) -> Result<Value, ClientError> {
+    /// `POST /orders` with `request`; returns the created order.
+    pub async fn post_order(&self, request: &OrderRequest) -> Result<Order, ClientError> {
         let url = format!("{}/orders", self.order);
-        let res = self.http.post(&url).json(&body).send().await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        if status != 201 {
-            return Err(ClientError::Status {
-                method: "POST",
-                url,
-                status,
-                body: text,
-            });
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        let res = self.http.post(&url).json(request).send().await?;
+        Self::decode("POST", url, 201, res).await
     }
 
-    pub async fn order(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn order(&self, id: Uuid) -> Result<Order, ClientError> {
         self.get(format!("{}/orders/{id}", self.order)).await
     }
 
     pub async fn wallet_balance(&self, customer: &str) -> Result<i64, ClientError> {
-        let w = self
+        let wallet: Wallet = self
             .get(format!("{}/wallets/{customer}", self.payment))
             .await?;
-        Ok(w["balance"].as_i64().unwrap_or_default())
+        Ok(wallet.balance)
     }
 
-    pub async fn wallets(&self) -> Result<Value, ClientError> {
+    pub async fn wallets(&self) -> Result<Vec<Wallet>, ClientError> {
         self.get(format!("{}/wallets", self.payment)).await
     }
 
-    pub async fn payments(&self, order_id: &str) -> Result<Value, ClientError> {
+    pub async fn payments(&self, order_id: Uuid) -> Result<Vec<Payment>, ClientError> {
         self.get(format!("{}/payments?order_id={order_id}", self.payment))
             .await
     }
 
     /// `(stock, reserved)` of a product.
     pub async fn product(&self, sku: &str) -> Result<(i64, i64), ClientError> {
-        let p = self
+        let p: Product = self
             .get(format!("{}/products/{sku}", self.inventory))
             .await?;
-        Ok((
-            p["stock"].as_i64().unwrap_or_default(),
-            p["reserved"].as_i64().unwrap_or_default(),
-        ))
+        Ok((p.stock, p.reserved))
     }
 
-    pub async fn products(&self) -> Result<Value, ClientError> {
+    pub async fn products(&self) -> Result<Vec<Product>, ClientError> {
         self.get(format!("{}/products", self.inventory)).await
     }
 
-    pub async fn notifications(&self, order_id: &str) -> Result<Vec<Value>, ClientError> {
-        let v = self
-            .get(format!(
-                "{}/notifications?order_id={order_id}",
-                self.notification
-            ))
-            .await?;
-        Ok(v.as_array().cloned().unwrap_or_default())
+    pub async fn notifications(&self, order_id: Uuid) -> Result<Vec<Notification>, ClientError> {
+        self.get(format!(
+            "{}/notifications?order_id={order_id}",
+            self.notification
+        ))
+        .await
     }
 
     /// Polls the order until it is CONFIRMED or CANCELLED, or `timeout` passes.
-    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Result<Value, ClientError> {
+    pub async fn wait_terminal(&self, id: Uuid, timeout: Duration) -> Result<Order, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let order = self.order(id).await?;
-            if matches!(order["status"].as_str(), Some("CONFIRMED" | "CANCELLED")) {
+            if order.status.is_terminal() {
                 return Ok(order);
             }
             if Instant::now() > deadline {
                 return Err(ClientError::Timeout(
                     timeout,
-                    format!("order {id} ({})", order["status"]),
+                    format!("order {id} ({})", order.status.as_str()),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Polls until the order has notification `kind`.
+    /// Polls until the order has a notification of `kind`; returns all of the order's.
     pub async fn wait_notification(
         &self,
-        id: &str,
-        kind: &str,
+        id: Uuid,
+        kind: NotificationKind,
         timeout: Duration,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Vec<Notification>, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let n = self.notifications(id).await?;
-            if n.iter().any(|n| n["kind"] == kind) {
+            if n.iter().any(|n| n.kind == kind) {
                 return Ok(n);
             }
             if Instant::now() > deadline {
                 return Err(ClientError::Timeout(
                     timeout,
-                    format!("a {kind:?} notification for {id}"),
+                    format!("a {:?} notification for {id}", kind.as_str()),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// Whether a terminal order's timeline holds every step its ending implies. Events of different
-/// topics may reach the order service in any order, so an order can be terminal a moment before an
-/// earlier step is recorded.
-pub fn timeline_complete(order: &Value) -> bool {
-    let events: Vec<&str> = order["timeline"]
-        .as_array()
-        .map(|t| t.iter().filter_map(|e| e["event"].as_str()).collect())
-        .unwrap_or_default();
-    let has = |e: &str| events.contains(&e);
-    match order["status"].as_str() {
-        Some("CONFIRMED") => has("payment.completed") && has("inventory.updated"),
-        Some("CANCELLED") if has("payment.failed") => has("order.cancelled"),
-        Some("CANCELLED") => {
-            has("payment.completed")
-                && has("inventory.failed")
-                && has("payment.refunded")
-                && has("order.cancelled")
-        }
-        _ => false,
     }
 }
 

@@ -34,7 +34,8 @@ use saga_shared::events::{SagaEvent, Topic};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Where the entries go.
+/// Where the entries go: the lab's own topic, not part of the services' contract (no service
+/// reads or writes it, and `saga_shared::events::Topic` does not name it).
 pub const TOPIC: &str = "ledger.entries";
 /// The consumer group, and the transactional id of its producer.
 pub const GROUP: &str = "ledger";
@@ -207,7 +208,7 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
             .group_metadata()
             .ok_or_else(|| anyhow::anyhow!("no group metadata yet"))?;
         producer.send_offsets_to_transaction(&offsets, &group, WAIT)?;
-        saga_shared::kafka::drain(&producer, WAIT)?;
+        crate::kafka::drain(&producer, WAIT)?;
         producer.commit_transaction(WAIT)?;
     }
     Ok(())
@@ -234,7 +235,7 @@ fn counted_ids(brokers: &str, stop: &AtomicBool) -> anyhow::Result<HashSet<Uuid>
         .create_with_context(crate::EndIsNotAnError)?;
     let mut assignment = TopicPartitionList::new();
     let mut open = 0usize;
-    for p in saga_shared::kafka::partitions_of(&reader, TOPIC, WAIT)? {
+    for p in crate::kafka::partitions_of(&reader, TOPIC, WAIT)? {
         let (low, high) = reader.fetch_watermarks(TOPIC, p, WAIT)?;
         if high > low {
             assignment.add_partition_offset(TOPIC, p, Offset::Offset(low))?;

@@ -1,6 +1,7 @@
 //! The saga lab in one process: a throwaway PostgreSQL ([`pg`]), the embedded broker and the four
 //! services ([`system::Lab`]), a small HTTP client for them ([`client`]), the dashboard with its
-//! control API ([`dashboard`]) and a consumer-group inspector ([`groups`], `lab groups`).
+//! control API ([`dashboard`]), a consumer-group inspector ([`groups`], `lab groups`), the DLQ
+//! workbench ([`dlq`]) and the ledger ([`ledger`]).
 //!
 //! The `lab` binary, the integration tests in `tests/` and the benchmark all start the system
 //! through [`system::Lab::start`], so the tests check exactly what a user runs.
@@ -8,7 +9,9 @@
 pub mod browser;
 pub mod client;
 pub mod dashboard;
+pub mod dlq;
 pub mod groups;
+pub mod kafka;
 pub mod ledger;
 pub mod lock;
 pub mod pg;

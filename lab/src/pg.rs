@@ -9,11 +9,17 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 /// One service database and the role that owns it (from the service's declaration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceDb {
-    pub database: &'static str,
+    pub database: String,
     pub role: String,
 }
 
 impl ServiceDb {
+    /// The same with `suffix` appended to the database's name (several labs on one server).
+    pub fn with_suffix(mut self, suffix: &str) -> Self {
+        self.database.push_str(suffix);
+        self
+    }
+
     /// Lab-only password of the role (the server listens on 127.0.0.1 only).
     pub fn password(&self) -> String {
         format!("{}-lab", self.role)
@@ -29,6 +35,10 @@ impl ServiceDb {
         )
     }
 }
+
+/// SQLSTATE of `CREATE ROLE` for a role that exists, and of a catalog row written twice at once.
+const DUPLICATE_OBJECT: &str = "42710";
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// Superuser operations on a server given by the URL of its `postgres` database.
 #[derive(Debug, Clone)]
@@ -63,17 +73,27 @@ impl PgAdmin {
                     .fetch_one(&mut conn)
                     .await?;
             if !role_exists {
-                // Identifiers and password are constants of this module, not user input.
-                conn.execute(AssertSqlSafe(format!(
-                    "CREATE ROLE {} LOGIN PASSWORD '{}'",
-                    db.role,
-                    db.password()
-                )))
-                .await?;
+                // Identifiers and password are constants of this module, not user input. Another
+                // lab on the same server may create the role at the same moment: that is fine.
+                let created = conn
+                    .execute(AssertSqlSafe(format!(
+                        "CREATE ROLE {} LOGIN PASSWORD '{}'",
+                        db.role,
+                        db.password()
+                    )))
+                    .await;
+                match created {
+                    Err(sqlx::Error::Database(e))
+                        if e.code().as_deref() == Some(DUPLICATE_OBJECT)
+                            || e.code().as_deref() == Some(UNIQUE_VIOLATION) => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
             let db_exists: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(db.database)
+                    .bind(&db.database)
                     .fetch_one(&mut conn)
                     .await?;
             if !db_exists {
@@ -94,28 +114,32 @@ impl PgAdmin {
         Ok(dbs.each_ref().map(|db| db.url(&host, port)))
     }
 
+    /// Drops `database` and the connections to it, if it exists.
+    pub async fn drop_database(&self, database: &str) -> Result<(), PgError> {
+        self.execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .await
+    }
+
     /// Makes `database` refuse new connections and drops the current ones (fault injection).
     pub async fn block_database(&self, database: &str) -> Result<(), PgError> {
-        let mut conn = PgConnection::connect(&self.url).await?;
-        conn.execute(AssertSqlSafe(format!(
-            "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
-        )))
-        .await?;
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-            .bind(database)
-            .execute(&mut conn)
-            .await?;
-        conn.close().await?;
-        Ok(())
+        self.execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ))
+        .await
     }
 
     /// Lets `database` accept connections again.
     pub async fn unblock_database(&self, database: &str) -> Result<(), PgError> {
+        self.execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+            .await
+    }
+
+    /// Runs `sql` as the superuser. Database names are the lab's own identifiers, never user
+    /// input.
+    async fn execute(&self, sql: &str) -> Result<(), PgError> {
         let mut conn = PgConnection::connect(&self.url).await?;
-        conn.execute(AssertSqlSafe(format!(
-            "ALTER DATABASE {database} ALLOW_CONNECTIONS true"
-        )))
-        .await?;
+        conn.execute(AssertSqlSafe(sql.to_owned())).await?;
         conn.close().await?;
         Ok(())
     }

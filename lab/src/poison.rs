@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of poison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PoisonKind {
     /// Bytes that are not JSON, no headers.

@@ -71,7 +71,7 @@ impl Service {
     /// Its database and the role that owns it.
     pub fn db(self) -> ServiceDb {
         self.declared(|d| ServiceDb {
-            database: d.database,
+            database: d.database.to_owned(),
             role: d.role.clone(),
         })
     }
@@ -84,7 +84,7 @@ impl Service {
                 port: S::DEFAULT_PORT,
                 database: S::DATABASE,
                 role: S::database_role(),
-                consumes: saga_shared::consumer::Handler::topics(&S::Handler::default()),
+                consumes: S::consumes(),
                 publishes: S::PUBLISHES,
             }
         }
@@ -194,6 +194,9 @@ pub struct LabConfig {
     /// The services started with the lab (all by default); the others can be started later
     /// with [`Lab::start_service`] (`lab start <service>`).
     pub services: std::collections::BTreeSet<Service>,
+    /// Appended to each service database's name (empty: `orders`, `payments`, ...), so that
+    /// several labs can share one PostgreSQL server given by `postgres_url` (the tests do).
+    pub database_suffix: String,
 }
 
 impl LabConfig {
@@ -221,6 +224,7 @@ impl LabConfig {
             host: "127.0.0.1".into(),
             service: CommonConfig::new("", ""),
             services: Service::ALL.into_iter().collect(),
+            database_suffix: String::new(),
         }
     }
 }
@@ -239,6 +243,8 @@ pub struct Lab {
     config: LabConfig,
     postgres: Option<TempPostgres>,
     admin: PgAdmin,
+    /// Each service's database and role, in [`Service::ALL`]'s order.
+    dbs: [ServiceDb; 4],
     db_urls: [String; 4],
     broker: Option<broker::BrokerHandle>,
     broker_addr: Option<SocketAddr>,
@@ -325,14 +331,14 @@ impl Lab {
             }
         };
         progress("creating databases and roles");
-        let db_urls = admin
-            .create_service_databases(&Service::ALL.map(Service::db))
-            .await?;
+        let dbs = Service::ALL.map(|svc| svc.db().with_suffix(&config.database_suffix));
+        let db_urls = admin.create_service_databases(&dbs).await?;
         let mut lab = Lab {
             _lock: lock,
             config,
             postgres,
             admin,
+            dbs,
             db_urls,
             broker: None,
             broker_addr: None,
@@ -518,6 +524,11 @@ impl Lab {
     /// Bootstrap servers of the broker.
     pub fn brokers(&self) -> &str {
         &self.brokers
+    }
+
+    /// The name of a service's database (its declared one, with the lab's suffix).
+    pub fn database(&self, svc: Service) -> &str {
+        &self.dbs[svc as usize].database
     }
 
     /// URL of a service's database (as its own role).

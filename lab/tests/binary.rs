@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lab::LabClient;
+use order_service::domain::OrderStatus;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
@@ -148,19 +149,19 @@ impl RunningLab {
     }
 
     /// Places an order and waits until it is CONFIRMED; returns its id.
-    async fn order_confirmed(&self) -> String {
+    async fn order_confirmed(&self) -> uuid::Uuid {
         let client = self.client();
         let order = client
             .place_order("alice", &[("LATTE", 1, 5000)])
             .await
             .unwrap();
-        let id = order["id"].as_str().unwrap();
+        let id = order.id;
         let done = client
             .wait_terminal(id, Duration::from_secs(60))
             .await
             .unwrap();
-        assert_eq!(done["status"], "CONFIRMED");
-        id.to_owned()
+        assert_eq!(done.status, OrderStatus::Confirmed);
+        id
     }
 
     /// Ctrl-C, then the lines printed after it; asserts a clean exit.
@@ -319,8 +320,8 @@ async fn lab_runs_below_a_private_folder_and_keeps_its_data() {
 
     // The second run, with --data-dir, finds the first run's data.
     let lab = RunningLab::start(DataDir::Flag(&data_dir), Duration::from_secs(60)).await;
-    let order = lab.client().order(&id).await.unwrap();
-    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let order = lab.client().order(id).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed, "{order:?}");
     lab.stop().await;
     remove_relocated(&data_dir);
 }
@@ -342,8 +343,8 @@ async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orde
         .place_order("alice", &[("MOCHA", 1, 5500)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
-    assert_eq!(order["status"], "PENDING");
+    let id = order.id;
+    assert_eq!(order.status, OrderStatus::Pending);
     lab.kill_process_group().await;
 
     let restarted = Instant::now();
@@ -352,12 +353,13 @@ async fn lab_killed_with_sigkill_starts_again_at_once_and_finishes_accepted_orde
     assert!(took < Duration::from_secs(20), "ready after {took:?}");
     let done = lab
         .client()
-        .wait_terminal(&id, Duration::from_secs(30))
+        .wait_terminal(id, Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(
-        done["status"], "CONFIRMED",
-        "the order accepted before the kill completes: {done}"
+        done.status,
+        OrderStatus::Confirmed,
+        "the order accepted before the kill completes: {done:?}"
     );
     lab.stop().await;
     remove_relocated(dir.path());
@@ -503,7 +505,7 @@ async fn a_not_ready_answer_is_not_logged_as_an_error() {
         "postgres://postgres:{password}@127.0.0.1:{port}/postgres"
     ));
     let database = lab::Service::Payment.db().database;
-    admin.block_database(database).await.unwrap();
+    admin.block_database(&database).await.unwrap();
     let http = reqwest::Client::new();
     let ready = format!("{}/ready", lab.payment_url);
     lab::client::eventually(
@@ -516,7 +518,7 @@ async fn a_not_ready_answer_is_not_logged_as_an_error() {
     )
     .await
     .expect("payment's /ready answers 503 without its database");
-    admin.unblock_database(database).await.unwrap();
+    admin.unblock_database(&database).await.unwrap();
     // A real server error is still an ERROR: the log shows it (checked in saga-shared's tests).
     let printed = lab.printed.clone();
     let rest = lab.stop().await;

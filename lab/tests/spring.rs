@@ -28,7 +28,7 @@ async fn the_spring_app_reads_orders_and_dead_letters_what_it_cannot_read(apache
         .place_order("alice", &[("LATTE", 1, 5000)])
         .await
         .unwrap();
-    let before = before["id"].as_str().unwrap().to_owned();
+    let before = before.id.to_string();
 
     jvm::built(JAR, "examples/spring");
     let servers = format!("--spring.kafka.bootstrap-servers={brokers}");
@@ -58,7 +58,7 @@ async fn the_spring_app_reads_orders_and_dead_letters_what_it_cannot_read(apache
         .place_order("bob", &[("MOCHA", 2, 5500)])
         .await
         .unwrap();
-    let after = after["id"].as_str().unwrap().to_owned();
+    let after = after.id.to_string();
     let line = app.wait_for(&["consumed order", &after]).await;
     assert!(line.contains("customer=bob"), "{line}");
     t.stop().await;

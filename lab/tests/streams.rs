@@ -70,8 +70,7 @@ fn last_committed(brokers: &str) -> BTreeMap<String, i64> {
         .create_with_context(lab::EndIsNotAnError)
         .unwrap();
     let partitions =
-        saga_shared::kafka::partitions_of(&consumer, TOPIC, std::time::Duration::from_secs(10))
-            .unwrap();
+        lab::kafka::partitions_of(&consumer, TOPIC, std::time::Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
         tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
@@ -134,16 +133,16 @@ async fn the_streams_app_counts_what_the_saga_did(apache_kafka: bool, changelogs
     let mut ids = Vec::new();
     for _ in 0..3 {
         let order = c.place_order("alice", &[("LATTE", 1, 5000)]).await.unwrap();
-        ids.push(order["id"].as_str().unwrap().to_owned());
+        ids.push(order.id);
     }
     // Charged, then refunded: out of stock.
     let order = c
         .place_order("carol", &[("LATTE", 1, 5000), ("ICED_TEA", 2, 4500)])
         .await
         .unwrap();
-    ids.push(order["id"].as_str().unwrap().to_owned());
+    ids.push(order.id);
     for id in &ids {
-        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+        c.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
     }
 
     let want_spending: BTreeMap<String, i64> =

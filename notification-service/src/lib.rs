@@ -17,9 +17,6 @@ use saga_shared::config::CommonConfig;
 use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
-/// The `ce_source` of events this service publishes.
-pub const SOURCE: &str = "/notification-service";
-
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/notifications");
 
 /// Settings of the notification service.

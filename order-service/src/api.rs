@@ -10,12 +10,13 @@ use saga_shared::domain::{CustomerId, Won};
 use saga_shared::events::{CURRENCY, LineItem, OrderCreated, Topic, topics};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
 use saga_shared::outbox;
+use saga_shared::service::SagaService;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::SOURCE;
+use crate::OrderService;
 use crate::domain::{LineRequest, NewOrder, OrderRequest, OrderStatus};
 
 /// An order as the API shows it.
@@ -36,8 +37,30 @@ pub struct Order {
     pub timeline: Vec<TimelineEntry>,
 }
 
+impl Order {
+    /// Whether a terminal order's timeline holds every step its ending implies. Events of
+    /// different topics may reach the order service in any order, so an order can be terminal a
+    /// moment before an earlier step is recorded.
+    pub fn timeline_complete(&self) -> bool {
+        let has = |topic: Topic| self.timeline.iter().any(|e| e.event == topic.name());
+        match self.status {
+            OrderStatus::Confirmed => has(Topic::PaymentCompleted) && has(Topic::InventoryUpdated),
+            OrderStatus::Cancelled if has(Topic::PaymentFailed) => has(Topic::OrderCancelled),
+            OrderStatus::Cancelled => [
+                Topic::PaymentCompleted,
+                Topic::InventoryFailed,
+                Topic::PaymentRefunded,
+                Topic::OrderCancelled,
+            ]
+            .into_iter()
+            .all(has),
+            OrderStatus::Pending | OrderStatus::Paid | OrderStatus::Compensating => false,
+        }
+    }
+}
+
 /// One saga step of an order.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineEntry {
     /// The event type (= topic), e.g. `payment.completed`.
     pub event: String,
@@ -122,7 +145,7 @@ pub async fn create_order(
         return Ok(replayed(first));
     }
     let id = Uuid::now_v7();
-    let mut envelope = Envelope::first::<OrderCreated>(SOURCE, id);
+    let mut envelope = Envelope::first::<OrderCreated>(&OrderService::source(), id);
     // PostgreSQL keeps microseconds: the answer shows the time as stored, so a retry's answer
     // (read back) and `GET /orders/{id}` show the same.
     envelope.time = envelope.time.trunc_subsecs(6);

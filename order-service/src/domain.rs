@@ -24,7 +24,7 @@ pub enum ValidationError {
 }
 
 /// The body of `POST /orders`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     #[schema(example = "alice")]
@@ -36,7 +36,7 @@ pub struct OrderRequest {
 }
 
 /// One line of `POST /orders`, as sent (checked by [`NewOrder::parse`]).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     #[schema(example = "LATTE")]

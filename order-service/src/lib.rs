@@ -18,9 +18,6 @@ use saga_shared::config::CommonConfig;
 use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
 
-/// The `ce_source` of events this service publishes.
-pub const SOURCE: &str = "/order-service";
-
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/orders");
 
 /// Settings of the order service.

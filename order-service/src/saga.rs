@@ -1,53 +1,54 @@
 //! Moves orders through the saga as payment and inventory events arrive.
 
-use futures_util::future::BoxFuture;
-use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::consumer::{HandleError, Handler};
 use saga_shared::domain::CustomerId;
-use saga_shared::events::{OrderCancelled, SagaEvent, Topic, topics};
+use saga_shared::envelope::Envelope;
+use saga_shared::events::{OrderCancelled, topics};
 use saga_shared::outbox;
+use saga_shared::service::SagaService;
 use sqlx::PgConnection;
 
-use crate::SOURCE;
+use crate::OrderService;
 use crate::domain::OrderStatus;
 
 /// The order service's reaction to the saga's events.
 #[derive(Debug, Default)]
 pub struct OrderSaga;
 
-impl Handler for OrderSaga {
-    fn topics(&self) -> &'static [Topic] {
-        &[
-            Topic::PaymentCompleted,
-            Topic::PaymentFailed,
-            Topic::InventoryUpdated,
-            Topic::InventoryFailed,
-            Topic::PaymentRefunded,
-        ]
-    }
+saga_shared::consumes! {
+    /// What the order service follows: every step of its orders' sagas after their creation.
+    pub enum Consumed { PaymentCompleted, PaymentFailed, InventoryUpdated, InventoryFailed, PaymentRefunded }
+    ignores { OrderCreated, OrderCancelled }
+}
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a Incoming,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(apply(conn, event))
+impl Handler for OrderSaga {
+    type Consumed = Consumed;
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        event: Consumed,
+    ) -> Result<(), HandleError> {
+        apply(conn, envelope, event).await
     }
 }
 
-async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleError> {
-    // The runner decoded the payload by its topic. `detail` goes to the timeline;
-    // `cause` is why the order fails, if the event says so.
-    let (detail, cause): (String, Option<&str>) = match &event.event {
-        SagaEvent::PaymentCompleted(e) => (format!("charged {} {}", e.amount, e.currency), None),
-        SagaEvent::PaymentFailed(e) => (e.reason.clone(), Some(&e.reason)),
-        SagaEvent::InventoryUpdated(_) => ("stock reserved".into(), None),
-        SagaEvent::InventoryFailed(e) => (e.reason.clone(), Some(&e.reason)),
-        SagaEvent::PaymentRefunded(e) => (format!("refunded {}", e.amount), Some(&e.reason)),
-        SagaEvent::OrderCreated(_) | SagaEvent::OrderCancelled(_) => {
-            return Err(HandleError::not_consumed(event.topic()));
-        }
+async fn apply(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    event: Consumed,
+) -> Result<(), HandleError> {
+    let topic = event.topic();
+    // `detail` goes to the timeline; `cause` is why the order fails, if the event says so.
+    let (detail, cause): (String, Option<String>) = match event {
+        Consumed::PaymentCompleted(e) => (format!("charged {} {}", e.amount, e.currency), None),
+        Consumed::PaymentFailed(e) => (e.reason.clone(), Some(e.reason)),
+        Consumed::InventoryUpdated(_) => ("stock reserved".into(), None),
+        Consumed::InventoryFailed(e) => (e.reason.clone(), Some(e.reason)),
+        Consumed::PaymentRefunded(e) => (format!("refunded {}", e.amount), Some(e.reason)),
     };
-    let order_id = event.envelope.correlation_id;
+    let order_id = envelope.correlation_id;
     let row: Option<(String, CustomerId, Option<String>)> =
         sqlx::query_as("SELECT status, customer_id, reason FROM orders WHERE id = $1 FOR UPDATE")
             .bind(order_id)
@@ -58,14 +59,12 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
     };
     let current = OrderStatus::parse(&status)
         .ok_or_else(|| HandleError::Transient(format!("order {order_id} has status {status}")))?;
-    let next = current.on_event(event.topic());
+    let next = current.on_event(topic);
     let after = next.unwrap_or(current);
     // The order keeps the first cause it learns (events may arrive in any order, but every
     // failure event of one saga names the same root cause).
     let new_reason = match (next, &reason) {
-        (Some(OrderStatus::Cancelled | OrderStatus::Compensating), None) => {
-            cause.map(str::to_owned)
-        }
+        (Some(OrderStatus::Cancelled | OrderStatus::Compensating), None) => cause,
         (_, r) => r.clone(),
     };
     // Timeline entry and status change in one statement.
@@ -77,9 +76,9 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
          WHERE id = $1 AND $8",
     )
     .bind(order_id)
-    .bind(event.topic().name())
-    .bind(event.envelope.id)
-    .bind(event.envelope.time)
+    .bind(topic.name())
+    .bind(envelope.id)
+    .bind(envelope.time)
     .bind(after.as_str())
     .bind(&detail)
     .bind(&new_reason)
@@ -95,7 +94,7 @@ async fn apply(conn: &mut PgConnection, event: &Incoming) -> Result<(), HandleEr
             customer_id,
             reason: reason.unwrap_or_else(|| "cancelled".into()),
         };
-        let envelope = event.envelope.next::<OrderCancelled>(SOURCE);
+        let envelope = envelope.next::<OrderCancelled>(&OrderService::source());
         outbox::enqueue(conn, &envelope, &cancelled).await?;
         sqlx::query(
             "INSERT INTO order_timeline (order_id, event_type, event_id, occurred_at, status_after, detail) \

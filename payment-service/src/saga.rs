@@ -1,46 +1,43 @@
 //! Charges wallets on `order.created` and refunds them on `inventory.failed`.
 
-use futures_util::future::BoxFuture;
-use saga_shared::consumer::{HandleError, Handler, Incoming};
+use saga_shared::consumer::{HandleError, Handler};
 use saga_shared::domain::{CustomerId, Won};
 use saga_shared::envelope::Envelope;
 use saga_shared::events::{
     CURRENCY, InventoryFailed, OrderCreated, PaymentCompleted, PaymentFailed, PaymentRefunded,
-    SagaEvent, Topic, lines_total,
+    lines_total,
 };
 use saga_shared::outbox;
+use saga_shared::service::SagaService;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::SOURCE;
+use crate::PaymentService;
 use crate::api::PaymentStatus;
 
 /// The payment service's reaction to the saga's events.
 #[derive(Debug, Default)]
 pub struct PaymentSaga;
 
-impl Handler for PaymentSaga {
-    fn topics(&self) -> &'static [Topic] {
-        &[Topic::OrderCreated, Topic::InventoryFailed]
-    }
+saga_shared::consumes! {
+    /// What the payment service reacts to: a new order is charged, a failed reservation refunded.
+    pub enum Consumed { OrderCreated, InventoryFailed }
+    ignores { PaymentCompleted, PaymentFailed, InventoryUpdated, PaymentRefunded, OrderCancelled }
+}
 
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: &'a Incoming,
-    ) -> BoxFuture<'a, Result<(), HandleError>> {
-        Box::pin(async move {
-            let envelope = &event.envelope;
-            match &event.event {
-                SagaEvent::OrderCreated(order) => charge(conn, envelope, order).await,
-                SagaEvent::InventoryFailed(failed) => refund(conn, envelope, failed).await,
-                SagaEvent::PaymentCompleted(_)
-                | SagaEvent::PaymentFailed(_)
-                | SagaEvent::InventoryUpdated(_)
-                | SagaEvent::PaymentRefunded(_)
-                | SagaEvent::OrderCancelled(_) => Err(HandleError::not_consumed(event.topic())),
-            }
-        })
+impl Handler for PaymentSaga {
+    type Consumed = Consumed;
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        event: Consumed,
+    ) -> Result<(), HandleError> {
+        match event {
+            Consumed::OrderCreated(order) => charge(conn, envelope, &order).await,
+            Consumed::InventoryFailed(failed) => refund(conn, envelope, &failed).await,
+        }
     }
 }
 
@@ -97,7 +94,7 @@ async fn charge(
             currency: order.currency.clone(),
             items: order.items.clone(),
         };
-        let env = envelope.next::<PaymentCompleted>(SOURCE);
+        let env = envelope.next::<PaymentCompleted>(&PaymentService::source());
         outbox::enqueue(conn, &env, &completed).await?;
         metrics::counter!("payments_total", "outcome" => "captured").increment(1);
         return Ok(());
@@ -136,7 +133,7 @@ async fn refuse(
         customer_id: order.customer_id.clone(),
         reason,
     };
-    let env = envelope.next::<PaymentFailed>(SOURCE);
+    let env = envelope.next::<PaymentFailed>(&PaymentService::source());
     outbox::enqueue(conn, &env, &failed).await?;
     metrics::counter!("payments_total", "outcome" => "failed").increment(1);
     Ok(())
@@ -185,7 +182,7 @@ async fn refund(
         amount,
         reason: failed.reason.clone(),
     };
-    let env = envelope.next::<PaymentRefunded>(SOURCE);
+    let env = envelope.next::<PaymentRefunded>(&PaymentService::source());
     outbox::enqueue(conn, &env, &refunded).await?;
     metrics::counter!("payments_total", "outcome" => "refunded").increment(1);
     Ok(())

@@ -24,6 +24,25 @@ impl std::fmt::Display for Topic {
     }
 }
 
+/// A topic in JSON is its name.
+impl Serialize for Topic {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Topic::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{name:?} is not a topic of the saga ({})",
+                topics::ALL.join(", ")
+            ))
+        })
+    }
+}
+
 /// Topic names as strings (from [`Topic`]); the CloudEvents `ce_type` of an event is its topic.
 pub mod topics {
     use super::Topic;

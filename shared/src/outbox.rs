@@ -262,7 +262,7 @@ impl OutboxRelay {
     }
 }
 
-/// Rows not yet published (for readiness pages and tests).
+/// Events not yet published (the dashboard's "outbox N pending", and tests).
 pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         .fetch_one(pool)

@@ -22,7 +22,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use tokio::net::TcpListener;
 
 use crate::config::CommonConfig;
-use crate::consumer::{ConsumerRunner, Handler};
+use crate::consumer::{Consumed, ConsumerRunner, Handler, Subscription};
 use crate::events::Topic;
 use crate::faults::Faults;
 use crate::outbox::OutboxRelay;
@@ -122,11 +122,21 @@ pub trait SagaService: Send + Sync + 'static {
     const ROUTER: fn(PgPool) -> Router;
     /// Their OpenAPI document ([`document`] adds the endpoints every service has).
     const OPENAPI: fn() -> utoipa::openapi::OpenApi;
-    /// Its reaction to the events it consumes, which declares the topics it subscribes to.
+    /// Its reaction to the events it consumes, whose declaration is its subscription.
     type Handler: Handler + Default;
     /// The topics it publishes to (through its outbox). Its tests check that it publishes
     /// nothing else; the lab's dashboard draws the chain from these and the handlers' topics.
     const PUBLISHES: &'static [Topic];
+
+    /// The topics it consumes, from its handler's declaration ([`Handler::Consumed`]).
+    fn consumes() -> &'static [Topic] {
+        <<Self::Handler as Handler>::Consumed as Consumed>::TOPICS
+    }
+
+    /// The CloudEvents `ce_source` of the events it publishes: `/` and its name.
+    fn source() -> String {
+        format!("/{}", Self::NAME)
+    }
 
     /// The database role that owns [`SagaService::DATABASE`], e.g. `payment_service`.
     fn database_role() -> String {
@@ -176,7 +186,7 @@ pub async fn build<S: SagaService>(
         name,
     )
     .with_listening_flag(readiness.relay.clone());
-    let handler: Arc<dyn Handler> = Arc::new(S::Handler::default());
+    let handler: Arc<dyn Subscription> = Arc::new(S::Handler::default());
     let consumers = readiness
         .consumers
         .iter()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::consumer::{HandleError, Handler, Incoming};
+use crate::consumer::{HandleError, Incoming, Subscription};
 use crate::envelope::Envelope;
 use crate::events::{Event, SagaEvent, Topic};
 use crate::service::SagaService;
@@ -16,16 +16,21 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
     pub pool: PgPool,
-    handler: Arc<dyn Handler>,
+    handler: Arc<dyn Subscription>,
     publishes: &'static [Topic],
     http: reqwest::Client,
 }
 
 impl TestApp {
-    /// Migrates the (empty) database at `database_url` and serves `S`'s router on it, with the
-    /// middleware every service has, until the test's runtime ends.
-    pub async fn spawn<S: SagaService>(database_url: &str) -> TestApp {
-        let pool = crate::db::connect(database_url, 1, 5)
+    /// Service `S` on a fresh database (on the test binary's PostgreSQL server, see
+    /// [`lab_postgres::test_database`]), migrated like the real one, its router served with the
+    /// middleware every service has until the test's runtime ends: the one `spawn_app` of the
+    /// four services' tests.
+    pub async fn spawn<S: SagaService>() -> TestApp {
+        let database_url = lab_postgres::test_database()
+            .await
+            .expect("a fresh database on the tests' PostgreSQL server");
+        let pool = crate::db::connect(&database_url, 1, 5)
             .await
             .expect("the test database accepts connections");
         crate::db::migrator(S::MIGRATOR)
@@ -86,7 +91,7 @@ impl TestApp {
             event: SagaEvent::from(event),
         };
         let mut tx = self.pool.begin().await?;
-        self.handler.handle(&mut tx, &incoming).await?;
+        self.handler.deliver(&mut tx, &incoming).await?;
         tx.commit().await?;
         Ok(())
     }

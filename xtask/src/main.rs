@@ -5,7 +5,9 @@
 //!   pip, cargo-nextest with cargo), stops with the exact command to run where it cannot, builds
 //!   the Java parts with Maven (Apache Kafka's jars, the Java client suite, the Spring and Streams
 //!   examples: `MAVEN_PROJECTS`), checks the crates' docs (`cargo doc`, a broken intra-doc
-//!   link is an error), then runs `cargo nextest run --workspace [NEXTEST ARGS]`.
+//!   link is an error), builds the tests, starts one PostgreSQL for the whole suite (`lab
+//!   test-postgres`, passed to the tests as `LAB_TEST_POSTGRES_URL`), then runs `cargo nextest
+//!   run --workspace [NEXTEST ARGS]`.
 //! - `cargo xtask setup`: the same checks and installs, without running the tests.
 //! - `cargo xtask doctor`: only reports what is there and what is missing.
 
@@ -345,14 +347,74 @@ fn check_docs() -> Result<(), String> {
 }
 
 fn run_tests(args: &[String]) -> ExitCode {
+    // Built first, so that the suite's PostgreSQL can start from the `lab` binary.
+    let built = Command::new(cargo())
+        .args(["nextest", "run", "--workspace", "--no-run"])
+        .args(args)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return fail("the tests do not build (see above)");
+    }
+    let postgres = match SuitePostgres::start() {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
     let status = Command::new(cargo())
         .args(["nextest", "run", "--workspace"])
         .args(args)
+        .env(SHARED_TEST_SERVER, &postgres.url)
         .status();
+    drop(postgres);
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
         Err(e) => fail(&format!("cannot run cargo nextest: {e}")),
+    }
+}
+
+/// The variable that hands the tests the suite's PostgreSQL (`lab_postgres::SHARED_TEST_SERVER`).
+const SHARED_TEST_SERVER: &str = "LAB_TEST_POSTGRES_URL";
+
+/// One PostgreSQL server for the whole suite (`lab test-postgres`): every test takes a fresh
+/// database on it instead of starting a server of its own. It stops when this is dropped (its
+/// standard input closes).
+struct SuitePostgres {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SuitePostgres {
+    fn start() -> Result<Self, String> {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+            PathBuf::from,
+        );
+        let lab = target.join("debug").join("lab");
+        let mut child = Command::new(&lab)
+            .arg("test-postgres")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", lab.display()))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .map_err(|e| format!("reading the suite's PostgreSQL URL: {e}"))?;
+        let url = line.trim().to_owned();
+        if url.is_empty() {
+            let _ = child.wait();
+            return Err("the suite's PostgreSQL did not start (see above)".into());
+        }
+        println!("xtask: one PostgreSQL for the suite (lab test-postgres)");
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for SuitePostgres {
+    fn drop(&mut self) {
+        // Closing its standard input stops it, and it removes its files.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 

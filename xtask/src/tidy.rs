@@ -103,10 +103,21 @@ fn crate_dependencies_keep_the_layers() {
     let shared_only: BTreeSet<String> = ["saga-shared".to_owned()].into();
     // The broker knows nothing of the shop; the shared crate knows no service and no broker.
     assert_eq!(deps("broker"), none, "broker depends on no workspace crate");
+    // ... except, for the services' own tests only (its optional `testing` feature), the
+    // PostgreSQL server those tests share.
+    let test_server: BTreeSet<String> = ["lab-postgres".to_owned()].into();
     assert_eq!(
         deps("shared"),
-        none,
-        "saga-shared depends on no workspace crate"
+        test_server,
+        "saga-shared depends on no workspace crate but lab-postgres for `testing`"
+    );
+    let shared_manifest = std::fs::read_to_string(manifest("shared")).unwrap();
+    assert!(
+        shared_manifest
+            .lines()
+            .any(|l| l.starts_with("lab-postgres") && l.contains("optional = true"))
+            && shared_manifest.contains(r#"testing = ["dep:reqwest", "dep:lab-postgres"]"#),
+        "lab-postgres is an optional dependency of saga-shared, for `testing` only"
     );
     assert_eq!(deps("xtask"), none, "xtask depends on no workspace crate");
     assert_eq!(
@@ -131,13 +142,11 @@ fn crate_dependencies_keep_the_layers() {
             shared_only,
             "{service} depends on saga-shared only"
         );
-        // Its own tests bring a PostgreSQL server (and saga-shared's `testing`), nothing of the
-        // other services.
-        let test_support: BTreeSet<String> =
-            ["lab-postgres".to_owned(), "saga-shared".to_owned()].into();
+        // Its own tests bring saga-shared's `testing` (a PostgreSQL server with a database per
+        // test), nothing of the other services.
         assert!(
-            dev_deps(service).is_subset(&test_support),
-            "{service}'s tests depend on lab-postgres and saga-shared at most"
+            dev_deps(service).is_subset(&shared_only),
+            "{service}'s tests depend on saga-shared at most"
         );
     }
 }
@@ -396,4 +405,106 @@ fn the_broker_is_a_stack_without_import_circles() {
     }
     wrong.dedup();
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Longest function outside tests, in lines (its signature to its closing brace).
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// The start of a function item: `fn`, after any of `pub`, `pub(crate)`, `async`, `const`,
+/// `unsafe`; its name.
+fn function_name(code: &str) -> Option<&str> {
+    let mut rest = code;
+    for qualifier in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+    }
+    let name = rest.strip_prefix("fn ")?;
+    let end = name
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(name.len());
+    Some(&name[..end])
+}
+
+/// Each function of `text` (before its `#[cfg(test)]` module, outside `macro_rules!` bodies)
+/// longer than [`MAX_FUNCTION_LINES`]: its line and name and length. A function ends at the
+/// first line that is a closing brace at its own indentation, as rustfmt writes it.
+fn long_functions(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end_of_code = lines
+        .iter()
+        .position(|l| l.starts_with("#[cfg(test)]"))
+        .unwrap_or(lines.len());
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let closes = |from: usize, depth: usize| {
+        (from + 1..lines.len()).find(|&j| lines[j].trim_end() == format!("{}}}", " ".repeat(depth)))
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < end_of_code {
+        let line = lines[i];
+        let code = line.trim_start();
+        if code.starts_with("macro_rules!") {
+            i = closes(i, indent(line)).unwrap_or(i) + 1;
+            continue;
+        }
+        if let Some(name) = function_name(code)
+            && !code.ends_with(';')
+            && let Some(end) = closes(i, indent(line))
+        {
+            let length = end - i + 1;
+            if length > MAX_FUNCTION_LINES {
+                found.push((i + 1, name.to_owned(), length));
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+#[test]
+fn long_functions_are_found_and_macros_and_tests_are_not() {
+    let body = "    step();\n".repeat(MAX_FUNCTION_LINES);
+    let long = format!("pub async fn long() {{\n{body}}}\n");
+    let short = "fn short() {\n    step();\n}\n";
+    let text = format!(
+        "{short}{long}macro_rules! m {{\n    () => {{ fn inside() {{\n{body}    }} }};\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn also_long() {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(
+        long_functions(&text),
+        [(4, "long".to_owned(), MAX_FUNCTION_LINES + 2)]
+    );
+}
+
+/// Functions stay short enough to read in one screen: split where the steps are. Tests (their
+/// files and `#[cfg(test)]` modules) are exempt: a scenario reads best in one piece.
+#[test]
+fn no_function_outside_tests_is_longer_than_80_lines() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for file in repository_files() {
+        let in_tests = file.components().any(|c| c.as_os_str() == "tests");
+        if file.extension().is_none_or(|e| e != "rs") || in_tests {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(&file)) else {
+            continue;
+        };
+        for (line, name, length) in long_functions(&text) {
+            offenders.push(format!(
+                "{}:{line}: {name} ({length} lines)",
+                file.display()
+            ));
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: {offenders:#?}"
+    );
 }

@@ -189,12 +189,9 @@ impl Segment {
 
     /// Walks batch headers from `position` to the end to learn `next_offset` and the timestamp.
     fn walk_tail(&mut self, mut position: u64) -> io::Result<()> {
-        let mut buf = [0u8; HEADER_LEN];
         let log = self.file()?;
         while position < self.size {
-            log.read_exact_at(&mut buf, position)?;
-            let header = BatchHeader::parse(&buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let header = header_at(&log, position)?;
             position += header.total_len() as u64;
             if position > self.size {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "partial batch"));
@@ -401,12 +398,9 @@ impl Segment {
         let mut position = slot
             .checked_sub(1)
             .map_or(0, |i| u64::from(self.index[i].position));
-        let mut buf = [0u8; HEADER_LEN];
         let log = self.file()?;
         while position < self.size {
-            log.read_exact_at(&mut buf, position)?;
-            let header = BatchHeader::parse(&buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let header = header_at(&log, position)?;
             if header.last_offset() >= offset {
                 return Ok(Some(position));
             }
@@ -495,4 +489,11 @@ impl Segment {
             _ => Ok(()),
         }
     }
+}
+
+/// The header of the batch at `position` of `log`.
+fn header_at(log: &File, position: u64) -> io::Result<BatchHeader> {
+    let mut buf = [0u8; HEADER_LEN];
+    log.read_exact_at(&mut buf, position)?;
+    BatchHeader::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

@@ -4,7 +4,7 @@ use saga_shared::testing::TestApp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::spawn_app;
+use inventory_service::InventoryService;
 
 fn paid(lines: &[(&str, i64)]) -> PaymentCompleted {
     let items: Vec<LineItem> = lines
@@ -35,7 +35,7 @@ async fn product(app: &TestApp, sku: &str) -> (i64, i64) {
 
 #[tokio::test]
 async fn every_line_is_reserved_once_and_shown_by_the_api() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<InventoryService>().await;
     // The same SKU on two lines counts once: 2 + 3 lattes.
     let event = paid(&[("LATTE", 2), ("MOCHA", 1), ("LATTE", 3)]);
     app.handle("/payment-service", event.clone()).await.unwrap();
@@ -48,7 +48,7 @@ async fn every_line_is_reserved_once_and_shown_by_the_api() {
 
 #[tokio::test]
 async fn a_shortage_reserves_nothing_and_says_which_line() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<InventoryService>().await;
     app.handle("/payment-service", paid(&[("LATTE", 1), ("ICED_TEA", 1)]))
         .await
         .unwrap();

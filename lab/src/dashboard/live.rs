@@ -240,10 +240,7 @@ async fn service_live(
     let svc = service.svc;
     let mut outbox = 0;
     if let Some(pool) = pool {
-        outbox = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(0);
+        outbox = saga_shared::outbox::backlog(pool).await.unwrap_or(0);
         if svc == Service::Order {
             let rows: Vec<(String, i64)> =
                 sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
@@ -375,9 +372,17 @@ async fn next_event(s: &mut StreamState) -> Option<Event> {
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }
-            Some(json_event("records", &serde_json::json!({"records": batch, "dropped": dropped})))
+            Some(json_event("records", &RecordBatch { records: batch, dropped }))
         }
     }
+}
+
+/// The `records` event: what the observer saw since the last one, and how many records the
+/// page missed (a slow reader's stream drops rather than lags).
+#[derive(Serialize)]
+struct RecordBatch {
+    records: Vec<Arc<Seen>>,
+    dropped: u64,
 }
 
 fn json_event<T: Serialize>(name: &str, value: &T) -> Event {

@@ -3,6 +3,7 @@
 //! them (topics, partitions, offsets, consumer groups, lag, resetting a group's offsets), with
 //! the lab's controls; and the JSON API it and the `lab` subcommands use.
 //!
+//! - [`api`]: what each route takes and answers, as types.
 //! - [`observer`]: one consumer outside any group reads every topic: the live feed, each order's
 //!   events, partition offsets, saga latencies.
 //! - [`explorer`]: topics, configs, the message browser, producing, groups and offset resets.
@@ -12,6 +13,7 @@
 //!
 //! Everything Kafka goes through the Kafka protocol, so the page works on an external broker too.
 
+pub mod api;
 pub mod explorer;
 pub mod guard;
 pub mod live;
@@ -20,22 +22,27 @@ pub mod observer;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use saga_shared::dlq::DeadLetter;
-use saga_shared::events::topics;
-use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use order_service::api::Order;
+use order_service::domain::OrderRequest;
+use saga_shared::events::{Topic, topics};
+use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use crate::client::LabClient;
-use crate::poison::PoisonKind;
+use crate::dlq::DeadLetter;
 use crate::system::{Lab, Service};
-use explorer::{Explorer, ExplorerError, NewRecord, ResetTo, Start};
+use api::{
+    Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, Isolation, LabStatus,
+    Messages, MessagesQuery, MovedOffset, OrderView, OrdersQuery, PoisonRequest, Produced,
+    ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus, TopicDetail, Topics,
+};
+use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
 use live::Live;
 use observer::Observer;
@@ -54,17 +61,6 @@ pub struct DashState {
 }
 
 type Shared = Arc<DashState>;
-
-/// Fault switches of one service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FaultSettings {
-    /// Every event handler attempt fails (retries, then the DLQ).
-    #[serde(default)]
-    pub fail_handlers: bool,
-    /// Extra delay before each handler attempt.
-    #[serde(default)]
-    pub slow_ms: u64,
-}
 
 /// The running dashboard: the page and its API served on a listener, the observer reading the
 /// broker, and the snapshots. [`Dashboard::shutdown`] (or dropping it) stops them.
@@ -277,28 +273,29 @@ fn running(slot: &mut Option<Lab>) -> Result<&mut Lab, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("the lab is stopping".into()))
 }
 
-async fn status(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn status(State(s): State<Shared>) -> Result<Json<LabStatus>, ApiError> {
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
-    let services: Vec<Value> = Service::ALL
+    let services = Service::ALL
         .iter()
-        .map(|svc| {
-            let f = lab.faults(*svc);
-            json!({
-                "name": svc.name(),
-                "url": lab.url(*svc),
-                "running": lab.is_running(*svc),
-                "database_url": without_password(lab.db_url(*svc)),
-                "faults": FaultSettings {
+        .map(|&svc| {
+            let f = lab.faults(svc);
+            ServiceStatus {
+                name: svc.name().to_owned(),
+                url: lab.url(svc),
+                running: lab.is_running(svc),
+                database_url: without_password(lab.db_url(svc)),
+                faults: FaultSettings {
                     fail_handlers: f.fail_handlers.load(Ordering::Relaxed),
                     slow_ms: f.slow_ms.load(Ordering::Relaxed),
                 },
-            })
+            }
         })
         .collect();
-    Ok(Json(
-        json!({"brokers": lab.brokers(), "services": services}),
-    ))
+    Ok(Json(LabStatus {
+        brokers: lab.brokers().to_owned(),
+        services,
+    }))
 }
 
 /// `url` with its password, if any, replaced by `***`: a web route never shows one (`lab env`
@@ -317,27 +314,33 @@ pub fn without_password(url: &str) -> String {
 async fn stop_service(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceRunning>, ApiError> {
     let svc = service(&name)?;
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
     lab.stop_service(svc).await;
-    Ok(Json(json!({"service": svc.name(), "running": false})))
+    Ok(Json(ServiceRunning {
+        service: svc.name().to_owned(),
+        running: false,
+        url: None,
+    }))
 }
 
 async fn start_service(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServiceRunning>, ApiError> {
     let svc = service(&name)?;
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
     lab.start_service(svc)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(
-        json!({"service": svc.name(), "running": true, "url": lab.url(svc)}),
-    ))
+    Ok(Json(ServiceRunning {
+        service: svc.name().to_owned(),
+        running: true,
+        url: Some(lab.url(svc)),
+    }))
 }
 
 async fn set_faults(
@@ -359,14 +362,14 @@ async fn set_faults(
 /// marked replayed or not.
 async fn read_dlq(s: &DashState, topic: &str) -> Result<(String, Vec<DeadLetter>), ApiError> {
     let topic = dlq_topic(topic)?;
-    let letters = saga_shared::dlq::list(&s.brokers, &topic)
+    let letters = crate::dlq::list(&s.brokers, &topic)
         .await
         .map_err(dlq_error)?;
     Ok((topic, letters))
 }
 
-fn dlq_error(e: saga_shared::dlq::DlqError) -> ApiError {
-    use saga_shared::dlq::DlqError;
+fn dlq_error(e: crate::dlq::DlqError) -> ApiError {
+    use crate::dlq::DlqError;
     match e {
         DlqError::NoRecord { .. } => ApiError::NotFound(e.to_string()),
         DlqError::MissingHeader { .. } => ApiError::Conflict(e.to_string()),
@@ -379,35 +382,26 @@ fn dlq_error(e: saga_shared::dlq::DlqError) -> ApiError {
     }
 }
 
-/// Which records `POST /api/dlq/{topic}/replay` sends back: one (both given), or every record
-/// still waiting (neither).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplayParams {
-    partition: Option<i32>,
-    offset: Option<i64>,
-}
-
 async fn list_dlq(
     State(s): State<Shared>,
     ApiPath(topic): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (topic, letters) = read_dlq(&s, &topic).await?;
-    let replayed = letters.iter().filter(|d| d.replayed).count();
-    Ok(Json(json!({
-        "topic": topic,
-        "waiting": letters.len() - replayed,
-        "replayed": replayed,
-        "records": letters,
-    })))
+) -> Result<Json<DlqRecords>, ApiError> {
+    let (topic, records) = read_dlq(&s, &topic).await?;
+    let replayed = records.iter().filter(|d| d.replayed).count();
+    Ok(Json(DlqRecords {
+        topic,
+        waiting: records.len() - replayed,
+        replayed,
+        records,
+    }))
 }
 
 async fn replay_dlq(
     State(s): State<Shared>,
     ApiPath(topic): ApiPath<String>,
     ApiQuery(params): ApiQuery<ReplayParams>,
-) -> Result<Json<Value>, ApiError> {
-    use saga_shared::dlq::Selection;
+) -> Result<Json<Replayed>, ApiError> {
+    use crate::dlq::Selection;
     let selection = match (params.partition, params.offset) {
         (None, None) => Selection::All,
         (Some(partition), Some(offset)) => Selection::One { partition, offset },
@@ -419,72 +413,61 @@ async fn replay_dlq(
         }
     };
     let topic = dlq_topic(&topic)?;
-    let done = saga_shared::dlq::replay(&s.brokers, &topic, selection)
+    let done = crate::dlq::replay(&s.brokers, &topic, selection)
         .await
         .map_err(dlq_error)?;
-    Ok(Json(json!({
-        "topic": topic,
-        "replayed": done.replayed,
-        "already_replayed": done.already_replayed,
-    })))
+    Ok(Json(Replayed {
+        topic,
+        replayed: done.replayed,
+        already_replayed: done.already_replayed,
+    }))
 }
 
-/// `GET /api/contract`: the services, what each consumes and publishes (from their
-/// declarations), and the topics: what the chain diagram is drawn from.
-async fn contract(State(s): State<Shared>) -> Json<Value> {
+/// `GET /api/contract`.
+async fn contract(State(s): State<Shared>) -> Json<Contract> {
     let guard = s.lab.lock().await;
-    let services: Vec<Value> = Service::ALL
+    let services = Service::ALL
         .iter()
-        .map(|&svc| {
-            json!({
-                "name": svc.name(),
-                "short": svc.short_name(),
-                "url": guard.as_ref().map(|l| l.url(svc)),
-                "consumes": svc.consumes().iter().map(|t| t.name()).collect::<Vec<_>>(),
-                "publishes": svc.publishes().iter().map(|t| t.name()).collect::<Vec<_>>(),
-            })
+        .map(|&svc| ContractService {
+            name: svc.name(),
+            short: svc.short_name(),
+            url: guard.as_ref().map(|l| l.url(svc)),
+            consumes: svc.consumes(),
+            publishes: svc.publishes(),
         })
         .collect();
-    let topics: Vec<&str> = topics::ALL.to_vec();
-    Json(json!({"services": services, "topics": topics, "brokers": s.brokers}))
+    Json(Contract {
+        services,
+        topics: Topic::ALL.to_vec(),
+        brokers: s.brokers.clone(),
+    })
 }
 
 async fn snapshot(State(s): State<Shared>) -> Json<live::Snapshot> {
     Json(live::snapshot(&s, &mut Default::default(), None).await)
 }
 
-#[derive(Debug, Deserialize)]
-struct PoisonRequest {
-    topic: String,
-    kind: PoisonKind,
-}
-
 async fn poison(
     State(s): State<Shared>,
     ApiJson(req): ApiJson<PoisonRequest>,
-) -> Result<Json<Value>, ApiError> {
-    if !topics::ALL.contains(&req.topic.as_str()) {
-        return Err(ApiError::NotFound(format!("no saga topic {:?}", req.topic)));
-    }
-    let (partition, offset) = crate::poison::publish(s.explorer.producer(), &req.topic, req.kind)
+) -> Result<Json<Produced>, ApiError> {
+    let topic = req.topic.name();
+    let (partition, offset) = crate::poison::publish(s.explorer.producer(), topic, req.kind)
         .await
         .map_err(ExplorerError::from)?;
-    Ok(Json(
-        json!({"topic": req.topic, "kind": req.kind.name(), "partition": partition, "offset": offset}),
-    ))
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-struct OrdersQuery {
-    status: Option<String>,
-    limit: Option<u32>,
+    Ok(Json(Produced {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        kind: Some(req.kind),
+    }))
 }
 
 /// `GET /api/orders`: the order service's list, passed through.
 async fn list_orders(
     State(s): State<Shared>,
-    Query(q): Query<OrdersQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<OrdersQuery>,
+) -> Result<Json<Vec<Order>>, ApiError> {
     let url = format!("{}/orders", s.client.order);
     passed_through(s.client.http().get(url).query(&q)).await
 }
@@ -492,25 +475,31 @@ async fn list_orders(
 /// `POST /api/orders`: places an order through the order service (the page's presets).
 async fn place_order(
     State(s): State<Shared>,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<OrderRequest>,
+) -> Result<Json<Order>, ApiError> {
     let url = format!("{}/orders", s.client.order);
     passed_through(s.client.http().post(url).json(&body)).await
 }
 
 /// Sends `request` to the order service and answers what it answered, its problems kept as
 /// they are.
-async fn passed_through(request: reqwest::RequestBuilder) -> Result<Json<Value>, ApiError> {
-    let res = request
-        .send()
-        .await
-        .map_err(|_| ApiError::Unavailable("the order service does not answer".into()))?;
+async fn passed_through<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<Json<T>, ApiError> {
+    let unavailable = || ApiError::Unavailable("the order service does not answer".into());
+    let res = request.send().await.map_err(|_| unavailable())?;
     let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
     if status.is_success() {
-        return Ok(Json(body));
+        return res.json().await.map(Json).map_err(|e| {
+            tracing::warn!(error = %e, "dashboard: the order service's answer does not decode");
+            unavailable()
+        });
     }
-    let detail = body["detail"].as_str().unwrap_or("").to_owned();
+    let detail = res
+        .json::<Problem>()
+        .await
+        .map(|p| p.detail)
+        .unwrap_or_default();
     Err(match status {
         StatusCode::NOT_FOUND => ApiError::NotFound(detail),
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(detail),
@@ -524,26 +513,28 @@ async fn passed_through(request: reqwest::RequestBuilder) -> Result<Json<Value>,
 async fn order(
     State(s): State<Shared>,
     ApiPath(id): ApiPath<uuid::Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     let events = s.observer.order_events(&id.to_string());
-    let order = s.client.order(&id.to_string()).await.ok();
+    let order = s.client.order(id).await.ok();
     if order.is_none() && events.is_empty() {
         return Err(ApiError::NotFound(format!("no order {id}")));
     }
-    Ok(Json(json!({"order": order, "events": events})))
+    Ok(Json(OrderView { order, events }))
 }
 
-async fn list_topics(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn list_topics(State(s): State<Shared>) -> Result<Json<Topics>, ApiError> {
     let (brokers, topics) = s.explorer.cluster(&s.observer).await?;
-    Ok(Json(
-        json!({"bootstrap": s.brokers, "brokers": brokers, "topics": topics}),
-    ))
+    Ok(Json(Topics {
+        bootstrap: s.brokers.clone(),
+        brokers,
+        topics,
+    }))
 }
 
 async fn topic(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopicDetail>, ApiError> {
     let summary = s
         .explorer
         .topics(&s.observer)
@@ -552,80 +543,53 @@ async fn topic(
         .find(|t| t.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("no topic {name:?}")))?;
     let configs = s.explorer.configs(&name).await?;
-    Ok(Json(json!({"topic": summary, "configs": configs})))
-}
-
-#[derive(Debug, Deserialize)]
-struct MessagesQuery {
-    #[serde(default)]
-    partition: i32,
-    /// `earliest`, `latest`, `offset` or `timestamp`.
-    from: Option<String>,
-    /// The offset or the time (ms since the epoch) for `offset` / `timestamp`.
-    value: Option<i64>,
-    limit: Option<usize>,
-    /// `read_committed` (the default, as librdkafka's) or `read_uncommitted`.
-    isolation: Option<String>,
+    Ok(Json(TopicDetail {
+        topic: summary,
+        configs,
+    }))
 }
 
 async fn messages(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
-    Query(q): Query<MessagesQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let need = |what: &str| {
-        q.value
-            .ok_or_else(|| ApiError::BadRequest(format!("from={what} needs a value")))
-    };
-    let start = match q.from.as_deref().unwrap_or("latest") {
-        "earliest" => Start::Earliest,
-        "latest" => Start::Latest,
-        "offset" => Start::Offset(need("offset")?),
-        "timestamp" => Start::Timestamp(need("timestamp")?),
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "from must be earliest, latest, offset or timestamp, not {other:?}"
-            )));
-        }
-    };
-    let committed = match q.isolation.as_deref().unwrap_or("read_committed") {
-        "read_committed" => true,
-        "read_uncommitted" => false,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "isolation must be read_committed or read_uncommitted, not {other:?}"
-            )));
-        }
-    };
+    ApiQuery(q): ApiQuery<MessagesQuery>,
+) -> Result<Json<Messages>, ApiError> {
+    let start = q.start().map_err(ApiError::BadRequest)?;
+    let committed = q.isolation == Isolation::ReadCommitted;
     let records = s
         .explorer
         .messages(&name, q.partition, start, q.limit.unwrap_or(50), committed)
         .await?;
-    Ok(Json(
-        json!({"topic": name, "partition": q.partition, "records": records}),
-    ))
+    Ok(Json(Messages {
+        topic: name,
+        partition: q.partition,
+        records,
+    }))
 }
 
 async fn produce(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
     ApiJson(record): ApiJson<NewRecord>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Produced>, ApiError> {
     let (partition, offset) = s.explorer.produce(&name, record).await?;
-    Ok(Json(
-        json!({"topic": name, "partition": partition, "offset": offset}),
-    ))
+    Ok(Json(Produced {
+        topic: name,
+        partition,
+        offset,
+        kind: None,
+    }))
 }
 
-async fn list_groups(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+async fn list_groups(State(s): State<Shared>) -> Result<Json<Groups>, ApiError> {
     let groups = s.explorer.groups(&s.observer, None).await?;
-    Ok(Json(json!({"groups": groups})))
+    Ok(Json(Groups { groups }))
 }
 
 async fn group(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<explorer::GroupView>, ApiError> {
     let group = s
         .explorer
         .groups(&s.observer, Some(&name))
@@ -633,29 +597,28 @@ async fn group(
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::NotFound(format!("no group {name:?}")))?;
-    Ok(Json(json!(group)))
-}
-
-#[derive(Debug, Deserialize)]
-struct ResetRequest {
-    #[serde(flatten)]
-    to: ResetTo,
-    /// Only this topic (default: every topic the group has committed on).
-    topic: Option<String>,
+    Ok(Json(group))
 }
 
 async fn reset_group(
     State(s): State<Shared>,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<ResetRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupReset>, ApiError> {
     let moved = s
         .explorer
         .reset(&s.observer, &name, req.topic.as_deref(), req.to)
         .await?;
-    let partitions: Vec<Value> = moved
+    let partitions = moved
         .into_iter()
-        .map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o}))
+        .map(|(topic, partition, offset)| MovedOffset {
+            topic,
+            partition,
+            offset,
+        })
         .collect();
-    Ok(Json(json!({"group": name, "partitions": partitions})))
+    Ok(Json(GroupReset {
+        group: name,
+        partitions,
+    }))
 }

@@ -10,7 +10,7 @@ use saga_shared::events::topics;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    SAGA_TIMEOUT, eventually_metric, get_json, metric_sum, spawn_lab, spawn_lab_with,
+    OrderStatus, SAGA_TIMEOUT, eventually_metric, get_json, metric_sum, spawn_lab, spawn_lab_with,
 };
 
 /// Sets the Messages panel's choices with `script` (given `args`) and presses Load.
@@ -114,8 +114,8 @@ async fn the_explorer_shows_a_record_at_its_partition_and_offset_with_its_header
         .place_order("alice", &[("LATTE", 1, 5000)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
-    d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
+    let id = order.id;
+    d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
     // Where the dashboard's observer saw order.created, and its ce_id.
     let api = reqwest::Client::new();
     let seen: Value = lab::client::eventually("the observer saw it", SAGA_TIMEOUT, || async {
@@ -206,7 +206,7 @@ async fn the_message_browser_reads_committed_or_everything() {
             )
             .map_err(|(e, _)| e)
             .unwrap();
-            saga_shared::kafka::drain(&p, wait).unwrap();
+            lab::kafka::drain(&p, wait).unwrap();
             if commit {
                 p.commit_transaction(wait).unwrap();
             } else {
@@ -270,10 +270,10 @@ async fn a_group_reset_to_earliest_while_its_service_is_stopped_rereads_and_char
             .place_order("alice", &[("LATTE", 1, 5000)])
             .await
             .unwrap();
-        ids.push(o["id"].as_str().unwrap().to_owned());
+        ids.push(o.id);
     }
     for id in &ids {
-        d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+        d.client.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
     }
     let balance = d.client.wallet_balance("alice").await.unwrap();
     assert_eq!(balance, 100_000 - 10_000);
@@ -322,12 +322,8 @@ async fn a_group_reset_to_earliest_while_its_service_is_stopped_rereads_and_char
     browser.wait_text("#group-lag", |t| t == "lag 0").await;
     assert_eq!(d.client.wallet_balance("alice").await.unwrap(), balance);
     for id in &ids {
-        let payments = d.client.payments(id).await.unwrap();
-        assert_eq!(
-            payments.as_array().unwrap().len(),
-            1,
-            "one payment for {id}"
-        );
+        let payments = d.client.payments(*id).await.unwrap();
+        assert_eq!(payments.len(), 1, "one payment for {id}");
     }
 
     browser.close().await;
@@ -365,7 +361,7 @@ async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() 
             .place_order("carol", &[("AMERICANO", 1, 4000)])
             .await
             .unwrap();
-        ids.push(o["id"].as_str().unwrap().to_owned());
+        ids.push(o.id);
     }
     // The payments pile up in payment.completed, which nobody in inventory's group reads.
     lab::client::eventually("inventory's lag on the page", SAGA_TIMEOUT, || async {
@@ -385,8 +381,8 @@ async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() 
     .await
     .unwrap();
     for id in &ids {
-        let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
-        assert_eq!(done["status"], "CONFIRMED");
+        let done = d.client.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
+        assert_eq!(done.status, OrderStatus::Confirmed);
     }
 
     browser.close().await;
@@ -409,7 +405,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .place_order("carol", &[("MOCHA", 1, 4500)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = order.id;
     let dlq = topics::dlq(topics::ORDER_CREATED);
 
     let browser = Browser::start().await;
@@ -446,8 +442,8 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     browser
         .wait_text("#toast", |t| t.starts_with("replayed 1 record(s)"))
         .await;
-    let done = d.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap();
-    assert_eq!(done["status"], "CONFIRMED");
+    let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+    assert_eq!(done.status, OrderStatus::Confirmed);
     assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 45_500);
 
     // The page shows it replayed, with nothing left to replay.

@@ -14,16 +14,16 @@ async fn republished_records_change_no_wallet_stock_or_notification() {
         .place_order("alice", &[("AMERICANO", 3, 4000)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = order.id;
     assert_eq!(
-        c.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
+        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap().status,
+        OrderStatus::Confirmed
     );
-    c.wait_notification(&id, "confirmed", SAGA_TIMEOUT)
+    c.wait_notification(id, NotificationKind::Confirmed, SAGA_TIMEOUT)
         .await
         .unwrap();
-    let before_order = order_with_steps(c, &id, 3).await;
-    let before_notes = c.notifications(&id).await.unwrap().len();
+    let before_order = order_with_steps(c, id, 3).await;
+    let before_notes = c.notifications(id).await.unwrap().len();
 
     // Every record of the chain, published again byte for byte (key, value and headers).
     let brokers = t.lab.brokers().to_owned();
@@ -45,10 +45,10 @@ async fn republished_records_change_no_wallet_stock_or_notification() {
 
     assert_eq!(c.wallet_balance("alice").await.unwrap(), 100_000 - 12_000);
     assert_eq!(c.product("AMERICANO").await.unwrap(), (97, 3));
-    assert_eq!(c.notifications(&id).await.unwrap().len(), before_notes);
-    let after_order = c.order(&id).await.unwrap();
-    assert_eq!(after_order["timeline"], before_order["timeline"]);
-    assert_eq!(c.payments(&id).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(c.notifications(id).await.unwrap().len(), before_notes);
+    let after_order = c.order(id).await.unwrap();
+    assert_eq!(after_order.timeline, before_order.timeline);
+    assert_eq!(c.payments(id).await.unwrap().len(), 1);
     t.stop().await;
 }
 
@@ -83,26 +83,23 @@ async fn republished_compensation_events_refund_and_cancel_only_once() {
         .await
         .unwrap();
     let refused = c.place_order("bob", &[("LATTE", 4, 5000)]).await.unwrap();
-    let ids = [
-        refunded["id"].as_str().unwrap().to_owned(),
-        refused["id"].as_str().unwrap().to_owned(),
-    ];
+    let ids = [refunded.id, refused.id];
     for id in &ids {
         assert_eq!(
-            c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
-            "CANCELLED"
+            c.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap().status,
+            OrderStatus::Cancelled
         );
-        c.wait_notification(id, "cancelled", SAGA_TIMEOUT)
+        c.wait_notification(*id, NotificationKind::Cancelled, SAGA_TIMEOUT)
             .await
             .unwrap();
     }
     let timelines = [
-        c.order(&ids[0]).await.unwrap()["timeline"].clone(),
-        c.order(&ids[1]).await.unwrap()["timeline"].clone(),
+        c.order(ids[0]).await.unwrap().timeline.clone(),
+        c.order(ids[1]).await.unwrap().timeline.clone(),
     ];
     let notes = [
-        c.notifications(&ids[0]).await.unwrap().len(),
-        c.notifications(&ids[1]).await.unwrap().len(),
+        c.notifications(ids[0]).await.unwrap().len(),
+        c.notifications(ids[1]).await.unwrap().len(),
     ];
 
     let brokers = t.lab.brokers().to_owned();
@@ -138,12 +135,12 @@ async fn republished_compensation_events_refund_and_cancel_only_once() {
     );
     assert_eq!(c.product("ICED_TEA").await.unwrap(), (0, 0));
     assert_eq!(c.product("LATTE").await.unwrap(), (100, 0));
-    let payments = c.payments(&ids[0]).await.unwrap();
-    assert_eq!(payments.as_array().unwrap().len(), 1);
-    assert_eq!(payments[0]["status"], "REFUNDED");
+    let payments = c.payments(ids[0]).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].status, PaymentStatus::Refunded);
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(c.order(id).await.unwrap()["timeline"], timelines[i]);
-        assert_eq!(c.notifications(id).await.unwrap().len(), notes[i]);
+        assert_eq!(c.order(*id).await.unwrap().timeline, timelines[i]);
+        assert_eq!(c.notifications(*id).await.unwrap().len(), notes[i]);
     }
     t.stop().await;
 }

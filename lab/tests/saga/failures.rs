@@ -16,7 +16,7 @@ async fn payment_database_outage_delays_orders_then_they_complete() {
     let retries_before = metric_sum(c, "consumer_retries_total", &retries).await;
 
     admin
-        .block_database(Service::Payment.db().database)
+        .block_database(t.lab.database(Service::Payment))
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -25,7 +25,7 @@ async fn payment_database_outage_delays_orders_then_they_complete() {
             .place_order(customer, &[("VANILLA_LATTE", 1, 5500)])
             .await
             .unwrap();
-        ids.push(order["id"].as_str().unwrap().to_owned());
+        ids.push(order.id);
     }
     // The payment consumer keeps retrying the same record while its database refuses connections,
     // well past the attempt limit that sends a failing record to the DLQ: an outage is not the
@@ -39,7 +39,7 @@ async fn payment_database_outage_delays_orders_then_they_complete() {
     )
     .await;
     for id in &ids {
-        assert_eq!(c.order(id).await.unwrap()["status"], "PENDING");
+        assert_eq!(c.order(*id).await.unwrap().status, OrderStatus::Pending);
     }
     let ready = c
         .http()
@@ -54,13 +54,13 @@ async fn payment_database_outage_delays_orders_then_they_complete() {
     );
 
     admin
-        .unblock_database(Service::Payment.db().database)
+        .unblock_database(t.lab.database(Service::Payment))
         .await
         .unwrap();
     for id in &ids {
         assert_eq!(
-            c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
-            "CONFIRMED"
+            c.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap().status,
+            OrderStatus::Confirmed
         );
     }
     assert_eq!(

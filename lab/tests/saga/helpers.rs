@@ -4,10 +4,20 @@ use std::time::Duration;
 
 use lab::dashboard::SharedLab;
 use lab::{Lab, LabClient, LabConfig};
+// The services' types the saga tests read answers with (the Spring and Streams tests, which
+// share these helpers, use only some).
+#[allow(unused_imports)]
+pub use notification_service::api::NotificationKind;
+pub use order_service::api::Order;
+#[allow(unused_imports)]
+pub use order_service::domain::OrderStatus;
+#[allow(unused_imports)]
+pub use payment_service::api::PaymentStatus;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use uuid::Uuid;
 
 /// Deadline for one saga to finish in a test.
 pub const SAGA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,7 +43,7 @@ fn one_lab_per_process() -> std::sync::Arc<tokio::sync::Mutex<()>> {
 
 impl TestLab {
     pub async fn stop(self) {
-        self.lab.shutdown().await;
+        shut_down(self.lab).await;
     }
 
     /// Stops the broker the lab runs on: the embedded one, or kills the Apache Kafka node.
@@ -96,18 +106,28 @@ impl DashboardLab {
     pub async fn stop(self) {
         self.dashboard.shutdown().await;
         if let Some(lab) = self.shared.lock().await.take() {
-            lab.shutdown().await;
+            shut_down(lab).await;
         }
     }
 }
 
-/// A lab on free ports with a fresh PostgreSQL and broker (this suite's: see `ON_APACHE_KAFKA`);
+/// A lab on free ports with databases of its own and a fresh broker (this suite's: see `ON_APACHE_KAFKA`);
 /// `tune` adjusts service settings.
 pub async fn spawn_lab_with(tune: impl FnOnce(&mut LabConfig)) -> TestLab {
     spawn_lab_on(crate::ON_APACHE_KAFKA, tune).await
 }
 
-/// A lab on free ports with a fresh PostgreSQL, on a single-node Apache Kafka of its own if
+/// Stops `lab` and drops its databases from the tests' shared PostgreSQL server.
+async fn shut_down(lab: Lab) {
+    let admin = lab.admin().clone();
+    let databases = lab::Service::ALL.map(|svc| lab.database(svc).to_owned());
+    lab.shutdown().await;
+    for database in databases {
+        admin.drop_database(&database).await.unwrap();
+    }
+}
+
+/// A lab on free ports with databases of its own, on a single-node Apache Kafka of its own if
 /// `apache_kafka`, else on the embedded workspace broker.
 pub async fn spawn_lab_on(apache_kafka: bool, tune: impl FnOnce(&mut LabConfig)) -> TestLab {
     let turn = one_lab_per_process().lock_owned().await;
@@ -117,6 +137,14 @@ pub async fn spawn_lab_on(apache_kafka: bool, tune: impl FnOnce(&mut LabConfig))
         .tempdir()
         .unwrap();
     let mut config = LabConfig::ephemeral(dir.path());
+    // The test binary's PostgreSQL server (the suite's, under `cargo xtask test`), with databases
+    // of this lab's own.
+    config.postgres_url = Some(
+        lab_postgres::test_server_url()
+            .await
+            .expect("the tests' PostgreSQL server"),
+    );
+    config.database_suffix = format!("_{}", uuid::Uuid::new_v4().simple());
     let kafka = if apache_kafka {
         let kafka =
             apache_kafka::KafkaCluster::start(dir.path(), apache_kafka::KafkaConfig::for_tests(1))
@@ -152,21 +180,14 @@ pub async fn wallets_total(client: &LabClient) -> i64 {
         .wallets()
         .await
         .unwrap()
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|w| w["balance"].as_i64().unwrap())
+        .map(|w| w.balance)
         .sum()
 }
 
 /// The event types of an order's timeline, in order.
-pub fn timeline_events(order: &serde_json::Value) -> Vec<String> {
-    order["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap().to_owned())
-        .collect()
+pub fn timeline_events(order: &Order) -> Vec<&str> {
+    order.timeline.iter().map(|e| e.event.as_str()).collect()
 }
 
 /// Every record currently in `topic` (all partitions), read without a group.
@@ -283,13 +304,13 @@ pub async fn eventually_metric(
 
 /// The order once its timeline has `steps` entries. Events of different topics may reach the
 /// order service in any order, so the last status can be reached before an earlier step is recorded.
-pub async fn order_with_steps(client: &LabClient, id: &str, steps: usize) -> serde_json::Value {
+pub async fn order_with_steps(client: &LabClient, id: Uuid, steps: usize) -> Order {
     lab::client::eventually(
         &format!("{steps} timeline steps of {id}"),
         SAGA_TIMEOUT,
         || async {
             let order = client.order(id).await.ok()?;
-            (order["timeline"].as_array()?.len() >= steps).then_some(order)
+            (order.timeline.len() >= steps).then_some(order)
         },
     )
     .await

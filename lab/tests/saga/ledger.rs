@@ -10,7 +10,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_shared::events::topics;
 use uuid::Uuid;
 
-use crate::helpers::{SAGA_TIMEOUT, header, publish, read_topic_async, spawn_lab};
+use crate::helpers::{OrderStatus, SAGA_TIMEOUT, header, publish, read_topic_async, spawn_lab};
 
 /// What a `read_committed` consumer reads of `topic` from its start up to the last stable offset.
 fn committed_entries(brokers: &str, topic: &str) -> Vec<Entry> {
@@ -47,17 +47,18 @@ async fn the_ledger_writes_one_entry_per_money_movement_in_transactions() {
         .place_order("carol", &[("ICED_TEA", 1, 4500)])
         .await
         .unwrap();
-    let (happy, compensated) = (
-        happy["id"].as_str().unwrap().to_owned(),
-        compensated["id"].as_str().unwrap().to_owned(),
+    let (happy, compensated) = (happy.id, compensated.id);
+    let (happy_id, compensated_id) = (happy.to_string(), compensated.to_string());
+    assert_eq!(
+        c.wait_terminal(happy, SAGA_TIMEOUT).await.unwrap().status,
+        OrderStatus::Confirmed
     );
     assert_eq!(
-        c.wait_terminal(&happy, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
-    );
-    assert_eq!(
-        c.wait_terminal(&compensated, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CANCELLED"
+        c.wait_terminal(compensated, SAGA_TIMEOUT)
+            .await
+            .unwrap()
+            .status,
+        OrderStatus::Cancelled
     );
 
     // A charge for each order and the refund: three entries, each once.
@@ -85,15 +86,20 @@ async fn the_ledger_writes_one_entry_per_money_movement_in_transactions() {
         .collect();
     seen.sort();
     let mut expected = vec![
-        (happy.clone(), "alice".to_owned(), "debit".to_owned(), 5000),
         (
-            compensated.clone(),
+            happy_id.clone(),
+            "alice".to_owned(),
+            "debit".to_owned(),
+            5000,
+        ),
+        (
+            compensated_id.clone(),
             "carol".to_owned(),
             "debit".to_owned(),
             4500,
         ),
         (
-            compensated.clone(),
+            compensated_id.clone(),
             "carol".to_owned(),
             "credit".to_owned(),
             4500,
@@ -188,15 +194,19 @@ async fn a_republished_payment_is_counted_once() {
         .place_order("alice", &[("LATTE", 2, 5000)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = order.id;
     assert_eq!(
-        t.client.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
+        t.client
+            .wait_terminal(id, SAGA_TIMEOUT)
+            .await
+            .unwrap()
+            .status,
+        OrderStatus::Confirmed
     );
     let paid = read_topic_async(&brokers, topics::PAYMENT_COMPLETED)
         .await
         .into_iter()
-        .find(|m| header(m, "ce_correlationid").as_deref() == Some(id.as_str()))
+        .find(|m| header(m, "ce_correlationid").as_deref() == Some(id.to_string().as_str()))
         .expect("the order's payment.completed");
     let event_id: Uuid = header(&paid, "ce_id").unwrap().parse().unwrap();
     let of_event = |entries: &[Entry]| entries.iter().filter(|e| e.event_id == event_id).count();
@@ -233,7 +243,7 @@ async fn a_republished_payment_is_counted_once() {
     let entry = &after_restart[0];
     assert_eq!(
         (entry.kind.as_str(), entry.amount, entry.order_id.as_str()),
-        ("debit", 10_000, id.as_str())
+        ("debit", 10_000, id.to_string().as_str())
     );
     t.stop().await;
 }

@@ -24,7 +24,7 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
     let c = &t.client;
     let customers = ["alice", "bob", "carol", "dave"]; // dave has no wallet: payment.failed
     let started = Instant::now();
-    let ids: Vec<String> = futures_util::stream::iter(0..1000usize)
+    let ids: Vec<uuid::Uuid> = futures_util::stream::iter(0..1000usize)
         .map(|i| {
             let customer = customers[i % customers.len()];
             let (sku, _) = SEEDED_STOCK[i % SEEDED_STOCK.len()];
@@ -34,7 +34,7 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
                     .place_order(customer, &[(sku, quantity, 300)])
                     .await
                     .unwrap();
-                order["id"].as_str().unwrap().to_owned()
+                order.id
             }
         })
         .buffer_unordered(32)
@@ -42,13 +42,11 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
         .await;
     assert_eq!(ids.len(), 1000);
 
-    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
     let deadline = Duration::from_secs(90).saturating_sub(started.elapsed());
     for id in &ids {
-        let order = c.wait_terminal(id, deadline).await.unwrap();
-        *statuses
-            .entry(order["status"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        let order = c.wait_terminal(*id, deadline).await.unwrap();
+        *statuses.entry(order.status.as_str()).or_default() += 1;
     }
     eprintln!(
         "1000 orders terminal after {:?}: {statuses:?}",

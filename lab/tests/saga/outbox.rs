@@ -14,8 +14,8 @@ async fn orders_taken_while_the_broker_is_down_complete_once_it_returns() {
         .place_order("alice", &[("LATTE", 1, 5000)])
         .await
         .unwrap();
-    let first = first["id"].as_str().unwrap().to_owned();
-    t.client.wait_terminal(&first, SAGA_TIMEOUT).await.unwrap();
+    let first = first.id;
+    t.client.wait_terminal(first, SAGA_TIMEOUT).await.unwrap();
 
     t.stop_broker().await;
     let mut ids = Vec::new();
@@ -26,8 +26,8 @@ async fn orders_taken_while_the_broker_is_down_complete_once_it_returns() {
             .place_order(customer, &[("MOCHA", 2, 5500)])
             .await
             .unwrap();
-        assert_eq!(order["status"], "PENDING");
-        ids.push(order["id"].as_str().unwrap().to_owned());
+        assert_eq!(order.status, OrderStatus::Pending);
+        ids.push(order.id);
     }
     let orders_db = sqlx::PgPool::connect(t.lab.db_url(Service::Order))
         .await
@@ -42,15 +42,21 @@ async fn orders_taken_while_the_broker_is_down_complete_once_it_returns() {
     let c = &t.client;
     for id in &ids {
         assert_eq!(
-            c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
-            "CONFIRMED"
+            c.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap().status,
+            OrderStatus::Confirmed
         );
         let notes = c
-            .wait_notification(id, "confirmed", SAGA_TIMEOUT)
+            .wait_notification(*id, NotificationKind::Confirmed, SAGA_TIMEOUT)
             .await
             .unwrap();
-        assert_eq!(notes.iter().filter(|n| n["kind"] == "confirmed").count(), 1);
-        assert_eq!(c.payments(id).await.unwrap().as_array().unwrap().len(), 1);
+        assert_eq!(
+            notes
+                .iter()
+                .filter(|n| n.kind == NotificationKind::Confirmed)
+                .count(),
+            1
+        );
+        assert_eq!(c.payments(*id).await.unwrap().len(), 1);
     }
     // Charged once each.
     assert_eq!(

@@ -44,10 +44,10 @@ async fn poison_records_land_in_the_dlq_and_later_orders_complete() {
 
     // Orders placed afterwards still complete.
     let order = c.place_order("alice", &[("LATTE", 1, 5000)]).await.unwrap();
-    let id = order["id"].as_str().unwrap();
+    let id = order.id;
     assert_eq!(
-        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
+        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap().status,
+        OrderStatus::Confirmed
     );
 
     // Both poison records, once per consuming group (payment and notification).
@@ -134,9 +134,9 @@ async fn dlq_replay_is_processed_once() {
         .place_order("carol", &[("COLD_BREW", 2, 5000)])
         .await
         .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = order.id;
     let letters = lab::client::eventually("the order in the DLQ", SAGA_TIMEOUT, || async {
-        let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+        let l = lab::dlq::list(&brokers, &dlq).await.unwrap();
         (!l.is_empty()).then_some(l)
     })
     .await
@@ -148,7 +148,7 @@ async fn dlq_replay_is_processed_once() {
     );
     assert_eq!(letters[0].header(dlq_header::ATTEMPTS), Some("2"));
     assert_eq!(letters[0].error(), Some("injected fault"));
-    assert_eq!(c.order(&id).await.unwrap()["status"], "PENDING");
+    assert_eq!(c.order(id).await.unwrap().status, OrderStatus::Pending);
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 50_000);
 
     // The fault is gone: replay, and the saga completes, charging once. The redrive is addressed
@@ -165,13 +165,10 @@ async fn dlq_replay_is_processed_once() {
     let notif_base = metric_sum(c, "events_consumed_total", &notif_dups).await;
     let pay_base = metric_sum(c, "events_consumed_total", &pay_dups).await;
     let notif_skip_base = metric_sum(c, "events_consumed_total", &notif_skips).await;
+    assert_eq!(lab::dlq::replay_all(&brokers, &dlq).await.unwrap(), 1);
     assert_eq!(
-        saga_shared::dlq::replay_all(&brokers, &dlq).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        c.wait_terminal(&id, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
+        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap().status,
+        OrderStatus::Confirmed
     );
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 40_000);
     eventually_metric(
@@ -192,13 +189,10 @@ async fn dlq_replay_is_processed_once() {
     );
 
     // The listing shows it replayed; replaying again sends nothing.
-    let letters = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+    let letters = lab::dlq::list(&brokers, &dlq).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert!(letters[0].replayed);
-    assert_eq!(
-        saga_shared::dlq::replay_all(&brokers, &dlq).await.unwrap(),
-        0
-    );
+    assert_eq!(lab::dlq::replay_all(&brokers, &dlq).await.unwrap(), 0);
     // Nothing new reached order.created: the redrive is its last record, read by both groups.
     let created = read_topic_async(&brokers, topics::ORDER_CREATED).await;
     let redrives: Vec<_> = created
@@ -222,14 +216,14 @@ async fn dlq_replay_is_processed_once() {
         pay_base
     );
     assert_eq!(c.wallet_balance("carol").await.unwrap(), 40_000);
-    assert_eq!(c.payments(&id).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(c.payments(id).await.unwrap().len(), 1);
     assert_eq!(c.product("COLD_BREW").await.unwrap(), (48, 2));
     let received = c
-        .notifications(&id)
+        .notifications(id)
         .await
         .unwrap()
         .iter()
-        .filter(|n| n["kind"] == "received")
+        .filter(|n| n.kind == NotificationKind::Received)
         .count();
     assert_eq!(received, 1);
     t.stop().await;
@@ -241,7 +235,7 @@ async fn dlq_replay_is_processed_once() {
 /// nothing; a bulk replay sends what is still waiting, and then nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
-    use saga_shared::dlq::{Replay, Selection, replay};
+    use lab::dlq::{Replay, Selection, replay};
 
     let t = spawn_lab().await;
     let c = &t.client;
@@ -258,7 +252,7 @@ async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
     )
     .await;
     let letters = lab::client::eventually("dead-lettered by both groups", SAGA_TIMEOUT, || async {
-        let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+        let l = lab::dlq::list(&brokers, &dlq).await.unwrap();
         (l.len() >= 2).then_some(l)
     })
     .await
@@ -321,7 +315,7 @@ async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
     );
     let letters =
         lab::client::eventually("the record dead-lettered again", SAGA_TIMEOUT, || async {
-            let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+            let l = lab::dlq::list(&brokers, &dlq).await.unwrap();
             (l.len() >= 3).then_some(l)
         })
         .await
@@ -364,7 +358,7 @@ async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
             }
         )
         .await,
-        Err(saga_shared::dlq::DlqError::NoRecord { .. })
+        Err(lab::dlq::DlqError::NoRecord { .. })
     ));
     // Bulk: the two still waiting. Being poison, both come back as new dead letters, which are
     // the only ones waiting then.
@@ -376,7 +370,7 @@ async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
         }
     );
     let letters = lab::client::eventually("both dead-lettered again", SAGA_TIMEOUT, || async {
-        let l = saga_shared::dlq::list(&brokers, &dlq).await.unwrap();
+        let l = lab::dlq::list(&brokers, &dlq).await.unwrap();
         (l.len() >= 5).then_some(l)
     })
     .await
@@ -493,10 +487,10 @@ async fn forged_events_go_to_the_dlq_and_change_no_wallet_or_stock() {
 
     // An honest order after them is served as usual; the forged ones moved nothing.
     let order = c.place_order("alice", &[("LATTE", 1, 5000)]).await.unwrap();
-    let id = order["id"].as_str().unwrap();
+    let id = order.id;
     assert_eq!(
-        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap()["status"],
-        "CONFIRMED"
+        c.wait_terminal(id, SAGA_TIMEOUT).await.unwrap().status,
+        OrderStatus::Confirmed
     );
     assert_eq!(
         c.wallet_balance("alice").await.unwrap(),

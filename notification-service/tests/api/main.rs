@@ -1,7 +1,6 @@
 //! The notification service's own tests: its handler records one notification per milestone,
 //! shown by its API, on a database of its own, without a broker or the other services.
 
-use lab_postgres::TestServer;
 use notification_service::NotificationService;
 use saga_shared::domain::{CustomerId, Quantity, Sku, Won};
 use saga_shared::events::{InventoryUpdated, LineItem, OrderCancelled, OrderCreated};
@@ -11,9 +10,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn each_milestone_is_one_notification_of_its_kind() {
-    let pg = TestServer::start().await.expect("PostgreSQL starts");
-    let url = pg.fresh_database().await.expect("a fresh database");
-    let app = TestApp::spawn::<NotificationService>(&url).await;
+    let app = TestApp::spawn::<NotificationService>().await;
     let alice = CustomerId::parse("alice").unwrap();
     let items = vec![LineItem {
         sku: Sku::parse("LATTE").unwrap(),

@@ -1,10 +1,11 @@
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use order_service::OrderService;
+use saga_shared::testing::TestApp;
 
 #[tokio::test]
 async fn a_valid_order_is_pending_and_its_event_is_in_the_outbox() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<OrderService>().await;
     let body = json!({"customer_id": "alice", "items": [
         {"sku": "LATTE", "quantity": 2, "unit_price": 5000},
         {"sku": "MOCHA", "quantity": 1, "unit_price": 5500}]});
@@ -36,7 +37,7 @@ async fn a_valid_order_is_pending_and_its_event_is_in_the_outbox() {
 
 #[tokio::test]
 async fn orders_the_rules_refuse_are_422_problems_and_store_nothing() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<OrderService>().await;
     let line = |q: i64, p: i64| json!({"sku": "LATTE", "quantity": q, "unit_price": p});
     let cases = [
         (
@@ -95,7 +96,7 @@ async fn orders_the_rules_refuse_are_422_problems_and_store_nothing() {
 
 #[tokio::test]
 async fn the_list_filters_by_status_and_an_unknown_order_is_404() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<OrderService>().await;
     let body = json!({"customer_id": "bob", "items": [{"sku": "LATTE", "quantity": 1, "unit_price": 5000}]});
     for _ in 0..3 {
         let res = app.post_json("/orders", &body).await;

@@ -5,7 +5,8 @@ use saga_shared::events::{InventoryFailed, PaymentCompleted, PaymentRefunded};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::spawn_app;
+use order_service::OrderService;
+use saga_shared::testing::TestApp;
 
 async fn place(app: &saga_shared::testing::TestApp) -> Value {
     let body = json!({"customer_id": "alice", "items": [{"sku": "LATTE", "quantity": 2, "unit_price": 5000}]});
@@ -22,7 +23,7 @@ async fn status(app: &saga_shared::testing::TestApp, id: Uuid) -> (String, Optio
 
 #[tokio::test]
 async fn payment_then_compensation_cancels_the_order_and_announces_it() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<OrderService>().await;
     let order = place(&app).await;
     let id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
     let alice = CustomerId::parse("alice").unwrap();
@@ -82,7 +83,7 @@ async fn payment_then_compensation_cancels_the_order_and_announces_it() {
 
 #[tokio::test]
 async fn an_event_for_an_unknown_order_is_invalid_and_changes_nothing() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<OrderService>().await;
     let failed = InventoryFailed {
         order_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),

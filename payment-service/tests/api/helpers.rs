@@ -1,16 +1,7 @@
-use lab_postgres::TestServer;
-use payment_service::PaymentService;
 use saga_shared::domain::{CustomerId, Quantity, Sku, Won};
 use saga_shared::events::{LineItem, OrderCreated, lines_total};
 use saga_shared::testing::TestApp;
 use uuid::Uuid;
-
-/// The service on a fresh database; keep the server for as long as the test runs.
-pub async fn spawn_app() -> (TestApp, TestServer) {
-    let pg = TestServer::start().await.expect("PostgreSQL starts");
-    let url = pg.fresh_database().await.expect("a fresh database");
-    (TestApp::spawn::<PaymentService>(&url).await, pg)
-}
 
 /// An order of `quantity` lattes at 5000 won for `customer`, with its true total.
 pub fn order(customer: &str, quantity: i64) -> OrderCreated {

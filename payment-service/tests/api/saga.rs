@@ -2,11 +2,14 @@ use saga_shared::consumer::HandleError;
 use saga_shared::domain::Won;
 use saga_shared::events::InventoryFailed;
 
-use crate::helpers::{balance, order, spawn_app};
+use payment_service::PaymentService;
+use saga_shared::testing::TestApp;
+
+use crate::helpers::{balance, order};
 
 #[tokio::test]
 async fn an_order_is_charged_once_and_refunded_once() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<PaymentService>().await;
     let order = order("alice", 2);
     app.handle("/order-service", order.clone()).await.unwrap();
     assert_eq!(balance(&app, "alice").await, 100000 - 10000);
@@ -35,7 +38,7 @@ async fn an_order_is_charged_once_and_refunded_once() {
 
 #[tokio::test]
 async fn a_wallet_that_cannot_pay_refuses_with_the_reason() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<PaymentService>().await;
     // bob holds 10000; three lattes cost 15000.
     app.handle("/order-service", order("bob", 3)).await.unwrap();
     app.handle("/order-service", order("zoe", 1)).await.unwrap();
@@ -59,7 +62,7 @@ async fn a_wallet_that_cannot_pay_refuses_with_the_reason() {
 
 #[tokio::test]
 async fn a_forged_total_is_invalid_and_charges_nothing() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<PaymentService>().await;
     let mut forged = order("alice", 2);
     forged.total = Won::parse(1).unwrap();
     let err = app.handle("/order-service", forged).await.unwrap_err();

@@ -1,10 +1,11 @@
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use payment_service::PaymentService;
+use saga_shared::testing::TestApp;
 
 #[tokio::test]
 async fn seeded_wallets_are_listed_and_read_one_by_one() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<PaymentService>().await;
     let wallets: Vec<Value> = app.get_json("/wallets").await;
     let names: Vec<&str> = wallets
         .iter()
@@ -17,7 +18,7 @@ async fn seeded_wallets_are_listed_and_read_one_by_one() {
 
 #[tokio::test]
 async fn a_bad_or_unknown_customer_is_a_problem() {
-    let (app, _pg) = spawn_app().await;
+    let app = TestApp::spawn::<PaymentService>().await;
     for (path, status, detail) in [
         ("/wallets/a%20b", 400, "customer_id must be at most 64"),
         ("/wallets/zoe", 404, "no wallet for customer zoe"),

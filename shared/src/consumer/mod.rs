@@ -91,16 +91,111 @@ impl HandleError {
     }
 }
 
+/// The events a handler consumes, declared once with [`consumes!`](crate::consumes): its
+/// consumers subscribe to exactly [`Consumed::TOPICS`], and the handler matches the declaration
+/// without a catch-all, so a topic is consumed if and only if it is handled.
+pub trait Consumed: Sized + Send + 'static {
+    /// The topics of these events: the service's subscription.
+    const TOPICS: &'static [Topic];
+
+    /// `event` as one of these, or the error that sends it to the DLQ (a topic not consumed
+    /// reached the service anyway).
+    fn of(event: &SagaEvent) -> Result<Self, HandleError>;
+}
+
 /// A service's reaction to the events it consumes; runs inside the runner's transaction.
 pub trait Handler: Send + Sync + 'static {
-    /// The topics the service consumes: its consumers subscribe to exactly these.
+    /// What it consumes: its subscription derives from this.
+    type Consumed: Consumed;
+
+    /// Applies `event` (whose envelope is `envelope`) in the runner's transaction `conn`.
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        event: Self::Consumed,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// A [`Handler`] as the runner holds it, whatever it consumes: its topics, and a decoded record
+/// handed to it as one of its events.
+pub trait Subscription: Send + Sync + 'static {
     fn topics(&self) -> &'static [Topic];
 
-    fn handle<'a>(
+    fn deliver<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         event: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandleError>>;
+}
+
+impl<H: Handler> Subscription for H {
+    fn topics(&self) -> &'static [Topic] {
+        H::Consumed::TOPICS
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandleError>> {
+        match H::Consumed::of(&event.event) {
+            Ok(consumed) => Box::pin(self.handle(conn, &event.envelope, consumed)),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
+        }
+    }
+}
+
+/// Declares the events a [`Handler`] consumes, and those of the contract it ignores: an enum with
+/// one variant per consumed event (implementing [`Consumed`]) and its `topic()`. Every topic of
+/// the contract is named in one list or the other (the generated match has no catch-all), so a
+/// topic added to the contract makes every service decide before it compiles.
+///
+/// ```ignore
+/// saga_shared::consumes! {
+///     /// What the payment service reacts to.
+///     pub enum Consumed { OrderCreated, InventoryFailed }
+///     ignores { PaymentCompleted, PaymentFailed, InventoryUpdated, PaymentRefunded, OrderCancelled }
+/// }
+/// ```
+#[macro_export]
+macro_rules! consumes {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($event:ident),+ $(,)? }
+        ignores { $($ignored:ident),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis enum $name {
+            $($event($crate::events::$event),)+
+        }
+
+        impl $name {
+            /// The event's topic.
+            #[allow(dead_code)]
+            $vis fn topic(&self) -> $crate::events::Topic {
+                match self {
+                    $($name::$event(_) => $crate::events::Topic::$event,)+
+                }
+            }
+        }
+
+        impl $crate::consumer::Consumed for $name {
+            const TOPICS: &'static [$crate::events::Topic] = &[$($crate::events::Topic::$event),+];
+
+            fn of(
+                event: &$crate::events::SagaEvent,
+            ) -> ::std::result::Result<Self, $crate::consumer::HandleError> {
+                match event {
+                    $($crate::events::SagaEvent::$event(e) => Ok($name::$event(e.clone())),)+
+                    $($crate::events::SagaEvent::$ignored(_) => Err(
+                        $crate::consumer::HandleError::not_consumed($crate::events::Topic::$ignored),
+                    ),)*
+                }
+            }
+        }
+    };
 }
 
 /// Retry schedule of a failing record.
@@ -125,7 +220,7 @@ pub struct ConsumerRunner {
     pub brokers: String,
     pub pool: PgPool,
     pub producer: FutureProducer,
-    pub handler: Arc<dyn Handler>,
+    pub handler: Arc<dyn Subscription>,
     pub retry: RetryPolicy,
     pub faults: Arc<Faults>,
     /// `service` label of the metrics.
@@ -154,44 +249,13 @@ enum Outcome {
 
 impl ConsumerRunner {
     pub async fn run(self, mut shutdown: Shutdown) {
-        let consumer: StreamConsumer<RunnerContext> = match client_config(&self.brokers)
-            .set("group.id", &self.group)
-            // Tells the members apart in `lab groups` / DescribeGroups: which process, which
-            // of its consumers.
-            .set(
-                "client.id",
-                format!("{}@{}/{}", self.group, std::process::id(), self.index),
-            )
-            .set("statistics.interval.ms", "5000")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // A long poll waits at most this long for records. Right after an assignment,
-            // librdkafka may send its first Fetch before every partition has started; the others
-            // join the next Fetch, so this also bounds how long a new partition can wait (the
-            // default, 500 ms, showed as a first order taking 475 ms). 20 idle Fetches a second.
-            .set("fetch.wait.max.ms", "50")
-            // Partitions added to a topic are noticed (and the group rebalances onto them)
-            // within seconds rather than librdkafka's default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(RunnerContext {
-                service: self.service,
-                ready: self.ready.clone(),
-            }) {
+        let consumer = match self.subscribed() {
             Ok(c) => c,
             Err(err) => {
-                tracing::error!(group = %self.group, error = %err, "cannot create consumer");
+                tracing::error!(group = %self.group, error = %err, "cannot create or subscribe the consumer");
                 return;
             }
         };
-        // Exactly what the handler declares it consumes.
-        let topics: Vec<&str> = self.handler.topics().iter().map(|t| t.name()).collect();
-        if let Err(err) = consumer.subscribe(&topics) {
-            tracing::error!(group = %self.group, error = %err, "cannot subscribe");
-            return;
-        }
         // Offsets are stored once a record's transaction committed, and the stored offsets are
         // committed at most every COMMIT_INTERVAL (and on shutdown): one OffsetCommit per batch
         // rather than per record. A crash redelivers at most that window; `consumed_events`
@@ -227,28 +291,7 @@ impl ConsumerRunner {
                     _ => break,
                 }
             }
-            let started = Instant::now();
-            let outcomes = self.process_batch(&batch, &mut shutdown).await;
-            let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
-            let mut interrupted = false;
-            for (msg, outcome) in batch.iter().zip(outcomes) {
-                let label = match outcome {
-                    Outcome::Processed => "processed",
-                    Outcome::Duplicate => "duplicate",
-                    Outcome::DeadLettered => "dead_lettered",
-                    Outcome::Skipped => "skipped",
-                    Outcome::Interrupted => {
-                        interrupted = true;
-                        break;
-                    }
-                };
-                metrics::counter!("events_consumed_total", "service" => self.service, "topic" => msg.topic().to_owned(), "outcome" => label).increment(1);
-                metrics::histogram!("event_handle_seconds", "service" => self.service)
-                    .record(per_record);
-                if let Err(err) = consumer.store_offset_from_message(msg) {
-                    tracing::warn!(group = %self.group, error = %err, "cannot store offset; the record may be redelivered (harmless)");
-                }
-            }
+            let interrupted = self.handle_batch(&consumer, &batch, &mut shutdown).await;
             if !uncommitted {
                 uncommitted = true;
                 next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
@@ -257,9 +300,75 @@ impl ConsumerRunner {
                 break;
             }
         }
-        // Commit what was processed, then leave the group promptly so the partitions move to the
-        // other members. Both block until the broker answers: keep them off the async workers
-        // (an embedded broker may need them to answer).
+        self.leave(consumer, uncommitted).await;
+    }
+
+    /// The group's consumer, subscribed to exactly what the handler declares it consumes.
+    fn subscribed(&self) -> Result<StreamConsumer<RunnerContext>, rdkafka::error::KafkaError> {
+        let consumer: StreamConsumer<RunnerContext> = client_config(&self.brokers)
+            .set("group.id", &self.group)
+            // Tells the members apart in `lab groups` / DescribeGroups: which process, which
+            // of its consumers.
+            .set(
+                "client.id",
+                format!("{}@{}/{}", self.group, std::process::id(), self.index),
+            )
+            .set("statistics.interval.ms", "5000")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A long poll waits at most this long for records. Right after an assignment,
+            // librdkafka may send its first Fetch before every partition has started; the others
+            // join the next Fetch, so this also bounds how long a new partition can wait (the
+            // default, 500 ms, showed as a first order taking 475 ms). 20 idle Fetches a second.
+            .set("fetch.wait.max.ms", "50")
+            // Partitions added to a topic are noticed (and the group rebalances onto them)
+            // within seconds rather than librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(RunnerContext {
+                service: self.service,
+                ready: self.ready.clone(),
+            })?;
+        let topics: Vec<&str> = self.handler.topics().iter().map(|t| t.name()).collect();
+        consumer.subscribe(&topics)?;
+        Ok(consumer)
+    }
+
+    /// Processes `batch`, counts each record's outcome and stores the offsets of those done;
+    /// returns whether shutdown interrupted it.
+    async fn handle_batch(
+        &self,
+        consumer: &StreamConsumer<RunnerContext>,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let started = Instant::now();
+        let outcomes = self.process_batch(batch, shutdown).await;
+        let per_record = started.elapsed().as_secs_f64() / batch.len() as f64;
+        for (msg, outcome) in batch.iter().zip(outcomes) {
+            let label = match outcome {
+                Outcome::Processed => "processed",
+                Outcome::Duplicate => "duplicate",
+                Outcome::DeadLettered => "dead_lettered",
+                Outcome::Skipped => "skipped",
+                Outcome::Interrupted => return true,
+            };
+            metrics::counter!("events_consumed_total", "service" => self.service, "topic" => msg.topic().to_owned(), "outcome" => label).increment(1);
+            metrics::histogram!("event_handle_seconds", "service" => self.service)
+                .record(per_record);
+            if let Err(err) = consumer.store_offset_from_message(msg) {
+                tracing::warn!(group = %self.group, error = %err, "cannot store offset; the record may be redelivered (harmless)");
+            }
+        }
+        false
+    }
+
+    /// Commits what was processed, then leaves the group promptly so the partitions move to the
+    /// other members. Both block until the broker answers: kept off the async workers (an
+    /// embedded broker may need them to answer).
+    async fn leave(&self, consumer: StreamConsumer<RunnerContext>, uncommitted: bool) {
         let group = self.group.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if uncommitted && let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {

@@ -75,7 +75,7 @@ impl ConsumerRunner {
         for incoming in records {
             // `remove`: an id twice in one batch is applied once, like across batches.
             if fresh.remove(&incoming.envelope.id) {
-                self.handler.handle(&mut tx, incoming).await?;
+                self.handler.deliver(&mut tx, incoming).await?;
                 outcomes.push(Outcome::Processed);
             } else {
                 outcomes.push(Outcome::Duplicate);
@@ -155,7 +155,7 @@ impl ConsumerRunner {
         if !fresh {
             return Ok(false);
         }
-        self.handler.handle(&mut tx, incoming).await?;
+        self.handler.deliver(&mut tx, incoming).await?;
         tx.commit().await?;
         Ok(true)
     }

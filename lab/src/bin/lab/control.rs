@@ -6,7 +6,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use lab::Service;
-use serde_json::{Value, json};
+use lab::dashboard::api::{DlqRecords, FaultSettings, LabStatus, Replayed, ServiceRunning};
+use saga_shared::dlq::header as dlq_header;
+use saga_shared::http::Problem;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A running lab's control API (its dashboard).
 #[derive(Debug, Clone, Args)]
@@ -21,11 +25,20 @@ pub(crate) struct LabApi {
 }
 
 impl LabApi {
-    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        call(reqwest::Method::GET, &format!("{}{path}", self.url), None).await
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        call(
+            reqwest::Method::GET,
+            &format!("{}{path}", self.url),
+            None::<()>,
+        )
+        .await
     }
 
-    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<impl Serialize>,
+    ) -> anyhow::Result<T> {
         call(reqwest::Method::POST, &format!("{}{path}", self.url), body).await
     }
 }
@@ -120,18 +133,17 @@ pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 (Some(p), Some(o)) => format!("?partition={p}&offset={o}"),
                 _ => String::new(),
             };
-            let v = a
+            let done: Replayed = a
                 .dlq
                 .lab
-                .post(&format!("/api/dlq/{}/replay{one}", a.dlq.topic), None)
+                .post(&format!("/api/dlq/{}/replay{one}", a.dlq.topic), None::<()>)
                 .await?;
             let mut line = format!(
                 "replayed {} record(s) of {} to the group that dead-lettered each",
-                v["replayed"],
-                v["topic"].as_str().unwrap_or_default(),
+                done.replayed, done.topic,
             );
-            if v["already_replayed"].as_u64().unwrap_or(0) > 0 {
-                line += &format!(" ({} replayed before)", v["already_replayed"]);
+            if done.already_replayed > 0 {
+                line += &format!(" ({} replayed before)", done.already_replayed);
             }
             println!("{line}");
             Ok(())
@@ -141,17 +153,24 @@ pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
 
 /// `lab fault`.
 pub(crate) async fn fault(a: FaultArgs) -> anyhow::Result<()> {
-    let body = json!({"fail_handlers": a.fail, "slow_ms": a.slow_ms});
+    let body = FaultSettings {
+        fail_handlers: a.fail,
+        slow_ms: a.slow_ms,
+    };
     let path = format!("/api/faults/{}", a.service.short_name());
-    let v = a.lab.post(&path, Some(body)).await?;
-    println!("{}: {v}", a.service.short_name());
+    let set: FaultSettings = a.lab.post(&path, Some(body)).await?;
+    println!(
+        "{}: {}",
+        a.service.short_name(),
+        serde_json::to_string(&set)?
+    );
     Ok(())
 }
 
 /// `lab stop` / `lab start` (`action`).
 pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result<()> {
     let path = format!("/api/services/{}/{action}", a.service.short_name());
-    a.lab.post(&path, None).await?;
+    let _: ServiceRunning = a.lab.post(&path, None::<()>).await?;
     let done = if action == "stop" {
         "stopped"
     } else {
@@ -163,26 +182,22 @@ pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result
 
 /// `lab env`: a service's settings as shell exports.
 pub(crate) async fn env(a: ServiceArg) -> anyhow::Result<()> {
-    let status = a.lab.get("/api/status").await?;
+    let status: LabStatus = a.lab.get("/api/status").await?;
     let name = a.service.name();
-    let svc = status["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name)
+    let svc = status
+        .services
+        .iter()
+        .find(|s| s.name == name)
         .with_context(|| format!("the lab reports no {name}"))?;
     // The dashboard never shows a password; the role's is the lab's own, known here.
-    let mut database_url = reqwest::Url::parse(svc["database_url"].as_str().unwrap_or_default())
+    let mut database_url = reqwest::Url::parse(&svc.database_url)
         .with_context(|| format!("the lab reports no database URL for {name}"))?;
     if database_url.password().is_some() {
         let _ = database_url.set_password(Some(&a.service.db().password()));
     }
     for (var, value) in [
         ("DATABASE_URL", database_url.as_str()),
-        (
-            "KAFKA_BROKERS",
-            status["brokers"].as_str().unwrap_or_default(),
-        ),
+        ("KAFKA_BROKERS", status.brokers.as_str()),
     ] {
         println!("export {var}='{value}'");
     }
@@ -239,7 +254,11 @@ pub(crate) async fn run_service(a: ServiceRunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call<T: DeserializeOwned>(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<impl Serialize>,
+) -> anyhow::Result<T> {
     let http = reqwest::Client::new();
     let mut req = http.request(method, url);
     if let Some(b) = body {
@@ -250,51 +269,38 @@ async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> anyhow
         .await
         .with_context(|| format!("is the lab running? calling {url}"))?;
     let status = res.status();
-    let v: Value = res.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!(
-            "{url} answered {status}: {}",
-            v["detail"].as_str().unwrap_or("")
-        );
+        let detail = res.json::<Problem>().await.map(|p| p.detail);
+        bail!("{url} answered {status}: {}", detail.unwrap_or_default());
     }
-    Ok(v)
+    res.json()
+        .await
+        .with_context(|| format!("{url} answered what this lab binary does not read"))
 }
 
-fn print_dlq(v: &Value) -> anyhow::Result<()> {
+fn print_dlq(dlq: &DlqRecords) -> anyhow::Result<()> {
     use std::fmt::Write;
-    let records = v["records"].as_array().cloned().unwrap_or_default();
     let mut out = format!(
         "{}: {} record(s), {} waiting, {} replayed\n",
-        v["topic"].as_str().unwrap_or("?"),
-        records.len(),
-        v["waiting"],
-        v["replayed"],
+        dlq.topic,
+        dlq.records.len(),
+        dlq.waiting,
+        dlq.replayed,
     );
-    for r in records {
-        let h = |name: &str| {
-            r["headers"]
-                .as_array()
-                .and_then(|hs| hs.iter().find(|p| p[0] == name))
-                .and_then(|p| p[1].as_str())
-                .unwrap_or("-")
-                .to_owned()
-        };
+    for r in &dlq.records {
+        let h = |name: &str| r.header(name).unwrap_or("-");
         writeln!(
             out,
             "  {}@{}  {}  from {}[{}]@{}  group={} attempts={}  error: {}",
-            r["partition"],
-            r["offset"],
-            if r["replayed"] == true {
-                "replayed"
-            } else {
-                "waiting "
-            },
-            h("dlq_original_topic"),
-            h("dlq_original_partition"),
-            h("dlq_original_offset"),
-            h("dlq_consumer_group"),
-            h("dlq_attempts"),
-            h("dlq_error"),
+            r.partition,
+            r.offset,
+            if r.replayed { "replayed" } else { "waiting " },
+            h(dlq_header::ORIGINAL_TOPIC),
+            h(dlq_header::ORIGINAL_PARTITION),
+            h(dlq_header::ORIGINAL_OFFSET),
+            h(dlq_header::CONSUMER_GROUP),
+            h(dlq_header::ATTEMPTS),
+            h(dlq_header::ERROR),
         )?;
     }
     print_out(&out)

@@ -74,6 +74,11 @@ enum Command {
     Txn(TxnArgs),
     /// Add partitions to a topic (never fewer); its consumer groups rebalance onto them.
     Partitions(PartitionsArgs),
+    /// Run a throwaway PostgreSQL for a test suite: prints the superuser URL of its `postgres`
+    /// database, then runs until standard input closes (`cargo xtask test` shares one among
+    /// all the tests it runs, as `LAB_TEST_POSTGRES_URL`).
+    #[command(hide = true)]
+    TestPostgres,
 }
 
 fn main() -> std::process::ExitCode {
@@ -123,5 +128,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
         Some(Command::Partitions(a)) => control::partitions(a).await,
+        Some(Command::TestPostgres) => test_postgres().await,
     }
+}
+
+/// `lab test-postgres`.
+async fn test_postgres() -> anyhow::Result<()> {
+    use std::io::Write;
+    let server = lab_postgres::TestServer::start().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", server.admin_url())?;
+    out.flush()?;
+    tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+        .await??;
+    drop(server);
+    Ok(())
 }

@@ -2,10 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use lab::LabClient;
-use serde_json::json;
+use notification_service::api::NotificationKind;
+use order_service::domain::{LineRequest, OrderRequest, OrderStatus};
+use uuid::Uuid;
 
 #[derive(Debug, Args)]
 pub(crate) struct OrderArgs {
@@ -42,67 +44,66 @@ pub(crate) async fn order(args: OrderArgs) -> anyhow::Result<()> {
         let [sku, q, p] = parts[..] else {
             bail!("--item must be SKU:QUANTITY:UNIT_PRICE, got {item}")
         };
-        items.push(
-            json!({"sku": sku, "quantity": q.parse::<i64>()?, "unit_price": p.parse::<i64>()?}),
-        );
+        items.push(LineRequest {
+            sku: sku.to_owned(),
+            quantity: q.parse()?,
+            unit_price: p.parse()?,
+        });
     }
-    let client = LabClient::with_urls(
-        args.order_url.clone(),
-        String::new(),
-        String::new(),
-        args.notification_url.clone(),
-    );
+    let client = LabClient::with_urls(&args.order_url, "", "", &args.notification_url);
     let started = Instant::now();
     let order = client
-        .post_order(json!({"customer_id": args.customer, "items": items}))
+        .post_order(&OrderRequest {
+            customer_id: args.customer.clone(),
+            items,
+            currency: None,
+        })
         .await?;
-    let id = order["id"].as_str().context("order without id")?.to_owned();
+    let id = order.id;
     if args.print_id {
         println!("{id}");
         return Ok(());
     }
     println!(
         "order {id} placed: {} {} {}",
-        order["total"],
-        order["currency"].as_str().unwrap_or(""),
-        order["status"]
+        order.total,
+        order.currency,
+        order.status.as_str()
     );
+    follow(&client, id, started).await
+}
+
+/// Prints each step of order `id`'s saga as it appears, then its notification, until its
+/// timeline is complete.
+async fn follow(client: &LabClient, id: Uuid, started: Instant) -> anyhow::Result<()> {
     let mut shown = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let o = client.order(&id).await?;
-        let timeline = o["timeline"].as_array().cloned().unwrap_or_default();
-        for step in &timeline {
-            let Some(event_id) = step["event_id"].as_str() else {
-                continue;
-            };
-            if !shown.insert(event_id.to_owned()) {
+        let o = client.order(id).await?;
+        for step in &o.timeline {
+            if !shown.insert(step.event_id) {
                 continue;
             }
             println!(
                 "  +{:>5} ms  {:<18} -> {:<12} {}",
                 started.elapsed().as_millis(),
-                step["event"].as_str().unwrap_or(""),
-                step["status"].as_str().unwrap_or(""),
-                step["detail"].as_str().unwrap_or(""),
+                step.event,
+                step.status.as_str(),
+                step.detail.as_deref().unwrap_or(""),
             );
         }
-        let status = o["status"].as_str().unwrap_or("");
-        if lab::client::timeline_complete(&o) {
-            let kind = if status == "CONFIRMED" {
-                "confirmed"
+        let status = o.status.as_str();
+        if o.timeline_complete() {
+            let kind = if o.status == OrderStatus::Confirmed {
+                NotificationKind::Confirmed
             } else {
-                "cancelled"
+                NotificationKind::Cancelled
             };
             let notes = client
-                .wait_notification(&id, kind, Duration::from_secs(10))
+                .wait_notification(id, kind, Duration::from_secs(10))
                 .await?;
             for n in notes {
-                println!(
-                    "  notification [{}] {}",
-                    n["kind"].as_str().unwrap_or(""),
-                    n["message"].as_str().unwrap_or("")
-                );
+                println!("  notification [{}] {}", n.kind.as_str(), n.message);
             }
             println!("{status} after {} ms", started.elapsed().as_millis());
             return Ok(());

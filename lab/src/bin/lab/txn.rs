@@ -52,7 +52,7 @@ fn producer(brokers: &str, transactional_id: &str) -> anyhow::Result<BaseProduce
 fn send(p: &BaseProducer, topic: &str, value: &str) -> anyhow::Result<()> {
     p.send(BaseRecord::to(topic).key("demo").payload(value))
         .map_err(|(e, _)| e)?;
-    saga_shared::kafka::drain(p, WAIT)?;
+    lab::kafka::drain(p, WAIT)?;
     Ok(())
 }
 

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use notification_service::api::NotificationKind;
+use order_service::domain::OrderStatus;
+use uuid::Uuid;
+
+use lab::dashboard::api::DlqRecords;
 
 use crate::control::{BrokerArg, LabApi};
 
@@ -23,9 +27,10 @@ pub(crate) struct WaitArgs {
 enum WaitFor {
     /// Until an order has a status, e.g. `lab wait order <id> CONFIRMED`.
     Order {
-        id: String,
+        id: Uuid,
         /// PENDING, PAID, COMPENSATING, CONFIRMED or CANCELLED.
-        status: String,
+        #[arg(value_parser = order_status)]
+        status: OrderStatus,
         /// The order service.
         #[arg(long, env = "LAB_ORDER_URL", default_value = "http://127.0.0.1:8081")]
         order_url: String,
@@ -33,8 +38,9 @@ enum WaitFor {
     /// Until an order has a notification of this kind (received, confirmed, cancelled), e.g.
     /// `lab wait notification <id> received`.
     Notification {
-        id: String,
-        kind: String,
+        id: Uuid,
+        #[arg(value_parser = notification_kind)]
+        kind: NotificationKind,
         #[arg(
             long,
             env = "LAB_NOTIFICATION_URL",
@@ -78,6 +84,16 @@ enum WaitFor {
     },
 }
 
+fn order_status(s: &str) -> Result<OrderStatus, String> {
+    OrderStatus::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a status: PENDING, PAID, COMPENSATING, CONFIRMED or CANCELLED")
+    })
+}
+
+fn notification_kind(s: &str) -> Result<NotificationKind, String> {
+    NotificationKind::try_from(s.to_owned())
+}
+
 pub(crate) async fn wait(args: WaitArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
@@ -100,12 +116,12 @@ async fn check(what: &WaitFor) -> (bool, String) {
             id,
             status,
             order_url,
-        } => order_status(order_url, id, status).await,
+        } => order_reached(order_url, *id, *status).await,
         WaitFor::Notification {
             id,
             kind,
             notification_url,
-        } => notification(notification_url, id, kind).await,
+        } => notification(notification_url, *id, *kind).await,
         WaitFor::Group {
             group,
             members,
@@ -130,32 +146,27 @@ async fn check(what: &WaitFor) -> (bool, String) {
     }
 }
 
-async fn order_status(order_url: &str, id: &str, status: &str) -> (bool, String) {
-    let url = format!("{order_url}/orders/{id}");
-    let order: Option<Value> = async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
-    let now = order
-        .as_ref()
-        .and_then(|o| o["status"].as_str())
-        .unwrap_or("not found")
-        .to_owned();
-    (now == status, format!("order {id} is {now}"))
+async fn order_reached(order_url: &str, id: Uuid, status: OrderStatus) -> (bool, String) {
+    let client = lab::LabClient::with_urls(order_url.to_owned(), "", "", "");
+    match client.order(id).await {
+        Ok(order) => (
+            order.status == status,
+            format!("order {id} is {}", order.status.as_str()),
+        ),
+        Err(_) => (false, format!("order {id} is not found")),
+    }
 }
 
-async fn notification(notification_url: &str, id: &str, kind: &str) -> (bool, String) {
-    let url = format!("{notification_url}/notifications?order_id={id}");
-    let list: Option<Value> = async { reqwest::get(&url).await.ok()?.json().await.ok() }.await;
-    let found = list
-        .as_ref()
-        .and_then(Value::as_array)
-        .and_then(|l| l.iter().find(|n| n["kind"] == kind).cloned());
+async fn notification(notification_url: &str, id: Uuid, kind: NotificationKind) -> (bool, String) {
+    let client = lab::LabClient::with_urls("", "", "", notification_url.to_owned());
+    let found = client
+        .notifications(id)
+        .await
+        .ok()
+        .and_then(|list| list.into_iter().find(|n| n.kind == kind));
+    let kind = kind.as_str();
     match found {
-        Some(n) => (
-            true,
-            format!(
-                "notification [{kind}] {}",
-                n["message"].as_str().unwrap_or_default()
-            ),
-        ),
+        Some(n) => (true, format!("notification [{kind}] {}", n.message)),
         None => (false, format!("no {kind} notification for order {id}")),
     }
 }
@@ -221,11 +232,10 @@ async fn committed(brokers: &str, topic: &str, records: usize) -> (bool, String)
 }
 
 async fn dead_letters(lab: &LabApi, topic: &str, records: usize) -> (bool, String) {
-    match lab.get(&format!("/api/dlq/{topic}")).await {
-        Ok(v) => {
-            let n = v["records"].as_array().map_or(0, Vec::len);
-            let dlq = v["topic"].as_str().unwrap_or(topic).to_owned();
-            (n == records, format!("{dlq}: {n} record(s)"))
+    match lab.get::<DlqRecords>(&format!("/api/dlq/{topic}")).await {
+        Ok(dlq) => {
+            let n = dlq.records.len();
+            (n == records, format!("{}: {n} record(s)", dlq.topic))
         }
         Err(e) => (false, e.to_string()),
     }
@@ -243,7 +253,7 @@ fn committed_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> 
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .create_with_context(lab::EndIsNotAnError)?;
-    let partitions = saga_shared::kafka::partitions_of(&consumer, topic, Duration::from_secs(5))?;
+    let partitions = lab::kafka::partitions_of(&consumer, topic, Duration::from_secs(5))?;
     anyhow::ensure!(!partitions.is_empty(), "no topic {topic}");
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {

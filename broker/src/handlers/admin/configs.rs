@@ -1,61 +1,18 @@
-//! Admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords, DescribeConfigs,
-//! AlterConfigs and IncrementalAlterConfigs (topic configs).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: a topic's configs (and the
+//! broker's, read-only), and what the admin APIs share: config sources and refusals.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
-use kafka_protocol::messages::delete_records_response::{
-    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-};
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::partitions::{answer_each, partition_answer};
-use super::route::str_bytes;
 use crate::broker::Broker;
-use crate::storage::AppendError;
-use crate::topics::{Topic, TopicError};
-
-use kafka_protocol::messages::ResponseKind;
-
-use super::route::{Reply, Route, route};
-
-/// Topic changes write to disk; DescribeConfigs takes the topics' lock, held across those writes.
-pub(super) static ROUTES: &[Route] = &[
-    route!(CreateTopics, 2..=7, disk, |b, r, c| {
-        Reply::send(ResponseKind::CreateTopics(create_topics(b, r, c.version)))
-    }),
-    route!(DeleteTopics, 1..=6, disk, |b, r, _c| {
-        Reply::send(ResponseKind::DeleteTopics(delete_topics(b, r)))
-    }),
-    route!(CreatePartitions, 0..=3, disk, |b, r, _c| {
-        Reply::send(ResponseKind::CreatePartitions(create_partitions(b, r)))
-    }),
-    route!(DeleteRecords, 0..=2, disk, |b, r, _c| {
-        Reply::send(ResponseKind::DeleteRecords(delete_records(b, r)))
-    }),
-    route!(AlterConfigs, 0..=2, disk, |b, r, _c| {
-        Reply::send(ResponseKind::AlterConfigs(alter_configs(b, r)))
-    }),
-    route!(IncrementalAlterConfigs, 0..=1, disk, |b, r, _c| {
-        Reply::send(ResponseKind::IncrementalAlterConfigs(
-            incremental_alter_configs(b, r),
-        ))
-    }),
-    route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
-        Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
-    }),
-];
+use crate::handlers::route::str_bytes;
+use crate::topics::TopicError;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -64,7 +21,7 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// The config source of a topic config: set on the topic, or the default.
-fn source(overridden: bool) -> i8 {
+pub(super) fn source(overridden: bool) -> i8 {
     if overridden {
         SOURCE_TOPIC
     } else {
@@ -72,50 +29,8 @@ fn source(overridden: bool) -> i8 {
     }
 }
 
-pub fn create_topics(
-    broker: &Broker,
-    request: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
-    // One request makes at most so many partitions in all (Kafka's controller refuses an
-    // "excessively large" operation the same way): all of it is refused, not a part.
-    let asked: i64 = request
-        .topics
-        .iter()
-        .map(|t| i64::from(partition_count(broker, t).max(0)))
-        .sum();
-    let cap = broker.config.max_partitions_per_request;
-    let too_many = (asked > i64::from(cap)).then(|| {
-        format!("one request may create at most {cap} partitions; this one asks for {asked}")
-    });
-    let validate_only = request.validate_only;
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let result = CreatableTopicResult::default()
-                .with_name(t.name.clone())
-                .with_num_partitions(-1)
-                .with_replication_factor(-1);
-            let created = match &too_many {
-                Some(message) => Err((ResponseError::PolicyViolation, message.clone())),
-                None => create_one(broker, &t, validate_only),
-            };
-            match created {
-                Ok(topic) => {
-                    created_answer(broker, result, topic, partition_count(broker, &t), version)
-                }
-                Err((error, message)) => result
-                    .with_error_code(error.code())
-                    .with_error_message(Some(str_bytes(message))),
-            }
-        })
-        .collect();
-    CreateTopicsResponse::default().with_topics(topics)
-}
-
 /// The configs a request sets, name to value (an entry without a value sets nothing).
-fn set_configs<'a>(
+pub(super) fn set_configs<'a>(
     entries: impl Iterator<Item = (&'a StrBytes, &'a Option<StrBytes>)>,
 ) -> BTreeMap<String, String> {
     entries
@@ -128,118 +43,7 @@ fn set_configs<'a>(
         .collect()
 }
 
-/// The partitions a CreateTopics entry asks for (-1: the broker's default).
-fn partition_count(broker: &Broker, t: &CreatableTopic) -> i32 {
-    match t.num_partitions {
-        -1 => broker.topics.default_partitions(),
-        n => n,
-    }
-}
-
-/// Creates one topic of a CreateTopics request, or with `validate_only` checks that it could
-/// be (no topic then).
-fn create_one(
-    broker: &Broker,
-    t: &CreatableTopic,
-    validate_only: bool,
-) -> Result<Option<Arc<Topic>>, Refusal> {
-    if t.replication_factor > 1 {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            "this single-node broker keeps one replica".into(),
-        ));
-    }
-    let name = t.name.as_str();
-    let configs = set_configs(t.configs.iter().map(|c| (&c.name, &c.value)));
-    let partitions = partition_count(broker, t);
-    let outcome = if validate_only {
-        broker
-            .topics
-            .validate(name, partitions, &configs)
-            .map(|_| None)
-    } else {
-        broker
-            .topics
-            .create(name, Some(partitions), configs)
-            .map(Some)
-    };
-    outcome.map_err(|e| (e.kafka_error(), client_message(&e)))
-}
-
-/// The answer for a topic created (or validated): its id, and from v5 on its partition count,
-/// replication factor and configs.
-fn created_answer(
-    broker: &Broker,
-    result: CreatableTopicResult,
-    topic: Option<Arc<Topic>>,
-    partitions: i32,
-    version: i16,
-) -> CreatableTopicResult {
-    let overrides = topic
-        .as_ref()
-        .map(|t| t.configs.clone())
-        .unwrap_or_default();
-    let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
-    if version < 5 {
-        return result;
-    }
-    let shown = broker
-        .topics
-        .config_entries(&overrides)
-        .into_iter()
-        .map(|entry| {
-            CreatableTopicConfigs::default()
-                .with_name(str_bytes(entry.name))
-                .with_value(Some(str_bytes(entry.value)))
-                .with_config_source(source(entry.overridden))
-        })
-        .collect();
-    result
-        .with_num_partitions(partitions)
-        .with_replication_factor(1)
-        .with_configs(Some(shown))
-}
-
-pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    // v0-5 name topics in `topic_names`; v6 uses `topics` with a name or an id.
-    let mut targets: Vec<(Option<String>, uuid::Uuid)> = request
-        .topic_names
-        .iter()
-        .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
-        .collect();
-    targets.extend(
-        request
-            .topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id)),
-    );
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let name = name.or_else(|| broker.topics.get_by_id(id).map(|t| t.name.clone()));
-            let result = DeletableTopicResult::default()
-                .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
-                .with_topic_id(id);
-            let Some(name) = name else {
-                return result.with_error_code(ResponseError::UnknownTopicId.code());
-            };
-            match broker.topics.delete(&name) {
-                Ok(topic) => {
-                    if let Err(e) = broker.offsets.delete_topic(&name) {
-                        tracing::warn!(topic = name, "could not drop committed offsets: {e}");
-                    }
-                    result.with_topic_id(topic.id)
-                }
-                Err(e) => result
-                    .with_error_code(e.kafka_error().code())
-                    .with_error_message(Some(str_bytes(client_message(&e)))),
-            }
-        })
-        .collect();
-    DeleteTopicsResponse::default().with_responses(responses)
-}
-
-pub fn describe_configs(
+pub(super) fn describe_configs(
     broker: &Broker,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -345,7 +149,7 @@ fn broker_config_entries(broker: &Broker) -> Vec<ConfigEntry> {
 }
 
 /// Why a config change of one resource is refused: the error and what the client reads.
-type Refusal = (ResponseError, String);
+pub(super) type Refusal = (ResponseError, String);
 
 /// The topic a config change is for; broker configs are the command line's.
 fn altered_topic(
@@ -383,7 +187,7 @@ fn apply_configs(
 }
 
 /// AlterConfigs: the given configs replace all of a topic's overrides.
-pub fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) fn alter_configs(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let responses = request
         .resources
         .into_iter()
@@ -422,7 +226,7 @@ const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 
 /// IncrementalAlterConfigs: set, delete (back to the default), append to or subtract from a
 /// list, each on the topic's current overrides.
-pub fn incremental_alter_configs(
+pub(super) fn incremental_alter_configs(
     broker: &Broker,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -480,90 +284,9 @@ pub fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-partition_answer!(DeleteRecordsPartitionResult, |index| {
-    DeleteRecordsPartitionResult::default()
-        .with_partition_index(index)
-        .with_low_watermark(-1)
-});
-
-/// Moves partitions' log start offsets up (`-1`: to the high watermark).
-pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.as_str();
-            let partitions = answer_each(
-                broker,
-                name,
-                t.partitions.iter(),
-                |p| p.partition_index,
-                |p, partition, result: DeleteRecordsPartitionResult| match partition
-                    .delete_records_before(p.offset)
-                {
-                    Ok(start) => Ok(result.with_low_watermark(start)),
-                    Err(e) => {
-                        if matches!(e, AppendError::Io(_)) {
-                            tracing::error!(
-                                topic = name,
-                                partition = p.partition_index,
-                                "delete records failed: {e}"
-                            );
-                        }
-                        Err(e.kafka_error().into())
-                    }
-                },
-            );
-            DeleteRecordsTopicResult::default()
-                .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
-    DeleteRecordsResponse::default().with_topics(topics)
-}
-
-/// Grows topics (never shrinks). Consumer groups need nothing from the broker: their leader sees
-/// the new partition count in its metadata refresh and rejoins, and the new assignment takes the
-/// new partitions.
-pub fn create_partitions(
-    broker: &Broker,
-    request: CreatePartitionsRequest,
-) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            // One node: an explicit assignment can only name it.
-            let assignable = t.assignments.as_ref().is_none_or(|a| {
-                a.iter()
-                    .all(|p| p.broker_ids.iter().all(|b| b.0 == crate::broker::NODE_ID))
-            });
-            if !assignable {
-                return result
-                    .with_error_code(ResponseError::InvalidReplicaAssignment.code())
-                    .with_error_message(Some(str_bytes(format!(
-                        "this cluster has one broker, id {}",
-                        crate::broker::NODE_ID
-                    ))));
-            }
-            match broker
-                .topics
-                .add_partitions(t.name.as_str(), t.count, request.validate_only)
-            {
-                Ok(_) => result,
-                Err(e) => result
-                    .with_error_code(e.kafka_error().code())
-                    .with_error_message(Some(str_bytes(client_message(&e)))),
-            }
-        })
-        .collect();
-    CreatePartitionsResponse::default().with_results(results)
-}
-
 /// What a client is told of a failed topic operation: its own mistake in full, the broker's
 /// storage failure only as such (the detail goes to the log).
-fn client_message(e: &TopicError) -> String {
+pub(super) fn client_message(e: &TopicError) -> String {
     match e {
         TopicError::Io(_) => {
             tracing::error!("topic operation failed: {e}");

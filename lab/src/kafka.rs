@@ -1,0 +1,43 @@
+//! Kafka helpers only the lab uses: a topic's partitions, and waiting for a transactional
+//! producer's deliveries.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+
+/// The partitions of `topic` in the broker's metadata (none if it doesn't exist).
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Waits until every record `producer` sent has its delivery report, serving reports in 1 ms
+/// slices; call it before `commit_transaction` or instead of `flush`.
+///
+/// rust-rdkafka's `BaseProducer::flush` (which `commit_transaction` calls first) serves reports
+/// in slices of up to 100 ms that each run to their end, so while any record is in flight it
+/// costs about 100 ms however fast the broker answers: a floor of 100 ms per transaction.
+pub fn drain<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
