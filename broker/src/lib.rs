@@ -35,6 +35,10 @@
 //!     crash: the coordinator's file is replayed; each partition loads the producer-state
 //!     snapshot of its last roll and re-reads the transactional batch headers after it.
 //!
+//! [`metadata`] is the cluster's metadata model (KRaft's records and the image they build, with
+//! the rules of leaders, in-sync replicas and fencing) on which replication is being built; the
+//! single node does not use it yet.
+//!
 //! A program that serves clients it does not trust installs [`wire_alloc::LazyHugeAlloc`] as its
 //! global allocator (the `broker` and `lab` binaries do), so that a forged array length in a
 //! request closes that connection instead of aborting the process. The library does not choose
@@ -51,6 +55,7 @@ pub mod connection;
 pub mod group;
 pub mod handlers;
 mod jsonl;
+pub mod metadata;
 pub mod offset_store;
 pub mod producer_ids;
 pub mod server;

@@ -240,6 +240,8 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["clock", "config", "codec", "wire_alloc"],
     // Segment files and partition logs.
     &["storage"],
+    // The cluster's metadata: its records and the image they build.
+    &["metadata"],
     // Small durable files: JSON lines, reserved producer-id blocks.
     &["jsonl", "producer_ids"],
     // Topics and their partitions, committed offsets, consumer groups.
