@@ -216,25 +216,9 @@ impl MetadataImage {
                 partition,
                 isr,
                 leader,
-            } => {
-                let state = self.partition_mut(*topic, *partition)?;
-                check_partition(&state.replicas, isr, *leader)?;
-                if *leader != state.leader {
-                    state.leader_epoch += 1;
-                }
-                state.isr = isr.clone();
-                state.leader = *leader;
-                state.partition_epoch += 1;
-            }
+            } => self.change_partition(*topic, *partition, isr, *leader)?,
             MetadataRecord::Config { topic, name, value } => {
-                let id = self
-                    .topic_id(topic)
-                    .ok_or_else(|| MetadataError::NoTopic(topic.clone()))?;
-                let configs = &mut self.topics.get_mut(&id).expect("found by name").configs;
-                match value {
-                    Some(v) => configs.insert(name.clone(), v.clone()),
-                    None => configs.remove(name),
-                };
+                self.set_config(topic, name, value.as_deref())?;
             }
             MetadataRecord::ProducerIds { end, .. } => {
                 if *end <= self.next_producer_id {
@@ -246,6 +230,43 @@ impl MetadataImage {
                 self.next_producer_id = *end;
             }
         }
+        Ok(())
+    }
+
+    /// A partition's new ISR and leader: the leader epoch moves if the leader does, the
+    /// partition epoch always.
+    fn change_partition(
+        &mut self,
+        topic: Uuid,
+        partition: i32,
+        isr: &[NodeId],
+        leader: NodeId,
+    ) -> Result<(), MetadataError> {
+        let state = self.partition_mut(topic, partition)?;
+        check_partition(&state.replicas, isr, leader)?;
+        if leader != state.leader {
+            state.leader_epoch += 1;
+        }
+        state.isr = isr.to_vec();
+        state.leader = leader;
+        state.partition_epoch += 1;
+        Ok(())
+    }
+
+    fn set_config(
+        &mut self,
+        topic: &str,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), MetadataError> {
+        let id = self
+            .topic_id(topic)
+            .ok_or_else(|| MetadataError::NoTopic(topic.to_owned()))?;
+        let configs = &mut self.topics.get_mut(&id).expect("found by name").configs;
+        match value {
+            Some(v) => configs.insert(name.to_owned(), v.to_owned()),
+            None => configs.remove(name),
+        };
         Ok(())
     }
 

@@ -558,7 +558,7 @@ impl Lab {
     /// Stops the services, the broker and PostgreSQL, in that order.
     pub async fn shutdown(mut self) {
         if let Some(ledger) = self.ledger.take() {
-            ledger.stop().await;
+            bounded("the ledger", Duration::from_secs(5), ledger.stop()).await;
         }
         let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();
         let mut tasks = Vec::new();
@@ -566,15 +566,22 @@ impl Lab {
             let _ = s.stop.send(());
             tasks.push(s.task);
         }
-        let _ = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_util::future::join_all(tasks),
-        )
-        .await;
-        self.stop_broker().await;
+        let services = async {
+            futures_util::future::join_all(tasks).await;
+        };
+        bounded("the services", Duration::from_secs(20), services).await;
+        bounded("the broker", Duration::from_secs(5), self.stop_broker()).await;
         if let Some(pg) = self.postgres.take() {
-            pg.stop().await;
+            bounded("PostgreSQL", Duration::from_secs(10), pg.stop()).await;
         }
+    }
+}
+
+/// Runs `step` of a shutdown, giving up after `limit` with a warning that names it: stopping
+/// never hangs on one stuck part (what is left stops with the process).
+pub async fn bounded(what: &str, limit: Duration, step: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(limit, step).await.is_err() {
+        tracing::warn!("{what} did not stop within {limit:?}; going on without it");
     }
 }
 

@@ -137,7 +137,12 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let died = until_stopped(postgres_exit).await;
     println!("\nstopping...");
-    dashboard.shutdown().await;
+    lab::system::bounded(
+        "the dashboard",
+        std::time::Duration::from_secs(5),
+        dashboard.shutdown(),
+    )
+    .await;
     let lab = shared.lock().await.take();
     if let Some(lab) = lab {
         lab.shutdown().await;
