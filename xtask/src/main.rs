@@ -347,10 +347,24 @@ fn check_docs() -> Result<(), String> {
 }
 
 fn run_tests(args: &[String]) -> ExitCode {
-    // Built first, so that the suite's PostgreSQL can start from the `lab` binary.
+    // `-p <package>` narrows the run (cargo would ignore it next to `--workspace`).
+    let packages_named = args.iter().any(|a| {
+        a == "--package"
+            || a.starts_with("--package=")
+            || (a.starts_with("-p") && !a.starts_with("--"))
+    });
+    let scope: &[&str] = if packages_named {
+        &[]
+    } else {
+        &["--workspace"]
+    };
+    // Built first (with the `lab` binary, whatever the scope), so that the suite's PostgreSQL
+    // can start from it.
     let built = Command::new(cargo())
-        .args(["nextest", "run", "--workspace", "--no-run"])
+        .args(["nextest", "run", "--no-run"])
+        .args(scope)
         .args(args)
+        .args(["-p", "lab"].iter().filter(|_| packages_named))
         .status();
     if !built.is_ok_and(|s| s.success()) {
         return fail("the tests do not build (see above)");
@@ -360,7 +374,8 @@ fn run_tests(args: &[String]) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let status = Command::new(cargo())
-        .args(["nextest", "run", "--workspace"])
+        .args(["nextest", "run"])
+        .args(scope)
         .args(args)
         .env(SHARED_TEST_SERVER, &postgres.url)
         .status();
