@@ -619,13 +619,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Result<Self, PgError> {
         let dir = tempfile::Builder::new().prefix("lab-pg-test").tempdir()?;
-        // The folder is this test's own: let the `postgres` user (when root) enter it instead of
-        // relocating the server's files (which would outlive the test).
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
-        let server = TempPostgres::start(dir.path(), 0, &[]).await?;
+        let server = start_in_own_folder(dir.path()).await?;
         Ok(Self {
             server: Some(server),
             _dir: dir,
@@ -701,7 +695,7 @@ fn process_server() -> Result<String, PgError> {
             let _ = tell.send(
                 server
                     .as_ref()
-                    .map(|(s, _)| s.admin_url("postgres"))
+                    .map(|s| s.admin_url("postgres"))
                     .map_err(ToString::to_string),
             );
             let _kept = server;
@@ -715,7 +709,7 @@ fn process_server() -> Result<String, PgError> {
     started.clone().map_err(PgError::TestServer)
 }
 
-async fn process_server_start() -> Result<(TempPostgres, PathBuf), PgError> {
+async fn process_server_start() -> Result<TempPostgres, PgError> {
     let tmp = std::env::temp_dir();
     // Folders of earlier test processes: their servers stopped with them.
     for entry in std::fs::read_dir(&tmp)?.filter_map(Result::ok) {
@@ -728,10 +722,14 @@ async fn process_server_start() -> Result<(TempPostgres, PathBuf), PgError> {
     }
     let dir = tmp.join(format!("lab-pg-process-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    // The folder is this process's own: let the `postgres` user (when root) enter it.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let server = TempPostgres::start(&dir, 0, &[]).await?;
-    Ok((server, dir))
+    start_in_own_folder(&dir).await
+}
+
+/// A server on a free port in `dir`, a folder of the caller's own: the `postgres` user (when
+/// root) may enter it, instead of the server's files being relocated (they would outlive it).
+async fn start_in_own_folder(dir: &Path) -> Result<TempPostgres, PgError> {
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    TempPostgres::start(dir, 0, &[]).await
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@ impl Entry {
 /// The running ledger: a thread of its own (rdkafka's transactional calls block).
 pub struct Ledger {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Told when the ledger's thread ends.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Ledger {
@@ -102,7 +103,8 @@ impl Ledger {
             .await;
         let stop = Arc::new(AtomicBool::new(false));
         let (brokers, flag) = (brokers.to_owned(), stop.clone());
-        let thread = std::thread::Builder::new()
+        let (tell_ended, ended) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
             .name("ledger".into())
             .spawn(move || {
                 // A failed round (the broker away, a fenced producer) starts again from the
@@ -116,18 +118,23 @@ impl Ledger {
                         }
                     }
                 }
+                let _ = tell_ended.send(());
             })?;
         Ok(Ledger {
             stop,
-            thread: Some(thread),
+            ended: Some(ended),
         })
     }
 
-    /// Stops after the transaction in progress, and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops after the transaction in progress, and waits for it, at most `limit`: a thread
+    /// still blocked in the Kafka client after that (closing a consumer whose group coordinator
+    /// is away can take that long) is left to end with the process, and nothing waits for it.
+    pub async fn stop(mut self, limit: Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(ended) = self.ended.take()
+            && tokio::time::timeout(limit, ended).await.is_err()
+        {
+            tracing::warn!("the ledger did not stop within {limit:?}; going on without it");
         }
     }
 }

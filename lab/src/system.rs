@@ -453,7 +453,7 @@ impl Lab {
     /// the event ids it counted from `ledger.entries`.
     pub async fn restart_ledger(&mut self) -> Result<(), LabError> {
         if let Some(ledger) = self.ledger.take() {
-            ledger.stop().await;
+            ledger.stop(Duration::from_secs(30)).await;
         }
         self.start_ledger().await
     }
@@ -558,7 +558,7 @@ impl Lab {
     /// Stops the services, the broker and PostgreSQL, in that order.
     pub async fn shutdown(mut self) {
         if let Some(ledger) = self.ledger.take() {
-            bounded("the ledger", Duration::from_secs(5), ledger.stop()).await;
+            ledger.stop(Duration::from_secs(5)).await;
         }
         let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();
         let mut tasks = Vec::new();

@@ -360,12 +360,15 @@ fn run_tests(args: &[String]) -> ExitCode {
     };
     // Built first (with the `lab` binary, whatever the scope), so that the suite's PostgreSQL
     // can start from it.
-    let built = Command::new(cargo())
+    let mut build = Command::new(cargo());
+    build
         .args(["nextest", "run", "--no-run"])
         .args(scope)
-        .args(args)
-        .args(["-p", "lab"].iter().filter(|_| packages_named))
-        .status();
+        .args(args);
+    if packages_named {
+        build.args(["-p", "lab"]);
+    }
+    let built = build.status();
     if !built.is_ok_and(|s| s.success()) {
         return fail("the tests do not build (see above)");
     }

@@ -120,6 +120,16 @@ const MAX_METADATA_BYTES: usize = 4096;
 /// Each topic's name and partitions, each partition with why it is refused, if it is.
 pub(super) type Checked<P> = Vec<(TopicName, Vec<(P, Option<ResponseError>)>)>;
 
+/// The partitions of `checked` that nothing refused, with their topic's name.
+pub(super) fn accepted<P>(checked: &Checked<P>) -> impl Iterator<Item = (&TopicName, &P)> {
+    checked.iter().flat_map(|(name, partitions)| {
+        partitions
+            .iter()
+            .filter(|(_, refused)| refused.is_none())
+            .map(move |(p, _)| (name, p))
+    })
+}
+
 /// The partitions of an OffsetCommit or TxnOffsetCommit request, topic by topic, each with
 /// what is wrong with committing to it whatever the group says: a partition that doesn't exist
 /// is not stored (as in Kafka), and neither is oversized metadata. `topic` splits a topic
@@ -169,23 +179,17 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
         |p| p.committed_metadata.as_deref(),
     );
     if error.is_none() {
-        let commits = topics
-            .iter()
-            .flat_map(|(name, partitions)| {
-                partitions
-                    .iter()
-                    .filter(|(_, refused)| refused.is_none())
-                    .map(|(p, _)| {
-                        let committed = Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p
-                                .committed_metadata
-                                .as_ref()
-                                .map(|m| m.as_str().to_string()),
-                        };
-                        (name.as_str().to_string(), p.partition_index, committed)
-                    })
+        let commits = accepted(&topics)
+            .map(|(name, p)| {
+                let committed = Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.as_str().to_string()),
+                };
+                (name.as_str().to_string(), p.partition_index, committed)
             })
             .collect();
         if let Err(e) = broker.offsets.commit(group, commits) {

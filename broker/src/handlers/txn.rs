@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
     describe_transactions_response, list_transactions_response,
 };
 
-use super::group_offsets::checked;
+use super::group_offsets::{accepted, checked};
 use super::partitions::{answer_each, look_up, partition_answer};
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
@@ -378,24 +378,18 @@ pub fn txn_offset_commit(
     if error.is_none() {
         // Numbered as of now: a plain commit of the group after this one wins over it.
         let seq = broker.offsets.last_seq();
-        let staged: Vec<StagedOffset> = topics
-            .iter()
-            .flat_map(|(name, partitions)| {
-                partitions
-                    .iter()
-                    .filter(|(_, refused)| refused.is_none())
-                    .map(|(p, _)| StagedOffset {
-                        group: group.to_string(),
-                        topic: name.as_str().to_string(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.as_str().to_string()),
-                        seq: Some(seq),
-                    })
+        let staged: Vec<StagedOffset> = accepted(&topics)
+            .map(|(name, p)| StagedOffset {
+                group: group.to_string(),
+                topic: name.as_str().to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.as_str().to_string()),
+                seq: Some(seq),
             })
             .collect();
         error = broker
