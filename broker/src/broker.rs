@@ -9,6 +9,7 @@ use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::group::GroupCoordinator;
 use crate::offset_store::{Committed, OffsetStore};
 use crate::producer_ids::ProducerIdAllocator;
+use crate::quorum::Quorum;
 use crate::storage::AppendError;
 use crate::topics::{TopicError, TopicRegistry};
 use crate::txn::{Participants, TxnCoordinator};
@@ -30,6 +31,8 @@ pub struct Broker {
     pub offsets: OffsetStore,
     pub producer_ids: Arc<ProducerIdAllocator>,
     pub txns: TxnCoordinator,
+    /// This node's part in the metadata quorum, when it is a node of a cluster.
+    pub quorum: Option<Arc<Quorum>>,
 }
 
 impl Broker {
@@ -40,9 +43,12 @@ impl Broker {
         advertised_port: i32,
     ) -> Result<Self, TopicError> {
         fs::create_dir_all(&config.data_dir)?;
-        let cluster_id = read_or_create(&config.data_dir.join("cluster-id"), || {
-            uuid::Uuid::new_v4().simple().to_string()
-        })?;
+        let cluster_id = match &config.cluster {
+            Some(cluster) => cluster.cluster_id(),
+            None => read_or_create(&config.data_dir.join("cluster-id"), || {
+                uuid::Uuid::new_v4().simple().to_string()
+            })?,
+        };
         let topics = TopicRegistry::open(&config)?;
         let offsets = OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?;
         let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
@@ -67,11 +73,19 @@ impl Broker {
             offsets,
             producer_ids,
             txns,
+            quorum: None,
         };
         // The partitions know their open transactions now: finish what a crash interrupted.
         broker.offsets.raise_seq(broker.txns.highest_staged_seq());
         broker.txns.recover(&broker);
         Ok(broker)
+    }
+}
+
+impl Broker {
+    /// This node's id: [`NODE_ID`] for a single node, `--node-id` in a cluster.
+    pub fn node_id(&self) -> i32 {
+        self.config.cluster.as_ref().map_or(NODE_ID, |c| c.node_id)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Broker settings, shared by the binary's flags and by code that embeds the broker.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,6 +86,65 @@ pub struct BrokerConfig {
     pub transaction_max_timeout: Duration,
     /// How often transactions past their timeout are looked for (and aborted).
     pub transaction_check_interval: Duration,
+    /// A node of a cluster (`--voters`); `None`: a single node, on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node of a cluster: its id, the metadata quorum's voters, and the brokers' liveness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `--node-id`; one of the voters.
+    pub node_id: i32,
+    /// `HOST:PORT` the quorum listens on for the other voters (`--controller-listen`).
+    pub controller_listen: String,
+    /// Each voter's id and `HOST:PORT` of its `--controller-listen`.
+    pub voters: BTreeMap<i32, String>,
+    /// How often this node's broker heartbeats to the active controller
+    /// (`broker.heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
+    /// A broker not heard from for this long is fenced (`broker.session.timeout.ms`).
+    pub session_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Parses `--voters`: `ID@HOST:PORT` separated by commas.
+    pub fn parse_voters(voters: &str) -> Result<BTreeMap<i32, String>, String> {
+        let mut parsed = BTreeMap::new();
+        for voter in voters.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let bad = || format!("a voter is ID@HOST:PORT, got '{voter}'");
+            let (id, address) = voter.split_once('@').ok_or_else(bad)?;
+            let id: i32 = id.parse().map_err(|_| bad())?;
+            if id < 0 || !address.contains(':') {
+                return Err(bad());
+            }
+            if parsed.insert(id, address.to_string()).is_some() {
+                return Err(format!("voter {id} is named twice"));
+            }
+        }
+        if parsed.is_empty() {
+            return Err("--voters names no voter".into());
+        }
+        Ok(parsed)
+    }
+
+    /// The cluster's id, the same on every node: derived from the voters (FNV-1a, twice).
+    pub fn cluster_id(&self) -> String {
+        let text: String = self
+            .voters
+            .iter()
+            .map(|(id, address)| format!("{id}@{address},"))
+            .collect();
+        let fnv = |seed: u64| {
+            text.bytes().fold(seed, |hash, b| {
+                (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        format!(
+            "{:016x}{:016x}",
+            fnv(0xcbf2_9ce4_8422_2325),
+            fnv(0x8422_2325_cbf2_9ce4)
+        )
+    }
 }
 
 impl Default for BrokerConfig {
@@ -112,6 +172,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout: Duration::from_secs(1800),
             transaction_max_timeout: Duration::from_secs(15 * 60),
             transaction_check_interval: Duration::from_secs(1),
+            cluster: None,
         }
     }
 }

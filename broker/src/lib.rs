@@ -1,4 +1,4 @@
-//! A single-node, durable broker that speaks the Kafka wire protocol, so ordinary Kafka clients
+//! A durable broker that speaks the Kafka wire protocol, so ordinary Kafka clients
 //! (librdkafka via `rdkafka`, kcat, ...) use it unchanged.
 //!
 //! # A tour
@@ -35,9 +35,11 @@
 //!     crash: the coordinator's file is replayed; each partition loads the producer-state
 //!     snapshot of its last roll and re-reads the transactional batch headers after it.
 //!
-//! [`metadata`] is the cluster's metadata model (KRaft's records and the image they build, with
-//! the rules of leaders, in-sync replicas and fencing) on which replication is being built; the
-//! single node does not use it yet.
+//! A node of a cluster (`--voters`) also runs [`quorum`]: the voters' Raft log of the
+//! [`metadata`] (KRaft's records and the image they build, with the rules of leaders, in-sync
+//! replicas and fencing), its active controller, and the brokers' registration and heartbeats.
+//! Metadata and DescribeCluster answer the live brokers and the controller from it; replication
+//! is being built on it (`docs/broker-replication.md`). A single node has none of it.
 //!
 //! A program that serves clients it does not trust installs [`wire_alloc::LazyHugeAlloc`] as its
 //! global allocator (the `broker` and `lab` binaries do), so that a forged array length in a
@@ -58,11 +60,12 @@ mod jsonl;
 pub mod metadata;
 pub mod offset_store;
 pub mod producer_ids;
+pub mod quorum;
 pub mod server;
 pub mod storage;
 pub mod topics;
 pub mod txn;
 pub mod wire_alloc;
 
-pub use config::{Advertised, BrokerConfig, FsyncPolicy};
+pub use config::{Advertised, BrokerConfig, ClusterConfig, FsyncPolicy};
 pub use server::{BrokerHandle, Listener, run, spawn, spawn_listeners};

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: broker::wire_alloc::LazyHugeAlloc = broker::wire_alloc::LazyHugeAlloc;
 
-/// A single-node, durable, Kafka-wire-compatible broker.
+/// A durable, Kafka-wire-compatible broker: a single node, or a node of a cluster (--voters).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -94,14 +94,53 @@ struct Args {
     /// How often transactions past their timeout are looked for and aborted, in ms.
     #[arg(long, env = "BROKER_TRANSACTION_CHECK_MS", default_value_t = 1000)]
     transaction_check_ms: u64,
+    /// This node's id in a cluster (one of --voters).
+    #[arg(long, env = "BROKER_NODE_ID", requires = "voters")]
+    node_id: Option<i32>,
+    /// The metadata quorum's voters, `ID@HOST:PORT` separated by commas (each voter's
+    /// --controller-listen address as the others reach it). Makes this node one of a cluster;
+    /// without it the broker is a single node.
+    #[arg(long, env = "BROKER_VOTERS", requires = "node_id")]
+    voters: Option<String>,
+    /// HOST:PORT this node's quorum listens on for the other voters (default: its own address
+    /// in --voters).
+    #[arg(long, env = "BROKER_CONTROLLER_LISTEN", requires = "voters")]
+    controller_listen: Option<String>,
+    /// How often a node of a cluster heartbeats to the active controller, in ms.
+    #[arg(long, env = "BROKER_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
+    broker_heartbeat_interval_ms: u64,
+    /// A node of a cluster not heard from for this long is fenced, in ms.
+    #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
+    broker_session_timeout_ms: u64,
+}
+
+impl Args {
+    /// The cluster this node belongs to, if --voters names one.
+    fn cluster(&self) -> anyhow::Result<Option<broker::ClusterConfig>> {
+        let (Some(node_id), Some(voters)) = (self.node_id, &self.voters) else {
+            return Ok(None);
+        };
+        let voters = broker::ClusterConfig::parse_voters(voters).map_err(anyhow::Error::msg)?;
+        let Some(own) = voters.get(&node_id) else {
+            anyhow::bail!("--node-id {node_id} is not one of the --voters");
+        };
+        Ok(Some(broker::ClusterConfig {
+            node_id,
+            controller_listen: self
+                .controller_listen
+                .clone()
+                .unwrap_or_else(|| own.clone()),
+            voters,
+            heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms.max(10)),
+            session_timeout: Duration::from_millis(self.broker_session_timeout_ms.max(100)),
+        }))
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .init();
     let args = Args::parse();
     anyhow::ensure!(
@@ -120,7 +159,9 @@ async fn main() -> anyhow::Result<()> {
             advertised: args.advertised.get(i).cloned(),
         });
     }
+    let cluster = args.cluster()?;
     let config = BrokerConfig {
+        cluster,
         data_dir: args.data_dir,
         advertised: None,
         default_partitions: args.default_partitions,
@@ -143,6 +184,20 @@ async fn main() -> anyhow::Result<()> {
         ..BrokerConfig::default()
     };
     broker::run(listeners, config, shutdown_signal()).await
+}
+
+/// RUST_LOG, or `info`. openraft's own lines are left out unless RUST_LOG names it: at `info`
+/// it narrates every vote, and while a voter is down it reports each failed attempt twice a
+/// second; the quorum logs its own events (a new controller, a broker fenced).
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if asked.contains("openraft") {
+        asked
+    } else {
+        format!("{asked},openraft=off")
+    };
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"))
 }
 
 /// Takes `<data-dir>/broker.lock` with an advisory lock (`flock`) held while the process runs;

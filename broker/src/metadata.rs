@@ -90,7 +90,7 @@ pub enum MetadataRecord {
 }
 
 /// A broker as the metadata knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub epoch: i64,
     pub host: String,
@@ -99,7 +99,7 @@ pub struct BrokerInfo {
 }
 
 /// A partition's replicas and who leads them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
@@ -109,7 +109,7 @@ pub struct PartitionState {
 }
 
 /// A topic: its name, and its partitions by index.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TopicState {
     pub name: String,
     pub partitions: BTreeMap<i32, PartitionState>,
@@ -117,7 +117,7 @@ pub struct TopicState {
 }
 
 /// Why a record or a decision does not apply to the image.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MetadataError {
     #[error("no broker {0}")]
     NoBroker(NodeId),
@@ -155,7 +155,7 @@ pub enum MetadataError {
 }
 
 /// The cluster's metadata: what applying the log so far built.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerInfo>,
     pub topics: BTreeMap<Uuid, TopicState>,
@@ -164,6 +164,17 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// Applies `records` in order, all or none: the first that does not apply leaves the image
+    /// as it was before the first.
+    pub fn apply_all(&mut self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
+        let mut next = self.clone();
+        for record in records {
+            next.apply(record)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
     /// Applies `record`, or says why it does not apply (and changes nothing).
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
         match record {

@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::config::{Advertised, BrokerConfig, FsyncPolicy};
+use crate::config::{Advertised, BrokerConfig, ClusterConfig, FsyncPolicy};
 use crate::connection::{self, RequestBudget};
+use crate::quorum::Quorum;
 
 /// A running broker. [`BrokerHandle::shutdown`] stops it gracefully (flushing the logs);
 /// dropping the handle aborts its tasks without that final flush.
@@ -45,6 +46,9 @@ impl BrokerHandle {
 
     /// Stops accepting, closes every connection, flushes the logs and waits for all tasks.
     pub async fn shutdown(mut self) {
+        if let Some(quorum) = &self.broker.quorum {
+            quorum.shutdown().await;
+        }
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         let broker = self.broker.clone();
@@ -119,7 +123,14 @@ pub async fn spawn_listeners(
     let local_addr = endpoints[0].0.local_addr()?;
     let main = endpoints[0].1.clone();
     let (host, port) = (main.host.clone(), main.port);
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
+    let cluster = config.cluster.clone();
+    let data_dir = config.data_dir.clone();
+    let registered_host = host.clone();
+    let mut broker =
+        tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
+    if let Some(cluster) = cluster {
+        broker.quorum = Some(start_quorum(cluster, &data_dir, registered_host, port).await?);
+    }
     let broker = Arc::new(broker);
     let (shutdown, _) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -169,6 +180,26 @@ pub async fn run(
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+/// Joins the metadata quorum (its log in `<data-dir>/metadata`); the broker registers as
+/// `host:port`, its first listener's advertised address.
+async fn start_quorum(
+    cluster: ClusterConfig,
+    data_dir: &std::path::Path,
+    host: String,
+    port: i32,
+) -> anyhow::Result<Arc<Quorum>> {
+    let listener = TcpListener::bind(&cluster.controller_listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} for the voters: {e}",
+                cluster.controller_listen
+            )
+        })?;
+    let port = u16::try_from(port)?;
+    Quorum::start(cluster, &data_dir.join("metadata"), listener, host, port).await
 }
 
 /// What every connection shares: the connection slots and the request budget.

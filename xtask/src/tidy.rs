@@ -244,6 +244,8 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["metadata"],
     // Small durable files: JSON lines, reserved producer-id blocks.
     &["jsonl", "producer_ids"],
+    // The metadata quorum: the Raft log of the metadata (openraft), the active controller.
+    &["quorum"],
     // Topics and their partitions, committed offsets, consumer groups.
     &["topics", "offset_store", "group"],
     // The transaction coordinator: it decides; the broker's state writes (`txn::Participants`).

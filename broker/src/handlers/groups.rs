@@ -13,7 +13,7 @@ use kafka_protocol::messages::*;
 
 use super::route::ClientContext;
 use super::route::{code, str_bytes};
-use crate::broker::{Broker, NODE_ID};
+use crate::broker::Broker;
 use crate::config::Advertised;
 use crate::group::{GroupState, JoinRequest};
 
@@ -24,8 +24,9 @@ use super::route::{Reply, Route, route};
 /// The group coordinator lives in memory: these run on the async workers (join and sync wait
 /// for the other members).
 pub(super) static ROUTES: &[Route] = &[
-    route!(FindCoordinator, 0..=4, async, |_b, r, c| {
+    route!(FindCoordinator, 0..=4, async, |b, r, c| {
         Reply::send(ResponseKind::FindCoordinator(find_coordinator(
+            &b,
             &c.ctx.advertised,
             r,
             c.version,
@@ -54,6 +55,7 @@ pub(super) static ROUTES: &[Route] = &[
 ];
 
 pub fn find_coordinator(
+    broker: &Broker,
     advertised: &Advertised,
     request: FindCoordinatorRequest,
     version: i16,
@@ -64,6 +66,11 @@ pub fn find_coordinator(
     // both. Others (2, share groups) it is not.
     let error =
         (!matches!(request.key_type, 0 | 1)).then_some(ResponseError::CoordinatorNotAvailable);
+    let node = BrokerId(if error.is_some() {
+        -1
+    } else {
+        broker.node_id()
+    });
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
@@ -71,7 +78,7 @@ pub fn find_coordinator(
             .map(|key| {
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(if error.is_some() { -1 } else { NODE_ID }))
+                    .with_node_id(node)
                     .with_host(host.clone())
                     .with_port(port)
                     .with_error_code(code(error))
@@ -81,7 +88,7 @@ pub fn find_coordinator(
     }
     FindCoordinatorResponse::default()
         .with_error_code(code(error))
-        .with_node_id(BrokerId(if error.is_some() { -1 } else { NODE_ID }))
+        .with_node_id(node)
         .with_host(host)
         .with_port(port)
 }

@@ -1,5 +1,6 @@
-//! Metadata: the one broker, and every requested topic (auto-created when allowed);
-//! DescribeCluster: the one broker.
+//! Metadata: the brokers (the one node, or the live nodes of a cluster), the active
+//! controller, and every requested topic (auto-created when allowed); DescribeCluster: the
+//! brokers and the controller.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -43,16 +44,52 @@ pub(super) static ROUTES: &[Route] = &[
 /// not have as separate endpoints.
 const ENDPOINT_CONTROLLERS: i8 = 2;
 
-/// DescribeCluster (KIP-700): the cluster id, and this node as the only broker and controller.
+/// A broker as clients are told of it.
+struct Node {
+    id: i32,
+    host: String,
+    port: i32,
+}
+
+/// The brokers clients may use and the active controller (-1 while there is none): a single
+/// node is both; in a cluster, the live (registered, unfenced) nodes, this one always, at the
+/// address of the listener the client came through.
+fn cluster_view(broker: &Broker, advertised: &Advertised) -> (Vec<Node>, i32) {
+    let me = Node {
+        id: broker.node_id(),
+        host: advertised.host.clone(),
+        port: advertised.port,
+    };
+    let Some(quorum) = &broker.quorum else {
+        return (vec![me], NODE_ID);
+    };
+    let image = quorum.image();
+    let mut nodes: Vec<Node> = image
+        .brokers
+        .iter()
+        .filter(|(id, b)| !b.fenced && **id != me.id)
+        .map(|(id, b)| Node {
+            id: *id,
+            host: b.host.clone(),
+            port: i32::from(b.port),
+        })
+        .collect();
+    nodes.push(me);
+    nodes.sort_by_key(|n| n.id);
+    (nodes, quorum.controller_id().unwrap_or(-1))
+}
+
+/// DescribeCluster (KIP-700): the cluster id, the brokers and the active controller.
 pub fn describe_cluster(
     broker: &Broker,
     advertised: &Advertised,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let (nodes, controller) = cluster_view(broker, advertised);
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(NODE_ID))
+        .with_controller_id(BrokerId(controller))
         .with_cluster_authorized_operations(i32::MIN);
     if request.endpoint_type == ENDPOINT_CONTROLLERS {
         return response
@@ -60,12 +97,17 @@ pub fn describe_cluster(
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
             .with_error_message(Some(str_bytes("this broker has no controller endpoints")));
     }
-    response.with_brokers(vec![
-        DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(NODE_ID))
-            .with_host(str_bytes(advertised.host.clone()))
-            .with_port(advertised.port),
-    ])
+    response.with_brokers(
+        nodes
+            .into_iter()
+            .map(|n| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(n.id))
+                    .with_host(str_bytes(n.host))
+                    .with_port(n.port)
+            })
+            .collect(),
+    )
 }
 
 /// `advertised` is the address of the listener the client used: the broker answers with the
@@ -76,12 +118,16 @@ pub fn handle(
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let brokers = vec![
-        MetadataResponseBroker::default()
-            .with_node_id(BrokerId(NODE_ID))
-            .with_host(str_bytes(advertised.host.clone()))
-            .with_port(advertised.port),
-    ];
+    let (nodes, controller) = cluster_view(broker, advertised);
+    let brokers = nodes
+        .into_iter()
+        .map(|n| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(n.id))
+                .with_host(str_bytes(n.host))
+                .with_port(n.port)
+        })
+        .collect();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
@@ -98,13 +144,18 @@ pub fn handle(
         0
     };
     let topics = match requested {
-        None => broker.topics.list().iter().map(|t| describe(t)).collect(),
+        None => broker
+            .topics
+            .list()
+            .iter()
+            .map(|t| describe(broker, t))
+            .collect(),
         Some(requested) => requested
             .into_iter()
             .map(|r| match r.name {
                 Some(name) => lookup(broker, name.as_str(), &mut may_create),
                 None => match broker.topics.get_by_id(r.topic_id) {
-                    Some(topic) => describe(&topic),
+                    Some(topic) => describe(broker, &topic),
                     None => MetadataResponseTopic::default()
                         // The name is nullable only from v12.
                         .with_name((version < 12).then(|| TopicName(str_bytes(""))))
@@ -117,7 +168,7 @@ pub fn handle(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(NODE_ID))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -130,7 +181,7 @@ fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponse
             .with_error_code(e.code())
     };
     if let Some(topic) = broker.topics.get(name) {
-        return describe(&topic);
+        return describe(broker, &topic);
     }
     if !is_valid_topic_name(name) {
         return failed(ResponseError::InvalidTopicException);
@@ -140,7 +191,7 @@ fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponse
     }
     *may_create -= 1;
     match broker.topics.get_or_create(name) {
-        Ok(topic) => describe(&topic),
+        Ok(topic) => describe(broker, &topic),
         // A name Kafka would refuse, or a topic still being created (the client asks again).
         Err(e @ (TopicError::InvalidName(_) | TopicError::Collides { .. } | TopicError::Busy)) => {
             failed(e.kafka_error())
@@ -152,17 +203,20 @@ fn lookup(broker: &Broker, name: &str, may_create: &mut i32) -> MetadataResponse
     }
 }
 
-pub fn describe(topic: &Topic) -> MetadataResponseTopic {
+/// A topic's partitions, each led by this node (replication comes next: until then a node of a
+/// cluster serves its own topics).
+pub fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let me = BrokerId(broker.node_id());
     let partitions = topic
         .partitions
         .iter()
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_partition_index(p.index)
-                .with_leader_id(BrokerId(NODE_ID))
+                .with_leader_id(me)
                 .with_leader_epoch(LEADER_EPOCH)
-                .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me])
         })
         .collect();
     MetadataResponseTopic::default()

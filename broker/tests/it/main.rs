@@ -13,6 +13,7 @@ mod common;
 
 mod abuse;
 mod admin;
+mod cluster;
 mod fuzz_decoder;
 mod group_admin;
 mod groups;

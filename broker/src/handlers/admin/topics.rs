@@ -233,16 +233,16 @@ pub(super) fn create_partitions(
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             // One node: an explicit assignment can only name it.
-            let assignable = t.assignments.as_ref().is_none_or(|a| {
-                a.iter()
-                    .all(|p| p.broker_ids.iter().all(|b| b.0 == crate::broker::NODE_ID))
-            });
+            let me = broker.node_id();
+            let assignable = t
+                .assignments
+                .as_ref()
+                .is_none_or(|a| a.iter().all(|p| p.broker_ids.iter().all(|b| b.0 == me)));
             if !assignable {
                 return result
                     .with_error_code(ResponseError::InvalidReplicaAssignment.code())
                     .with_error_message(Some(str_bytes(format!(
-                        "this cluster has one broker, id {}",
-                        crate::broker::NODE_ID
+                        "this cluster has one broker, id {me}"
                     ))));
             }
             match broker

@@ -1,0 +1,57 @@
+//! The quorum's types: what its log holds ([`Proposal`]), what applying an entry comes to,
+//! openraft's type configuration, and what brokers ask of the active controller.
+
+use std::io::Cursor;
+
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{MetadataError, MetadataRecord, NodeId};
+
+/// One entry of the metadata log: records applied together, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub records: Vec<MetadataRecord>,
+}
+
+/// What applying a [`Proposal`] came to.
+pub type Applied = Result<(), MetadataError>;
+
+openraft::declare_raft_types!(
+    /// The metadata quorum's types for openraft.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// What a broker asks of the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    /// A broker starts: it is registered with a new epoch, fenced until its first heartbeat.
+    Register { id: NodeId, host: String, port: u16 },
+    /// The broker at this epoch is alive (and unfenced if it was fenced).
+    Heartbeat { id: NodeId, epoch: i64 },
+    /// The broker stops: fence it now, so that its partitions move before its session ends.
+    Shutdown { id: NodeId, epoch: i64 },
+}
+
+/// The active controller's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControllerReply {
+    Registered {
+        epoch: i64,
+    },
+    Done,
+    /// The request does not apply (a stale epoch: the broker registers again).
+    Refused(MetadataError),
+    /// This node is not the active controller (the one it knows of, if any).
+    NotController {
+        leader: Option<NodeId>,
+    },
+    /// The log could not be written (e.g. the quorum lost its majority meanwhile).
+    Failed(String),
+}
