@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tempfile::TempDir;
 
 use crate::common::raw::RawClient;
-use crate::common::{LONG, client_config, eventually};
+use crate::common::{LONG, accepting, client_config, eventually};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,13 +104,7 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.node(id).child = Some(child);
-        eventually("the node accepts clients", LONG, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        accepting(port).await;
     }
 
     /// SIGKILL: nothing of the node's shutdown runs.

@@ -282,6 +282,17 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs:
     }
 }
 
+/// Waits until a broker on `127.0.0.1:port` accepts connections.
+pub async fn accepting(port: u16) {
+    eventually("the broker accepts connections", LONG, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
 /// The `broker` binary as a child process on a port of its own, for tests that kill it with
 /// SIGKILL; killed when dropped.
 pub struct BrokerProcess {
@@ -316,13 +327,7 @@ impl BrokerProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        eventually("broker accepts connections", LONG, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        accepting(port).await;
         child
     }
 
