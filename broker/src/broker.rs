@@ -83,6 +83,15 @@ impl Broker {
 }
 
 impl Broker {
+    /// Replicas of a topic created without a replication factor: 1 on a single node, the
+    /// cluster's `--default-replication-factor` in a cluster.
+    pub fn default_replication_factor(&self) -> usize {
+        self.config
+            .cluster
+            .as_ref()
+            .map_or(1, |c| c.default_replication_factor)
+    }
+
     /// This node's id: [`NODE_ID`] for a single node, `--node-id` in a cluster.
     pub fn node_id(&self) -> i32 {
         self.config.cluster.as_ref().map_or(NODE_ID, |c| c.node_id)

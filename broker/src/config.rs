@@ -104,6 +104,9 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// A broker not heard from for this long is fenced (`broker.session.timeout.ms`).
     pub session_timeout: Duration,
+    /// Replicas of a topic created without a replication factor (automatically, or with -1)
+    /// (`default.replication.factor`).
+    pub default_replication_factor: usize,
 }
 
 impl ClusterConfig {

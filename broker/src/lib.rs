@@ -51,6 +51,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;

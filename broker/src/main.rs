@@ -109,6 +109,10 @@ struct Args {
     /// How often a node of a cluster heartbeats to the active controller, in ms.
     #[arg(long, env = "BROKER_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
     broker_heartbeat_interval_ms: u64,
+    /// Replicas of a topic a cluster creates without a replication factor (automatically, or
+    /// CreateTopics with -1).
+    #[arg(long, env = "BROKER_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    default_replication_factor: usize,
     /// A node of a cluster not heard from for this long is fenced, in ms.
     #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     broker_session_timeout_ms: u64,
@@ -133,6 +137,7 @@ impl Args {
             voters,
             heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms.max(10)),
             session_timeout: Duration::from_millis(self.broker_session_timeout_ms.max(100)),
+            default_replication_factor: self.default_replication_factor.max(1),
         }))
     }
 }

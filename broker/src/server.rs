@@ -159,6 +159,13 @@ pub async fn spawn_listeners(
             shutdown.subscribe(),
         ));
     }
+    if let Some(quorum) = &broker.quorum {
+        tasks.spawn(crate::cluster::follow(
+            broker.clone(),
+            quorum.clone(),
+            shutdown.subscribe(),
+        ));
+    }
     tasks.spawn(group_ticker(broker.clone(), shutdown.subscribe()));
     tasks.spawn(chores(broker.clone(), shutdown.subscribe()));
     Ok(BrokerHandle {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -273,9 +274,40 @@ pub struct Partition {
     log: Mutex<PartitionLog>,
     /// Next offset to be written; fetches waiting for data subscribe to it.
     end_offset: watch::Sender<i64>,
+    /// This node leads the partition: it takes produce and serves fetches. Always on a single
+    /// node; in a cluster, as the metadata says.
+    leads: AtomicBool,
+    /// The leader epoch the metadata gives the partition (0 on a single node).
+    leader_epoch: AtomicI32,
 }
 
 impl Partition {
+    fn new(index: i32, log: PartitionLog, leads: bool) -> Self {
+        let (end_offset, _) = watch::channel(log.next_offset());
+        Self {
+            index,
+            log: Mutex::new(log),
+            end_offset,
+            leads: AtomicBool::new(leads),
+            leader_epoch: AtomicI32::new(crate::storage::log::LEADER_EPOCH),
+        }
+    }
+
+    /// Whether this node leads the partition.
+    pub fn leads(&self) -> bool {
+        self.leads.load(Ordering::Relaxed)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Relaxed)
+    }
+
+    /// Takes the metadata's word on the partition: whether this node leads it, at which epoch.
+    pub fn set_leader(&self, leads: bool, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Relaxed);
+        self.leads.store(leads, Ordering::Relaxed);
+    }
+
     /// Locks the log. A panic elsewhere must not make the partition unusable, so poisoning is
     /// ignored: the log's own state is only changed by complete, successful steps.
     pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
@@ -380,6 +412,8 @@ pub struct TopicRegistry {
     /// system work. The map's lock is only taken for the final swap, so produce and fetch never
     /// wait for a topic of 10,000 partitions to be created.
     admin: Mutex<()>,
+    /// A node of a cluster: a partition is led only once the metadata says so.
+    clustered: bool,
 }
 
 /// Broker-wide defaults for new topics.
@@ -442,6 +476,7 @@ impl TopicRegistry {
             defaults: Defaults::new(config),
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            clustered: config.cluster.is_some(),
         };
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -506,12 +541,7 @@ impl TopicRegistry {
                     "cut a torn or corrupt tail from the log"
                 );
             }
-            let (end_offset, _) = watch::channel(log.next_offset());
-            partitions.push(Arc::new(Partition {
-                index,
-                log: Mutex::new(log),
-                end_offset,
-            }));
+            partitions.push(Arc::new(Partition::new(index, log, !self.clustered)));
         }
         Ok(Topic {
             name: name.to_string(),
@@ -608,6 +638,17 @@ impl TopicRegistry {
         partitions: Option<i32>,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, TopicError> {
+        self.create_with_id(name, Uuid::new_v4(), partitions, configs)
+    }
+
+    /// [`create`](Self::create) with the id the cluster's metadata gave the topic.
+    pub fn create_with_id(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: Option<i32>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, TopicError> {
         let partitions = partitions.unwrap_or(self.defaults.partitions);
         // Checked under the admin lock: a create of the same name may have finished meanwhile.
         let _admin = self.admin();
@@ -632,7 +673,7 @@ impl TopicRegistry {
         }
         fs::create_dir_all(&dir)?;
         let meta = TopicFile {
-            id: Uuid::new_v4(),
+            id,
             partitions,
             configs,
         };
@@ -679,12 +720,7 @@ impl TopicRegistry {
                 fs::remove_dir_all(&dir)?; // leftovers of an interrupted grow
             }
             let (log, _) = PartitionLog::open(&dir, log_config.clone())?;
-            let (end_offset, _) = watch::channel(log.next_offset());
-            partitions.push(Arc::new(Partition {
-                index,
-                log: Mutex::new(log),
-                end_offset,
-            }));
+            partitions.push(Arc::new(Partition::new(index, log, !self.clustered)));
         }
         crate::storage::sync_dir(&topic.dir)?;
         let meta = TopicFile {

@@ -252,6 +252,8 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["txn"],
     // The broker's state: everything above, and where a transaction ends across them.
     &["broker"],
+    // A node of a cluster: its topics follow the metadata; topics created through the controller.
+    &["cluster"],
     // The requests, one module per API family, and their route registry.
     &["handlers"],
     // One client's connection, then the listeners and background chores.

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::partitions::{answer_each_in, partition_answer};
+use super::partitions::{answer_each_led_in, partition_answer};
 use crate::broker::Broker;
 use crate::storage::ReadOutcome;
 use crate::storage::batch::BatchHeader;
@@ -106,7 +106,7 @@ fn read_once(
         .map(|t| {
             let name = t.topic.as_str();
             let topic = broker.topics.get(name);
-            let partitions = answer_each_in(
+            let partitions = answer_each_led_in(
                 topic.as_deref(),
                 &t.partitions,
                 |fp| fp.partition,

@@ -10,6 +10,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
 use super::route::ClientContext;
 use super::route::{code, str_bytes};
@@ -54,43 +55,78 @@ pub(super) static ROUTES: &[Route] = &[
     }),
 ];
 
+/// The coordinator of a group or transactional id: this node on its own. In a cluster, one live
+/// node chosen by the key's hash, so that every client of a group finds the same one (until the
+/// coordinators' state is replicated, docs/broker-replication.md, a coordinator that dies takes
+/// its groups' state with it).
+fn coordinator_of(
+    broker: &Broker,
+    advertised: &Advertised,
+    key: &str,
+) -> Option<(i32, StrBytes, i32)> {
+    let me = (
+        broker.node_id(),
+        str_bytes(advertised.host.clone()),
+        advertised.port,
+    );
+    let Some(quorum) = &broker.quorum else {
+        return Some(me);
+    };
+    let image = quorum.image();
+    let live = image.live_brokers();
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let chosen = *live.get((hash % live.len().max(1) as u64) as usize)?;
+    if chosen == me.0 {
+        return Some(me);
+    }
+    let node = &image.brokers[&chosen];
+    Some((chosen, str_bytes(node.host.clone()), i32::from(node.port)))
+}
+
 pub fn find_coordinator(
     broker: &Broker,
     advertised: &Advertised,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = str_bytes(advertised.host.clone());
-    let port = advertised.port;
     // key_type 0 asks for a group coordinator, 1 for a transaction coordinator: this node is
     // both. Others (2, share groups) it is not.
-    let error =
-        (!matches!(request.key_type, 0 | 1)).then_some(ResponseError::CoordinatorNotAvailable);
-    let node = BrokerId(if error.is_some() {
-        -1
-    } else {
-        broker.node_id()
-    });
+    let served = matches!(request.key_type, 0 | 1);
+    let find = |key: &str| {
+        served
+            .then(|| coordinator_of(broker, advertised, key))
+            .flatten()
+            .ok_or(ResponseError::CoordinatorNotAvailable)
+    };
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(node)
-                    .with_host(host.clone())
-                    .with_port(port)
-                    .with_error_code(code(error))
+                let answer = Coordinator::default();
+                match find(key.as_str()) {
+                    Ok((id, host, port)) => answer
+                        .with_node_id(BrokerId(id))
+                        .with_host(host)
+                        .with_port(port),
+                    Err(e) => answer.with_node_id(BrokerId(-1)).with_error_code(e.code()),
+                }
+                .with_key(key)
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default()
-        .with_error_code(code(error))
-        .with_node_id(node)
-        .with_host(host)
-        .with_port(port)
+    match find(request.key.as_str()) {
+        Ok((id, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(id))
+            .with_host(host)
+            .with_port(port),
+        Err(e) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(-1))
+            .with_error_code(e.code()),
+    }
 }
 
 pub async fn join(

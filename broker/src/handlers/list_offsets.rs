@@ -12,9 +12,8 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 
-use super::partitions::{Refused, answer_each, partition_answer};
+use super::partitions::{Refused, answer_each_led, partition_answer};
 use crate::broker::Broker;
-use crate::storage::log::LEADER_EPOCH;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -56,19 +55,23 @@ pub fn list_offsets(
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    // The leader epoch field exists from v4 on.
-    let epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
     let read_committed = version >= 2 && request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
-            let partitions = answer_each(
+            let partitions = answer_each_led(
                 broker,
                 t.name.as_str(),
                 t.partitions,
                 |p| p.partition_index,
                 |p, partition, answer: ListOffsetsPartitionResponse| {
+                    // The leader epoch field exists from v4 on.
+                    let epoch = if version >= 4 {
+                        partition.leader_epoch()
+                    } else {
+                        -1
+                    };
                     let answer = answer.with_leader_epoch(epoch);
                     let log = partition.log();
                     let found = match p.timestamp {
@@ -110,20 +113,21 @@ pub fn offset_for_leader_epoch(
         .topics
         .into_iter()
         .map(|t| {
-            let partitions = answer_each(
+            let partitions = answer_each_led(
                 broker,
                 t.topic.as_str(),
                 t.partitions,
                 |p| p.partition,
                 |p, partition, answer: EpochEndOffset| {
-                    if p.current_leader_epoch > LEADER_EPOCH {
+                    let current = partition.leader_epoch();
+                    if p.current_leader_epoch > current {
                         return Err(Refused::from(ResponseError::UnknownLeaderEpoch));
                     }
-                    if p.leader_epoch > LEADER_EPOCH || p.leader_epoch < 0 {
+                    if p.leader_epoch > current || p.leader_epoch < 0 {
                         return Ok(answer);
                     }
                     Ok(answer
-                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_leader_epoch(current)
                         .with_end_offset(partition.log().next_offset()))
                 },
             );

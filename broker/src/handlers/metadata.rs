@@ -2,8 +2,11 @@
 //! controller, and every requested topic (auto-created when allowed); DescribeCluster: the
 //! brokers and the controller.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -11,10 +14,14 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
     TopicName,
 };
+use uuid::Uuid;
 
 use super::route::str_bytes;
 use crate::broker::{Broker, NODE_ID};
+use crate::cluster;
 use crate::config::Advertised;
+use crate::metadata::{MetadataImage, NO_LEADER, NodeId, TopicState};
+use crate::quorum::Quorum;
 use crate::storage::log::LEADER_EPOCH;
 use crate::topics::{Topic, TopicError, is_valid_topic_name};
 
@@ -143,6 +150,14 @@ pub fn handle(
     } else {
         0
     };
+    if let Some(quorum) = &broker.quorum {
+        let topics = replicated_topics(broker, quorum, requested, &mut may_create, version);
+        return MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+            .with_controller_id(BrokerId(controller))
+            .with_topics(topics);
+    }
     let topics = match requested {
         None => broker
             .topics
@@ -222,5 +237,130 @@ pub fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}
+
+/// The topics of a cluster, as its metadata says: each partition's leader, leader epoch,
+/// replicas, in-sync replicas and the replicas that are down. A missing topic is created
+/// through the active controller when `may_create` allows.
+fn replicated_topics(
+    broker: &Broker,
+    quorum: &Quorum,
+    requested: Option<Vec<MetadataRequestTopic>>,
+    may_create: &mut i32,
+    version: i16,
+) -> Vec<MetadataResponseTopic> {
+    let image = quorum.image();
+    let Some(requested) = requested else {
+        return image
+            .topics
+            .iter()
+            .map(|(id, t)| describe_replicated(&image, *id, t))
+            .collect();
+    };
+    requested
+        .into_iter()
+        .map(|r| match r.name {
+            Some(name) => match image.topic_id(name.as_str()) {
+                Some(id) => describe_replicated(&image, id, &image.topics[&id]),
+                None => create_replicated(broker, quorum, name.as_str(), may_create),
+            },
+            None => match image.topics.get(&r.topic_id) {
+                Some(t) => describe_replicated(&image, r.topic_id, t),
+                None => MetadataResponseTopic::default()
+                    .with_name((version < 12).then(|| TopicName(str_bytes(""))))
+                    .with_topic_id(r.topic_id)
+                    .with_error_code(ResponseError::UnknownTopicId.code()),
+            },
+        })
+        .collect()
+}
+
+/// Creates topic `name` with the defaults through the active controller, if `may_create`
+/// allows; its metadata, or why not.
+fn create_replicated(
+    broker: &Broker,
+    quorum: &Quorum,
+    name: &str,
+    may_create: &mut i32,
+) -> MetadataResponseTopic {
+    let failed = |e: ResponseError| {
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(name))))
+            .with_error_code(e.code())
+    };
+    if !is_valid_topic_name(name) {
+        return failed(ResponseError::InvalidTopicException);
+    }
+    if *may_create <= 0 {
+        return failed(ResponseError::UnknownTopicOrPartition);
+    }
+    *may_create -= 1;
+    let partitions = broker.topics.default_partitions();
+    let replication = broker.default_replication_factor();
+    match cluster::create_topic(
+        broker,
+        quorum,
+        name,
+        partitions,
+        replication,
+        BTreeMap::new(),
+    ) {
+        Ok(_) => {
+            let image = quorum.image();
+            match image.topic_id(name) {
+                Some(id) => describe_replicated(&image, id, &image.topics[&id]),
+                None => failed(ResponseError::LeaderNotAvailable),
+            }
+        }
+        // Created meanwhile by another request.
+        Err((ResponseError::TopicAlreadyExists, _)) => failed(ResponseError::LeaderNotAvailable),
+        Err((error, message)) => {
+            tracing::info!(topic = name, %message, "auto-create refused");
+            failed(match error {
+                ResponseError::NotController | ResponseError::RequestTimedOut => {
+                    ResponseError::LeaderNotAvailable
+                }
+                other => other,
+            })
+        }
+    }
+}
+
+/// A topic of the metadata image as clients are told of it.
+fn describe_replicated(
+    image: &MetadataImage,
+    id: Uuid,
+    topic: &TopicState,
+) -> MetadataResponseTopic {
+    let live = image.live_brokers();
+    let ids = |nodes: &[NodeId]| nodes.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|(index, p)| {
+            let offline: Vec<NodeId> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !live.contains(r))
+                .collect();
+            let answer = MetadataResponsePartition::default()
+                .with_partition_index(*index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline));
+            if p.leader == NO_LEADER {
+                answer.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                answer
+            }
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_topic_id(id)
         .with_partitions(partitions)
 }

@@ -126,3 +126,47 @@ pub fn answer_each_in<P, A: PartitionAnswer>(
         })
         .collect()
 }
+
+/// A partition this node does not lead (in a cluster) is refused `NOT_LEADER_OR_FOLLOWER`: the
+/// client asks the metadata again and goes to the leader.
+fn led(partition: &Partition) -> Result<(), Refused> {
+    if partition.leads() {
+        Ok(())
+    } else {
+        Err(ResponseError::NotLeaderOrFollower.into())
+    }
+}
+
+/// [`answer_each`] for what only a partition's leader serves (produce, offsets, deleting
+/// records): a partition this node does not lead is refused.
+pub fn answer_each_led<P, A: PartitionAnswer>(
+    broker: &Broker,
+    topic: &str,
+    requested: impl IntoIterator<Item = P>,
+    index: impl Fn(&P) -> i32,
+    mut answer: impl FnMut(P, &Partition, A) -> Result<A, Refused>,
+) -> Vec<A> {
+    answer_each(
+        broker,
+        topic,
+        requested,
+        index,
+        |entry, partition, empty| {
+            led(partition)?;
+            answer(entry, partition, empty)
+        },
+    )
+}
+
+/// [`answer_each_in`] for what only a partition's leader serves (fetch).
+pub fn answer_each_led_in<P, A: PartitionAnswer>(
+    found: Option<&Topic>,
+    requested: impl IntoIterator<Item = P>,
+    index: impl Fn(&P) -> i32,
+    mut answer: impl FnMut(P, &Partition, A) -> Result<A, Refused>,
+) -> Vec<A> {
+    answer_each_in(found, requested, index, |entry, partition, empty| {
+        led(partition)?;
+        answer(entry, partition, empty)
+    })
+}

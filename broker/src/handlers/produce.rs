@@ -8,7 +8,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use bytes::Bytes;
 
-use super::partitions::{PartitionAnswer, Refused, answer_each};
+use super::partitions::{PartitionAnswer, Refused, answer_each_led};
 use super::route::str_bytes;
 use crate::broker::Broker;
 use crate::storage::AppendError;
@@ -52,7 +52,7 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
         .into_iter()
         .map(|t| {
             let name = t.name.as_str();
-            let partitions = answer_each(
+            let partitions = answer_each_led(
                 broker,
                 name,
                 t.partition_data,

@@ -131,6 +131,35 @@ impl Controller {
                 }
                 self.write_decision(image.unfence(id)).await
             }
+            ControllerRequest::CreateTopic {
+                name,
+                partitions,
+                replication,
+                configs,
+            } => {
+                let id = uuid::Uuid::new_v4();
+                let decision =
+                    image
+                        .assign(&name, id, partitions, replication)
+                        .map(|mut records| {
+                            records.extend(configs.into_iter().map(|(key, value)| {
+                                MetadataRecord::Config {
+                                    topic: name.clone(),
+                                    name: key,
+                                    value: Some(value),
+                                }
+                            }));
+                            records
+                        });
+                match self.write_decision(decision).await {
+                    ControllerReply::Done => ControllerReply::Created { id },
+                    other => other,
+                }
+            }
+            ControllerRequest::DeleteTopic { name } => match image.topic_id(&name) {
+                Some(id) => self.write(vec![MetadataRecord::RemoveTopic { id }]).await,
+                None => ControllerReply::Refused(MetadataError::NoTopic(name)),
+            },
             ControllerRequest::Shutdown { id, epoch } => {
                 if let Err(e) = check_epoch(&image, id, epoch) {
                     return ControllerReply::Refused(e);

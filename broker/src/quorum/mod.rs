@@ -289,7 +289,9 @@ async fn membership(quorum: Arc<Quorum>, host: String, port: u16) {
                 *quorum.epoch.lock().unwrap() = None;
                 tick.reset_immediately();
             }
-            ControllerReply::Done | ControllerReply::NotController { .. } => {}
+            ControllerReply::Done
+            | ControllerReply::Created { .. }
+            | ControllerReply::NotController { .. } => {}
             ControllerReply::Failed(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
     }

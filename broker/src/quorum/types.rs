@@ -1,10 +1,12 @@
 //! The quorum's types: what its log holds ([`Proposal`]), what applying an entry comes to,
 //! openraft's type configuration, and what brokers ask of the active controller.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::metadata::{MetadataError, MetadataRecord, NodeId};
 
@@ -32,11 +34,31 @@ openraft::declare_raft_types!(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerRequest {
     /// A broker starts: it is registered with a new epoch, fenced until its first heartbeat.
-    Register { id: NodeId, host: String, port: u16 },
+    Register {
+        id: NodeId,
+        host: String,
+        port: u16,
+    },
     /// The broker at this epoch is alive (and unfenced if it was fenced).
-    Heartbeat { id: NodeId, epoch: i64 },
+    Heartbeat {
+        id: NodeId,
+        epoch: i64,
+    },
     /// The broker stops: fence it now, so that its partitions move before its session ends.
-    Shutdown { id: NodeId, epoch: i64 },
+    Shutdown {
+        id: NodeId,
+        epoch: i64,
+    },
+    /// A topic of `partitions` partitions, each on `replication` live brokers.
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication: usize,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
 }
 
 /// The active controller's answer.
@@ -44,6 +66,10 @@ pub enum ControllerRequest {
 pub enum ControllerReply {
     Registered {
         epoch: i64,
+    },
+    /// The topic was created with this id.
+    Created {
+        id: Uuid,
     },
     Done,
     /// The request does not apply (a stale epoch: the broker registers again).

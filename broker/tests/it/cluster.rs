@@ -221,3 +221,205 @@ async fn a_node_stopped_cleanly_leaves_at_once() {
     // `agreed` waits 30 s at most: half the session.
     cluster.agreed(&staying).await;
 }
+
+/// A partition as a node's metadata answer gives it: leader, leader epoch, replicas, ISR,
+/// offline replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    leader: i32,
+    epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline: Vec<i32>,
+}
+
+impl Cluster {
+    /// Topic `name`'s partitions as node `id` describes them (Metadata v12), by index.
+    async fn placements(&self, id: i32, name: &str) -> Option<Vec<Placement>> {
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use kafka_protocol::messages::{MetadataRequest, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name.into())))),
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let bootstrap = self.bootstrap(id);
+        let call = async {
+            let mut client = RawClient::connect(&bootstrap).await;
+            client.call(&request, 12).await
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .ok()?;
+        let topic = answer.topics.first()?;
+        if topic.error_code != 0 {
+            return None;
+        }
+        let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+        let mut partitions: Vec<_> = topic.partitions.iter().collect();
+        partitions.sort_by_key(|p| p.partition_index);
+        Some(
+            partitions
+                .into_iter()
+                .map(|p| Placement {
+                    leader: p.leader_id.0,
+                    epoch: p.leader_epoch,
+                    replicas: ids(&p.replica_nodes),
+                    isr: ids(&p.isr_nodes),
+                    offline: ids(&p.offline_replicas),
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until every node of `ids` describes topic `name` the same way and `ok` holds of
+    /// it; that description.
+    async fn placed(
+        &self,
+        ids: &[i32],
+        name: &str,
+        ok: impl Fn(&[Placement]) -> bool,
+    ) -> Vec<Placement> {
+        let ok = &ok;
+        eventually(
+            &format!("nodes {ids:?} agree on {name}"),
+            LONG,
+            || async move {
+                let mut seen = Vec::new();
+                for id in ids {
+                    seen.push(self.placements(*id, name).await?);
+                }
+                let first = seen[0].clone();
+                (seen.iter().all(|s| *s == first) && ok(&first)).then_some(first)
+            },
+        )
+        .await
+    }
+}
+
+async fn create(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(bootstrap, &[]).create().unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    results
+        .into_iter()
+        .try_for_each(|r| r.map(|_| ()).map_err(|(_, e)| e.to_string()))
+}
+
+/// Topics live in the cluster's metadata: a topic made through one node is known to all, its
+/// partitions spread over the nodes, and librdkafka produces to and reads from each
+/// partition's leader, wherever it is, in a consumer group. A node that leads nothing refuses a produce with
+/// NOT_LEADER_OR_FOLLOWER. A replication factor above the live nodes is refused.
+#[tokio::test]
+async fn topics_are_spread_over_the_nodes_and_clients_follow_their_leaders() {
+    use rdkafka::Message;
+    use rdkafka::consumer::StreamConsumer;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    create(&cluster.bootstrap(1), "spread", 3, 1).await.unwrap();
+    let placed = cluster.placed(&[1, 2, 3], "spread", |p| p.len() == 3).await;
+    let leaders: BTreeSet<i32> = placed.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders, BTreeSet::from([1, 2, 3]), "{placed:?}");
+
+    let error = create(&cluster.bootstrap(2), "too-many", 1, 4)
+        .await
+        .unwrap_err();
+    assert!(error.contains("replication factor"), "{error}");
+
+    let producer: FutureProducer = client_config(&cluster.bootstrap(1), &[("acks", "all")])
+        .create()
+        .unwrap();
+    for i in 0..30 {
+        let value = format!("m{i}");
+        let record = FutureRecord::to("spread")
+            .partition(i % 3)
+            .payload(&value)
+            .key("k");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    // A group: its coordinator is the node FindCoordinator names, whichever node is asked.
+    let consumer: StreamConsumer = client_config(
+        &cluster.bootstrap(3),
+        &[("group.id", "spread-readers"), ("auto.offset.reset", "earliest")],
+    )
+    .create()
+    .unwrap();
+    consumer.subscribe(&["spread"]).unwrap();
+    let mut read = BTreeSet::new();
+    while read.len() < 30 {
+        let message = tokio::time::timeout(LONG, consumer.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        read.insert(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+    }
+    assert_eq!(read, (0..30).map(|i| format!("m{i}")).collect());
+
+    // Partition 0's leader takes it; another node refuses it.
+    let elsewhere = (1..=3).find(|id| *id != placed[0].leader).unwrap();
+    let mut client = RawClient::connect(&cluster.bootstrap(elsewhere)).await;
+    let batch = crate::common::one_record_batch(-1, -1, -1, b"wrong node");
+    let answer = client
+        .call(&crate::common::produce_request("spread", batch), 9)
+        .await;
+    let code = answer.responses[0].partition_responses[0].error_code;
+    assert_eq!(
+        code,
+        kafka_protocol::ResponseError::NotLeaderOrFollower.code()
+    );
+}
+
+/// A node that dies is fenced: a partition it led with other in-sync replicas gets one of them
+/// as leader at a higher leader epoch, and leaves the ISR; a partition whose only replica it
+/// was has no leader (no unclean election). When it comes back it is in the cluster again and
+/// leads the partition that had no leader.
+#[tokio::test]
+async fn a_fenced_node_hands_its_partitions_to_the_rest_of_their_isr() {
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    create(&cluster.bootstrap(1), "triple", 1, 3).await.unwrap();
+    let before = cluster.placed(&[1, 2, 3], "triple", |p| p.len() == 1).await[0].clone();
+    assert_eq!(before.isr.len(), 3);
+    let victim = before.leader;
+    create(&cluster.bootstrap(1), "single", 3, 1).await.unwrap();
+    let single = cluster.placed(&[1, 2, 3], "single", |p| p.len() == 3).await;
+    let alone = single.iter().position(|p| p.leader == victim).unwrap();
+
+    cluster.kill(victim);
+    let rest: Vec<i32> = (1..=3).filter(|id| *id != victim).collect();
+    let after = cluster
+        .placed(&rest, "triple", |p| p[0].leader != victim)
+        .await[0]
+        .clone();
+    assert!(rest.contains(&after.leader), "{after:?}");
+    assert!(after.epoch > before.epoch, "{before:?} -> {after:?}");
+    assert!(!after.isr.contains(&victim), "{after:?}");
+    assert_eq!(after.offline, vec![victim]);
+    let offline = cluster
+        .placed(&rest, "single", |p| p[alone].leader == -1)
+        .await;
+    assert_eq!(offline[alone].offline, vec![victim]);
+
+    cluster.start_node(victim).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    cluster
+        .placed(&[1, 2, 3], "single", |p| p[alone].leader == victim)
+        .await;
+}

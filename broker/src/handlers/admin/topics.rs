@@ -15,7 +15,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 
 use crate::broker::Broker;
-use crate::handlers::partitions::{answer_each, partition_answer};
+use crate::handlers::partitions::{answer_each_led, partition_answer};
 use crate::handlers::route::str_bytes;
 use crate::storage::AppendError;
 use crate::topics::Topic;
@@ -72,6 +72,25 @@ fn partition_count(broker: &Broker, t: &CreatableTopic) -> i32 {
     }
 }
 
+/// The replicas a CreateTopics entry asks for in a cluster (-1: the default). Explicit
+/// assignments are not taken yet.
+fn replication_factor(broker: &Broker, t: &CreatableTopic) -> Result<usize, Refusal> {
+    if !t.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "this cluster assigns replicas itself; give a replication factor".into(),
+        ));
+    }
+    match t.replication_factor {
+        -1 => Ok(broker.default_replication_factor()),
+        n if n >= 1 => Ok(n as usize),
+        n => Err((
+            ResponseError::InvalidReplicationFactor,
+            format!("replication factor {n} must be at least 1"),
+        )),
+    }
+}
+
 /// Creates one topic of a CreateTopics request, or with `validate_only` checks that it could
 /// be (no topic then).
 fn create_one(
@@ -79,15 +98,34 @@ fn create_one(
     t: &CreatableTopic,
     validate_only: bool,
 ) -> Result<Option<Arc<Topic>>, Refusal> {
+    let name = t.name.as_str();
+    let configs = set_configs(t.configs.iter().map(|c| (&c.name, &c.value)));
+    let partitions = partition_count(broker, t);
+    if let Some(quorum) = &broker.quorum {
+        let replication = replication_factor(broker, t)?;
+        broker
+            .topics
+            .validate(name, partitions, &configs)
+            .map_err(|e| (e.kafka_error(), client_message(&e)))?;
+        if validate_only {
+            return Ok(None);
+        }
+        return crate::cluster::create_topic(
+            broker,
+            quorum,
+            name,
+            partitions,
+            replication,
+            configs,
+        )
+        .map(Some);
+    }
     if t.replication_factor > 1 {
         return Err((
             ResponseError::InvalidReplicationFactor,
             "this single-node broker keeps one replica".into(),
         ));
     }
-    let name = t.name.as_str();
-    let configs = set_configs(t.configs.iter().map(|c| (&c.name, &c.value)));
-    let partitions = partition_count(broker, t);
     let outcome = if validate_only {
         broker
             .topics
@@ -115,6 +153,15 @@ fn created_answer(
         .as_ref()
         .map(|t| t.configs.clone())
         .unwrap_or_default();
+    let replicas = match (&broker.quorum, &topic) {
+        (Some(quorum), Some(topic)) => quorum
+            .image()
+            .topics
+            .get(&topic.id)
+            .and_then(|t| t.partitions.values().next())
+            .map_or(1, |p| p.replicas.len() as i16),
+        _ => 1,
+    };
     let result = result.with_topic_id(topic.map(|t| t.id).unwrap_or_default());
     if version < 5 {
         return result;
@@ -132,7 +179,7 @@ fn created_answer(
         .collect();
     result
         .with_num_partitions(partitions)
-        .with_replication_factor(1)
+        .with_replication_factor(replicas)
         .with_configs(Some(shown))
 }
 
@@ -159,6 +206,15 @@ pub(super) fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> De
             let Some(name) = name else {
                 return result.with_error_code(ResponseError::UnknownTopicId.code());
             };
+            if let Some(quorum) = &broker.quorum {
+                let id = broker.topics.get(&name).map(|t| t.id).unwrap_or(id);
+                return match crate::cluster::delete_topic(quorum, &name) {
+                    Ok(()) => result.with_topic_id(id),
+                    Err((error, message)) => result
+                        .with_error_code(error.code())
+                        .with_error_message(Some(str_bytes(message))),
+                };
+            }
             match broker.topics.delete(&name) {
                 Ok(topic) => {
                     if let Err(e) = broker.offsets.delete_topic(&name) {
@@ -191,7 +247,7 @@ pub(super) fn delete_records(
         .into_iter()
         .map(|t| {
             let name = t.name.as_str();
-            let partitions = answer_each(
+            let partitions = answer_each_led(
                 broker,
                 name,
                 t.partitions.iter(),
@@ -232,6 +288,13 @@ pub(super) fn create_partitions(
         .into_iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if broker.quorum.is_some() {
+                return result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(
+                        "a cluster does not grow topics yet (docs/broker-replication.md)",
+                    )));
+            }
             // One node: an explicit assignment can only name it.
             let me = broker.node_id();
             let assignable = t

@@ -1,0 +1,191 @@
+//! A node of a cluster keeps its topics as the metadata says: it follows the image, creating
+//! each topic the metadata holds (with the metadata's topic id), deleting the ones it removes,
+//! and marking each partition led or not by this node at its leader epoch
+//! ([`crate::topics::Partition::leads`]), which produce and fetch check. Topics are created and
+//! deleted by asking the active controller; a node then waits until its own image has the
+//! change.
+//!
+//! Every node keeps a log for every partition of every topic; only the replicas' logs fill.
+//! (Followers copying their leaders is the next step of `docs/broker-replication.md`.)
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::metadata::{MetadataError, MetadataImage, TopicState};
+use crate::quorum::{ControllerReply, ControllerRequest, Quorum};
+use crate::topics::{Topic, TopicError};
+
+/// How long a node waits for its image to show a change the controller made.
+const CHANGE_VISIBLE: Duration = Duration::from_secs(10);
+
+/// Follows the metadata until `stop`: each new image is applied to the local topics.
+pub async fn follow(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::Receiver<bool>) {
+    let mut images = quorum.subscribe();
+    let mut known = HashSet::new();
+    loop {
+        let image = images.borrow_and_update().clone();
+        let on = broker.clone();
+        known = match tokio::task::spawn_blocking(move || {
+            reconcile(&on, &image, &mut known);
+            known
+        })
+        .await
+        {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::error!(error = %e, "following the metadata failed");
+                return;
+            }
+        };
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Makes the local topics what `image` says. `known`: the topics this node saw in the
+/// metadata; one that leaves it was deleted, while a local topic the metadata never had (left
+/// from before, or not applied yet after a restart) is kept, unled.
+fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) {
+    let me = broker.node_id();
+    for (id, state) in &image.topics {
+        let Some(topic) = local_topic(broker, *id, state) else {
+            continue;
+        };
+        known.insert(*id);
+        for (index, partition) in &state.partitions {
+            if let Some(local) = topic.partition(*index) {
+                local.set_leader(partition.leader == me, partition.leader_epoch);
+            }
+        }
+    }
+    for topic in broker.topics.list() {
+        if image.topics.contains_key(&topic.id) {
+            continue;
+        }
+        if known.remove(&topic.id) {
+            match broker.topics.delete(&topic.name) {
+                Ok(_) => tracing::info!(topic = topic.name, "deleted, as the metadata says"),
+                Err(e) => tracing::warn!(topic = topic.name, error = %e, "cannot delete"),
+            }
+        } else {
+            for partition in &topic.partitions {
+                partition.set_leader(false, partition.leader_epoch());
+            }
+        }
+    }
+}
+
+/// The local topic of metadata topic `id`, created if missing.
+fn local_topic(broker: &Broker, id: Uuid, state: &TopicState) -> Option<Arc<Topic>> {
+    if let Some(topic) = broker.topics.get_by_id(id) {
+        return Some(topic);
+    }
+    let partitions = i32::try_from(state.partitions.len()).ok()?;
+    let created =
+        broker
+            .topics
+            .create_with_id(&state.name, id, Some(partitions), state.configs.clone());
+    match created {
+        Ok(topic) => Some(topic),
+        // Created meanwhile by the other path (a create request waiting for it).
+        Err(TopicError::AlreadyExists(_)) => broker.topics.get_by_id(id),
+        Err(e) => {
+            tracing::warn!(topic = state.name, error = %e, "cannot create the metadata's topic");
+            None
+        }
+    }
+}
+
+/// Why the controller refused or could not do a change, as Kafka's error and a message.
+pub type Refusal = (ResponseError, String);
+
+fn refusal(reply: ControllerReply) -> Refusal {
+    match reply {
+        ControllerReply::Refused(e) => {
+            let error = match &e {
+                MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+                MetadataError::NotEnoughBrokers { .. } => ResponseError::InvalidReplicationFactor,
+                MetadataError::NoTopic(_) => ResponseError::UnknownTopicOrPartition,
+                _ => ResponseError::InvalidRequest,
+            };
+            (error, e.to_string())
+        }
+        ControllerReply::NotController { .. } => (
+            ResponseError::NotController,
+            "no active controller at the moment; try again".into(),
+        ),
+        _ => (
+            ResponseError::RequestTimedOut,
+            "the cluster could not make the change in time; try again".into(),
+        ),
+    }
+}
+
+/// Runs `future` to its end from a handler on the blocking pool.
+fn wait<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(future)
+}
+
+/// Asks the active controller for a topic and waits until this node has it. From a handler on
+/// the blocking pool.
+pub fn create_topic(
+    broker: &Broker,
+    quorum: &Quorum,
+    name: &str,
+    partitions: i32,
+    replication: usize,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<Topic>, Refusal> {
+    let request = ControllerRequest::CreateTopic {
+        name: name.to_owned(),
+        partitions,
+        replication,
+        configs,
+    };
+    let id = match wait(quorum.request(request)) {
+        ControllerReply::Created { id } => id,
+        other => return Err(refusal(other)),
+    };
+    let image = wait(visible(quorum, |image| image.topics.contains_key(&id)))
+        .ok_or_else(|| refusal(ControllerReply::Failed("not visible".into())))?;
+    local_topic(broker, id, &image.topics[&id]).ok_or_else(|| {
+        (
+            ResponseError::KafkaStorageError,
+            "cannot create the topic's logs".into(),
+        )
+    })
+}
+
+/// Asks the active controller to delete topic `name` and waits until this node's image no
+/// longer has it. From a handler on the blocking pool.
+pub fn delete_topic(quorum: &Quorum, name: &str) -> Result<(), Refusal> {
+    let request = ControllerRequest::DeleteTopic {
+        name: name.to_owned(),
+    };
+    match wait(quorum.request(request)) {
+        ControllerReply::Done => {}
+        other => return Err(refusal(other)),
+    }
+    wait(visible(quorum, |image| image.topic_id(name).is_none()))
+        .map(|_| ())
+        .ok_or_else(|| refusal(ControllerReply::Failed("not visible".into())))
+}
+
+/// This node's image once `ready` holds of it, or `None` after [`CHANGE_VISIBLE`].
+async fn visible(
+    quorum: &Quorum,
+    ready: impl Fn(&MetadataImage) -> bool,
+) -> Option<Arc<MetadataImage>> {
+    let mut images = quorum.subscribe();
+    let seen = tokio::time::timeout(CHANGE_VISIBLE, images.wait_for(|image| ready(image))).await;
+    seen.ok()?.ok().map(|image| image.clone())
+}
