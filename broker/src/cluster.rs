@@ -5,32 +5,43 @@
 //! deleted by asking the active controller; a node then waits until its own image has the
 //! change.
 //!
-//! Every node keeps a log for every partition of every topic; only the replicas' logs fill.
-//! (Followers copying their leaders is the next step of `docs/broker-replication.md`.)
+//! Every node keeps a log for every partition of every topic; only the replicas' logs fill:
+//! a follower copies its leader ([`crate::replication`]), a leader keeps its in-sync replicas
+//! ([`maintain_isr`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::metadata::{MetadataError, MetadataImage, TopicState};
+use crate::metadata::{MetadataError, MetadataImage, NodeId, TopicState};
 use crate::quorum::{ControllerReply, ControllerRequest, Quorum};
+use crate::replication;
 use crate::topics::{Topic, TopicError};
 
 /// How long a node waits for its image to show a change the controller made.
 const CHANGE_VISIBLE: Duration = Duration::from_secs(10);
 
-/// Follows the metadata until `stop`: each new image is applied to the local topics.
+/// Follows the metadata until `stop`: each new image is applied to the local topics, and a
+/// fetcher runs for each leader this node follows.
 pub async fn follow(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::Receiver<bool>) {
     let mut images = quorum.subscribe();
     let mut known = HashSet::new();
+    let mut fetchers: HashMap<NodeId, JoinHandle<()>> = HashMap::new();
     loop {
         let image = images.borrow_and_update().clone();
+        for leader in replication::leaders_followed(&image, broker.node_id()) {
+            if fetchers.get(&leader).is_none_or(|f| f.is_finished()) {
+                let task = replication::fetch_from(broker.clone(), quorum.clone(), leader);
+                fetchers.insert(leader, tokio::spawn(task));
+            }
+        }
         let on = broker.clone();
         known = match tokio::task::spawn_blocking(move || {
             reconcile(&on, &image, &mut known);
@@ -45,8 +56,55 @@ pub async fn follow(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::R
             }
         };
         tokio::select! {
-            changed = images.changed() => if changed.is_err() { return },
+            changed = images.changed() => if changed.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    for fetcher in fetchers.into_values() {
+        fetcher.abort();
+    }
+}
+
+/// The leaders' side of the ISR (Kafka's ISR maintenance): every half second, each partition
+/// this node leads whose in-sync replicas should change (a follower fell behind for
+/// `replica.lag.time.max.ms`, or caught up) asks the active controller for the change
+/// (AlterPartition). The new ISR counts once the metadata has it.
+pub async fn maintain_isr(
+    broker: Arc<Broker>,
+    quorum: Arc<Quorum>,
+    lag: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        for topic in broker.topics.list() {
+            for partition in &topic.partitions {
+                let Some((isr, partition_epoch)) = partition.wanted_isr(lag) else {
+                    continue;
+                };
+                let request = ControllerRequest::AlterPartition {
+                    topic: topic.id,
+                    partition: partition.index,
+                    leader: broker.node_id(),
+                    partition_epoch,
+                    isr: isr.clone(),
+                };
+                match quorum.request(request).await {
+                    ControllerReply::Done => {
+                        tracing::info!(
+                            topic = topic.name,
+                            partition = partition.index,
+                            ?isr,
+                            "in-sync replicas changed"
+                        );
+                    }
+                    other => tracing::debug!(topic = topic.name, ?other, "ISR change not made"),
+                }
+            }
         }
     }
 }
@@ -61,9 +119,14 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
             continue;
         };
         known.insert(*id);
-        for (index, partition) in &state.partitions {
-            if let Some(local) = topic.partition(*index) {
-                local.set_leader(partition.leader == me, partition.leader_epoch);
+        for (index, p) in &state.partitions {
+            let Some(local) = topic.partition(*index) else {
+                continue;
+            };
+            if p.leader == me {
+                local.become_leader(me, p.leader_epoch, p.partition_epoch, &p.replicas, &p.isr);
+            } else if let Err(e) = local.become_follower(p.leader_epoch) {
+                tracing::warn!(topic = state.name, partition = index, error = %e, "cannot cut the log back");
             }
         }
     }

@@ -107,6 +107,9 @@ pub struct ClusterConfig {
     /// Replicas of a topic created without a replication factor (automatically, or with -1)
     /// (`default.replication.factor`).
     pub default_replication_factor: usize,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max: Duration,
 }
 
 impl ClusterConfig {

@@ -62,6 +62,7 @@ pub mod metadata;
 pub mod offset_store;
 pub mod producer_ids;
 pub mod quorum;
+pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod topics;

@@ -113,6 +113,9 @@ struct Args {
     /// CreateTopics with -1).
     #[arg(long, env = "BROKER_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     default_replication_factor: usize,
+    /// A follower that has not caught up with its leader for this long leaves the ISR, in ms.
+    #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
+    replica_lag_time_max_ms: u64,
     /// A node of a cluster not heard from for this long is fenced, in ms.
     #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     broker_session_timeout_ms: u64,
@@ -138,6 +141,7 @@ impl Args {
             heartbeat_interval: Duration::from_millis(self.broker_heartbeat_interval_ms.max(10)),
             session_timeout: Duration::from_millis(self.broker_session_timeout_ms.max(100)),
             default_replication_factor: self.default_replication_factor.max(1),
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(100)),
         }))
     }
 }

@@ -159,10 +159,16 @@ pub async fn spawn_listeners(
             shutdown.subscribe(),
         ));
     }
-    if let Some(quorum) = &broker.quorum {
+    if let (Some(quorum), Some(cluster)) = (&broker.quorum, &broker.config.cluster) {
         tasks.spawn(crate::cluster::follow(
             broker.clone(),
             quorum.clone(),
+            shutdown.subscribe(),
+        ));
+        tasks.spawn(crate::cluster::maintain_isr(
+            broker.clone(),
+            quorum.clone(),
+            cluster.replica_lag_time_max,
             shutdown.subscribe(),
         ));
     }

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,8 @@ pub struct TopicConfig {
     pub segment_ms: i64,
     pub max_message_bytes: u64,
     pub timestamp_type: TimestampType,
+    /// The broker is a node of a cluster (a topic may then have several replicas).
+    clustered: bool,
 }
 
 /// The smallest `segment.bytes` (Kafka 4's minimum): smaller segments would let one client make
@@ -128,12 +130,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
     },
     TopicConfigKey {
         name: "min.insync.replicas",
-        // Trivially: the one replica is always in sync.
+        // On a single node trivially: the one replica is always in sync. In a cluster an
+        // acks=all produce needs this many in-sync replicas (handlers/produce.rs).
         enforced: true,
         default: |_| "1".into(),
-        apply: |_, v| match number(v)? {
+        apply: |c, v| match number(v)? {
             1 => Ok(()),
             n if n < 1 => Err("must be at least 1"),
+            _ if c.clustered => Ok(()),
             _ => Err("this single-node broker keeps one replica, so at most 1"),
         },
     },
@@ -279,6 +283,30 @@ pub struct Partition {
     leads: AtomicBool,
     /// The leader epoch the metadata gives the partition (0 on a single node).
     leader_epoch: AtomicI32,
+    /// In a cluster, the leader's view of the replicas (unused on a single node).
+    replicas: Mutex<Replicas>,
+}
+
+/// What a partition's leader knows of its replicas.
+#[derive(Debug, Default)]
+struct Replicas {
+    /// This node, while it leads.
+    leader: Option<i32>,
+    isr: Vec<i32>,
+    partition_epoch: i32,
+    followers: HashMap<i32, Follower>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// Its log end, as its last fetch said (-1 before its first fetch).
+    log_end: i64,
+    /// The leader's log end when it last fetched.
+    leader_end_then: i64,
+    /// When it last had all of the leader's log (as of its previous fetch, Kafka's rule: under
+    /// steady produce a follower is never level with the end of the moment).
+    caught_up_at: Instant,
 }
 
 impl Partition {
@@ -290,6 +318,201 @@ impl Partition {
             end_offset,
             leads: AtomicBool::new(leads),
             leader_epoch: AtomicI32::new(crate::storage::log::LEADER_EPOCH),
+            replicas: Mutex::new(Replicas::default()),
+        }
+    }
+
+    /// This node becomes (or stays) the partition's leader, at `epoch`, with these replicas and
+    /// in-sync replicas: it stamps its batches with the epoch and starts counting its
+    /// followers' progress afresh (each gets a full lag time to catch up).
+    pub fn become_leader(
+        &self,
+        me: i32,
+        epoch: i32,
+        partition_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+    ) {
+        {
+            let mut log = self.log();
+            log.set_leader_epoch(epoch);
+            let high_watermark = log.high_watermark();
+            log.set_high_watermark(high_watermark);
+        }
+        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = state.leader != Some(me) || self.leader_epoch() != epoch;
+        if fresh {
+            let now = Instant::now();
+            state.followers = replicas
+                .iter()
+                .filter(|r| **r != me)
+                .map(|r| {
+                    let follower = Follower {
+                        log_end: -1,
+                        leader_end_then: i64::MAX,
+                        caught_up_at: now,
+                    };
+                    (*r, follower)
+                })
+                .collect();
+        }
+        state.leader = Some(me);
+        state.isr = isr.to_vec();
+        state.partition_epoch = partition_epoch;
+        drop(state);
+        self.set_leader(true, epoch);
+        self.advance_high_watermark();
+        // Produces waiting for replication look at the ISR again.
+        self.end_offset.send_modify(|_| {});
+    }
+
+    /// This node follows the partition's leader at `epoch`: it stops serving the partition and
+    /// cuts its log back to its high watermark, since what lies beyond may not be on the new
+    /// leader (it fetches it again if it is).
+    pub fn become_follower(&self, epoch: i32) -> std::io::Result<()> {
+        let was_leader = self.leads() || self.leader_epoch() != epoch;
+        self.set_leader(false, epoch);
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leader = None;
+        if was_leader {
+            let mut log = self.log();
+            let high_watermark = log.high_watermark();
+            log.truncate_to(high_watermark)?;
+            drop(log);
+            self.end_offset.send_modify(|_| {});
+        }
+        Ok(())
+    }
+
+    /// A follower's fetch from `offset` (its log end): the leader notes its progress and moves
+    /// the high watermark up if it can.
+    pub fn follower_fetched(&self, follower: i32, offset: i64) {
+        let end = self.log().next_offset();
+        {
+            let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(known) = state.followers.get_mut(&follower) else {
+                return;
+            };
+            known.log_end = offset;
+            if offset >= end || offset >= known.leader_end_then {
+                known.caught_up_at = Instant::now();
+            }
+            known.leader_end_then = end;
+        }
+        self.advance_high_watermark();
+    }
+
+    /// Moves the high watermark to the lowest log end of the in-sync replicas, if that is
+    /// higher, and wakes the fetches and produces waiting for it.
+    fn advance_high_watermark(&self) {
+        let lowest = {
+            let state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(me) = state.leader else {
+                return;
+            };
+            state
+                .isr
+                .iter()
+                .filter(|r| **r != me)
+                .map(|r| state.followers.get(r).map_or(-1, |f| f.log_end))
+                .min()
+        };
+        let mut log = self.log();
+        let current = log.high_watermark();
+        let reached = lowest.unwrap_or(i64::MAX).min(log.next_offset());
+        if reached > current {
+            log.set_high_watermark(reached);
+            drop(log);
+            self.end_offset.send_modify(|_| {});
+        }
+    }
+
+    /// Appends batches fetched from the leader (see [`PartitionLog::append_replica`]).
+    pub fn append_replica(&self, batches: &[u8]) -> Result<(), AppendError> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let end = self.log().append_replica(batches)?;
+        self.end_offset.send_replace(end);
+        Ok(())
+    }
+
+    /// Cuts the log back to its high watermark (a follower whose fetch was out of its leader's
+    /// range).
+    pub fn truncate_to_high_watermark(&self) -> std::io::Result<()> {
+        let mut log = self.log();
+        let high_watermark = log.high_watermark();
+        log.truncate_to(high_watermark)
+    }
+
+    /// A follower learns its leader's high watermark (never above its own log end).
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let mut log = self.log();
+        let reached = leader_high_watermark.min(log.next_offset());
+        if reached != log.high_watermark() {
+            log.set_high_watermark(reached);
+        }
+    }
+
+    /// The in-sync replicas the leader would have now: a follower that has not had all of the
+    /// leader's log for `lag` leaves; one that has reached the high watermark (and so holds
+    /// every committed record) joins. `None` while this node does not lead or nothing changes;
+    /// otherwise the new ISR and the partition epoch it was computed against.
+    pub fn wanted_isr(&self, lag: Duration) -> Option<(Vec<i32>, i32)> {
+        let high_watermark = self.log().high_watermark();
+        let state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let me = state.leader?;
+        let mut isr = vec![me];
+        let mut followers: Vec<_> = state.followers.iter().collect();
+        followers.sort_by_key(|(id, _)| **id);
+        for (id, follower) in followers {
+            let keeps = state.isr.contains(id) && follower.caught_up_at.elapsed() <= lag;
+            let joins = !state.isr.contains(id)
+                && follower.log_end >= high_watermark
+                && follower.caught_up_at.elapsed() <= lag;
+            if keeps || joins {
+                isr.push(*id);
+            }
+        }
+        let mut current = state.isr.clone();
+        current.sort_unstable();
+        let mut wanted = isr.clone();
+        wanted.sort_unstable();
+        (wanted != current).then_some((isr, state.partition_epoch))
+    }
+
+    /// How many replicas are in sync, as the metadata says (the leader's view).
+    pub fn isr_len(&self) -> usize {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .isr
+            .len()
+    }
+
+    /// Waits until every in-sync replica holds the log up to `end` (the high watermark reached
+    /// it): an `acks=all` produce. Refused if the ISR shrinks below `min_isr` meanwhile, or
+    /// when `deadline` passes.
+    pub async fn replicated(
+        &self,
+        end: i64,
+        min_isr: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ResponseError> {
+        let mut changes = self.subscribe();
+        loop {
+            if self.log().high_watermark() >= end {
+                return Ok(());
+            }
+            if self.isr_len() < min_isr {
+                return Err(ResponseError::NotEnoughReplicasAfterAppend);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(ResponseError::RequestTimedOut),
+            }
         }
     }
 
@@ -320,8 +543,13 @@ impl Partition {
         let mut log = self.log();
         let (appended, log_append_time) = log.append_at(records, now_ms)?;
         let (end, start) = (log.next_offset(), log.log_start_offset());
+        let replicated = log.is_replicated();
         drop(log);
         self.end_offset.send_replace(end);
+        if replicated {
+            // An ISR of the leader alone commits at once.
+            self.advance_high_watermark();
+        }
         Ok(Produced {
             appended,
             log_start_offset: start,
@@ -341,9 +569,13 @@ impl Partition {
         let written =
             log.append_marker(producer_id, producer_epoch, commit, crate::clock::now_ms())?;
         let end = log.next_offset();
+        let replicated = log.is_replicated();
         drop(log);
         if written.is_some() {
             self.end_offset.send_replace(end);
+            if replicated {
+                self.advance_high_watermark();
+            }
         }
         Ok(written)
     }
@@ -412,8 +644,6 @@ pub struct TopicRegistry {
     /// system work. The map's lock is only taken for the final swap, so produce and fetch never
     /// wait for a topic of 10,000 partitions to be created.
     admin: Mutex<()>,
-    /// A node of a cluster: a partition is led only once the metadata says so.
-    clustered: bool,
 }
 
 /// Broker-wide defaults for new topics.
@@ -426,6 +656,8 @@ struct Defaults {
     retention_bytes: i64,
     fsync_each_append: bool,
     max_request_bytes: u64,
+    /// A node of a cluster: a partition is led only once the metadata says so.
+    clustered: bool,
 }
 
 impl Defaults {
@@ -438,6 +670,7 @@ impl Defaults {
             retention_bytes: config.retention_bytes,
             fsync_each_append: config.fsync == FsyncPolicy::Always,
             max_request_bytes: config.max_request_bytes as u64,
+            clustered: config.cluster.is_some(),
         }
     }
 }
@@ -476,7 +709,6 @@ impl TopicRegistry {
             defaults: Defaults::new(config),
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
-            clustered: config.cluster.is_some(),
         };
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
@@ -541,7 +773,11 @@ impl TopicRegistry {
                     "cut a torn or corrupt tail from the log"
                 );
             }
-            partitions.push(Arc::new(Partition::new(index, log, !self.clustered)));
+            partitions.push(Arc::new(Partition::new(
+                index,
+                log,
+                !self.defaults.clustered,
+            )));
         }
         Ok(Topic {
             name: name.to_string(),
@@ -720,7 +956,11 @@ impl TopicRegistry {
                 fs::remove_dir_all(&dir)?; // leftovers of an interrupted grow
             }
             let (log, _) = PartitionLog::open(&dir, log_config.clone())?;
-            partitions.push(Arc::new(Partition::new(index, log, !self.clustered)));
+            partitions.push(Arc::new(Partition::new(
+                index,
+                log,
+                !self.defaults.clustered,
+            )));
         }
         crate::storage::sync_dir(&topic.dir)?;
         let meta = TopicFile {
@@ -874,7 +1114,10 @@ fn resolve(
             reason: "unknown or unsupported config",
         });
     }
-    let mut config = TopicConfig::default();
+    let mut config = TopicConfig {
+        clustered: defaults.clustered,
+        ..TopicConfig::default()
+    };
     for key in TOPIC_CONFIGS {
         let value = overrides
             .get(key.name)
@@ -956,6 +1199,7 @@ mod tests {
                 segment_ms: c.segment_ms as i64,
                 max_message_bytes: 104_857_600,
                 timestamp_type: TimestampType::CreateTime,
+                clustered: false,
             }
         );
     }

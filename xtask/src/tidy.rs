@@ -252,6 +252,10 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["txn"],
     // The broker's state: everything above, and where a transaction ends across them.
     &["broker"],
+    // A follower copies its leader (Kafka's replica fetcher).
+    &["replication"],
+    // A follower copies its leader (Kafka's replica fetcher).
+    &["replication"],
     // A node of a cluster: its topics follow the metadata; topics created through the controller.
     &["cluster"],
     // The requests, one module per API family, and their route registry.

@@ -83,6 +83,9 @@ struct Pass<'a> {
     /// Read-committed (isolation level 1) stops at each partition's last stable offset and
     /// lists the aborted transactions of what it returns, for the client to drop.
     read_committed: bool,
+    /// A follower's fetch (`replica_id`): it reads to the log end, and tells the leader how far
+    /// it got. A consumer reads below the high watermark.
+    replica: Option<i32>,
     watches: &'a mut Vec<watch::Receiver<i64>>,
 }
 
@@ -98,6 +101,7 @@ fn read_once(
         remaining: (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES),
         total: 0,
         read_committed: request.isolation_level == 1,
+        replica: (request.replica_id.0 >= 0).then_some(request.replica_id.0),
         watches,
     };
     let responses: Vec<FetchableTopicResponse> = request
@@ -140,16 +144,28 @@ impl Pass<'_> {
         fp: &FetchPartition,
         data: PartitionData,
     ) -> PartitionData {
+        if let Some(follower) = self.replica {
+            partition.follower_fetched(follower, fp.fetch_offset);
+        }
         self.watches.push(partition.subscribe());
         let log = partition.log();
         let (end, start) = (log.next_offset(), log.log_start_offset());
+        let high_watermark = log.high_watermark();
         let stable = log.last_stable_offset();
         let data = data
-            .with_high_watermark(end)
+            .with_high_watermark(high_watermark)
             .with_last_stable_offset(stable)
             .with_log_start_offset(start);
+        let visible = if self.replica.is_some() {
+            end
+        } else {
+            high_watermark
+        };
         let limit = (fp.partition_max_bytes.max(0) as usize).min(self.remaining);
-        let read = if self.read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end {
+        let nothing_visible = fp.fetch_offset >= visible && fp.fetch_offset <= end;
+        let read = if nothing_visible
+            || (self.read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end)
+        {
             // Nothing stable to give yet (or anymore, at the end). The last stable offset is
             // never below the log start, so below it the read answers out of range.
             Ok(ReadOutcome::Batches(Bytes::new()))
@@ -159,6 +175,11 @@ impl Pass<'_> {
         };
         match read {
             Ok(ReadOutcome::Batches(records)) => {
+                let records = if visible < end {
+                    cut_at(records, visible)
+                } else {
+                    records
+                };
                 let (records, aborted) = if self.read_committed {
                     let records = cut_at(records, stable);
                     let aborted = last_offset(&records)

@@ -47,11 +47,20 @@ impl PartitionAnswer for PartitionProduceResponse {
 /// Returns `None` for acks=0, which gets no response at all.
 pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
     let transactional_id = request.transactional_id.as_ref().map(|id| id.as_str());
+    // In a cluster, acks=all waits for the in-sync replicas.
+    let replicated = broker.quorum.is_some() && request.acks == -1;
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let responses = request
         .topic_data
         .into_iter()
         .map(|t| {
             let name = t.name.as_str();
+            let min_isr = if replicated {
+                min_insync(broker, name)
+            } else {
+                1
+            };
             let partitions = answer_each_led(
                 broker,
                 name,
@@ -64,7 +73,22 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                             "no records",
                         ));
                     };
+                    if replicated && partition.isr_len() < min_isr {
+                        return Err(Refused::with_message(
+                            ResponseError::NotEnoughReplicas,
+                            format!(
+                                "{} in-sync replicas, min.insync.replicas is {min_isr}",
+                                partition.isr_len()
+                            ),
+                        ));
+                    }
                     let produced = append(broker, transactional_id, (name, partition), records)?;
+                    if replicated {
+                        let end = partition.log().next_offset();
+                        tokio::runtime::Handle::current()
+                            .block_on(partition.replicated(end, min_isr, deadline))
+                            .map_err(Refused::from)?;
+                    }
                     Ok(answer
                         .with_base_offset(produced.appended.base_offset())
                         .with_log_append_time_ms(produced.log_append_time)
@@ -77,6 +101,15 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
         })
         .collect();
     (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// A topic's `min.insync.replicas` (1 unless set).
+fn min_insync(broker: &Broker, topic: &str) -> usize {
+    broker
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("min.insync.replicas")?.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Appends one partition's batch: a transactional batch under its transactional id's lock (the

@@ -138,23 +138,23 @@ impl Controller {
                 configs,
             } => {
                 let id = uuid::Uuid::new_v4();
-                let decision =
-                    image
-                        .assign(&name, id, partitions, replication)
-                        .map(|mut records| {
-                            records.extend(configs.into_iter().map(|(key, value)| {
-                                MetadataRecord::Config {
-                                    topic: name.clone(),
-                                    name: key,
-                                    value: Some(value),
-                                }
-                            }));
-                            records
-                        });
+                let decision = creation(&image, &name, id, partitions, replication, configs);
                 match self.write_decision(decision).await {
                     ControllerReply::Done => ControllerReply::Created { id },
                     other => other,
                 }
+            }
+            ControllerRequest::AlterPartition {
+                topic,
+                partition,
+                leader,
+                partition_epoch,
+                isr,
+            } => {
+                let decision = image
+                    .change_isr(topic, partition, leader, partition_epoch, isr)
+                    .map(|record| vec![record]);
+                self.write_decision(decision).await
             }
             ControllerRequest::DeleteTopic { name } => match image.topic_id(&name) {
                 Some(id) => self.write(vec![MetadataRecord::RemoveTopic { id }]).await,
@@ -260,6 +260,28 @@ impl Controller {
             }
         }
     }
+}
+
+/// The records that create topic `name`: its partitions assigned, then its configs.
+fn creation(
+    image: &MetadataImage,
+    name: &str,
+    id: uuid::Uuid,
+    partitions: i32,
+    replication: usize,
+    configs: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<MetadataRecord>, MetadataError> {
+    let mut records = image.assign(name, id, partitions, replication)?;
+    records.extend(
+        configs
+            .into_iter()
+            .map(|(key, value)| MetadataRecord::Config {
+                topic: name.to_owned(),
+                name: key,
+                value: Some(value),
+            }),
+    );
+    Ok(records)
 }
 
 fn check_epoch(image: &MetadataImage, id: NodeId, epoch: i64) -> Result<(), MetadataError> {

@@ -59,6 +59,15 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// A partition's leader asks for a new ISR (Kafka's AlterPartition), against the partition
+    /// epoch it knows.
+    AlterPartition {
+        topic: Uuid,
+        partition: i32,
+        leader: NodeId,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
 }
 
 /// The active controller's answer.

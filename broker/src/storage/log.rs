@@ -197,6 +197,11 @@ pub struct PartitionLog {
     /// Set when the topic is deleted; a handle still held by a request then refuses all I/O,
     /// so it can't touch the directory of a re-created topic of the same name.
     deleted: bool,
+    /// A replicated partition's high watermark: the end of what every in-sync replica holds,
+    /// below which consumers read. `None` on a single node, where it is the log end.
+    high_watermark: Option<i64>,
+    /// The leader epoch stamped on the batches this node writes as leader.
+    leader_epoch: i32,
 }
 
 /// What opening a log found, for the startup log line and tests.
@@ -231,6 +236,8 @@ impl PartitionLog {
                 .unwrap_or(0),
             dirty: false,
             deleted: false,
+            high_watermark: None,
+            leader_epoch: LEADER_EPOCH,
         };
         let mut report = OpenReport::default();
         let last = bases.len().saturating_sub(1);
@@ -351,12 +358,100 @@ impl PartitionLog {
     /// watermark when none is open, and never below the log start (an open transaction whose
     /// first records were deleted holds it there). Read-committed consumers read up to it.
     pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
         self.open_txns
             .values()
             .copied()
             .min()
-            .unwrap_or_else(|| self.next_offset())
+            .map_or(high_watermark, |first| first.min(high_watermark))
             .max(self.log_start_offset())
+    }
+
+    /// The end of what every in-sync replica holds (the log end on a single node): consumers
+    /// read below it.
+    pub fn high_watermark(&self) -> i64 {
+        let end = self.next_offset();
+        self.high_watermark.map_or(end, |hw| hw.min(end))
+    }
+
+    /// Whether the log is a replica of a cluster's partition (it has a high watermark of its own).
+    pub fn is_replicated(&self) -> bool {
+        self.high_watermark.is_some()
+    }
+
+    /// Sets the high watermark of a replicated partition (it is then never above the log end).
+    pub fn set_high_watermark(&mut self, offset: i64) {
+        self.high_watermark = Some(offset.max(self.log_start_offset()));
+    }
+
+    /// The leader epoch the batches written from now on carry.
+    pub fn set_leader_epoch(&mut self, epoch: i32) {
+        self.leader_epoch = epoch;
+    }
+
+    /// Appends batches a follower fetched from its leader, as they are: their offsets, leader
+    /// epochs and producers' state, after checking each is whole and starts where the log
+    /// ends. Returns the new log end.
+    pub fn append_replica(&mut self, batches: &[u8]) -> Result<i64, AppendError> {
+        if self.deleted {
+            return Err(AppendError::Deleted);
+        }
+        let mut position = 0;
+        while position < batches.len() {
+            let Ok(header) = batch::validate(&batches[position..]) else {
+                break; // a partial batch at the end of a fetch: fetched again next time
+            };
+            let bytes = &batches[position..position + header.total_len()];
+            position += header.total_len();
+            if header.last_offset() < self.next_offset() {
+                continue; // already here
+            }
+            if header.base_offset != self.next_offset() {
+                return Err(AppendError::Refused(
+                    "a replicated batch does not start at the log end",
+                ));
+            }
+            self.maybe_roll()?;
+            self.segments
+                .last_mut()
+                .expect("never empty")
+                .append(bytes, &header)?;
+            self.remember_producer(&header);
+            let commit = header
+                .is_control()
+                .then(|| batch::control_is_commit(bytes).unwrap_or(false));
+            self.track_transaction(&header, commit);
+            self.dirty = true;
+        }
+        if self.config.fsync_each_append {
+            self.sync()?;
+        }
+        Ok(self.next_offset())
+    }
+
+    /// Cuts the log back to end at `offset` (a batch boundary): a follower drops what its new
+    /// leader may not have. The segments after it go, the one holding it is cut there, and the
+    /// log is opened again from disk, which rebuilds the producers' and transactions' state.
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        if offset >= self.next_offset() || self.deleted {
+            return Ok(());
+        }
+        let keep = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .max(1);
+        for segment in self.segments.drain(keep..) {
+            segment.delete()?;
+        }
+        let last = self.segments.last_mut().expect("never empty");
+        let position = last.position_of(offset.max(last.base_offset))?;
+        last.cut_at(position.unwrap_or(last.size))?;
+        let (high_watermark, epoch) = (self.high_watermark, self.leader_epoch);
+        let (mut reopened, _) = PartitionLog::open(&self.dir, self.config.clone())?;
+        reopened.high_watermark = high_watermark;
+        reopened.leader_epoch = epoch;
+        *self = reopened;
+        Ok(())
     }
 
     /// The producers this partition remembers (DescribeProducers), by producer id: epoch, the
@@ -412,7 +507,7 @@ impl PartitionLog {
         let mut header = batch::validate(&bytes)?;
         self.maybe_roll()?;
         header.base_offset = self.next_offset();
-        batch::stamp(&mut bytes, header.base_offset, LEADER_EPOCH);
+        batch::stamp(&mut bytes, header.base_offset, self.leader_epoch);
         self.segments
             .last_mut()
             .expect("never empty")
@@ -519,7 +614,7 @@ impl PartitionLog {
         if log_append_time {
             batch::set_log_append_time(records, &mut header, now_ms);
         }
-        batch::stamp(records, header.base_offset, LEADER_EPOCH);
+        batch::stamp(records, header.base_offset, self.leader_epoch);
         let segment = self.segments.last_mut().expect("never empty");
         segment.append(records, &header)?;
         self.remember_producer(&header);

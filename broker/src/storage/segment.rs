@@ -387,6 +387,16 @@ impl Segment {
     }
 
     /// File position of the batch that contains `offset`, if this segment holds it.
+    /// Cuts the segment's file at `position` (a batch boundary) and drops its index, which the
+    /// next open rebuilds from the file.
+    pub fn cut_at(&mut self, position: u64) -> io::Result<()> {
+        let log = OpenOptions::new().write(true).open(&self.log_path)?;
+        log.set_len(position)?;
+        log.sync_all()?;
+        fs::write(&self.index_path, [])?;
+        Ok(())
+    }
+
     pub fn position_of(&self, offset: i64) -> io::Result<Option<u64>> {
         if offset < self.base_offset || offset >= self.next_offset {
             return Ok(None);

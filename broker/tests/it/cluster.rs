@@ -94,6 +94,7 @@ impl Cluster {
             .args(["--controller-listen", &format!("127.0.0.1:{controller}")])
             .args(["--voters", &self.voters])
             .args(["--broker-heartbeat-interval-ms", "200"])
+            .args(["--replica-lag-time-max-ms", "2000"])
             .args(["--broker-session-timeout-ms"])
             .arg(self.session_timeout_ms.to_string())
             .arg("--data-dir")
@@ -305,10 +306,23 @@ async fn create(
     partitions: i32,
     replication: i32,
 ) -> Result<(), String> {
+    create_with(bootstrap, name, partitions, replication, &[]).await
+}
+
+async fn create_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         client_config(bootstrap, &[]).create().unwrap();
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let results = admin
         .create_topics(&[topic], &AdminOptions::new())
         .await
@@ -357,7 +371,10 @@ async fn topics_are_spread_over_the_nodes_and_clients_follow_their_leaders() {
     // A group: its coordinator is the node FindCoordinator names, whichever node is asked.
     let consumer: StreamConsumer = client_config(
         &cluster.bootstrap(3),
-        &[("group.id", "spread-readers"), ("auto.offset.reset", "earliest")],
+        &[
+            ("group.id", "spread-readers"),
+            ("auto.offset.reset", "earliest"),
+        ],
     )
     .create()
     .unwrap();
@@ -422,4 +439,110 @@ async fn a_fenced_node_hands_its_partitions_to_the_rest_of_their_isr() {
     cluster
         .placed(&[1, 2, 3], "single", |p| p[alone].leader == victim)
         .await;
+}
+
+/// Reads partition 0 of `topic` from the start through `bootstrap` until `count` records came,
+/// as strings.
+async fn read_all(bootstrap: &str, topic: &str, count: usize) -> Vec<String> {
+    use rdkafka::consumer::StreamConsumer;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: StreamConsumer = client_config(bootstrap, &[("group.id", "reader")])
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut read = Vec::new();
+    while read.len() < count {
+        let message = tokio::time::timeout(LONG, consumer.recv())
+            .await
+            .expect("records within the deadline")
+            .unwrap();
+        read.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+    }
+    read
+}
+
+/// A raw acks=all produce of one record to partition 0 of `topic` at node `id`: its error code.
+async fn produce_raw(cluster: &Cluster, id: i32, topic: &str) -> i16 {
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let batch = crate::common::one_record_batch(-1, -1, -1, b"raw");
+    let answer = client
+        .call(&crate::common::produce_request(topic, batch), 9)
+        .await;
+    answer.responses[0].partition_responses[0].error_code
+}
+
+/// Replication: followers copy their leader, so records acknowledged with acks=all survive the
+/// leader's death: the new leader (from the ISR) serves every one of them, in order, once. A
+/// write to a partition with fewer in-sync replicas than its min.insync.replicas is refused
+/// NOT_ENOUGH_REPLICAS; the replica that comes back catches up and rejoins the ISR.
+#[tokio::test]
+async fn acknowledged_records_survive_the_leader_and_the_isr_heals() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    create_with(&bootstrap, "kept", 1, 3, &[("min.insync.replicas", "2")])
+        .await
+        .unwrap();
+    create_with(&bootstrap, "strict", 1, 3, &[("min.insync.replicas", "3")])
+        .await
+        .unwrap();
+    let first = cluster.placed(&[1, 2, 3], "kept", |p| p.len() == 1).await[0].clone();
+    let producer: FutureProducer = client_config(
+        &bootstrap,
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    )
+    .create()
+    .unwrap();
+    let sent: Vec<String> = (0..200).map(|i| format!("r{i}")).collect();
+    for value in &sent {
+        let record = FutureRecord::to("kept").payload(value).key("k");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    let victim = first.leader;
+    cluster.kill(victim);
+    let rest: Vec<i32> = (1..=3).filter(|id| *id != victim).collect();
+    let after = cluster
+        .placed(&rest, "kept", |p| {
+            p[0].leader != victim && p[0].leader != -1
+        })
+        .await[0]
+        .clone();
+    assert_eq!(
+        read_all(&cluster.bootstrap(after.leader), "kept", 200).await,
+        sent
+    );
+    // Two in sync, two needed: writes go on. Three needed: refused.
+    assert_eq!(produce_raw(&cluster, after.leader, "kept").await, 0);
+    let strict = cluster
+        .placed(&rest, "strict", |p| {
+            p[0].isr.len() == 2 && p[0].leader != -1
+        })
+        .await[0]
+        .clone();
+    let code = produce_raw(&cluster, strict.leader, "strict").await;
+    assert_eq!(
+        code,
+        kafka_protocol::ResponseError::NotEnoughReplicas.code()
+    );
+
+    cluster.start_node(victim).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    for topic in ["kept", "strict"] {
+        cluster
+            .placed(&[1, 2, 3], topic, |p| p[0].isr.len() == 3)
+            .await;
+    }
+    assert_eq!(produce_raw(&cluster, strict.leader, "strict").await, 0);
+    let mut all = sent.clone();
+    all.push("raw".into());
+    assert_eq!(read_all(&cluster.bootstrap(victim), "kept", 201).await, all);
 }
