@@ -125,8 +125,8 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
             };
             if p.leader == me {
                 local.become_leader(me, p.leader_epoch, p.partition_epoch, &p.replicas, &p.isr);
-            } else if let Err(e) = local.become_follower(p.leader_epoch) {
-                tracing::warn!(topic = state.name, partition = index, error = %e, "cannot cut the log back");
+            } else {
+                local.become_follower(p.leader_epoch);
             }
         }
     }

@@ -3,8 +3,12 @@
 //! `replica_id`, from each partition's log end, and appends what comes back as it is (offsets,
 //! leader epochs and all) with [`PartitionLog::append_replica`]. The leader learns each
 //! follower's log end from the fetch offset, moves the high watermark up to the lowest log end
-//! of the in-sync replicas, and answers it in every fetch; the follower keeps it too, so that
-//! it knows where to cut back if it has to.
+//! of the in-sync replicas, and answers it in every fetch; the follower keeps it too.
+//!
+//! When a partition gets a new leader, its followers first ask it where their logs part
+//! (OffsetForLeaderEpoch with the latest leader epoch each has, KIP-101) and cut their own log
+//! there: what a follower has past that point was never acknowledged to `acks=all` and is not
+//! the leader's, so it must not survive (nor be served should that follower lead later).
 //!
 //! [`PartitionLog::append_replica`]: crate::storage::PartitionLog::append_replica
 
@@ -14,10 +18,14 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
@@ -29,6 +37,8 @@ use crate::topics::Partition;
 
 /// The Fetch version a follower speaks (the highest this broker serves).
 const FETCH_VERSION: i16 = 12;
+/// The OffsetForLeaderEpoch version a follower speaks.
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// How long a leader may hold a follower's fetch when it has nothing new.
 const MAX_WAIT_MS: i32 = 500;
 /// Pause after a failed fetch before the next try.
@@ -77,22 +87,17 @@ pub async fn fetch_from(broker: Arc<Broker>, quorum: Arc<Quorum>, leader: NodeId
             .get(&leader)
             .map(|b| format!("{}:{}", b.host, b.port));
         let partitions = local_partitions(&broker, &followed);
-        let request = fetch_request(me, &partitions);
-        let answer = match (&mut connection, address) {
-            (Some(c), _) => c.fetch(&request).await,
-            (None, Some(address)) => match LeaderConnection::open(&address).await {
-                Ok(c) => connection.insert(c).fetch(&request).await,
-                Err(e) => Err(e),
+        let settled = match connect(&mut connection, address).await {
+            Ok(leader_connection) => match one_round(leader_connection, me, partitions).await {
+                Ok(settled) => settled,
+                Err(e) => {
+                    tracing::debug!(leader, error = %e, "fetch from the leader failed");
+                    connection = None;
+                    false
+                }
             },
-            (None, None) => Err(std::io::Error::other("the leader is not registered")),
-        };
-        let settled = match answer {
-            Ok(response) => tokio::task::spawn_blocking(move || take(&partitions, response))
-                .await
-                .unwrap_or(false),
             Err(e) => {
-                tracing::debug!(leader, error = %e, "fetch from the leader failed");
-                connection = None;
+                tracing::debug!(leader, error = %e, "cannot reach the leader");
                 false
             }
         };
@@ -101,6 +106,53 @@ pub async fn fetch_from(broker: Arc<Broker>, quorum: Arc<Quorum>, leader: NodeId
             let _ = tokio::time::timeout(BACKOFF, images.changed()).await;
         }
     }
+}
+
+/// The open connection to the leader at `address`, opened if there is none.
+async fn connect(
+    connection: &mut Option<LeaderConnection>,
+    address: Option<String>,
+) -> std::io::Result<&mut LeaderConnection> {
+    if connection.is_none() {
+        let address =
+            address.ok_or_else(|| std::io::Error::other("the leader is not registered"))?;
+        *connection = Some(LeaderConnection::open(&address).await?);
+    }
+    Ok(connection.as_mut().expect("opened above"))
+}
+
+/// One exchange with the leader: the partitions that have not checked their log against the
+/// leader's since it became leader do that (OffsetForLeaderEpoch, then cut); the others fetch.
+/// Ok(false) when nothing could be done (wait a moment).
+async fn one_round(
+    connection: &mut LeaderConnection,
+    me: NodeId,
+    partitions: Vec<Followed>,
+) -> std::io::Result<bool> {
+    let (unchecked, ready): (Vec<Followed>, Vec<Followed>) =
+        partitions.into_iter().partition(|p| p.local.unchecked());
+    if !unchecked.is_empty() {
+        let answer = connection
+            .call(
+                &epochs_request(me, &unchecked),
+                OFFSET_FOR_LEADER_EPOCH_VERSION,
+            )
+            .await?;
+        return Ok(
+            tokio::task::spawn_blocking(move || part(&unchecked, answer))
+                .await
+                .unwrap_or(false),
+        );
+    }
+    if ready.is_empty() {
+        return Ok(false);
+    }
+    let answer = connection
+        .call(&fetch_request(me, &ready), FETCH_VERSION)
+        .await?;
+    Ok(tokio::task::spawn_blocking(move || take(&ready, answer))
+        .await
+        .unwrap_or(false))
 }
 
 /// A followed partition: where it is in the request, and this node's copy.
@@ -124,29 +176,97 @@ fn local_partitions(broker: &Broker, followed: &[(String, Uuid, i32)]) -> Vec<Fo
         .collect()
 }
 
-fn fetch_request(me: NodeId, partitions: &[Followed]) -> FetchRequest {
-    let mut topics: Vec<FetchTopic> = Vec::new();
+/// `partitions` grouped by topic name, each made into a request's entry by `entry`.
+fn by_topic<T>(
+    partitions: &[Followed],
+    entry: impl Fn(&Followed) -> T,
+) -> Vec<(TopicName, Vec<T>)> {
+    let mut topics: Vec<(TopicName, Vec<T>)> = Vec::new();
     for p in partitions {
-        let fetch = FetchPartition::default()
+        match topics.iter_mut().find(|(name, _)| name.as_str() == p.name) {
+            Some((_, entries)) => entries.push(entry(p)),
+            None => topics.push((
+                TopicName(StrBytes::from_string(p.name.clone())),
+                vec![entry(p)],
+            )),
+        }
+    }
+    topics
+}
+
+fn fetch_request(me: NodeId, partitions: &[Followed]) -> FetchRequest {
+    let topics = by_topic(partitions, |p| {
+        FetchPartition::default()
             .with_partition(p.index)
             .with_fetch_offset(p.local.log().next_offset())
             .with_current_leader_epoch(p.local.leader_epoch())
-            .with_partition_max_bytes(1024 * 1024);
-        match topics.iter_mut().find(|t| t.topic.as_str() == p.name) {
-            Some(topic) => topic.partitions.push(fetch),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(p.name.clone())))
-                    .with_partitions(vec![fetch]),
-            ),
-        }
-    }
+            .with_partition_max_bytes(1024 * 1024)
+    });
     FetchRequest::default()
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(MAX_WAIT_MS)
         .with_min_bytes(1)
         .with_max_bytes(16 * 1024 * 1024)
-        .with_topics(topics)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    FetchTopic::default()
+                        .with_topic(name)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Asks the leader where each partition's log ended in the latest epoch this node has.
+fn epochs_request(me: NodeId, partitions: &[Followed]) -> OffsetForLeaderEpochRequest {
+    let topics = by_topic(partitions, |p| {
+        OffsetForLeaderPartition::default()
+            .with_partition(p.index)
+            .with_current_leader_epoch(p.local.leader_epoch())
+            .with_leader_epoch(p.local.log().latest_epoch())
+    });
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(name)
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
+/// Cuts each partition's log where it parts from the leader's. Returns false if one could not
+/// be checked (the node asked no longer leads it: wait for the metadata).
+fn part(partitions: &[Followed], answer: OffsetForLeaderEpochResponse) -> bool {
+    let mut settled = true;
+    for topic in &answer.topics {
+        for result in &topic.partitions {
+            let Some(p) = partitions
+                .iter()
+                .find(|p| p.name == topic.topic.as_str() && p.index == result.partition)
+            else {
+                continue;
+            };
+            if result.error_code != 0 {
+                settled = false;
+                continue;
+            }
+            if let Err(e) = p
+                .local
+                .part_from_leader(result.leader_epoch, result.end_offset)
+            {
+                tracing::warn!(topic = p.name, partition = p.index, error = %e, "cannot cut the log back");
+                settled = false;
+            }
+        }
+    }
+    settled
 }
 
 /// Appends what the leader sent and takes its high watermark. Returns false if a partition
@@ -172,16 +292,13 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
                     p.local.follow_high_watermark(answer.high_watermark);
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
-                    // Beyond the leader's log: what this node has past its high watermark is not
-                    // the leader's.
+                    // Past the leader's log: check where the two part again.
                     tracing::warn!(
                         topic = p.name,
                         partition = p.index,
-                        "out of the leader's range: cutting back to the high watermark"
+                        "out of the leader's range"
                     );
-                    if let Err(e) = p.local.truncate_to_high_watermark() {
-                        tracing::warn!(error = %e, "cannot cut the log back");
-                    }
+                    p.local.recheck();
                     settled = false;
                 }
                 Some(_) => settled = false,
@@ -208,28 +325,37 @@ impl LeaderConnection {
         })
     }
 
-    async fn fetch(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
-        let exchange = self.exchange(request);
+    /// Sends `request` at `version` and waits (within the leader's longest hold and some
+    /// room) for its answer.
+    async fn call<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> std::io::Result<R::Response> {
         let limit = Duration::from_millis(MAX_WAIT_MS as u64) + Duration::from_secs(10);
-        tokio::time::timeout(limit, exchange)
+        tokio::time::timeout(limit, self.exchange(request, version))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no fetch answer"))?
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))?
     }
 
-    async fn exchange(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
+    async fn exchange<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> std::io::Result<R::Response> {
         self.correlation += 1;
         let header = RequestHeader::default()
-            .with_request_api_key(FetchRequest::KEY)
-            .with_request_api_version(FETCH_VERSION)
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str("replica-fetcher")));
         let mut body = BytesMut::new();
         body.put_i32(0); // the length, filled below
         header
-            .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
+            .encode(&mut body, R::header_version(version))
             .map_err(std::io::Error::other)?;
         request
-            .encode(&mut body, FETCH_VERSION)
+            .encode(&mut body, version)
             .map_err(std::io::Error::other)?;
         let length = (body.len() - 4) as i32;
         body[..4].copy_from_slice(&length.to_be_bytes());
@@ -240,14 +366,12 @@ impl LeaderConnection {
         let mut frame = vec![0u8; length];
         self.stream.read_exact(&mut frame).await?;
         let mut frame = Bytes::from(frame);
-        let header = ResponseHeader::decode(
-            &mut frame,
-            ApiKey::Fetch.response_header_version(FETCH_VERSION),
-        )
-        .map_err(std::io::Error::other)?;
+        let api = ApiKey::try_from(R::KEY).map_err(|_| std::io::Error::other("an unknown API"))?;
+        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+            .map_err(std::io::Error::other)?;
         if header.correlation_id != self.correlation {
             return Err(std::io::Error::other("an answer out of order"));
         }
-        FetchResponse::decode(&mut frame, FETCH_VERSION).map_err(std::io::Error::other)
+        R::Response::decode(&mut frame, version).map_err(std::io::Error::other)
     }
 }

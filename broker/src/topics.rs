@@ -285,6 +285,9 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     /// In a cluster, the leader's view of the replicas (unused on a single node).
     replicas: Mutex<Replicas>,
+    /// A follower of a new leader that has not yet checked where its log parts from the
+    /// leader's (OffsetForLeaderEpoch): it fetches nothing until it has.
+    unchecked: AtomicBool,
 }
 
 /// What a partition's leader knows of its replicas.
@@ -319,6 +322,7 @@ impl Partition {
             leads: AtomicBool::new(leads),
             leader_epoch: AtomicI32::new(crate::storage::log::LEADER_EPOCH),
             replicas: Mutex::new(Replicas::default()),
+            unchecked: AtomicBool::new(false),
         }
     }
 
@@ -338,7 +342,13 @@ impl Partition {
             log.set_leader_epoch(epoch);
             let high_watermark = log.high_watermark();
             log.set_high_watermark(high_watermark);
+            // The epoch starts at the log end (Kafka's leader-epoch cache).
+            let end = log.next_offset();
+            if let Err(e) = log.assign_epoch(epoch, end) {
+                tracing::warn!(error = %e, "cannot record the leader epoch");
+            }
         }
+        self.unchecked.store(false, Ordering::Relaxed);
         let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = state.leader != Some(me) || self.leader_epoch() != epoch;
         if fresh {
@@ -366,23 +376,47 @@ impl Partition {
         self.end_offset.send_modify(|_| {});
     }
 
-    /// This node follows the partition's leader at `epoch`: it stops serving the partition and
-    /// cuts its log back to its high watermark, since what lies beyond may not be on the new
-    /// leader (it fetches it again if it is).
-    pub fn become_follower(&self, epoch: i32) -> std::io::Result<()> {
-        let was_leader = self.leads() || self.leader_epoch() != epoch;
+    /// This node follows the partition's leader at `epoch`: it stops serving the partition,
+    /// and before it fetches again it asks the new leader where their logs part (KIP-101), since
+    /// what it has past that point is not the leader's.
+    pub fn become_follower(&self, epoch: i32) {
+        let new_epoch = self.leads() || self.leader_epoch() != epoch;
         self.set_leader(false, epoch);
         self.replicas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .leader = None;
-        if was_leader {
-            let mut log = self.log();
-            let high_watermark = log.high_watermark();
-            log.truncate_to(high_watermark)?;
-            drop(log);
-            self.end_offset.send_modify(|_| {});
+        if new_epoch {
+            self.unchecked.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether this follower still has to check its log against its new leader's.
+    pub fn unchecked(&self) -> bool {
+        self.unchecked.load(Ordering::Relaxed)
+    }
+
+    /// The leader said its log ends at `leader_end` for epoch `epoch` (-1: it knows no such
+    /// epoch): this follower cuts its log where the two part, the lower of that and where its
+    /// own epoch `epoch` ended; without a common epoch, at its high watermark.
+    pub fn part_from_leader(&self, epoch: i32, leader_end: i64) -> std::io::Result<()> {
+        let mut log = self.log();
+        let cut = if epoch < 0 || leader_end < 0 {
+            log.high_watermark()
+        } else {
+            leader_end.min(log.end_offset_for_epoch(epoch).1.max(0))
+        };
+        if cut < log.next_offset() {
+            tracing::info!(
+                cut,
+                end = log.next_offset(),
+                "cutting off what the new leader does not have"
+            );
+            log.truncate_to(cut)?;
+        }
+        drop(log);
+        self.unchecked.store(false, Ordering::Relaxed);
+        self.end_offset.send_modify(|_| {});
         Ok(())
     }
 
@@ -439,12 +473,10 @@ impl Partition {
         Ok(())
     }
 
-    /// Cuts the log back to its high watermark (a follower whose fetch was out of its leader's
-    /// range).
-    pub fn truncate_to_high_watermark(&self) -> std::io::Result<()> {
-        let mut log = self.log();
-        let high_watermark = log.high_watermark();
-        log.truncate_to(high_watermark)
+    /// A follower whose fetch was out of its leader's range checks its log against the
+    /// leader's again before fetching.
+    pub fn recheck(&self) {
+        self.unchecked.store(true, Ordering::Relaxed);
     }
 
     /// A follower learns its leader's high watermark (never above its own log end).

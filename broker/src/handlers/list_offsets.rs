@@ -123,12 +123,14 @@ pub fn offset_for_leader_epoch(
                     if p.current_leader_epoch > current {
                         return Err(Refused::from(ResponseError::UnknownLeaderEpoch));
                     }
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < current {
+                        return Err(Refused::from(ResponseError::FencedLeaderEpoch));
+                    }
                     if p.leader_epoch > current || p.leader_epoch < 0 {
                         return Ok(answer);
                     }
-                    Ok(answer
-                        .with_leader_epoch(current)
-                        .with_end_offset(partition.log().next_offset()))
+                    let (epoch, end) = partition.log().end_offset_for_epoch(p.leader_epoch);
+                    Ok(answer.with_leader_epoch(epoch).with_end_offset(end))
                 },
             );
             OffsetForLeaderTopicResult::default()

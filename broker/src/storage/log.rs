@@ -29,6 +29,8 @@ pub const LEADER_EPOCH: i32 = 0;
 const START_FILE: &str = "log-start-offset";
 /// The transaction state as of the last roll (see [`ProducerSnapshot`]).
 const SNAPSHOT_FILE: &str = "producer-state.json";
+/// A replicated partition's leader epochs: one line `EPOCH START_OFFSET` per epoch, in order.
+const EPOCHS_FILE: &str = "leader-epochs";
 
 /// The per-partition transaction state as of `offset`, the base of the segment a roll started:
 /// open transactions (producer id, first offset), aborted ones (producer id, first offset,
@@ -202,6 +204,22 @@ pub struct PartitionLog {
     high_watermark: Option<i64>,
     /// The leader epoch stamped on the batches this node writes as leader.
     leader_epoch: i32,
+    /// Each leader epoch of a replicated partition and the first offset written in it, in order
+    /// (Kafka's leader-epoch cache, KIP-101), kept in `leader-epochs`. Empty on a single node.
+    epochs: Vec<(i32, i64)>,
+}
+
+/// The leader epochs in `path` (none if it is missing or unreadable: a single node's log).
+fn read_epochs(path: &Path) -> Vec<(i32, i64)> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (epoch, start) = line.split_once(' ')?;
+            Some((epoch.parse().ok()?, start.parse().ok()?))
+        })
+        .collect()
 }
 
 /// What opening a log found, for the startup log line and tests.
@@ -238,6 +256,7 @@ impl PartitionLog {
             deleted: false,
             high_watermark: None,
             leader_epoch: LEADER_EPOCH,
+            epochs: read_epochs(&dir.join(EPOCHS_FILE)),
         };
         let mut report = OpenReport::default();
         let last = bases.len().saturating_sub(1);
@@ -252,6 +271,9 @@ impl PartitionLog {
         if log.segments.is_empty() {
             log.segments.push(Segment::create(dir, 0)?);
         }
+        // Epochs that start past the log's end were cut off with it.
+        let end = log.segments.last().map_or(0, |s| s.next_offset);
+        log.epochs.retain(|(_, start)| *start <= end);
         log.rebuild_transactions()?;
         // The segments give their descriptors back until something uses them.
         log.close_idle_files(Duration::ZERO);
@@ -389,6 +411,54 @@ impl PartitionLog {
         self.leader_epoch = epoch;
     }
 
+    /// Records that leader epoch `epoch` starts at `start` (a new leader's log end, or the
+    /// first replicated batch of that epoch), if it is newer than the last one known.
+    pub fn assign_epoch(&mut self, epoch: i32, start: i64) -> io::Result<()> {
+        if self.epochs.last().is_some_and(|(last, _)| *last >= epoch) {
+            return Ok(());
+        }
+        self.epochs.push((epoch, start));
+        self.write_epochs()
+    }
+
+    /// The latest leader epoch this log has records or a start of (-1: none).
+    pub fn latest_epoch(&self) -> i32 {
+        self.epochs.last().map_or(-1, |(epoch, _)| *epoch)
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at most `epoch` and the offset where it ended
+    /// (where the next epoch starts, or the log end for the latest), or `(-1, -1)` when the
+    /// log knows no such epoch. A log without epochs (a single node) is one epoch, the current.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        if self.epochs.is_empty() {
+            return if (0..=self.leader_epoch).contains(&epoch) {
+                (self.leader_epoch, self.next_offset())
+            } else {
+                (-1, -1)
+            };
+        }
+        let Some(at) = self.epochs.iter().rposition(|(e, _)| *e <= epoch) else {
+            return (-1, -1);
+        };
+        let end = self
+            .epochs
+            .get(at + 1)
+            .map_or(self.next_offset(), |(_, start)| *start);
+        (self.epochs[at].0, end)
+    }
+
+    fn write_epochs(&self) -> io::Result<()> {
+        let text: String = self
+            .epochs
+            .iter()
+            .map(|(epoch, start)| format!("{epoch} {start}\n"))
+            .collect();
+        let tmp = self.dir.join(format!("{EPOCHS_FILE}.tmp"));
+        fs::write(&tmp, text)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.dir.join(EPOCHS_FILE))
+    }
+
     /// Appends batches a follower fetched from its leader, as they are: their offsets, leader
     /// epochs and producers' state, after checking each is whole and starts where the log
     /// ends. Returns the new log end.
@@ -411,6 +481,8 @@ impl PartitionLog {
                     "a replicated batch does not start at the log end",
                 ));
             }
+            let epoch = i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+            self.assign_epoch(epoch, header.base_offset)?;
             self.maybe_roll()?;
             self.segments
                 .last_mut()
@@ -446,6 +518,11 @@ impl PartitionLog {
         let last = self.segments.last_mut().expect("never empty");
         let position = last.position_of(offset.max(last.base_offset))?;
         last.cut_at(position.unwrap_or(last.size))?;
+        let before = self.epochs.len();
+        self.epochs.retain(|(_, start)| *start < offset);
+        if self.epochs.len() != before {
+            self.write_epochs()?;
+        }
         let (high_watermark, epoch) = (self.high_watermark, self.leader_epoch);
         let (mut reopened, _) = PartitionLog::open(&self.dir, self.config.clone())?;
         reopened.high_watermark = high_watermark;
@@ -985,6 +1062,44 @@ mod tests {
             out.push(h);
         }
         out
+    }
+
+    /// A leader's log at epochs 0 then 2 (a write each), copied by a follower with
+    /// append_replica: the follower learns the epochs from the batches, answers
+    /// OffsetForLeaderEpoch as the leader does, and a cut drops the epochs past it, also after
+    /// a reopen.
+    #[test]
+    fn replicated_batches_carry_their_leader_epochs_and_a_cut_forgets_the_later_ones() {
+        let leader_dir = tempfile::tempdir().unwrap();
+        let (mut leader, _) = PartitionLog::open(leader_dir.path(), config()).unwrap();
+        leader.set_high_watermark(0);
+        leader.assign_epoch(0, 0).unwrap();
+        leader.append(&mut sample_batch(2, 1000)).unwrap();
+        leader.set_leader_epoch(2);
+        leader.assign_epoch(2, leader.next_offset()).unwrap();
+        leader.append(&mut sample_batch(3, 1001)).unwrap();
+        assert_eq!(leader.end_offset_for_epoch(0), (0, 2));
+        assert_eq!(leader.end_offset_for_epoch(1), (0, 2));
+        assert_eq!(leader.end_offset_for_epoch(2), (2, 5));
+
+        let follower_dir = tempfile::tempdir().unwrap();
+        let (mut follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
+        follower.set_high_watermark(0);
+        let ReadOutcome::Batches(all) = leader.read(0, 1 << 20, true).unwrap() else {
+            panic!("the leader's batches");
+        };
+        assert_eq!(follower.append_replica(&all).unwrap(), 5);
+        assert_eq!(follower.latest_epoch(), 2);
+        assert_eq!(follower.end_offset_for_epoch(0), (0, 2));
+        // Appending the same batches again is harmless.
+        assert_eq!(follower.append_replica(&all).unwrap(), 5);
+
+        follower.truncate_to(2).unwrap();
+        assert_eq!(follower.next_offset(), 2);
+        assert_eq!(follower.latest_epoch(), 0);
+        drop(follower);
+        let (follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
+        assert_eq!((follower.next_offset(), follower.latest_epoch()), (2, 0));
     }
 
     #[test]

@@ -115,6 +115,24 @@ impl Cluster {
         child.wait().unwrap();
     }
 
+    /// Sends `signal` (STOP, CONT) to node `id`'s process.
+    fn signal(&mut self, id: i32, signal: &str) {
+        let pid = self.node(id).child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The bytes of node `id`'s copy of partition 0 of `topic` (its one segment).
+    fn partition_file(&self, id: i32, topic: &str) -> Vec<u8> {
+        let path = self.dir.path().join(format!(
+            "node-{id}/data/topics/{topic}/0/00000000000000000000.log"
+        ));
+        std::fs::read(path).unwrap()
+    }
+
     /// SIGTERM, and the node's exit.
     fn stop(&mut self, id: i32) {
         let mut child = self.node(id).child.take().unwrap();
@@ -467,11 +485,15 @@ async fn read_all(bootstrap: &str, topic: &str, count: usize) -> Vec<String> {
 
 /// A raw acks=all produce of one record to partition 0 of `topic` at node `id`: its error code.
 async fn produce_raw(cluster: &Cluster, id: i32, topic: &str) -> i16 {
+    produce_value(cluster, id, topic, -1, b"raw").await
+}
+
+/// A raw produce of `value` with `acks` to partition 0 of `topic` at node `id`: its error code.
+async fn produce_value(cluster: &Cluster, id: i32, topic: &str, acks: i16, value: &[u8]) -> i16 {
     let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
-    let batch = crate::common::one_record_batch(-1, -1, -1, b"raw");
-    let answer = client
-        .call(&crate::common::produce_request(topic, batch), 9)
-        .await;
+    let batch = crate::common::one_record_batch(-1, -1, -1, value);
+    let request = crate::common::produce_request(topic, batch).with_acks(acks);
+    let answer = client.call(&request, 9).await;
     answer.responses[0].partition_responses[0].error_code
 }
 
@@ -545,4 +567,80 @@ async fn acknowledged_records_survive_the_leader_and_the_isr_heals() {
     let mut all = sent.clone();
     all.push("raw".into());
     assert_eq!(read_all(&cluster.bootstrap(victim), "kept", 201).await, all);
+}
+
+/// KIP-101: a leader that took writes its followers never got (acks=1, the followers paused)
+/// and died comes back as a follower of the new leader, asks it where their logs part
+/// (OffsetForLeaderEpoch) and cuts those writes off: afterwards its copy of the partition is
+/// byte for byte the new leader's, and no reader ever sees the lost writes.
+#[tokio::test]
+async fn a_deposed_leader_cuts_off_what_the_new_leader_never_had() {
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    create(&cluster.bootstrap(1), "epochs", 1, 3).await.unwrap();
+    let first = cluster.placed(&[1, 2, 3], "epochs", |p| p.len() == 1).await[0].clone();
+    let old = first.leader;
+    let followers: Vec<i32> = (1..=3).filter(|id| *id != old).collect();
+    let mut kept = Vec::new();
+    for i in 0..10 {
+        let value = format!("a{i}");
+        assert_eq!(
+            produce_value(&cluster, old, "epochs", -1, value.as_bytes()).await,
+            0
+        );
+        kept.push(value);
+    }
+
+    for id in &followers {
+        cluster.signal(*id, "STOP");
+    }
+    for i in 0..5 {
+        let value = format!("lost{i}");
+        assert_eq!(
+            produce_value(&cluster, old, "epochs", 1, value.as_bytes()).await,
+            0
+        );
+    }
+    cluster.kill(old);
+    for id in &followers {
+        cluster.signal(*id, "CONT");
+    }
+
+    let new = cluster
+        .placed(&followers, "epochs", |p| {
+            p[0].leader != old && p[0].leader != -1
+        })
+        .await[0]
+        .clone();
+    assert!(new.epoch > first.epoch);
+    for i in 0..3 {
+        let value = format!("b{i}");
+        assert_eq!(
+            produce_value(&cluster, new.leader, "epochs", -1, value.as_bytes()).await,
+            0
+        );
+        kept.push(value);
+    }
+
+    cluster.start_node(old).await;
+    cluster
+        .placed(&[1, 2, 3], "epochs", |p| p[0].isr.len() == 3)
+        .await;
+    // A follower's fetch parked at the old leader may have carried the first of the acks=1
+    // writes to it before it was stopped (the answer waited in its socket): that one is the new
+    // leader's and stays. The others were never anywhere else and are gone.
+    let read = read_all(&cluster.bootstrap(old), "epochs", 13).await;
+    let lost_kept = if read[10] == "lost0" { 1 } else { 0 };
+    let read = read_all(&cluster.bootstrap(old), "epochs", 13 + lost_kept).await;
+    let mut expected = kept[..10].to_vec();
+    expected.extend((0..lost_kept).map(|i| format!("lost{i}")));
+    expected.extend(kept[10..].iter().cloned());
+    assert_eq!(read, expected);
+    let leader_copy = cluster.partition_file(new.leader, "epochs");
+    eventually(
+        "the old leader's copy is the new leader's",
+        LONG,
+        || async { (cluster.partition_file(old, "epochs") == leader_copy).then_some(()) },
+    )
+    .await;
 }
