@@ -1,5 +1,5 @@
 //! The metadata quorum (KRaft's model): the voters (`--voters`) keep the cluster's metadata as
-//! a Raft log of [`MetadataRecord`]s, replicated and ordered by
+//! a Raft log of [`MetadataRecord`](crate::metadata::MetadataRecord)s, replicated and ordered by
 //! [openraft](https://docs.rs/openraft), and each applies it to its [`MetadataImage`]. The Raft
 //! leader is the *active controller*: it alone decides changes (see [`controller`]); the other
 //! voters follow, ready to take over when it goes.
