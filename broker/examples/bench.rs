@@ -89,6 +89,11 @@ struct Args {
     /// Print every record of the latency run that took over 5 ms (to tell one stall from many).
     #[arg(long)]
     show_stalls: bool,
+    /// Measure a three-node cluster of this broker instead (each node its own process, on
+    /// loopback): produce at acks=all to a topic of one replica and to one of three
+    /// (min.insync.replicas 2), alternating, and the produce-to-consume latency of each.
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Counts deliveries and failures of a producer.
@@ -598,6 +603,16 @@ fn latency(
 }
 
 fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    create_replicated(bootstrap, topics, 1, &[])
+}
+
+/// Creates `topics` (name, partitions) with `replication` replicas each and `configs`.
+fn create_replicated(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -605,7 +620,13 @@ fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> 
         let admin: AdminClient<DefaultClientContext> = config(bootstrap, &[]).create()?;
         let topics: Vec<NewTopic> = topics
             .iter()
-            .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+            .map(|(n, p)| {
+                let mut topic = NewTopic::new(n, *p, TopicReplication::Fixed(replication));
+                for (key, value) in configs {
+                    topic = topic.set(key, value);
+                }
+                topic
+            })
             .collect();
         for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
             match r {
@@ -921,9 +942,122 @@ fn main() -> anyhow::Result<()> {
     if args.consume_only.is_some() || args.latency_only.is_some() {
         return one_shot(&args);
     }
+    if args.cluster {
+        return cluster(&args);
+    }
     let targets = targets(&args)?;
     let results = rounds(&targets, &args)?;
     print_table(&results);
+    Ok(())
+}
+
+/// Starts three nodes of `bin` as one cluster under `data`; their processes and the bootstrap
+/// list, once a client sees all three.
+fn start_cluster(bin: &Path, data: &Path) -> anyhow::Result<(Vec<Running>, String)> {
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let ports = (0..3)
+        .map(|_| Ok((free()?, free()?)))
+        .collect::<anyhow::Result<Vec<(u16, u16)>>>()?;
+    let voters: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (port, controller)) in ports.iter().enumerate() {
+        let child = Command::new(bin)
+            .args(["--node-id", &(i + 1).to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--controller-listen", &format!("127.0.0.1:{controller}")])
+            .args(["--voters", &voters.join(",")])
+            .arg("--data-dir")
+            .arg(data.join(format!("node-{}", i + 1)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start a node")?;
+        nodes.push(Running::Process(child));
+    }
+    let bootstrap: Vec<String> = ports
+        .iter()
+        .map(|(port, _)| format!("127.0.0.1:{port}"))
+        .collect();
+    let bootstrap = bootstrap.join(",");
+    let client: BaseConsumer = config(&bootstrap, &[]).create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let brokers = client
+            .fetch_metadata(None, Duration::from_secs(2))
+            .map_or(0, |m| m.brokers().len());
+        if brokers == 3 {
+            return Ok((nodes, bootstrap));
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not form");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One round of `--cluster` for one replication factor: produce msgs/s, latency p50 and p99.
+type ClusterRound = (f64, Duration, Duration);
+
+/// `--cluster`: replication factor 1 against 3 on one three-node cluster, alternating.
+fn cluster(args: &Args) -> anyhow::Result<()> {
+    let Target::ThisBroker(bin) = &targets(args)?[0] else {
+        bail!("this broker's binary");
+    };
+    let data = tempfile::tempdir()?;
+    let (_nodes, bootstrap) = start_cluster(bin, data.path())?;
+    let mut figures: Vec<((i32, &str), Vec<ClusterRound>)> =
+        vec![((1, "1"), Vec::new()), ((3, "2"), Vec::new())];
+    for round in 0..args.rounds.max(1) {
+        for ((replication, min_isr), rounds) in figures.iter_mut() {
+            let topic = format!("bench-rf{replication}-{round}");
+            let timed = format!("bench-rf{replication}-latency-{round}");
+            let settings = [("min.insync.replicas", *min_isr)];
+            create_replicated(
+                &bootstrap,
+                &[(&topic, args.partitions)],
+                *replication,
+                &settings,
+            )?;
+            create_replicated(&bootstrap, &[(&timed, 1)], *replication, &settings)?;
+            let (msgs_s, _) = produce(&bootstrap, &topic, args.messages, 100)?;
+            let (p50, p99) = latency(
+                &bootstrap,
+                &timed,
+                args.latency_rate,
+                args.latency_secs,
+                false,
+            )?;
+            eprintln!(
+                "round {round}, {replication} replicas: {msgs_s:.0} msgs/s, p50 {p50:?}, p99 {p99:?}"
+            );
+            rounds.push((msgs_s, p50, p99));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "| replicas (min.insync.replicas) | produce 100 B, acks=all (msgs/s) | latency p50 (ms) | latency p99 (ms) |"
+    );
+    println!("|---|---|---|---|");
+    for ((replication, min_isr), rounds) in &figures {
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "| {replication} ({min_isr}) | {:.0} | {:.2} | {:.2} |",
+            median(rounds.iter().map(|r| r.0).collect()),
+            median(rounds.iter().map(|r| ms(&r.1)).collect()),
+            median(rounds.iter().map(|r| ms(&r.2)).collect()),
+        );
+    }
     Ok(())
 }
 
