@@ -243,6 +243,18 @@ pub fn delete_topic(quorum: &Quorum, name: &str) -> Result<(), Refusal> {
         .ok_or_else(|| refusal(ControllerReply::Failed("not visible".into())))
 }
 
+/// Asks the active controller to give `partitions` back to their preferred leaders: each one's
+/// outcome, in order. From a handler on the blocking pool.
+pub fn elect_preferred(
+    quorum: &Quorum,
+    partitions: Vec<(Uuid, i32)>,
+) -> Result<Vec<Result<(), MetadataError>>, Refusal> {
+    match wait(quorum.request(ControllerRequest::ElectPreferred { partitions })) {
+        ControllerReply::Elected(outcomes) => Ok(outcomes),
+        other => Err(refusal(other)),
+    }
+}
+
 /// This node's image once `ready` holds of it, or `None` after [`CHANGE_VISIBLE`].
 async fn visible(
     quorum: &Quorum,

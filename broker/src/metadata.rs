@@ -150,6 +150,10 @@ pub enum MetadataError {
     NotLeader { asked: NodeId, leader: NodeId },
     #[error("the partition is at epoch {current}, not {asked}")]
     StalePartitionEpoch { current: i32, asked: i32 },
+    #[error("partition {partition} of topic {topic} is led by its preferred replica already")]
+    ElectionNotNeeded { topic: Uuid, partition: i32 },
+    #[error("the preferred replica {preferred} is not live and in sync")]
+    PreferredLeaderNotAvailable { preferred: NodeId },
     #[error("producer ids must grow: {end} is not above {next}")]
     ProducerIdsBackwards { end: i64, next: i64 },
 }
@@ -503,6 +507,31 @@ impl MetadataImage {
             partition,
             isr,
             leader,
+        })
+    }
+
+    /// The record that gives a partition back to its preferred leader (its first replica), if
+    /// that replica is live and in sync and does not lead it already (ElectLeaders, preferred).
+    pub fn elect_preferred(
+        &self,
+        topic: Uuid,
+        partition: i32,
+    ) -> Result<MetadataRecord, MetadataError> {
+        let state = self
+            .partition(topic, partition)
+            .ok_or(MetadataError::NoPartition { topic, partition })?;
+        let preferred = state.replicas[0];
+        if state.leader == preferred {
+            return Err(MetadataError::ElectionNotNeeded { topic, partition });
+        }
+        if !state.isr.contains(&preferred) || !self.is_live(preferred) {
+            return Err(MetadataError::PreferredLeaderNotAvailable { preferred });
+        }
+        Ok(MetadataRecord::PartitionChange {
+            topic,
+            partition,
+            isr: state.isr.clone(),
+            leader: preferred,
         })
     }
 

@@ -131,6 +131,26 @@ impl Controller {
                 }
                 self.write_decision(image.unfence(id)).await
             }
+            ControllerRequest::Shutdown { id, epoch } => {
+                if let Err(e) = check_epoch(&image, id, epoch) {
+                    return ControllerReply::Refused(e);
+                }
+                if image.brokers[&id].fenced {
+                    return ControllerReply::Done;
+                }
+                self.write_decision(image.fence(id)).await
+            }
+            other => self.decide_topics(&image, other).await,
+        }
+    }
+
+    /// The decisions about topics and partitions.
+    async fn decide_topics(
+        &self,
+        image: &MetadataImage,
+        request: ControllerRequest,
+    ) -> ControllerReply {
+        match request {
             ControllerRequest::CreateTopic {
                 name,
                 partitions,
@@ -138,7 +158,7 @@ impl Controller {
                 configs,
             } => {
                 let id = uuid::Uuid::new_v4();
-                let decision = creation(&image, &name, id, partitions, replication, configs);
+                let decision = creation(image, &name, id, partitions, replication, configs);
                 match self.write_decision(decision).await {
                     ControllerReply::Done => ControllerReply::Created { id },
                     other => other,
@@ -156,18 +176,29 @@ impl Controller {
                     .map(|record| vec![record]);
                 self.write_decision(decision).await
             }
+            ControllerRequest::ElectPreferred { partitions } => {
+                let decisions: Vec<_> = partitions
+                    .iter()
+                    .map(|(topic, partition)| image.elect_preferred(*topic, *partition))
+                    .collect();
+                let records: Vec<MetadataRecord> =
+                    decisions.iter().filter_map(|d| d.clone().ok()).collect();
+                if !records.is_empty()
+                    && let reply @ (ControllerReply::Refused(_)
+                    | ControllerReply::NotController { .. }
+                    | ControllerReply::Failed(_)) = self.write(records).await
+                {
+                    return reply;
+                }
+                ControllerReply::Elected(decisions.into_iter().map(|d| d.map(|_| ())).collect())
+            }
             ControllerRequest::DeleteTopic { name } => match image.topic_id(&name) {
                 Some(id) => self.write(vec![MetadataRecord::RemoveTopic { id }]).await,
                 None => ControllerReply::Refused(MetadataError::NoTopic(name)),
             },
-            ControllerRequest::Shutdown { id, epoch } => {
-                if let Err(e) = check_epoch(&image, id, epoch) {
-                    return ControllerReply::Refused(e);
-                }
-                if image.brokers[&id].fenced {
-                    return ControllerReply::Done;
-                }
-                self.write_decision(image.fence(id)).await
+            broker_request => {
+                tracing::warn!(?broker_request, "not a topic request");
+                ControllerReply::Failed("not a topic request".into())
             }
         }
     }

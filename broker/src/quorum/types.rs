@@ -59,6 +59,10 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// Give these partitions back to their preferred leaders (ElectLeaders).
+    ElectPreferred {
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// A partition's leader asks for a new ISR (Kafka's AlterPartition), against the partition
     /// epoch it knows.
     AlterPartition {
@@ -80,6 +84,8 @@ pub enum ControllerReply {
     Created {
         id: Uuid,
     },
+    /// Each partition of an election, in the order asked: elected, or why not.
+    Elected(Vec<Result<(), MetadataError>>),
     Done,
     /// The request does not apply (a stale epoch: the broker registers again).
     Refused(MetadataError),

@@ -434,6 +434,41 @@ async fn describe_cluster_names_the_cluster_and_its_one_broker() {
     assert_eq!(controllers.error_code, 115, "UNSUPPORTED_ENDPOINT_TYPE");
 }
 
+/// A single node leads every partition it has: ElectLeaders finds nothing to do, names an
+/// unknown partition, and refuses an unclean election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_needs_no_leader_election() {
+    use kafka_protocol::messages::ElectLeadersRequest;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let b = TestBroker::start().await;
+    common::create_topic(&b.bootstrap, "led", 1, &[]).await;
+    let asked = |election_type: i8| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("led")))
+                    .with_partitions(vec![0, 7]),
+            ]))
+    };
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let codes = |r: kafka_protocol::messages::ElectLeadersResponse| -> Vec<(i32, i16)> {
+        r.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| (p.partition_id, p.error_code))
+            .collect()
+    };
+    let preferred = codes(raw.call(&asked(0), 2).await);
+    assert_eq!(
+        preferred,
+        vec![(0, 84), (7, 3)],
+        "ELECTION_NOT_NEEDED, UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let unclean = codes(raw.call(&asked(1), 2).await);
+    assert_eq!(unclean, vec![(0, 42), (7, 42)], "INVALID_REQUEST");
+}
+
 async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
     let configs = admin(bootstrap)
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())

@@ -644,3 +644,80 @@ async fn a_deposed_leader_cuts_off_what_the_new_leader_never_had() {
     )
     .await;
 }
+
+/// ElectLeaders on `topic`'s partitions (`None`: every partition of the cluster) at node `id`:
+/// each listed partition's index and error code.
+async fn elect_preferred(
+    cluster: &Cluster,
+    id: i32,
+    topic: Option<(&str, Vec<i32>)>,
+) -> Vec<(i32, i16)> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(topic.map(|(name, partitions)| {
+            vec![
+                TopicPartitions::default()
+                    .with_topic(TopicName(StrBytes::from_string(name.into())))
+                    .with_partitions(partitions),
+            ]
+        }));
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let answer = client.call(&request, 2).await;
+    answer
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result
+                .iter()
+                .map(|p| (p.partition_id, p.error_code))
+        })
+        .collect()
+}
+
+/// After a failover, leadership stays on the nodes that took over, even once the preferred
+/// leader is back in sync; a preferred-leader election (ElectLeaders) gives it back. A partition
+/// led by its preferred replica needs no election.
+#[tokio::test]
+async fn a_preferred_leader_election_gives_leadership_back() {
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    create(&cluster.bootstrap(1), "preferred", 3, 3)
+        .await
+        .unwrap();
+    let before = cluster
+        .placed(&[1, 2, 3], "preferred", |p| p.len() == 3)
+        .await;
+    assert!(
+        before.iter().all(|p| p.leader == p.replicas[0]),
+        "{before:?}"
+    );
+    let victim = before[0].leader;
+
+    cluster.kill(victim);
+    let rest: Vec<i32> = (1..=3).filter(|id| *id != victim).collect();
+    cluster
+        .placed(&rest, "preferred", |p| {
+            p[0].leader != victim && p[0].leader != -1
+        })
+        .await;
+    cluster.start_node(victim).await;
+    let healed = cluster
+        .placed(&[1, 2, 3], "preferred", |p| {
+            p.iter().all(|p| p.isr.len() == 3)
+        })
+        .await;
+    assert_ne!(healed[0].leader, victim, "it does not move back by itself");
+
+    let elected = elect_preferred(&cluster, 2, None).await;
+    assert_eq!(elected, vec![(0, 0)], "only partition 0 needed an election");
+    cluster
+        .placed(&[1, 2, 3], "preferred", |p| p[0].leader == victim)
+        .await;
+    let again = elect_preferred(&cluster, 3, Some(("preferred", vec![0]))).await;
+    let not_needed = kafka_protocol::ResponseError::ElectionNotNeeded.code();
+    assert_eq!(again, vec![(0, not_needed)]);
+}

@@ -1,14 +1,16 @@
-//! Admin APIs, in two files by what they change: [`topics`] (CreateTopics, DeleteTopics,
-//! CreatePartitions, DeleteRecords) and [`configs`] (DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs).
+//! Admin APIs, in files by what they change: [`topics`] (CreateTopics, DeleteTopics,
+//! CreatePartitions, DeleteRecords), [`configs`] (DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs) and [`leaders`] (ElectLeaders).
 
 mod configs;
+mod leaders;
 mod topics;
 
 use kafka_protocol::messages::ResponseKind;
 
 use super::route::{Reply, Route, route};
 use configs::{alter_configs, describe_configs, incremental_alter_configs};
+use leaders::elect_leaders;
 use topics::{create_partitions, create_topics, delete_records, delete_topics};
 
 /// Topic changes write to disk; DescribeConfigs takes the topics' lock, held across those writes.
@@ -32,6 +34,9 @@ pub(super) static ROUTES: &[Route] = &[
         Reply::send(ResponseKind::IncrementalAlterConfigs(
             incremental_alter_configs(b, r),
         ))
+    }),
+    route!(ElectLeaders, 0..=2, disk, |b, r, _c| {
+        Reply::send(ResponseKind::ElectLeaders(elect_leaders(b, r)))
     }),
     route!(DescribeConfigs, 1..=4, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeConfigs(describe_configs(b, r)))
