@@ -110,6 +110,9 @@ pub struct ClusterConfig {
     /// A follower that has not caught up with its leader for this long leaves the ISR
     /// (`replica.lag.time.max.ms`).
     pub replica_lag_time_max: Duration,
+    /// In-sync replicas an acks=all produce needs on a topic that does not set its own
+    /// `min.insync.replicas` (the broker's `min.insync.replicas`).
+    pub min_insync_replicas: usize,
 }
 
 impl ClusterConfig {

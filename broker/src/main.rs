@@ -113,6 +113,10 @@ struct Args {
     /// CreateTopics with -1).
     #[arg(long, env = "BROKER_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     default_replication_factor: usize,
+    /// In-sync replicas an acks=all produce needs on a topic without its own
+    /// min.insync.replicas.
+    #[arg(long, env = "BROKER_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    min_insync_replicas: usize,
     /// A follower that has not caught up with its leader for this long leaves the ISR, in ms.
     #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
     replica_lag_time_max_ms: u64,
@@ -142,6 +146,7 @@ impl Args {
             session_timeout: Duration::from_millis(self.broker_session_timeout_ms.max(100)),
             default_replication_factor: self.default_replication_factor.max(1),
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(100)),
+            min_insync_replicas: self.min_insync_replicas.max(1),
         }))
     }
 }

@@ -96,7 +96,7 @@ impl Ledger {
     pub async fn start(brokers: &str) -> anyhow::Result<Ledger> {
         let admin: AdminClient<DefaultClientContext> =
             saga_shared::kafka::client_config(brokers).create()?;
-        let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
+        let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(-1));
         // Exists already: fine.
         let _ = admin
             .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(WAIT)))

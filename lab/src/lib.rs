@@ -14,6 +14,7 @@ pub mod groups;
 pub mod kafka;
 pub mod ledger;
 pub mod lock;
+pub mod nodes;
 pub mod pg;
 pub mod poison;
 pub mod system;

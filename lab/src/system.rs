@@ -4,7 +4,6 @@
 //! what a user runs.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,6 @@ use std::time::Duration;
 use saga_shared::config::CommonConfig;
 use saga_shared::faults::Faults;
 use saga_shared::service::{Readiness, SagaService, ServiceApp};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -183,8 +181,11 @@ pub struct LabConfig {
     pub postgres_settings: Vec<String>,
     /// Bootstrap servers of an existing Kafka-compatible broker; none embeds the workspace broker.
     pub brokers: Option<String>,
-    /// Port of the embedded broker (0: any free port).
+    /// Port of the embedded broker (0: any free port); a cluster's other nodes take the ports
+    /// after it.
     pub broker_port: u16,
+    /// Nodes of the embedded broker: 1, or a cluster of 3 (`--nodes`).
+    pub nodes: usize,
     /// HTTP port of each service (0: any free port).
     pub ports: BTreeMap<Service, u16>,
     /// Address the services and the broker bind to.
@@ -220,6 +221,7 @@ impl LabConfig {
             postgres_settings: Vec::new(),
             brokers: None,
             broker_port: 0,
+            nodes: 1,
             ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
             host: "127.0.0.1".into(),
             service: CommonConfig::new("", ""),
@@ -246,8 +248,8 @@ pub struct Lab {
     /// Each service's database and role, in [`Service::ALL`]'s order.
     dbs: [ServiceDb; 4],
     db_urls: [String; 4],
-    broker: Option<broker::BrokerHandle>,
-    broker_addr: Option<SocketAddr>,
+    /// The embedded broker's nodes (none with an external broker).
+    embedded: Option<crate::nodes::Embedded>,
     brokers: String,
     services: BTreeMap<Service, RunningService>,
     /// Fault switches survive a service restart.
@@ -281,8 +283,10 @@ impl Lab {
         if config.postgres_url.is_none() {
             ports.push(("postgres", config.postgres_port));
         }
-        if config.brokers.is_none() {
-            ports.push(("broker", config.broker_port));
+        if config.brokers.is_none() && config.broker_port != 0 {
+            for i in 0..config.nodes.max(1) {
+                ports.push(("broker", config.broker_port + i as u16));
+            }
         }
         ports.extend(config.ports.iter().map(|(svc, port)| (svc.name(), *port)));
         for (what, port) in ports {
@@ -340,8 +344,7 @@ impl Lab {
             admin,
             dbs,
             db_urls,
-            broker: None,
-            broker_addr: None,
+            embedded: None,
             brokers: String::new(),
             services: BTreeMap::new(),
             faults: Service::ALL
@@ -354,11 +357,21 @@ impl Lab {
         match lab.config.brokers.clone() {
             Some(b) => lab.brokers = b,
             None => {
-                progress("starting the broker");
-                let addr: SocketAddr = format!("{}:{}", lab.config.host, lab.config.broker_port)
-                    .parse()
-                    .map_err(|e| LabError::Broker(format!("bad broker address: {e}")))?;
-                lab.spawn_broker(addr).await?;
+                progress(if lab.config.nodes > 1 {
+                    "starting the broker's nodes"
+                } else {
+                    "starting the broker"
+                });
+                let embedded = crate::nodes::Embedded::start(
+                    &lab.config.data_dir,
+                    &lab.config.host,
+                    lab.config.broker_port,
+                    lab.config.nodes,
+                    lab.config.service.topic_partitions,
+                )
+                .await?;
+                lab.brokers = embedded.bootstrap();
+                lab.embedded = Some(embedded);
             }
         }
         let services = lab.config.services.clone();
@@ -393,50 +406,42 @@ impl Lab {
             })
     }
 
-    async fn spawn_broker(&mut self, addr: SocketAddr) -> Result<(), LabError> {
-        let listener = TcpListener::bind(addr).await?;
-        let config = broker::BrokerConfig {
-            data_dir: self.config.data_dir.join("broker"),
-            default_partitions: self.config.service.topic_partitions,
-            ..Default::default()
-        };
-        let handle = broker::spawn(listener, config)
-            .await
-            .map_err(|e| LabError::Broker(format!("{e:#}")))?;
-        self.broker_addr = Some(handle.local_addr());
-        self.brokers = handle.bootstrap();
-        self.broker = Some(handle);
-        Ok(())
-    }
-
-    /// Stops the embedded broker (the services keep running and retry).
+    /// Stops the embedded broker, every node (the services keep running and retry).
     pub async fn stop_broker(&mut self) {
-        if let Some(b) = self.broker.take() {
-            b.shutdown().await;
+        if let Some(embedded) = &mut self.embedded {
+            embedded.stop_all().await;
         }
     }
 
-    /// Starts the embedded broker again on the same address and data.
+    /// Starts the embedded broker's nodes again on the same addresses and data.
     pub async fn restart_broker(&mut self) -> Result<(), LabError> {
-        let addr = self
-            .broker_addr
-            .ok_or_else(|| LabError::Broker("no embedded broker".into()))?;
-        if self.broker.is_none() {
-            // The old listener may linger for a moment.
-            let mut tries = 0;
-            loop {
-                match self.spawn_broker(addr).await {
-                    Ok(()) => break,
-                    Err(LabError::Io(e)) if tries < 50 => {
-                        tries += 1;
-                        tracing::debug!(error = %e, "broker port busy; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+        match &mut self.embedded {
+            Some(embedded) => embedded.start_all().await,
+            None => Err(LabError::Broker("no embedded broker".into())),
         }
-        Ok(())
+    }
+
+    /// Stops node `id` of the embedded cluster cleanly: its partitions get new leaders.
+    pub async fn stop_node(&mut self, id: i32) -> Result<(), LabError> {
+        match &mut self.embedded {
+            Some(embedded) => embedded.stop_node(id).await,
+            None => Err(LabError::Broker("no embedded broker".into())),
+        }
+    }
+
+    /// Starts node `id` of the embedded cluster again, on its data.
+    pub async fn start_node(&mut self, id: i32) -> Result<(), LabError> {
+        match &mut self.embedded {
+            Some(embedded) => embedded.start_node(id).await,
+            None => Err(LabError::Broker("no embedded broker".into())),
+        }
+    }
+
+    /// The embedded broker's nodes that run, by id (0 for a single node).
+    pub fn running_nodes(&self) -> Vec<i32> {
+        self.embedded
+            .as_ref()
+            .map_or_else(Vec::new, |e| e.running())
     }
 
     /// Starts `svc` (again), on the port it had before, if any, and waits until it is ready.

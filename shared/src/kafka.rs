@@ -37,14 +37,16 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// Creates every saga topic and its dead-letter topic with `partitions` partitions. Topics that
-/// exist already are left as they are.
+/// Creates every saga topic and its dead-letter topic with `partitions` partitions and the
+/// broker's default replication factor (`default.replication.factor`: three replicas on the
+/// lab's three-node cluster, one on a single node). Topics that exist already are left as they
+/// are.
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let names = topics::with_dlqs();
     let new: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions.max(1), TopicReplication::Fixed(1)))
+        .map(|n| NewTopic::new(n, partitions.max(1), TopicReplication::Fixed(-1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &opts).await? {

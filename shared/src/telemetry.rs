@@ -6,10 +6,17 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Installs a `fmt` subscriber filtered by `RUST_LOG` (default `default_filter`); a second call
-/// (several services in one process) is a no-op.
+/// (several services in one process) is a no-op. The embedded broker's consensus library
+/// (openraft, in a cluster) is left out unless `RUST_LOG` names it: it narrates every vote and
+/// every failed attempt to reach a stopped node; the broker logs those events itself.
 pub fn init_tracing(default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_owned());
+    let directives = if asked.contains("openraft") {
+        asked
+    } else {
+        format!("{asked},openraft=off")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -103,13 +103,18 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
     (request.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
-/// A topic's `min.insync.replicas` (1 unless set).
+/// A topic's `min.insync.replicas`: its own, or the cluster's default.
 fn min_insync(broker: &Broker, topic: &str) -> usize {
+    let default = broker
+        .config
+        .cluster
+        .as_ref()
+        .map_or(1, |c| c.min_insync_replicas);
     broker
         .topics
         .get(topic)
         .and_then(|t| t.configs.get("min.insync.replicas")?.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(default)
 }
 
 /// Appends one partition's batch: a transactional batch under its transactional id's lock (the

@@ -25,9 +25,13 @@ pub(crate) struct UpArgs {
     /// Bootstrap servers of an external Kafka-compatible broker; without it the workspace broker runs embedded.
     #[arg(long, env = "LAB_BROKERS")]
     brokers: Option<String>,
-    /// Port of the embedded broker.
+    /// Port of the embedded broker (a cluster's other nodes take the ports after it).
     #[arg(long, env = "LAB_BROKER_PORT", default_value_t = 9092)]
     broker_port: u16,
+    /// Nodes of the embedded broker: 3 runs it as a cluster (a metadata quorum, every saga
+    /// topic on three replicas with min.insync.replicas 2).
+    #[arg(long, env = "LAB_NODES", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    nodes: u8,
     /// Port of the dashboard (0: any free port, as for every port below).
     #[arg(long, env = "LAB_DASHBOARD_PORT", default_value_t = 8080)]
     dashboard_port: u16,
@@ -161,6 +165,7 @@ fn lab_config(args: &UpArgs) -> LabConfig {
     config.postgres_port = args.postgres_port;
     config.brokers = args.brokers.clone();
     config.broker_port = args.broker_port;
+    config.nodes = usize::from(args.nodes);
     config.host = args.host.clone();
     config.service.consumers = args.consumers;
     config.service.max_attempts = args.max_attempts;

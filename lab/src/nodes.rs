@@ -1,0 +1,209 @@
+//! The broker the lab embeds: one node, or (`--nodes 3`) a cluster of nodes in this process,
+//! each with its own client port, metadata-quorum port and data dir (`<data>/broker` for one
+//! node, `<data>/broker/node-N` for a cluster). In a cluster the saga's topics get three
+//! replicas (as many as there are nodes, up to three) and `min.insync.replicas` 2, and a node
+//! not heard from for three seconds is fenced, so that a failover is quick enough to watch.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::system::LabError;
+
+/// How long a cluster may take to elect a controller and register every node.
+const FORMED: Duration = Duration::from_secs(30);
+
+/// One embedded node: where it listens, how it is configured, and its running broker.
+struct Node {
+    id: i32,
+    addr: SocketAddr,
+    config: broker::BrokerConfig,
+    handle: Option<broker::BrokerHandle>,
+}
+
+/// The embedded broker's nodes.
+pub struct Embedded {
+    nodes: Vec<Node>,
+}
+
+fn free_port(host: &str) -> Result<u16, LabError> {
+    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+fn address(host: &str, port: u16) -> Result<SocketAddr, LabError> {
+    format!("{host}:{port}")
+        .parse()
+        .map_err(|e| LabError::Broker(format!("bad broker address: {e}")))
+}
+
+/// The cluster's settings for node `id` of `count`, whose voters listen at `voters`.
+fn cluster_config(id: i32, count: usize, voters: &BTreeMap<i32, String>) -> broker::ClusterConfig {
+    broker::ClusterConfig {
+        node_id: id,
+        controller_listen: voters[&id].clone(),
+        voters: voters.clone(),
+        heartbeat_interval: Duration::from_millis(500),
+        session_timeout: Duration::from_secs(3),
+        default_replication_factor: count.min(3),
+        replica_lag_time_max: Duration::from_secs(10),
+        min_insync_replicas: if count >= 3 { 2 } else { 1 },
+    }
+}
+
+impl Embedded {
+    /// Starts `count` nodes on `host`: the first at `port` (0: any free port), the others on the
+    /// ports after it; a cluster when `count` is above one, once every node is registered.
+    pub async fn start(
+        data_dir: &Path,
+        host: &str,
+        port: u16,
+        count: usize,
+        partitions: i32,
+    ) -> Result<Self, LabError> {
+        let count = count.max(1);
+        let voters: BTreeMap<i32, String> = (1..=count as i32)
+            .map(|id| Ok((id, format!("{host}:{}", free_port(host)?))))
+            .collect::<Result<_, LabError>>()?;
+        let mut nodes = Vec::with_capacity(count);
+        for i in 0..count {
+            let (id, dir, cluster) = if count == 1 {
+                (0, data_dir.join("broker"), None)
+            } else {
+                let id = i as i32 + 1;
+                let dir = data_dir.join("broker").join(format!("node-{id}"));
+                (id, dir, Some(cluster_config(id, count, &voters)))
+            };
+            let port = if port == 0 { 0 } else { port + i as u16 };
+            let config = broker::BrokerConfig {
+                data_dir: dir,
+                default_partitions: partitions,
+                cluster,
+                ..Default::default()
+            };
+            nodes.push(Node {
+                id,
+                addr: address(host, port)?,
+                config,
+                handle: None,
+            });
+        }
+        let mut embedded = Self { nodes };
+        for i in 0..embedded.nodes.len() {
+            embedded.spawn(i).await?;
+        }
+        embedded.formed().await?;
+        Ok(embedded)
+    }
+
+    /// Starts node `i` on its address (again, on its data); the old listener of a node just
+    /// stopped may linger for a moment.
+    async fn spawn(&mut self, i: usize) -> Result<(), LabError> {
+        let node = &mut self.nodes[i];
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(node.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if node.addr.port() != 0 && tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "broker port busy; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let handle = broker::spawn(listener, node.config.clone())
+            .await
+            .map_err(|e| LabError::Broker(format!("{e:#}")))?;
+        node.addr = handle.local_addr();
+        node.handle = Some(handle);
+        Ok(())
+    }
+
+    /// Waits until a running node of a cluster sees every running node registered and live.
+    async fn formed(&self) -> Result<(), LabError> {
+        let running: Vec<i32> = self.running();
+        let Some(quorum) = self
+            .nodes
+            .iter()
+            .find_map(|n| n.handle.as_ref()?.broker().quorum.clone())
+        else {
+            return Ok(());
+        };
+        let mut images = quorum.subscribe();
+        let all_live = images.wait_for(|image| {
+            let live = image.live_brokers();
+            running.iter().all(|id| live.contains(id))
+        });
+        match tokio::time::timeout(FORMED, all_live).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(LabError::Broker(format!(
+                "the cluster's nodes {running:?} did not all register within {FORMED:?}"
+            ))),
+        }
+    }
+
+    /// The bootstrap servers: every node's address.
+    pub fn bootstrap(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        addrs.join(",")
+    }
+
+    /// The nodes that run, by id.
+    pub fn running(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.handle.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn index(&self, id: i32) -> Result<usize, LabError> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| LabError::Broker(format!("no node {id}")))
+    }
+
+    /// Stops node `id` cleanly (a cluster moves its partitions' leadership at once).
+    pub async fn stop_node(&mut self, id: i32) -> Result<(), LabError> {
+        let i = self.index(id)?;
+        if let Some(handle) = self.nodes[i].handle.take() {
+            handle.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data, once it is registered.
+    pub async fn start_node(&mut self, id: i32) -> Result<(), LabError> {
+        let i = self.index(id)?;
+        if self.nodes[i].handle.is_none() {
+            self.spawn(i).await?;
+            self.formed().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every node, all at once (one by one, the last would wait for a quorum that the
+    /// others took with them).
+    pub async fn stop_all(&mut self) {
+        let stopping = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.handle.take())
+            .map(|handle| handle.shutdown());
+        futures_util::future::join_all(stopping).await;
+    }
+
+    /// Starts every stopped node again.
+    pub async fn start_all(&mut self) -> Result<(), LabError> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].handle.is_none() {
+                self.spawn(i).await?;
+            }
+        }
+        self.formed().await
+    }
+}

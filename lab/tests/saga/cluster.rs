@@ -1,0 +1,89 @@
+//! The saga on the embedded broker run as a three-node cluster (`lab --nodes 3`): every topic
+//! on three replicas. A node stopped mid-run hands its partitions' leadership to the others;
+//! every order still ends, each charged at most once, money and stock conserved; the node comes
+//! back and the saga goes on.
+
+use lab::Service;
+
+use crate::helpers::*;
+
+/// Wallets plus captured payments: what was seeded, whatever happened.
+async fn money(t: &TestLab) -> i64 {
+    let payments = sqlx::PgPool::connect(t.lab.db_url(Service::Payment))
+        .await
+        .unwrap();
+    let (wallets, captured): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(balance)::bigint FROM wallets), \
+                (SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'CAPTURED')",
+    )
+    .fetch_one(&payments)
+    .await
+    .unwrap();
+    wallets + captured
+}
+
+/// Stock on the shelf plus reserved for orders, over every product.
+async fn stock(t: &TestLab) -> i64 {
+    let products = t.client.products().await.unwrap();
+    products.iter().map(|p| p.stock + p.reserved).sum()
+}
+
+/// How many replicas each partition of `topic` has.
+fn replicas(brokers: &str, topic: &str) -> Vec<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = client
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.replicas().len())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_carries_on_when_a_node_stops_mid_run() {
+    let mut t = spawn_lab_with(|c| c.nodes = 3).await;
+    assert_eq!(t.lab.running_nodes(), vec![1, 2, 3]);
+    assert_eq!(replicas(t.lab.brokers(), "order.created"), vec![3; 3]);
+    let (money_before, stock_before) = (money(&t).await, stock(&t).await);
+    let customers = ["alice", "bob", "carol"];
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        if i == 8 {
+            t.lab.stop_node(1).await.unwrap();
+            assert_eq!(t.lab.running_nodes(), vec![2, 3]);
+        }
+        let order = t
+            .client
+            .place_order(customers[i % 3], &[("LATTE", 1, 5000)])
+            .await
+            .unwrap();
+        ids.push(order.id);
+    }
+    for id in &ids {
+        t.client.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
+        assert!(
+            t.client.payments(*id).await.unwrap().len() <= 1,
+            "charged once at most"
+        );
+    }
+    assert_eq!(money(&t).await, money_before);
+    assert_eq!(stock(&t).await, stock_before);
+
+    t.lab.start_node(1).await.unwrap();
+    let order = t
+        .client
+        .place_order("alice", &[("AMERICANO", 1, 3000)])
+        .await
+        .unwrap();
+    t.client
+        .wait_terminal(order.id, SAGA_TIMEOUT)
+        .await
+        .unwrap();
+    t.stop().await;
+}
