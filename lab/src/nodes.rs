@@ -9,9 +9,50 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::system::LabError;
+
+/// The embedded broker's nodes and where each partition is led, as the cluster's metadata says
+/// (`GET /api/nodes`, `lab node list`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nodes {
+    /// The active controller (none on a single node, or while a cluster elects one: a stopped
+    /// controller is replaced within a few seconds).
+    pub controller: Option<i32>,
+    pub nodes: Vec<NodeState>,
+    /// Every partition of a cluster (none on a single node, which leads them all).
+    pub partitions: Vec<Placement>,
+}
+
+/// One node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub id: i32,
+    pub address: String,
+    /// Running in the lab's process.
+    pub running: bool,
+    /// Registered and not fenced: it serves (a stopped node stays live until the cluster fences
+    /// it).
+    pub live: bool,
+    pub controller: bool,
+    /// Partitions it leads.
+    pub leads: usize,
+}
+
+/// One partition of a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Placement {
+    pub topic: String,
+    pub partition: i32,
+    /// -1: none (every replica in sync is down).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+}
 
 /// How long a cluster may take to elect a controller and register every node.
 const FORMED: Duration = Duration::from_secs(30);
@@ -149,6 +190,62 @@ impl Embedded {
     pub fn bootstrap(&self) -> String {
         let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
         addrs.join(",")
+    }
+
+    /// The nodes and partitions as a running node's metadata says.
+    pub fn describe(&self) -> Nodes {
+        let quorum = self
+            .nodes
+            .iter()
+            .find_map(|n| n.handle.as_ref()?.broker().quorum.clone());
+        let Some(quorum) = quorum else {
+            let nodes = self.nodes.iter().map(|n| NodeState {
+                id: n.id,
+                address: n.addr.to_string(),
+                running: n.handle.is_some(),
+                live: n.handle.is_some(),
+                controller: false,
+                leads: 0,
+            });
+            return Nodes {
+                controller: None,
+                nodes: nodes.collect(),
+                partitions: Vec::new(),
+            };
+        };
+        let image = quorum.image();
+        // A stopped node is no controller, whatever the others have not noticed yet.
+        let controller = quorum
+            .controller_id()
+            .filter(|id| self.nodes.iter().any(|n| n.id == *id && n.handle.is_some()));
+        let live = image.live_brokers();
+        let partitions: Vec<Placement> = image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions.iter().map(|(index, p)| Placement {
+                    topic: t.name.clone(),
+                    partition: *index,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                })
+            })
+            .collect();
+        let nodes = self.nodes.iter().map(|n| NodeState {
+            id: n.id,
+            address: n.addr.to_string(),
+            running: n.handle.is_some(),
+            live: live.contains(&n.id),
+            controller: controller == Some(n.id),
+            leads: partitions.iter().filter(|p| p.leader == n.id).count(),
+        });
+        Nodes {
+            controller,
+            nodes: nodes.collect(),
+            partitions,
+        }
     }
 
     /// The nodes that run, by id.

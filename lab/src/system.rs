@@ -437,6 +437,11 @@ impl Lab {
         }
     }
 
+    /// The embedded broker's nodes and partitions (none with an external broker).
+    pub fn nodes(&self) -> Option<crate::nodes::Nodes> {
+        self.embedded.as_ref().map(|e| e.describe())
+    }
+
     /// The embedded broker's nodes that run, by id (0 for a single node).
     pub fn running_nodes(&self) -> Vec<i32> {
         self.embedded

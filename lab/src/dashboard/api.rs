@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::explorer::{BrokerInfo, ConfigEntry, GroupView, Record, ResetTo, Start, TopicSummary};
 use super::observer::Seen;
 use crate::dlq::DeadLetter;
+pub use crate::nodes::{NodeState, Nodes, Placement};
 use crate::poison::PoisonKind;
 
 /// Fault switches of one service (`POST /api/faults/{service}` takes and answers them).

@@ -39,7 +39,7 @@ use crate::dlq::DeadLetter;
 use crate::system::{Lab, Service};
 use api::{
     Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, Isolation, LabStatus,
-    Messages, MessagesQuery, MovedOffset, OrderView, OrdersQuery, PoisonRequest, Produced,
+    Messages, MessagesQuery, MovedOffset, Nodes, OrderView, OrdersQuery, PoisonRequest, Produced,
     ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus, TopicDetail, Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
@@ -162,6 +162,9 @@ fn router(state: Shared, guard: Guard) -> Router {
             .route("/api/snapshot", get(snapshot))
             .route("/api/services/{service}/stop", post(stop_service))
             .route("/api/services/{service}/start", post(start_service))
+            .route("/api/nodes", get(nodes))
+            .route("/api/nodes/{id}/stop", post(stop_node))
+            .route("/api/nodes/{id}/start", post(start_node))
             .route("/api/faults/{service}", post(set_faults))
             .route("/api/poison", post(poison))
             .route("/api/orders", get(list_orders).post(place_order))
@@ -341,6 +344,55 @@ async fn start_service(
         running: true,
         url: Some(lab.url(svc)),
     }))
+}
+
+/// The embedded broker's nodes (404 with an external broker).
+fn described(lab: &Lab) -> Result<Json<Nodes>, ApiError> {
+    lab.nodes()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound("the lab runs on an external broker".into()))
+}
+
+async fn nodes(State(s): State<Shared>) -> Result<Json<Nodes>, ApiError> {
+    let mut guard = s.lab.lock().await;
+    described(running(&mut guard)?)
+}
+
+/// A node id of the path, one of the lab's.
+fn node_id(lab: &Lab, id: &str) -> Result<i32, ApiError> {
+    let nodes = lab
+        .nodes()
+        .ok_or_else(|| ApiError::NotFound("the lab runs on an external broker".into()))?;
+    id.parse::<i32>()
+        .ok()
+        .filter(|id| nodes.nodes.iter().any(|n| n.id == *id))
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id:?}")))
+}
+
+async fn stop_node(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Nodes>, ApiError> {
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
+    let id = node_id(lab, &id)?;
+    lab.stop_node(id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    described(lab)
+}
+
+async fn start_node(
+    State(s): State<Shared>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Nodes>, ApiError> {
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
+    let id = node_id(lab, &id)?;
+    lab.start_node(id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    described(lab)
 }
 
 async fn set_faults(

@@ -87,3 +87,93 @@ async fn the_saga_carries_on_when_a_node_stops_mid_run() {
         .unwrap();
     t.stop().await;
 }
+
+/// The dashboard's nodes API (what `lab node` and the Brokers view read): three nodes, one
+/// controller, every partition on three replicas. Stopping a node there moves the leadership of
+/// its partitions and takes it out of every ISR; starting it again brings it back into them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_api_stops_and_starts_a_node() {
+    use lab::dashboard::api::Nodes;
+    let d = spawn_lab_with(|c| c.nodes = 3).await.with_dashboard().await;
+    let http = d.client.http().clone();
+    let url = d.url.clone();
+    let get = || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let nodes: Nodes = http
+                .get(format!("{url}/api/nodes"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            nodes
+        }
+    };
+    let first = get().await;
+    assert_eq!(first.nodes.len(), 3);
+    assert!(first.nodes.iter().all(|n| n.running && n.live));
+    assert_eq!(first.nodes.iter().filter(|n| n.controller).count(), 1);
+    assert!(first.partitions.iter().all(|p| p.replicas.len() == 3));
+
+    let stopped: Nodes = http
+        .post(format!("{url}/api/nodes/2/stop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!stopped.nodes[1].running);
+    let moved = wait_for_nodes(&get, |n| {
+        !n.nodes[1].live
+            && n.partitions
+                .iter()
+                .all(|p| p.leader != 2 && !p.isr.contains(&2))
+    })
+    .await;
+    assert_eq!(moved.nodes[1].leads, 0);
+
+    let missing = http
+        .post(format!("{url}/api/nodes/7/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    http.post(format!("{url}/api/nodes/2/start"))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    wait_for_nodes(&get, |n| {
+        n.nodes[1].live && n.partitions.iter().all(|p| p.isr.len() == 3)
+    })
+    .await;
+    d.stop().await;
+}
+
+/// Polls the nodes API until `ok` holds, for at most a minute.
+async fn wait_for_nodes<F, Fut>(
+    get: &F,
+    ok: impl Fn(&lab::dashboard::api::Nodes) -> bool,
+) -> lab::dashboard::api::Nodes
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = lab::dashboard::api::Nodes>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let nodes = get().await;
+        if ok(&nodes) {
+            return nodes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes never became as expected: {nodes:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

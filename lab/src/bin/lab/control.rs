@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use lab::Service;
-use lab::dashboard::api::{DlqRecords, FaultSettings, LabStatus, Replayed, ServiceRunning};
+use lab::dashboard::api::{DlqRecords, FaultSettings, LabStatus, Nodes, Replayed, ServiceRunning};
 use saga_shared::dlq::header as dlq_header;
 use saga_shared::http::Problem;
 use serde::Serialize;
@@ -178,6 +178,82 @@ pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result
     };
     println!("{} {done}", a.service.name());
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeAction {
+    /// Each node (running, live, the controller, how many partitions it leads) and each
+    /// partition's leader, replicas and in-sync replicas.
+    List(LabApi),
+    /// Stop a node cleanly: its partitions get new leaders from their in-sync replicas.
+    Stop(NodeArg),
+    /// Start a stopped node again on its data: it catches up and rejoins the in-sync replicas.
+    Start(NodeArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArg {
+    /// The node's id (1-3).
+    id: i32,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+/// `lab node list|stop|start`.
+pub(crate) async fn node(action: NodeAction) -> anyhow::Result<()> {
+    let nodes: Nodes = match action {
+        NodeAction::List(lab) => lab.get("/api/nodes").await?,
+        NodeAction::Stop(a) => {
+            let path = format!("/api/nodes/{}/stop", a.id);
+            a.lab.post(&path, None::<()>).await?
+        }
+        NodeAction::Start(a) => {
+            let path = format!("/api/nodes/{}/start", a.id);
+            a.lab.post(&path, None::<()>).await?
+        }
+    };
+    print_nodes(&nodes);
+    Ok(())
+}
+
+/// Prints `nodes`; stops quietly when standard output closes (`lab node list | head`).
+fn print_nodes(nodes: &Nodes) {
+    use std::io::Write;
+    let ids = |v: &[i32]| {
+        let names: Vec<String> = v.iter().map(i32::to_string).collect();
+        names.join(",")
+    };
+    let mut out = std::io::stdout().lock();
+    for n in &nodes.nodes {
+        let state = match (n.running, n.live) {
+            (true, true) => "up",
+            (true, false) => "starting",
+            (false, true) => "stopped (not fenced yet)",
+            (false, false) => "down",
+        };
+        let controller = if n.controller { ", controller" } else { "" };
+        let line = format!(
+            "node {} at {}: {state}{controller}, leads {}",
+            n.id, n.address, n.leads
+        );
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
+    for p in &nodes.partitions {
+        let line = format!(
+            "  {}[{}] leader {} (epoch {}), replicas {}, in sync {}",
+            p.topic,
+            p.partition,
+            p.leader,
+            p.leader_epoch,
+            ids(&p.replicas),
+            ids(&p.isr)
+        );
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
 }
 
 /// `lab env`: a service's settings as shell exports.

@@ -12,7 +12,9 @@ mod up;
 mod wait;
 
 use clap::{Parser, Subcommand};
-use control::{DlqAction, FaultArgs, GroupsArgs, PartitionsArgs, ServiceArg, ServiceRunArgs};
+use control::{
+    DlqAction, FaultArgs, GroupsArgs, NodeAction, PartitionsArgs, ServiceArg, ServiceRunArgs,
+};
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
 use txn::TxnArgs;
@@ -58,6 +60,12 @@ enum Command {
     Stop(ServiceArg),
     /// Start a stopped service of a running lab again.
     Start(ServiceArg),
+    /// The embedded broker's nodes (`lab --nodes 3`): list them with the partitions each leads,
+    /// or stop or start one on a running lab.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// Print a service's settings as shell exports (database URL, brokers), to run another
     /// instance of it against the running lab: `eval "$(lab env payment)"`.
     Env(ServiceArg),
@@ -122,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Poison(a)) => kafka::poison(a).await,
         Some(Command::Stop(a)) => control::stop_or_start(a, "stop").await,
         Some(Command::Start(a)) => control::stop_or_start(a, "start").await,
+        Some(Command::Node { action }) => control::node(action).await,
         Some(Command::Env(a)) => control::env(a).await,
         Some(Command::Service(a)) => control::run_service(a).await,
         Some(Command::Groups(a)) => control::groups(a).await,
