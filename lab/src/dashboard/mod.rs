@@ -369,29 +369,29 @@ fn node_id(lab: &Lab, id: &str) -> Result<i32, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no node {id:?}")))
 }
 
-async fn stop_node(
-    State(s): State<Shared>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Nodes>, ApiError> {
-    let mut guard = s.lab.lock().await;
-    let lab = running(&mut guard)?;
-    let id = node_id(lab, &id)?;
-    lab.stop_node(id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    described(lab)
+async fn stop_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
+    stop_or_start_node(s, id, false).await
 }
 
-async fn start_node(
+async fn start_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
+    stop_or_start_node(s, id, true).await
+}
+
+/// `POST /api/nodes/{id}/stop` (`start` false) or `.../start`: the nodes afterwards.
+async fn stop_or_start_node(
     State(s): State<Shared>,
     ApiPath(id): ApiPath<String>,
+    start: bool,
 ) -> Result<Json<Nodes>, ApiError> {
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
     let id = node_id(lab, &id)?;
-    lab.start_node(id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let done = if start {
+        lab.start_node(id).await
+    } else {
+        lab.stop_node(id).await
+    };
+    done.map_err(|e| ApiError::Internal(e.to_string()))?;
     described(lab)
 }
 

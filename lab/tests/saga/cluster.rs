@@ -3,22 +3,11 @@
 //! every order still ends, each charged at most once, money and stock conserved; the node comes
 //! back and the saga goes on.
 
-use lab::Service;
-
 use crate::helpers::*;
 
 /// Wallets plus captured payments: what was seeded, whatever happened.
 async fn money(t: &TestLab) -> i64 {
-    let payments = sqlx::PgPool::connect(t.lab.db_url(Service::Payment))
-        .await
-        .unwrap();
-    let (wallets, captured): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(balance)::bigint FROM wallets), \
-                (SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'CAPTURED')",
-    )
-    .fetch_one(&payments)
-    .await
-    .unwrap();
+    let (wallets, captured) = wallets_and_captured(&t.lab).await;
     wallets + captured
 }
 
@@ -117,14 +106,16 @@ async fn the_nodes_api_stops_and_starts_a_node() {
     assert_eq!(first.nodes.iter().filter(|n| n.controller).count(), 1);
     assert!(first.partitions.iter().all(|p| p.replicas.len() == 3));
 
-    let stopped: Nodes = http
-        .post(format!("{url}/api/nodes/2/stop"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |action: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(format!("{url}/api/nodes/{action}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let stopped: Nodes = post("2/stop").await.json().await.unwrap();
     assert!(!stopped.nodes[1].running);
     let moved = wait_for_nodes(&get, |n| {
         !n.nodes[1].live
@@ -135,19 +126,8 @@ async fn the_nodes_api_stops_and_starts_a_node() {
     .await;
     assert_eq!(moved.nodes[1].leads, 0);
 
-    let missing = http
-        .post(format!("{url}/api/nodes/7/stop"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
-
-    http.post(format!("{url}/api/nodes/2/start"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    assert_eq!(post("7/stop").await.status(), 404);
+    post("2/start").await.error_for_status().unwrap();
     wait_for_nodes(&get, |n| {
         n.nodes[1].live && n.partitions.iter().all(|p| p.isr.len() == 3)
     })

@@ -185,6 +185,23 @@ pub async fn wallets_total(client: &LabClient) -> i64 {
         .sum()
 }
 
+/// Wallets and captured payments, from the payment service's database: their sum is what was
+/// seeded, whatever happened.
+pub async fn wallets_and_captured(lab: &lab::Lab) -> (i64, i64) {
+    let payments = sqlx::PgPool::connect(lab.db_url(lab::Service::Payment))
+        .await
+        .unwrap();
+    let sums = sqlx::query_as(
+        "SELECT (SELECT sum(balance)::bigint FROM wallets), \
+                (SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'CAPTURED')",
+    )
+    .fetch_one(&payments)
+    .await
+    .unwrap();
+    payments.close().await;
+    sums
+}
+
 /// The event types of an order's timeline, in order.
 pub fn timeline_events(order: &Order) -> Vec<&str> {
     order.timeline.iter().map(|e| e.event.as_str()).collect()

@@ -56,16 +56,7 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
     assert!(statuses.contains_key("CONFIRMED") && statuses.contains_key("CANCELLED"));
 
     // Money: wallets + captured payments = what was seeded.
-    let payments = sqlx::PgPool::connect(t.lab.db_url(Service::Payment))
-        .await
-        .unwrap();
-    let (wallets, captured): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT sum(balance)::bigint FROM wallets), \
-                (SELECT coalesce(sum(amount), 0)::bigint FROM payments WHERE status = 'CAPTURED')",
-    )
-    .fetch_one(&payments)
-    .await
-    .unwrap();
+    let (wallets, captured) = wallets_and_captured(&t.lab).await;
     assert_eq!(wallets + captured, SEEDED_MONEY);
     assert_eq!(wallets_total(c).await, wallets);
     // Stock: available + reserved = seeded, and reserved = units of confirmed orders.
@@ -95,7 +86,6 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
         assert_eq!(stock + reserved, seeded, "{sku}");
         assert_eq!(reserved, confirmed.get(sku).copied().unwrap_or(0), "{sku}");
     }
-    payments.close().await;
     orders.close().await;
     t.stop().await;
 }
