@@ -1,7 +1,7 @@
 // The saga lab's dashboard: plain JavaScript, no build step. It listens to /api/live (Server-Sent
 // Events: a snapshot every second and the records the lab's observer reads) and renders one view
 // at a time from the URL's hash: #/ (the chain), #/orders[/<id>], #/topics[/<name>],
-// #/groups[/<name>], #/dlq.
+// #/groups[/<name>], #/dlq, #/brokers.
 "use strict";
 
 const SERVICES = ["order", "payment", "inventory", "notification"];
@@ -689,6 +689,48 @@ function dlqView(main) {
   return () => clearInterval(timer);
 }
 
+// ---- brokers -------------------------------------------------------------------------------
+
+function brokersView(main) {
+  const nodes = h("tbody");
+  const parts = h("tbody");
+  const note = h("p", { id: "brokers-note", class: "note", hidden: true });
+  main.replaceChildren(h("h1", {}, "Brokers"),
+    h("p", { class: "lead" }, "Every partition has one leader, which takes the writes and serves the reads, and followers that copy it. The replicas that are caught up form the ISR (in-sync replicas); a write with acks=all is acknowledged once every one of them has it, and needs at least min.insync.replicas of them. The controller, elected by the nodes' Raft quorum (KRaft), fences a node that stops and gives each partition it led to another replica of the ISR, at a higher leader epoch. Stop a node and watch its partitions move and the ISRs shrink; start it again and watch it catch up and rejoin them."),
+    note,
+    h("div", { class: "panel" }, h("h2", {}, "Nodes"),
+      h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", {}, "node"), h("th", {}, "address"), h("th", {}, "state"), h("th", {}, "role"), h("th", { class: "num" }, "leads"), h("th", {}, ""))), nodes)),
+    h("div", { class: "panel", style: "margin-top:1rem" }, h("h2", {}, "Partitions"),
+      h("p", { class: "note" }, "Replicas in bold lead; replicas struck through are out of the ISR."),
+      h("table", { id: "placements" }, h("thead", {}, h("tr", {}, h("th", {}, "topic"), h("th", { class: "num" }, "partition"), h("th", { class: "num" }, "leader"), h("th", { class: "num" }, "epoch"), h("th", {}, "replicas"), h("th", {}, "in sync"))), parts)));
+  const act = async (id, action) => {
+    try { await api(`/api/nodes/${id}/${action}`, { method: "POST" }); toast(`node ${id} ${action === "stop" ? "stopped" : "started"}`); load(); } catch (err) { toast(err.message); }
+  };
+  const state_of = (n) => (n.running ? (n.live ? "up" : "starting") : (n.live ? "stopped, not fenced yet" : "down"));
+  const load = async () => {
+    let r;
+    try { r = await api("/api/nodes"); } catch (err) {
+      note.hidden = false;
+      note.textContent = `${err.message}. The lab's own broker shows its nodes here.`;
+      return;
+    }
+    note.hidden = r.nodes.length > 1;
+    note.textContent = "The lab runs its broker as one node. Start it with --nodes 3 to run a three-node cluster: every topic on three replicas.";
+    nodes.replaceChildren(...r.nodes.map((n) => h("tr", { "data-node": n.id, "data-state": state_of(n) },
+      h("td", { class: "num" }, n.id), h("td", { class: "mono" }, n.address), h("td", {}, badge(state_of(n).split(",")[0])),
+      h("td", {}, n.controller ? "controller" : ""), h("td", { class: "num" }, n.leads),
+      h("td", {}, r.nodes.length > 1 ? h("button", { "data-node-action": `${n.running ? "stop" : "start"}-${n.id}`, onclick: () => act(n.id, n.running ? "stop" : "start") }, n.running ? "Stop" : "Start") : ""))));
+    parts.replaceChildren(...r.partitions.map((p) => h("tr", { "data-partition": `${p.topic}[${p.partition}]` },
+      h("td", { class: "mono" }, p.topic), h("td", { class: "num" }, p.partition),
+      h("td", { class: "num leader" }, p.leader < 0 ? "none" : p.leader), h("td", { class: "num" }, p.leader_epoch),
+      h("td", { class: "mono" }, p.replicas.map((id) => h(id === p.leader ? "b" : p.isr.includes(id) ? "span" : "s", {}, id, " "))),
+      h("td", { class: "mono isr" }, p.isr.join(",")))));
+  };
+  load();
+  const timer = setInterval(load, 1000);
+  return () => clearInterval(timer);
+}
+
 // ---- routing -------------------------------------------------------------------------------
 
 function route() {
@@ -696,7 +738,7 @@ function route() {
   const [path] = location.hash.replace(/^#/, "").split("?");
   const [, view = "", arg] = path.split("/");
   const main = document.getElementById("view");
-  const views = { "": chainView, orders: ordersView, topics: topicsView, groups: groupsView, dlq: dlqView };
+  const views = { "": chainView, orders: ordersView, topics: topicsView, groups: groupsView, dlq: dlqView, brokers: brokersView };
   const render = views[view] || chainView;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === (view || "chain"));
   state.view = render(main, arg) || null;

@@ -157,3 +157,64 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The dashboard's Brokers view in a real browser: three nodes up, one the controller; its Stop
+/// button takes node 2 down and the partitions it led get other leaders; Start brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_view_shows_a_failover() {
+    use lab::browser::Browser;
+    let d = spawn_lab_with(|c| c.nodes = 3).await.with_dashboard().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/#/brokers", d.url)).await;
+    let count = |script: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .execute(script, serde_json::json!([]))
+                .await
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    let up = "return document.querySelectorAll('#nodes tr[data-state=\"up\"]').length";
+    lab::client::eventually(
+        "three nodes up",
+        std::time::Duration::from_secs(60),
+        || async { (count(up).await == 3).then_some(()) },
+    )
+    .await
+    .unwrap();
+    browser
+        .wait_text("#nodes", |t| t.contains("controller"))
+        .await;
+    let led_by_2 = "return [...document.querySelectorAll('#placements td.leader')]\
+                    .filter((td) => td.textContent === '2').length";
+    assert!(count(led_by_2).await > 0, "node 2 leads some partitions");
+
+    browser
+        .wait_for("[data-node-action=\"stop-2\"]")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("#nodes tr[data-node=\"2\"]", |t| t.contains("down"))
+        .await;
+    lab::client::eventually(
+        "node 2 leads nothing",
+        std::time::Duration::from_secs(60),
+        || async { (count(led_by_2).await == 0).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    browser
+        .wait_for("[data-node-action=\"start-2\"]")
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("#nodes tr[data-node=\"2\"]", |t| t.contains("up"))
+        .await;
+    browser.close().await;
+    d.stop().await;
+}
