@@ -3,9 +3,9 @@
 //! `cargo run -p lab --example screenshots` (needs `chromium` and `chromedriver`, which
 //! `cargo xtask setup` installs) writes `docs/images/dashboard-*.png`.
 //!
-//! It starts a throwaway lab, places one order of each saga path, publishes a poison record,
-//! stops the inventory service while two more orders wait (so lag shows), and photographs each
-//! view.
+//! It starts a throwaway lab on three broker nodes, places one order of each saga path,
+//! publishes a poison record, stops the inventory service while two more orders wait (so lag
+//! shows), and photographs each view; last the Brokers view, with node 2 stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = LabConfig::ephemeral(dir.path());
     config.service.max_attempts = 2;
     config.service.retry_max_ms = 100;
+    config.nodes = 3;
     let lab = Lab::start(config, &mut |step| eprintln!("  {step}")).await?;
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
@@ -40,6 +41,16 @@ async fn main() -> anyhow::Result<()> {
     for (name, page, ready) in views(&url, compensated) {
         photograph(&browser, name, &page, ready, &out).await?;
     }
+    stop_node_2(&shared).await?;
+    let brokers_view = format!("{url}/#/brokers");
+    photograph(
+        &browser,
+        "brokers",
+        &brokers_view,
+        "#nodes tr[data-state='down']",
+        &out,
+    )
+    .await?;
     browser.close().await;
     dashboard.shutdown().await;
     if let Some(lab) = shared.lock().await.take() {
@@ -86,6 +97,32 @@ async fn something_to_show(
             .await?;
     }
     Ok(ids[2])
+}
+
+/// Stops node 2 and waits until it leads nothing and no ISR holds it.
+async fn stop_node_2(shared: &SharedLab) -> anyhow::Result<()> {
+    shared
+        .lock()
+        .await
+        .as_mut()
+        .expect("the lab runs")
+        .stop_node(2)
+        .await?;
+    lab::client::eventually(
+        "node 2's partitions moved",
+        Duration::from_secs(60),
+        || async {
+            let guard = shared.lock().await;
+            let nodes = guard.as_ref()?.nodes()?;
+            let moved = nodes
+                .partitions
+                .iter()
+                .all(|p| p.leader != 2 && !p.isr.contains(&2));
+            (moved && !nodes.nodes[1].live).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Each view: its name, its URL, and what shows it is drawn.

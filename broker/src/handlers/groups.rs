@@ -55,10 +55,10 @@ pub(super) static ROUTES: &[Route] = &[
     }),
 ];
 
-/// The coordinator of a group or transactional id: this node on its own. In a cluster, one live
-/// node chosen by the key's hash, so that every client of a group finds the same one (until the
-/// coordinators' state is replicated, docs/broker-replication.md, a coordinator that dies takes
-/// its groups' state with it).
+/// The coordinator of a group or transactional id: this node on its own. In a cluster, the live
+/// node that scores highest for the key (rendezvous hashing), so that every client of a group
+/// finds the same one, and a node that leaves moves only the keys it coordinated (until the
+/// coordinators' state is replicated, docs/broker-replication.md, those start over elsewhere).
 fn coordinator_of(
     broker: &Broker,
     advertised: &Advertised,
@@ -73,11 +73,14 @@ fn coordinator_of(
         return Some(me);
     };
     let image = quorum.image();
-    let live = image.live_brokers();
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let chosen = *live.get((hash % live.len().max(1) as u64) as usize)?;
+    let score = |node: i32| {
+        key.bytes()
+            .chain(node.to_be_bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    };
+    let chosen = image.live_brokers().into_iter().max_by_key(|n| score(*n))?;
     if chosen == me.0 {
         return Some(me);
     }
