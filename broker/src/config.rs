@@ -143,17 +143,23 @@ impl ClusterConfig {
             .iter()
             .map(|(id, address)| format!("{id}@{address},"))
             .collect();
-        let fnv = |seed: u64| {
-            text.bytes().fold(seed, |hash, b| {
-                (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
-        };
         format!(
             "{:016x}{:016x}",
-            fnv(0xcbf2_9ce4_8422_2325),
-            fnv(0x8422_2325_cbf2_9ce4)
+            fnv1a(FNV_OFFSET, text.bytes()),
+            fnv1a(FNV_OFFSET.rotate_left(32), text.bytes())
         )
     }
+}
+
+/// FNV-1a's offset basis, the usual `seed` of [`fnv1a`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The 64-bit FNV-1a hash of `bytes` from `seed`: stable across nodes and versions (a cluster's
+/// id, the coordinator a group id falls to).
+pub fn fnv1a(seed: u64, bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(seed, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Default for BrokerConfig {

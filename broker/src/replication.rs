@@ -176,6 +176,13 @@ fn local_partitions(broker: &Broker, followed: &[(String, Uuid, i32)]) -> Vec<Fo
         .collect()
 }
 
+/// The followed partition an answer is about.
+fn find<'a>(partitions: &'a [Followed], topic: &TopicName, index: i32) -> Option<&'a Followed> {
+    partitions
+        .iter()
+        .find(|p| p.name == topic.as_str() && p.index == index)
+}
+
 /// `partitions` grouped by topic name, each made into a request's entry by `entry`.
 fn by_topic<T>(
     partitions: &[Followed],
@@ -247,10 +254,7 @@ fn part(partitions: &[Followed], answer: OffsetForLeaderEpochResponse) -> bool {
     let mut settled = true;
     for topic in &answer.topics {
         for result in &topic.partitions {
-            let Some(p) = partitions
-                .iter()
-                .find(|p| p.name == topic.topic.as_str() && p.index == result.partition)
-            else {
+            let Some(p) = find(partitions, &topic.topic, result.partition) else {
                 continue;
             };
             if result.error_code != 0 {
@@ -275,10 +279,7 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
     let mut settled = true;
     for topic in &response.responses {
         for answer in &topic.partitions {
-            let Some(p) = partitions
-                .iter()
-                .find(|p| p.name == topic.topic.as_str() && p.index == answer.partition_index)
-            else {
+            let Some(p) = find(partitions, &topic.topic, answer.partition_index) else {
                 continue;
             };
             let error = ResponseError::try_from_code(answer.error_code);

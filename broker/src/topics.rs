@@ -337,7 +337,13 @@ impl Partition {
         replicas: &[i32],
         isr: &[i32],
     ) {
-        {
+        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = state.leader != Some(me) || self.leader_epoch() != epoch;
+        if !fresh && state.isr == isr && state.partition_epoch == partition_epoch {
+            // The metadata changed elsewhere: nothing here to do, nobody to wake.
+            return;
+        }
+        if fresh {
             let mut log = self.log();
             log.set_leader_epoch(epoch);
             let high_watermark = log.high_watermark();
@@ -347,11 +353,8 @@ impl Partition {
             if let Err(e) = log.assign_epoch(epoch, end) {
                 tracing::warn!(error = %e, "cannot record the leader epoch");
             }
-        }
-        self.unchecked.store(false, Ordering::Relaxed);
-        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = state.leader != Some(me) || self.leader_epoch() != epoch;
-        if fresh {
+            drop(log);
+            self.unchecked.store(false, Ordering::Relaxed);
             let now = Instant::now();
             state.followers = replicas
                 .iter()

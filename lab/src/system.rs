@@ -413,28 +413,25 @@ impl Lab {
         }
     }
 
+    fn embedded_mut(&mut self) -> Result<&mut crate::nodes::Embedded, LabError> {
+        self.embedded
+            .as_mut()
+            .ok_or_else(|| LabError::Broker("no embedded broker".into()))
+    }
+
     /// Starts the embedded broker's nodes again on the same addresses and data.
     pub async fn restart_broker(&mut self) -> Result<(), LabError> {
-        match &mut self.embedded {
-            Some(embedded) => embedded.start_all().await,
-            None => Err(LabError::Broker("no embedded broker".into())),
-        }
+        self.embedded_mut()?.start_all().await
     }
 
     /// Stops node `id` of the embedded cluster cleanly: its partitions get new leaders.
     pub async fn stop_node(&mut self, id: i32) -> Result<(), LabError> {
-        match &mut self.embedded {
-            Some(embedded) => embedded.stop_node(id).await,
-            None => Err(LabError::Broker("no embedded broker".into())),
-        }
+        self.embedded_mut()?.stop_node(id).await
     }
 
     /// Starts node `id` of the embedded cluster again, on its data.
     pub async fn start_node(&mut self, id: i32) -> Result<(), LabError> {
-        match &mut self.embedded {
-            Some(embedded) => embedded.start_node(id).await,
-            None => Err(LabError::Broker("no embedded broker".into())),
-        }
+        self.embedded_mut()?.start_node(id).await
     }
 
     /// The embedded broker's nodes and partitions (none with an external broker).

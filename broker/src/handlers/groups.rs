@@ -16,6 +16,7 @@ use super::route::ClientContext;
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
 use crate::config::Advertised;
+use crate::config::{FNV_OFFSET, fnv1a};
 use crate::group::{GroupState, JoinRequest};
 
 use kafka_protocol::messages::ResponseKind;
@@ -73,13 +74,7 @@ fn coordinator_of(
         return Some(me);
     };
     let image = quorum.image();
-    let score = |node: i32| {
-        key.bytes()
-            .chain(node.to_be_bytes())
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
-    };
+    let score = |node: i32| fnv1a(FNV_OFFSET, key.bytes().chain(node.to_be_bytes()));
     let chosen = image.live_brokers().into_iter().max_by_key(|n| score(*n))?;
     if chosen == me.0 {
         return Some(me);

@@ -82,7 +82,8 @@ impl Controller {
         self.image.borrow().clone()
     }
 
-    fn current_leader(&self) -> Option<NodeId> {
+    /// The active controller, as this node knows it.
+    pub fn current_leader(&self) -> Option<NodeId> {
         self.raft
             .metrics()
             .borrow()

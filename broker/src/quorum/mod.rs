@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, Raft, ServerState};
+use openraft::{BasicNode, Config, Raft};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -133,10 +133,6 @@ impl Quorum {
         Ok(())
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.id
-    }
-
     /// The metadata image as this node has applied it.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
@@ -149,16 +145,7 @@ impl Quorum {
 
     /// The active controller, as this node knows it.
     pub fn controller_id(&self) -> Option<NodeId> {
-        self.raft
-            .metrics()
-            .borrow()
-            .current_leader
-            .map(|id| id as NodeId)
-    }
-
-    /// Whether this node is the active controller.
-    pub fn is_controller(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.controller.current_leader()
     }
 
     /// Sends `request` to the active controller, wherever it is.
