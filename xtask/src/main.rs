@@ -157,13 +157,16 @@ fn main() -> ExitCode {
         None => ("help", &[][..]),
     };
     match task {
-        "test" => match setup()
-            .and_then(|()| build_java())
-            .and_then(|()| check_docs())
-        {
-            Ok(()) => run_tests(rest),
-            Err(message) => fail(&message),
-        },
+        "test" => {
+            warn_if_disk_is_short();
+            match setup()
+                .and_then(|()| build_java())
+                .and_then(|()| check_docs())
+            {
+                Ok(()) => run_tests(rest),
+                Err(message) => fail(&message),
+            }
+        }
         "setup" => match setup().and_then(|()| build_java()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => fail(&message),
@@ -211,6 +214,37 @@ fn report() -> Vec<&'static Prerequisite> {
         }
     }
     missing
+}
+
+/// What a fresh build of the suite writes under `target/` (measured: 4.0 GB on 2026-12-06), with
+/// room to spare. A run that fills the disk fails late, at a link, with a bus error.
+const DISK_NEEDED_GB: u64 = 6;
+
+/// Warns (does not stop: a warm `target/` needs far less) when the disk that holds `target/` has
+/// less free space than a fresh build needs.
+fn warn_if_disk_is_short() {
+    if let Some(free_gb) = free_disk_gb().filter(|gb| *gb < DISK_NEEDED_GB) {
+        println!(
+            "xtask: warning: {free_gb} GB free where target/ is; a fresh build of the suite needs about {DISK_NEEDED_GB} GB"
+        );
+    }
+}
+
+/// Free space on the disk that holds `target/`, from `df`.
+fn free_disk_gb() -> Option<u64> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.clone(), PathBuf::from);
+    let at = if target.exists() { target } else { root };
+    let out = Command::new("df").args(["-Pk"]).arg(&at).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free_kb: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(free_kb / (1024 * 1024))
 }
 
 /// Installs what is missing (apt-get only as root), then checks again.
