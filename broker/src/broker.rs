@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::group::GroupCoordinator;
-use crate::offset_store::{Committed, OffsetStore};
+use crate::offset_store::{Committed, OffsetStore, ReplicatedJournal};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::Quorum;
 use crate::storage::AppendError;
@@ -50,7 +50,13 @@ impl Broker {
             })?,
         };
         let topics = TopicRegistry::open(&config)?;
-        let offsets = OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?;
+        // A cluster keeps them in `__consumer_offsets`, loaded as this node comes to lead it.
+        let offsets = match &config.cluster {
+            Some(cluster) => {
+                OffsetStore::replicated(ReplicatedJournal::new(cluster.offsets_topic_partitions))
+            }
+            None => OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?,
+        };
         let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
         let txns = TxnCoordinator::open(
             &config.data_dir,

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::metadata::{MetadataError, MetadataImage, NodeId, TopicState};
+use crate::offset_store::{OFFSETS_TOPIC, partition_for};
 use crate::quorum::{ControllerReply, ControllerRequest, Quorum};
 use crate::replication;
 use crate::topics::{Topic, TopicError};
@@ -139,10 +140,67 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
                 Ok(_) => tracing::info!(topic = topic.name, "deleted, as the metadata says"),
                 Err(e) => tracing::warn!(topic = topic.name, error = %e, "cannot delete"),
             }
+            if let Err(e) = broker.offsets.delete_topic(&topic.name) {
+                tracing::warn!(topic = topic.name, error = %e, "could not drop committed offsets");
+            }
         } else {
             for partition in &topic.partitions {
                 partition.set_leader(false, partition.leader_epoch());
             }
+        }
+    }
+    follow_offsets(broker, image);
+}
+
+/// The group coordinator follows the leaders of `__consumer_offsets`: this node loads the
+/// groups of each partition it has come to lead, and drops those of each one it no longer
+/// leads (their new coordinator loads them).
+fn follow_offsets(broker: &Broker, image: &MetadataImage) {
+    let me = broker.node_id();
+    let state = image
+        .topic_id(OFFSETS_TOPIC)
+        .and_then(|id| image.topics.get(&id));
+    let leads = |index: i32| {
+        state
+            .and_then(|s| s.partitions.get(&index))
+            .is_some_and(|p| p.leader == me)
+    };
+    let loaded = broker.offsets.loaded();
+    for index in loaded.iter().copied().filter(|i| !leads(*i)) {
+        if broker.offsets.unload(index) {
+            let partitions = broker.offsets.partitions();
+            broker
+                .groups
+                .forget(|group| partition_for(group, partitions) == index);
+            tracing::info!(
+                partition = index,
+                "no longer the coordinator of {OFFSETS_TOPIC}'s groups"
+            );
+        }
+    }
+    let (Some(state), Some(topic)) = (state, broker.topics.get(OFFSETS_TOPIC)) else {
+        return;
+    };
+    let min_insync = broker
+        .config
+        .cluster
+        .as_ref()
+        .map_or(1, |c| c.min_insync_replicas);
+    for (index, p) in &state.partitions {
+        if p.leader != me || loaded.contains(index) {
+            continue;
+        }
+        let Some(local) = topic.partition(*index) else {
+            continue;
+        };
+        let needed = min_insync.min(p.replicas.len());
+        match broker.offsets.load(*index, local.clone(), needed) {
+            Ok(commits) => tracing::info!(
+                partition = index,
+                commits,
+                "coordinating the groups of {OFFSETS_TOPIC}"
+            ),
+            Err(e) => tracing::error!(partition = index, error = %e, "cannot load {OFFSETS_TOPIC}"),
         }
     }
 }
@@ -253,6 +311,24 @@ pub fn elect_preferred(
         ControllerReply::Elected(outcomes) => Ok(outcomes),
         other => Err(refusal(other)),
     }
+}
+
+/// Creates `__consumer_offsets` (Kafka creates it with the first group too): its partitions
+/// as configured, three replicas or as many nodes as are live. Returns once this node's image
+/// has it, or after 10 s; a concurrent creation by another node counts.
+pub async fn create_offsets_topic(broker: &Broker, quorum: &Quorum) {
+    let live = quorum.image().live_brokers().len();
+    let request = ControllerRequest::CreateTopic {
+        name: OFFSETS_TOPIC.to_owned(),
+        partitions: broker.offsets.partitions(),
+        replication: live.clamp(1, 3),
+        configs: BTreeMap::new(),
+    };
+    match quorum.request(request).await {
+        ControllerReply::Created { id } => tracing::info!(%id, "created {OFFSETS_TOPIC}"),
+        other => tracing::debug!(?other, "{OFFSETS_TOPIC} not created here"),
+    }
+    visible(quorum, |image| image.topic_id(OFFSETS_TOPIC).is_some()).await;
 }
 
 /// This node's image once `ready` holds of it, or `None` after [`CHANGE_VISIBLE`].

@@ -113,6 +113,9 @@ pub struct ClusterConfig {
     /// In-sync replicas an acks=all produce needs on a topic that does not set its own
     /// `min.insync.replicas` (the broker's `min.insync.replicas`).
     pub min_insync_replicas: usize,
+    /// Partitions of `__consumer_offsets`, which holds the groups' committed offsets
+    /// (`offsets.topic.num.partitions`).
+    pub offsets_topic_partitions: i32,
 }
 
 impl ClusterConfig {

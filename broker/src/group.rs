@@ -931,6 +931,16 @@ impl GroupCoordinator {
     }
 
     /// Forgets a group that has no members (DeleteGroups). `Ok(false)` if it wasn't known.
+    /// Drops the groups `doomed` names: their coordinator moved to another node (in a cluster,
+    /// this node no longer leads their partition of `__consumer_offsets`). Members waiting in a
+    /// join or a sync are answered, and find the new coordinator. How many were dropped.
+    pub fn forget(&self, doomed: impl Fn(&str) -> bool) -> usize {
+        let mut groups = self.lock();
+        let before = groups.len();
+        groups.retain(|name, _| !doomed(name));
+        before - groups.len()
+    }
+
     pub fn delete_if_empty(&self, group_id: &str) -> Result<bool, ResponseError> {
         let mut groups = self.lock();
         match groups.get(group_id) {

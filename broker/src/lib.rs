@@ -26,7 +26,8 @@
 //!     of a produced batch (streaming through its codec) as Kafka's log validator does;
 //!   - [`group`]: the `GroupCoordinator` state machine of the classic rebalance protocol;
 //!   - [`offset_store`]: committed offsets, durable across restarts (an append-only JSON-lines
-//!     file, like the transaction coordinator's);
+//!     file, like the transaction coordinator's; in a cluster, the replicated internal topic
+//!     `__consumer_offsets`);
 //!   - [`txn`]: the transaction coordinator (KIP-98), which decides while the broker's state
 //!     writes (`txn::Participants`): one state machine per transactional id
 //!     in an append-only file; ending a transaction writes control records (commit/abort

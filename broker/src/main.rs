@@ -120,6 +120,14 @@ struct Args {
     /// A follower that has not caught up with its leader for this long leaves the ISR, in ms.
     #[arg(long, env = "BROKER_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
     replica_lag_time_max_ms: u64,
+    /// Partitions of `__consumer_offsets`, the internal topic of a cluster's committed offsets
+    /// (created with the first group).
+    #[arg(
+        long,
+        env = "BROKER_OFFSETS_TOPIC_NUM_PARTITIONS",
+        default_value_t = 10
+    )]
+    offsets_topic_num_partitions: i32,
     /// A node of a cluster not heard from for this long is fenced, in ms.
     #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     broker_session_timeout_ms: u64,
@@ -147,6 +155,7 @@ impl Args {
             default_replication_factor: self.default_replication_factor.max(1),
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(100)),
             min_insync_replicas: self.min_insync_replicas.max(1),
+            offsets_topic_partitions: self.offsets_topic_num_partitions.clamp(1, 1000),
         }))
     }
 }

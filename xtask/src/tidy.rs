@@ -246,14 +246,14 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["jsonl", "producer_ids"],
     // The metadata quorum: the Raft log of the metadata (openraft), the active controller.
     &["quorum"],
-    // Topics and their partitions, committed offsets, consumer groups.
-    &["topics", "offset_store", "group"],
+    // Topics and their partitions, consumer groups.
+    &["topics", "group"],
+    // Committed offsets: in a file, or in the partitions of `__consumer_offsets` in a cluster.
+    &["offset_store"],
     // The transaction coordinator: it decides; the broker's state writes (`txn::Participants`).
     &["txn"],
     // The broker's state: everything above, and where a transaction ends across them.
     &["broker"],
-    // A follower copies its leader (Kafka's replica fetcher).
-    &["replication"],
     // A follower copies its leader (Kafka's replica fetcher).
     &["replication"],
     // A node of a cluster: its topics follow the metadata; topics created through the controller.

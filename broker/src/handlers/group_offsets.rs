@@ -49,7 +49,11 @@ pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGro
         .into_iter()
         .map(|group| {
             let name = group.as_str();
-            let error = match broker.groups.delete_if_empty(name) {
+            let deleted = match not_coordinator(broker, name) {
+                Some(e) => Err(e),
+                None => broker.groups.delete_if_empty(name),
+            };
+            let error = match deleted {
                 Err(e) => Some(e),
                 Ok(known) if !known && !broker.offsets.has_group(name) => {
                     Some(ResponseError::GroupIdNotFound)
@@ -70,6 +74,9 @@ pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGro
 /// Deletes committed offsets of a group, except for topics its members subscribe to.
 pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.as_str();
+    if let Some(e) = not_coordinator(broker, group) {
+        return OffsetDeleteResponse::default().with_error_code(e.code());
+    }
     let subscribed = broker.groups.subscribed_topics(group);
     if subscribed.is_none() && !broker.offsets.has_group(group) {
         return OffsetDeleteResponse::default()
@@ -112,6 +119,12 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
             .with_error_code(ResponseError::CoordinatorNotAvailable.code());
     }
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// NOT_COORDINATOR for a group this node does not coordinate: in a cluster, another node leads
+/// its partition of `__consumer_offsets` (the client asks FindCoordinator again).
+pub(super) fn not_coordinator(broker: &Broker, group: &str) -> Option<ResponseError> {
+    (!broker.offsets.coordinates(group)).then_some(ResponseError::NotCoordinator)
 }
 
 /// Longest metadata string kept with a committed offset (Kafka's `offset.metadata.max.bytes`).
@@ -165,12 +178,14 @@ pub(super) fn checked<T, P>(
 
 pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.as_str();
-    let mut error = broker.groups.validate_commit(
-        group,
-        request.generation_id_or_member_epoch,
-        request.member_id.as_str(),
-        request.group_instance_id.as_deref(),
-    );
+    let mut error = not_coordinator(broker, group).or_else(|| {
+        broker.groups.validate_commit(
+            group,
+            request.generation_id_or_member_epoch,
+            request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
+        )
+    });
     let topics = checked(
         broker,
         request.topics,
@@ -310,6 +325,11 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
             .groups
             .into_iter()
             .map(|g| {
+                if let Some(e) = not_coordinator(broker, g.group_id.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e.code());
+                }
                 let wanted = wanted(g.topics, |t| {
                     (t.name.as_str().to_string(), t.partition_indexes)
                 });
@@ -324,6 +344,9 @@ pub fn fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) -> Offs
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if let Some(e) = not_coordinator(broker, request.group_id.as_str()) {
+        return OffsetFetchResponse::default().with_error_code(e.code());
     }
     let wanted = wanted(request.topics, |t| {
         (t.name.as_str().to_string(), t.partition_indexes)

@@ -12,12 +12,14 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use super::group_offsets::not_coordinator;
 use super::route::ClientContext;
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
 use crate::config::Advertised;
 use crate::config::{FNV_OFFSET, fnv1a};
 use crate::group::{GroupState, JoinRequest};
+use crate::offset_store::{OFFSETS_TOPIC, partition_for};
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -27,12 +29,9 @@ use super::route::{Reply, Route, route};
 /// for the other members).
 pub(super) static ROUTES: &[Route] = &[
     route!(FindCoordinator, 0..=4, async, |b, r, c| {
-        Reply::send(ResponseKind::FindCoordinator(find_coordinator(
-            &b,
-            &c.ctx.advertised,
-            r,
-            c.version,
-        )))
+        Reply::send(ResponseKind::FindCoordinator(
+            find_coordinator(&b, &c.ctx.advertised, r, c.version).await,
+        ))
     }),
     route!(JoinGroup, 0..=9, async, |b, r, c| {
         Reply::send(ResponseKind::JoinGroup(
@@ -56,67 +55,86 @@ pub(super) static ROUTES: &[Route] = &[
     }),
 ];
 
-/// The coordinator of a group or transactional id: this node on its own. In a cluster, the live
-/// node that scores highest for the key (rendezvous hashing), so that every client of a group
-/// finds the same one, and a node that leaves moves only the keys it coordinated (until the
-/// coordinators' state is replicated, docs/broker-replication.md, those start over elsewhere).
-fn coordinator_of(
+/// A coordinator as FindCoordinator names it: node id, host, port.
+type Found = (i32, StrBytes, i32);
+
+/// The coordinator of a group or transactional id: this node on its own. In a cluster, a
+/// group's is the leader of the group's partition of `__consumer_offsets` (created with the
+/// first group), as in Kafka. A transactional id's is the live node that scores highest for
+/// the id (rendezvous hashing): the transaction coordinator's state is not replicated yet
+/// (docs/broker-replication.md).
+async fn coordinator_of(
     broker: &Broker,
     advertised: &Advertised,
+    key_type: i8,
     key: &str,
-) -> Option<(i32, StrBytes, i32)> {
+) -> Result<Found, ResponseError> {
     let me = (
         broker.node_id(),
         str_bytes(advertised.host.clone()),
         advertised.port,
     );
     let Some(quorum) = &broker.quorum else {
-        return Some(me);
+        return Ok(me);
     };
-    let image = quorum.image();
-    let score = |node: i32| fnv1a(FNV_OFFSET, key.bytes().chain(node.to_be_bytes()));
-    let chosen = image.live_brokers().into_iter().max_by_key(|n| score(*n))?;
+    let mut image = quorum.image();
+    let chosen = if key_type == 0 {
+        if image.topic_id(OFFSETS_TOPIC).is_none() {
+            crate::cluster::create_offsets_topic(broker, quorum).await;
+            image = quorum.image();
+        }
+        let index = partition_for(key, broker.offsets.partitions());
+        image
+            .topic_id(OFFSETS_TOPIC)
+            .and_then(|id| image.topics[&id].partitions.get(&index))
+            .map(|p| p.leader)
+            .filter(|leader| *leader >= 0)
+    } else {
+        let score = |node: i32| fnv1a(FNV_OFFSET, key.bytes().chain(node.to_be_bytes()));
+        image.live_brokers().into_iter().max_by_key(|n| score(*n))
+    };
+    let chosen = chosen.ok_or(ResponseError::CoordinatorNotAvailable)?;
     if chosen == me.0 {
-        return Some(me);
+        return Ok(me);
     }
-    let node = &image.brokers[&chosen];
-    Some((chosen, str_bytes(node.host.clone()), i32::from(node.port)))
+    let node = image
+        .brokers
+        .get(&chosen)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((chosen, str_bytes(node.host.clone()), i32::from(node.port)))
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     broker: &Broker,
     advertised: &Advertised,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    // key_type 0 asks for a group coordinator, 1 for a transaction coordinator: this node is
-    // both. Others (2, share groups) it is not.
-    let served = matches!(request.key_type, 0 | 1);
-    let find = |key: &str| {
-        served
-            .then(|| coordinator_of(broker, advertised, key))
-            .flatten()
-            .ok_or(ResponseError::CoordinatorNotAvailable)
+    // key_type 0 asks for a group coordinator, 1 for a transaction coordinator. Others (2,
+    // share groups) this broker has not.
+    let key_type = request.key_type;
+    let find = async |key: &str| {
+        if !matches!(key_type, 0 | 1) {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        coordinator_of(broker, advertised, key_type, key).await
     };
     if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let answer = Coordinator::default();
-                match find(key.as_str()) {
-                    Ok((id, host, port)) => answer
-                        .with_node_id(BrokerId(id))
-                        .with_host(host)
-                        .with_port(port),
-                    Err(e) => answer.with_node_id(BrokerId(-1)).with_error_code(e.code()),
-                }
-                .with_key(key)
-            })
-            .collect();
+        let mut coordinators = Vec::new();
+        for key in request.coordinator_keys {
+            let answer = Coordinator::default();
+            let answer = match find(key.as_str()).await {
+                Ok((id, host, port)) => answer
+                    .with_node_id(BrokerId(id))
+                    .with_host(host)
+                    .with_port(port),
+                Err(e) => answer.with_node_id(BrokerId(-1)).with_error_code(e.code()),
+            };
+            coordinators.push(answer.with_key(key));
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match find(request.key.as_str()) {
+    match find(request.key.as_str()).await {
         Ok((id, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(BrokerId(id))
             .with_host(host)
@@ -134,6 +152,12 @@ pub async fn join(
     request: JoinGroupRequest,
     version: i16,
 ) -> JoinGroupResponse {
+    if let Some(e) = not_coordinator(broker, request.group_id.as_str()) {
+        return JoinGroupResponse::default()
+            .with_error_code(e.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id);
+    }
     let session_timeout = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout; Kafka uses the session timeout then.
     let rebalance_timeout = if version == 0 || request.rebalance_timeout_ms <= 0 {
@@ -190,6 +214,9 @@ pub async fn join(
 }
 
 pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
+    if let Some(e) = not_coordinator(broker, request.group_id.as_str()) {
+        return SyncGroupResponse::default().with_error_code(e.code());
+    }
     let assignments = request
         .assignments
         .into_iter()
@@ -213,16 +240,21 @@ pub async fn sync(broker: &Broker, request: SyncGroupRequest) -> SyncGroupRespon
 }
 
 pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
-    let error = broker.groups.heartbeat(
-        request.group_id.as_str(),
-        request.generation_id,
-        request.member_id.as_str(),
-        request.group_instance_id.as_deref(),
-    );
+    let error = not_coordinator(broker, request.group_id.as_str()).or_else(|| {
+        broker.groups.heartbeat(
+            request.group_id.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_deref(),
+        )
+    });
     HeartbeatResponse::default().with_error_code(code(error))
 }
 
 pub fn leave(broker: &Broker, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    if let Some(e) = not_coordinator(broker, request.group_id.as_str()) {
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
     if version < 3 {
         let ids = [(request.member_id.as_str().to_string(), None)];
         let errors = broker.groups.leave(request.group_id.as_str(), &ids);
@@ -291,6 +323,9 @@ pub fn describe(broker: &Broker, request: DescribeGroupsRequest) -> DescribeGrou
             let described = DescribedGroup::default()
                 .with_group_id(group_id.clone())
                 .with_authorized_operations(i32::MIN);
+            if let Some(e) = not_coordinator(broker, group_id.as_str()) {
+                return described.with_error_code(e.code());
+            }
             match broker.groups.describe(group_id.as_str()) {
                 Some(g) => described
                     .with_group_state(str_bytes(g.state.as_str()))

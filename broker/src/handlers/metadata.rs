@@ -21,6 +21,7 @@ use crate::broker::{Broker, NODE_ID};
 use crate::cluster;
 use crate::config::Advertised;
 use crate::metadata::{MetadataImage, NO_LEADER, NodeId, TopicState};
+use crate::offset_store::OFFSETS_TOPIC;
 use crate::quorum::Quorum;
 use crate::storage::log::LEADER_EPOCH;
 use crate::topics::{Topic, TopicError, is_valid_topic_name};
@@ -362,5 +363,6 @@ fn describe_replicated(
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(id)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

@@ -721,3 +721,126 @@ async fn a_preferred_leader_election_gives_leadership_back() {
     let not_needed = kafka_protocol::ResponseError::ElectionNotNeeded.code();
     assert_eq!(again, vec![(0, not_needed)]);
 }
+
+/// The node that coordinates `group`, as node `id` answers FindCoordinator, once it names one
+/// that is not `not`.
+async fn coordinator(cluster: &Cluster, id: i32, group: &str, not: i32) -> i32 {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.into()))
+        .with_key_type(0);
+    eventually(&format!("a coordinator of {group}"), LONG, || {
+        let request = request.clone();
+        async move {
+            let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+            let answer = client.call(&request, 3).await;
+            (answer.error_code == 0 && answer.node_id.0 != not).then_some(answer.node_id.0)
+        }
+    })
+    .await
+}
+
+/// A consumer of group `group` on topic `topic` (from the earliest offset when the group has
+/// none): the first `count` values it reads, then it commits what it read and leaves.
+async fn consume_and_commit(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<String> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{CommitMode, StreamConsumer};
+    let consumer: StreamConsumer = client_config(
+        bootstrap,
+        &[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
+    .create()
+    .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut read = Vec::new();
+    while read.len() < count {
+        let message = tokio::time::timeout(LONG, consumer.recv())
+            .await
+            .expect("records within the deadline")
+            .unwrap();
+        read.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+        if read.len() == count {
+            consumer.commit_message(&message, CommitMode::Sync).unwrap();
+        }
+    }
+    read
+}
+
+/// Committed offsets live in the replicated internal topic `__consumer_offsets`, and a group's
+/// coordinator is the leader of the group's partition of it: when that node is killed, another
+/// replica leads the partition, loads the group's offsets and coordinates it, and the group
+/// goes on from where it committed (not from its reset policy).
+#[tokio::test]
+async fn committed_offsets_survive_their_coordinator() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    create(&bootstrap, "work", 1, 3).await.unwrap();
+    cluster
+        .placed(&[1, 2, 3], "work", |p| p.len() == 1 && p[0].isr.len() == 3)
+        .await;
+    let producer: FutureProducer = client_config(&bootstrap, &[("acks", "all")])
+        .create()
+        .unwrap();
+    let sent: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    for value in &sent {
+        let record = FutureRecord::to("work").payload(value).key("k");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(
+        consume_and_commit(&bootstrap, "g", "work", 6).await,
+        sent[..6]
+    );
+    let internal = cluster
+        .placed(&[1, 2, 3], "__consumer_offsets", |p| {
+            p.len() == 10 && p.iter().all(|p| p.isr.len() == 3)
+        })
+        .await;
+    let victim = coordinator(&cluster, 1, "g", -1).await;
+    assert!(internal.iter().any(|p| p.leader == victim));
+
+    cluster.kill(victim);
+    let rest: Vec<i32> = (1..=3).filter(|id| *id != victim).collect();
+    let survivor = rest[0];
+    let next = coordinator(&cluster, survivor, "g", victim).await;
+    assert!(rest.contains(&next), "{next}");
+    let resumed = consume_and_commit(&cluster.bootstrap(survivor), "g", "work", 4).await;
+    assert_eq!(
+        resumed,
+        sent[6..],
+        "the group resumes at its committed offset"
+    );
+
+    // Back again, the node follows: the group's offsets are where the survivors left them.
+    cluster.start_node(victim).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    cluster
+        .placed(&[1, 2, 3], "__consumer_offsets", |p| {
+            p.iter().all(|p| p.isr.len() == 3)
+        })
+        .await;
+    producer
+        .send(
+            FutureRecord::to("work").payload("r10").key("k"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let last = consume_and_commit(&cluster.bootstrap(victim), "g", "work", 1).await;
+    assert_eq!(last, ["r10"]);
+}

@@ -1,9 +1,14 @@
-//! Committed consumer-group offsets, kept in memory and in an append-only file.
+//! Committed consumer-group offsets, kept in memory and in a journal they are stored in before
+//! a commit is acknowledged.
 //!
-//! Every commit appends one JSON line per partition to `<data-dir>/consumer-offsets.jsonl`
-//! before it is acknowledged, so offsets survive both consumer and broker restarts (and power
-//! loss with `--fsync always`). On start the file is replayed (a torn last line is ignored) and
-//! rewritten compactly when it holds mostly superseded lines.
+//! On a single node the journal is an append-only file: every commit appends one JSON line per
+//! partition to `<data-dir>/consumer-offsets.jsonl`, so offsets survive both consumer and broker
+//! restarts (and power loss with `--fsync always`). On start the file is replayed (a torn last
+//! line is ignored) and rewritten compactly when it holds mostly superseded lines.
+//!
+//! In a cluster the journal is the replicated internal topic `__consumer_offsets`, as in Kafka
+//! ([`replicated`]): a group's coordinator is the leader of the group's partition of it, and the
+//! store holds only the groups of the partitions this node leads.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,6 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::jsonl::{JsonLines, to_lines};
 
+pub mod replicated;
+
+pub use replicated::{OFFSETS_TOPIC, ReplicatedJournal, partition_for};
+
 /// One committed position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -22,20 +31,22 @@ pub struct Committed {
     pub metadata: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Line {
-    g: String,
-    t: String,
-    p: i32,
+/// One stored commit of one partition: a line of the file (these field names), a record of
+/// `__consumer_offsets` in a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Line {
+    pub g: String,
+    pub t: String,
+    pub p: i32,
     /// `-1` is a tombstone (offsets of a deleted topic).
-    o: i64,
+    pub o: i64,
     #[serde(default = "minus_one")]
-    e: i32,
+    pub e: i32,
     #[serde(default)]
-    m: Option<String>,
+    pub m: Option<String>,
     /// The store's sequence number of this commit (0 in files written before it existed).
     #[serde(default)]
-    s: u64,
+    pub s: u64,
 }
 
 fn minus_one() -> i32 {
@@ -51,13 +62,23 @@ struct Stored {
 
 type GroupOffsets = HashMap<(String, i32), Stored>;
 
-/// The offset store of the broker. The file and the offsets have locks of their own: readers
-/// (OffsetFetch, ListGroups, DescribeGroups) never wait for a commit's fsync. A commit holds the
-/// file's lock until its offsets are applied, so they are applied in the file's order.
+/// Where commits are stored before they count.
+#[derive(Debug)]
+enum Journal {
+    /// A single node's file.
+    File(JsonLines),
+    /// A cluster's `__consumer_offsets`.
+    Replicated(ReplicatedJournal),
+}
+
+/// The offset store of the broker. The journal and the offsets have locks of their own: readers
+/// (OffsetFetch, ListGroups, DescribeGroups) never wait for a commit's fsync (or replication). A
+/// commit holds the journal's lock until its offsets are applied, so they are applied in the
+/// journal's order.
 #[derive(Debug)]
 pub struct OffsetStore {
-    /// The file, and the sequence number of the last commit (numbers grow by one per commit).
-    file: Mutex<(JsonLines, u64)>,
+    /// The journal, and the sequence number of the last commit (numbers grow by one per commit).
+    file: Mutex<(Journal, u64)>,
     groups: Mutex<HashMap<String, GroupOffsets>>,
 }
 
@@ -78,13 +99,37 @@ impl OffsetStore {
         let live: usize = groups.values().map(HashMap::len).sum();
         let lines_written = file.lines();
         let store = Self {
-            file: Mutex::new((file, seq)),
+            file: Mutex::new((Journal::File(file), seq)),
             groups: Mutex::new(groups),
         };
         if lines_written > 2 * live + 1000 {
             store.compact()?;
         }
         Ok(store)
+    }
+
+    /// The store of a node of a cluster: empty until this node leads partitions of
+    /// `__consumer_offsets` and loads them ([`Self::load`]).
+    pub fn replicated(journal: ReplicatedJournal) -> Self {
+        Self {
+            file: Mutex::new((Journal::Replicated(journal), 0)),
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cluster's journal, if this store is a cluster node's.
+    fn with_replicated<T>(&self, f: impl FnOnce(&ReplicatedJournal) -> T) -> Option<T> {
+        match &lock(&self.file).0 {
+            Journal::Replicated(journal) => Some(f(journal)),
+            Journal::File(_) => None,
+        }
+    }
+
+    /// Whether this node coordinates `group`: always on a single node; in a cluster, when it
+    /// leads (and has loaded) the group's partition of `__consumer_offsets`.
+    pub fn coordinates(&self, group: &str) -> bool {
+        self.with_replicated(|j| j.coordinates(group))
+            .unwrap_or(true)
     }
 
     /// Durably records commits for one group.
@@ -144,8 +189,13 @@ impl OffsetStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let (buf, count) = to_lines(&lines)?;
-        file.0.append(&buf, count)?;
+        match &mut file.0 {
+            Journal::File(f) => {
+                let (buf, count) = to_lines(&lines)?;
+                f.append(&buf, count)?;
+            }
+            Journal::Replicated(journal) => journal.store(group, &lines)?,
+        }
         file.1 = seq;
         let mut groups = lock(&self.groups);
         for line in lines {
@@ -154,9 +204,12 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// fsyncs the file (for interval flushing).
+    /// fsyncs the file (for interval flushing; a cluster's partitions are synced as logs).
     pub fn sync(&self) -> io::Result<()> {
-        lock(&self.file).0.sync()
+        match &mut lock(&self.file).0 {
+            Journal::File(f) => f.sync(),
+            Journal::Replicated(_) => Ok(()),
+        }
     }
 
     pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
@@ -218,8 +271,23 @@ impl OffsetStore {
         self.commit(group, tombstones)
     }
 
-    /// Forgets the offsets of a deleted topic.
+    /// Forgets the offsets of a deleted topic. In a cluster, tombstones in `__consumer_offsets`
+    /// for the groups this node coordinates.
     pub fn delete_topic(&self, topic: &str) -> io::Result<()> {
+        if self.with_replicated(|_| ()).is_some() {
+            let doomed: Vec<(String, Vec<(String, i32)>)> = lock(&self.groups)
+                .iter()
+                .map(|(g, offsets)| {
+                    let parts = offsets.keys().filter(|(t, _)| t == topic).cloned();
+                    (g.clone(), parts.collect::<Vec<_>>())
+                })
+                .filter(|(_, parts)| !parts.is_empty())
+                .collect();
+            for (group, parts) in doomed {
+                self.delete(&group, Some(&parts))?;
+            }
+            return Ok(());
+        }
         // The file's lock first, as a commit takes them: one under way applies its lines
         // before the topic's are dropped, never after.
         let mut file = lock(&self.file);
@@ -233,6 +301,61 @@ impl OffsetStore {
         self.rewrite(&mut file)
     }
 
+    /// A cluster node became the leader of partition `index` of `__consumer_offsets`: its
+    /// groups' offsets are read from the partition's log, and this node coordinates them.
+    pub fn load(
+        &self,
+        index: i32,
+        partition: std::sync::Arc<crate::topics::Partition>,
+        min_insync: usize,
+    ) -> io::Result<usize> {
+        let mut file = lock(&self.file);
+        let Journal::Replicated(journal) = &file.0 else {
+            return Ok(0);
+        };
+        let lines = replicated::read_all(&partition)?;
+        let count = lines.len();
+        let mut seq = file.1;
+        {
+            let mut groups = lock(&self.groups);
+            groups.retain(|g, _| partition_for(g, journal.partitions()) != index);
+            for line in lines {
+                seq = seq.max(line.s);
+                apply(&mut groups, line);
+            }
+        }
+        journal.lead(index, partition, min_insync);
+        file.1 = seq;
+        Ok(count)
+    }
+
+    /// This node no longer leads partition `index` of `__consumer_offsets`: its groups are
+    /// dropped (their new coordinator loads them). Whether it had them.
+    pub fn unload(&self, index: i32) -> bool {
+        let file = lock(&self.file);
+        let Journal::Replicated(journal) = &file.0 else {
+            return false;
+        };
+        if !journal.unlead(index) {
+            return false;
+        }
+        let partitions = journal.partitions();
+        lock(&self.groups).retain(|g, _| partition_for(g, partitions) != index);
+        true
+    }
+
+    /// Partitions of `__consumer_offsets` (1 on a single node, which has none).
+    pub fn partitions(&self) -> i32 {
+        self.with_replicated(ReplicatedJournal::partitions)
+            .unwrap_or(1)
+    }
+
+    /// The partitions of `__consumer_offsets` this node has loaded (none on a single node).
+    pub fn loaded(&self) -> Vec<i32> {
+        self.with_replicated(ReplicatedJournal::led)
+            .unwrap_or_default()
+    }
+
     /// Rewrites the file with only the live entries.
     fn compact(&self) -> io::Result<()> {
         let mut file = lock(&self.file);
@@ -241,7 +364,10 @@ impl OffsetStore {
 
     /// The live entries, and a last line that only keeps the commit number: the entry that
     /// had it may be gone (a deleted offset), and numbers must never go back.
-    fn rewrite(&self, file: &mut (JsonLines, u64)) -> io::Result<()> {
+    fn rewrite(&self, file: &mut (Journal, u64)) -> io::Result<()> {
+        let Journal::File(journal) = &mut file.0 else {
+            return Ok(());
+        };
         let mut live: Vec<Line> = lock(&self.groups)
             .iter()
             .flat_map(|(g, offsets)| {
@@ -266,7 +392,7 @@ impl OffsetStore {
             s: file.1,
         });
         let (buf, count) = to_lines(&live)?;
-        file.0.rewrite(&buf, count)
+        journal.rewrite(&buf, count)
     }
 }
 
