@@ -15,11 +15,12 @@ use std::io;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-
 use crate::jsonl::{JsonLines, to_lines};
 
+mod line;
 pub mod replicated;
+
+pub use line::Line;
 
 pub use replicated::{OFFSETS_TOPIC, ReplicatedJournal, partition_for};
 
@@ -29,28 +30,6 @@ pub struct Committed {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
-}
-
-/// One stored commit of one partition: a line of the file (these field names), a record of
-/// `__consumer_offsets` in a cluster.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Line {
-    pub g: String,
-    pub t: String,
-    pub p: i32,
-    /// `-1` is a tombstone (offsets of a deleted topic).
-    pub o: i64,
-    #[serde(default = "minus_one")]
-    pub e: i32,
-    #[serde(default)]
-    pub m: Option<String>,
-    /// The store's sequence number of this commit (0 in files written before it existed).
-    #[serde(default)]
-    pub s: u64,
-}
-
-fn minus_one() -> i32 {
-    -1
 }
 
 /// A committed position and the sequence number of the commit that stored it.

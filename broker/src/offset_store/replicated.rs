@@ -23,7 +23,7 @@ use kafka_protocol::records::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::Line;
+use super::line::Line;
 use crate::storage::ReadOutcome;
 use crate::topics::Partition;
 
