@@ -129,7 +129,11 @@ pub async fn spawn_listeners(
     let mut broker =
         tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
     if let Some(cluster) = cluster {
-        broker.quorum = Some(start_quorum(cluster, &data_dir, registered_host, port).await?);
+        let quorum = start_quorum(cluster, &data_dir, registered_host, port).await?;
+        broker
+            .producer_ids
+            .reserve_from(reserve_producer_ids(quorum.clone(), broker.node_id()));
+        broker.quorum = Some(quorum);
     }
     let broker = Arc::new(broker);
     let (shutdown, _) = watch::channel(false);
@@ -193,6 +197,20 @@ pub async fn run(
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+/// A cluster node's producer-id blocks: reserved by the active controller in the metadata.
+/// Called from the blocking pool (InitProducerId).
+fn reserve_producer_ids(quorum: Arc<Quorum>, id: i32) -> crate::producer_ids::ReserveBlock {
+    Box::new(move || {
+        let request = crate::quorum::ControllerRequest::AllocateProducerIds { id };
+        match tokio::runtime::Handle::current().block_on(quorum.request(request)) {
+            crate::quorum::ControllerReply::ProducerIds { start, end } => Ok((start, end)),
+            other => Err(std::io::Error::other(format!(
+                "no producer ids from the controller: {other:?}"
+            ))),
+        }
+    })
 }
 
 /// Joins the metadata quorum (its log in `<data-dir>/metadata`); the broker registers as

@@ -10,6 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Producer ids a broker reserves at a time (Kafka's controller hands out blocks of 1000).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
 use std::sync::{Arc, Mutex};
 
 use openraft::Raft;
@@ -140,6 +143,15 @@ impl Controller {
                     return ControllerReply::Done;
                 }
                 self.write_decision(image.fence(id)).await
+            }
+            ControllerRequest::AllocateProducerIds { id } => {
+                let start = image.next_producer_id;
+                let end = start + PRODUCER_ID_BLOCK;
+                let record = MetadataRecord::ProducerIds { broker: id, end };
+                match self.write(vec![record]).await {
+                    ControllerReply::Done => ControllerReply::ProducerIds { start, end },
+                    other => other,
+                }
             }
             other => self.decide_topics(&image, other).await,
         }

@@ -63,6 +63,11 @@ pub enum ControllerRequest {
     ElectPreferred {
         partitions: Vec<(Uuid, i32)>,
     },
+    /// A broker needs producer ids: the next block, reserved for it in the metadata so that no
+    /// two nodes ever hand out the same id.
+    AllocateProducerIds {
+        id: NodeId,
+    },
     /// A partition's leader asks for a new ISR (Kafka's AlterPartition), against the partition
     /// epoch it knows.
     AlterPartition {
@@ -83,6 +88,11 @@ pub enum ControllerReply {
     /// The topic was created with this id.
     Created {
         id: Uuid,
+    },
+    /// Producer ids `start..end` are this broker's to hand out.
+    ProducerIds {
+        start: i64,
+        end: i64,
     },
     /// Each partition of an election, in the order asked: elected, or why not.
     Elected(Vec<Result<(), MetadataError>>),

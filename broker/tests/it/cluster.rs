@@ -844,3 +844,44 @@ async fn committed_offsets_survive_their_coordinator() {
     let last = consume_and_commit(&cluster.bootstrap(victim), "g", "work", 1).await;
     assert_eq!(last, ["r10"]);
 }
+
+/// An idempotent producer's id from node `id` (InitProducerId without a transactional id).
+async fn producer_id(cluster: &Cluster, id: i32) -> i64 {
+    use kafka_protocol::messages::InitProducerIdRequest;
+    let request = InitProducerIdRequest::default()
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+        .with_producer_epoch(-1);
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let answer = client.call(&request, 4).await;
+    assert_eq!(answer.error_code, 0);
+    answer.producer_id.0
+}
+
+/// Producer ids are reserved in blocks by the active controller, in the metadata: no two nodes
+/// hand out the same id (an idempotent producer's sequence numbers are kept per id in every
+/// partition, so two producers with one id would be taken for each other), not even a node
+/// that restarts.
+#[tokio::test]
+async fn no_two_nodes_hand_out_the_same_producer_id() {
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let mut seen = BTreeSet::new();
+    for round in 0..3 {
+        for id in 1..=3 {
+            let pid = producer_id(&cluster, id).await;
+            assert!(
+                seen.insert(pid),
+                "round {round}: node {id} handed out {pid} again"
+            );
+        }
+    }
+    cluster.kill(2);
+    cluster.start_node(2).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let pid = producer_id(&cluster, 2).await;
+    assert!(
+        seen.insert(pid),
+        "node 2 handed out {pid} again after a restart"
+    );
+}
