@@ -3,11 +3,11 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{BrokerConfig, FsyncPolicy};
 use crate::group::GroupCoordinator;
-use crate::offset_store::{Committed, OffsetStore, ReplicatedJournal};
+use crate::offset_store::{Committed, OFFSETS_TOPIC, OffsetStore};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::Quorum;
 use crate::storage::AppendError;
@@ -33,6 +33,8 @@ pub struct Broker {
     pub txns: TxnCoordinator,
     /// This node's part in the metadata quorum, when it is a node of a cluster.
     pub quorum: Option<Arc<Quorum>>,
+    /// In a cluster: how a transaction's marker reaches a partition another node leads.
+    pub remote_markers: OnceLock<RemoteMarkers>,
 }
 
 impl Broker {
@@ -52,18 +54,28 @@ impl Broker {
         let topics = TopicRegistry::open(&config)?;
         // A cluster keeps them in `__consumer_offsets`, loaded as this node comes to lead it.
         let offsets = match &config.cluster {
-            Some(cluster) => {
-                OffsetStore::replicated(ReplicatedJournal::new(cluster.offsets_topic_partitions))
-            }
+            Some(cluster) => OffsetStore::replicated(cluster.offsets_topic_partitions),
             None => OffsetStore::open(&config.data_dir, config.fsync == FsyncPolicy::Always)?,
         };
         let producer_ids = Arc::new(ProducerIdAllocator::open(&config.data_dir)?);
-        let txns = TxnCoordinator::open(
-            &config.data_dir,
-            config.fsync == FsyncPolicy::Always,
-            config.transaction_max_timeout.as_millis() as i64,
-            producer_ids.clone(),
-        )?;
+        let max_timeout_ms = config.transaction_max_timeout.as_millis() as i64;
+        // A cluster keeps them in `__transaction_state`, loaded as this node comes to lead it.
+        let txns = match &config.cluster {
+            Some(cluster) => TxnCoordinator::replicated(
+                (
+                    cluster.transaction_state_partitions,
+                    cluster.offsets_topic_partitions,
+                ),
+                max_timeout_ms,
+                producer_ids.clone(),
+            ),
+            None => TxnCoordinator::open(
+                &config.data_dir,
+                config.fsync == FsyncPolicy::Always,
+                max_timeout_ms,
+                producer_ids.clone(),
+            )?,
+        };
         let groups = GroupCoordinator::new(
             config.group_initial_rebalance_delay,
             config.group_min_session_timeout,
@@ -80,6 +92,7 @@ impl Broker {
             producer_ids,
             txns,
             quorum: None,
+            remote_markers: OnceLock::new(),
         };
         // The partitions know their open transactions now: finish what a crash interrupted.
         broker.offsets.raise_seq(broker.txns.highest_staged_seq());
@@ -115,9 +128,54 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> io::Result<Stri
     }
 }
 
+/// Writes a marker into a partition some other node leads: (topic, partition), producer id,
+/// epoch, commit. Set on a node of a cluster once it has joined it.
+pub struct RemoteMarkers(pub MarkerWriter);
+
+/// See [`RemoteMarkers`].
+pub type MarkerWriter = Box<dyn Fn((&str, i32), i64, i16, bool) -> io::Result<()> + Send + Sync>;
+
+impl std::fmt::Debug for RemoteMarkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteMarkers")
+    }
+}
+
+impl Broker {
+    /// Ends `producer_id`'s transaction in a partition this node holds (leads, in a cluster):
+    /// the marker, which in a cluster the in-sync replicas must have before it counts; in
+    /// `__consumer_offsets`, the offsets the transaction committed there count from then on
+    /// (or are dropped, on an abort).
+    pub fn write_marker_here(
+        &self,
+        topic: &str,
+        partition: &crate::topics::Partition,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), AppendError> {
+        let written = match partition.append_marker(producer_id, producer_epoch, commit) {
+            Ok(written) => written,
+            Err(AppendError::Deleted) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if self.quorum.is_some() && written.is_some() {
+            let end = partition.log().next_offset();
+            crate::internal_topic::replicated(partition, end, 1).map_err(AppendError::Io)?;
+        }
+        if topic == OFFSETS_TOPIC {
+            self.offsets
+                .end_transaction(partition.index, producer_id, commit);
+        }
+        Ok(())
+    }
+}
+
 /// Ending a transaction, across the partitions' logs and the committed offsets: the
 /// coordinator ([`TxnCoordinator`]) decides, this writes.
 impl Participants for Broker {
+    /// In a cluster, a partition led elsewhere gets its marker from its leader
+    /// (WriteTxnMarkers, [`Broker::remote_markers`]).
     fn write_marker(
         &self,
         (topic, index): (&str, i32),
@@ -132,10 +190,14 @@ impl Participants for Broker {
         else {
             return Ok(()); // deleted meanwhile
         };
-        match partition.append_marker(producer_id, producer_epoch, commit) {
-            Ok(_) | Err(AppendError::Deleted) => Ok(()),
-            Err(e) => Err(e),
+        if self.quorum.is_some() && !partition.leads() {
+            let remote = self.remote_markers.get().ok_or_else(|| {
+                AppendError::Io(io::Error::other("no way to reach the partition's leader"))
+            })?;
+            return (remote.0)((topic, index), producer_id, producer_epoch, commit)
+                .map_err(AppendError::Io);
         }
+        self.write_marker_here(topic, &partition, producer_id, producer_epoch, commit)
     }
 
     fn commit_offsets(

@@ -20,11 +20,13 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::internal_topic::partition_for;
 use crate::metadata::{MetadataError, MetadataImage, NodeId, TopicState};
-use crate::offset_store::{OFFSETS_TOPIC, partition_for};
+use crate::offset_store::OFFSETS_TOPIC;
 use crate::quorum::{ControllerReply, ControllerRequest, Quorum};
 use crate::replication;
-use crate::topics::{Topic, TopicError};
+use crate::topics::{Partition, Topic, TopicError};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// How long a node waits for its image to show a change the controller made.
 const CHANGE_VISIBLE: Duration = Duration::from_secs(10);
@@ -149,60 +151,92 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
             }
         }
     }
-    follow_offsets(broker, image);
+    follow_coordinators(broker, image);
 }
 
-/// The group coordinator follows the leaders of `__consumer_offsets`: this node loads the
-/// groups of each partition it has come to lead, and drops those of each one it no longer
-/// leads (their new coordinator loads them).
-fn follow_offsets(broker: &Broker, image: &MetadataImage) {
+/// The coordinators follow the leaders of their internal topics: this node loads the groups
+/// (`__consumer_offsets`) and transactional ids (`__transaction_state`) of each partition it
+/// has come to lead, and drops those of each one it no longer leads (their new coordinator
+/// loads them). Transactions a lost coordinator left half-ended are finished at once.
+fn follow_coordinators(broker: &Broker, image: &MetadataImage) {
+    let groups = Coordinator {
+        topic: OFFSETS_TOPIC,
+        loaded: broker.offsets.loaded(),
+        load: &|index, partition, min_insync| broker.offsets.load(index, partition, min_insync),
+        unload: &|index| {
+            let unloaded = broker.offsets.unload(index);
+            if unloaded {
+                let partitions = broker.offsets.partitions();
+                broker
+                    .groups
+                    .forget(|group| partition_for(group, partitions) == index);
+            }
+            unloaded
+        },
+    };
+    let transactions = Coordinator {
+        topic: TRANSACTION_STATE_TOPIC,
+        loaded: broker.txns.loaded(),
+        load: &|index, partition, min_insync| broker.txns.load(index, partition, min_insync),
+        unload: &|index| broker.txns.unload(index),
+    };
+    if follow_topic(broker, image, &groups) | follow_topic(broker, image, &transactions) {
+        broker.txns.recover(broker);
+    }
+}
+
+/// One coordinator's side of following its internal topic.
+struct Coordinator<'a> {
+    topic: &'static str,
+    loaded: Vec<i32>,
+    load: &'a dyn Fn(i32, Arc<Partition>, usize) -> std::io::Result<usize>,
+    unload: &'a dyn Fn(i32) -> bool,
+}
+
+/// Loads and unloads `coordinator`'s partitions as `image` says; whether it loaded any.
+fn follow_topic(broker: &Broker, image: &MetadataImage, coordinator: &Coordinator) -> bool {
     let me = broker.node_id();
-    let state = image
-        .topic_id(OFFSETS_TOPIC)
-        .and_then(|id| image.topics.get(&id));
+    let name = coordinator.topic;
+    let state = image.topic_id(name).and_then(|id| image.topics.get(&id));
     let leads = |index: i32| {
         state
             .and_then(|s| s.partitions.get(&index))
             .is_some_and(|p| p.leader == me)
     };
-    let loaded = broker.offsets.loaded();
-    for index in loaded.iter().copied().filter(|i| !leads(*i)) {
-        if broker.offsets.unload(index) {
-            let partitions = broker.offsets.partitions();
-            broker
-                .groups
-                .forget(|group| partition_for(group, partitions) == index);
+    for index in coordinator.loaded.iter().copied().filter(|i| !leads(*i)) {
+        if (coordinator.unload)(index) {
             tracing::info!(
                 partition = index,
-                "no longer the coordinator of {OFFSETS_TOPIC}'s groups"
+                "no longer the coordinator of {name}'s keys"
             );
         }
     }
-    let (Some(state), Some(topic)) = (state, broker.topics.get(OFFSETS_TOPIC)) else {
-        return;
+    let (Some(state), Some(topic)) = (state, broker.topics.get(name)) else {
+        return false;
     };
     let min_insync = broker
         .config
         .cluster
         .as_ref()
         .map_or(1, |c| c.min_insync_replicas);
+    let mut loaded_any = false;
     for (index, p) in &state.partitions {
-        if p.leader != me || loaded.contains(index) {
+        if p.leader != me || coordinator.loaded.contains(index) {
             continue;
         }
         let Some(local) = topic.partition(*index) else {
             continue;
         };
         let needed = min_insync.min(p.replicas.len());
-        match broker.offsets.load(*index, local.clone(), needed) {
-            Ok(commits) => tracing::info!(
-                partition = index,
-                commits,
-                "coordinating the groups of {OFFSETS_TOPIC}"
-            ),
-            Err(e) => tracing::error!(partition = index, error = %e, "cannot load {OFFSETS_TOPIC}"),
+        match (coordinator.load)(*index, local.clone(), needed) {
+            Ok(count) => {
+                loaded_any = true;
+                tracing::info!(partition = index, count, "coordinating the keys of {name}");
+            }
+            Err(e) => tracing::error!(partition = index, error = %e, "cannot load {name}"),
         }
     }
+    loaded_any
 }
 
 /// The local topic of metadata topic `id`, created if missing.
@@ -313,22 +347,23 @@ pub fn elect_preferred(
     }
 }
 
-/// Creates `__consumer_offsets` (Kafka creates it with the first group too): its partitions
-/// as configured, three replicas or as many nodes as are live. Returns once this node's image
-/// has it, or after 10 s; a concurrent creation by another node counts.
-pub async fn create_offsets_topic(broker: &Broker, quorum: &Quorum) {
+/// Creates an internal topic, `__consumer_offsets` or `__transaction_state`, as Kafka does
+/// with the first group or transactional producer: `partitions` partitions, three replicas or
+/// as many nodes as are live. Returns once this node's image has it, or after 10 s; a
+/// concurrent creation by another node counts.
+pub async fn create_internal_topic(quorum: &Quorum, name: &str, partitions: i32) {
     let live = quorum.image().live_brokers().len();
     let request = ControllerRequest::CreateTopic {
-        name: OFFSETS_TOPIC.to_owned(),
-        partitions: broker.offsets.partitions(),
+        name: name.to_owned(),
+        partitions,
         replication: live.clamp(1, 3),
         configs: BTreeMap::new(),
     };
     match quorum.request(request).await {
-        ControllerReply::Created { id } => tracing::info!(%id, "created {OFFSETS_TOPIC}"),
-        other => tracing::debug!(?other, "{OFFSETS_TOPIC} not created here"),
+        ControllerReply::Created { id } => tracing::info!(%id, "created {name}"),
+        other => tracing::debug!(?other, "{name} not created here"),
     }
-    visible(quorum, |image| image.topic_id(OFFSETS_TOPIC).is_some()).await;
+    visible(quorum, |image| image.topic_id(name).is_some()).await;
 }
 
 /// This node's image once `ready` holds of it, or `None` after [`CHANGE_VISIBLE`].

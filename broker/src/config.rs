@@ -116,6 +116,9 @@ pub struct ClusterConfig {
     /// Partitions of `__consumer_offsets`, which holds the groups' committed offsets
     /// (`offsets.topic.num.partitions`).
     pub offsets_topic_partitions: i32,
+    /// Partitions of `__transaction_state`, which holds the transaction coordinator's state
+    /// (`transaction.state.log.num.partitions`).
+    pub transaction_state_partitions: i32,
 }
 
 impl ClusterConfig {

@@ -58,6 +58,7 @@ pub mod config;
 pub mod connection;
 pub mod group;
 pub mod handlers;
+pub mod internal_topic;
 mod jsonl;
 pub mod metadata;
 pub mod offset_store;

@@ -128,6 +128,14 @@ struct Args {
         default_value_t = 10
     )]
     offsets_topic_num_partitions: i32,
+    /// Partitions of `__transaction_state`, the internal topic of a cluster's transaction
+    /// coordinator (created with the first transactional producer).
+    #[arg(
+        long,
+        env = "BROKER_TRANSACTION_STATE_LOG_NUM_PARTITIONS",
+        default_value_t = 10
+    )]
+    transaction_state_log_num_partitions: i32,
     /// A node of a cluster not heard from for this long is fenced, in ms.
     #[arg(long, env = "BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     broker_session_timeout_ms: u64,
@@ -156,6 +164,7 @@ impl Args {
             replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(100)),
             min_insync_replicas: self.min_insync_replicas.max(1),
             offsets_topic_partitions: self.offsets_topic_num_partitions.clamp(1, 1000),
+            transaction_state_partitions: self.transaction_state_log_num_partitions.clamp(1, 1000),
         }))
     }
 }

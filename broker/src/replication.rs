@@ -310,6 +310,57 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
 }
 
 /// One connection to a leader, one request at a time.
+/// Writes `producer_id`'s transaction marker into a partition another node leads, as Kafka's
+/// transaction coordinator does: WriteTxnMarkers to the partition's leader, which answers once
+/// its in-sync replicas have the marker. An error leaves the transaction to be ended again.
+pub async fn write_marker(
+    quorum: &Quorum,
+    (topic, index): (&str, i32),
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> std::io::Result<()> {
+    use kafka_protocol::messages::WriteTxnMarkersRequest;
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let image = quorum.image();
+    let leader = image
+        .topic_id(topic)
+        .and_then(|id| image.topics[&id].partitions.get(&index))
+        .map_or(NO_LEADER, |p| p.leader);
+    let address = image
+        .brokers
+        .get(&leader)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or_else(|| std::io::Error::other(format!("{topic}-{index} has no leader")))?;
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(kafka_protocol::messages::ProducerId(producer_id))
+        .with_producer_epoch(producer_epoch)
+        .with_transaction_result(commit)
+        .with_topics(vec![
+            WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_indexes(vec![index]),
+        ]);
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    let mut connection = LeaderConnection::open(&address).await?;
+    let answer = connection.call(&request, 1).await?;
+    let code = answer
+        .markers
+        .iter()
+        .flat_map(|m| &m.topics)
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.error_code)
+        .find(|c| *c != 0);
+    match code {
+        None => Ok(()),
+        Some(code) => Err(std::io::Error::other(format!(
+            "node {leader} did not write the marker into {topic}-{index}: error {code}"
+        ))),
+    }
+}
+
 struct LeaderConnection {
     stream: TcpStream,
     correlation: i32,

@@ -133,6 +133,21 @@ pub async fn spawn_listeners(
         broker
             .producer_ids
             .reserve_from(reserve_producer_ids(quorum.clone(), broker.node_id()));
+        let markers = quorum.clone();
+        let _ = broker
+            .remote_markers
+            .set(crate::broker::RemoteMarkers(Box::new(
+                move |partition, producer_id, epoch, commit| {
+                    let written = crate::replication::write_marker(
+                        &markers,
+                        partition,
+                        producer_id,
+                        epoch,
+                        commit,
+                    );
+                    tokio::runtime::Handle::current().block_on(written)
+                },
+            )));
         broker.quorum = Some(quorum);
     }
     let broker = Arc::new(broker);

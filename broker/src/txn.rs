@@ -19,6 +19,13 @@
 //!
 //! Each transactional id has its own lock, held for the whole of a request on it, Produce
 //! included: a batch can never slip into a partition after its transaction's marker.
+//!
+//! In a cluster the state lives in the replicated internal topic `__transaction_state` instead
+//! of the file, as in Kafka ([`crate::internal_topic`]): a transactional id's coordinator is the
+//! leader of the id's partition, each change is a record (key: the id, value: the state as
+//! JSON) the in-sync replicas have before it is answered, and a node that comes to lead a
+//! partition loads its ids and finishes what their last coordinator left
+//! ([`TxnCoordinator::load`], then [`TxnCoordinator::recover`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -29,6 +36,7 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
+use crate::internal_topic::{self, InternalTopic};
 use crate::jsonl::{JsonLines, to_lines};
 use crate::offset_store::Committed;
 use crate::producer_ids::ProducerIdAllocator;
@@ -127,6 +135,8 @@ pub enum TxnError {
     InvalidState,
     /// The broker could not store the change.
     Storage,
+    /// In a cluster: another node coordinates this transactional id (the client finds it).
+    NotCoordinator,
 }
 
 impl TxnError {
@@ -139,6 +149,7 @@ impl TxnError {
             TxnError::UnknownProducer => ResponseError::InvalidProducerIdMapping,
             TxnError::InvalidState => ResponseError::InvalidTxnState,
             TxnError::Storage => ResponseError::CoordinatorNotAvailable,
+            TxnError::NotCoordinator => ResponseError::NotCoordinator,
         }
     }
 }
@@ -157,14 +168,28 @@ impl StagedOffset {
     }
 }
 
+/// The internal topic of a cluster's transaction state, as in Kafka.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Where the coordinator's state is stored before a change is answered.
+#[derive(Debug)]
+enum Journal {
+    /// A single node's file.
+    File(Mutex<JsonLines>),
+    /// A cluster's `__transaction_state`.
+    Replicated(InternalTopic),
+}
+
 /// The transaction coordinator of the broker.
 #[derive(Debug)]
 pub struct TxnCoordinator {
     max_timeout_ms: i64,
+    /// Partitions of `__consumer_offsets` (a cluster's; 1 on a single node, which has none).
+    offsets_partitions: i32,
     /// Where a new transactional id's producer id comes from (shared with idempotent
     /// producers' InitProducerId).
     producer_ids: Arc<ProducerIdAllocator>,
-    file: Mutex<JsonLines>,
+    journal: Journal,
     /// (group, topic, partition, transactional id) of every offset staged by a transaction not
     /// yet complete, for OffsetFetch's `require_stable` (KIP-447).
     staged: Mutex<BTreeSet<StagedKey>>,
@@ -198,8 +223,9 @@ impl TxnCoordinator {
             .collect();
         let coordinator = Self {
             max_timeout_ms,
+            offsets_partitions: 1,
             producer_ids,
-            file: Mutex::new(file),
+            journal: Journal::File(Mutex::new(file)),
             staged: Mutex::new(staged),
             txns: Mutex::new(
                 txns.into_iter()
@@ -213,29 +239,147 @@ impl TxnCoordinator {
         Ok(coordinator)
     }
 
+    /// The coordinator of a node of a cluster: it coordinates no id until it leads partitions
+    /// of `__transaction_state` and loads them ([`Self::load`]). The partition counts of
+    /// `__transaction_state` and `__consumer_offsets`.
+    pub fn replicated(
+        (partitions, offsets_partitions): (i32, i32),
+        max_timeout_ms: i64,
+        producer_ids: Arc<ProducerIdAllocator>,
+    ) -> Self {
+        Self {
+            max_timeout_ms,
+            offsets_partitions,
+            producer_ids,
+            journal: Journal::Replicated(InternalTopic::new(TRANSACTION_STATE_TOPIC, partitions)),
+            staged: Mutex::new(BTreeSet::new()),
+            txns: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Rewrites the file with one line per transactional id.
     /// A change stored meanwhile makes it give up (the next tick tries again): its line would
     /// be in the old file only.
     fn compact(&self) -> io::Result<()> {
-        let before = lock(&self.file).lines();
+        let Journal::File(file) = &self.journal else {
+            return Ok(());
+        };
+        let before = lock(file).lines();
         let entries: Vec<Entry> = lock(&self.txns).values().cloned().collect();
         let (buf, count) = to_lines(entries.iter().map(|e| lock(e).clone()))?;
-        let mut file = lock(&self.file);
+        let mut file = lock(file);
         if file.lines() != before {
             return Ok(());
         }
         file.rewrite(&buf, count)
     }
 
-    /// Appends one transactional id's new state to the file.
+    /// Stores one transactional id's new state: a line of the file, or a record of its
+    /// partition of `__transaction_state` the in-sync replicas have.
     fn persist(&self, meta: &TxnMetadata) -> io::Result<()> {
-        let (line, count) = to_lines([meta])?;
-        lock(&self.file).append(&line, count)
+        match &self.journal {
+            Journal::File(file) => {
+                let (line, count) = to_lines([meta])?;
+                lock(file).append(&line, count)
+            }
+            Journal::Replicated(topic) => {
+                let id = &meta.transactional_id;
+                let value = serde_json::to_vec(meta).map_err(io::Error::other)?;
+                topic.write(id, vec![(id.as_bytes().to_vec(), Some(value))])
+            }
+        }
     }
 
-    /// fsyncs the file (for interval flushing).
+    /// fsyncs the file (for interval flushing; a cluster's partitions are synced as logs).
     pub fn sync(&self) -> io::Result<()> {
-        lock(&self.file).sync()
+        match &self.journal {
+            Journal::File(file) => lock(file).sync(),
+            Journal::Replicated(_) => Ok(()),
+        }
+    }
+
+    /// Whether this node coordinates `transactional_id`: always on a single node; in a
+    /// cluster, when it leads (and has loaded) the id's partition of `__transaction_state`.
+    pub fn coordinates(&self, transactional_id: &str) -> bool {
+        match &self.journal {
+            Journal::File(_) => true,
+            Journal::Replicated(topic) => topic.coordinates(transactional_id),
+        }
+    }
+
+    /// Whether this is a cluster node's coordinator (its state in `__transaction_state`).
+    pub fn is_replicated(&self) -> bool {
+        matches!(self.journal, Journal::Replicated(_))
+    }
+
+    /// Partitions of `__transaction_state` (1 on a single node, which has none).
+    pub fn partitions(&self) -> i32 {
+        match &self.journal {
+            Journal::File(_) => 1,
+            Journal::Replicated(topic) => topic.partitions(),
+        }
+    }
+
+    /// The partitions of `__transaction_state` this node has loaded (none on a single node).
+    pub fn loaded(&self) -> Vec<i32> {
+        match &self.journal {
+            Journal::File(_) => Vec::new(),
+            Journal::Replicated(topic) => topic.led(),
+        }
+    }
+
+    /// A cluster node became the leader of partition `index` of `__transaction_state`: the
+    /// last state of each of its ids is read from the partition, and this node coordinates
+    /// them. The caller then finishes what was left ([`Self::recover`]). How many ids.
+    pub fn load(
+        &self,
+        index: i32,
+        partition: Arc<crate::topics::Partition>,
+        min_insync: usize,
+    ) -> io::Result<usize> {
+        let Journal::Replicated(topic) = &self.journal else {
+            return Ok(0);
+        };
+        let mut last: BTreeMap<String, TxnMetadata> = BTreeMap::new();
+        for record in internal_topic::read_all(&partition)? {
+            let (Some(key), Some(value)) = (&record.key, &record.value) else {
+                continue;
+            };
+            if record.control {
+                continue;
+            }
+            if let Ok(meta) = serde_json::from_slice::<TxnMetadata>(value)
+                && meta.transactional_id.as_bytes() == &key[..]
+            {
+                last.insert(meta.transactional_id.clone(), meta);
+            }
+        }
+        let count = last.len();
+        {
+            let mut txns = lock(&self.txns);
+            let mut staged = lock(&self.staged);
+            txns.retain(|id, _| topic.partition_of(id) != index);
+            for (id, meta) in last {
+                staged.extend(meta.offsets.iter().map(|o| o.key(&id)));
+                txns.insert(id, Arc::new(Mutex::new(meta)));
+            }
+        }
+        topic.lead(index, partition, min_insync);
+        Ok(count)
+    }
+
+    /// This node no longer leads partition `index` of `__transaction_state`: its ids are
+    /// dropped (their new coordinator loads them). Whether it had them.
+    pub fn unload(&self, index: i32) -> bool {
+        let Journal::Replicated(topic) = &self.journal else {
+            return false;
+        };
+        if !topic.unlead(index) {
+            return false;
+        }
+        lock(&self.txns).retain(|id, _| topic.partition_of(id) != index);
+        lock(&self.staged).retain(|(_, _, _, id)| topic.partition_of(id) != index);
+        true
     }
 
     fn entry(&self, transactional_id: &str) -> Option<Entry> {
@@ -244,6 +388,9 @@ impl TxnCoordinator {
 
     /// The entry of a transactional id a producer names (checked by [`Self::lock_checked`]).
     fn known(&self, transactional_id: &str) -> Result<Entry, TxnError> {
+        if !self.coordinates(transactional_id) {
+            return Err(TxnError::NotCoordinator);
+        }
         self.entry(transactional_id)
             .ok_or(TxnError::UnknownProducer)
     }
@@ -292,6 +439,9 @@ impl TxnCoordinator {
         timeout_ms: i32,
         known: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ResponseError> {
+        if !self.coordinates(transactional_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         if timeout_ms <= 0 || i64::from(timeout_ms) > self.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
@@ -445,8 +595,19 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
     ) -> Result<(), TxnError> {
+        // In a cluster, as in Kafka, the group's partition of `__consumer_offsets` joins the
+        // transaction: its coordinator writes the transaction's offsets there, and the marker
+        // makes them count.
+        let offsets_partition = match &self.journal {
+            Journal::File(_) => None,
+            Journal::Replicated(_) => Some((
+                crate::offset_store::OFFSETS_TOPIC.to_string(),
+                internal_topic::partition_for(group, self.offsets_partitions),
+            )),
+        };
         self.add_to_txn(transactional_id, producer_id, epoch, |m| {
             m.groups.insert(group.to_string());
+            m.partitions.extend(offsets_partition);
         })
     }
 
@@ -667,7 +828,11 @@ impl TxnCoordinator {
     /// that let it run out) and retries ends that failed. Returns how many were aborted.
     pub fn tick(&self, parts: &impl Participants, now_ms: i64) -> usize {
         let live = lock(&self.txns).len();
-        if lock(&self.file).lines() > 2 * live + 1000
+        let lines = match &self.journal {
+            Journal::File(file) => lock(file).lines(),
+            Journal::Replicated(_) => 0,
+        };
+        if lines > 2 * live + 1000
             && let Err(e) = self.compact()
         {
             tracing::warn!("could not compact the transaction state file: {e}");

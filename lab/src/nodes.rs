@@ -92,6 +92,7 @@ fn cluster_config(id: i32, count: usize, voters: &BTreeMap<i32, String>) -> brok
         replica_lag_time_max: Duration::from_secs(10),
         min_insync_replicas: if count >= 3 { 2 } else { 1 },
         offsets_topic_partitions: 10,
+        transaction_state_partitions: 10,
     }
 }
 

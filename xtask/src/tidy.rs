@@ -248,6 +248,8 @@ const BROKER_FLOORS: &[&[&str]] = &[
     &["quorum"],
     // Topics and their partitions, consumer groups.
     &["topics", "group"],
+    // Internal topics of a cluster: a coordinator's state as records of a replicated topic.
+    &["internal_topic"],
     // Committed offsets: in a file, or in the partitions of `__consumer_offsets` in a cluster.
     &["offset_store"],
     // The transaction coordinator: it decides; the broker's state writes (`txn::Participants`).

@@ -269,7 +269,9 @@ fn lookup(
                 .map(|p| {
                     // Checked before the offset is read: a transaction completing in between
                     // has applied its offsets by the time it stops being pending.
-                    if require_stable && broker.txns.has_unstable_offset(group, &t, p) {
+                    let unstable = broker.txns.has_unstable_offset(group, &t, p)
+                        || broker.offsets.has_pending(group, &t, p);
+                    if require_stable && unstable {
                         (p, Err(ResponseError::UnstableOffsetCommit))
                     } else {
                         (p, Ok(broker.offsets.fetch(group, &t, p)))

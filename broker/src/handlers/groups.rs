@@ -17,9 +17,10 @@ use super::route::ClientContext;
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
 use crate::config::Advertised;
-use crate::config::{FNV_OFFSET, fnv1a};
 use crate::group::{GroupState, JoinRequest};
-use crate::offset_store::{OFFSETS_TOPIC, partition_for};
+use crate::internal_topic::partition_for;
+use crate::offset_store::OFFSETS_TOPIC;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -58,11 +59,9 @@ pub(super) static ROUTES: &[Route] = &[
 /// A coordinator as FindCoordinator names it: node id, host, port.
 type Found = (i32, StrBytes, i32);
 
-/// The coordinator of a group or transactional id: this node on its own. In a cluster, a
-/// group's is the leader of the group's partition of `__consumer_offsets` (created with the
-/// first group), as in Kafka. A transactional id's is the live node that scores highest for
-/// the id (rendezvous hashing): the transaction coordinator's state is not replicated yet
-/// (docs/broker-replication.md).
+/// The coordinator of a group or transactional id: this node on its own. In a cluster, as in
+/// Kafka, the leader of the key's partition of `__consumer_offsets` (a group) or
+/// `__transaction_state` (a transactional id), the topic created with the first such key.
 async fn coordinator_of(
     broker: &Broker,
     advertised: &Advertised,
@@ -77,22 +76,22 @@ async fn coordinator_of(
     let Some(quorum) = &broker.quorum else {
         return Ok(me);
     };
-    let mut image = quorum.image();
-    let chosen = if key_type == 0 {
-        if image.topic_id(OFFSETS_TOPIC).is_none() {
-            crate::cluster::create_offsets_topic(broker, quorum).await;
-            image = quorum.image();
-        }
-        let index = partition_for(key, broker.offsets.partitions());
-        image
-            .topic_id(OFFSETS_TOPIC)
-            .and_then(|id| image.topics[&id].partitions.get(&index))
-            .map(|p| p.leader)
-            .filter(|leader| *leader >= 0)
+    let (topic, partitions) = if key_type == 0 {
+        (OFFSETS_TOPIC, broker.offsets.partitions())
     } else {
-        let score = |node: i32| fnv1a(FNV_OFFSET, key.bytes().chain(node.to_be_bytes()));
-        image.live_brokers().into_iter().max_by_key(|n| score(*n))
+        (TRANSACTION_STATE_TOPIC, broker.txns.partitions())
     };
+    let mut image = quorum.image();
+    if image.topic_id(topic).is_none() {
+        crate::cluster::create_internal_topic(quorum, topic, partitions).await;
+        image = quorum.image();
+    }
+    let index = partition_for(key, partitions);
+    let chosen = image
+        .topic_id(topic)
+        .and_then(|id| image.topics[&id].partitions.get(&index))
+        .map(|p| p.leader)
+        .filter(|leader| *leader >= 0);
     let chosen = chosen.ok_or(ResponseError::CoordinatorNotAvailable)?;
     if chosen == me.0 {
         return Ok(me);

@@ -1,6 +1,8 @@
 //! Produce: validate, de-duplicate and append each partition's batches. A transactional
 //! produce is taken only from the transactional id's current producer epoch and only for the
-//! partitions of its ongoing transaction, under that id's lock (see `crate::txn`).
+//! partitions of its ongoing transaction, under that id's lock (see `crate::txn`). In a
+//! cluster, where the coordinator is another node, as in Kafka the partition's producer state
+//! alone checks a transactional batch.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -129,6 +131,11 @@ fn append(
     let header = BatchHeader::parse(&records).ok();
     let transactional = header.is_some_and(|h| h.is_transactional());
     let appended = match (transactional_id, header) {
+        // In a cluster the coordinator is elsewhere, as in Kafka: the partition's own producer
+        // state checks the batch (its epoch, its sequence).
+        (Some(_), Some(_)) if transactional && broker.txns.is_replicated() => {
+            partition.append(&mut records)
+        }
         (Some(id), Some(header)) if transactional => broker
             .txns
             .with_produce(
@@ -189,6 +196,10 @@ fn refused_by_txn(e: TxnError) -> Refused {
         TxnError::Storage => (
             ResponseError::KafkaStorageError,
             "the broker could not store the batch",
+        ),
+        TxnError::NotCoordinator => (
+            ResponseError::NotCoordinator,
+            "another node coordinates the transactional id",
         ),
     };
     Refused::with_message(error, message)

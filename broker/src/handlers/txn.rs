@@ -18,14 +18,16 @@ use kafka_protocol::messages::{
     AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, ResponseKind, TopicName,
-    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, describe_producers_response,
-    describe_transactions_response, list_transactions_response,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse, describe_producers_response, describe_transactions_response,
+    list_transactions_response, write_txn_markers_response,
 };
 
-use super::group_offsets::{accepted, checked};
-use super::partitions::{answer_each, look_up, partition_answer};
+use super::group_offsets::{accepted, checked, not_coordinator};
+use super::partitions::{Refused, answer_each, answer_each_led, look_up, partition_answer};
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
+use crate::offset_store::Committed;
 use crate::txn::{StagedOffset, TxnError};
 
 use super::route::{Reply, Route, route};
@@ -62,7 +64,74 @@ pub(super) static ROUTES: &[Route] = &[
     route!(DescribeProducers, 0..=0, disk, |b, r, _c| {
         Reply::send(ResponseKind::DescribeProducers(describe_producers(b, r)))
     }),
+    // From another node's transaction coordinator, in a cluster: markers for partitions this
+    // node leads. Answered once their in-sync replicas have them.
+    route!(WriteTxnMarkers, 0..=1, disk, |b, r, _c| {
+        Reply::send(ResponseKind::WriteTxnMarkers(write_txn_markers(b, r)))
+    }),
 ];
+
+partition_answer!(
+    write_txn_markers_response::WritableTxnMarkerPartitionResult,
+    |index| {
+        write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+            .with_partition_index(index)
+    }
+);
+
+/// Writes each marker into the partitions it names that this node leads
+/// (NOT_LEADER_OR_FOLLOWER for the others).
+pub fn write_txn_markers(
+    broker: &Broker,
+    request: WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    use write_txn_markers_response::{WritableTxnMarkerResult, WritableTxnMarkerTopicResult};
+    let markers = request
+        .markers
+        .into_iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let name = t.name.as_str();
+                    let partitions = answer_each_led(
+                        broker,
+                        name,
+                        t.partition_indexes,
+                        |index| *index,
+                        |_, partition, answer| {
+                            broker
+                                .write_marker_here(
+                                    name,
+                                    partition,
+                                    m.producer_id.0,
+                                    m.producer_epoch,
+                                    m.transaction_result,
+                                )
+                                .map_err(|e| {
+                                    tracing::warn!(
+                                        topic = name,
+                                        partition = partition.index,
+                                        "could not write a marker: {e}"
+                                    );
+                                    Refused::from(e.kafka_error())
+                                })?;
+                            Ok(answer)
+                        },
+                    );
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
 
 partition_answer!(describe_producers_response::PartitionResponse, |index| {
     describe_producers_response::PartitionResponse::default().with_partition_index(index)
@@ -122,6 +191,11 @@ pub fn describe_transactions(
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
+            if !broker.txns.coordinates(id.as_str()) {
+                return state
+                    .with_transactional_id(id)
+                    .with_error_code(ResponseError::NotCoordinator.code());
+            }
             let Some(meta) = broker.txns.describe(id.as_str()) else {
                 return state
                     .with_transactional_id(id)
@@ -375,7 +449,31 @@ pub fn txn_offset_commit(
         |p| p.partition_index,
         |p| p.committed_metadata.as_deref(),
     );
-    if error.is_none() {
+    if broker.offsets.is_replicated() {
+        // A cluster, as Kafka: this node is the group's coordinator, and writes the offsets to
+        // the group's partition of `__consumer_offsets` as records of the transaction.
+        error = error.or_else(|| not_coordinator(broker, group));
+        if error.is_none() {
+            let commits = accepted(&topics)
+                .map(|(name, p)| {
+                    let committed = Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.as_str().to_string()),
+                    };
+                    (name.as_str().to_string(), p.partition_index, committed)
+                })
+                .collect();
+            let producer = (request.producer_id.0, request.producer_epoch);
+            if let Err(e) = broker.offsets.stage_transactional(group, producer, commits) {
+                tracing::warn!(group, "could not stage a transaction's offsets: {e}");
+                error = Some(ResponseError::CoordinatorNotAvailable);
+            }
+        }
+    } else if error.is_none() {
         // Numbered as of now: a plain commit of the group after this one wins over it.
         let seq = broker.offsets.last_seq();
         let staged: Vec<StagedOffset> = accepted(&topics)

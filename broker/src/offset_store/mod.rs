@@ -22,7 +22,9 @@ pub mod replicated;
 
 pub use line::Line;
 
-pub use replicated::{OFFSETS_TOPIC, ReplicatedJournal, partition_for};
+pub use replicated::OFFSETS_TOPIC;
+
+use crate::internal_topic::{self, InternalTopic};
 
 /// One committed position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +48,8 @@ type GroupOffsets = HashMap<(String, i32), Stored>;
 enum Journal {
     /// A single node's file.
     File(JsonLines),
-    /// A cluster's `__consumer_offsets`.
-    Replicated(ReplicatedJournal),
+    /// A cluster's `__consumer_offsets` ([`OffsetStore::topic`]).
+    Replicated,
 }
 
 /// The offset store of the broker. The journal and the offsets have locks of their own: readers
@@ -58,7 +60,13 @@ enum Journal {
 pub struct OffsetStore {
     /// The journal, and the sequence number of the last commit (numbers grow by one per commit).
     file: Mutex<(Journal, u64)>,
+    /// In a cluster: the partitions of `__consumer_offsets` this node leads (its own lock, so
+    /// that asking who coordinates a group never waits for a commit's replication).
+    topic: Option<InternalTopic>,
     groups: Mutex<HashMap<String, GroupOffsets>>,
+    /// In a cluster: offsets transactions committed (TxnOffsetCommit) that count once their
+    /// transaction's commit marker is written, by producer id.
+    pending: Mutex<HashMap<i64, Vec<Line>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +87,9 @@ impl OffsetStore {
         let lines_written = file.lines();
         let store = Self {
             file: Mutex::new((Journal::File(file), seq)),
+            topic: None,
             groups: Mutex::new(groups),
+            pending: Mutex::new(HashMap::new()),
         };
         if lines_written > 2 * live + 1000 {
             store.compact()?;
@@ -89,19 +99,23 @@ impl OffsetStore {
 
     /// The store of a node of a cluster: empty until this node leads partitions of
     /// `__consumer_offsets` and loads them ([`Self::load`]).
-    pub fn replicated(journal: ReplicatedJournal) -> Self {
+    pub fn replicated(partitions: i32) -> Self {
         Self {
-            file: Mutex::new((Journal::Replicated(journal), 0)),
+            file: Mutex::new((Journal::Replicated, 0)),
+            topic: Some(InternalTopic::new(OFFSETS_TOPIC, partitions)),
             groups: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
     /// The cluster's journal, if this store is a cluster node's.
-    fn with_replicated<T>(&self, f: impl FnOnce(&ReplicatedJournal) -> T) -> Option<T> {
-        match &lock(&self.file).0 {
-            Journal::Replicated(journal) => Some(f(journal)),
-            Journal::File(_) => None,
-        }
+    fn with_replicated<T>(&self, f: impl FnOnce(&InternalTopic) -> T) -> Option<T> {
+        self.topic.as_ref().map(f)
+    }
+
+    /// Whether this is a cluster node's store (its journal `__consumer_offsets`).
+    pub fn is_replicated(&self) -> bool {
+        self.with_replicated(|_| ()).is_some()
     }
 
     /// Whether this node coordinates `group`: always on a single node; in a cluster, when it
@@ -173,7 +187,13 @@ impl OffsetStore {
                 let (buf, count) = to_lines(&lines)?;
                 f.append(&buf, count)?;
             }
-            Journal::Replicated(journal) => journal.store(group, &lines)?,
+            Journal::Replicated => {
+                let topic = self
+                    .topic
+                    .as_ref()
+                    .expect("a cluster's store has its topic");
+                topic.write(group, replicated::encode(&lines).map_err(io::Error::other)?)?;
+            }
         }
         file.1 = seq;
         let mut groups = lock(&self.groups);
@@ -187,7 +207,7 @@ impl OffsetStore {
     pub fn sync(&self) -> io::Result<()> {
         match &mut lock(&self.file).0 {
             Journal::File(f) => f.sync(),
-            Journal::Replicated(_) => Ok(()),
+            Journal::Replicated => Ok(()),
         }
     }
 
@@ -253,7 +273,7 @@ impl OffsetStore {
     /// Forgets the offsets of a deleted topic. In a cluster, tombstones in `__consumer_offsets`
     /// for the groups this node coordinates.
     pub fn delete_topic(&self, topic: &str) -> io::Result<()> {
-        if self.with_replicated(|_| ()).is_some() {
+        if self.is_replicated() {
             let doomed: Vec<(String, Vec<(String, i32)>)> = lock(&self.groups)
                 .iter()
                 .map(|(g, offsets)| {
@@ -288,51 +308,143 @@ impl OffsetStore {
         partition: std::sync::Arc<crate::topics::Partition>,
         min_insync: usize,
     ) -> io::Result<usize> {
-        let mut file = lock(&self.file);
-        let Journal::Replicated(journal) = &file.0 else {
+        let Some(journal) = &self.topic else {
             return Ok(0);
         };
-        let lines = replicated::read_all(&partition)?;
-        let count = lines.len();
+        let mut file = lock(&self.file);
+        let mut count = 0;
         let mut seq = file.1;
+        // A transaction's offsets count from its commit marker on; those of one still open
+        // stay pending.
+        let mut open: HashMap<i64, Vec<Line>> = HashMap::new();
         {
             let mut groups = lock(&self.groups);
-            groups.retain(|g, _| partition_for(g, journal.partitions()) != index);
-            for line in lines {
+            groups.retain(|g, _| journal.partition_of(g) != index);
+            for record in internal_topic::read_all(&partition)? {
+                if record.control {
+                    let lines = open.remove(&record.producer_id).unwrap_or_default();
+                    if internal_topic::is_commit_marker(&record) {
+                        apply_unless_newer(&mut groups, lines);
+                    }
+                    continue;
+                }
+                let Some(line) = replicated::decode(&record) else {
+                    continue;
+                };
+                count += 1;
                 seq = seq.max(line.s);
-                apply(&mut groups, line);
+                if record.transactional {
+                    open.entry(record.producer_id).or_default().push(line);
+                } else {
+                    apply(&mut groups, line);
+                }
             }
+        }
+        let mut pending = lock(&self.pending);
+        for (producer_id, lines) in open {
+            pending.entry(producer_id).or_default().extend(lines);
         }
         journal.lead(index, partition, min_insync);
         file.1 = seq;
         Ok(count)
     }
 
+    /// In a cluster, TxnOffsetCommit at the group's coordinator: the offsets are written to the
+    /// group's partition of `__consumer_offsets` as records of the producer's transaction, and
+    /// count once its commit marker is written there ([`Self::end_transaction`]). Each is
+    /// numbered as of now, so a plain commit of the group made meanwhile wins.
+    pub fn stage_transactional(
+        &self,
+        group: &str,
+        producer: (i64, i16),
+        commits: Vec<(String, i32, Committed)>,
+    ) -> io::Result<()> {
+        let Some(topic) = &self.topic else {
+            return Err(io::Error::other(
+                "transactional offsets are staged by the coordinator",
+            ));
+        };
+        let file = lock(&self.file);
+        let lines: Vec<Line> = commits
+            .into_iter()
+            .map(|(t, p, c)| Line {
+                g: group.to_string(),
+                t,
+                p,
+                o: c.offset,
+                e: c.leader_epoch,
+                m: c.metadata,
+                s: file.1,
+            })
+            .collect();
+        let records = replicated::encode(&lines).map_err(io::Error::other)?;
+        topic.write_transactional(group, records, producer)?;
+        let mut pending = lock(&self.pending);
+        let staged = pending.entry(producer.0).or_default();
+        for line in lines {
+            staged.retain(|s| (&s.g, &s.t, s.p) != (&line.g, &line.t, line.p));
+            staged.push(line);
+        }
+        Ok(())
+    }
+
+    /// A transaction's marker was written into partition `index` of `__consumer_offsets`: its
+    /// offsets there count (a commit), or are dropped (an abort).
+    pub fn end_transaction(&self, index: i32, producer_id: i64, commit: bool) {
+        let Some(topic) = &self.topic else {
+            return;
+        };
+        let mut pending = lock(&self.pending);
+        let Some(lines) = pending.get_mut(&producer_id) else {
+            return;
+        };
+        let (ending, rest): (Vec<Line>, Vec<Line>) = lines
+            .drain(..)
+            .partition(|l| topic.partition_of(&l.g) == index);
+        *lines = rest;
+        if lines.is_empty() {
+            pending.remove(&producer_id);
+        }
+        if commit {
+            apply_unless_newer(&mut lock(&self.groups), ending);
+        }
+    }
+
+    /// Whether a transaction not yet ended has committed an offset for this partition of
+    /// `group` (in a cluster; a single node's coordinator keeps them itself).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        lock(&self.pending)
+            .values()
+            .flatten()
+            .any(|l| (l.g.as_str(), l.t.as_str(), l.p) == (group, topic, partition))
+    }
+
     /// This node no longer leads partition `index` of `__consumer_offsets`: its groups are
     /// dropped (their new coordinator loads them). Whether it had them.
     pub fn unload(&self, index: i32) -> bool {
-        let file = lock(&self.file);
-        let Journal::Replicated(journal) = &file.0 else {
+        let Some(journal) = &self.topic else {
             return false;
         };
         if !journal.unlead(index) {
             return false;
         }
-        let partitions = journal.partitions();
-        lock(&self.groups).retain(|g, _| partition_for(g, partitions) != index);
+        lock(&self.groups).retain(|g, _| journal.partition_of(g) != index);
+        let mut pending = lock(&self.pending);
+        for lines in pending.values_mut() {
+            lines.retain(|l| journal.partition_of(&l.g) != index);
+        }
+        pending.retain(|_, lines| !lines.is_empty());
         true
     }
 
     /// Partitions of `__consumer_offsets` (1 on a single node, which has none).
     pub fn partitions(&self) -> i32 {
-        self.with_replicated(ReplicatedJournal::partitions)
-            .unwrap_or(1)
+        self.with_replicated(InternalTopic::partitions).unwrap_or(1)
     }
 
     /// The partitions of `__consumer_offsets` this node has loaded (none on a single node).
     pub fn loaded(&self) -> Vec<i32> {
-        self.with_replicated(ReplicatedJournal::led)
-            .unwrap_or_default()
+        self.with_replicated(InternalTopic::led).unwrap_or_default()
     }
 
     /// Rewrites the file with only the live entries.
@@ -372,6 +484,20 @@ impl OffsetStore {
         });
         let (buf, count) = to_lines(&live)?;
         journal.rewrite(&buf, count)
+    }
+}
+
+/// Applies a transaction's offsets, each unless the group committed that partition after it
+/// was staged (a later commit number).
+fn apply_unless_newer(groups: &mut HashMap<String, GroupOffsets>, lines: Vec<Line>) {
+    for line in lines {
+        let newer = groups
+            .get(&line.g)
+            .and_then(|g| g.get(&(line.t.clone(), line.p)))
+            .is_some_and(|stored| stored.seq > line.s);
+        if !newer {
+            apply(groups, line);
+        }
     }
 }
 

@@ -885,3 +885,200 @@ async fn no_two_nodes_hand_out_the_same_producer_id() {
         "node 2 handed out {pid} again after a restart"
     );
 }
+
+/// The node that coordinates transactional id `id`, as node `at` answers FindCoordinator
+/// (key type 1), once it names one that is not `not`.
+async fn txn_coordinator(cluster: &Cluster, at: i32, id: &str, not: i32) -> i32 {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(id.into()))
+        .with_key_type(1);
+    eventually(&format!("a coordinator of {id}"), LONG, || {
+        let request = request.clone();
+        async move {
+            let mut client = RawClient::connect(&cluster.bootstrap(at)).await;
+            let answer = client.call(&request, 3).await;
+            (answer.error_code == 0 && answer.node_id.0 != not).then_some(answer.node_id.0)
+        }
+    })
+    .await
+}
+
+/// A transactional copier, Kafka's consume-transform-produce loop: transactional id `id`,
+/// group `copiers`, reading `in` (read_committed) from the group's committed offset. It copies
+/// the next `count` records to `out` (record i to partition i % 3) with the offsets in one
+/// transaction, committed when `commit`, else left open (its producer dropped, as by a crash).
+async fn copy(bootstrap: &str, id: &str, count: usize, commit: bool) -> Vec<String> {
+    use rdkafka::consumer::StreamConsumer;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(20);
+    let consumer: StreamConsumer = client_config(
+        bootstrap,
+        &[
+            ("group.id", "copiers"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("isolation.level", "read_committed"),
+        ],
+    )
+    .create()
+    .unwrap();
+    consumer.subscribe(&["in"]).unwrap();
+    let producer: FutureProducer = client_config(
+        bootstrap,
+        &[
+            ("transactional.id", id),
+            ("transaction.timeout.ms", "60000"),
+        ],
+    )
+    .create()
+    .unwrap();
+    tokio::task::block_in_place(|| producer.init_transactions(timeout)).unwrap();
+    let mut copied = Vec::new();
+    let mut next = 0;
+    while copied.len() < count {
+        let message = tokio::time::timeout(LONG, consumer.recv())
+            .await
+            .expect("input within the deadline")
+            .unwrap();
+        if copied.is_empty() {
+            tokio::task::block_in_place(|| producer.begin_transaction()).unwrap();
+        }
+        let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+        let partition = (message.offset() % 3) as i32;
+        let record = FutureRecord::to("out")
+            .payload(&value)
+            .key("k")
+            .partition(partition);
+        producer.send(record, timeout).await.unwrap();
+        copied.push(value);
+        next = message.offset() + 1;
+    }
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("in", 0, Offset::Offset(next))
+        .unwrap();
+    let metadata = consumer.group_metadata().expect("in the group");
+    tokio::task::block_in_place(|| {
+        producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+        if commit {
+            producer.commit_transaction(timeout)?;
+        }
+        Ok::<_, rdkafka::error::KafkaError>(())
+    })
+    .unwrap();
+    copied
+}
+
+/// Every committed record of `out`'s three partitions, read until the end of each (a
+/// read_committed consumer reaches it only once no transaction holds the partition open).
+async fn committed_output(bootstrap: &str) -> Vec<String> {
+    use rdkafka::consumer::StreamConsumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: StreamConsumer = client_config(
+        bootstrap,
+        &[
+            ("group.id", "auditor"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ],
+    )
+    .create()
+    .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..3 {
+        assignment
+            .add_partition_offset("out", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ended = BTreeSet::new();
+    let mut read = Vec::new();
+    while ended.len() < 3 {
+        match tokio::time::timeout(LONG, consumer.recv())
+            .await
+            .expect("the end of out")
+        {
+            Ok(m) => read.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap()),
+            Err(KafkaError::PartitionEOF(p)) => {
+                ended.insert(p);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    read
+}
+
+/// Transactions span the nodes and survive their coordinator, as in Kafka: the coordinator's
+/// state is in `__transaction_state`, a transaction's markers go to each partition's leader
+/// (WriteTxnMarkers), and its offsets go to the group's partition of `__consumer_offsets`. A
+/// copier commits one transaction across three leaders, leaves a second one open and its
+/// coordinator is SIGKILLed; a new instance on the survivors finds the new coordinator, which
+/// aborts the open transaction (fencing the old instance), and goes on from the committed
+/// offset: the output holds every input once, nothing of the aborted transaction, and the
+/// group's committed offset is the end of the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_the_nodes_and_survive_their_coordinator() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    create(&bootstrap, "in", 1, 3).await.unwrap();
+    create(&bootstrap, "out", 3, 3).await.unwrap();
+    for topic in ["in", "out"] {
+        cluster
+            .placed(&[1, 2, 3], topic, |p| p.iter().all(|p| p.isr.len() == 3))
+            .await;
+    }
+    let producer: FutureProducer = client_config(&bootstrap, &[("acks", "all")])
+        .create()
+        .unwrap();
+    let input: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    for value in &input {
+        let record = FutureRecord::to("in").payload(value).key("k");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+
+    let first = copy(&bootstrap, "copier", 10, true).await;
+    assert_eq!(first, input[..10]);
+    let open = copy(&bootstrap, "copier", 3, false).await;
+    assert_eq!(open, input[10..13]);
+    let victim = txn_coordinator(&cluster, 1, "copier", -1).await;
+    cluster.kill(victim);
+    let survivor = (1..=3).find(|id| *id != victim).unwrap();
+    txn_coordinator(&cluster, survivor, "copier", victim).await;
+    let rest = copy(&cluster.bootstrap(survivor), "copier", 10, true).await;
+    assert_eq!(
+        rest,
+        input[10..],
+        "the group went on from its committed offset"
+    );
+
+    let mut output = committed_output(&cluster.bootstrap(survivor)).await;
+    output.sort_by_key(|v| v[1..].parse::<i32>().unwrap());
+    assert_eq!(
+        output, input,
+        "every input exactly once, none of the aborted copies"
+    );
+    let group: BaseConsumer =
+        client_config(&cluster.bootstrap(survivor), &[("group.id", "copiers")])
+            .create()
+            .unwrap();
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("in", 0);
+    let committed =
+        tokio::task::block_in_place(|| group.committed_offsets(wanted, Duration::from_secs(20)))
+            .unwrap();
+    assert_eq!(
+        committed.find_partition("in", 0).unwrap().offset(),
+        Offset::Offset(20)
+    );
+}
