@@ -129,26 +129,7 @@ pub async fn spawn_listeners(
     let mut broker =
         tokio::task::spawn_blocking(move || Broker::open(config, host, port)).await??;
     if let Some(cluster) = cluster {
-        let quorum = start_quorum(cluster, &data_dir, registered_host, port).await?;
-        broker
-            .producer_ids
-            .reserve_from(reserve_producer_ids(quorum.clone(), broker.node_id()));
-        let markers = quorum.clone();
-        let _ = broker
-            .remote_markers
-            .set(crate::broker::RemoteMarkers(Box::new(
-                move |partition, producer_id, epoch, commit| {
-                    let written = crate::replication::write_marker(
-                        &markers,
-                        partition,
-                        producer_id,
-                        epoch,
-                        commit,
-                    );
-                    tokio::runtime::Handle::current().block_on(written)
-                },
-            )));
-        broker.quorum = Some(quorum);
+        join_cluster(&mut broker, cluster, &data_dir, registered_host, port).await?;
     }
     let broker = Arc::new(broker);
     let (shutdown, _) = watch::channel(false);
@@ -211,6 +192,38 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     handle.shutdown().await;
+    Ok(())
+}
+
+/// Makes `broker` a node of `cluster`: it joins the metadata quorum, takes its producer ids
+/// from the controller, and reaches other nodes' partitions for transaction markers.
+async fn join_cluster(
+    broker: &mut Broker,
+    cluster: ClusterConfig,
+    data_dir: &std::path::Path,
+    host: String,
+    port: i32,
+) -> anyhow::Result<()> {
+    let quorum = start_quorum(cluster, data_dir, host, port).await?;
+    broker
+        .producer_ids
+        .reserve_from(reserve_producer_ids(quorum.clone(), broker.node_id()));
+    let markers = quorum.clone();
+    let _ = broker
+        .remote_markers
+        .set(crate::broker::RemoteMarkers(Box::new(
+            move |partition, producer_id, epoch, commit| {
+                let written = crate::replication::write_marker(
+                    &markers,
+                    partition,
+                    producer_id,
+                    epoch,
+                    commit,
+                );
+                tokio::runtime::Handle::current().block_on(written)
+            },
+        )));
+    broker.quorum = Some(quorum);
     Ok(())
 }
 

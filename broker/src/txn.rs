@@ -439,9 +439,6 @@ impl TxnCoordinator {
         timeout_ms: i32,
         known: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ResponseError> {
-        if !self.coordinates(transactional_id) {
-            return Err(ResponseError::NotCoordinator);
-        }
         if timeout_ms <= 0 || i64::from(timeout_ms) > self.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }

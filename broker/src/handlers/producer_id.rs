@@ -28,6 +28,9 @@ pub fn handle(
         .as_ref()
         .filter(|id| !id.is_empty())
     {
+        if !broker.txns.coordinates(transactional_id.as_str()) {
+            return response.with_error_code(ResponseError::NotCoordinator.code());
+        }
         let known = (request.producer_id.0 >= 0 && request.producer_epoch >= 0)
             .then_some((request.producer_id.0, request.producer_epoch));
         return match broker.txns.init_producer(

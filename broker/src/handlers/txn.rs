@@ -10,6 +10,7 @@ use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnT
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestPartition;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -23,7 +24,7 @@ use kafka_protocol::messages::{
     list_transactions_response, write_txn_markers_response,
 };
 
-use super::group_offsets::{accepted, checked, not_coordinator};
+use super::group_offsets::{Checked, accepted, checked, not_coordinator};
 use super::partitions::{Refused, answer_each, answer_each_led, look_up, partition_answer};
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
@@ -450,29 +451,8 @@ pub fn txn_offset_commit(
         |p| p.committed_metadata.as_deref(),
     );
     if broker.offsets.is_replicated() {
-        // A cluster, as Kafka: this node is the group's coordinator, and writes the offsets to
-        // the group's partition of `__consumer_offsets` as records of the transaction.
-        error = error.or_else(|| not_coordinator(broker, group));
-        if error.is_none() {
-            let commits = accepted(&topics)
-                .map(|(name, p)| {
-                    let committed = Committed {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.as_str().to_string()),
-                    };
-                    (name.as_str().to_string(), p.partition_index, committed)
-                })
-                .collect();
-            let producer = (request.producer_id.0, request.producer_epoch);
-            if let Err(e) = broker.offsets.stage_transactional(group, producer, commits) {
-                tracing::warn!(group, "could not stage a transaction's offsets: {e}");
-                error = Some(ResponseError::CoordinatorNotAvailable);
-            }
-        }
+        let producer = (request.producer_id.0, request.producer_epoch);
+        error = error.or_else(|| stage_in_cluster(broker, group, &topics, producer));
     } else if error.is_none() {
         // Numbered as of now: a plain commit of the group after this one wins over it.
         let seq = broker.offsets.last_seq();
@@ -518,6 +498,37 @@ pub fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// TxnOffsetCommit in a cluster, as Kafka: this node is the group's coordinator, and writes the
+/// offsets to the group's partition of `__consumer_offsets` as records of the transaction.
+fn stage_in_cluster(
+    broker: &Broker,
+    group: &str,
+    topics: &Checked<TxnOffsetCommitRequestPartition>,
+    producer: (i64, i16),
+) -> Option<ResponseError> {
+    if let Some(e) = not_coordinator(broker, group) {
+        return Some(e);
+    }
+    let commits = accepted(topics)
+        .map(|(name, p)| {
+            let committed = Committed {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.as_str().to_string()),
+            };
+            (name.as_str().to_string(), p.partition_index, committed)
+        })
+        .collect();
+    let staged = broker.offsets.stage_transactional(group, producer, commits);
+    staged.err().map(|e| {
+        tracing::warn!(group, "could not stage a transaction's offsets: {e}");
+        ResponseError::CoordinatorNotAvailable
+    })
 }
 
 pub fn end_txn(broker: &Broker, request: EndTxnRequest, version: i16) -> EndTxnResponse {
