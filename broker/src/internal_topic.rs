@@ -136,7 +136,7 @@ impl InternalTopic {
 }
 
 /// Waits until the in-sync replicas of `partition` have everything below `end` (at most
-/// [`REPLICATION_TIMEOUT`]). From the blocking pool.
+/// 5 s, Kafka's `offsets.commit.timeout.ms`). From the blocking pool.
 pub fn replicated(partition: &Partition, end: i64, min_insync: usize) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + REPLICATION_TIMEOUT;
     tokio::runtime::Handle::current()
