@@ -35,6 +35,8 @@ pub struct Broker {
     pub quorum: Option<Arc<Quorum>>,
     /// In a cluster: how a transaction's marker reaches a partition another node leads.
     pub remote_markers: OnceLock<RemoteMarkers>,
+    /// This node's network link, which the lab can cut ([`crate::link`]).
+    pub link: Arc<crate::link::Link>,
 }
 
 impl Broker {
@@ -93,6 +95,7 @@ impl Broker {
             txns,
             quorum: None,
             remote_markers: OnceLock::new(),
+            link: Arc::default(),
         };
         // The partitions know their open transactions now: finish what a crash interrupted.
         broker.offsets.raise_seq(broker.txns.highest_staged_seq());

@@ -60,6 +60,7 @@ pub mod group;
 pub mod handlers;
 pub mod internal_topic;
 mod jsonl;
+pub mod link;
 pub mod metadata;
 pub mod offset_store;
 pub mod producer_ids;

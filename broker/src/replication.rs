@@ -87,15 +87,20 @@ pub async fn fetch_from(broker: Arc<Broker>, quorum: Arc<Quorum>, leader: NodeId
             .get(&leader)
             .map(|b| format!("{}:{}", b.host, b.port));
         let partitions = local_partitions(&broker, &followed);
-        let settled = match connect(&mut connection, address).await {
-            Ok(leader_connection) => match one_round(leader_connection, me, partitions).await {
-                Ok(settled) => settled,
-                Err(e) => {
-                    tracing::debug!(leader, error = %e, "fetch from the leader failed");
-                    connection = None;
-                    false
+        if broker.link.is_cut() {
+            connection = None;
+        }
+        let settled = match connect(&mut connection, address, &broker.link).await {
+            Ok(leader_connection) => {
+                match cut_short(&broker, one_round(leader_connection, me, partitions)).await {
+                    Ok(settled) => settled,
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "fetch from the leader failed");
+                        connection = None;
+                        false
+                    }
                 }
-            },
+            }
             Err(e) => {
                 tracing::debug!(leader, error = %e, "cannot reach the leader");
                 false
@@ -109,10 +114,12 @@ pub async fn fetch_from(broker: Arc<Broker>, quorum: Arc<Quorum>, leader: NodeId
 }
 
 /// The open connection to the leader at `address`, opened if there is none.
-async fn connect(
-    connection: &mut Option<LeaderConnection>,
+async fn connect<'a>(
+    connection: &'a mut Option<LeaderConnection>,
     address: Option<String>,
-) -> std::io::Result<&mut LeaderConnection> {
+    link: &crate::link::Link,
+) -> std::io::Result<&'a mut LeaderConnection> {
+    link.check()?;
     if connection.is_none() {
         let address =
             address.ok_or_else(|| std::io::Error::other("the leader is not registered"))?;
@@ -310,6 +317,20 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
 }
 
 /// One connection to a leader, one request at a time.
+/// `round`, unless this node's link is cut meanwhile (an error then).
+async fn cut_short<T>(
+    broker: &Broker,
+    round: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::select! {
+        result = round => result,
+        _ = broker.link.cut() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "this node's network was cut",
+        )),
+    }
+}
+
 /// Writes `producer_id`'s transaction marker into a partition another node leads, as Kafka's
 /// transaction coordinator does: WriteTxnMarkers to the partition's leader, which answers once
 /// its in-sync replicas have the marker. An error leaves the transaction to be ended again.
@@ -344,6 +365,7 @@ pub async fn write_marker(
                 .with_partition_indexes(vec![index]),
         ]);
     let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    quorum.link().check()?;
     let mut connection = LeaderConnection::open(&address).await?;
     let answer = connection.call(&request, 1).await?;
     let code = answer

@@ -39,6 +39,17 @@ impl BrokerHandle {
         )
     }
 
+    /// Cuts this node off the network (`true`: from the other nodes and from its clients,
+    /// while it keeps running) or reconnects it (`false`); see [`crate::link`].
+    pub fn set_isolated(&self, isolated: bool) {
+        self.broker.link.set_cut(isolated);
+    }
+
+    /// Whether this node is cut off the network.
+    pub fn is_isolated(&self) -> bool {
+        self.broker.link.is_cut()
+    }
+
     /// The shared state, for tests and tools.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
@@ -204,7 +215,7 @@ async fn join_cluster(
     host: String,
     port: i32,
 ) -> anyhow::Result<()> {
-    let quorum = start_quorum(cluster, data_dir, host, port).await?;
+    let quorum = start_quorum(cluster, data_dir, (host, port), broker.link.clone()).await?;
     broker
         .producer_ids
         .reserve_from(reserve_producer_ids(quorum.clone(), broker.node_id()));
@@ -246,8 +257,8 @@ fn reserve_producer_ids(quorum: Arc<Quorum>, id: i32) -> crate::producer_ids::Re
 async fn start_quorum(
     cluster: ClusterConfig,
     data_dir: &std::path::Path,
-    host: String,
-    port: i32,
+    (host, port): (String, i32),
+    link: Arc<crate::link::Link>,
 ) -> anyhow::Result<Arc<Quorum>> {
     let listener = TcpListener::bind(&cluster.controller_listen)
         .await
@@ -258,7 +269,15 @@ async fn start_quorum(
             )
         })?;
     let port = u16::try_from(port)?;
-    Quorum::start(cluster, &data_dir.join("metadata"), listener, host, port).await
+    Quorum::start(
+        cluster,
+        &data_dir.join("metadata"),
+        listener,
+        host,
+        port,
+        link,
+    )
+    .await
 }
 
 /// What every connection shares: the connection slots and the request budget.
@@ -285,13 +304,19 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         match accepted {
+            Ok(_) if broker.link.is_cut() => {} // closed as it came
             Ok((stream, peer)) => {
                 let broker = broker.clone();
                 let advertised = advertised.clone();
                 let shutdown = shutdown.clone();
                 let budget = gates.budget.clone();
                 connections.spawn(async move {
-                    connection::serve(broker, stream, peer, advertised, budget, shutdown).await;
+                    let link = broker.link.clone();
+                    // A cut link closes the connection, wherever it is.
+                    tokio::select! {
+                        _ = connection::serve(broker, stream, peer, advertised, budget, shutdown) => {}
+                        _ = link.cut() => {}
+                    }
                     drop(permit);
                 });
             }

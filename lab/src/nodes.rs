@@ -37,6 +37,10 @@ pub struct NodeState {
     /// it).
     pub live: bool,
     pub controller: bool,
+    /// Running but cut off the network (`lab node isolate`): from the other nodes and from
+    /// every client.
+    #[serde(default)]
+    pub isolated: bool,
     /// Partitions it leads.
     pub leads: usize,
 }
@@ -96,6 +100,29 @@ fn cluster_config(id: i32, count: usize, voters: &BTreeMap<i32, String>) -> brok
     }
 }
 
+/// The voters of a cluster of `count` nodes: where each node's quorum listens. Kept in
+/// `<data-dir>/broker/voters` from the first start on, as the quorum's log holds these
+/// addresses: a lab started again on its data finds its voters where they were.
+fn voters(data_dir: &Path, host: &str, count: usize) -> Result<BTreeMap<i32, String>, LabError> {
+    if count == 1 {
+        return Ok(BTreeMap::new());
+    }
+    let path = data_dir.join("broker").join("voters");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(voters) = broker::ClusterConfig::parse_voters(text.trim())
+        && voters.len() == count
+    {
+        return Ok(voters);
+    }
+    let voters: BTreeMap<i32, String> = (1..=count as i32)
+        .map(|id| Ok((id, format!("{host}:{}", free_port(host)?))))
+        .collect::<Result<_, LabError>>()?;
+    let text: Vec<String> = voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
+    std::fs::create_dir_all(data_dir.join("broker"))?;
+    std::fs::write(&path, text.join(","))?;
+    Ok(voters)
+}
+
 impl Embedded {
     /// Starts `count` nodes on `host`: the first at `port` (0: any free port), the others on the
     /// ports after it; a cluster when `count` is above one, once every node is registered.
@@ -107,9 +134,7 @@ impl Embedded {
         partitions: i32,
     ) -> Result<Self, LabError> {
         let count = count.max(1);
-        let voters: BTreeMap<i32, String> = (1..=count as i32)
-            .map(|id| Ok((id, format!("{host}:{}", free_port(host)?))))
-            .collect::<Result<_, LabError>>()?;
+        let voters = voters(data_dir, host, count)?;
         let mut nodes = Vec::with_capacity(count);
         for i in 0..count {
             let (id, dir, cluster) = if count == 1 {
@@ -183,7 +208,9 @@ impl Embedded {
         match tokio::time::timeout(FORMED, all_live).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(LabError::Broker(format!(
-                "the cluster's nodes {running:?} did not all register within {FORMED:?}"
+                "the cluster's nodes {running:?} did not all register within {FORMED:?} \
+                 (a data dir from a lab older than broker/voters cannot be started again: \
+                 remove its broker/ directory)"
             ))),
         }
     }
@@ -207,6 +234,7 @@ impl Embedded {
                 running: n.handle.is_some(),
                 live: n.handle.is_some(),
                 controller: false,
+                isolated: n.handle.as_ref().is_some_and(|h| h.is_isolated()),
                 leads: 0,
             });
             return Nodes {
@@ -215,11 +243,21 @@ impl Embedded {
                 partitions: Vec::new(),
             };
         };
+        // A stopped or isolated node is no controller, whatever it or the others have not
+        // noticed yet. The metadata as the node that has applied most of it says (a node just
+        // reconnected still shows the cluster as it left it, for a moment).
+        let reachable = |n: &Node| n.handle.as_ref().is_some_and(|h| !h.is_isolated());
+        let quorum = self
+            .nodes
+            .iter()
+            .filter(|n| reachable(n))
+            .filter_map(|n| n.handle.as_ref()?.broker().quorum.clone())
+            .max_by_key(|q| q.applied_index())
+            .unwrap_or(quorum);
         let image = quorum.image();
-        // A stopped node is no controller, whatever the others have not noticed yet.
         let controller = quorum
             .controller_id()
-            .filter(|id| self.nodes.iter().any(|n| n.id == *id && n.handle.is_some()));
+            .filter(|id| self.nodes.iter().any(|n| n.id == *id && reachable(n)));
         let live = image.live_brokers();
         let partitions: Vec<Placement> = image
             .topics
@@ -241,6 +279,7 @@ impl Embedded {
             running: n.handle.is_some(),
             live: live.contains(&n.id),
             controller: controller == Some(n.id),
+            isolated: n.handle.as_ref().is_some_and(|h| h.is_isolated()),
             leads: partitions.iter().filter(|p| p.leader == n.id).count(),
         });
         Nodes {
@@ -275,6 +314,18 @@ impl Embedded {
         Ok(())
     }
 
+    /// Cuts running node `id` off the network (`isolated`: from the other nodes and from every
+    /// client, while it runs) or reconnects it.
+    pub fn isolate_node(&mut self, id: i32, isolated: bool) -> Result<(), LabError> {
+        let i = self.index(id)?;
+        let handle = self.nodes[i]
+            .handle
+            .as_ref()
+            .ok_or_else(|| LabError::Broker(format!("node {id} is stopped")))?;
+        handle.set_isolated(isolated);
+        Ok(())
+    }
+
     /// Starts node `id` again on its data, once it is registered.
     pub async fn start_node(&mut self, id: i32) -> Result<(), LabError> {
         let i = self.index(id)?;
@@ -304,5 +355,30 @@ impl Embedded {
             }
         }
         self.formed().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A three-node lab started again on its data: the quorum's log names the voters'
+    /// addresses, so they must be where they were (they were new free ports on every start,
+    /// and the nodes never found each other again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_starts_again_on_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = Embedded::start(dir.path(), "127.0.0.1", 0, 3, 1)
+            .await
+            .unwrap();
+        let voters = std::fs::read_to_string(dir.path().join("broker/voters")).unwrap();
+        first.stop_all().await;
+        let mut again = Embedded::start(dir.path(), "127.0.0.1", 0, 3, 1)
+            .await
+            .unwrap();
+        assert_eq!(again.running(), vec![1, 2, 3]);
+        let same = std::fs::read_to_string(dir.path().join("broker/voters")).unwrap();
+        assert_eq!(same, voters);
+        again.stop_all().await;
     }
 }

@@ -434,6 +434,12 @@ impl Lab {
         self.embedded_mut()?.start_node(id).await
     }
 
+    /// Cuts node `id` of the embedded cluster off the network (from the other nodes and from
+    /// every client, while it runs), or reconnects it.
+    pub fn isolate_node(&mut self, id: i32, isolated: bool) -> Result<(), LabError> {
+        self.embedded_mut()?.isolate_node(id, isolated)
+    }
+
     /// The embedded broker's nodes and partitions (none with an external broker).
     pub fn nodes(&self) -> Option<crate::nodes::Nodes> {
         self.embedded.as_ref().map(|e| e.describe())

@@ -237,7 +237,8 @@ fn link_targets_are_found() {
 /// import circle. The cluster's metadata and replication will get floors of their own.
 const BROKER_FLOORS: &[&[&str]] = &[
     // The ground: no other module. The wall clock, settings, the wire format, the allocator.
-    &["clock", "config", "codec", "wire_alloc"],
+    // A node's network link, which the lab can cut.
+    &["clock", "config", "codec", "wire_alloc", "link"],
     // Segment files and partition logs.
     &["storage"],
     // The cluster's metadata: its records and the image they build.

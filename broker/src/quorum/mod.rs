@@ -36,6 +36,8 @@ use crate::config::ClusterConfig;
 use crate::metadata::{MetadataImage, NodeId};
 use controller::Controller;
 use network::{Network, Peer, Rpc, RpcReply, read_frame, write_frame};
+
+use crate::link::Link;
 pub use types::{ControllerReply, ControllerRequest, TypeConfig};
 
 /// How long a request forwarded to the active controller may take.
@@ -54,6 +56,8 @@ pub struct Quorum {
     epoch: Mutex<Option<i64>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    /// This node's network link (cut while the lab isolates it).
+    link: Arc<Link>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -85,12 +89,14 @@ impl Quorum {
         listener: TcpListener,
         host: String,
         port: u16,
+        link: Arc<Link>,
     ) -> anyhow::Result<Arc<Self>> {
         let id = config.node_id;
         let log = log_store::LogStore::open(dir)?;
         let state = state_machine::StateMachine::open(dir)?;
         let image = state.subscribe();
-        let raft = Raft::new(id as u64, raft_config()?, Network, log, state).await?;
+        let network = Network(link.clone());
+        let raft = Raft::new(id as u64, raft_config()?, network, log, state).await?;
         let (stop, _) = watch::channel(false);
         let quorum = Arc::new(Self {
             id,
@@ -102,6 +108,7 @@ impl Quorum {
             epoch: Mutex::new(None),
             stop,
             tasks: Mutex::new(JoinSet::new()),
+            link,
         });
         quorum.form().await?;
         {
@@ -143,6 +150,21 @@ impl Quorum {
         self.image.clone()
     }
 
+    /// How far this node has applied the metadata log (its last applied entry's index): of
+    /// several nodes' images, the one with the highest is the latest.
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |log_id| log_id.index)
+    }
+
+    /// This node's network link.
+    pub fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
     /// The active controller, as this node knows it.
     pub fn controller_id(&self) -> Option<NodeId> {
         self.controller.current_leader()
@@ -162,7 +184,7 @@ impl Quorum {
         let mut peers = self.peers.lock().await;
         let peer = peers
             .entry(leader)
-            .or_insert_with(|| Peer::new(addr.clone()));
+            .or_insert_with(|| Peer::new(addr.clone(), self.link.clone()));
         match peer.call(&Rpc::Controller(request), FORWARD_TIMEOUT).await {
             Ok(RpcReply::Controller(reply)) => reply,
             Ok(other) => ControllerReply::Failed(format!("a reply of the wrong kind: {other:?}")),
@@ -195,8 +217,18 @@ async fn serve(quorum: Arc<Quorum>, listener: TcpListener) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        if quorum.link.is_cut() {
+            continue; // closed as it came
+        }
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_one(quorum.clone(), stream));
+        let quorum = quorum.clone();
+        connections.spawn(async move {
+            let link = quorum.link.clone();
+            tokio::select! {
+                _ = serve_one(quorum, stream) => {}
+                _ = link.cut() => {}
+            }
+        });
         while connections.try_join_next().is_some() {}
     }
 }

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+
+use crate::link::Link;
+
 use super::types::TypeConfig;
 use super::types::{ControllerReply, ControllerRequest};
 
@@ -79,11 +83,16 @@ pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io:
 pub struct Peer {
     addr: String,
     stream: Option<TcpStream>,
+    link: Arc<Link>,
 }
 
 impl Peer {
-    pub fn new(addr: String) -> Self {
-        Self { addr, stream: None }
+    pub fn new(addr: String, link: Arc<Link>) -> Self {
+        Self {
+            addr,
+            stream: None,
+            link,
+        }
     }
 
     /// Sends `rpc` and waits at most `timeout` for its reply.
@@ -104,6 +113,10 @@ impl Peer {
     }
 
     async fn exchange(&mut self, rpc: &Rpc) -> std::io::Result<RpcReply> {
+        if self.link.is_cut() {
+            self.stream = None;
+        }
+        self.link.check()?;
         if self.stream.is_none() {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
                 .await
@@ -119,9 +132,9 @@ impl Peer {
     }
 }
 
-/// Opens a [`Voter`] connection for each voter openraft talks to.
-#[derive(Debug, Clone, Default)]
-pub struct Network;
+/// Opens a [`Voter`] connection for each voter openraft talks to, over this node's link.
+#[derive(Debug, Clone)]
+pub struct Network(pub Arc<Link>);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Voter;
@@ -129,7 +142,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Voter {
         Voter {
             target,
-            peer: Peer::new(node.addr.clone()),
+            peer: Peer::new(node.addr.clone(), self.0.clone()),
         }
     }
 }

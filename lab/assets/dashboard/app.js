@@ -696,7 +696,7 @@ function brokersView(main) {
   const parts = h("tbody");
   const note = h("p", { id: "brokers-note", class: "note", hidden: true });
   main.replaceChildren(h("h1", {}, "Brokers"),
-    h("p", { class: "lead" }, "Every partition has one leader, which takes the writes and serves the reads, and followers that copy it. The replicas that are caught up form the ISR (in-sync replicas); a write with acks=all is acknowledged once every one of them has it, and needs at least min.insync.replicas of them. The controller, elected by the nodes' Raft quorum (KRaft), fences a node that stops and gives each partition it led to another replica of the ISR, at a higher leader epoch. Stop a node and watch its partitions move and the ISRs shrink; start it again and watch it catch up and rejoin them."),
+    h("p", { class: "lead" }, "Every partition has one leader, which takes the writes and serves the reads, and followers that copy it. The replicas that are caught up form the ISR (in-sync replicas); a write with acks=all is acknowledged once every one of them has it, and needs at least min.insync.replicas of them. The controller, elected by the nodes' Raft quorum (KRaft), fences a node that stops and gives each partition it led to another replica of the ISR, at a higher leader epoch. Stop a node and watch its partitions move and the ISRs shrink; start it again and watch it catch up and rejoin them. Isolate a node instead (a network partition: it keeps running, cut off from the others and from every client) and it is fenced the same way; reconnected, it cuts off what only it wrote and catches up."),
     note,
     h("div", { class: "panel" }, h("h2", {}, "Nodes"),
       h("table", { id: "nodes" }, h("thead", {}, h("tr", {}, h("th", {}, "node"), h("th", {}, "address"), h("th", {}, "state"), h("th", {}, "role"), h("th", { class: "num" }, "leads"), h("th", {}, ""))), nodes)),
@@ -704,9 +704,13 @@ function brokersView(main) {
       h("p", { class: "note" }, "Replicas in bold lead; replicas struck through are out of the ISR."),
       h("table", { id: "placements" }, h("thead", {}, h("tr", {}, h("th", {}, "topic"), h("th", { class: "num" }, "partition"), h("th", { class: "num" }, "leader"), h("th", { class: "num" }, "epoch"), h("th", {}, "replicas"), h("th", {}, "in sync"))), parts)));
   const act = async (id, action) => {
-    try { await api(`/api/nodes/${id}/${action}`, { method: "POST" }); toast(`node ${id} ${action === "stop" ? "stopped" : "started"}`); load(); } catch (err) { toast(err.message); }
+    const done = { stop: "stopped", start: "started", isolate: "isolated", reconnect: "reconnected" }[action];
+    try { await api(`/api/nodes/${id}/${action}`, { method: "POST" }); toast(`node ${id} ${done}`); load(); } catch (err) { toast(err.message); }
   };
-  const state_of = (n) => (n.running ? (n.live ? "up" : "starting") : (n.live ? "stopped, not fenced yet" : "down"));
+  const state_of = (n) => (n.isolated ? (n.live ? "isolated, not fenced yet" : "isolated") : n.running ? (n.live ? "up" : "starting") : (n.live ? "stopped, not fenced yet" : "down"));
+  const button = (n, action, label) => h("button", { "data-node-action": `${action}-${n.id}`, onclick: () => act(n.id, action) }, label);
+  const actions = (n) => !n.running ? [button(n, "start", "Start")]
+    : [button(n, "stop", "Stop"), " ", n.isolated ? button(n, "reconnect", "Reconnect") : button(n, "isolate", "Isolate")];
   const load = async () => {
     let r;
     try { r = await api("/api/nodes"); } catch (err) {
@@ -719,7 +723,7 @@ function brokersView(main) {
     nodes.replaceChildren(...r.nodes.map((n) => h("tr", { "data-node": n.id, "data-state": state_of(n) },
       h("td", { class: "num" }, n.id), h("td", { class: "mono" }, n.address), h("td", {}, badge(state_of(n).split(",")[0])),
       h("td", {}, n.controller ? "controller" : ""), h("td", { class: "num" }, n.leads),
-      h("td", {}, r.nodes.length > 1 ? h("button", { "data-node-action": `${n.running ? "stop" : "start"}-${n.id}`, onclick: () => act(n.id, n.running ? "stop" : "start") }, n.running ? "Stop" : "Start") : ""))));
+      h("td", {}, r.nodes.length > 1 ? actions(n) : ""))));
     parts.replaceChildren(...r.partitions.map((p) => h("tr", { "data-partition": `${p.topic}[${p.partition}]` },
       h("td", { class: "mono" }, p.topic), h("td", { class: "num" }, p.partition),
       h("td", { class: "num leader" }, p.leader < 0 ? "none" : p.leader), h("td", { class: "num" }, p.leader_epoch),

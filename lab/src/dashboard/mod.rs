@@ -165,6 +165,8 @@ fn router(state: Shared, guard: Guard) -> Router {
             .route("/api/nodes", get(nodes))
             .route("/api/nodes/{id}/stop", post(stop_node))
             .route("/api/nodes/{id}/start", post(start_node))
+            .route("/api/nodes/{id}/isolate", post(isolate_node))
+            .route("/api/nodes/{id}/reconnect", post(reconnect_node))
             .route("/api/faults/{service}", post(set_faults))
             .route("/api/poison", post(poison))
             .route("/api/orders", get(list_orders).post(place_order))
@@ -370,26 +372,51 @@ fn node_id(lab: &Lab, id: &str) -> Result<i32, ApiError> {
 }
 
 async fn stop_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
-    stop_or_start_node(s, id, false).await
+    act_on_node(s, id, NodeAction::Stop).await
 }
 
 async fn start_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
-    stop_or_start_node(s, id, true).await
+    act_on_node(s, id, NodeAction::Start).await
 }
 
-/// `POST /api/nodes/{id}/stop` (`start` false) or `.../start`: the nodes afterwards.
-async fn stop_or_start_node(
+async fn isolate_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
+    act_on_node(s, id, NodeAction::Isolate).await
+}
+
+async fn reconnect_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
+    act_on_node(s, id, NodeAction::Reconnect).await
+}
+
+/// What `POST /api/nodes/{id}/...` does to a node.
+#[derive(Debug, Clone, Copy)]
+enum NodeAction {
+    Stop,
+    Start,
+    Isolate,
+    Reconnect,
+}
+
+/// `POST /api/nodes/{id}/stop`, `.../start`, `.../isolate` or `.../reconnect`: the nodes
+/// afterwards. Isolating a stopped node is a 409.
+async fn act_on_node(
     State(s): State<Shared>,
     ApiPath(id): ApiPath<String>,
-    start: bool,
+    action: NodeAction,
 ) -> Result<Json<Nodes>, ApiError> {
     let mut guard = s.lab.lock().await;
     let lab = running(&mut guard)?;
     let id = node_id(lab, &id)?;
-    let done = if start {
-        lab.start_node(id).await
-    } else {
-        lab.stop_node(id).await
+    let done = match action {
+        NodeAction::Stop => lab.stop_node(id).await,
+        NodeAction::Start => lab.start_node(id).await,
+        NodeAction::Isolate | NodeAction::Reconnect => {
+            if !lab.running_nodes().contains(&id) {
+                return Err(ApiError::Conflict(format!(
+                    "node {id} is stopped; start it first"
+                )));
+            }
+            lab.isolate_node(id, matches!(action, NodeAction::Isolate))
+        }
     };
     done.map_err(|e| ApiError::Internal(e.to_string()))?;
     described(lab)

@@ -11,9 +11,16 @@ async fn money(t: &TestLab) -> i64 {
     wallets + captured
 }
 
+/// [`money`] of a lab behind its dashboard.
+async fn money_behind(d: &DashboardLab) -> i64 {
+    let guard = d.shared.lock().await;
+    let (wallets, captured) = wallets_and_captured(guard.as_ref().unwrap()).await;
+    wallets + captured
+}
+
 /// Stock on the shelf plus reserved for orders, over every product.
-async fn stock(t: &TestLab) -> i64 {
-    let products = t.client.products().await.unwrap();
+async fn stock(client: &lab::LabClient) -> i64 {
+    let products = client.products().await.unwrap();
     products.iter().map(|p| p.stock + p.reserved).sum()
 }
 
@@ -39,7 +46,7 @@ async fn the_saga_carries_on_when_a_node_stops_mid_run() {
     let mut t = spawn_lab_with(|c| c.nodes = 3).await;
     assert_eq!(t.lab.running_nodes(), vec![1, 2, 3]);
     assert_eq!(replicas(t.lab.brokers(), "order.created"), vec![3; 3]);
-    let (money_before, stock_before) = (money(&t).await, stock(&t).await);
+    let (money_before, stock_before) = (money(&t).await, stock(&t.client).await);
     let customers = ["alice", "bob", "carol"];
     let mut ids = Vec::new();
     for i in 0..24 {
@@ -62,7 +69,7 @@ async fn the_saga_carries_on_when_a_node_stops_mid_run() {
         );
     }
     assert_eq!(money(&t).await, money_before);
-    assert_eq!(stock(&t).await, stock_before);
+    assert_eq!(stock(&t.client).await, stock_before);
 
     t.lab.start_node(1).await.unwrap();
     let order = t
@@ -132,6 +139,99 @@ async fn the_nodes_api_stops_and_starts_a_node() {
         n.nodes[1].live && n.partitions.iter().all(|p| p.isr.len() == 3)
     })
     .await;
+    d.stop().await;
+}
+
+/// A network partition (`lab node isolate`): the controller, cut off from the other nodes and
+/// from every client while it keeps running, is fenced by the two others, which elect a new
+/// controller and lead its partitions; the saga goes on meanwhile. Reconnected, it catches up
+/// and rejoins every ISR; money and stock are conserved, no order charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_controller_is_fenced_and_rejoins_when_reconnected() {
+    use lab::dashboard::api::Nodes;
+    let d = spawn_lab_with(|c| c.nodes = 3).await.with_dashboard().await;
+    let http = d.client.http().clone();
+    let url = d.url.clone();
+    let get = || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let nodes: Nodes = http
+                .get(format!("{url}/api/nodes"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            nodes
+        }
+    };
+    let post = |action: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(format!("{url}/api/nodes/{action}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let (money_before, stock_before) = (money_behind(&d).await, stock(&d.client).await);
+    let first = wait_for_nodes(&get, |n| n.controller.is_some()).await;
+    let victim = first.controller.unwrap();
+    let i = (victim - 1) as usize;
+    let isolated: Nodes = post(format!("{victim}/isolate"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(isolated.nodes[i].isolated && isolated.nodes[i].running);
+    assert_eq!(post("7/isolate".into()).await.status(), 404);
+
+    let customers = ["alice", "bob", "carol"];
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let order = d
+            .client
+            .place_order(customers[n % 3], &[("LATTE", 1, 5000)])
+            .await
+            .unwrap();
+        ids.push(order.id);
+    }
+    let fenced = wait_for_nodes(&get, |n| {
+        !n.nodes[i].live
+            && n.controller.is_some_and(|c| c != victim)
+            && n.partitions
+                .iter()
+                .all(|p| p.leader != victim && !p.isr.contains(&victim))
+    })
+    .await;
+    assert!(fenced.nodes[i].isolated);
+    for id in &ids {
+        d.client.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
+        assert!(d.client.payments(*id).await.unwrap().len() <= 1);
+    }
+
+    let back: Nodes = post(format!("{victim}/reconnect"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!back.nodes[i].isolated);
+    wait_for_nodes(&get, |n| {
+        n.nodes[i].live && n.partitions.iter().all(|p| p.isr.len() == 3)
+    })
+    .await;
+    let order = d
+        .client
+        .place_order("alice", &[("AMERICANO", 1, 3000)])
+        .await
+        .unwrap();
+    d.client
+        .wait_terminal(order.id, SAGA_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(money_behind(&d).await, money_before);
+    assert_eq!(stock(&d.client).await, stock_before);
     d.stop().await;
 }
 

@@ -189,6 +189,11 @@ pub(crate) enum NodeAction {
     Stop(NodeArg),
     /// Start a stopped node again on its data: it catches up and rejoins the in-sync replicas.
     Start(NodeArg),
+    /// Cut a running node off the network, from the other nodes and from every client, as a
+    /// network partition does: it keeps running, is fenced, and its partitions get new leaders.
+    Isolate(NodeArg),
+    /// Reconnect an isolated node: it cuts off what only it wrote, catches up and rejoins.
+    Reconnect(NodeArg),
 }
 
 #[derive(Debug, Args)]
@@ -199,18 +204,22 @@ pub(crate) struct NodeArg {
     lab: LabApi,
 }
 
-/// `lab node list|stop|start`.
+impl NodeArg {
+    /// `POST /api/nodes/{id}/{action}`: the nodes afterwards.
+    async fn act(&self, action: &str) -> anyhow::Result<Nodes> {
+        let path = format!("/api/nodes/{}/{action}", self.id);
+        self.lab.post(&path, None::<()>).await
+    }
+}
+
+/// `lab node list|stop|start|isolate|reconnect`.
 pub(crate) async fn node(action: NodeAction) -> anyhow::Result<()> {
     let nodes: Nodes = match action {
         NodeAction::List(lab) => lab.get("/api/nodes").await?,
-        NodeAction::Stop(a) => {
-            let path = format!("/api/nodes/{}/stop", a.id);
-            a.lab.post(&path, None::<()>).await?
-        }
-        NodeAction::Start(a) => {
-            let path = format!("/api/nodes/{}/start", a.id);
-            a.lab.post(&path, None::<()>).await?
-        }
+        NodeAction::Stop(a) => a.act("stop").await?,
+        NodeAction::Start(a) => a.act("start").await?,
+        NodeAction::Isolate(a) => a.act("isolate").await?,
+        NodeAction::Reconnect(a) => a.act("reconnect").await?,
     };
     print_nodes(&nodes);
     Ok(())
@@ -226,6 +235,7 @@ fn print_nodes(nodes: &Nodes) {
     let mut out = std::io::stdout().lock();
     for n in &nodes.nodes {
         let state = match (n.running, n.live) {
+            _ if n.isolated => "isolated",
             (true, true) => "up",
             (true, false) => "starting",
             (false, true) => "stopped (not fenced yet)",

@@ -61,7 +61,7 @@ enum Command {
     /// Start a stopped service of a running lab again.
     Start(ServiceArg),
     /// The embedded broker's nodes (`lab --nodes 3`): list them with the partitions each leads,
-    /// or stop or start one on a running lab.
+    /// or stop, start, isolate or reconnect one on a running lab.
     Node {
         #[command(subcommand)]
         action: NodeAction,
