@@ -5,10 +5,11 @@
 //! carry over, and a failing command fails the test). A block followed by an ` ```output ` block
 //! must print that output: each line is compared, with placeholders for what changes from run to
 //! run (`<uuid>`, `<n>` a number, `<word>` text without spaces, `<any>` any text, and a line `...`
-//! for any number of lines). The first chapter says how the reader starts the lab, in a comment
-//! `<!-- tutorial: lab --services order,notification -->`. The tutorial uses the standard
-//! addresses; the test starts the lab on free ports, points the commands at them, and puts this
-//! build's `lab` binary first on PATH.
+//! for any number of lines). A chapter that starts a lab says how, in a comment
+//! `<!-- tutorial: lab --services order,notification -->` (or `lab --nodes 3`): the chapters from
+//! it to the next such one run against a fresh lab started that way. The tutorial uses the
+//! standard addresses; the test starts the lab on free ports, points the commands at them, and
+//! puts this build's `lab` binary first on PATH.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,11 +19,12 @@ use lab::dashboard;
 use lab::{Lab, LabClient, LabConfig, Service};
 
 /// The chapters, in reading order (the same file names in each edition).
-const CHAPTERS: [&str; 4] = [
+const CHAPTERS: [&str; 5] = [
     "1-first-event.md",
     "2-full-chain.md",
     "3-failures.md",
     "4-exactly-once.md",
+    "5-replication.md",
 ];
 
 /// One command block and the output it must print, if the chapter shows it.
@@ -180,50 +182,121 @@ fn output_matches(expected: &[&str], actual: &[&str]) -> bool {
     }
 }
 
-/// How the first chapter says the lab is started: the services it names (all by default).
-fn started_services(first_chapter: &str) -> Vec<Service> {
-    let Some(args) = first_chapter
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("<!-- tutorial: lab"))
-    else {
-        return Service::ALL.to_vec();
-    };
-    let args = args.trim_end_matches("-->").trim();
-    match args.strip_prefix("--services ") {
-        Some(list) => list
-            .split(',')
-            .map(|s| <Service as clap::ValueEnum>::from_str(s.trim(), true).expect("a service"))
-            .collect(),
-        None => Service::ALL.to_vec(),
-    }
+/// How a chapter says the lab is started (`<!-- tutorial: lab ARGS -->`), if it does.
+fn lab_args(chapter: &str) -> Option<String> {
+    chapter.lines().find_map(|l| {
+        let args = l.trim().strip_prefix("<!-- tutorial: lab")?;
+        Some(args.trim_end_matches("-->").trim().to_owned())
+    })
 }
 
-const MARK: &str = "@@tutorial step@@";
-
-async fn run_edition(dir: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let folder: PathBuf = root.join(dir);
-    let mut all = Vec::new();
-    let mut first = String::new();
-    for chapter in CHAPTERS {
-        let text = std::fs::read_to_string(folder.join(chapter)).unwrap();
-        if first.is_empty() {
-            first = text.clone();
-        }
-        all.extend(steps(&format!("{dir}/{chapter}"), &text));
-    }
-    assert!(all.len() > 10, "{dir} has commands");
-
-    saga_shared::telemetry::init_tracing("warn");
-    let data = tempfile::tempdir().unwrap();
-    let mut config = LabConfig::ephemeral(data.path());
+/// The lab such arguments start: `--services a,b` (all by default), `--nodes N`.
+fn lab_config(args: &str, data: &Path) -> LabConfig {
+    let mut config = LabConfig::ephemeral(data);
     config.service.max_attempts = 3;
     config.service.retry_max_ms = 200;
     // Services started later (`lab start payment`) take their standard ports: pick free ones now.
     for svc in Service::ALL {
         config.ports.insert(svc, lab::pg::free_port().unwrap());
     }
-    config.services = started_services(&first).into_iter().collect();
+    let mut words = args.split_whitespace();
+    while let Some(flag) = words.next() {
+        let value = words.next().expect("a flag's value");
+        match flag {
+            "--services" => {
+                config.services = value
+                    .split(',')
+                    .map(|s| {
+                        <Service as clap::ValueEnum>::from_str(s.trim(), true).expect("a service")
+                    })
+                    .collect();
+            }
+            "--nodes" => config.nodes = value.parse().expect("a node count"),
+            other => panic!("the tutorial's lab takes no {other}"),
+        }
+    }
+    config
+}
+
+const MARK: &str = "@@tutorial step@@";
+
+/// One lab's part of the tutorial: how it is started, and the steps run against it.
+struct Session {
+    lab: String,
+    steps: Vec<Step>,
+}
+
+async fn run_edition(dir: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let folder: PathBuf = root.join(dir);
+    let mut sessions: Vec<Session> = Vec::new();
+    for chapter in CHAPTERS {
+        let text = std::fs::read_to_string(folder.join(chapter)).unwrap();
+        match (lab_args(&text), sessions.last_mut()) {
+            (Some(lab), _) => sessions.push(Session {
+                lab,
+                steps: Vec::new(),
+            }),
+            (None, Some(_)) => {}
+            (None, None) => panic!("{dir}/{chapter}: the first chapter says how the lab starts"),
+        }
+        let session = sessions.last_mut().expect("one at least");
+        session
+            .steps
+            .extend(steps(&format!("{dir}/{chapter}"), &text));
+    }
+    assert!(
+        sessions.iter().map(|s| s.steps.len()).sum::<usize>() > 10,
+        "{dir} has commands"
+    );
+    saga_shared::telemetry::init_tracing("warn");
+    for session in sessions {
+        run_session(&session).await;
+    }
+}
+
+/// The script of `steps`, with the tutorial's standard addresses made the lab's: its services'
+/// URLs, its brokers (`127.0.0.1:9092`, and on three nodes `9093` and `9094` too), its
+/// dashboard, and a free port for the second payment instance of phase 2.
+fn script_for(
+    steps: &[Step],
+    lab_urls: &[(u16, String)],
+    brokers: &str,
+    dashboard: &str,
+) -> String {
+    let mut script = String::from("set -euo pipefail\n");
+    for step in steps {
+        script.push_str(&format!("echo '{MARK}'\n{}", step.command));
+    }
+    for (port, url) in lab_urls {
+        script = script
+            .replace(&format!("http://127.0.0.1:{port}"), url)
+            .replace(&format!("http://localhost:{port}"), url);
+    }
+    let nodes: Vec<&str> = brokers.split(',').collect();
+    if nodes.len() == 1 {
+        script = script.replace("127.0.0.1:9092", brokers);
+    } else {
+        // Through placeholders, so that one node's new address is not taken for another's.
+        for i in 0..nodes.len() {
+            script = script.replace(&format!("127.0.0.1:{}", 9092 + i), &format!("@@node{i}@@"));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            script = script.replace(&format!("@@node{i}@@"), node);
+        }
+    }
+    // The second payment instance of phase 2 (port 8092) too: the editions run side by side.
+    let second = lab::pg::free_port().unwrap();
+    script
+        .replace("http://127.0.0.1:8080", &format!("http://{dashboard}"))
+        .replace("--port 8092", &format!("--port {second}"))
+        .replace("127.0.0.1:8092", &format!("127.0.0.1:{second}"))
+}
+
+async fn run_session(session: &Session) {
+    let all = &session.steps;
+    let data = tempfile::tempdir().unwrap();
+    let config = lab_config(&session.lab, data.path());
     let lab = Lab::start(config, &mut |_| {}).await.unwrap();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
@@ -235,22 +308,7 @@ async fn run_edition(dir: &str) {
         dashboard::Dashboard::serve(shared.clone(), client.clone(), brokers.clone(), listener)
             .unwrap();
 
-    let mut script = String::from("set -euo pipefail\n");
-    for step in &all {
-        script.push_str(&format!("echo '{MARK}'\n{}", step.command));
-    }
-    for (port, url) in &lab_urls {
-        script = script
-            .replace(&format!("http://127.0.0.1:{port}"), url)
-            .replace(&format!("http://localhost:{port}"), url);
-    }
-    // The second payment instance of phase 2 (port 8092) too: the editions run side by side.
-    let second = lab::pg::free_port().unwrap();
-    script = script
-        .replace("127.0.0.1:9092", &brokers)
-        .replace("http://127.0.0.1:8080", &format!("http://{dash_addr}"))
-        .replace("--port 8092", &format!("--port {second}"))
-        .replace("127.0.0.1:8092", &format!("127.0.0.1:{second}"));
+    let script = script_for(all, &lab_urls, &brokers, &dash_addr.to_string());
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_lab"))
         .parent()
         .unwrap()

@@ -10,7 +10,7 @@ use notification_service::api::NotificationKind;
 use order_service::domain::OrderStatus;
 use uuid::Uuid;
 
-use lab::dashboard::api::DlqRecords;
+use lab::dashboard::api::{DlqRecords, Nodes};
 
 use crate::control::{BrokerArg, LabApi};
 
@@ -74,6 +74,16 @@ enum WaitFor {
         #[command(flatten)]
         broker: BrokerArg,
     },
+    /// Until a node of the lab's cluster (`lab --nodes 3`) is fenced (it leads nothing and is in
+    /// no ISR) or in sync (live and in the ISR of every partition it replicates), e.g.
+    /// `lab wait node 1 fenced`.
+    Node {
+        id: i32,
+        #[arg(value_enum)]
+        state: NodeWanted,
+        #[command(flatten)]
+        lab: LabApi,
+    },
     /// Until a dead-letter topic holds this many records, e.g. `lab wait dlq order.created 1`.
     Dlq {
         /// The original topic.
@@ -82,6 +92,15 @@ enum WaitFor {
         #[command(flatten)]
         lab: LabApi,
     },
+}
+
+/// What `lab wait node` waits for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NodeWanted {
+    /// Fenced: it leads no partition and is in no ISR.
+    Fenced,
+    /// Live, and in the ISR of every partition it replicates.
+    InSync,
 }
 
 fn order_status(s: &str) -> Result<OrderStatus, String> {
@@ -143,6 +162,46 @@ async fn check(what: &WaitFor) -> (bool, String) {
             records,
             lab,
         } => dead_letters(lab, topic, *records).await,
+        WaitFor::Node { id, state, lab } => node_is(lab, *id, *state).await,
+    }
+}
+
+async fn node_is(lab: &LabApi, id: i32, wanted: NodeWanted) -> (bool, String) {
+    let nodes = match lab.get::<Nodes>("/api/nodes").await {
+        Ok(nodes) => nodes,
+        Err(e) => return (false, e.to_string()),
+    };
+    let Some(node) = nodes.nodes.iter().find(|n| n.id == id) else {
+        return (false, format!("no node {id}"));
+    };
+    let replicated: Vec<_> = nodes
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&id))
+        .collect();
+    let in_isr = replicated.iter().filter(|p| p.isr.contains(&id)).count();
+    match wanted {
+        NodeWanted::Fenced => {
+            let done = !node.live && node.leads == 0 && in_isr == 0;
+            let seen = if done {
+                format!("node {id} is fenced: it leads nothing and is in no ISR")
+            } else {
+                format!("node {id} leads {} and is in {in_isr} ISRs", node.leads)
+            };
+            (done, seen)
+        }
+        NodeWanted::InSync => {
+            let done = node.live && in_isr == replicated.len();
+            let seen = if done {
+                format!("node {id} is in sync: in the ISR of every partition it replicates")
+            } else {
+                format!(
+                    "node {id} is in the ISR of {in_isr} of the {} partitions it replicates",
+                    replicated.len()
+                )
+            };
+            (done, seen)
+        }
     }
 }
 
