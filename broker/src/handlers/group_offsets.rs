@@ -121,6 +121,19 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
     OffsetDeleteResponse::default().with_topics(topics)
 }
 
+/// What a request asks to commit for one partition: its offset, leader epoch and metadata.
+pub(super) fn committed(
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&kafka_protocol::protocol::StrBytes>,
+) -> Committed {
+    Committed {
+        offset,
+        leader_epoch,
+        metadata: metadata.map(|m| m.as_str().to_string()),
+    }
+}
+
 /// NOT_COORDINATOR for a group this node does not coordinate: in a cluster, another node leads
 /// its partition of `__consumer_offsets` (the client asks FindCoordinator again).
 pub(super) fn not_coordinator(broker: &Broker, group: &str) -> Option<ResponseError> {
@@ -196,14 +209,11 @@ pub fn commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResp
     if error.is_none() {
         let commits = accepted(&topics)
             .map(|(name, p)| {
-                let committed = Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.as_str().to_string()),
-                };
+                let committed = committed(
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref(),
+                );
                 (name.as_str().to_string(), p.partition_index, committed)
             })
             .collect();

@@ -24,11 +24,10 @@ use kafka_protocol::messages::{
     list_transactions_response, write_txn_markers_response,
 };
 
-use super::group_offsets::{Checked, accepted, checked, not_coordinator};
+use super::group_offsets::{Checked, accepted, checked, committed, not_coordinator};
 use super::partitions::{Refused, answer_each, answer_each_led, look_up, partition_answer};
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
-use crate::offset_store::Committed;
 use crate::txn::{StagedOffset, TxnError};
 
 use super::route::{Reply, Route, route};
@@ -513,14 +512,11 @@ fn stage_in_cluster(
     }
     let commits = accepted(topics)
         .map(|(name, p)| {
-            let committed = Committed {
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.as_str().to_string()),
-            };
+            let committed = committed(
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_ref(),
+            );
             (name.as_str().to_string(), p.partition_index, committed)
         })
         .collect();

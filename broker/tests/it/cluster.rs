@@ -722,15 +722,15 @@ async fn a_preferred_leader_election_gives_leadership_back() {
     assert_eq!(again, vec![(0, not_needed)]);
 }
 
-/// The node that coordinates `group`, as node `id` answers FindCoordinator, once it names one
-/// that is not `not`.
-async fn coordinator(cluster: &Cluster, id: i32, group: &str, not: i32) -> i32 {
+/// The node that coordinates `key` (key type 0: a group, 1: a transactional id), as node `id`
+/// answers FindCoordinator, once it names one that is not `not`.
+async fn coordinator_of(cluster: &Cluster, id: i32, (key_type, key): (i8, &str), not: i32) -> i32 {
     use kafka_protocol::messages::FindCoordinatorRequest;
     use kafka_protocol::protocol::StrBytes;
     let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(group.into()))
-        .with_key_type(0);
-    eventually(&format!("a coordinator of {group}"), LONG, || {
+        .with_key(StrBytes::from_string(key.into()))
+        .with_key_type(key_type);
+    eventually(&format!("a coordinator of {key}"), LONG, || {
         let request = request.clone();
         async move {
             let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
@@ -739,6 +739,34 @@ async fn coordinator(cluster: &Cluster, id: i32, group: &str, not: i32) -> i32 {
         }
     })
     .await
+}
+
+/// Produces `{prefix}0` .. `{prefix}{count - 1}` to `topic` (acks=all, one key): the producer
+/// and the values, in order.
+async fn produce_values(
+    bootstrap: &str,
+    topic: &str,
+    prefix: &str,
+    count: usize,
+) -> (rdkafka::producer::FutureProducer, Vec<String>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client_config(bootstrap, &[("acks", "all")])
+        .create()
+        .unwrap();
+    let values: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    for value in &values {
+        let record = FutureRecord::to(topic).payload(value).key("k");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    (producer, values)
+}
+
+/// The coordinator of group `group` (see [`coordinator_of`]).
+async fn coordinator(cluster: &Cluster, id: i32, group: &str, not: i32) -> i32 {
+    coordinator_of(cluster, id, (0, group), not).await
 }
 
 /// A consumer of group `group` on topic `topic` (from the earliest offset when the group has
@@ -782,7 +810,7 @@ async fn consume_and_commit(
 /// goes on from where it committed (not from its reset policy).
 #[tokio::test]
 async fn committed_offsets_survive_their_coordinator() {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureRecord;
     let mut cluster = Cluster::start(1500).await;
     cluster.agreed(&[1, 2, 3]).await;
     let bootstrap = cluster.bootstrap(1);
@@ -790,17 +818,7 @@ async fn committed_offsets_survive_their_coordinator() {
     cluster
         .placed(&[1, 2, 3], "work", |p| p.len() == 1 && p[0].isr.len() == 3)
         .await;
-    let producer: FutureProducer = client_config(&bootstrap, &[("acks", "all")])
-        .create()
-        .unwrap();
-    let sent: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
-    for value in &sent {
-        let record = FutureRecord::to("work").payload(value).key("k");
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
+    let (producer, sent) = produce_values(&bootstrap, "work", "r", 10).await;
 
     assert_eq!(
         consume_and_commit(&bootstrap, "g", "work", 6).await,
@@ -886,23 +904,9 @@ async fn no_two_nodes_hand_out_the_same_producer_id() {
     );
 }
 
-/// The node that coordinates transactional id `id`, as node `at` answers FindCoordinator
-/// (key type 1), once it names one that is not `not`.
+/// The coordinator of transactional id `id` (see [`coordinator_of`]).
 async fn txn_coordinator(cluster: &Cluster, at: i32, id: &str, not: i32) -> i32 {
-    use kafka_protocol::messages::FindCoordinatorRequest;
-    use kafka_protocol::protocol::StrBytes;
-    let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(id.into()))
-        .with_key_type(1);
-    eventually(&format!("a coordinator of {id}"), LONG, || {
-        let request = request.clone();
-        async move {
-            let mut client = RawClient::connect(&cluster.bootstrap(at)).await;
-            let answer = client.call(&request, 3).await;
-            (answer.error_code == 0 && answer.node_id.0 != not).then_some(answer.node_id.0)
-        }
-    })
-    .await
+    coordinator_of(cluster, at, (1, id), not).await
 }
 
 /// A transactional copier, Kafka's consume-transform-produce loop: transactional id `id`,
@@ -1023,7 +1027,6 @@ async fn committed_output(bootstrap: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_span_the_nodes_and_survive_their_coordinator() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{Offset, TopicPartitionList};
     let mut cluster = Cluster::start(1500).await;
     cluster.agreed(&[1, 2, 3]).await;
@@ -1035,17 +1038,7 @@ async fn transactions_span_the_nodes_and_survive_their_coordinator() {
             .placed(&[1, 2, 3], topic, |p| p.iter().all(|p| p.isr.len() == 3))
             .await;
     }
-    let producer: FutureProducer = client_config(&bootstrap, &[("acks", "all")])
-        .create()
-        .unwrap();
-    let input: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
-    for value in &input {
-        let record = FutureRecord::to("in").payload(value).key("k");
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
+    let (_, input) = produce_values(&bootstrap, "in", "v", 20).await;
 
     let first = copy(&bootstrap, "copier", 10, true).await;
     assert_eq!(first, input[..10]);

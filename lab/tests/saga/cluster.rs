@@ -91,37 +91,14 @@ async fn the_saga_carries_on_when_a_node_stops_mid_run() {
 async fn the_nodes_api_stops_and_starts_a_node() {
     use lab::dashboard::api::Nodes;
     let d = spawn_lab_with(|c| c.nodes = 3).await.with_dashboard().await;
-    let http = d.client.http().clone();
-    let url = d.url.clone();
-    let get = || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let nodes: Nodes = http
-                .get(format!("{url}/api/nodes"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            nodes
-        }
-    };
+    let get = || get_nodes(&d);
     let first = get().await;
     assert_eq!(first.nodes.len(), 3);
     assert!(first.nodes.iter().all(|n| n.running && n.live));
     assert_eq!(first.nodes.iter().filter(|n| n.controller).count(), 1);
     assert!(first.partitions.iter().all(|p| p.replicas.len() == 3));
 
-    let post = |action: &'static str| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.post(format!("{url}/api/nodes/{action}"))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let post = |action: &'static str| post_node(&d, action.to_owned());
     let stopped: Nodes = post("2/stop").await.json().await.unwrap();
     assert!(!stopped.nodes[1].running);
     let moved = wait_for_nodes(&get, |n| {
@@ -150,31 +127,8 @@ async fn the_nodes_api_stops_and_starts_a_node() {
 async fn an_isolated_controller_is_fenced_and_rejoins_when_reconnected() {
     use lab::dashboard::api::Nodes;
     let d = spawn_lab_with(|c| c.nodes = 3).await.with_dashboard().await;
-    let http = d.client.http().clone();
-    let url = d.url.clone();
-    let get = || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let nodes: Nodes = http
-                .get(format!("{url}/api/nodes"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            nodes
-        }
-    };
-    let post = |action: String| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.post(format!("{url}/api/nodes/{action}"))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let get = || get_nodes(&d);
+    let post = |action: String| post_node(&d, action);
     let (money_before, stock_before) = (money_behind(&d).await, stock(&d.client).await);
     let first = wait_for_nodes(&get, |n| n.controller.is_some()).await;
     let victim = first.controller.unwrap();
@@ -233,6 +187,29 @@ async fn an_isolated_controller_is_fenced_and_rejoins_when_reconnected() {
     assert_eq!(money_behind(&d).await, money_before);
     assert_eq!(stock(&d.client).await, stock_before);
     d.stop().await;
+}
+
+/// The dashboard's nodes API: `GET /api/nodes`.
+async fn get_nodes(d: &DashboardLab) -> lab::dashboard::api::Nodes {
+    d.client
+        .http()
+        .get(format!("{}/api/nodes", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// `POST /api/nodes/{action}` (`2/stop`, `1/isolate`, ...).
+async fn post_node(d: &DashboardLab, action: String) -> reqwest::Response {
+    d.client
+        .http()
+        .post(format!("{}/api/nodes/{action}", d.url))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Polls the nodes API until `ok` holds, for at most a minute.
