@@ -469,7 +469,7 @@ function topicsView(main, name) {
       tbody.replaceChildren(...topics.map((t) => h("tr", { class: "link", "data-topic": t.name, tabindex: 0,
         onclick: () => { location.hash = `#/topics/${encodeURIComponent(t.name)}`; },
         onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/topics/${encodeURIComponent(t.name)}`; } },
-        h("td", { class: "mono" }, t.name), h("td", { class: "num" }, t.partitions.length), h("td", { class: "num" }, fmtNum(t.records)), h("td", { class: "num" }, fmtBytes(t.bytes)))));
+        h("td", { class: "mono" }, t.name, t.internal ? [" ", h("span", { class: "badge internal", title: "Kafka's internal topic: the coordinators' state (committed offsets, transactions), replicated like any topic on a cluster" }, "internal")] : ""), h("td", { class: "num" }, t.partitions.length), h("td", { class: "num" }, fmtNum(t.records)), h("td", { class: "num" }, fmtBytes(t.bytes)))));
     } catch (err) { tbody.replaceChildren(h("tr", {}, h("td", { class: "error", colspan: 4 }, err.message))); }
   };
   load();

@@ -58,6 +58,9 @@ pub struct TopicSummary {
     pub records: i64,
     /// Bytes of those records read by the dashboard (keys, values, headers).
     pub bytes: u64,
+    /// One of Kafka's internal topics (`__consumer_offsets`, `__transaction_state`): the
+    /// coordinators' state, which a cluster replicates like any topic.
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,7 +193,7 @@ impl Explorer {
         Ok(c)
     }
 
-    /// The cluster's brokers and every topic (without Kafka's internal ones) with its partitions'
+    /// The cluster's brokers and every topic (Kafka's internal ones last) with its partitions'
     /// offsets.
     pub async fn cluster(
         &self,
@@ -211,7 +214,7 @@ impl Explorer {
         Ok((brokers, self.summaries(&metadata, observer)))
     }
 
-    /// Every topic (without Kafka's internal ones) with its partitions' offsets.
+    /// Every topic (Kafka's internal ones last) with its partitions' offsets.
     pub async fn topics(&self, observer: &Observer) -> Result<Vec<TopicSummary>, ExplorerError> {
         Ok(self.cluster(observer).await?.1)
     }
@@ -229,7 +232,7 @@ impl Explorer {
         let mut topics: Vec<TopicSummary> = metadata
             .topics()
             .iter()
-            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+            .filter(|t| t.error().is_none())
             .map(|t| {
                 let partitions: Vec<PartitionSummary> = t
                     .partitions()
@@ -249,6 +252,7 @@ impl Explorer {
                     })
                     .collect();
                 TopicSummary {
+                    internal: t.name().starts_with("__"),
                     name: t.name().to_owned(),
                     records: partitions.iter().map(|p| p.end - p.start).sum(),
                     bytes: partitions.iter().map(|p| p.bytes).sum(),
@@ -256,7 +260,7 @@ impl Explorer {
                 }
             })
             .collect();
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics.sort_by(|a, b| (a.internal, &a.name).cmp(&(b.internal, &b.name)));
         topics
     }
 

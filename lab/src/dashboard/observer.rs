@@ -103,7 +103,8 @@ impl ClientContext for StatsContext {
 impl ConsumerContext for StatsContext {}
 
 impl Observer {
-    /// Starts reading every topic of `brokers` (except Kafka's internal `__` topics).
+    /// Starts reading every topic of `brokers` (Kafka's internal `__` topics only counted: their
+    /// records are no events).
     pub fn start(brokers: &str) -> anyhow::Result<Arc<Observer>> {
         let observer = Arc::new(Observer {
             state: Mutex::default(),
@@ -162,6 +163,15 @@ impl Observer {
     }
 
     fn record(&self, msg: &BorrowedMessage<'_>) {
+        if msg.topic().starts_with("__") {
+            // The coordinators' state: counted for the Topics page, never an event.
+            let bytes = msg.payload_len() + msg.key().map_or(0, <[u8]>::len);
+            let mut state = self.lock();
+            let view = state.partition(msg.topic(), msg.partition());
+            view.end = view.end.max(msg.offset() + 1);
+            view.bytes += bytes as u64;
+            return;
+        }
         let envelope = msg.headers().and_then(|h| Envelope::from_headers(h).ok());
         let header = |name: &str| {
             msg.headers()?
@@ -289,7 +299,7 @@ fn assign_new_partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> anyh
     let assigned = consumer.assignment()?;
     let mut new = TopicPartitionList::new();
     for topic in metadata.topics() {
-        if topic.name().starts_with("__") || topic.error().is_some() {
+        if topic.error().is_some() {
             continue;
         }
         for p in topic.partitions() {
