@@ -113,7 +113,7 @@ async fn the_nodes_api_stops_and_starts_a_node() {
     assert_eq!(post("7/stop").await.status(), 404);
     post("2/start").await.error_for_status().unwrap();
     wait_for_nodes(&get, |n| {
-        n.nodes[1].live && n.partitions.iter().all(|p| p.isr.len() == 3)
+        n.nodes[1].live && n.partitions.iter().all(|p| p.isr.len() == p.replicas.len())
     })
     .await;
     d.stop().await;
@@ -172,7 +172,7 @@ async fn an_isolated_controller_is_fenced_and_rejoins_when_reconnected() {
         .unwrap();
     assert!(!back.nodes[i].isolated);
     wait_for_nodes(&get, |n| {
-        n.nodes[i].live && n.partitions.iter().all(|p| p.isr.len() == 3)
+        n.nodes[i].live && n.partitions.iter().all(|p| p.isr.len() == p.replicas.len())
     })
     .await;
     let order = d
