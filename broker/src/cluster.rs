@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::internal_topic::partition_for;
 use crate::metadata::{MetadataError, MetadataImage, NodeId, TopicState};
 use crate::offset_store::OFFSETS_TOPIC;
 use crate::quorum::{ControllerReply, ControllerRequest, Quorum};
@@ -166,10 +165,10 @@ fn follow_coordinators(broker: &Broker, image: &MetadataImage) {
         unload: &|index| {
             let unloaded = broker.offsets.unload(index);
             if unloaded {
-                let partitions = broker.offsets.partitions();
+                let offsets = &broker.offsets;
                 broker
                     .groups
-                    .forget(|group| partition_for(group, partitions) == index);
+                    .forget(|group| offsets.partition_of(group) == index);
             }
             unloaded
         },

@@ -43,23 +43,16 @@ struct Stored {
 
 type GroupOffsets = HashMap<(String, i32), Stored>;
 
-/// Where commits are stored before they count.
-#[derive(Debug)]
-enum Journal {
-    /// A single node's file.
-    File(JsonLines),
-    /// A cluster's `__consumer_offsets` ([`OffsetStore::topic`]).
-    Replicated,
-}
-
 /// The offset store of the broker. The journal and the offsets have locks of their own: readers
 /// (OffsetFetch, ListGroups, DescribeGroups) never wait for a commit's fsync (or replication). A
 /// commit holds the journal's lock until its offsets are applied, so they are applied in the
 /// journal's order.
 #[derive(Debug)]
 pub struct OffsetStore {
-    /// The journal, and the sequence number of the last commit (numbers grow by one per commit).
-    file: Mutex<(Journal, u64)>,
+    /// A single node's file (none in a cluster, whose journal is [`OffsetStore::topic`]), and
+    /// the sequence number of the last commit (numbers grow by one per commit). Its lock orders
+    /// the commits.
+    file: Mutex<(Option<JsonLines>, u64)>,
     /// In a cluster: the partitions of `__consumer_offsets` this node leads (its own lock, so
     /// that asking who coordinates a group never waits for a commit's replication).
     topic: Option<InternalTopic>,
@@ -86,7 +79,7 @@ impl OffsetStore {
         let live: usize = groups.values().map(HashMap::len).sum();
         let lines_written = file.lines();
         let store = Self {
-            file: Mutex::new((Journal::File(file), seq)),
+            file: Mutex::new((Some(file), seq)),
             topic: None,
             groups: Mutex::new(groups),
             pending: Mutex::new(HashMap::new()),
@@ -101,7 +94,7 @@ impl OffsetStore {
     /// `__consumer_offsets` and loads them ([`Self::load`]).
     pub fn replicated(partitions: i32) -> Self {
         Self {
-            file: Mutex::new((Journal::Replicated, 0)),
+            file: Mutex::new((None, 0)),
             topic: Some(InternalTopic::new(OFFSETS_TOPIC, partitions)),
             groups: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -115,7 +108,7 @@ impl OffsetStore {
 
     /// Whether this is a cluster node's store (its journal `__consumer_offsets`).
     pub fn is_replicated(&self) -> bool {
-        self.with_replicated(|_| ()).is_some()
+        self.topic.is_some()
     }
 
     /// Whether this node coordinates `group`: always on a single node; in a cluster, when it
@@ -182,18 +175,15 @@ impl OffsetStore {
         if lines.is_empty() {
             return Ok(());
         }
-        match &mut file.0 {
-            Journal::File(f) => {
+        match (&mut file.0, &self.topic) {
+            (Some(f), _) => {
                 let (buf, count) = to_lines(&lines)?;
                 f.append(&buf, count)?;
             }
-            Journal::Replicated => {
-                let topic = self
-                    .topic
-                    .as_ref()
-                    .expect("a cluster's store has its topic");
+            (None, Some(topic)) => {
                 topic.write(group, replicated::encode(&lines).map_err(io::Error::other)?)?;
             }
+            (None, None) => unreachable!("a store has a file or a topic"),
         }
         file.1 = seq;
         let mut groups = lock(&self.groups);
@@ -206,8 +196,8 @@ impl OffsetStore {
     /// fsyncs the file (for interval flushing; a cluster's partitions are synced as logs).
     pub fn sync(&self) -> io::Result<()> {
         match &mut lock(&self.file).0 {
-            Journal::File(f) => f.sync(),
-            Journal::Replicated => Ok(()),
+            Some(f) => f.sync(),
+            None => Ok(()),
         }
     }
 
@@ -437,6 +427,11 @@ impl OffsetStore {
         true
     }
 
+    /// The partition of `__consumer_offsets` that holds `group` (0 on a single node).
+    pub fn partition_of(&self, group: &str) -> i32 {
+        self.with_replicated(|t| t.partition_of(group)).unwrap_or(0)
+    }
+
     /// Partitions of `__consumer_offsets` (1 on a single node, which has none).
     pub fn partitions(&self) -> i32 {
         self.with_replicated(InternalTopic::partitions).unwrap_or(1)
@@ -455,8 +450,8 @@ impl OffsetStore {
 
     /// The live entries, and a last line that only keeps the commit number: the entry that
     /// had it may be gone (a deleted offset), and numbers must never go back.
-    fn rewrite(&self, file: &mut (Journal, u64)) -> io::Result<()> {
-        let Journal::File(journal) = &mut file.0 else {
+    fn rewrite(&self, file: &mut (Option<JsonLines>, u64)) -> io::Result<()> {
+        let Some(journal) = &mut file.0 else {
             return Ok(());
         };
         let mut live: Vec<Line> = lock(&self.groups)
