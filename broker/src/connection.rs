@@ -71,6 +71,9 @@ pub async fn serve(
         idle: broker.config.connections_max_idle,
         request: broker.config.request_read_timeout,
     };
+    // Whether another node opened this connection (a replica fetcher, transaction markers):
+    // it closes when this node is cut off from the other nodes.
+    let mut from_node = false;
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, broker.config.max_request_bytes, deadlines, &budget) => frame,
@@ -92,6 +95,10 @@ pub async fn serve(
                 break;
             }
         };
+        from_node |= request.header.client_id.as_deref() == Some(crate::link::NODE_CLIENT_ID);
+        if from_node && broker.link.nodes_cut() {
+            break;
+        }
         let (correlation_id, api_key, version) = (
             request.header.correlation_id,
             request.api_key,
@@ -100,6 +107,7 @@ pub async fn serve(
         let reply = tokio::select! {
             reply = handlers::handle(&broker, &ctx, request) => reply,
             _ = shutdown.changed() => break,
+            _ = node_cut_off(&broker, from_node) => break,
         };
         let body = match reply {
             Reply::Send(body) => body,
@@ -116,6 +124,15 @@ pub async fn serve(
         if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
             break;
         }
+    }
+}
+
+/// Returns once this node is cut off from the other nodes, if `from_node`; never otherwise.
+async fn node_cut_off(broker: &Broker, from_node: bool) {
+    if from_node {
+        broker.link.nodes_cut_off().await;
+    } else {
+        std::future::pending::<()>().await;
     }
 }
 

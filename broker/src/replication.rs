@@ -87,7 +87,7 @@ pub async fn fetch_from(broker: Arc<Broker>, quorum: Arc<Quorum>, leader: NodeId
             .get(&leader)
             .map(|b| format!("{}:{}", b.host, b.port));
         let partitions = local_partitions(&broker, &followed);
-        if broker.link.is_cut() {
+        if broker.link.nodes_cut() {
             connection = None;
         }
         let settled = match connect(&mut connection, address, &broker.link).await {
@@ -324,7 +324,7 @@ async fn cut_short<T>(
 ) -> std::io::Result<T> {
     tokio::select! {
         result = round => result,
-        _ = broker.link.cut() => Err(std::io::Error::new(
+        _ = broker.link.nodes_cut_off() => Err(std::io::Error::new(
             std::io::ErrorKind::NotConnected,
             "this node's network was cut",
         )),
@@ -422,7 +422,7 @@ impl LeaderConnection {
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("replica-fetcher")));
+            .with_client_id(Some(StrBytes::from_static_str(crate::link::NODE_CLIENT_ID)));
         let mut body = BytesMut::new();
         body.put_i32(0); // the length, filled below
         header

@@ -39,15 +39,16 @@ impl BrokerHandle {
         )
     }
 
-    /// Cuts this node off the network (`true`: from the other nodes and from its clients,
-    /// while it keeps running) or reconnects it (`false`); see [`crate::link`].
-    pub fn set_isolated(&self, isolated: bool) {
-        self.broker.link.set_cut(isolated);
+    /// Cuts this node off the network as `cut` says (from the other nodes, or from them and
+    /// from its clients, while it keeps running), or reconnects it (`Cut::None`); see
+    /// [`crate::link`].
+    pub fn isolate(&self, cut: crate::link::Cut) {
+        self.broker.link.set(cut);
     }
 
-    /// Whether this node is cut off the network.
-    pub fn is_isolated(&self) -> bool {
-        self.broker.link.is_cut()
+    /// How much of this node's network is cut.
+    pub fn isolation(&self) -> crate::link::Cut {
+        self.broker.link.get()
     }
 
     /// The shared state, for tests and tools.
@@ -304,7 +305,7 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok(_) if broker.link.is_cut() => {} // closed as it came
+            Ok(_) if broker.link.clients_cut() => {} // closed as it came
             Ok((stream, peer)) => {
                 let broker = broker.clone();
                 let advertised = advertised.clone();
@@ -315,7 +316,7 @@ async fn accept_loop(
                     // A cut link closes the connection, wherever it is.
                     tokio::select! {
                         _ = connection::serve(broker, stream, peer, advertised, budget, shutdown) => {}
-                        _ = link.cut() => {}
+                        _ = link.clients_cut_off() => {}
                     }
                     drop(permit);
                 });

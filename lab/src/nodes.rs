@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use broker::link::Cut;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -38,9 +39,13 @@ pub struct NodeState {
     pub live: bool,
     pub controller: bool,
     /// Running but cut off the network (`lab node isolate`): from the other nodes and from
-    /// every client.
+    /// every client, or from the other nodes only (`keeps_clients`).
     #[serde(default)]
     pub isolated: bool,
+    /// Isolated from the other nodes only: its clients still reach it (`lab node isolate
+    /// --keep-clients`).
+    #[serde(default)]
+    pub keeps_clients: bool,
     /// Partitions it leads.
     pub leads: usize,
 }
@@ -67,6 +72,13 @@ struct Node {
     addr: SocketAddr,
     config: broker::BrokerConfig,
     handle: Option<broker::BrokerHandle>,
+}
+
+impl Node {
+    /// How much of its network is cut (nothing for a stopped node).
+    fn isolation(&self) -> Cut {
+        self.handle.as_ref().map_or(Cut::None, |h| h.isolation())
+    }
 }
 
 /// The embedded broker's nodes.
@@ -234,7 +246,8 @@ impl Embedded {
                 running: n.handle.is_some(),
                 live: n.handle.is_some(),
                 controller: false,
-                isolated: n.handle.as_ref().is_some_and(|h| h.is_isolated()),
+                isolated: n.isolation() != Cut::None,
+                keeps_clients: n.isolation() == Cut::FromNodes,
                 leads: 0,
             });
             return Nodes {
@@ -246,7 +259,7 @@ impl Embedded {
         // A stopped or isolated node is no controller, whatever it or the others have not
         // noticed yet. The metadata as the node that has applied most of it says (a node just
         // reconnected still shows the cluster as it left it, for a moment).
-        let reachable = |n: &Node| n.handle.as_ref().is_some_and(|h| !h.is_isolated());
+        let reachable = |n: &Node| n.handle.is_some() && n.isolation() == Cut::None;
         let quorum = self
             .nodes
             .iter()
@@ -279,7 +292,8 @@ impl Embedded {
             running: n.handle.is_some(),
             live: live.contains(&n.id),
             controller: controller == Some(n.id),
-            isolated: n.handle.as_ref().is_some_and(|h| h.is_isolated()),
+            isolated: n.isolation() != Cut::None,
+            keeps_clients: n.isolation() == Cut::FromNodes,
             leads: partitions.iter().filter(|p| p.leader == n.id).count(),
         });
         Nodes {
@@ -314,15 +328,15 @@ impl Embedded {
         Ok(())
     }
 
-    /// Cuts running node `id` off the network (`isolated`: from the other nodes and from every
-    /// client, while it runs) or reconnects it.
-    pub fn isolate_node(&mut self, id: i32, isolated: bool) -> Result<(), LabError> {
+    /// Cuts running node `id` off the network as `cut` says (from the other nodes, or from them
+    /// and from every client, while it runs) or reconnects it (`Cut::None`).
+    pub fn isolate_node(&mut self, id: i32, cut: Cut) -> Result<(), LabError> {
         let i = self.index(id)?;
         let handle = self.nodes[i]
             .handle
             .as_ref()
             .ok_or_else(|| LabError::Broker(format!("node {id} is stopped")))?;
-        handle.set_isolated(isolated);
+        handle.isolate(cut);
         Ok(())
     }
 

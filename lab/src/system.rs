@@ -434,10 +434,10 @@ impl Lab {
         self.embedded_mut()?.start_node(id).await
     }
 
-    /// Cuts node `id` of the embedded cluster off the network (from the other nodes and from
-    /// every client, while it runs), or reconnects it.
-    pub fn isolate_node(&mut self, id: i32, isolated: bool) -> Result<(), LabError> {
-        self.embedded_mut()?.isolate_node(id, isolated)
+    /// Cuts node `id` of the embedded cluster off the network as `cut` says (from the other
+    /// nodes, or from them and from every client, while it runs), or reconnects it.
+    pub fn isolate_node(&mut self, id: i32, cut: broker::link::Cut) -> Result<(), LabError> {
+        self.embedded_mut()?.isolate_node(id, cut)
     }
 
     /// The embedded broker's nodes and partitions (none with an external broker).

@@ -217,7 +217,7 @@ async fn serve(quorum: Arc<Quorum>, listener: TcpListener) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        if quorum.link.is_cut() {
+        if quorum.link.nodes_cut() {
             continue; // closed as it came
         }
         let _ = stream.set_nodelay(true);
@@ -226,7 +226,7 @@ async fn serve(quorum: Arc<Quorum>, listener: TcpListener) {
             let link = quorum.link.clone();
             tokio::select! {
                 _ = serve_one(quorum, stream) => {}
-                _ = link.cut() => {}
+                _ = link.nodes_cut_off() => {}
             }
         });
         while connections.try_join_next().is_some() {}

@@ -113,7 +113,7 @@ impl Peer {
     }
 
     async fn exchange(&mut self, rpc: &Rpc) -> std::io::Result<RpcReply> {
-        if self.link.is_cut() {
+        if self.link.nodes_cut() {
             self.stream = None;
         }
         self.link.check()?;

@@ -707,7 +707,8 @@ function brokersView(main) {
     const done = { stop: "stopped", start: "started", isolate: "isolated", reconnect: "reconnected" }[action];
     try { await api(`/api/nodes/${id}/${action}`, { method: "POST" }); toast(`node ${id} ${done}`); load(); } catch (err) { toast(err.message); }
   };
-  const state_of = (n) => (n.isolated ? (n.live ? "isolated, not fenced yet" : "isolated") : n.running ? (n.live ? "up" : "starting") : (n.live ? "stopped, not fenced yet" : "down"));
+  const isolation = (n) => (n.keeps_clients ? "isolated from the other nodes" : "isolated");
+  const state_of = (n) => (n.isolated ? (n.live ? `${isolation(n)}, not fenced yet` : isolation(n)) : n.running ? (n.live ? "up" : "starting") : (n.live ? "stopped, not fenced yet" : "down"));
   const button = (n, action, label) => h("button", { "data-node-action": `${action}-${n.id}`, onclick: () => act(n.id, action) }, label);
   const actions = (n) => !n.running ? [button(n, "start", "Start")]
     : [button(n, "stop", "Stop"), " ", n.isolated ? button(n, "reconnect", "Reconnect") : button(n, "isolate", "Isolate")];

@@ -72,6 +72,15 @@ pub struct ReplayParams {
     pub offset: Option<i64>,
 }
 
+/// `POST /api/nodes/{id}/isolate?keep_clients=true`: cut the node off from the other nodes
+/// only, its clients still reach it (default: from them and from every client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolateParams {
+    #[serde(default)]
+    pub keep_clients: bool,
+}
+
 /// What `POST /api/dlq/{topic}/replay` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Replayed {

@@ -27,6 +27,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use broker::link::Cut;
 use order_service::api::Order;
 use order_service::domain::OrderRequest;
 use saga_shared::events::{Topic, topics};
@@ -38,9 +39,10 @@ use crate::client::LabClient;
 use crate::dlq::DeadLetter;
 use crate::system::{Lab, Service};
 use api::{
-    Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, Isolation, LabStatus,
-    Messages, MessagesQuery, MovedOffset, Nodes, OrderView, OrdersQuery, PoisonRequest, Produced,
-    ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus, TopicDetail, Topics,
+    Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, IsolateParams,
+    Isolation, LabStatus, Messages, MessagesQuery, MovedOffset, Nodes, OrderView, OrdersQuery,
+    PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus,
+    TopicDetail, Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
@@ -379,12 +381,21 @@ async fn start_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>
     act_on_node(s, id, NodeAction::Start).await
 }
 
-async fn isolate_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
-    act_on_node(s, id, NodeAction::Isolate).await
+async fn isolate_node(
+    s: State<Shared>,
+    id: ApiPath<String>,
+    ApiQuery(params): ApiQuery<IsolateParams>,
+) -> Result<Json<Nodes>, ApiError> {
+    let cut = if params.keep_clients {
+        Cut::FromNodes
+    } else {
+        Cut::FromAll
+    };
+    act_on_node(s, id, NodeAction::Isolate(cut)).await
 }
 
 async fn reconnect_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<Nodes>, ApiError> {
-    act_on_node(s, id, NodeAction::Reconnect).await
+    act_on_node(s, id, NodeAction::Isolate(Cut::None)).await
 }
 
 /// What `POST /api/nodes/{id}/...` does to a node.
@@ -392,12 +403,12 @@ async fn reconnect_node(s: State<Shared>, id: ApiPath<String>) -> Result<Json<No
 enum NodeAction {
     Stop,
     Start,
-    Isolate,
-    Reconnect,
+    /// Isolate (or with `Cut::None` reconnect).
+    Isolate(Cut),
 }
 
 /// `POST /api/nodes/{id}/stop`, `.../start`, `.../isolate` or `.../reconnect`: the nodes
-/// afterwards. Isolating a stopped node is a 409.
+/// afterwards. Isolating or reconnecting a stopped node is a 409.
 async fn act_on_node(
     State(s): State<Shared>,
     ApiPath(id): ApiPath<String>,
@@ -409,13 +420,13 @@ async fn act_on_node(
     let done = match action {
         NodeAction::Stop => lab.stop_node(id).await,
         NodeAction::Start => lab.start_node(id).await,
-        NodeAction::Isolate | NodeAction::Reconnect => {
+        NodeAction::Isolate(cut) => {
             if !lab.running_nodes().contains(&id) {
                 return Err(ApiError::Conflict(format!(
                     "node {id} is stopped; start it first"
                 )));
             }
-            lab.isolate_node(id, matches!(action, NodeAction::Isolate))
+            lab.isolate_node(id, cut)
         }
     };
     done.map_err(|e| ApiError::Internal(e.to_string()))?;

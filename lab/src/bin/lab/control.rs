@@ -191,7 +191,7 @@ pub(crate) enum NodeAction {
     Start(NodeArg),
     /// Cut a running node off the network, from the other nodes and from every client, as a
     /// network partition does: it keeps running, is fenced, and its partitions get new leaders.
-    Isolate(NodeArg),
+    Isolate(IsolateArg),
     /// Reconnect an isolated node: it cuts off what only it wrote, catches up and rejoins.
     Reconnect(NodeArg),
 }
@@ -202,6 +202,16 @@ pub(crate) struct NodeArg {
     id: i32,
     #[command(flatten)]
     lab: LabApi,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IsolateArg {
+    #[command(flatten)]
+    node: NodeArg,
+    /// Cut it off from the other nodes only: its clients still reach it, and it still takes
+    /// their writes as the leader it believes it is.
+    #[arg(long)]
+    keep_clients: bool,
 }
 
 impl NodeArg {
@@ -218,7 +228,8 @@ pub(crate) async fn node(action: NodeAction) -> anyhow::Result<()> {
         NodeAction::List(lab) => lab.get("/api/nodes").await?,
         NodeAction::Stop(a) => a.act("stop").await?,
         NodeAction::Start(a) => a.act("start").await?,
-        NodeAction::Isolate(a) => a.act("isolate").await?,
+        NodeAction::Isolate(a) if a.keep_clients => a.node.act("isolate?keep_clients=true").await?,
+        NodeAction::Isolate(a) => a.node.act("isolate").await?,
         NodeAction::Reconnect(a) => a.act("reconnect").await?,
     };
     print_nodes(&nodes);
@@ -235,6 +246,7 @@ fn print_nodes(nodes: &Nodes) {
     let mut out = std::io::stdout().lock();
     for n in &nodes.nodes {
         let state = match (n.running, n.live) {
+            _ if n.keeps_clients => "isolated from the other nodes",
             _ if n.isolated => "isolated",
             (true, true) => "up",
             (true, false) => "starting",
@@ -318,6 +330,69 @@ pub(crate) async fn partitions(a: PartitionsArgs) -> anyhow::Result<()> {
         }
     }
     println!("{}: {} partitions", a.topic, a.to);
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicAction {
+    /// Create a topic (CreateTopics), as `kafka-topics.sh --create` does.
+    Create(TopicCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicCreateArgs {
+    /// The topic's name.
+    topic: String,
+    /// How many partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// How many copies of each partition, on as many nodes (default: the broker's).
+    #[arg(long)]
+    replication_factor: Option<i32>,
+    /// A topic config, `name=value` (repeatable), e.g. `min.insync.replicas=2`.
+    #[arg(long = "config", value_parser = config_pair)]
+    configs: Vec<(String, String)>,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+fn config_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not name=value"))?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// `lab topic create`.
+pub(crate) async fn topic(action: TopicAction) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let TopicAction::Create(a) = action;
+    let admin: AdminClient<DefaultClientContext> =
+        saga_shared::kafka::client_config(&a.broker.brokers).create()?;
+    let replication = TopicReplication::Fixed(a.replication_factor.unwrap_or(-1));
+    let mut topic = NewTopic::new(&a.topic, a.partitions, replication);
+    for (name, value) in &a.configs {
+        topic = topic.set(name, value);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    for r in admin.create_topics([&topic], &opts).await? {
+        if let Err((topic, code)) = r {
+            bail!("{topic}: the broker refused: {code}");
+        }
+    }
+    let configs: Vec<String> = a
+        .configs
+        .iter()
+        .map(|(n, v)| format!(", {n}={v}"))
+        .collect();
+    println!(
+        "created {}: {} partition(s){}",
+        a.topic,
+        a.partitions,
+        configs.concat()
+    );
     Ok(())
 }
 

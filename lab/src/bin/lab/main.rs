@@ -14,6 +14,7 @@ mod wait;
 use clap::{Parser, Subcommand};
 use control::{
     DlqAction, FaultArgs, GroupsArgs, NodeAction, PartitionsArgs, ServiceArg, ServiceRunArgs,
+    TopicAction,
 };
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
@@ -81,6 +82,11 @@ enum Command {
     /// Kafka transactions to watch: commit, abort, a producer that dies mid-transaction, and a
     /// zombie producer fenced by its successor.
     Txn(TxnArgs),
+    /// Create a topic with its partitions, replication factor and configs.
+    Topic {
+        #[command(subcommand)]
+        action: TopicAction,
+    },
     /// Add partitions to a topic (never fewer); its consumer groups rebalance onto them.
     Partitions(PartitionsArgs),
     /// Run a throwaway PostgreSQL for a test suite: prints the superuser URL of its `postgres`
@@ -137,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Groups(a)) => control::groups(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
+        Some(Command::Topic { action }) => control::topic(action).await,
         Some(Command::Partitions(a)) => control::partitions(a).await,
         Some(Command::TestPostgres) => test_postgres().await,
     }
