@@ -157,6 +157,7 @@ impl Broker {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<(), AppendError> {
+        let epoch = partition.leader_epoch();
         let written = match partition.append_marker(producer_id, producer_epoch, commit) {
             Ok(written) => written,
             Err(AppendError::Deleted) => return Ok(()),
@@ -164,7 +165,8 @@ impl Broker {
         };
         if self.quorum.is_some() && written.is_some() {
             let end = partition.log().next_offset();
-            crate::internal_topic::replicated(partition, end, 1).map_err(AppendError::Io)?;
+            crate::internal_topic::replicated(partition, (end, epoch), 1)
+                .map_err(AppendError::Io)?;
         }
         if topic == OFFSETS_TOPIC {
             self.offsets

@@ -126,18 +126,20 @@ impl InternalTopic {
                 self.name
             )));
         }
+        let epoch = partition.leader_epoch();
         partition
             .append(&mut batch)
             .map_err(|e| io::Error::other(format!("appending to {}-{index}: {e}", self.name)))?;
         let end = partition.log().next_offset();
-        replicated(&partition, end, min_insync)
+        replicated(&partition, (end, epoch), min_insync)
             .map_err(|e| io::Error::other(format!("{}-{index}: {e}", self.name)))
     }
 }
 
-/// Waits until the in-sync replicas of `partition` have everything below `end` (at most
-/// 5 s, Kafka's `offsets.commit.timeout.ms`). From the blocking pool.
-pub fn replicated(partition: &Partition, end: i64, min_insync: usize) -> io::Result<()> {
+/// Waits until the in-sync replicas of `partition` have everything below `end`, written while
+/// this node led at leader epoch `epoch` (at most 5 s, Kafka's `offsets.commit.timeout.ms`).
+/// From the blocking pool.
+pub fn replicated(partition: &Partition, end: (i64, i32), min_insync: usize) -> io::Result<()> {
     let deadline = tokio::time::Instant::now() + REPLICATION_TIMEOUT;
     tokio::runtime::Handle::current()
         .block_on(partition.replicated(end, min_insync, deadline))
@@ -160,7 +162,9 @@ fn encode(records: Vec<KeyValue>, producer: Option<(i64, i16)>) -> io::Result<Ve
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // No sequence (-1) for the batch; the encoder keeps records in one batch only
+            // while their sequences run with their offsets.
+            sequence: i as i32 - 1,
             timestamp: now,
             key: Some(Bytes::from(key)),
             value: value.map(Bytes::from),
@@ -236,8 +240,11 @@ mod tests {
         .unwrap();
         let mut buf = Bytes::from(bytes);
         let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+        // One batch (a produce to a partition appends one), with no sequence.
+        assert_eq!(sets.len(), 1);
         let records: Vec<&Record> = sets.iter().flat_map(|s| &s.records).collect();
         assert_eq!(records.len(), 2);
+        assert_eq!(records[0].sequence, -1);
         assert!(records[0].transactional);
         assert_eq!((records[0].producer_id, records[0].producer_epoch), (7, 2));
         assert_eq!(records[0].value.as_deref(), Some(&b"v"[..]));

@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::metadata::{MetadataImage, NO_LEADER, NodeId};
 use crate::quorum::Quorum;
+use crate::storage::log::AppendError;
 use crate::topics::Partition;
 
 /// The Fetch version a follower speaks (the highest this broker serves).
@@ -45,16 +46,29 @@ const MAX_WAIT_MS: i32 = 500;
 const BACKOFF: Duration = Duration::from_millis(200);
 
 /// The partitions `me` follows whose leader is `leader`: topic name, id and index.
-pub fn followed(image: &MetadataImage, me: NodeId, leader: NodeId) -> Vec<(String, Uuid, i32)> {
+pub fn followed(image: &MetadataImage, me: NodeId, leader: NodeId) -> Vec<FollowedAt> {
     let mut followed = Vec::new();
     for (id, topic) in &image.topics {
         for (index, p) in &topic.partitions {
             if p.leader == leader && leader != me && p.replicas.contains(&me) {
-                followed.push((topic.name.clone(), *id, *index));
+                followed.push(FollowedAt {
+                    name: topic.name.clone(),
+                    id: *id,
+                    index: *index,
+                    epoch: p.leader_epoch,
+                });
             }
         }
     }
     followed
+}
+
+/// A partition the metadata says this node follows, at the leader epoch it says.
+pub struct FollowedAt {
+    name: String,
+    id: Uuid,
+    index: i32,
+    epoch: i32,
 }
 
 /// The leaders `me` follows some partition of.
@@ -169,14 +183,20 @@ struct Followed {
     local: Arc<Partition>,
 }
 
-fn local_partitions(broker: &Broker, followed: &[(String, Uuid, i32)]) -> Vec<Followed> {
+/// This node's copies of the `followed` partitions that follow their leader at the epoch the
+/// metadata says. One still led here, or at another epoch, waits for the metadata to be
+/// applied to it (as a follower, at a new epoch, it first checks its log against the leader's).
+fn local_partitions(broker: &Broker, followed: &[FollowedAt]) -> Vec<Followed> {
     followed
         .iter()
-        .filter_map(|(name, id, index)| {
-            let local = broker.topics.get_by_id(*id)?.partition(*index)?.clone();
+        .filter_map(|f| {
+            let local = broker.topics.get_by_id(f.id)?.partition(f.index)?.clone();
+            if local.leads() || local.leader_epoch() != f.epoch {
+                return None;
+            }
             Some(Followed {
-                name: name.clone(),
-                index: *index,
+                name: f.name.clone(),
+                index: f.index,
                 local,
             })
         })
@@ -293,11 +313,17 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
             match error {
                 None => {
                     let records = answer.records.clone().unwrap_or_default();
-                    if let Err(e) = p.local.append_replica(&records) {
-                        tracing::warn!(topic = p.name, partition = p.index, error = %e, "cannot append what the leader sent");
-                        settled = false;
+                    match p.local.append_replica(&records) {
+                        Ok(()) => p.local.follow_high_watermark(answer.high_watermark),
+                        Err(e) => {
+                            tracing::warn!(topic = p.name, partition = p.index, error = %e, "cannot append what the leader sent");
+                            if matches!(e, AppendError::Misplaced { .. }) {
+                                // The logs part somewhere: check where again.
+                                p.local.recheck();
+                            }
+                            settled = false;
+                        }
                     }
-                    p.local.follow_high_watermark(answer.high_watermark);
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
                     // Past the leader's log: check where the two part again.

@@ -528,16 +528,21 @@ impl Partition {
     }
 
     /// Waits until every in-sync replica holds the log up to `end` (the high watermark reached
-    /// it): an `acks=all` produce. Refused if the ISR shrinks below `min_isr` meanwhile, or
-    /// when `deadline` passes.
+    /// it): an `acks=all` produce, appended while this node led at leader epoch `epoch`.
+    /// Refused if the ISR shrinks below `min_isr` meanwhile, when `deadline` passes, or when
+    /// this node stops leading at that epoch: a new leader may not have the records, and the
+    /// high watermark this node then follows says nothing about them (KIP-101 cuts them off).
     pub async fn replicated(
         &self,
-        end: i64,
+        (end, epoch): (i64, i32),
         min_isr: usize,
         deadline: tokio::time::Instant,
     ) -> Result<(), ResponseError> {
         let mut changes = self.subscribe();
         loop {
+            if !self.leads() || self.leader_epoch() != epoch {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
             if self.log().high_watermark() >= end {
                 return Ok(());
             }
@@ -564,6 +569,8 @@ impl Partition {
     pub fn set_leader(&self, leads: bool, epoch: i32) {
         self.leader_epoch.store(epoch, Ordering::Relaxed);
         self.leads.store(leads, Ordering::Relaxed);
+        // Wakes the produces waiting for replication, which end if this node no longer leads.
+        self.end_offset.send_modify(|_| {});
     }
 
     /// Locks the log. A panic elsewhere must not make the partition unusable, so poisoning is

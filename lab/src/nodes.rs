@@ -25,6 +25,10 @@ pub struct Nodes {
     pub nodes: Vec<NodeState>,
     /// Every partition of a cluster (none on a single node, which leads them all).
     pub partitions: Vec<Placement>,
+    /// Every running, connected node has applied the metadata this describes (none is behind
+    /// it), so each acts on it: `lab wait node` waits for this too.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// One node.
@@ -254,17 +258,23 @@ impl Embedded {
                 controller: None,
                 nodes: nodes.collect(),
                 partitions: Vec::new(),
+                settled: true,
             };
         };
         // A stopped or isolated node is no controller, whatever it or the others have not
         // noticed yet. The metadata as the node that has applied most of it says (a node just
         // reconnected still shows the cluster as it left it, for a moment).
         let reachable = |n: &Node| n.handle.is_some() && n.isolation() == Cut::None;
-        let quorum = self
+        let quorums: Vec<_> = self
             .nodes
             .iter()
             .filter(|n| reachable(n))
             .filter_map(|n| n.handle.as_ref()?.broker().quorum.clone())
+            .collect();
+        let applied: Vec<u64> = quorums.iter().map(|q| q.applied_index()).collect();
+        let settled = applied.iter().min() == applied.iter().max();
+        let quorum = quorums
+            .into_iter()
             .max_by_key(|q| q.applied_index())
             .unwrap_or(quorum);
         let image = quorum.image();
@@ -300,6 +310,7 @@ impl Embedded {
             controller,
             nodes: nodes.collect(),
             partitions,
+            settled,
         }
     }
 

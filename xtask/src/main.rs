@@ -78,6 +78,12 @@ const PREREQUISITES: &[Prerequisite] = &[
         install: Install::Apt("kcat"),
     },
     Prerequisite {
+        name: "ip (iproute2)",
+        why: "as root, the Jepsen-style tests cut a node off in network namespaces of its own",
+        present: || !is_root() || on_path("ip"),
+        install: Install::Apt("iproute2"),
+    },
+    Prerequisite {
         name: "curl",
         why: "the tutorial's commands use it",
         present: || on_path("curl"),

@@ -84,11 +84,12 @@ pub fn handle(broker: &Broker, request: ProduceRequest) -> Option<ProduceRespons
                             ),
                         ));
                     }
+                    let epoch = partition.leader_epoch();
                     let produced = append(broker, transactional_id, (name, partition), records)?;
                     if replicated {
                         let end = partition.log().next_offset();
                         tokio::runtime::Handle::current()
-                            .block_on(partition.replicated(end, min_isr, deadline))
+                            .block_on(partition.replicated((end, epoch), min_isr, deadline))
                             .map_err(Refused::from)?;
                     }
                     Ok(answer

@@ -181,14 +181,33 @@ impl Quorum {
         let Some(addr) = self.config.voters.get(&leader) else {
             return ControllerReply::Failed(format!("controller {leader} is not a voter"));
         };
-        let mut peers = self.peers.lock().await;
-        let peer = peers
-            .entry(leader)
-            .or_insert_with(|| Peer::new(addr.clone(), self.link.clone()));
-        match peer.call(&Rpc::Controller(request), FORWARD_TIMEOUT).await {
-            Ok(RpcReply::Controller(reply)) => reply,
-            Ok(other) => ControllerReply::Failed(format!("a reply of the wrong kind: {other:?}")),
-            Err(e) => ControllerReply::Failed(format!("controller {leader} at {addr}: {e}")),
+        let forwarded = async {
+            let mut peers = self.peers.lock().await;
+            let peer = peers
+                .entry(leader)
+                .or_insert_with(|| Peer::new(addr.clone(), self.link.clone()));
+            peer.call(&Rpc::Controller(request), FORWARD_TIMEOUT).await
+        };
+        // A controller that stops answering (paused, cut off) is soon replaced: the request
+        // is given up then, not held until its timeout, so that this broker's heartbeats reach
+        // the new controller within their session.
+        let replaced = async {
+            let mut metrics = self.raft.metrics();
+            let _ = metrics
+                .wait_for(|m| m.current_leader != Some(leader as u64))
+                .await;
+        };
+        tokio::select! {
+            answer = forwarded => match answer {
+                Ok(RpcReply::Controller(reply)) => reply,
+                Ok(other) => {
+                    ControllerReply::Failed(format!("a reply of the wrong kind: {other:?}"))
+                }
+                Err(e) => ControllerReply::Failed(format!("controller {leader} at {addr}: {e}")),
+            },
+            () = replaced => ControllerReply::NotController {
+                leader: self.controller_id(),
+            },
         }
     }
 

@@ -97,19 +97,13 @@ impl Peer {
 
     /// Sends `rpc` and waits at most `timeout` for its reply.
     pub async fn call(&mut self, rpc: &Rpc, timeout: Duration) -> std::io::Result<RpcReply> {
-        let result = tokio::time::timeout(timeout, self.exchange(rpc)).await;
-        let reply = match result {
+        match tokio::time::timeout(timeout, self.exchange(rpc)).await {
             Ok(reply) => reply,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no reply from {} within {timeout:?}", self.addr),
             )),
-        };
-        if reply.is_err() {
-            // A reply may still be on its way: the connection is out of step.
-            self.stream = None;
         }
-        reply
     }
 
     async fn exchange(&mut self, rpc: &Rpc) -> std::io::Result<RpcReply> {
@@ -117,18 +111,24 @@ impl Peer {
             self.stream = None;
         }
         self.link.check()?;
-        if self.stream.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
-            stream.set_nodelay(true)?;
-            self.stream = Some(stream);
-        }
-        let stream = self.stream.as_mut().expect("connected above");
-        write_frame(stream, rpc).await?;
-        read_frame(stream).await?.ok_or_else(|| {
+        // Taken out while in use: an exchange given up half way (an error, or its future
+        // dropped) leaves no connection out of step behind.
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => {
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
+                stream.set_nodelay(true)?;
+                stream
+            }
+        };
+        write_frame(&mut stream, rpc).await?;
+        let reply = read_frame(&mut stream).await?.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before replying")
-        })
+        })?;
+        self.stream = Some(stream);
+        Ok(reply)
     }
 }
 

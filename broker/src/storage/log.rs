@@ -85,6 +85,8 @@ pub enum AppendError {
     InflatesTooLarge { max: u64 },
     #[error("{0}")]
     Refused(&'static str),
+    #[error("a replicated batch of offsets {base}..={last} does not start at the log end, {end}")]
+    Misplaced { base: i64, last: i64, end: i64 },
     #[error("offset {offset} is not in the log (its high watermark is {end})")]
     BeyondEnd { offset: i64, end: i64 },
     #[error("the topic was deleted")]
@@ -109,7 +111,7 @@ impl AppendError {
             AppendError::TooLarge { .. } | AppendError::InflatesTooLarge { .. } => {
                 ResponseError::MessageTooLarge
             }
-            AppendError::Refused(_) => ResponseError::InvalidRecord,
+            AppendError::Refused(_) | AppendError::Misplaced { .. } => ResponseError::InvalidRecord,
             AppendError::BeyondEnd { .. } => ResponseError::OffsetOutOfRange,
             AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
             AppendError::Io(_) => ResponseError::KafkaStorageError,
@@ -477,9 +479,11 @@ impl PartitionLog {
                 continue; // already here
             }
             if header.base_offset != self.next_offset() {
-                return Err(AppendError::Refused(
-                    "a replicated batch does not start at the log end",
-                ));
+                return Err(AppendError::Misplaced {
+                    base: header.base_offset,
+                    last: header.last_offset(),
+                    end: self.next_offset(),
+                });
             }
             let epoch = i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
             self.assign_epoch(epoch, header.base_offset)?;

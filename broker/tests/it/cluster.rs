@@ -5,7 +5,7 @@
 //! brokers, and the brokers of librdkafka's metadata.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use kafka_protocol::messages::DescribeClusterRequest;
@@ -13,7 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use tempfile::TempDir;
 
 use crate::common::raw::RawClient;
-use crate::common::{LONG, accepting, client_config, eventually};
+use crate::common::{LONG, accepting_at, client_config, eventually};
+use crate::netns::Namespaces;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -23,44 +24,67 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One node: its ports, data dir and process (SIGKILLed when dropped).
-struct Node {
+/// One node: its address, ports and process (SIGKILLed when dropped).
+pub(crate) struct Node {
     id: i32,
+    host: String,
     port: u16,
+    controller_port: u16,
     child: Option<Child>,
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     dir: TempDir,
     voters: String,
-    controller_ports: Vec<u16>,
     nodes: Vec<Node>,
     session_timeout_ms: u64,
+    /// The nodes' own network namespaces, when the test cuts the network.
+    net: Option<Namespaces>,
 }
 
 impl Cluster {
-    /// Three nodes, ids 1 to 3, each a voter; a node not heard from for `session_timeout_ms`
-    /// is fenced.
-    async fn start(session_timeout_ms: u64) -> Self {
-        let controller_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let voters = controller_ports
+    /// Three nodes, ids 1 to 3, each a voter, on loopback; a node not heard from for
+    /// `session_timeout_ms` is fenced.
+    pub(crate) async fn start(session_timeout_ms: u64) -> Self {
+        let nodes = (1..=3)
+            .map(|id| Node {
+                id,
+                host: "127.0.0.1".into(),
+                port: free_port(),
+                controller_port: free_port(),
+                child: None,
+            })
+            .collect();
+        Self::start_nodes(nodes, None, session_timeout_ms).await
+    }
+
+    /// Three nodes as [`Cluster::start`] makes them, each in a network namespace of its own
+    /// (`net`), so that a test can cut one off the network.
+    pub(crate) async fn start_in(net: Namespaces, session_timeout_ms: u64) -> Self {
+        let nodes = (1..=3)
+            .map(|id| Node {
+                id,
+                host: net.host(id as usize),
+                port: 9092,
+                controller_port: 9093,
+                child: None,
+            })
+            .collect();
+        Self::start_nodes(nodes, Some(net), session_timeout_ms).await
+    }
+
+    async fn start_nodes(nodes: Vec<Node>, net: Option<Namespaces>, session: u64) -> Self {
+        let voters = nodes
             .iter()
-            .enumerate()
-            .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+            .map(|n| format!("{}@{}:{}", n.id, n.host, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             voters,
-            controller_ports,
-            nodes: (1..=3)
-                .map(|id| Node {
-                    id,
-                    port: free_port(),
-                    child: None,
-                })
-                .collect(),
-            session_timeout_ms,
+            nodes,
+            session_timeout_ms: session,
+            net,
         };
         for id in 1..=3 {
             cluster.start_node(id).await;
@@ -68,17 +92,24 @@ impl Cluster {
         cluster
     }
 
+    /// Cuts node `id` off the network, from the other nodes and from the test's clients
+    /// (`true`), or plugs it back in: a cluster started with [`Cluster::start_in`].
+    pub(crate) fn cut(&self, id: i32, cut: bool) {
+        let net = self.net.as_ref().expect("a cluster in network namespaces");
+        net.cut(id as usize, cut);
+    }
+
     fn node(&mut self, id: i32) -> &mut Node {
         self.nodes.iter_mut().find(|n| n.id == id).unwrap()
     }
 
-    fn bootstrap(&self, id: i32) -> String {
+    pub(crate) fn bootstrap(&self, id: i32) -> String {
         let node = self.nodes.iter().find(|n| n.id == id).unwrap();
-        format!("127.0.0.1:{}", node.port)
+        format!("{}:{}", node.host, node.port)
     }
 
     /// Starts node `id` (again, on the same data dir) and waits until it accepts clients.
-    async fn start_node(&mut self, id: i32) {
+    pub(crate) async fn start_node(&mut self, id: i32) {
         let dir = self.dir.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -86,12 +117,24 @@ impl Cluster {
             .append(true)
             .open(dir.join("log.txt"))
             .unwrap();
-        let port = self.node(id).port;
-        let controller = self.controller_ports[(id - 1) as usize];
-        let child = Command::new(env!("CARGO_BIN_EXE_broker"))
+        let node = self.nodes.iter().find(|n| n.id == id).unwrap();
+        let broker = env!("CARGO_BIN_EXE_broker");
+        // `ip netns exec` execs the broker in the node's namespace: the child is the broker.
+        let mut command = match &self.net {
+            Some(net) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &net.namespace(id as usize), broker]);
+                c
+            }
+            None => Command::new(broker),
+        };
+        let child = command
             .args(["--node-id", &id.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--controller-listen", &format!("127.0.0.1:{controller}")])
+            .args(["--listen", &format!("{}:{}", node.host, node.port)])
+            .args([
+                "--controller-listen",
+                &format!("{}:{}", node.host, node.controller_port),
+            ])
             .args(["--voters", &self.voters])
             .args(["--broker-heartbeat-interval-ms", "200"])
             .args(["--replica-lag-time-max-ms", "2000"])
@@ -100,23 +143,24 @@ impl Cluster {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
+        let address = self.bootstrap(id);
         self.node(id).child = Some(child);
-        accepting(port).await;
+        accepting_at(&address).await;
     }
 
     /// SIGKILL: nothing of the node's shutdown runs.
-    fn kill(&mut self, id: i32) {
+    pub(crate) fn kill(&mut self, id: i32) {
         let mut child = self.node(id).child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     /// Sends `signal` (STOP, CONT) to node `id`'s process.
-    fn signal(&mut self, id: i32, signal: &str) {
+    pub(crate) fn signal(&mut self, id: i32, signal: &str) {
         let pid = self.node(id).child.as_ref().unwrap().id();
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
@@ -161,7 +205,7 @@ impl Cluster {
 
     /// Waits until every node of `ids` names the same controller, one of `ids`, and exactly
     /// `ids` as its brokers; that controller.
-    async fn agreed(&self, ids: &[i32]) -> i32 {
+    pub(crate) async fn agreed(&self, ids: &[i32]) -> i32 {
         let want: BTreeSet<i32> = ids.iter().copied().collect();
         eventually(&format!("nodes {ids:?} agree"), LONG, || {
             let want = want.clone();
@@ -195,6 +239,11 @@ impl Drop for Cluster {
                 let log = self.dir.path().join(format!("node-{}/log.txt", node.id));
                 let text = std::fs::read_to_string(log).unwrap_or_default();
                 eprintln!("--- node {} ---\n{text}", node.id);
+            }
+            // To look into the nodes' logs and data after a failure.
+            if std::env::var_os("BROKER_TEST_KEEP_DATA").is_some() {
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                eprintln!("the nodes' data is kept in {}", dir.keep().display());
             }
         }
     }
@@ -244,17 +293,17 @@ async fn a_node_stopped_cleanly_leaves_at_once() {
 /// A partition as a node's metadata answer gives it: leader, leader epoch, replicas, ISR,
 /// offline replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Placement {
-    leader: i32,
-    epoch: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-    offline: Vec<i32>,
+pub(crate) struct Placement {
+    pub(crate) leader: i32,
+    pub(crate) epoch: i32,
+    pub(crate) replicas: Vec<i32>,
+    pub(crate) isr: Vec<i32>,
+    pub(crate) offline: Vec<i32>,
 }
 
 impl Cluster {
     /// Topic `name`'s partitions as node `id` describes them (Metadata v12), by index.
-    async fn placements(&self, id: i32, name: &str) -> Option<Vec<Placement>> {
+    pub(crate) async fn placements(&self, id: i32, name: &str) -> Option<Vec<Placement>> {
         use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
         use kafka_protocol::messages::{MetadataRequest, TopicName};
         use kafka_protocol::protocol::StrBytes;
@@ -295,7 +344,7 @@ impl Cluster {
 
     /// Waits until every node of `ids` describes topic `name` the same way and `ok` holds of
     /// it; that description.
-    async fn placed(
+    pub(crate) async fn placed(
         &self,
         ids: &[i32],
         name: &str,
@@ -327,7 +376,7 @@ async fn create(
     create_with(bootstrap, name, partitions, replication, &[]).await
 }
 
-async fn create_with(
+pub(crate) async fn create_with(
     bootstrap: &str,
     name: &str,
     partitions: i32,
@@ -905,7 +954,7 @@ async fn no_two_nodes_hand_out_the_same_producer_id() {
 }
 
 /// The coordinator of transactional id `id` (see [`coordinator_of`]).
-async fn txn_coordinator(cluster: &Cluster, at: i32, id: &str, not: i32) -> i32 {
+pub(crate) async fn txn_coordinator(cluster: &Cluster, at: i32, id: &str, not: i32) -> i32 {
     coordinator_of(cluster, at, (1, id), not).await
 }
 

@@ -284,8 +284,13 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs:
 
 /// Waits until a broker on `127.0.0.1:port` accepts connections.
 pub async fn accepting(port: u16) {
+    accepting_at(&format!("127.0.0.1:{port}")).await;
+}
+
+/// Waits until something accepts connections at `address` (`host:port`).
+pub async fn accepting_at(address: &str) {
     eventually("the broker accepts connections", LONG, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
+        tokio::net::TcpStream::connect(address)
             .await
             .ok()
             .map(|_| ())

@@ -182,7 +182,7 @@ async fn node_is(lab: &LabApi, id: i32, wanted: NodeWanted) -> (bool, String) {
     let in_isr = replicated.iter().filter(|p| p.isr.contains(&id)).count();
     match wanted {
         NodeWanted::Fenced => {
-            let done = !node.live && node.leads == 0 && in_isr == 0;
+            let done = nodes.settled && !node.live && node.leads == 0 && in_isr == 0;
             let seen = if done {
                 format!("node {id} is fenced: it leads nothing and is in no ISR")
             } else {
@@ -191,7 +191,7 @@ async fn node_is(lab: &LabApi, id: i32, wanted: NodeWanted) -> (bool, String) {
             (done, seen)
         }
         NodeWanted::InSync => {
-            let done = node.live && in_isr == replicated.len();
+            let done = nodes.settled && node.live && in_isr == replicated.len();
             let seen = if done {
                 format!("node {id} is in sync: in the ISR of every partition it replicates")
             } else {
