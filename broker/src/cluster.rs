@@ -240,10 +240,21 @@ fn follow_topic(broker: &Broker, image: &MetadataImage, coordinator: &Coordinato
 
 /// The local topic of metadata topic `id`, created if missing.
 fn local_topic(broker: &Broker, id: Uuid, state: &TopicState) -> Option<Arc<Topic>> {
-    if let Some(topic) = broker.topics.get_by_id(id) {
-        return Some(topic);
-    }
     let partitions = i32::try_from(state.partitions.len()).ok()?;
+    if let Some(topic) = broker.topics.get_by_id(id) {
+        if topic.partitions.len() >= state.partitions.len() {
+            return Some(topic);
+        }
+        // Grown in the metadata (CreatePartitions): this node's copy grows too.
+        return match broker.topics.add_partitions(&state.name, partitions, false) {
+            Ok(topic) => Some(topic),
+            Err(TopicError::CannotShrink { .. }) => broker.topics.get_by_id(id),
+            Err(e) => {
+                tracing::warn!(topic = state.name, error = %e, "cannot add the metadata's partitions");
+                None
+            }
+        };
+    }
     let created =
         broker
             .topics
@@ -269,6 +280,7 @@ fn refusal(reply: ControllerReply) -> Refusal {
                 MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
                 MetadataError::NotEnoughBrokers { .. } => ResponseError::InvalidReplicationFactor,
                 MetadataError::NoTopic(_) => ResponseError::UnknownTopicOrPartition,
+                MetadataError::CannotShrink { .. } => ResponseError::InvalidPartitions,
                 _ => ResponseError::InvalidRequest,
             };
             (error, e.to_string())
@@ -344,6 +356,41 @@ pub fn elect_preferred(
         ControllerReply::Elected(outcomes) => Ok(outcomes),
         other => Err(refusal(other)),
     }
+}
+
+/// Asks the active controller to grow topic `name` to `count` partitions and waits until this
+/// node has them (the other nodes add theirs as they apply the metadata). From a handler on the
+/// blocking pool.
+pub fn create_partitions(
+    broker: &Broker,
+    quorum: &Quorum,
+    name: &str,
+    count: i32,
+) -> Result<(), Refusal> {
+    let request = ControllerRequest::CreatePartitions {
+        name: name.to_owned(),
+        count,
+    };
+    match wait(quorum.request(request)) {
+        ControllerReply::Done => {}
+        other => return Err(refusal(other)),
+    }
+    let grown = |image: &MetadataImage| {
+        let id = image.topic_id(name);
+        id.is_some_and(|id| image.topics[&id].partitions.len() >= count as usize)
+    };
+    let image = wait(visible(quorum, grown))
+        .ok_or_else(|| refusal(ControllerReply::Failed("not visible".into())))?;
+    let id = image.topic_id(name).expect("visible above");
+    local_topic(broker, id, &image.topics[&id])
+        .filter(|t| t.partitions.len() >= count as usize)
+        .map(|_| ())
+        .ok_or_else(|| {
+            (
+                ResponseError::KafkaStorageError,
+                "cannot create the partitions' logs".into(),
+            )
+        })
 }
 
 /// Creates an internal topic, `__consumer_offsets` or `__transaction_state`, as Kafka does

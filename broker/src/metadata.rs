@@ -135,6 +135,12 @@ pub enum MetadataError {
     NoPartition { topic: Uuid, partition: i32 },
     #[error("partition {partition} of topic {topic} exists")]
     PartitionExists { topic: Uuid, partition: i32 },
+    #[error("topic {name} has {current} partitions; it can only grow, not to {asked}")]
+    CannotShrink {
+        name: String,
+        current: i32,
+        asked: i32,
+    },
     #[error("replication factor {asked} is more than the {live} brokers that are up")]
     NotEnoughBrokers { asked: usize, live: usize },
     #[error("replicas {0:?} name a broker twice or are empty")]
@@ -396,20 +402,38 @@ impl MetadataImage {
             name: name.to_owned(),
             id,
         }];
-        for partition in 0..partitions {
-            let first = partition as usize;
-            let replicas: Vec<NodeId> = (0..replication)
-                .map(|i| live[(first + i) % live.len()])
-                .collect();
-            records.push(MetadataRecord::Partition {
-                topic: id,
-                partition,
-                leader: replicas[0],
-                isr: replicas.clone(),
-                replicas,
+        records.extend((0..partitions).map(|p| spread(id, p, replication, &live)));
+        Ok(records)
+    }
+
+    /// The records that grow topic `name` to `count` partitions (CreatePartitions): each new
+    /// one on as many live brokers as the topic's partitions have replicas, spread as
+    /// [`Self::assign`] spreads them.
+    pub fn grow(&self, name: &str, count: i32) -> Result<Vec<MetadataRecord>, MetadataError> {
+        let id = self
+            .topic_id(name)
+            .ok_or_else(|| MetadataError::NoTopic(name.to_owned()))?;
+        let topic = &self.topics[&id];
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(MetadataError::CannotShrink {
+                name: name.to_owned(),
+                current,
+                asked: count,
             });
         }
-        Ok(records)
+        let replication = topic.partitions.values().map(|p| p.replicas.len()).max();
+        let replication = replication.unwrap_or(1);
+        let live = self.live_brokers();
+        if replication > live.len() {
+            return Err(MetadataError::NotEnoughBrokers {
+                asked: replication,
+                live: live.len(),
+            });
+        }
+        Ok((current..count)
+            .map(|p| spread(id, p, replication, &live))
+            .collect())
     }
 
     /// The records that fence broker `id`: it leaves every ISR that keeps another member, and
@@ -573,6 +597,22 @@ fn check_partition(
         });
     }
     Ok(())
+}
+
+/// Partition `partition` of topic `id` on `replication` of the `live` brokers, starting one
+/// further along for each partition so that the leaders spread; all of them in sync.
+fn spread(id: Uuid, partition: i32, replication: usize, live: &[NodeId]) -> MetadataRecord {
+    let first = partition as usize;
+    let replicas: Vec<NodeId> = (0..replication)
+        .map(|i| live[(first + i) % live.len()])
+        .collect();
+    MetadataRecord::Partition {
+        topic: id,
+        partition,
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+    }
 }
 
 #[cfg(test)]

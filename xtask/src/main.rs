@@ -84,6 +84,12 @@ const PREREQUISITES: &[Prerequisite] = &[
         install: Install::Apt("iproute2"),
     },
     Prerequisite {
+        name: "RapidJSON headers",
+        why: "librdkafka's tests of its statistics JSON (built by cargo xtask setup) need them",
+        present: || Path::new("/usr/include/rapidjson/document.h").is_file(),
+        install: Install::Apt("rapidjson-dev"),
+    },
+    Prerequisite {
         name: "curl",
         why: "the tutorial's commands use it",
         present: || on_path("curl"),
@@ -167,13 +173,17 @@ fn main() -> ExitCode {
             warn_if_disk_is_short();
             match setup()
                 .and_then(|()| build_java())
+                .and_then(|()| build_librdkafka_tests())
                 .and_then(|()| check_docs())
             {
                 Ok(()) => run_tests(rest),
                 Err(message) => fail(&message),
             }
         }
-        "setup" => match setup().and_then(|()| build_java()) {
+        "setup" => match setup()
+            .and_then(|()| build_java())
+            .and_then(|()| build_librdkafka_tests())
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => fail(&message),
         },
@@ -191,7 +201,7 @@ fn main() -> ExitCode {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  test [ARGS]  set up the test prerequisites, then `cargo nextest run --workspace [ARGS]`\n  \
-                 setup        check and install the test prerequisites and build the Java parts only\n  \
+                 setup        check and install the test prerequisites, build the Java parts and librdkafka's tests\n  \
                  doctor       report which prerequisites are missing, change nothing"
             );
             if task == "help" || task == "--help" || task == "-h" {
@@ -355,6 +365,89 @@ fn build_java() -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Builds librdkafka's own test suite (its `tests/test-runner`) from the librdkafka sources that
+/// `rdkafka-sys` vendors (the version the workspace builds), once per version, into
+/// `target/librdkafka-tests/<version>`: `broker/tests/it/librdkafka_suite.rs` runs its tests
+/// against a three-node cluster.
+fn build_librdkafka_tests() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let version = locked_version(&root, "rdkafka-sys")?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let out = target.join("librdkafka-tests").join(&version);
+    if out.join("tests/test-runner").is_file() {
+        return Ok(());
+    }
+    let source = match vendored_librdkafka(&version) {
+        Some(source) => source,
+        None => {
+            step(
+                "cargo fetch (the librdkafka sources)",
+                Command::new(cargo()).arg("fetch").current_dir(&root),
+            )?;
+            vendored_librdkafka(&version).ok_or("cargo fetch brought no rdkafka-sys sources")?
+        }
+    };
+    println!("xtask: building librdkafka's test suite (once, a few minutes)");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.parent().expect("a parent")).map_err(|e| e.to_string())?;
+    step(
+        &format!("cp -a {} {}", source.display(), out.display()),
+        Command::new("cp").arg("-a").arg(&source).arg(&out),
+    )?;
+    step(
+        "./configure (librdkafka, no TLS, SASL, curl or zstd)",
+        Command::new("./configure")
+            .args([
+                "--disable-ssl",
+                "--disable-gssapi",
+                "--disable-curl",
+                "--disable-zstd",
+            ])
+            .current_dir(&out),
+    )?;
+    step(
+        "make libs (librdkafka)",
+        Command::new("make").args(["-j2", "libs"]).current_dir(&out),
+    )?;
+    step(
+        "make test-runner (librdkafka's tests)",
+        Command::new("make")
+            .args(["-j2", "test-runner"])
+            .current_dir(out.join("tests")),
+    )
+}
+
+/// The version of `package` in the workspace's Cargo.lock.
+fn locked_version(root: &Path, package: &str) -> Result<String, String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).map_err(|e| e.to_string())?;
+    let name = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name {
+            let version = lines.next().unwrap_or_default();
+            return version
+                .strip_prefix("version = \"")
+                .and_then(|v| v.strip_suffix('"'))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no version of {package} in Cargo.lock"));
+        }
+    }
+    Err(format!("{package} is not in Cargo.lock"))
+}
+
+/// The librdkafka sources of `rdkafka-sys` `version` in cargo's registry, if fetched.
+fn vendored_librdkafka(version: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+    let registries = std::fs::read_dir(home.join("registry/src")).ok()?;
+    registries
+        .filter_map(Result::ok)
+        .map(|r| r.path().join(format!("rdkafka-sys-{version}/librdkafka")))
+        .find(|p| p.join("tests/test.c").is_file())
 }
 
 /// Runs `what`, showing its output only if it fails; failing with the command to run by hand.

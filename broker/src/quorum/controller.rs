@@ -205,6 +205,9 @@ impl Controller {
                 }
                 ControllerReply::Elected(decisions.into_iter().map(|d| d.map(|_| ())).collect())
             }
+            ControllerRequest::CreatePartitions { name, count } => {
+                self.write_decision(image.grow(&name, count)).await
+            }
             ControllerRequest::DeleteTopic { name } => match image.topic_id(&name) {
                 Some(id) => self.write(vec![MetadataRecord::RemoveTopic { id }]).await,
                 None => ControllerReply::Refused(MetadataError::NoTopic(name)),

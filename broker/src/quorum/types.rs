@@ -59,6 +59,11 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// Grow topic `name` to `count` partitions (CreatePartitions).
+    CreatePartitions {
+        name: String,
+        count: i32,
+    },
     /// Give these partitions back to their preferred leaders (ElectLeaders).
     ElectPreferred {
         partitions: Vec<(Uuid, i32)>,

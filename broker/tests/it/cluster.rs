@@ -40,12 +40,19 @@ pub(crate) struct Cluster {
     session_timeout_ms: u64,
     /// The nodes' own network namespaces, when the test cuts the network.
     net: Option<Namespaces>,
+    /// More flags for every node.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     /// Three nodes, ids 1 to 3, each a voter, on loopback; a node not heard from for
     /// `session_timeout_ms` is fenced.
     pub(crate) async fn start(session_timeout_ms: u64) -> Self {
+        Self::start_with(session_timeout_ms, &[]).await
+    }
+
+    /// Three nodes as [`Cluster::start`] makes them, each also given `flags`.
+    pub(crate) async fn start_with(session_timeout_ms: u64, flags: &[&str]) -> Self {
         let nodes = (1..=3)
             .map(|id| Node {
                 id,
@@ -55,7 +62,8 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        Self::start_nodes(nodes, None, session_timeout_ms).await
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        Self::start_nodes(nodes, None, session_timeout_ms, flags).await
     }
 
     /// Three nodes as [`Cluster::start`] makes them, each in a network namespace of its own
@@ -70,10 +78,15 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        Self::start_nodes(nodes, Some(net), session_timeout_ms).await
+        Self::start_nodes(nodes, Some(net), session_timeout_ms, Vec::new()).await
     }
 
-    async fn start_nodes(nodes: Vec<Node>, net: Option<Namespaces>, session: u64) -> Self {
+    async fn start_nodes(
+        nodes: Vec<Node>,
+        net: Option<Namespaces>,
+        session: u64,
+        flags: Vec<String>,
+    ) -> Self {
         let voters = nodes
             .iter()
             .map(|n| format!("{}@{}:{}", n.id, n.host, n.controller_port))
@@ -85,6 +98,7 @@ impl Cluster {
             nodes,
             session_timeout_ms: session,
             net,
+            flags,
         };
         for id in 1..=3 {
             cluster.start_node(id).await;
@@ -142,6 +156,7 @@ impl Cluster {
             .arg(self.session_timeout_ms.to_string())
             .arg("--data-dir")
             .arg(dir.join("data"))
+            .args(&self.flags)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -1123,4 +1138,54 @@ async fn transactions_span_the_nodes_and_survive_their_coordinator() {
         committed.find_partition("in", 0).unwrap().offset(),
         Offset::Offset(20)
     );
+}
+
+/// CreatePartitions in a cluster: the active controller places the new partitions on the
+/// nodes as it placed the first (three replicas, leaders spread), every node grows its copy,
+/// and the new partitions take writes at their leaders. A topic never shrinks.
+#[tokio::test]
+async fn a_topic_grows_on_every_node_and_its_new_partitions_take_writes() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    create(&bootstrap, "grown", 1, 3).await.unwrap();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(&bootstrap, &[]).create().unwrap();
+    let admin = &admin;
+    let grow = |count| async move {
+        let results = admin
+            .create_partitions(&[NewPartitions::new("grown", count)], &AdminOptions::new())
+            .await
+            .unwrap();
+        results[0].clone().map(|_| ()).map_err(|(_, e)| e)
+    };
+    grow(3).await.unwrap();
+    let placed = cluster
+        .placed(&[1, 2, 3], "grown", |p| {
+            p.len() == 3 && p.iter().all(|p| p.isr.len() == 3)
+        })
+        .await;
+    let leaders: BTreeSet<i32> = placed.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "the leaders spread: {placed:?}");
+    assert_eq!(
+        grow(2).await,
+        Err(rdkafka::types::RDKafkaErrorCode::InvalidPartitions)
+    );
+    let producer: FutureProducer = client_config(&bootstrap, &[("acks", "all")])
+        .create()
+        .unwrap();
+    for partition in 0..3 {
+        let value = format!("to {partition}");
+        let record = FutureRecord::to("grown")
+            .payload(&value)
+            .key("k")
+            .partition(partition);
+        let delivered = producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(delivered.partition, partition);
+    }
 }

@@ -22,6 +22,7 @@ mod jepsen;
 mod kafka_python;
 mod kafka_tools;
 mod kcat;
+mod librdkafka_suite;
 mod listeners;
 mod netns;
 mod partitions;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -276,6 +277,47 @@ pub(super) fn delete_records(
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
+/// Grows a topic of a cluster through the active controller, which places the new partitions
+/// on the nodes itself (an explicit assignment is refused, as in CreateTopics).
+fn grow_in_cluster(
+    broker: &Broker,
+    quorum: &crate::quorum::Quorum,
+    t: &CreatePartitionsTopic,
+    validate_only: bool,
+    result: CreatePartitionsTopicResult,
+) -> CreatePartitionsTopicResult {
+    let refused = |(error, message): Refusal| {
+        result
+            .clone()
+            .with_error_code(error.code())
+            .with_error_message(Some(str_bytes(message)))
+    };
+    if t.assignments.is_some() {
+        return refused((
+            ResponseError::InvalidReplicaAssignment,
+            "this cluster assigns replicas itself; give a count only".into(),
+        ));
+    }
+    if validate_only {
+        return match quorum.image().grow(t.name.as_str(), t.count) {
+            Ok(_) => result,
+            Err(e) => {
+                let error = match e {
+                    crate::metadata::MetadataError::NoTopic(_) => {
+                        ResponseError::UnknownTopicOrPartition
+                    }
+                    _ => ResponseError::InvalidPartitions,
+                };
+                refused((error, e.to_string()))
+            }
+        };
+    }
+    match crate::cluster::create_partitions(broker, quorum, t.name.as_str(), t.count) {
+        Ok(()) => result,
+        Err(refusal) => refused(refusal),
+    }
+}
+
 /// Grows topics (never shrinks). Consumer groups need nothing from the broker: their leader sees
 /// the new partition count in its metadata refresh and rejoins, and the new assignment takes the
 /// new partitions.
@@ -288,12 +330,8 @@ pub(super) fn create_partitions(
         .into_iter()
         .map(|t| {
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            if broker.quorum.is_some() {
-                return result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(
-                        "a cluster does not grow topics yet (docs/broker-replication.md)",
-                    )));
+            if let Some(quorum) = &broker.quorum {
+                return grow_in_cluster(broker, quorum, &t, request.validate_only, result);
             }
             // One node: an explicit assignment can only name it.
             let me = broker.node_id();
