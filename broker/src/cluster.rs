@@ -273,18 +273,22 @@ fn local_topic(broker: &Broker, id: Uuid, state: &TopicState) -> Option<Arc<Topi
 /// Why the controller refused or could not do a change, as Kafka's error and a message.
 pub type Refusal = (ResponseError, String);
 
+/// A decision the metadata refuses (by the controller, or checked beforehand against this
+/// node's image), as Kafka's error and a message.
+pub fn refused(e: &MetadataError) -> Refusal {
+    let error = match e {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::NotEnoughBrokers { .. } => ResponseError::InvalidReplicationFactor,
+        MetadataError::NoTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetadataError::CannotShrink { .. } => ResponseError::InvalidPartitions,
+        _ => ResponseError::InvalidRequest,
+    };
+    (error, e.to_string())
+}
+
 fn refusal(reply: ControllerReply) -> Refusal {
     match reply {
-        ControllerReply::Refused(e) => {
-            let error = match &e {
-                MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-                MetadataError::NotEnoughBrokers { .. } => ResponseError::InvalidReplicationFactor,
-                MetadataError::NoTopic(_) => ResponseError::UnknownTopicOrPartition,
-                MetadataError::CannotShrink { .. } => ResponseError::InvalidPartitions,
-                _ => ResponseError::InvalidRequest,
-            };
-            (error, e.to_string())
-        }
+        ControllerReply::Refused(e) => refused(&e),
         ControllerReply::NotController { .. } => (
             ResponseError::NotController,
             "no active controller at the moment; try again".into(),

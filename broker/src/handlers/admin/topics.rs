@@ -301,15 +301,7 @@ fn grow_in_cluster(
     if validate_only {
         return match quorum.image().grow(t.name.as_str(), t.count) {
             Ok(_) => result,
-            Err(e) => {
-                let error = match e {
-                    crate::metadata::MetadataError::NoTopic(_) => {
-                        ResponseError::UnknownTopicOrPartition
-                    }
-                    _ => ResponseError::InvalidPartitions,
-                };
-                refused((error, e.to_string()))
-            }
+            Err(e) => refused(crate::cluster::refused(&e)),
         };
     }
     match crate::cluster::create_partitions(broker, quorum, t.name.as_str(), t.count) {
