@@ -206,29 +206,43 @@ impl Embedded {
         Ok(())
     }
 
-    /// Waits until a running node of a cluster sees every running node registered and live.
+    /// Waits until a running node of a cluster sees every running node registered in this run
+    /// and live. A node's own epoch tells its registration in this run from the previous one,
+    /// which a restarted node's replayed metadata shows live for a moment.
     async fn formed(&self) -> Result<(), LabError> {
-        let running: Vec<i32> = self.running();
-        let Some(quorum) = self
+        let quorums: Vec<_> = self
             .nodes
             .iter()
-            .find_map(|n| n.handle.as_ref()?.broker().quorum.clone())
-        else {
+            .filter_map(|n| Some((n.id, n.handle.as_ref()?.broker().quorum.clone()?)))
+            .collect();
+        let Some((_, first)) = quorums.first() else {
             return Ok(());
         };
-        let mut images = quorum.subscribe();
-        let all_live = images.wait_for(|image| {
-            let live = image.live_brokers();
-            running.iter().all(|id| live.contains(id))
-        });
-        match tokio::time::timeout(FORMED, all_live).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(LabError::Broker(format!(
-                "the cluster's nodes {running:?} did not all register within {FORMED:?} \
-                 (a data dir from a lab older than broker/voters cannot be started again: \
-                 remove its broker/ directory)"
-            ))),
+        let registered = |image: &broker::metadata::MetadataImage| {
+            quorums.iter().all(|(id, quorum)| {
+                image.brokers.get(id).is_some_and(|b| {
+                    !b.fenced && quorum.broker_epoch().is_some_and(|e| e == b.epoch)
+                })
+            })
+        };
+        let mut images = first.subscribe();
+        let deadline = tokio::time::Instant::now() + FORMED;
+        while !registered(&images.borrow_and_update().clone()) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LabError::Broker(format!(
+                    "the cluster's nodes {:?} did not all register within {FORMED:?} \
+                     (a data dir from a lab older than broker/voters cannot be started again: \
+                     remove its broker/ directory)",
+                    self.running()
+                )));
+            }
+            // A node learns its epoch from the controller's answer, which changes no image.
+            let look_again = Duration::from_millis(50);
+            if let Ok(Err(_closed)) = tokio::time::timeout(look_again, images.changed()).await {
+                tokio::time::sleep(look_again).await;
+            }
         }
+        Ok(())
     }
 
     /// The bootstrap servers: every node's address.

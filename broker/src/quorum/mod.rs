@@ -160,6 +160,13 @@ impl Quorum {
             .map_or(0, |log_id| log_id.index)
     }
 
+    /// This node's broker epoch in this run, once the controller registered it (a restarted
+    /// node's replayed metadata shows its previous epoch live for a moment: this tells them
+    /// apart).
+    pub fn broker_epoch(&self) -> Option<i64> {
+        *self.epoch.lock().unwrap()
+    }
+
     /// This node's network link.
     pub fn link(&self) -> &Arc<Link> {
         &self.link

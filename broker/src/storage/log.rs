@@ -429,8 +429,11 @@ impl PartitionLog {
     }
 
     /// OffsetForLeaderEpoch: the largest epoch at most `epoch` and the offset where it ended
-    /// (where the next epoch starts, or the log end for the latest), or `(-1, -1)` when the
-    /// log knows no such epoch. A log without epochs (a single node) is one epoch, the current.
+    /// (where the next epoch starts, or the log end for the latest). An epoch older than every
+    /// epoch the log knows ended where the oldest known starts, as Kafka answers (a consumer
+    /// that read an empty partition at epoch 0 is not told its position was cut off when the
+    /// next leader, at epoch 1, has the same empty log). A log without epochs (a single node)
+    /// is one epoch, the current.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         if self.epochs.is_empty() {
             return if (0..=self.leader_epoch).contains(&epoch) {
@@ -440,7 +443,7 @@ impl PartitionLog {
             };
         }
         let Some(at) = self.epochs.iter().rposition(|(e, _)| *e <= epoch) else {
-            return (-1, -1);
+            return (epoch, self.epochs[0].1);
         };
         let end = self
             .epochs
@@ -1104,6 +1107,21 @@ mod tests {
         drop(follower);
         let (follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
         assert_eq!((follower.next_offset(), follower.latest_epoch()), (2, 0));
+    }
+
+    /// A new leader's log knows only its own epoch, 3, from offset 2: an older epoch ended
+    /// there (Kafka's answer), so a consumer that read up to 2 at epoch 1 keeps its position.
+    #[test]
+    fn an_epoch_older_than_the_log_knows_ended_where_the_oldest_known_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        log.set_high_watermark(0);
+        log.append(&mut sample_batch(2, 1000)).unwrap();
+        log.set_leader_epoch(3);
+        log.assign_epoch(3, log.next_offset()).unwrap();
+        assert_eq!(log.end_offset_for_epoch(1), (1, 2));
+        assert_eq!(log.end_offset_for_epoch(3), (3, 2));
+        assert_eq!(log.end_offset_for_epoch(4), (3, 2));
     }
 
     #[test]
