@@ -129,6 +129,11 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
                 local.become_leader(me, p.leader_epoch, p.partition_epoch, &p.replicas, &p.isr);
             } else {
                 local.become_follower(p.leader_epoch);
+                if !p.replicas.contains(&me) {
+                    // Not a replica (or no longer, after a reassignment): if it becomes one
+                    // again, its log is checked against the leader's before it fetches.
+                    local.recheck();
+                }
             }
         }
     }
@@ -281,6 +286,13 @@ pub fn refused(e: &MetadataError) -> Refusal {
         MetadataError::NotEnoughBrokers { .. } => ResponseError::InvalidReplicationFactor,
         MetadataError::NoTopic(_) => ResponseError::UnknownTopicOrPartition,
         MetadataError::CannotShrink { .. } => ResponseError::InvalidPartitions,
+        MetadataError::NoPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        MetadataError::BadReplicas(_)
+        | MetadataError::UnknownReplica { .. }
+        | MetadataError::ReplicaCountDiffers { .. }
+        | MetadataError::AllReplicasFenced(_)
+        | MetadataError::CannotRevert { .. } => ResponseError::InvalidReplicaAssignment,
+        MetadataError::NoReassignment { .. } => ResponseError::NoReassignmentInProgress,
         _ => ResponseError::InvalidRequest,
     };
     (error, e.to_string())
@@ -305,21 +317,29 @@ fn wait<F: Future>(future: F) -> F::Output {
     tokio::runtime::Handle::current().block_on(future)
 }
 
+/// Where a new topic's partitions go: `partitions` of them spread over the live nodes,
+/// `replication` replicas each, or (when not empty) the replicas `assignments` names for each.
+pub struct Placement {
+    pub partitions: i32,
+    pub replication: usize,
+    pub assignments: Vec<Vec<NodeId>>,
+}
+
 /// Asks the active controller for a topic and waits until this node has it. From a handler on
 /// the blocking pool.
 pub fn create_topic(
     broker: &Broker,
     quorum: &Quorum,
     name: &str,
-    partitions: i32,
-    replication: usize,
+    placement: Placement,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<Topic>, Refusal> {
     let request = ControllerRequest::CreateTopic {
         name: name.to_owned(),
-        partitions,
-        replication,
+        partitions: placement.partitions,
+        replication: placement.replication,
         configs,
+        assignments: placement.assignments,
     };
     let id = match wait(quorum.request(request)) {
         ControllerReply::Created { id } => id,
@@ -357,7 +377,20 @@ pub fn elect_preferred(
     partitions: Vec<(Uuid, i32)>,
 ) -> Result<Vec<Result<(), MetadataError>>, Refusal> {
     match wait(quorum.request(ControllerRequest::ElectPreferred { partitions })) {
-        ControllerReply::Elected(outcomes) => Ok(outcomes),
+        ControllerReply::Outcomes(outcomes) => Ok(outcomes),
+        other => Err(refusal(other)),
+    }
+}
+
+/// Asks the active controller to move `partitions`' replicas to the targets given (`None`:
+/// cancel the move under way): each one's outcome, in order. The moves go on after the answer
+/// (ListPartitionReassignments shows them). From a handler on the blocking pool.
+pub fn reassign(
+    quorum: &Quorum,
+    partitions: Vec<(Uuid, i32, Option<Vec<NodeId>>)>,
+) -> Result<Vec<Result<(), MetadataError>>, Refusal> {
+    match wait(quorum.request(ControllerRequest::Reassign { partitions })) {
+        ControllerReply::Outcomes(outcomes) => Ok(outcomes),
         other => Err(refusal(other)),
     }
 }
@@ -408,6 +441,7 @@ pub async fn create_internal_topic(quorum: &Quorum, name: &str, partitions: i32)
         partitions,
         replication: live.clamp(1, 3),
         configs: BTreeMap::new(),
+        assignments: Vec::new(),
     };
     match quorum.request(request).await {
         ControllerReply::Created { id } => tracing::info!(%id, "created {name}"),

@@ -76,6 +76,13 @@ pub enum MetadataRecord {
         isr: Vec<NodeId>,
         leader: NodeId,
     },
+    /// A partition's replicas change (AlterPartitionReassignments, KIP-455), with its ISR and
+    /// leader; the epochs follow as for [`MetadataRecord::PartitionChange`].
+    Reassignment {
+        topic: Uuid,
+        partition: i32,
+        set: ReplicaSet,
+    },
     /// A topic config set (`Some`) or removed (`None`).
     Config {
         topic: String,
@@ -106,6 +113,32 @@ pub struct PartitionState {
     pub leader: NodeId,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// While replicas move: the target's new replicas, copying the log to join the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    /// While replicas move: the old replicas the target leaves out, dropped once every adding
+    /// replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionState {
+    /// Whether replicas are moving (a reassignment is under way).
+    pub fn moving(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+}
+
+/// A partition's replicas, ISR and leader, and the replicas a reassignment adds and removes.
+/// While replicas move, `replicas` is the target's followed by the old ones it leaves out, as
+/// in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSet {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub adding: Vec<NodeId>,
+    pub removing: Vec<NodeId>,
 }
 
 /// A topic: its name, and its partitions by index.
@@ -160,6 +193,26 @@ pub enum MetadataError {
     ElectionNotNeeded { topic: Uuid, partition: i32 },
     #[error("the preferred replica {preferred} is not live and in sync")]
     PreferredLeaderNotAvailable { preferred: NodeId },
+    #[error("no reassignment of partition {partition} of topic {topic} is under way")]
+    NoReassignment { topic: Uuid, partition: i32 },
+    #[error("replicas {replicas:?} name broker {broker}, which is not registered")]
+    UnknownReplica {
+        replicas: Vec<NodeId>,
+        broker: NodeId,
+    },
+    #[error("replicas {replicas:?}: {asked} of them, where the topic's partitions have {wanted}")]
+    ReplicaCountDiffers {
+        replicas: Vec<NodeId>,
+        asked: usize,
+        wanted: usize,
+    },
+    #[error("cannot go back to replicas {original:?}: none of them is in the ISR {isr:?}")]
+    CannotRevert {
+        original: Vec<NodeId>,
+        isr: Vec<NodeId>,
+    },
+    #[error("every broker of replicas {0:?} is fenced")]
+    AllReplicasFenced(Vec<NodeId>),
     #[error("producer ids must grow: {end} is not above {next}")]
     ProducerIdsBackwards { end: i64, next: i64 },
 }
@@ -238,6 +291,11 @@ impl MetadataImage {
                 isr,
                 leader,
             } => self.change_partition(*topic, *partition, isr, *leader)?,
+            MetadataRecord::Reassignment {
+                topic,
+                partition,
+                set,
+            } => self.move_replicas(*topic, *partition, set)?,
             MetadataRecord::Config { topic, name, value } => {
                 self.set_config(topic, name, value.as_deref())?;
             }
@@ -270,6 +328,33 @@ impl MetadataImage {
         }
         state.isr = isr.to_vec();
         state.leader = leader;
+        state.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// A partition's new replica set (a reassignment starts, ends or is cancelled).
+    fn move_replicas(
+        &mut self,
+        topic: Uuid,
+        partition: i32,
+        set: &ReplicaSet,
+    ) -> Result<(), MetadataError> {
+        check_replicas(&set.replicas)?;
+        let within = |part: &[NodeId]| part.iter().all(|n| set.replicas.contains(n));
+        let both = set.adding.iter().any(|n| set.removing.contains(n));
+        if !within(&set.adding) || !within(&set.removing) || both {
+            return Err(MetadataError::BadReplicas(set.replicas.clone()));
+        }
+        check_partition(&set.replicas, &set.isr, set.leader)?;
+        let state = self.partition_mut(topic, partition)?;
+        if set.leader != state.leader {
+            state.leader_epoch += 1;
+        }
+        state.replicas = set.replicas.clone();
+        state.isr = set.isr.clone();
+        state.leader = set.leader;
+        state.adding = set.adding.clone();
+        state.removing = set.removing.clone();
         state.partition_epoch += 1;
         Ok(())
     }
@@ -350,12 +435,7 @@ impl MetadataImage {
         isr: &[NodeId],
         leader: NodeId,
     ) -> Result<(), MetadataError> {
-        let mut distinct = replicas.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if replicas.is_empty() || distinct.len() != replicas.len() {
-            return Err(MetadataError::BadReplicas(replicas.to_vec()));
-        }
+        check_replicas(replicas)?;
         check_partition(replicas, isr, leader)?;
         let partitions = &mut self
             .topics
@@ -373,6 +453,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             },
         );
         Ok(())
@@ -526,12 +608,197 @@ impl MetadataImage {
             return Err(MetadataError::NoBroker(*joining));
         }
         check_partition(&state.replicas, &isr, leader)?;
+        if state.moving() {
+            let set = ReplicaSet {
+                replicas: state.replicas.clone(),
+                isr,
+                leader,
+                adding: state.adding.clone(),
+                removing: state.removing.clone(),
+            };
+            return Ok(self.settle(topic, partition, set));
+        }
         Ok(MetadataRecord::PartitionChange {
             topic,
             partition,
             isr,
             leader,
         })
+    }
+
+    /// The record that starts moving a partition's replicas to `target`, or with `None`
+    /// cancels the move under way (back to the original replicas, if one of them is in sync).
+    /// New replicas are added first; every replica the target leaves out stays, in the ISR,
+    /// until every new one is in sync; then the target alone remains, led by its first
+    /// in-sync replica if the leader is not in it. A new target replaces a move under way: the
+    /// replicas that move added and the new target leaves out are removed like the others, so
+    /// nothing in sync goes before the new target is. A target's brokers must be registered
+    /// (fenced ones catch up once back).
+    pub fn reassign(
+        &self,
+        topic: Uuid,
+        partition: i32,
+        target: Option<&[NodeId]>,
+    ) -> Result<MetadataRecord, MetadataError> {
+        let state = self
+            .partition(topic, partition)
+            .ok_or(MetadataError::NoPartition { topic, partition })?;
+        let original: Vec<NodeId> = except(&state.replicas, &state.adding);
+        let Some(target) = target else {
+            if !state.moving() {
+                return Err(MetadataError::NoReassignment { topic, partition });
+            }
+            return self.revert(topic, partition, state, original);
+        };
+        self.check_brokers(target)?;
+        let removing = except(&state.replicas, target);
+        let mut replicas = target.to_vec();
+        replicas.extend(&removing);
+        let set = ReplicaSet {
+            replicas,
+            isr: state.isr.clone(),
+            leader: state.leader,
+            adding: except(target, &original),
+            removing,
+        };
+        Ok(self.settle(topic, partition, set))
+    }
+
+    /// The record that cancels a move: the original replicas, those of them in sync, the
+    /// leader if it is one of them (else their first live in-sync one).
+    fn revert(
+        &self,
+        topic: Uuid,
+        partition: i32,
+        state: &PartitionState,
+        original: Vec<NodeId>,
+    ) -> Result<MetadataRecord, MetadataError> {
+        let isr: Vec<NodeId> = state
+            .isr
+            .iter()
+            .copied()
+            .filter(|n| original.contains(n))
+            .collect();
+        if isr.is_empty() {
+            return Err(MetadataError::CannotRevert {
+                original,
+                isr: state.isr.clone(),
+            });
+        }
+        let leader = if isr.contains(&state.leader) {
+            state.leader
+        } else {
+            first_in(&original, &isr, |n| self.is_live(n))
+        };
+        let set = ReplicaSet {
+            replicas: original,
+            isr,
+            leader,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        };
+        Ok(MetadataRecord::Reassignment {
+            topic,
+            partition,
+            set,
+        })
+    }
+
+    /// The record of replica set `set`: the target alone if every replica it adds is in sync
+    /// (its leader the current one if the target keeps it, else the target's first live
+    /// in-sync replica), else `set` as it is.
+    fn settle(&self, topic: Uuid, partition: i32, set: ReplicaSet) -> MetadataRecord {
+        let mut set = set;
+        if set.adding.iter().all(|n| set.isr.contains(n)) {
+            let target: Vec<NodeId> = set
+                .replicas
+                .iter()
+                .copied()
+                .filter(|n| !set.removing.contains(n))
+                .collect();
+            let isr: Vec<NodeId> = set
+                .isr
+                .iter()
+                .copied()
+                .filter(|n| target.contains(n))
+                .collect();
+            if !isr.is_empty() {
+                let leader = if target.contains(&set.leader) {
+                    set.leader
+                } else {
+                    first_in(&target, &isr, |n| self.is_live(n))
+                };
+                set = ReplicaSet {
+                    replicas: target,
+                    isr,
+                    leader,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                };
+            }
+        }
+        MetadataRecord::Reassignment {
+            topic,
+            partition,
+            set,
+        }
+    }
+
+    /// Replicas asked for by a client: distinct, not empty, every one a registered broker.
+    fn check_brokers(&self, replicas: &[NodeId]) -> Result<(), MetadataError> {
+        check_replicas(replicas)?;
+        match replicas.iter().find(|n| !self.brokers.contains_key(n)) {
+            Some(broker) => Err(MetadataError::UnknownReplica {
+                replicas: replicas.to_vec(),
+                broker: *broker,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The records that create topic `name` with the replicas `assignments` gives each of its
+    /// partitions (CreateTopics with explicit assignments): as many for each, registered
+    /// brokers; each partition's ISR is its unfenced replicas, led by the first of them.
+    pub fn assign_explicitly(
+        &self,
+        name: &str,
+        id: Uuid,
+        assignments: &[Vec<NodeId>],
+    ) -> Result<Vec<MetadataRecord>, MetadataError> {
+        if self.topic_id(name).is_some() {
+            return Err(MetadataError::TopicExists(name.to_owned()));
+        }
+        let mut records = vec![MetadataRecord::Topic {
+            name: name.to_owned(),
+            id,
+        }];
+        let wanted = assignments.first().map_or(0, Vec::len);
+        for (partition, replicas) in (0..).zip(assignments) {
+            self.check_brokers(replicas)?;
+            if replicas.len() != wanted {
+                return Err(MetadataError::ReplicaCountDiffers {
+                    replicas: replicas.clone(),
+                    asked: replicas.len(),
+                    wanted,
+                });
+            }
+            let isr: Vec<NodeId> = replicas
+                .iter()
+                .copied()
+                .filter(|n| self.is_live(*n))
+                .collect();
+            let Some(leader) = isr.first().copied() else {
+                return Err(MetadataError::AllReplicasFenced(replicas.clone()));
+            };
+            records.push(MetadataRecord::Partition {
+                topic: id,
+                partition,
+                replicas: replicas.clone(),
+                isr,
+                leader,
+            });
+        }
+        Ok(records)
     }
 
     /// The record that gives a partition back to its preferred leader (its first replica), if
@@ -576,6 +843,26 @@ fn first_in(replicas: &[NodeId], isr: &[NodeId], is_live: impl Fn(NodeId) -> boo
         .copied()
         .find(|n| isr.contains(n) && is_live(*n))
         .unwrap_or(NO_LEADER)
+}
+
+/// The members of `nodes` not in `left_out`, in order.
+fn except(nodes: &[NodeId], left_out: &[NodeId]) -> Vec<NodeId> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|n| !left_out.contains(n))
+        .collect()
+}
+
+/// Replicas are not empty and name no broker twice.
+fn check_replicas(replicas: &[NodeId]) -> Result<(), MetadataError> {
+    let mut distinct = replicas.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if replicas.is_empty() || distinct.len() != replicas.len() {
+        return Err(MetadataError::BadReplicas(replicas.to_vec()));
+    }
+    Ok(())
 }
 
 /// The ISR is a non-empty subset of the replicas, and the leader is in it (or there is none).
@@ -728,6 +1015,121 @@ mod tests {
         ));
     }
 
+    /// Replicas [1, 2] moved to [3, 2]: 3 is added (out of sync), 1 stays in the ISR and leads
+    /// until 3 joins; then [3, 2] alone, led by 3 (the target's first in-sync replica) at a new
+    /// leader epoch. A cancel goes back to the original replicas; a new target replaces one
+    /// under way from the original.
+    #[test]
+    fn a_reassignment_adds_first_and_removes_once_the_new_replicas_are_in_sync() {
+        let mut image = cluster(3);
+        let id = Uuid::from_u128(1);
+        let records = image.assign("t", id, 1, 2).unwrap();
+        apply_all(&mut image, &records);
+        let start = image.reassign(id, 0, Some(&[3, 2])).unwrap();
+        image.apply(&start).unwrap();
+        let p = image.partition(id, 0).unwrap().clone();
+        assert_eq!(
+            (
+                &p.replicas[..],
+                &p.isr[..],
+                p.leader,
+                &p.adding[..],
+                &p.removing[..]
+            ),
+            (&[3, 2, 1][..], &[1, 2][..], 1, &[3][..], &[1][..])
+        );
+        // 3 caught up: the leader asks for it in the ISR, and the move ends with that.
+        let joined = image.change_isr(id, 0, 1, p.partition_epoch, vec![1, 2, 3]);
+        image.apply(&joined.unwrap()).unwrap();
+        let q = image.partition(id, 0).unwrap();
+        assert_eq!(
+            (&q.replicas[..], &q.isr[..], q.leader, q.moving()),
+            (&[3, 2][..], &[2, 3][..], 3, false)
+        );
+        assert_eq!(q.leader_epoch, p.leader_epoch + 1);
+        assert_eq!(
+            image.reassign(id, 0, None),
+            Err(MetadataError::NoReassignment {
+                topic: id,
+                partition: 0
+            })
+        );
+
+        // Moving to [1, 2] again, then to [1, 3] instead, then cancelled: back to [3, 2].
+        let r = image.reassign(id, 0, Some(&[1, 2])).unwrap();
+        image.apply(&r).unwrap();
+        let r = image.reassign(id, 0, Some(&[1, 3])).unwrap();
+        image.apply(&r).unwrap();
+        let p = image.partition(id, 0).unwrap();
+        assert_eq!((&p.adding[..], &p.removing[..]), (&[1][..], &[2][..]));
+        assert_eq!(&p.replicas[..], &[1, 3, 2]);
+        let r = image.reassign(id, 0, None).unwrap();
+        image.apply(&r).unwrap();
+        let p = image.partition(id, 0).unwrap();
+        assert_eq!(
+            (&p.replicas[..], p.leader, p.moving()),
+            (&[3, 2][..], 3, false)
+        );
+
+        // Dropping a replica needs no copy: done at once.
+        let r = image.reassign(id, 0, Some(&[2])).unwrap();
+        image.apply(&r).unwrap();
+        let p = image.partition(id, 0).unwrap();
+        assert_eq!(
+            (&p.replicas[..], &p.isr[..], p.leader),
+            (&[2][..], &[2][..], 2)
+        );
+        assert!(matches!(
+            image.reassign(id, 0, Some(&[2, 9])),
+            Err(MetadataError::UnknownReplica { broker: 9, .. })
+        ));
+        assert!(matches!(
+            image.reassign(id, 0, Some(&[2, 2])),
+            Err(MetadataError::BadReplicas(_))
+        ));
+    }
+
+    /// CreateTopics with explicit assignments: the replicas as given, the unfenced ones in
+    /// sync, led by the first of them; the same count for every partition.
+    #[test]
+    fn explicit_assignments_place_replicas_as_given() {
+        let mut image = cluster(3);
+        let fence = image.fence(1).unwrap();
+        apply_all(&mut image, &fence);
+        let id = Uuid::from_u128(2);
+        let records = image
+            .assign_explicitly("t", id, &[vec![1, 3], vec![2, 1]])
+            .unwrap();
+        apply_all(&mut image, &records);
+        let p0 = image.partition(id, 0).unwrap();
+        assert_eq!(
+            (&p0.replicas[..], &p0.isr[..], p0.leader),
+            (&[1, 3][..], &[3][..], 3)
+        );
+        let p1 = image.partition(id, 1).unwrap();
+        assert_eq!(
+            (&p1.replicas[..], &p1.isr[..], p1.leader),
+            (&[2, 1][..], &[2][..], 2)
+        );
+        let other = Uuid::from_u128(3);
+        assert!(matches!(
+            image.assign_explicitly("u", other, &[vec![1, 3], vec![2]]),
+            Err(MetadataError::ReplicaCountDiffers {
+                asked: 1,
+                wanted: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            image.assign_explicitly("u", other, &[vec![1]]),
+            Err(MetadataError::AllReplicasFenced(_))
+        ));
+        assert!(matches!(
+            image.assign_explicitly("u", other, &[vec![4]]),
+            Err(MetadataError::UnknownReplica { broker: 4, .. })
+        ));
+    }
+
     #[test]
     fn records_that_break_a_rule_change_nothing() {
         let mut image = cluster(2);
@@ -785,25 +1187,36 @@ mod tests {
         Fence(NodeId),
         Unfence(NodeId),
         ChangeIsr { partition: i32, keep: Vec<bool> },
+        Reassign { partition: i32, target: Vec<NodeId> },
+        Cancel(i32),
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (1..=3).prop_map(Step::Fence),
             (1..=3).prop_map(Step::Unfence),
-            (0..4, prop::collection::vec(any::<bool>(), 3))
+            (0..4, prop::collection::vec(any::<bool>(), 4))
                 .prop_map(|(partition, keep)| Step::ChangeIsr { partition, keep }),
+            (0..4, Just(vec![1, 2, 3, 4]).prop_shuffle(), 1..=3usize).prop_map(
+                |(partition, mut target, len)| {
+                    target.truncate(len);
+                    Step::Reassign { partition, target }
+                }
+            ),
+            (0..4).prop_map(Step::Cancel),
         ]
     }
 
     proptest! {
-        /// Whatever brokers fail and come back and whatever ISR changes leaders ask for, every
-        /// record the controller makes applies, and the rules hold after each: the leader is
-        /// live and in the ISR (or there is none), the ISR is a non-empty subset of the
-        /// replicas, and a new leader always comes from the ISR it had before.
+        /// Whatever brokers fail and come back, whatever ISR changes leaders ask for and
+        /// whatever replicas are moved, every record the controller makes applies, and the
+        /// rules hold after each: the leader is live and in the ISR (or there is none), the ISR
+        /// is a non-empty subset of the replicas, the replicas being added and removed are
+        /// replicas, and a new leader always comes from the ISR (the one it had before, or for
+        /// a move that ends, the one that ends it).
         #[test]
         fn the_rules_hold_through_any_failures(steps in prop::collection::vec(step(), 1..60)) {
-            let mut image = cluster(3);
+            let mut image = cluster(4);
             let id = Uuid::from_u128(1);
             let records = image.assign("t", id, 4, 3).unwrap();
             apply_all(&mut image, &records);
@@ -823,17 +1236,29 @@ mod tests {
                             Err(_) => vec![],
                         }
                     }
+                    Step::Reassign { partition, target } => {
+                        image.reassign(id, partition, Some(&target)).into_iter().collect()
+                    }
+                    Step::Cancel(partition) => {
+                        image.reassign(id, partition, None).into_iter().collect()
+                    }
                 };
                 apply_all(&mut image, &records);
                 for (partition, p) in &image.topics[&id].partitions {
                     prop_assert!(!p.isr.is_empty());
                     prop_assert!(p.isr.iter().all(|n| p.replicas.contains(n)));
+                    prop_assert!(p.adding.iter().all(|n| p.replicas.contains(n)));
+                    prop_assert!(p.removing.iter().all(|n| p.replicas.contains(n)));
                     if p.leader != NO_LEADER {
                         prop_assert!(p.isr.contains(&p.leader));
                         prop_assert!(image.is_live(p.leader), "leader {} is fenced", p.leader);
                         let old = before.partition(id, *partition).unwrap();
                         if old.leader != p.leader {
-                            prop_assert!(old.isr.contains(&p.leader), "unclean election");
+                            let ended_move = old.moving() && !p.moving();
+                            prop_assert!(
+                                old.isr.contains(&p.leader) || ended_move,
+                                "unclean election"
+                            );
                             prop_assert!(p.leader_epoch > old.leader_epoch);
                         }
                     }

@@ -355,19 +355,18 @@ impl Partition {
             }
             drop(log);
             self.unchecked.store(false, Ordering::Relaxed);
-            let now = Instant::now();
-            state.followers = replicas
-                .iter()
-                .filter(|r| **r != me)
-                .map(|r| {
-                    let follower = Follower {
-                        log_end: -1,
-                        leader_end_then: i64::MAX,
-                        caught_up_at: now,
-                    };
-                    (*r, follower)
-                })
-                .collect();
+            state.followers.clear();
+        }
+        // New followers (all of them for a new leader, or the ones a reassignment adds) get a
+        // full lag time to catch up; the ones a reassignment dropped are forgotten.
+        let now = Instant::now();
+        state.followers.retain(|id, _| replicas.contains(id));
+        for r in replicas.iter().filter(|r| **r != me) {
+            state.followers.entry(*r).or_insert(Follower {
+                log_end: -1,
+                leader_end_then: i64::MAX,
+                caught_up_at: now,
+            });
         }
         state.leader = Some(me);
         state.isr = isr.to_vec();

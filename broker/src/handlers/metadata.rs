@@ -297,16 +297,12 @@ fn create_replicated(
         return failed(ResponseError::UnknownTopicOrPartition);
     }
     *may_create -= 1;
-    let partitions = broker.topics.default_partitions();
-    let replication = broker.default_replication_factor();
-    match cluster::create_topic(
-        broker,
-        quorum,
-        name,
-        partitions,
-        replication,
-        BTreeMap::new(),
-    ) {
+    let placement = cluster::Placement {
+        partitions: broker.topics.default_partitions(),
+        replication: broker.default_replication_factor(),
+        assignments: Vec::new(),
+    };
+    match cluster::create_topic(broker, quorum, name, placement, BTreeMap::new()) {
         Ok(_) => {
             let image = quorum.image();
             match image.topic_id(name) {

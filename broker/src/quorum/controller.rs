@@ -169,9 +169,15 @@ impl Controller {
                 partitions,
                 replication,
                 configs,
+                assignments,
             } => {
                 let id = uuid::Uuid::new_v4();
-                let decision = creation(image, &name, id, partitions, replication, configs);
+                let placed = if assignments.is_empty() {
+                    image.assign(&name, id, partitions, replication)
+                } else {
+                    image.assign_explicitly(&name, id, &assignments)
+                };
+                let decision = placed.map(|records| with_configs(records, &name, configs));
                 match self.write_decision(decision).await {
                     ControllerReply::Done => ControllerReply::Created { id },
                     other => other,
@@ -190,20 +196,16 @@ impl Controller {
                 self.write_decision(decision).await
             }
             ControllerRequest::ElectPreferred { partitions } => {
-                let decisions: Vec<_> = partitions
+                let decisions = partitions
                     .iter()
-                    .map(|(topic, partition)| image.elect_preferred(*topic, *partition))
-                    .collect();
-                let records: Vec<MetadataRecord> =
-                    decisions.iter().filter_map(|d| d.clone().ok()).collect();
-                if !records.is_empty()
-                    && let reply @ (ControllerReply::Refused(_)
-                    | ControllerReply::NotController { .. }
-                    | ControllerReply::Failed(_)) = self.write(records).await
-                {
-                    return reply;
-                }
-                ControllerReply::Elected(decisions.into_iter().map(|d| d.map(|_| ())).collect())
+                    .map(|(topic, partition)| image.elect_preferred(*topic, *partition));
+                self.write_each(decisions.collect()).await
+            }
+            ControllerRequest::Reassign { partitions } => {
+                let decisions = partitions.iter().map(|(topic, partition, target)| {
+                    image.reassign(*topic, *partition, target.as_deref())
+                });
+                self.write_each(decisions.collect()).await
             }
             ControllerRequest::CreatePartitions { name, count } => {
                 self.write_decision(image.grow(&name, count)).await
@@ -260,6 +262,24 @@ impl Controller {
         }
     }
 
+    /// Writes the records of the `decisions` that could be made, as one entry, and answers
+    /// each decision's outcome in order.
+    async fn write_each(
+        &self,
+        decisions: Vec<Result<MetadataRecord, MetadataError>>,
+    ) -> ControllerReply {
+        let records: Vec<MetadataRecord> =
+            decisions.iter().filter_map(|d| d.clone().ok()).collect();
+        if !records.is_empty()
+            && let reply @ (ControllerReply::Refused(_)
+            | ControllerReply::NotController { .. }
+            | ControllerReply::Failed(_)) = self.write(records).await
+        {
+            return reply;
+        }
+        ControllerReply::Outcomes(decisions.into_iter().map(|d| d.map(|_| ())).collect())
+    }
+
     /// Writes `records` to the log as one entry and waits until it is applied.
     async fn write(&self, records: Vec<MetadataRecord>) -> ControllerReply {
         match self.raft.client_write(Proposal { records }).await {
@@ -309,16 +329,12 @@ impl Controller {
     }
 }
 
-/// The records that create topic `name`: its partitions assigned, then its configs.
-fn creation(
-    image: &MetadataImage,
+/// The records that create topic `name`: its partitions placed, then its configs.
+fn with_configs(
+    mut records: Vec<MetadataRecord>,
     name: &str,
-    id: uuid::Uuid,
-    partitions: i32,
-    replication: usize,
     configs: std::collections::BTreeMap<String, String>,
-) -> Result<Vec<MetadataRecord>, MetadataError> {
-    let mut records = image.assign(name, id, partitions, replication)?;
+) -> Vec<MetadataRecord> {
     records.extend(
         configs
             .into_iter()
@@ -328,7 +344,7 @@ fn creation(
                 value: Some(value),
             }),
     );
-    Ok(records)
+    records
 }
 
 fn check_epoch(image: &MetadataImage, id: NodeId, epoch: i64) -> Result<(), MetadataError> {

@@ -336,7 +336,7 @@ async fn membership(quorum: Arc<Quorum>, host: String, port: u16) {
             }
             ControllerReply::Done
             | ControllerReply::Created { .. }
-            | ControllerReply::Elected(_)
+            | ControllerReply::Outcomes(_)
             | ControllerReply::ProducerIds { .. }
             | ControllerReply::NotController { .. } => {}
             ControllerReply::Failed(e) => tracing::debug!(error = %e, "heartbeat failed"),

@@ -49,12 +49,15 @@ pub enum ControllerRequest {
         id: NodeId,
         epoch: i64,
     },
-    /// A topic of `partitions` partitions, each on `replication` live brokers.
+    /// A topic of `partitions` partitions, each on `replication` live brokers, or on the
+    /// replicas `assignments` gives each partition, if any.
     CreateTopic {
         name: String,
         partitions: i32,
         replication: usize,
         configs: BTreeMap<String, String>,
+        #[serde(default)]
+        assignments: Vec<Vec<NodeId>>,
     },
     DeleteTopic {
         name: String,
@@ -67,6 +70,11 @@ pub enum ControllerRequest {
     /// Give these partitions back to their preferred leaders (ElectLeaders).
     ElectPreferred {
         partitions: Vec<(Uuid, i32)>,
+    },
+    /// Move these partitions' replicas to the targets given (`None`: cancel the move under
+    /// way), AlterPartitionReassignments.
+    Reassign {
+        partitions: Vec<(Uuid, i32, Option<Vec<NodeId>>)>,
     },
     /// A broker needs producer ids: the next block, reserved for it in the metadata so that no
     /// two nodes ever hand out the same id.
@@ -99,8 +107,9 @@ pub enum ControllerReply {
         start: i64,
         end: i64,
     },
-    /// Each partition of an election, in the order asked: elected, or why not.
-    Elected(Vec<Result<(), MetadataError>>),
+    /// Each partition of an election or a reassignment, in the order asked: done (or begun),
+    /// or why not.
+    Outcomes(Vec<Result<(), MetadataError>>),
     Done,
     /// The request does not apply (a stale epoch: the broker registers again).
     Refused(MetadataError),

@@ -469,6 +469,89 @@ async fn a_single_node_needs_no_leader_election() {
     assert_eq!(unclean, vec![(0, 42), (7, 42)], "INVALID_REQUEST");
 }
 
+/// A single node's one replica of each partition stays where it is: a move to itself is
+/// accepted (nothing to do), to any other node refused, a cancel finds no move; none is ever
+/// listed; DescribeLogDirs names its one log directory and each partition's size. A topic
+/// created with an assignment takes only this node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_moves_no_replicas_and_describes_its_log_dir() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest,
+        ListPartitionReassignmentsRequest,
+    };
+    let b = TestBroker::start().await;
+    common::create_topic(&b.bootstrap, "placed", 2, &[]).await;
+    let me = b.state().node_id();
+    let mut raw = RawClient::connect(&b.bootstrap).await;
+    let to = |index: i32, target: Option<Vec<i32>>| {
+        ReassignablePartition::default()
+            .with_partition_index(index)
+            .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()))
+    };
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("placed")))
+            .with_partitions(vec![
+                to(0, Some(vec![me])),
+                to(1, Some(vec![me + 1])),
+                to(0, None),
+                to(9, Some(vec![me])),
+            ]),
+    ]);
+    let answer = raw.call(&request, 0).await;
+    let codes: Vec<i16> = answer.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![0, 39, 85, 3],
+        "OK, INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS, UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let listed = raw
+        .call(&ListPartitionReassignmentsRequest::default(), 0)
+        .await;
+    assert!(listed.topics.is_empty());
+
+    let dirs = raw
+        .call(&DescribeLogDirsRequest::default().with_topics(None), 4)
+        .await;
+    assert_eq!(dirs.results.len(), 1);
+    assert!(dirs.results[0].log_dir.ends_with("topics"), "{dirs:?}");
+    let placed = dirs.results[0]
+        .topics
+        .iter()
+        .find(|t| t.name.as_str() == "placed")
+        .expect("the topic's partitions");
+    assert_eq!(placed.partitions.len(), 2);
+
+    let assigned = |brokers: Vec<i32>| {
+        use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+        let assignment = CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(brokers.into_iter().map(BrokerId).collect());
+        CreateTopicsRequest::default().with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("assigned")))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_assignments(vec![assignment]),
+        ])
+    };
+    let refused = raw.call(&assigned(vec![me + 1]), 5).await;
+    assert_eq!(
+        refused.topics[0].error_code, 39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    let created = raw.call(&assigned(vec![me]), 5).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(created.topics[0].num_partitions, 1);
+}
+
 async fn topic_config(bootstrap: &str, topic: &str, key: &str) -> Option<String> {
     let configs = admin(bootstrap)
         .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())

@@ -1189,3 +1189,198 @@ async fn a_topic_grows_on_every_node_and_its_new_partitions_take_writes() {
         assert_eq!(delivered.partition, partition);
     }
 }
+
+/// Runs one of Apache Kafka's command-line tools against node `id`, failing the test unless it
+/// succeeds; its standard output.
+async fn kafka_tool(cluster: &Cluster, id: i32, main_class: &str, args: &[&str]) -> String {
+    let java = apache_kafka::java(main_class).unwrap_or_else(|e| panic!("{e}"));
+    let mut command = tokio::process::Command::from(java);
+    command
+        .args(["--bootstrap-server", &cluster.bootstrap(id)])
+        .args(args);
+    let out = crate::common::run_with_input(command, None, main_class).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{main_class} {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Writes `values` to partition 0 of `topic` with acks=all.
+async fn write_all(bootstrap: &str, topic: &str, values: &[String]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = client_config(bootstrap, &[("acks", "all")])
+        .create()
+        .unwrap();
+    for value in values {
+        let record = FutureRecord::to(topic).payload(value).key("k").partition(0);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{value} not written: {e}"));
+    }
+}
+
+/// AlterPartitionReassignments at node `id`: partition 0 of `topic` to `target` (`None`:
+/// cancel), with `allow_rf_change`; the partition's error code.
+async fn reassign_raw(
+    cluster: &Cluster,
+    id: i32,
+    topic: &str,
+    target: Option<Vec<i32>>,
+    allow_rf_change: bool,
+) -> i16 {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let partition = ReassignablePartition::default()
+        .with_partition_index(0)
+        .with_replicas(target.map(|t| t.into_iter().map(BrokerId).collect()));
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_allow_replication_factor_change(allow_rf_change)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![partition]),
+        ]);
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let answer = client.call(&request, 1).await;
+    answer.responses[0].partitions[0].error_code
+}
+
+/// ListPartitionReassignments at node `id`: each moving partition as (topic, index, replicas,
+/// adding, removing).
+async fn reassignments(
+    cluster: &Cluster,
+    id: i32,
+) -> Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let answer = client
+        .call(&ListPartitionReassignmentsRequest::default(), 0)
+        .await;
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect();
+    answer
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Replicas move while the partition keeps serving. A topic created with its replicas given
+/// (librdkafka's CreateTopics with an assignment) on nodes 1 and 2; Apache Kafka's own
+/// `kafka-reassign-partitions` moves it to 3 and 2: node 3 copies the log, joins the ISR, and
+/// node 1, the leader, is dropped, so node 3 leads. Then a move back to node 1 while node 1 is
+/// down waits (ListPartitionReassignments shows it, writes go on) until node 1 is back and
+/// in sync. Every record is on the new replicas. Moves that cannot be are refused with Kafka's
+/// errors.
+#[tokio::test]
+async fn replicas_move_between_nodes_with_kafka_reassign_partitions() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(2);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(&bootstrap, &[]).create().unwrap();
+    let assignment: &[&[i32]] = &[&[1, 2]];
+    let topic = NewTopic::new("moving", 1, TopicReplication::Variable(assignment));
+    let created = admin.create_topics(&[topic], &AdminOptions::new()).await;
+    assert!(created.unwrap()[0].is_ok());
+    cluster
+        .placed(&[1, 2, 3], "moving", |p| {
+            p[0].replicas == [1, 2] && p[0].isr.len() == 2
+        })
+        .await;
+    let first: Vec<String> = (0..100).map(|i| format!("a{i}")).collect();
+    write_all(&bootstrap, "moving", &first).await;
+
+    let plan = cluster.dir.path().join("move.json");
+    let json = r#"{"version":1,"partitions":[{"topic":"moving","partition":0,"replicas":[3,2]}]}"#;
+    std::fs::write(&plan, json).unwrap();
+    let plan = plan.to_str().unwrap();
+    let started = kafka_tool(
+        &cluster,
+        2,
+        REASSIGN,
+        &["--execute", "--reassignment-json-file", plan],
+    )
+    .await;
+    assert!(
+        started.contains("Successfully started partition reassignment for moving-0"),
+        "{started}"
+    );
+    let moved = cluster
+        .placed(&[1, 2, 3], "moving", |p| p[0].replicas == [3, 2])
+        .await;
+    assert_eq!((moved[0].leader, moved[0].isr.len()), (3, 2), "{moved:?}");
+    let verified = kafka_tool(
+        &cluster,
+        2,
+        REASSIGN,
+        &["--verify", "--reassignment-json-file", plan],
+    )
+    .await;
+    assert!(
+        verified.contains("Reassignment of partition moving-0 is completed"),
+        "{verified}"
+    );
+    assert_eq!(read_all(&bootstrap, "moving", 100).await, first);
+
+    // Back to node 1 while it is down (fenced, still registered): it is added, cannot catch
+    // up, and node 3 stays.
+    cluster.kill(1);
+    cluster.agreed(&[2, 3]).await;
+    assert_eq!(
+        reassign_raw(&cluster, 2, "moving", Some(vec![1, 2]), false).await,
+        0
+    );
+    let moving = vec![("moving".to_owned(), 0, vec![1, 2, 3], vec![1], vec![3])];
+    eventually("the move under way", LONG, || async {
+        (reassignments(&cluster, 3).await == moving).then_some(())
+    })
+    .await;
+    let listed = kafka_tool(&cluster, 3, REASSIGN, &["--list"]).await;
+    assert!(listed.contains("moving-0"), "{listed}");
+    let second: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+    write_all(&bootstrap, "moving", &second).await;
+    assert_eq!(
+        reassign_raw(&cluster, 2, "moving", Some(vec![1]), false).await,
+        kafka_protocol::ResponseError::InvalidReplicationFactor.code(),
+        "a change of replication factor, not allowed by the request"
+    );
+    assert_eq!(
+        reassign_raw(&cluster, 2, "moving", Some(vec![1, 9]), true).await,
+        kafka_protocol::ResponseError::InvalidReplicaAssignment.code(),
+        "no broker 9"
+    );
+
+    cluster.start_node(1).await;
+    let back = cluster
+        .placed(&[1, 2, 3], "moving", |p| {
+            p[0].replicas == [1, 2] && p[0].isr.len() == 2
+        })
+        .await;
+    assert_eq!(back[0].leader, 1, "{back:?}");
+    assert!(reassignments(&cluster, 1).await.is_empty());
+    assert_eq!(
+        reassign_raw(&cluster, 1, "moving", None, true).await,
+        kafka_protocol::ResponseError::NoReassignmentInProgress.code()
+    );
+    let everything: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(read_all(&bootstrap, "moving", 150).await, everything);
+}

@@ -15,8 +15,8 @@ use crate::cluster::Cluster;
 /// here. Left out, and why:
 /// - 0011 (a batch of records with invalid keys on a compacted topic): no log compaction yet;
 /// - 0052, 0098, 0109: they run Kafka's shell scripts or a Java producer (`KAFKA_PATH`);
-/// - 0081 (the admin API): CreateTopics with explicit replica assignments, which a cluster
-///   refuses (it places replicas itself);
+/// - 0081 (the admin API): it creates topics with `delete.retention.ms`, a log-compaction
+///   config, which is refused until there is log compaction;
 /// - 0092: `message.format.version`, gone from Kafka 4;
 /// - 0113 (cooperative rebalancing, dozens of cases): longer than this suite's limit here;
 /// - 0129: `segment.bytes=20000`, below this broker's 1 MiB floor;

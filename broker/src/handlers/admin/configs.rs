@@ -235,6 +235,14 @@ pub(super) fn incremental_alter_configs(
         .into_iter()
         .map(|r| {
             let name = r.resource_name.as_str();
+            // Deleting broker configs changes nothing: none is set at run time (what
+            // kafka-reassign-partitions --verify does to clear replication throttles).
+            let only_deletes = r.configs.iter().all(|c| c.config_operation == OP_DELETE);
+            if r.resource_type == RESOURCE_BROKER && only_deletes {
+                return kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name);
+            }
             let result = altered_topic(broker, r.resource_type, name).and_then(|mut configs| {
                 for c in &r.configs {
                     let key = c.name.as_str().to_string();

@@ -16,6 +16,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 
 use crate::broker::Broker;
+use crate::cluster;
 use crate::handlers::partitions::{answer_each_led, partition_answer};
 use crate::handlers::route::str_bytes;
 use crate::storage::AppendError;
@@ -65,31 +66,61 @@ pub(super) fn create_topics(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-/// The partitions a CreateTopics entry asks for (-1: the broker's default).
+/// The partitions a CreateTopics entry asks for (-1: the broker's default; with explicit
+/// assignments, one per assignment).
 fn partition_count(broker: &Broker, t: &CreatableTopic) -> i32 {
     match t.num_partitions {
+        _ if !t.assignments.is_empty() => t.assignments.len() as i32,
         -1 => broker.topics.default_partitions(),
         n => n,
     }
 }
 
-/// The replicas a CreateTopics entry asks for in a cluster (-1: the default). Explicit
-/// assignments are not taken yet.
-fn replication_factor(broker: &Broker, t: &CreatableTopic) -> Result<usize, Refusal> {
-    if !t.assignments.is_empty() {
+/// Where a CreateTopics entry's partitions go in a cluster: a replication factor (-1: the
+/// default), or explicit assignments, partition 0 first (Kafka's rules: then neither a
+/// partition count nor a replication factor).
+fn placement(broker: &Broker, t: &CreatableTopic) -> Result<cluster::Placement, Refusal> {
+    let partitions = partition_count(broker, t);
+    if t.assignments.is_empty() {
+        let replication = match t.replication_factor {
+            -1 => broker.default_replication_factor(),
+            n if n >= 1 => n as usize,
+            n => {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!("replication factor {n} must be at least 1"),
+                ));
+            }
+        };
+        return Ok(cluster::Placement {
+            partitions,
+            replication,
+            assignments: Vec::new(),
+        });
+    }
+    if t.num_partitions != -1 || t.replication_factor != -1 {
         return Err((
-            ResponseError::InvalidReplicaAssignment,
-            "this cluster assigns replicas itself; give a replication factor".into(),
+            ResponseError::InvalidRequest,
+            "give either assignments or a partition count and replication factor, not both".into(),
         ));
     }
-    match t.replication_factor {
-        -1 => Ok(broker.default_replication_factor()),
-        n if n >= 1 => Ok(n as usize),
-        n => Err((
-            ResponseError::InvalidReplicationFactor,
-            format!("replication factor {n} must be at least 1"),
-        )),
+    let mut assignments: Vec<_> = t.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    if (0..).zip(&assignments).any(|(i, a)| a.partition_index != i) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "assignments must name partitions 0, 1, 2 and so on, each once".into(),
+        ));
     }
+    let assignments = assignments
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect();
+    Ok(cluster::Placement {
+        partitions,
+        replication: 0,
+        assignments,
+    })
 }
 
 /// Creates one topic of a CreateTopics request, or with `validate_only` checks that it could
@@ -103,7 +134,7 @@ fn create_one(
     let configs = set_configs(t.configs.iter().map(|c| (&c.name, &c.value)));
     let partitions = partition_count(broker, t);
     if let Some(quorum) = &broker.quorum {
-        let replication = replication_factor(broker, t)?;
+        let placement = placement(broker, t)?;
         broker
             .topics
             .validate(name, partitions, &configs)
@@ -111,20 +142,26 @@ fn create_one(
         if validate_only {
             return Ok(None);
         }
-        return crate::cluster::create_topic(
-            broker,
-            quorum,
-            name,
-            partitions,
-            replication,
-            configs,
-        )
-        .map(Some);
+        return cluster::create_topic(broker, quorum, name, placement, configs).map(Some);
     }
     if t.replication_factor > 1 {
         return Err((
             ResponseError::InvalidReplicationFactor,
             "this single-node broker keeps one replica".into(),
+        ));
+    }
+    let me = broker.node_id();
+    if let Some(a) = t
+        .assignments
+        .iter()
+        .find(|a| a.broker_ids != [BrokerId(me)])
+    {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "partition {}: this single-node broker is node {me}, the only replica",
+                a.partition_index
+            ),
         ));
     }
     let outcome = if validate_only {
