@@ -121,6 +121,15 @@ fn reconcile(broker: &Broker, image: &MetadataImage, known: &mut HashSet<Uuid>) 
             continue;
         };
         known.insert(*id);
+        if topic.configs != state.configs {
+            // Altered in the metadata (AlterConfigs through any node): this copy follows.
+            if let Err(e) = broker
+                .topics
+                .alter_configs(&state.name, state.configs.clone(), false)
+            {
+                tracing::warn!(topic = state.name, error = %e, "cannot take the metadata's configs");
+            }
+        }
         for (index, p) in &state.partitions {
             let Some(local) = topic.partition(*index) else {
                 continue;
@@ -393,6 +402,31 @@ pub fn reassign(
         ControllerReply::Outcomes(outcomes) => Ok(outcomes),
         other => Err(refusal(other)),
     }
+}
+
+/// Asks the active controller to make `configs` topic `name`'s overrides and waits until this
+/// node's image has them (each node then applies them to its copy). From a handler on the
+/// blocking pool.
+pub fn alter_configs(
+    quorum: &Quorum,
+    name: &str,
+    configs: BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let request = ControllerRequest::AlterConfigs {
+        name: name.to_owned(),
+        configs: configs.clone(),
+    };
+    match wait(quorum.request(request)) {
+        ControllerReply::Done => {}
+        other => return Err(refusal(other)),
+    }
+    let applied = |image: &MetadataImage| {
+        let id = image.topic_id(name);
+        id.is_some_and(|id| image.topics[&id].configs == configs)
+    };
+    wait(visible(quorum, applied))
+        .map(|_| ())
+        .ok_or_else(|| refusal(ControllerReply::Failed("not visible".into())))
 }
 
 /// Asks the active controller to grow topic `name` to `count` partitions and waits until this

@@ -488,6 +488,33 @@ impl MetadataImage {
         Ok(records)
     }
 
+    /// The records that make `configs` topic `name`'s overrides (AlterConfigs and
+    /// IncrementalAlterConfigs in a cluster): each one set or changed, each one gone removed.
+    pub fn configure(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Vec<MetadataRecord>, MetadataError> {
+        let id = self
+            .topic_id(name)
+            .ok_or_else(|| MetadataError::NoTopic(name.to_owned()))?;
+        let current = &self.topics[&id].configs;
+        let record = |key: &String, value: Option<&String>| MetadataRecord::Config {
+            topic: name.to_owned(),
+            name: key.clone(),
+            value: value.cloned(),
+        };
+        let set = configs
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| record(k, Some(v)));
+        let removed = current
+            .keys()
+            .filter(|k| !configs.contains_key(*k))
+            .map(|k| record(k, None));
+        Ok(set.chain(removed).collect())
+    }
+
     /// The records that grow topic `name` to `count` partitions (CreatePartitions): each new
     /// one on as many live brokers as the topic's partitions have replicas, spread as
     /// [`Self::assign`] spreads them.

@@ -326,13 +326,28 @@ fn take(partitions: &[Followed], response: FetchResponse) -> bool {
                     }
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
-                    // Past the leader's log: check where the two part again.
-                    tracing::warn!(
-                        topic = p.name,
-                        partition = p.index,
-                        "out of the leader's range"
-                    );
-                    p.local.recheck();
+                    let start = answer.log_start_offset;
+                    let mut log = p.local.log();
+                    if log.next_offset() < start {
+                        // Before the leader's log start: what is missing is gone there too.
+                        tracing::warn!(
+                            topic = p.name,
+                            partition = p.index,
+                            start,
+                            "behind the leader's log start: starting over there"
+                        );
+                        if let Err(e) = log.restart_at(start) {
+                            tracing::warn!(topic = p.name, partition = p.index, error = %e, "cannot start the log over");
+                        }
+                    } else {
+                        // Past the leader's log: check where the two part again.
+                        tracing::warn!(
+                            topic = p.name,
+                            partition = p.index,
+                            "out of the leader's range"
+                        );
+                        p.local.recheck();
+                    }
                     settled = false;
                 }
                 Some(_) => settled = false,

@@ -207,6 +207,12 @@ impl Controller {
                 });
                 self.write_each(decisions.collect()).await
             }
+            ControllerRequest::AlterConfigs { name, configs } => {
+                match image.configure(&name, &configs) {
+                    Ok(records) if records.is_empty() => ControllerReply::Done,
+                    decision => self.write_decision(decision).await,
+                }
+            }
             ControllerRequest::CreatePartitions { name, count } => {
                 self.write_decision(image.grow(&name, count)).await
             }

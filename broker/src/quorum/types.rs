@@ -62,6 +62,11 @@ pub enum ControllerRequest {
     DeleteTopic {
         name: String,
     },
+    /// Make `configs` topic `name`'s overrides (AlterConfigs, IncrementalAlterConfigs).
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// Grow topic `name` to `count` partitions (CreatePartitions).
     CreatePartitions {
         name: String,

@@ -626,11 +626,7 @@ impl PartitionLog {
         if offset <= self.log_start_offset() {
             return Ok(self.log_start_offset());
         }
-        let tmp = self.dir.join(format!("{START_FILE}.tmp"));
-        fs::write(&tmp, offset.to_string())?;
-        fs::File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, self.dir.join(START_FILE))?;
-        super::sync::sync_dir(&self.dir)?;
+        self.write_start(offset)?;
         self.deleted_before = offset;
         if offset == end && self.active().size > 0 {
             self.roll()?;
@@ -640,6 +636,42 @@ impl PartitionLog {
         }
         self.aborted.retain(|a| a.last_offset >= offset);
         Ok(self.log_start_offset())
+    }
+
+    /// Records `offset` as the log start, durably.
+    fn write_start(&self, offset: i64) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{START_FILE}.tmp"));
+        fs::write(&tmp, offset.to_string())?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.dir.join(START_FILE))?;
+        super::sync::sync_dir(&self.dir)
+    }
+
+    /// Empties the log and starts it again at `offset`, past its end: a follower whose log
+    /// ends before its leader's log start (retention or DeleteRecords removed what it lacks)
+    /// starts over there, as Kafka's does. A crash midway leaves a log that starts over again.
+    pub fn restart_at(&mut self, offset: i64) -> io::Result<()> {
+        if self.deleted || offset <= self.next_offset() {
+            return Ok(());
+        }
+        self.write_start(offset)?;
+        for segment in self.segments.drain(..) {
+            segment.delete()?;
+        }
+        drop(Segment::create(&self.dir, offset)?);
+        match fs::remove_file(self.dir.join(SNAPSHOT_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.epochs.clear();
+        self.write_epochs()?;
+        super::sync::sync_dir(&self.dir)?;
+        let (high_watermark, epoch) = (self.high_watermark, self.leader_epoch);
+        let (mut reopened, _) = PartitionLog::open(&self.dir, self.config.clone())?;
+        reopened.leader_epoch = epoch;
+        reopened.high_watermark = high_watermark.map(|h| h.max(offset));
+        *self = reopened;
+        Ok(())
     }
 
     /// Offset the next record will get (the high watermark on a single node).
@@ -1107,6 +1139,38 @@ mod tests {
         drop(follower);
         let (follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
         assert_eq!((follower.next_offset(), follower.latest_epoch()), (2, 0));
+    }
+
+    /// A follower far behind starts over at its leader's log start: empty, from there, the
+    /// leader's batches append, and so it stays when opened again.
+    #[test]
+    fn a_log_restarted_past_its_end_starts_there_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut leader, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        leader.set_high_watermark(0);
+        for _ in 0..3 {
+            leader.append(&mut sample_batch(2, 1000)).unwrap();
+        }
+        let ReadOutcome::Batches(tail) = leader.read(4, 1 << 20, true).unwrap() else {
+            panic!("the leader's last batch");
+        };
+        let follower_dir = tempfile::tempdir().unwrap();
+        let (mut follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
+        follower.set_high_watermark(0);
+        follower.append(&mut sample_batch(1, 1000)).unwrap();
+        follower.restart_at(4).unwrap();
+        assert_eq!(
+            (follower.log_start_offset(), follower.next_offset()),
+            (4, 4)
+        );
+        assert_eq!(follower.high_watermark(), 4);
+        assert_eq!(follower.append_replica(&tail).unwrap(), 6);
+        drop(follower);
+        let (follower, _) = PartitionLog::open(follower_dir.path(), config()).unwrap();
+        assert_eq!(
+            (follower.log_start_offset(), follower.next_offset()),
+            (4, 6)
+        );
     }
 
     /// A new leader's log knows only its own epoch, 3, from offset 2: an older epoch ended

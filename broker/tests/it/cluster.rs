@@ -1384,3 +1384,128 @@ async fn replicas_move_between_nodes_with_kafka_reassign_partitions() {
     let everything: Vec<String> = first.iter().chain(&second).cloned().collect();
     assert_eq!(read_all(&bootstrap, "moving", 150).await, everything);
 }
+
+/// Topic `topic`'s config `key` as node `id` describes it (DescribeConfigs).
+async fn described(cluster: &Cluster, id: i32, topic: &str, key: &str) -> Option<String> {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::protocol::StrBytes;
+    let resource = DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.into()))
+        .with_configuration_keys(Some(vec![StrBytes::from_string(key.into())]));
+    let request = DescribeConfigsRequest::default().with_resources(vec![resource]);
+    let mut client = RawClient::connect(&cluster.bootstrap(id)).await;
+    let answer = client.call(&request, 4).await;
+    let result = answer.results.first()?;
+    let entry = result.configs.iter().find(|c| c.name.as_str() == key)?;
+    entry.value.as_ref().map(|v| v.to_string())
+}
+
+/// A topic config altered through any node is the cluster's: the change goes through the
+/// active controller into the metadata, every node's copy takes it, and the leader acts on it.
+/// `min.insync.replicas=3` set through a node that does not lead the partition makes its
+/// leader refuse an acks=all write once a replica is down; set back, the write goes through.
+#[tokio::test]
+async fn a_topic_config_altered_through_one_node_holds_on_every_node() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    create(&cluster.bootstrap(1), "tuned", 1, 3).await.unwrap();
+    let placed = cluster
+        .placed(&[1, 2, 3], "tuned", |p| p[0].isr.len() == 3)
+        .await;
+    let leader = placed[0].leader;
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let through_other = cluster.bootstrap(other);
+    let alter = |value: &'static str| {
+        let bootstrap = through_other.clone();
+        async move {
+            let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+                client_config(&bootstrap, &[]).create().unwrap();
+            let change = AlterConfig::new(ResourceSpecifier::Topic("tuned"))
+                .set("min.insync.replicas", value);
+            let results = admin
+                .alter_configs(&[change], &AdminOptions::new())
+                .await
+                .unwrap();
+            assert!(results[0].is_ok(), "{results:?}");
+        }
+    };
+    alter("3").await;
+    for id in 1..=3 {
+        let cluster = &cluster;
+        eventually(&format!("node {id} has the config"), LONG, || async move {
+            let value = described(cluster, id, "tuned", "min.insync.replicas").await;
+            (value.as_deref() == Some("3")).then_some(())
+        })
+        .await;
+    }
+    let down = (1..=3).find(|id| *id != leader && *id != other).unwrap();
+    cluster.kill(down);
+    cluster
+        .placed(&[leader, other], "tuned", |p| p[0].isr.len() == 2)
+        .await;
+    assert_eq!(
+        produce_raw(&cluster, leader, "tuned").await,
+        kafka_protocol::ResponseError::NotEnoughReplicas.code()
+    );
+    alter("2").await;
+    eventually("the leader takes the write again", LONG, || async {
+        (produce_raw(&cluster, leader, "tuned").await == 0).then_some(())
+    })
+    .await;
+}
+
+/// A follower whose log ends before its leader's log start (DeleteRecords removed what it
+/// missed while it was down) starts its copy over at the leader's log start, as Kafka's does,
+/// catches up and is back in the ISR; then it can lead, and serves from there.
+#[tokio::test]
+async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(&bootstrap, &[]).create().unwrap();
+    let assignment: &[&[i32]] = &[&[1, 2]];
+    let topic = NewTopic::new("trimmed", 1, TopicReplication::Variable(assignment));
+    let created = admin.create_topics(&[topic], &AdminOptions::new()).await;
+    assert!(created.unwrap()[0].is_ok());
+    cluster
+        .placed(&[1, 2, 3], "trimmed", |p| p[0].isr == [1, 2])
+        .await;
+    cluster.kill(2);
+    cluster
+        .placed(&[1, 3], "trimmed", |p| p[0].isr == [1])
+        .await;
+    let values: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    write_all(&bootstrap, "trimmed", &values).await;
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset("trimmed", 0, Offset::Offset(15))
+        .unwrap();
+    let deleted = admin
+        .delete_records(&before, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        deleted
+            .find_partition("trimmed", 0)
+            .unwrap()
+            .error()
+            .is_ok()
+    );
+
+    cluster.start_node(2).await;
+    cluster
+        .placed(&[1, 2, 3], "trimmed", |p| p[0].isr.len() == 2)
+        .await;
+    cluster.kill(1);
+    cluster
+        .placed(&[2, 3], "trimmed", |p| p[0].leader == 2)
+        .await;
+    let rest = read_all(&cluster.bootstrap(2), "trimmed", 5).await;
+    assert_eq!(rest, values[15..]);
+}

@@ -173,17 +173,29 @@ fn altered_topic(
     }
 }
 
-/// Applies new overrides to a topic (or only checks them).
+/// Applies new overrides to a topic (or only checks them). In a cluster, checked here and
+/// made through the active controller, so that every node's copy takes them.
 fn apply_configs(
     broker: &Broker,
     name: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    broker
-        .topics
-        .alter_configs(name, configs, validate_only)
-        .map_err(|e| (e.kafka_error(), client_message(&e)))
+    let local = |configs, validate_only| {
+        broker
+            .topics
+            .alter_configs(name, configs, validate_only)
+            .map_err(|e| (e.kafka_error(), client_message(&e)))
+    };
+    let Some(quorum) = &broker.quorum else {
+        return local(configs, validate_only);
+    };
+    local(configs.clone(), true)?;
+    if validate_only {
+        return Ok(());
+    }
+    crate::cluster::alter_configs(quorum, name, configs.clone())?;
+    local(configs, false)
 }
 
 /// AlterConfigs: the given configs replace all of a topic's overrides.
