@@ -37,6 +37,8 @@ pub async fn follow(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::R
     let mut known = HashSet::new();
     let mut fetchers: HashMap<NodeId, JoinHandle<()>> = HashMap::new();
     loop {
+        // Read before the image: the image is at least this far along.
+        let index = quorum.applied_index();
         let image = images.borrow_and_update().clone();
         for leader in replication::leaders_followed(&image, broker.node_id()) {
             if fetchers.get(&leader).is_none_or(|f| f.is_finished()) {
@@ -57,6 +59,7 @@ pub async fn follow(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::R
                 return;
             }
         };
+        quorum.mark_reconciled(index);
         tokio::select! {
             changed = images.changed() => if changed.is_err() { break },
             _ = stop.changed() => break,

@@ -18,7 +18,7 @@ pub struct Group {
 }
 
 /// One member of a group.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub client_id: String,
     pub client_host: String,

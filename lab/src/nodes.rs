@@ -285,8 +285,10 @@ impl Embedded {
             .filter(|n| reachable(n))
             .filter_map(|n| n.handle.as_ref()?.broker().quorum.clone())
             .collect();
-        let applied: Vec<u64> = quorums.iter().map(|q| q.applied_index()).collect();
-        let settled = applied.iter().min() == applied.iter().max();
+        // Settled: every reachable node's topics follow the newest metadata any of them has
+        // (its leaders and ISRs act on it, not only its image).
+        let newest = quorums.iter().map(|q| q.applied_index()).max();
+        let settled = quorums.iter().all(|q| Some(q.reconciled_index()) >= newest);
         let quorum = quorums
             .into_iter()
             .max_by_key(|q| q.applied_index())

@@ -58,6 +58,11 @@ pub struct Quorum {
     tasks: Mutex<JoinSet<()>>,
     /// This node's network link (cut while the lab isolates it).
     link: Arc<Link>,
+    /// How far this node's topics follow the metadata (the last applied entry's index when
+    /// the image they were made like was taken).
+    reconciled: std::sync::atomic::AtomicU64,
+    /// The state machine's last applied index, set before each image is published.
+    applied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -95,6 +100,7 @@ impl Quorum {
         let log = log_store::LogStore::open(dir)?;
         let state = state_machine::StateMachine::open(dir)?;
         let image = state.subscribe();
+        let applied = state.applied();
         let network = Network(link.clone());
         let raft = Raft::new(id as u64, raft_config()?, network, log, state).await?;
         let (stop, _) = watch::channel(false);
@@ -109,6 +115,8 @@ impl Quorum {
             stop,
             tasks: Mutex::new(JoinSet::new()),
             link,
+            reconciled: std::sync::atomic::AtomicU64::new(0),
+            applied,
         });
         quorum.form().await?;
         {
@@ -153,11 +161,7 @@ impl Quorum {
     /// How far this node has applied the metadata log (its last applied entry's index): of
     /// several nodes' images, the one with the highest is the latest.
     pub fn applied_index(&self) -> u64 {
-        self.raft
-            .metrics()
-            .borrow()
-            .last_applied
-            .map_or(0, |log_id| log_id.index)
+        self.applied.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// This node's broker epoch in this run, once the controller registered it (a restarted
@@ -165,6 +169,18 @@ impl Quorum {
     /// apart).
     pub fn broker_epoch(&self) -> Option<i64> {
         *self.epoch.lock().unwrap()
+    }
+
+    /// How far this node's topics follow the metadata: every entry up to this index is
+    /// applied to them (leaders, ISRs, configs), not only to the image.
+    pub fn reconciled_index(&self) -> u64 {
+        self.reconciled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Notes that this node's topics follow the metadata up to `index`.
+    pub fn mark_reconciled(&self, index: u64) {
+        self.reconciled
+            .fetch_max(index, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// This node's network link.

@@ -6,6 +6,7 @@
 
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
@@ -43,6 +44,9 @@ pub struct StateMachine {
     path: PathBuf,
     /// The image after each applied batch, for the broker.
     image: watch::Sender<Arc<MetadataImage>>,
+    /// The index of the last applied entry, set before the image it made is published: a
+    /// reader that reads it, then the image, has an image at least that far along.
+    applied: Arc<AtomicU64>,
 }
 
 fn read_error(e: impl std::error::Error + 'static) -> StorageError<u64> {
@@ -71,11 +75,19 @@ impl StateMachine {
             Err(e) => return Err(e),
         }
         let (image, _) = watch::channel(Arc::new(inner.image.clone()));
+        let applied = inner.last_applied.map_or(0, |id| id.index);
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
             path,
             image,
+            applied: Arc::new(AtomicU64::new(applied)),
         })
+    }
+
+    /// The index of the last applied entry (0 before any), as [`StateMachine::subscribe`]'s
+    /// images follow it.
+    pub fn applied(&self) -> Arc<AtomicU64> {
+        self.applied.clone()
     }
 
     /// The image as it is now, and each one after.
@@ -151,25 +163,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut inner = self.inner.lock().unwrap();
         let mut replies = Vec::new();
-        let mut changed = false;
         for entry in entries {
             inner.last_applied = Some(entry.log_id);
             replies.push(match entry.payload {
                 EntryPayload::Blank => Ok(()),
-                EntryPayload::Normal(proposal) => {
-                    let applied = inner.image.apply_all(&proposal.records);
-                    changed |= applied.is_ok();
-                    applied
-                }
+                EntryPayload::Normal(proposal) => inner.image.apply_all(&proposal.records),
                 EntryPayload::Membership(membership) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Ok(())
                 }
             });
         }
-        if changed {
-            self.image.send_replace(Arc::new(inner.image.clone()));
+        if let Some(last) = inner.last_applied {
+            self.applied.store(last.index, Ordering::Release);
         }
+        // Published after every batch, also one that changed nothing (a new Raft leader's blank
+        // entry), so that what follows the images sees every applied index.
+        self.image.send_replace(Arc::new(inner.image.clone()));
         Ok(replies)
     }
 
@@ -200,6 +210,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         inner.membership = meta.last_membership.clone();
         inner.image = stored.image.clone();
         inner.snapshot = Some(stored);
+        let index = inner.last_applied.map_or(0, |id| id.index);
+        self.applied.store(index, Ordering::Release);
         self.image.send_replace(Arc::new(inner.image.clone()));
         Ok(())
     }

@@ -9,7 +9,9 @@ use order_service::domain::OrderStatus;
 use saga_shared::events::Topic;
 use serde::{Deserialize, Serialize};
 
-use super::explorer::{BrokerInfo, ConfigEntry, GroupView, Record, ResetTo, Start, TopicSummary};
+use super::explorer::{
+    BrokerInfo, ConfigEntry, GroupView, PlannedOffset, Record, ResetTo, Start, TopicSummary,
+};
 use super::observer::Seen;
 use crate::dlq::DeadLetter;
 pub use crate::nodes::{NodeState, Nodes, Placement};
@@ -227,24 +229,21 @@ pub struct Groups {
 }
 
 /// `POST /api/groups/{group}/reset`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ResetRequest {
     #[serde(flatten)]
     pub to: ResetTo,
     /// Only this topic (default: every topic the group has committed on).
     pub topic: Option<String>,
+    /// Only say where the offsets would go (Kafka's `--dry-run`).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
-/// What a reset moved.
-#[derive(Debug, Clone, Serialize)]
+/// What a reset moved (or, as a dry run, would move).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupReset {
     pub group: String,
-    pub partitions: Vec<MovedOffset>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MovedOffset {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    pub dry_run: bool,
+    pub partitions: Vec<PlannedOffset>,
 }

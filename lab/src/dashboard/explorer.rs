@@ -118,7 +118,7 @@ pub struct NewRecord {
 }
 
 /// A consumer group with its offsets and lag per partition.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupView {
     pub name: String,
     pub state: String,
@@ -127,7 +127,7 @@ pub struct GroupView {
     pub lag: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupPartition {
     pub topic: String,
     pub partition: i32,
@@ -139,8 +139,17 @@ pub struct GroupPartition {
     pub owner: Option<String>,
 }
 
+/// A partition of a group's offset reset: its committed offset and the new one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub offset: i64,
+}
+
 /// Where to move a group's offsets.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "to", content = "value")]
 pub enum ResetTo {
     Earliest,
@@ -451,15 +460,17 @@ impl Explorer {
     }
 
     /// Moves `group`'s committed offsets on every partition it has committed on (or only
-    /// `topic`'s), which Kafka allows only while the group has no active member. Answers the
-    /// partitions and their new offsets.
+    /// `topic`'s), which Kafka allows only while the group has no active member; with
+    /// `dry_run`, only says where they would go. Answers each partition with its committed
+    /// offset and its new one.
     pub async fn reset(
         &self,
         observer: &Observer,
         group: &str,
         topic: Option<&str>,
         to: ResetTo,
-    ) -> Result<Vec<(String, i32, i64)>, ExplorerError> {
+        dry_run: bool,
+    ) -> Result<Vec<PlannedOffset>, ExplorerError> {
         let view = self.groups(observer, Some(group)).await?.into_iter().next();
         let Some(view) = view else {
             return Err(ExplorerError::NothingToReset(group.to_owned()));
@@ -479,13 +490,13 @@ impl Explorer {
             return Err(ExplorerError::NothingToReset(group.to_owned()));
         }
         let meta = self.meta.clone();
-        let wanted: Vec<(String, i32)> = chosen
+        let wanted: Vec<(String, i32, Option<i64>)> = chosen
             .iter()
-            .map(|p| (p.topic.clone(), p.partition))
+            .map(|p| (p.topic.clone(), p.partition, p.committed))
             .collect();
         let targets = tokio::task::spawn_blocking(move || -> Result<_, ExplorerError> {
             let mut out = Vec::new();
-            for (t, p) in wanted {
+            for (t, p, committed) in wanted {
                 let (low, high) = meta.fetch_watermarks(&t, p, TIMEOUT)?;
                 let offset = match to {
                     ResetTo::Earliest => low,
@@ -502,14 +513,22 @@ impl Explorer {
                         }
                     }
                 };
-                out.push((t, p, offset));
+                out.push(PlannedOffset {
+                    topic: t,
+                    partition: p,
+                    committed,
+                    offset,
+                });
             }
             Ok(out)
         })
         .await??;
+        if dry_run {
+            return Ok(targets);
+        }
         let mut tpl = TopicPartitionList::new();
-        for (t, p, offset) in &targets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*offset))?;
+        for t in &targets {
+            tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(t.offset))?;
         }
         let client = self.group_client(group)?;
         tokio::task::spawn_blocking(move || client.commit(&tpl, CommitMode::Sync)).await??;

@@ -40,9 +40,9 @@ use crate::dlq::DeadLetter;
 use crate::system::{Lab, Service};
 use api::{
     Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, IsolateParams,
-    Isolation, LabStatus, Messages, MessagesQuery, MovedOffset, Nodes, OrderView, OrdersQuery,
-    PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus,
-    TopicDetail, Topics,
+    Isolation, LabStatus, Messages, MessagesQuery, Nodes, OrderView, OrdersQuery, PoisonRequest,
+    Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus, TopicDetail,
+    Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
@@ -695,20 +695,19 @@ async fn reset_group(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<Json<GroupReset>, ApiError> {
-    let moved = s
+    let partitions = s
         .explorer
-        .reset(&s.observer, &name, req.topic.as_deref(), req.to)
+        .reset(
+            &s.observer,
+            &name,
+            req.topic.as_deref(),
+            req.to,
+            req.dry_run,
+        )
         .await?;
-    let partitions = moved
-        .into_iter()
-        .map(|(topic, partition, offset)| MovedOffset {
-            topic,
-            partition,
-            offset,
-        })
-        .collect();
     Ok(Json(GroupReset {
         group: name,
+        dry_run: req.dry_run,
         partitions,
     }))
 }

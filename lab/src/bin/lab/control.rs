@@ -34,7 +34,7 @@ impl LabApi {
         .await
     }
 
-    async fn post<T: DeserializeOwned>(
+    pub(crate) async fn post<T: DeserializeOwned>(
         &self,
         path: &str,
         body: Option<impl Serialize>,

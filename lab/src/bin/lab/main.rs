@@ -2,11 +2,13 @@
 //!
 //! `up` starts the lab and prints where everything is; `order` places an order and follows it;
 //! `kafka` has the commands that speak Kafka directly (`tail`, `poison`); `control` the ones that
-//! ask a running lab's control API (`dlq`, `fault`, `stop`, `start`, `env`, `groups`, `service`).
+//! ask a running lab's control API (`dlq`, `fault`, `stop`, `start`, `env`, `groups`, `service`);
+//! `reset` moves a consumer group's offsets.
 
 mod control;
 mod kafka;
 mod order;
+mod reset;
 mod txn;
 mod up;
 mod wait;
@@ -18,6 +20,7 @@ use control::{
 };
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
+use reset::ResetArgs;
 use txn::TxnArgs;
 use up::UpArgs;
 use wait::WaitArgs;
@@ -72,6 +75,10 @@ enum Command {
     Env(ServiceArg),
     /// Describe consumer groups: state, members and the partitions each member owns.
     Groups(GroupsArgs),
+    /// Move a consumer group's committed offsets to reprocess (or skip) records: to the
+    /// earliest or latest, an offset or a time; refused while the group has members, and only
+    /// a plan without --execute (Kafka's kafka-consumer-groups --reset-offsets).
+    Reset(ResetArgs),
     /// Run one service on its own, as its own binary would (e.g. a second payment instance
     /// next to a running lab, after `eval "$(lab env payment)"`); stops on Ctrl-C.
     Service(ServiceRunArgs),
@@ -141,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Env(a)) => control::env(a).await,
         Some(Command::Service(a)) => control::run_service(a).await,
         Some(Command::Groups(a)) => control::groups(a).await,
+        Some(Command::Reset(a)) => reset::reset(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
         Some(Command::Topic { action }) => control::topic(action).await,

@@ -11,6 +11,7 @@ use order_service::domain::OrderStatus;
 use uuid::Uuid;
 
 use lab::dashboard::api::{DlqRecords, Nodes};
+use lab::dashboard::explorer::GroupView;
 
 use crate::control::{BrokerArg, LabApi};
 
@@ -81,6 +82,13 @@ enum WaitFor {
         id: i32,
         #[arg(value_enum)]
         state: NodeWanted,
+        #[command(flatten)]
+        lab: LabApi,
+    },
+    /// Until a consumer group has members and has read everything: its committed offsets at
+    /// the end of every partition it reads (lag 0), e.g. `lab wait caught-up payment-service`.
+    CaughtUp {
+        group: String,
         #[command(flatten)]
         lab: LabApi,
     },
@@ -163,7 +171,23 @@ async fn check(what: &WaitFor) -> (bool, String) {
             lab,
         } => dead_letters(lab, topic, *records).await,
         WaitFor::Node { id, state, lab } => node_is(lab, *id, *state).await,
+        WaitFor::CaughtUp { group, lab } => caught_up(lab, group).await,
     }
+}
+
+async fn caught_up(lab: &LabApi, group: &str) -> (bool, String) {
+    let view = match lab.get::<GroupView>(&format!("/api/groups/{group}")).await {
+        Ok(view) => view,
+        Err(e) => return (false, e.to_string()),
+    };
+    let read = view.partitions.iter().filter(|p| p.committed.is_some());
+    let done = view.state == "Stable" && view.lag == 0 && read.count() > 0;
+    let seen = if done {
+        format!("{group}: {}, read everything (lag 0)", view.state)
+    } else {
+        format!("{group}: {}, lag {}", view.state, view.lag)
+    };
+    (done, seen)
 }
 
 async fn node_is(lab: &LabApi, id: i32, wanted: NodeWanted) -> (bool, String) {
