@@ -55,6 +55,19 @@ pub struct ServiceRunning {
     pub url: Option<String>,
 }
 
+/// `GET /api/services/{service}/outbox`: its outbox rows not published yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxBacklog {
+    pub service: String,
+    pub pending: i64,
+}
+
+/// `POST /api/broker/stop` and `.../start`: whether the embedded broker runs now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerRunning {
+    pub running: bool,
+}
+
 /// `GET /api/dlq/{topic}`: the records of a dead-letter topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DlqRecords {

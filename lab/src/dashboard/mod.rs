@@ -39,10 +39,10 @@ use crate::client::LabClient;
 use crate::dlq::DeadLetter;
 use crate::system::{Lab, Service};
 use api::{
-    Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups, IsolateParams,
-    Isolation, LabStatus, Messages, MessagesQuery, Nodes, OrderView, OrdersQuery, PoisonRequest,
-    Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning, ServiceStatus, TopicDetail,
-    Topics,
+    BrokerRunning, Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups,
+    IsolateParams, Isolation, LabStatus, Messages, MessagesQuery, Nodes, OrderView, OrdersQuery,
+    OutboxBacklog, PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning,
+    ServiceStatus, TopicDetail, Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
@@ -164,6 +164,9 @@ fn router(state: Shared, guard: Guard) -> Router {
             .route("/api/snapshot", get(snapshot))
             .route("/api/services/{service}/stop", post(stop_service))
             .route("/api/services/{service}/start", post(start_service))
+            .route("/api/services/{service}/outbox", get(outbox))
+            .route("/api/broker/stop", post(stop_broker))
+            .route("/api/broker/start", post(start_broker))
             .route("/api/nodes", get(nodes))
             .route("/api/nodes/{id}/stop", post(stop_node))
             .route("/api/nodes/{id}/start", post(start_node))
@@ -348,6 +351,58 @@ async fn start_service(
         running: true,
         url: Some(lab.url(svc)),
     }))
+}
+
+/// `GET /api/services/{service}/outbox`: the events the service committed and has not
+/// published yet (read from its database only, so it answers while the broker is down).
+async fn outbox(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<OutboxBacklog>, ApiError> {
+    let svc = service(&name)?;
+    let url = {
+        let mut guard = s.lab.lock().await;
+        running(&mut guard)?.db_url(svc).to_owned()
+    };
+    let pool =
+        saga_shared::db::connect_lazy(&url).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pending = saga_shared::outbox::backlog(&pool)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("cannot read {}'s outbox: {e}", svc.name())));
+    pool.close().await;
+    Ok(Json(OutboxBacklog {
+        service: svc.name().to_owned(),
+        pending: pending?,
+    }))
+}
+
+/// `POST /api/broker/stop`: stops the embedded broker (every node); the services keep
+/// running, their producers and consumers retrying. Refused with an external broker.
+async fn stop_broker(State(s): State<Shared>) -> Result<Json<BrokerRunning>, ApiError> {
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
+    if lab.nodes().is_none() {
+        return Err(external_broker());
+    }
+    lab.stop_broker().await;
+    Ok(Json(BrokerRunning { running: false }))
+}
+
+/// `POST /api/broker/start`: starts the embedded broker again on its data and addresses.
+async fn start_broker(State(s): State<Shared>) -> Result<Json<BrokerRunning>, ApiError> {
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
+    if lab.nodes().is_none() {
+        return Err(external_broker());
+    }
+    lab.restart_broker()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(BrokerRunning { running: true }))
+}
+
+fn external_broker() -> ApiError {
+    ApiError::Conflict("the lab runs on an external broker, which it does not stop or start".into())
 }
 
 /// The embedded broker's nodes (404 with an external broker).

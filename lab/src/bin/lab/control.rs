@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use lab::Service;
-use lab::dashboard::api::{DlqRecords, FaultSettings, LabStatus, Nodes, Replayed, ServiceRunning};
+use lab::dashboard::api::{
+    BrokerRunning, DlqRecords, FaultSettings, LabStatus, Nodes, Replayed, ServiceRunning,
+};
 use saga_shared::dlq::header as dlq_header;
 use saga_shared::http::Problem;
 use serde::Serialize;
@@ -168,15 +170,54 @@ pub(crate) async fn fault(a: FaultArgs) -> anyhow::Result<()> {
 }
 
 /// `lab stop` / `lab start` (`action`).
-pub(crate) async fn stop_or_start(a: ServiceArg, action: &str) -> anyhow::Result<()> {
-    let path = format!("/api/services/{}/{action}", a.service.short_name());
-    let _: ServiceRunning = a.lab.post(&path, None::<()>).await?;
+/// What `lab stop` and `lab start` act on: a service, or the embedded broker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part {
+    Broker,
+    Service(Service),
+}
+
+fn part(s: &str) -> Result<Part, String> {
+    use clap::ValueEnum;
+    if s == "broker" {
+        return Ok(Part::Broker);
+    }
+    Service::from_str(s, true)
+        .map(Part::Service)
+        .map_err(|_| format!("{s:?} is not broker, order, payment, inventory or notification"))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PartArg {
+    /// broker (the embedded one, every node), or a service: order, payment, inventory,
+    /// notification.
+    #[arg(env = "LAB_SERVICE", value_parser = part)]
+    part: Part,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+pub(crate) async fn stop_or_start(a: PartArg, action: &str) -> anyhow::Result<()> {
+    let name = match a.part {
+        Part::Broker => {
+            let _: BrokerRunning = a
+                .lab
+                .post(&format!("/api/broker/{action}"), None::<()>)
+                .await?;
+            "broker"
+        }
+        Part::Service(service) => {
+            let path = format!("/api/services/{}/{action}", service.short_name());
+            let _: ServiceRunning = a.lab.post(&path, None::<()>).await?;
+            service.name()
+        }
+    };
     let done = if action == "stop" {
         "stopped"
     } else {
         "started"
     };
-    println!("{} {done}", a.service.name());
+    println!("{name} {done}");
     Ok(())
 }
 

@@ -15,8 +15,8 @@ mod wait;
 
 use clap::{Parser, Subcommand};
 use control::{
-    DlqAction, FaultArgs, GroupsArgs, NodeAction, PartitionsArgs, ServiceArg, ServiceRunArgs,
-    TopicAction,
+    DlqAction, FaultArgs, GroupsArgs, NodeAction, PartArg, PartitionsArgs, ServiceArg,
+    ServiceRunArgs, TopicAction,
 };
 use kafka::{PoisonArgs, TailArgs};
 use order::OrderArgs;
@@ -60,10 +60,12 @@ enum Command {
     Tail(TailArgs),
     /// Publish a poison record (garbage bytes or schema-invalid JSON) to a topic.
     Poison(PoisonArgs),
-    /// Stop one service of a running lab (orders keep being accepted; it catches up on start).
-    Stop(ServiceArg),
-    /// Start a stopped service of a running lab again.
-    Start(ServiceArg),
+    /// Stop one service of a running lab (orders keep being accepted; it catches up on start),
+    /// or its embedded broker (`lab stop broker`: the services keep accepting orders, their
+    /// outboxes keep the events until it is back).
+    Stop(PartArg),
+    /// Start a stopped service (or the stopped broker) of a running lab again.
+    Start(PartArg),
     /// The embedded broker's nodes (`lab --nodes 3`): list them with the partitions each leads,
     /// or stop, start, isolate or reconnect one on a running lab.
     Node {

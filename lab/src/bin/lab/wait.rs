@@ -10,7 +10,7 @@ use notification_service::api::NotificationKind;
 use order_service::domain::OrderStatus;
 use uuid::Uuid;
 
-use lab::dashboard::api::{DlqRecords, Nodes};
+use lab::dashboard::api::{DlqRecords, Nodes, OutboxBacklog};
 use lab::dashboard::explorer::GroupView;
 
 use crate::control::{BrokerArg, LabApi};
@@ -89,6 +89,15 @@ enum WaitFor {
     /// the end of every partition it reads (lag 0), e.g. `lab wait caught-up payment-service`.
     CaughtUp {
         group: String,
+        #[command(flatten)]
+        lab: LabApi,
+    },
+    /// Until a service's outbox holds this many events it committed and has not published
+    /// yet, e.g. `lab wait outbox order 0` (all published).
+    Outbox {
+        #[arg(value_enum)]
+        service: lab::Service,
+        pending: i64,
         #[command(flatten)]
         lab: LabApi,
     },
@@ -172,6 +181,22 @@ async fn check(what: &WaitFor) -> (bool, String) {
         } => dead_letters(lab, topic, *records).await,
         WaitFor::Node { id, state, lab } => node_is(lab, *id, *state).await,
         WaitFor::CaughtUp { group, lab } => caught_up(lab, group).await,
+        WaitFor::Outbox {
+            service,
+            pending,
+            lab,
+        } => outbox_holds(lab, *service, *pending).await,
+    }
+}
+
+async fn outbox_holds(lab: &LabApi, service: lab::Service, wanted: i64) -> (bool, String) {
+    let path = format!("/api/services/{}/outbox", service.short_name());
+    match lab.get::<OutboxBacklog>(&path).await {
+        Ok(backlog) => (
+            backlog.pending == wanted,
+            format!("{}: outbox {} pending", backlog.service, backlog.pending),
+        ),
+        Err(e) => (false, e.to_string()),
     }
 }
 
