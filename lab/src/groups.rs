@@ -41,13 +41,12 @@ impl fmt::Display for Group {
                 .iter()
                 .map(|(t, ps)| format!("{t}{ps:?}"))
                 .collect();
-            write!(
-                f,
-                "\n  {} ({}): {}",
-                m.client_id,
-                m.client_host,
+            let owned = if owned.is_empty() {
+                "idle, no partition".to_owned()
+            } else {
                 owned.join(" ")
-            )?;
+            };
+            write!(f, "\n  {} ({}): {owned}", m.client_id, m.client_host)?;
         }
         Ok(())
     }

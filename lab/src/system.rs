@@ -258,6 +258,8 @@ pub struct Lab {
     ledger: Option<crate::ledger::Ledger>,
     /// Services started at least once (the others were left out with `--services`).
     ever_started: std::collections::BTreeSet<Service>,
+    /// Consumers per service where `lab scale` changed it from the configured count.
+    scaled: BTreeMap<Service, usize>,
 }
 
 /// What the lab's command line calls a port, for the one-line error of a taken one.
@@ -353,6 +355,7 @@ impl Lab {
                 .collect(),
             ledger: None,
             ever_started: Default::default(),
+            scaled: BTreeMap::new(),
         };
         match lab.config.brokers.clone() {
             Some(b) => lab.brokers = b,
@@ -491,6 +494,7 @@ impl Lab {
         common.host = self.config.host.clone();
         common.database_url = self.db_urls[svc as usize].clone();
         common.brokers = self.brokers.clone();
+        common.consumers = self.consumers(svc);
         let port = self.config.ports.get(&svc).copied().unwrap_or(0);
         let faults = self.faults[&svc].clone();
         let running = spawn_service(svc, common, port, faults).await?;
@@ -499,6 +503,22 @@ impl Lab {
         self.services.insert(svc, running);
         self.ever_started.insert(svc);
         Ok(())
+    }
+
+    /// How many consumers `svc` runs in its group.
+    pub fn consumers(&self, svc: Service) -> usize {
+        self.scaled
+            .get(&svc)
+            .copied()
+            .unwrap_or(self.config.service.consumers)
+    }
+
+    /// Runs `svc` with `consumers` consumers in its group from now on: the service restarts
+    /// with them (its consumers leave the group and join again, a rebalance).
+    pub async fn scale(&mut self, svc: Service, consumers: usize) -> Result<(), LabError> {
+        self.scaled.insert(svc, consumers.max(1));
+        self.stop_service(svc).await;
+        self.start_service(svc).await
     }
 
     /// Stops `svc` gracefully (its consumers leave their group).

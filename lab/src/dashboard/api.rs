@@ -55,6 +55,19 @@ pub struct ServiceRunning {
     pub url: Option<String>,
 }
 
+/// `POST /api/services/{service}/scale?consumers=N`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleParams {
+    pub consumers: usize,
+}
+
+/// A service's consumers after `scale`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceScaled {
+    pub service: String,
+    pub consumers: usize,
+}
+
 /// `GET /api/services/{service}/outbox`: its outbox rows not published yet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxBacklog {

@@ -41,8 +41,8 @@ use crate::system::{Lab, Service};
 use api::{
     BrokerRunning, Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups,
     IsolateParams, Isolation, LabStatus, Messages, MessagesQuery, Nodes, OrderView, OrdersQuery,
-    OutboxBacklog, PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ServiceRunning,
-    ServiceStatus, TopicDetail, Topics,
+    OutboxBacklog, PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ScaleParams,
+    ServiceRunning, ServiceScaled, ServiceStatus, TopicDetail, Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
@@ -165,6 +165,7 @@ fn router(state: Shared, guard: Guard) -> Router {
             .route("/api/services/{service}/stop", post(stop_service))
             .route("/api/services/{service}/start", post(start_service))
             .route("/api/services/{service}/outbox", get(outbox))
+            .route("/api/services/{service}/scale", post(scale_service))
             .route("/api/broker/stop", post(stop_broker))
             .route("/api/broker/start", post(start_broker))
             .route("/api/nodes", get(nodes))
@@ -352,6 +353,34 @@ async fn start_service(
         url: Some(lab.url(svc)),
     }))
 }
+
+/// `POST /api/services/{service}/scale?consumers=N`: the service restarts with N consumers in
+/// its group (1 to 16).
+async fn scale_service(
+    State(s): State<Shared>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ScaleParams>,
+) -> Result<Json<ServiceScaled>, ApiError> {
+    let svc = service(&name)?;
+    if !(1..=MAX_CONSUMERS).contains(&q.consumers) {
+        return Err(ApiError::BadRequest(format!(
+            "consumers must be 1 to {MAX_CONSUMERS}, not {}",
+            q.consumers
+        )));
+    }
+    let mut guard = s.lab.lock().await;
+    let lab = running(&mut guard)?;
+    lab.scale(svc, q.consumers)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(ServiceScaled {
+        service: svc.name().to_owned(),
+        consumers: lab.consumers(svc),
+    }))
+}
+
+/// The most consumers `lab scale` runs in one service.
+const MAX_CONSUMERS: usize = 16;
 
 /// `GET /api/services/{service}/outbox`: the events the service committed and has not
 /// published yet (read from its database only, so it answers while the broker is down).

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use lab::Service;
 use lab::dashboard::api::{
     BrokerRunning, DlqRecords, FaultSettings, LabStatus, Nodes, Replayed, ServiceRunning,
+    ServiceScaled,
 };
 use saga_shared::dlq::header as dlq_header;
 use saga_shared::http::Problem;
@@ -170,6 +171,28 @@ pub(crate) async fn fault(a: FaultArgs) -> anyhow::Result<()> {
 }
 
 /// `lab stop` / `lab start` (`action`).
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    #[arg(value_enum)]
+    service: Service,
+    /// How many consumers the service runs in its group (1 to 16).
+    consumers: usize,
+    #[command(flatten)]
+    lab: LabApi,
+}
+
+/// `lab scale`: the service restarts with that many consumers in its consumer group.
+pub(crate) async fn scale(a: ScaleArgs) -> anyhow::Result<()> {
+    let path = format!(
+        "/api/services/{}/scale?consumers={}",
+        a.service.short_name(),
+        a.consumers
+    );
+    let scaled: ServiceScaled = a.lab.post(&path, None::<()>).await?;
+    println!("{}: {} consumer(s)", scaled.service, scaled.consumers);
+    Ok(())
+}
+
 /// What `lab stop` and `lab start` act on: a service, or the embedded broker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Part {

@@ -15,7 +15,7 @@ mod wait;
 
 use clap::{Parser, Subcommand};
 use control::{
-    DlqAction, FaultArgs, GroupsArgs, NodeAction, PartArg, PartitionsArgs, ServiceArg,
+    DlqAction, FaultArgs, GroupsArgs, NodeAction, PartArg, PartitionsArgs, ScaleArgs, ServiceArg,
     ServiceRunArgs, TopicAction,
 };
 use kafka::{PoisonArgs, TailArgs};
@@ -66,6 +66,9 @@ enum Command {
     Stop(PartArg),
     /// Start a stopped service (or the stopped broker) of a running lab again.
     Start(PartArg),
+    /// Run a service with this many consumers in its consumer group (it restarts, and the
+    /// group rebalances); past the partitions of a topic, a consumer gets none of them.
+    Scale(ScaleArgs),
     /// The embedded broker's nodes (`lab --nodes 3`): list them with the partitions each leads,
     /// or stop, start, isolate or reconnect one on a running lab.
     Node {
@@ -150,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Env(a)) => control::env(a).await,
         Some(Command::Service(a)) => control::run_service(a).await,
         Some(Command::Groups(a)) => control::groups(a).await,
+        Some(Command::Scale(a)) => control::scale(a).await,
         Some(Command::Reset(a)) => reset::reset(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
