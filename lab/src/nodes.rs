@@ -100,6 +100,9 @@ fn address(host: &str, port: u16) -> Result<SocketAddr, LabError> {
         .map_err(|e| LabError::Broker(format!("bad broker address: {e}")))
 }
 
+/// How often the lab's broker deletes the segments past their topic's retention.
+const RETENTION_CHECK: Duration = Duration::from_secs(1);
+
 /// The cluster's settings for node `id` of `count`, whose voters listen at `voters`.
 fn cluster_config(id: i32, count: usize, voters: &BTreeMap<i32, String>) -> broker::ClusterConfig {
     broker::ClusterConfig {
@@ -165,6 +168,9 @@ impl Embedded {
                 data_dir: dir,
                 default_partitions: partitions,
                 cluster,
+                // Retention is seen at work within seconds on a topic with a short
+                // retention.ms (a broker's default looks every 30 s).
+                retention_check_interval: RETENTION_CHECK,
                 ..Default::default()
             };
             nodes.push(Node {

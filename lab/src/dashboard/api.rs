@@ -179,7 +179,7 @@ pub struct Topics {
 }
 
 /// `GET /api/topics/{topic}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicDetail {
     pub topic: TopicSummary,
     pub configs: Vec<ConfigEntry>,

@@ -50,7 +50,7 @@ pub struct BrokerInfo {
 }
 
 /// A topic in the explorer's list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicSummary {
     pub name: String,
     pub partitions: Vec<PartitionSummary>,
@@ -63,7 +63,7 @@ pub struct TopicSummary {
     pub internal: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionSummary {
     pub partition: i32,
     pub leader: i32,
@@ -73,7 +73,7 @@ pub struct PartitionSummary {
 }
 
 /// One config of a topic (DescribeConfigs).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigEntry {
     pub name: String,
     pub value: Option<String>,

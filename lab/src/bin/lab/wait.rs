@@ -10,7 +10,7 @@ use notification_service::api::NotificationKind;
 use order_service::domain::OrderStatus;
 use uuid::Uuid;
 
-use lab::dashboard::api::{DlqRecords, Nodes, OutboxBacklog};
+use lab::dashboard::api::{DlqRecords, Nodes, OutboxBacklog, TopicDetail};
 use lab::dashboard::explorer::GroupView;
 
 use crate::control::{BrokerArg, LabApi};
@@ -89,6 +89,16 @@ enum WaitFor {
     /// the end of every partition it reads (lag 0), e.g. `lab wait caught-up payment-service`.
     CaughtUp {
         group: String,
+        #[command(flatten)]
+        lab: LabApi,
+    },
+    /// Until a partition's earliest offset (its log start) is at least this one: retention or
+    /// DeleteRecords removed the records before it, e.g. `lab wait earliest short-lived 3`.
+    Earliest {
+        topic: String,
+        offset: i64,
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
         #[command(flatten)]
         lab: LabApi,
     },
@@ -181,12 +191,43 @@ async fn check(what: &WaitFor) -> (bool, String) {
         } => dead_letters(lab, topic, *records).await,
         WaitFor::Node { id, state, lab } => node_is(lab, *id, *state).await,
         WaitFor::CaughtUp { group, lab } => caught_up(lab, group).await,
+        WaitFor::Earliest {
+            topic,
+            offset,
+            partition,
+            lab,
+        } => earliest_at(lab, topic, *partition, *offset).await,
         WaitFor::Outbox {
             service,
             pending,
             lab,
         } => outbox_holds(lab, *service, *pending).await,
     }
+}
+
+async fn earliest_at(lab: &LabApi, topic: &str, partition: i32, wanted: i64) -> (bool, String) {
+    let detail = match lab
+        .get::<TopicDetail>(&format!("/api/topics/{topic}"))
+        .await
+    {
+        Ok(detail) => detail,
+        Err(e) => return (false, e.to_string()),
+    };
+    let Some(p) = detail
+        .topic
+        .partitions
+        .iter()
+        .find(|p| p.partition == partition)
+    else {
+        return (false, format!("{topic} has no partition {partition}"));
+    };
+    (
+        p.start >= wanted,
+        format!(
+            "{topic}[{partition}]: earliest offset {}, end {}",
+            p.start, p.end
+        ),
+    )
 }
 
 async fn outbox_holds(lab: &LabApi, service: lab::Service, wanted: i64) -> (bool, String) {
