@@ -98,6 +98,9 @@ pub async fn maintain_isr(
                     partition_epoch,
                     isr: isr.clone(),
                 };
+                // From now on the controller may count the new members in sync: so does the
+                // high watermark (an acks=all write then waits for them too).
+                partition.asking_for_isr(&isr, partition_epoch);
                 match quorum.request(request).await {
                     ControllerReply::Done => {
                         tracing::info!(
@@ -106,6 +109,10 @@ pub async fn maintain_isr(
                             ?isr,
                             "in-sync replicas changed"
                         );
+                    }
+                    ControllerReply::Refused(e) => {
+                        partition.isr_change_refused();
+                        tracing::debug!(topic = topic.name, error = %e, "ISR change refused");
                     }
                     other => tracing::debug!(topic = topic.name, ?other, "ISR change not made"),
                 }

@@ -296,6 +296,13 @@ struct Replicas {
     /// This node, while it leads.
     leader: Option<i32>,
     isr: Vec<i32>,
+    /// Followers an ISR change this leader asked for adds, until the metadata moves on: they
+    /// count for the high watermark at once (Kafka's maximal ISR, KIP-497), since the
+    /// controller may have made them in sync already, and a new leader may be one of them.
+    joining: Vec<i32>,
+    /// When the oldest of `joining` was asked for; the ask is given up after the lag time if
+    /// the metadata never moved (the controller did not take it).
+    joining_since: Option<Instant>,
     partition_epoch: i32,
     followers: HashMap<i32, Follower>,
 }
@@ -370,6 +377,8 @@ impl Partition {
         }
         state.leader = Some(me);
         state.isr = isr.to_vec();
+        state.joining.clear();
+        state.joining_since = None;
         state.partition_epoch = partition_epoch;
         drop(state);
         self.set_leader(true, epoch);
@@ -451,6 +460,7 @@ impl Partition {
             state
                 .isr
                 .iter()
+                .chain(&state.joining)
                 .filter(|r| **r != me)
                 .map(|r| state.followers.get(r).map_or(-1, |f| f.log_end))
                 .min()
@@ -496,7 +506,12 @@ impl Partition {
     /// otherwise the new ISR and the partition epoch it was computed against.
     pub fn wanted_isr(&self, lag: Duration) -> Option<(Vec<i32>, i32)> {
         let high_watermark = self.log().high_watermark();
-        let state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if state.joining_since.is_some_and(|t| t.elapsed() > lag) {
+            // Asked for long ago and the metadata never moved: the ask was lost.
+            state.joining.clear();
+            state.joining_since = None;
+        }
         let me = state.leader?;
         let mut isr = vec![me];
         let mut followers: Vec<_> = state.followers.iter().collect();
@@ -515,6 +530,29 @@ impl Partition {
         let mut wanted = isr.clone();
         wanted.sort_unstable();
         (wanted != current).then_some((isr, state.partition_epoch))
+    }
+
+    /// This leader asks the controller for `isr` at `partition_epoch`: until the metadata moves
+    /// on, the followers it adds count for the high watermark as if they were in sync.
+    pub fn asking_for_isr(&self, isr: &[i32], partition_epoch: i32) {
+        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if state.partition_epoch != partition_epoch {
+            return;
+        }
+        let current = state.isr.clone();
+        for r in isr {
+            if !current.contains(r) && !state.joining.contains(r) {
+                state.joining.push(*r);
+                state.joining_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// The controller refused the ISR change this leader asked for: nobody joins.
+    pub fn isr_change_refused(&self) {
+        let mut state = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        state.joining.clear();
+        state.joining_since = None;
     }
 
     /// How many replicas are in sync, as the metadata says (the leader's view).
@@ -1210,6 +1248,51 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// A follower its leader asks the controller to add to the ISR counts for the high
+    /// watermark at once (Kafka's maximal ISR): the controller may have it in sync already, and
+    /// a write acknowledged without it would be lost if it came to lead. A refused ask stops
+    /// that.
+    #[test]
+    fn a_follower_being_added_to_the_isr_holds_the_high_watermark_back() {
+        use crate::storage::batch::tests::sample_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_age: Duration::from_secs(3600),
+            retention: None,
+            retention_bytes: None,
+            fsync_each_append: false,
+            max_batch_bytes: 1 << 20,
+            max_inflated_bytes: 1 << 20,
+            log_append_time: false,
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config).unwrap();
+        log.set_high_watermark(0);
+        let p = Partition::new(0, log, false);
+        p.become_leader(1, 1, 0, &[1, 2], &[1]);
+        p.append(&mut sample_batch(1, 1000)).unwrap();
+        assert_eq!(p.log().high_watermark(), 1, "an ISR of the leader alone");
+        p.follower_fetched(2, 1);
+        let (isr, epoch) = p.wanted_isr(Duration::from_secs(10)).unwrap();
+        assert_eq!(isr, [1, 2]);
+        p.asking_for_isr(&isr, epoch);
+        p.append(&mut sample_batch(1, 1000)).unwrap();
+        assert_eq!(
+            p.log().high_watermark(),
+            1,
+            "the joining follower has not got it"
+        );
+        p.follower_fetched(2, 2);
+        assert_eq!(p.log().high_watermark(), 2);
+        p.isr_change_refused();
+        p.append(&mut sample_batch(1, 1000)).unwrap();
+        assert_eq!(
+            p.log().high_watermark(),
+            3,
+            "refused: the leader alone again"
+        );
     }
 
     #[test]
