@@ -87,9 +87,10 @@ enum Command {
     /// Run one service on its own, as its own binary would (e.g. a second payment instance
     /// next to a running lab, after `eval "$(lab env payment)"`); stops on Ctrl-C.
     Service(ServiceRunArgs),
-    /// Wait until an order has a status, a group is Stable with N members, a DLQ holds N
-    /// records, or a node is fenced or in sync; prints what it saw (fails after --timeout
-    /// seconds).
+    /// Wait until an order has a status, a group is Stable with N members or has read
+    /// everything, a DLQ holds N records, a service's outbox N events, a partition's earliest
+    /// offset reaches N, or a node is fenced or in sync; prints what it saw (fails after
+    /// --timeout seconds).
     Wait(WaitArgs),
     /// Kafka transactions to watch: commit, abort, a producer that dies mid-transaction, and a
     /// zombie producer fenced by its successor.
