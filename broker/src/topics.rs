@@ -1258,16 +1258,7 @@ mod tests {
     fn a_follower_being_added_to_the_isr_holds_the_high_watermark_back() {
         use crate::storage::batch::tests::sample_batch;
         let dir = tempfile::tempdir().unwrap();
-        let config = LogConfig {
-            segment_bytes: 1 << 20,
-            segment_age: Duration::from_secs(3600),
-            retention: None,
-            retention_bytes: None,
-            fsync_each_append: false,
-            max_batch_bytes: 1 << 20,
-            max_inflated_bytes: 1 << 20,
-            log_append_time: false,
-        };
+        let config = crate::storage::log::tests::config();
         let (mut log, _) = PartitionLog::open(dir.path(), config).unwrap();
         log.set_high_watermark(0);
         let p = Partition::new(0, log, false);

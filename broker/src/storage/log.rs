@@ -1075,11 +1075,12 @@ impl PartitionLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::batch::tests::sample_batch;
 
-    fn config() -> LogConfig {
+    /// A small log's settings for tests: 1 MiB segments, no retention, no fsync.
+    pub(crate) fn config() -> LogConfig {
         LogConfig {
             segment_bytes: 1 << 20,
             segment_age: Duration::from_secs(3600),

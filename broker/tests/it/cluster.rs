@@ -1208,6 +1208,18 @@ async fn kafka_tool(cluster: &Cluster, id: i32, main_class: &str, args: &[&str])
     stdout
 }
 
+/// Creates topic `name` of one partition on the nodes `replicas` (CreateTopics with an
+/// explicit assignment, as librdkafka sends it).
+async fn create_on(bootstrap: &str, name: &str, replicas: &[i32]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(bootstrap, &[]).create().unwrap();
+    let assignment: &[&[i32]] = &[replicas];
+    let topic = NewTopic::new(name, 1, TopicReplication::Variable(assignment));
+    let created = admin.create_topics(&[topic], &AdminOptions::new()).await;
+    assert!(created.unwrap()[0].is_ok(), "{name} on {replicas:?}");
+}
+
 /// Writes `values` to partition 0 of `topic` with acks=all.
 async fn write_all(bootstrap: &str, topic: &str, values: &[String]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -1290,17 +1302,11 @@ async fn reassignments(
 /// errors.
 #[tokio::test]
 async fn replicas_move_between_nodes_with_kafka_reassign_partitions() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     const REASSIGN: &str = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
     let mut cluster = Cluster::start(1500).await;
     cluster.agreed(&[1, 2, 3]).await;
     let bootstrap = cluster.bootstrap(2);
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        client_config(&bootstrap, &[]).create().unwrap();
-    let assignment: &[&[i32]] = &[&[1, 2]];
-    let topic = NewTopic::new("moving", 1, TopicReplication::Variable(assignment));
-    let created = admin.create_topics(&[topic], &AdminOptions::new()).await;
-    assert!(created.unwrap()[0].is_ok());
+    create_on(&bootstrap, "moving", &[1, 2]).await;
     cluster
         .placed(&[1, 2, 3], "moving", |p| {
             p[0].replicas == [1, 2] && p[0].isr.len() == 2
@@ -1462,17 +1468,14 @@ async fn a_topic_config_altered_through_one_node_holds_on_every_node() {
 /// catches up and is back in the ISR; then it can lead, and serves from there.
 #[tokio::test]
 async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::{Offset, TopicPartitionList};
     let mut cluster = Cluster::start(1500).await;
     cluster.agreed(&[1, 2, 3]).await;
     let bootstrap = cluster.bootstrap(1);
+    create_on(&bootstrap, "trimmed", &[1, 2]).await;
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         client_config(&bootstrap, &[]).create().unwrap();
-    let assignment: &[&[i32]] = &[&[1, 2]];
-    let topic = NewTopic::new("trimmed", 1, TopicReplication::Variable(assignment));
-    let created = admin.create_topics(&[topic], &AdminOptions::new()).await;
-    assert!(created.unwrap()[0].is_ok());
     cluster
         .placed(&[1, 2, 3], "trimmed", |p| p[0].isr == [1, 2])
         .await;
