@@ -700,29 +700,11 @@ impl MetadataImage {
         state: &PartitionState,
         original: Vec<NodeId>,
     ) -> Result<MetadataRecord, MetadataError> {
-        let isr: Vec<NodeId> = state
-            .isr
-            .iter()
-            .copied()
-            .filter(|n| original.contains(n))
-            .collect();
-        if isr.is_empty() {
+        let Some(set) = self.narrowed(original.clone(), &state.isr, state.leader) else {
             return Err(MetadataError::CannotRevert {
                 original,
                 isr: state.isr.clone(),
             });
-        }
-        let leader = if isr.contains(&state.leader) {
-            state.leader
-        } else {
-            first_in(&original, &isr, |n| self.is_live(n))
-        };
-        let set = ReplicaSet {
-            replicas: original,
-            isr,
-            leader,
-            adding: Vec::new(),
-            removing: Vec::new(),
         };
         Ok(MetadataRecord::Reassignment {
             topic,
@@ -735,40 +717,47 @@ impl MetadataImage {
     /// (its leader the current one if the target keeps it, else the target's first live
     /// in-sync replica), else `set` as it is.
     fn settle(&self, topic: Uuid, partition: i32, set: ReplicaSet) -> MetadataRecord {
-        let mut set = set;
-        if set.adding.iter().all(|n| set.isr.contains(n)) {
-            let target: Vec<NodeId> = set
-                .replicas
-                .iter()
-                .copied()
-                .filter(|n| !set.removing.contains(n))
-                .collect();
-            let isr: Vec<NodeId> = set
-                .isr
-                .iter()
-                .copied()
-                .filter(|n| target.contains(n))
-                .collect();
-            if !isr.is_empty() {
-                let leader = if target.contains(&set.leader) {
-                    set.leader
-                } else {
-                    first_in(&target, &isr, |n| self.is_live(n))
-                };
-                set = ReplicaSet {
-                    replicas: target,
-                    isr,
-                    leader,
-                    adding: Vec::new(),
-                    removing: Vec::new(),
-                };
-            }
-        }
+        let done = set.adding.iter().all(|n| set.isr.contains(n));
+        let target = except(&set.replicas, &set.removing);
+        let set = match done.then(|| self.narrowed(target, &set.isr, set.leader)) {
+            Some(Some(target)) => target,
+            _ => set,
+        };
         MetadataRecord::Reassignment {
             topic,
             partition,
             set,
         }
+    }
+
+    /// `replicas` alone, no move under way: the members of `isr` among them in sync, `leader`
+    /// kept if it is one of those, else their first live one; `None` if none is in sync.
+    fn narrowed(
+        &self,
+        replicas: Vec<NodeId>,
+        isr: &[NodeId],
+        leader: NodeId,
+    ) -> Option<ReplicaSet> {
+        let isr: Vec<NodeId> = isr
+            .iter()
+            .copied()
+            .filter(|n| replicas.contains(n))
+            .collect();
+        if isr.is_empty() {
+            return None;
+        }
+        let leader = if isr.contains(&leader) {
+            leader
+        } else {
+            first_in(&replicas, &isr, |n| self.is_live(n))
+        };
+        Some(ReplicaSet {
+            replicas,
+            isr,
+            leader,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        })
     }
 
     /// Replicas asked for by a client: distinct, not empty, every one a registered broker.
