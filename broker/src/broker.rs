@@ -174,6 +174,19 @@ impl Broker {
         }
         Ok(())
     }
+
+    /// In a cluster, waits a little (on the blocking pool) for this node's topics to follow
+    /// the metadata it has applied: a client told by another node that this one leads a
+    /// partition may ask before this node has taken the lead (a new topic, a failover), and a
+    /// refusal then would make it retry, reordering its in-flight batches.
+    pub fn follow_metadata_briefly(&self) {
+        if let Some(quorum) = &self.quorum
+            && quorum.reconciled_index() < quorum.applied_index()
+        {
+            let within = std::time::Duration::from_millis(500);
+            tokio::runtime::Handle::current().block_on(quorum.reconciled(within));
+        }
+    }
 }
 
 /// Ending a transaction, across the partitions' logs and the committed offsets: the

@@ -278,7 +278,8 @@ fn replicated_topics(
 }
 
 /// Creates topic `name` with the defaults through the active controller, if `may_create`
-/// allows; its metadata, or why not.
+/// allows: `LEADER_NOT_AVAILABLE` once created (as Kafka answers, so the client asks again
+/// when the new leaders have taken the lead), or why not.
 fn create_replicated(
     broker: &Broker,
     quorum: &Quorum,
@@ -303,15 +304,11 @@ fn create_replicated(
         assignments: Vec::new(),
     };
     match cluster::create_topic(broker, quorum, name, placement, BTreeMap::new()) {
-        Ok(_) => {
-            let image = quorum.image();
-            match image.topic_id(name) {
-                Some(id) => describe_replicated(&image, id, &image.topics[&id]),
-                None => failed(ResponseError::LeaderNotAvailable),
-            }
+        // As Kafka answers: the leaders named now may not have taken the lead yet (their
+        // nodes follow the metadata a moment later), so the client asks again shortly.
+        Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => {
+            failed(ResponseError::LeaderNotAvailable)
         }
-        // Created meanwhile by another request.
-        Err((ResponseError::TopicAlreadyExists, _)) => failed(ResponseError::LeaderNotAvailable),
         Err((error, message)) => {
             tracing::info!(topic = name, %message, "auto-create refused");
             failed(match error {

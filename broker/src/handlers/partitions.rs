@@ -138,7 +138,9 @@ fn led(partition: &Partition) -> Result<(), Refused> {
 }
 
 /// [`answer_each`] for what only a partition's leader serves (produce, offsets, deleting
-/// records): a partition this node does not lead is refused.
+/// records): a partition this node does not lead is refused. In a cluster, a request that
+/// names a partition this node does not lead (or know) yet first gives it a moment to follow
+/// the metadata it has ([`Broker::follow_metadata_briefly`]).
 pub fn answer_each_led<P, A: PartitionAnswer>(
     broker: &Broker,
     topic: &str,
@@ -146,16 +148,23 @@ pub fn answer_each_led<P, A: PartitionAnswer>(
     index: impl Fn(&P) -> i32,
     mut answer: impl FnMut(P, &Partition, A) -> Result<A, Refused>,
 ) -> Vec<A> {
-    answer_each(
-        broker,
-        topic,
-        requested,
-        index,
-        |entry, partition, empty| {
-            led(partition)?;
-            answer(entry, partition, empty)
-        },
-    )
+    let led_answer = move |entry: P, partition: &Partition, empty: A| {
+        led(partition)?;
+        answer(entry, partition, empty)
+    };
+    if broker.quorum.is_none() {
+        return answer_each(broker, topic, requested, index, led_answer);
+    }
+    let requested: Vec<P> = requested.into_iter().collect();
+    let all_led = broker.topics.get(topic).is_some_and(|t| {
+        requested
+            .iter()
+            .all(|p| t.partition(index(p)).is_some_and(|p| p.leads()))
+    });
+    if !all_led {
+        broker.follow_metadata_briefly();
+    }
+    answer_each(broker, topic, requested, index, led_answer)
 }
 
 /// [`answer_each_in`] for what only a partition's leader serves (fetch).

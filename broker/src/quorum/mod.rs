@@ -60,7 +60,7 @@ pub struct Quorum {
     link: Arc<Link>,
     /// How far this node's topics follow the metadata (the last applied entry's index when
     /// the image they were made like was taken).
-    reconciled: std::sync::atomic::AtomicU64,
+    reconciled: watch::Sender<u64>,
     /// The state machine's last applied index, set before each image is published.
     applied: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -115,7 +115,7 @@ impl Quorum {
             stop,
             tasks: Mutex::new(JoinSet::new()),
             link,
-            reconciled: std::sync::atomic::AtomicU64::new(0),
+            reconciled: watch::channel(0).0,
             applied,
         });
         quorum.form().await?;
@@ -174,13 +174,25 @@ impl Quorum {
     /// How far this node's topics follow the metadata: every entry up to this index is
     /// applied to them (leaders, ISRs, configs), not only to the image.
     pub fn reconciled_index(&self) -> u64 {
-        self.reconciled.load(std::sync::atomic::Ordering::Acquire)
+        *self.reconciled.borrow()
     }
 
     /// Notes that this node's topics follow the metadata up to `index`.
     pub fn mark_reconciled(&self, index: u64) {
-        self.reconciled
-            .fetch_max(index, std::sync::atomic::Ordering::AcqRel);
+        self.reconciled.send_if_modified(|at| {
+            let later = index > *at;
+            *at = (*at).max(index);
+            later
+        });
+    }
+
+    /// Waits, at most `within`, until this node's topics follow every metadata entry applied
+    /// so far; whether they do.
+    pub async fn reconciled(&self, within: Duration) -> bool {
+        let target = self.applied_index();
+        let mut at = self.reconciled.subscribe();
+        let caught_up = at.wait_for(|index| *index >= target);
+        matches!(tokio::time::timeout(within, caught_up).await, Ok(Ok(_)))
     }
 
     /// This node's network link.
