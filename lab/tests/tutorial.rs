@@ -12,7 +12,7 @@
 //! puts this build's `lab` binary first on PATH.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use lab::dashboard;
@@ -319,7 +319,7 @@ async fn run_session(session: &Session) {
         std::env::var("PATH").unwrap_or_default()
     );
     let work = tempfile::tempdir().unwrap();
-    let child = tokio::process::Command::new("bash")
+    let mut child = tokio::process::Command::new("bash")
         .arg("-c")
         .arg(&script)
         .env("PATH", path)
@@ -333,10 +333,32 @@ async fn run_session(session: &Session) {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
-        .await
-        .expect("the tutorial's commands finish within 240 s")
-        .unwrap();
+    // Read as it comes, so that a step that hangs can be named.
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    let status = match tokio::time::timeout(SESSION_LIMIT, child.wait()).await {
+        Ok(status) => status.unwrap(),
+        Err(_) => {
+            let _ = child.kill().await;
+            let stdout = String::from_utf8_lossy(&stdout.0.lock().unwrap()).into_owned();
+            let outputs: Vec<&str> = stdout.split(&format!("{MARK}\n")).skip(1).collect();
+            let step = &all[outputs.len().saturating_sub(1)];
+            panic!(
+                "{} did not finish within {SESSION_LIMIT:?}; it was at:\n{}\n--- its output so far\n{}\n--- stderr\n{}",
+                step.chapter,
+                step.command,
+                outputs.last().unwrap_or(&""),
+                String::from_utf8_lossy(&stderr.0.lock().unwrap())
+            );
+        }
+    };
+    // The readers end with the pipes; what they read is complete once the shell has exited and
+    // the pipes are drained.
+    let out = Output {
+        status,
+        stdout: drained(stdout).await,
+        stderr: drained(stderr).await,
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Each step's output follows its mark; the first piece is before any step.
@@ -371,6 +393,36 @@ async fn run_session(session: &Session) {
     dash.shutdown().await;
     let lab = shared.lock().await.take().unwrap();
     lab.shutdown().await;
+}
+
+/// The longest a session's commands may take together (under the test runner's 240 s limit, so
+/// that a step that hangs is named).
+const SESSION_LIMIT: Duration = Duration::from_secs(200);
+
+type Collected = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Reads `pipe` to its end in the background, into the buffer returned.
+fn collect(
+    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> (Collected, tokio::task::JoinHandle<()>) {
+    let buffer = Collected::default();
+    let into = buffer.clone();
+    let reader = tokio::spawn(async move {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut pipe, &mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => into.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buffer, reader)
+}
+
+/// What a [`collect`]ed pipe held, once it ended.
+async fn drained((buffer, reader): (Collected, tokio::task::JoinHandle<()>)) -> Vec<u8> {
+    reader.await.unwrap();
+    std::mem::take(&mut *buffer.lock().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! The consumer's librdkafka context: lag statistics, and start positions on assignment.
+//! The consumer's librdkafka context: lag statistics, start positions on assignment, and the
+//! pause a rebalance makes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,48 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 pub(super) struct RunnerContext {
     pub(super) service: &'static str,
     pub(super) ready: Arc<AtomicBool>,
+    /// When this consumer last gave up its partitions in a rebalance: from then until its new
+    /// assignment it reads nothing (the rebalance's pause, `consumer_rebalance_pause_seconds`).
+    pub(super) revoked_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl RunnerContext {
+    pub(super) fn new(service: &'static str, ready: Arc<AtomicBool>) -> Self {
+        Self {
+            service,
+            ready,
+            revoked_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn revoked(&self) {
+        let mut at = self.revoked_at.lock().unwrap_or_else(|e| e.into_inner());
+        *at = Some(std::time::Instant::now());
+    }
+
+    /// The pause since the partitions were revoked, if they were: published as the gauge
+    /// `consumer_rebalance_pause_seconds` (the last one) and in the histogram
+    /// `consumer_rebalance_pauses_seconds`.
+    fn assigned(&self, partitions: usize) {
+        let revoked = self
+            .revoked_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(at) = revoked {
+            let pause = at.elapsed();
+            metrics::gauge!("consumer_rebalance_pause_seconds", "service" => self.service)
+                .set(pause.as_secs_f64());
+            metrics::histogram!("consumer_rebalance_pauses_seconds", "service" => self.service)
+                .record(pause.as_secs_f64());
+            tracing::info!(
+                service = self.service,
+                partitions,
+                pause_ms = pause.as_millis() as u64,
+                "partitions assigned after a rebalance"
+            );
+        }
+    }
 }
 
 impl ClientContext for RunnerContext {
@@ -68,12 +111,16 @@ impl ConsumerContext for RunnerContext {
                     _ => consumer.assign(tpl),
                 };
                 match assigned {
-                    Ok(()) => self.ready.store(true, Ordering::Release),
+                    Ok(()) => {
+                        self.assigned(tpl.count());
+                        self.ready.store(true, Ordering::Release);
+                    }
                     Err(err) => tracing::warn!(error = %err, "assignment failed"),
                 }
             }
             other => {
                 self.ready.store(false, Ordering::Release);
+                self.revoked();
                 if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
                     tracing::warn!(error = ?other, "rebalance error");
                 }

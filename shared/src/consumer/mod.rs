@@ -327,10 +327,7 @@ impl ConsumerRunner {
             .set("topic.metadata.refresh.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .create_with_context(RunnerContext {
-                service: self.service,
-                ready: self.ready.clone(),
-            })?;
+            .create_with_context(RunnerContext::new(self.service, self.ready.clone()))?;
         let topics: Vec<&str> = self.handler.topics().iter().map(|t| t.name()).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)

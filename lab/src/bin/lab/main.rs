@@ -6,9 +6,12 @@
 //! `reset` moves a consumer group's offsets.
 
 mod control;
+mod delivery;
 mod kafka;
+mod keys;
 mod order;
 mod reset;
+mod retry;
 mod txn;
 mod up;
 mod wait;
@@ -18,7 +21,9 @@ use control::{
     DlqAction, FaultArgs, GroupsArgs, NodeAction, PartArg, PartitionsArgs, ScaleArgs, ServiceArg,
     ServiceRunArgs, TopicAction,
 };
+use delivery::DeliveryArgs;
 use kafka::{PoisonArgs, TailArgs};
+use keys::KeysArgs;
 use order::OrderArgs;
 use reset::ResetArgs;
 use txn::TxnArgs;
@@ -95,6 +100,12 @@ enum Command {
     /// Kafka transactions to watch: commit, abort, a producer that dies mid-transaction, and a
     /// zombie producer fenced by its successor.
     Txn(TxnArgs),
+    /// Delivery semantics side by side: a consumer killed in the middle of a record loses it
+    /// (at-most-once), processes it twice (at-least-once) or neither (exactly-once).
+    Delivery(DeliveryArgs),
+    /// Which partition a record lands on: each key always on one (its hash, which librdkafka
+    /// and the Java client compute differently), records without a key on a "sticky" one.
+    Keys(KeysArgs),
     /// Create a topic with its partitions, replication factor and configs.
     Topic {
         #[command(subcommand)]
@@ -158,6 +169,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Reset(a)) => reset::reset(a).await,
         Some(Command::Wait(a)) => wait::wait(a).await,
         Some(Command::Txn(a)) => txn::txn(a).await,
+        Some(Command::Delivery(a)) => delivery::delivery(a).await,
+        Some(Command::Keys(a)) => keys::keys(a).await,
         Some(Command::Topic { action }) => control::topic(action).await,
         Some(Command::Partitions(a)) => control::partitions(a).await,
         Some(Command::TestPostgres) => test_postgres().await,
