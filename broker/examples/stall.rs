@@ -11,7 +11,6 @@
 //! one-record produce requests (acks=1) to a one-partition topic in a loop, one at a time, and
 //! reports the latency of each phase's requests: quiet, during the creation, during the storm.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,16 +19,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use broker::client::BareClient;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, ListOffsetsRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    BrokerId, CreateTopicsRequest, ListOffsetsRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -48,45 +47,6 @@ struct Args {
     /// Length of the quiet phase and of phase 2, in seconds.
     #[arg(long, default_value_t = 5)]
     secs: u64,
-}
-
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    fn connect(addr: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    fn call<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("stall-bench")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        request.encode(&mut body, version)?;
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame)?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut buf)?;
-        let mut buf = Bytes::from(buf);
-        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("api key"))?;
-        ResponseHeader::decode(&mut buf, api.response_header_version(version))?;
-        R::Response::decode(&mut buf, version)
-    }
 }
 
 /// A v2 batch of one 100-byte record, no producer id.
@@ -125,7 +85,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn produce(client: &mut Client, topic: &str) -> anyhow::Result<()> {
+fn produce(client: &mut BareClient, topic: &str) -> anyhow::Result<()> {
     let request = ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(30_000)
@@ -144,7 +104,7 @@ fn produce(client: &mut Client, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create(client: &mut Client, topic: &str, partitions: i32) -> anyhow::Result<()> {
+fn create(client: &mut BareClient, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let request = CreateTopicsRequest::default()
         .with_timeout_ms(600_000)
         .with_topics(vec![
@@ -159,7 +119,7 @@ fn create(client: &mut Client, topic: &str, partitions: i32) -> anyhow::Result<(
     Ok(())
 }
 
-fn max_timestamp_offset(client: &mut Client, topic: &str) -> anyhow::Result<i64> {
+fn max_timestamp_offset(client: &mut BareClient, topic: &str) -> anyhow::Result<i64> {
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_topics(vec![
@@ -177,7 +137,7 @@ fn max_timestamp_offset(client: &mut Client, topic: &str) -> anyhow::Result<i64>
 
 /// Produces to `topic` one request at a time until `done`; the latency of each.
 fn measure(addr: &str, topic: &str, done: &AtomicBool) -> anyhow::Result<Vec<Duration>> {
-    let mut client = Client::connect(addr)?;
+    let mut client = BareClient::connect(addr, "stall-bench", None)?;
     let mut samples = Vec::new();
     while !done.load(Ordering::Relaxed) {
         let start = Instant::now();
@@ -254,7 +214,7 @@ fn main() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut admin = Client::connect(&addr)?;
+    let mut admin = BareClient::connect(&addr, "stall-bench", None)?;
     create(&mut admin, "steady", 1)?;
     create(&mut admin, "deep", 1)?;
     eprintln!("filling 'deep' with {} batches", args.batches);
@@ -282,7 +242,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|_| {
                     let (addr, done) = (addr.clone(), done.clone());
                     std::thread::spawn(move || -> anyhow::Result<u64> {
-                        let mut client = Client::connect(&addr)?;
+                        let mut client = BareClient::connect(&addr, "stall-bench", None)?;
                         let mut asked = 0;
                         while !done.load(Ordering::Relaxed) {
                             max_timestamp_offset(&mut client, "deep")?;

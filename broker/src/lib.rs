@@ -51,6 +51,7 @@
 //! `docs/broker-groups.md`, transactions in `docs/broker-transactions.md`.
 
 pub mod broker;
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod codec;

@@ -237,8 +237,9 @@ fn link_targets_are_found() {
 /// import circle. The cluster's metadata and replication will get floors of their own.
 const BROKER_FLOORS: &[&[&str]] = &[
     // The ground: no other module. The wall clock, settings, the wire format, the allocator.
-    // A node's network link, which the lab can cut.
-    &["clock", "config", "codec", "wire_alloc", "link"],
+    // A node's network link, which the lab can cut. A bare client for tools (the broker never
+    // uses it).
+    &["clock", "config", "codec", "wire_alloc", "link", "client"],
     // Segment files and partition logs.
     &["storage"],
     // The cluster's metadata: its records and the image they build.

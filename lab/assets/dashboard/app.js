@@ -26,6 +26,9 @@ const state = {
 
 // ---- helpers -------------------------------------------------------------------------------
 
+// Attributes a person reads (translated like text).
+const HUMAN_ATTRS = new Set(["title", "placeholder", "aria-label"]);
+
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -33,11 +36,14 @@ function h(tag, attrs = {}, ...children) {
     if (k === "class") el.className = v;
     else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "text") el.textContent = v;
+    else if (HUMAN_ATTRS.has(k)) el.setAttribute(k, tr(v));
     else el.setAttribute(k, v === true ? "" : v);
   }
+  // Text children are shown in the page's language (i18n.js); what it has no words for (data,
+  // names, numbers) stays as it is.
   for (const c of children.flat()) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    el.append(c instanceof Node ? c : document.createTextNode(tr(String(c))));
   }
   return el;
 }
@@ -75,8 +81,10 @@ function toast(content) {
 const short = (id) => (id ? String(id).slice(-8) : "–");
 const fmtTime = (ms) => (ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) + "." + String(ms % 1000).padStart(3, "0") : "–");
 const fmtNum = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
+// How far behind a group is in time: "0.4 s", "12 s", "3 min".
+const fmtBehind = (ms) => (ms === null || ms === undefined ? "–" : ms < 10000 ? `${(ms / 1000).toFixed(1)} s` : ms < 120000 ? `${Math.round(ms / 1000)} s` : `${Math.round(ms / 60000)} min`);
 const fmtBytes = (n) => (n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B");
-const badge = (text) => h("span", { class: `badge ${text}` }, text);
+const badge = (text) => h("span", { class: `badge ${text}` }, tr(text));
 const serviceOf = (source) => (source || "").replace(/^\//, "").replace(/-service$/, "");
 const isFailure = (topic) => FAILURE_TOPICS.has(topic);
 
@@ -95,8 +103,8 @@ function onLive(fn) {
 function connect() {
   const conn = document.getElementById("conn");
   const es = new EventSource("/api/live");
-  es.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; };
-  es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn down"; };
+  es.onopen = () => { conn.textContent = tr("live"); conn.className = "conn live"; };
+  es.onerror = () => { conn.textContent = tr("reconnecting…"); conn.className = "conn down"; };
   es.addEventListener("history", (e) => {
     state.history = JSON.parse(e.data).filter(Boolean);
     if (state.history.length) state.snapshot = state.history[state.history.length - 1];
@@ -154,6 +162,7 @@ function chainView(main) {
       s("text", { class: "name", x: x - 80, y: TOP + 22, text: svc.name }),
       s("text", { class: "stat state", x: x - 80, y: TOP + 42, text: "" }),
       s("text", { class: "stat lag", x: x - 80, y: TOP + 60, text: "" }),
+      s("text", { class: "stat behind", x: x - 10, y: TOP + 60, text: "" }),
       s("text", { class: "stat outbox", x: x - 80, y: TOP + 78, text: "" }));
     svg.append(g);
   });
@@ -162,11 +171,12 @@ function chainView(main) {
 
   const controls = controlsPanel();
   const lagChart = h("div", { class: "panel chart" }, h("h2", {}, "Consumer lag per group"), h("div", { id: "lag-chart" }));
+  const behindChart = h("div", { class: "panel chart" }, h("h2", {}, "Seconds behind per group"), h("div", { id: "behind-chart" }));
   const rateChart = h("div", { class: "panel chart" }, h("h2", {}, "Events per second per topic"), h("div", { id: "rate-chart" }));
   const latency = h("div", { class: "panel chart", id: "latency" }, h("h2", {}, "Saga end-to-end latency"), h("div", { class: "hist" }), h("div", { class: "hist-labels" }), h("p", { class: "muted summary" }));
   main.replaceChildren(
     h("h1", {}, "The event chain"),
-    h("p", { class: "lead" }, "Each box is a service with its own database; each lane is a topic, a log on the broker. A filled dot is where a service publishes (through its outbox), a ring where its consumer group reads. Events move along the lanes as they happen. Lag is how far a group's committed offsets are behind the end of its topics; the outbox is what a service has committed but not yet published."),
+    h("p", { class: "lead" }, "Each box is a service with its own database; each lane is a topic, a log on the broker. A filled dot is where a service publishes (through its outbox), a ring where its consumer group reads. Events move along the lanes as they happen. Lag is how far a group's committed offsets are behind the end of its topics, in records and in time (how long ago the oldest record it has not processed was written); the outbox is what a service has committed but not yet published."),
     h("div", { class: "grid chain-layout" },
       h("div", {},
         h("div", { class: "panel" }, svg,
@@ -174,7 +184,7 @@ function chainView(main) {
             h("span", {}, h("i", { style: "background:var(--happy)" }), "the happy path"),
             h("span", {}, h("i", { style: "background:var(--failure)" }), "failure and compensation"),
             h("span", {}, h("i", { style: "background:var(--dlq)" }), "dead-lettered"))),
-        h("div", { class: "grid charts" }, lagChart, rateChart, latency)),
+        h("div", { class: "grid charts" }, lagChart, behindChart, rateChart, latency)),
       controls));
 
   const charts = makeCharts();
@@ -184,7 +194,7 @@ function chainView(main) {
       const lane = svg.querySelector(`.lane[data-topic="${t.name}"] .count`);
       if (lane) {
         const dlq = snap.topics.find((d) => d.name === t.name + ".dlq");
-        lane.textContent = `${fmtNum(t.end)} record${t.end === 1 ? "" : "s"} · ${t.rate.toFixed(1)}/s` + (dlq && dlq.records ? ` · DLQ ${dlq.records}` : "");
+        lane.textContent = tr(t.end === 1 ? "{0} record · {1}/s" : "{0} records · {1}/s", fmtNum(t.end), t.rate.toFixed(1)) + (dlq && dlq.records ? ` · DLQ ${dlq.records}` : "");
       }
     }
     for (const svc of snap.services) {
@@ -192,13 +202,16 @@ function chainView(main) {
       if (!g) continue;
       g.classList.toggle("stopped", !svc.running && svc.started);
       g.classList.toggle("absent", !svc.started);
-      const faults = [svc.fail_handlers && "handlers fail", svc.slow_ms && `slow ${svc.slow_ms} ms`].filter(Boolean).join(", ");
-      const stateText = svc.running ? "running" : svc.started ? "stopped" : "not started";
+      const faults = [svc.fail_handlers && tr("handlers fail"), svc.slow_ms && tr("slow {0} ms", svc.slow_ms)].filter(Boolean).join(", ");
+      const stateText = tr(svc.running ? "running" : svc.started ? "stopped" : "not started");
       g.querySelector(".state").textContent = stateText + (faults ? ` · ${faults}` : "");
       const lag = g.querySelector(".lag");
-      lag.textContent = `lag ${fmtNum(svc.lag)}`;
+      lag.textContent = tr("lag {0}", fmtNum(svc.lag));
       lag.classList.toggle("hot", svc.lag > 0);
-      g.querySelector(".outbox").textContent = `outbox ${fmtNum(svc.outbox)} pending`;
+      const behind = g.querySelector(".behind");
+      behind.textContent = svc.lag > 0 && svc.behind_ms !== null ? tr("· {0} behind", fmtBehind(svc.behind_ms)) : "";
+      behind.classList.toggle("hot", svc.lag > 0);
+      g.querySelector(".outbox").textContent = tr("outbox {0} pending", fmtNum(svc.outbox));
     }
     updateControls(controls, snap);
     charts.update();
@@ -265,7 +278,7 @@ function controlsPanel() {
       } }, "…");
     const fail = h("input", { type: "checkbox", "data-fault": "fail", onchange: () => setFaults(svc.short, fail.checked, Number(slow.value)) });
     const slow = h("select", { "data-fault": "slow", "aria-label": `${svc.name}: delay per event`, onchange: () => setFaults(svc.short, fail.checked, Number(slow.value)) },
-      [0, 100, 500, 2000].map((ms) => h("option", { value: ms }, ms ? `slow ${ms} ms` : "no delay")));
+      [0, 100, 500, 2000].map((ms) => h("option", { value: ms }, ms ? tr("slow {0} ms", ms) : "no delay")));
     list.append(h("div", { class: "svcline", "data-service": svc.short },
       h("span", {}, h("strong", {}, svc.short), " ", h("span", { class: "svc-state" })),
       stopBtn,
@@ -291,7 +304,7 @@ function updateControls(panel, snap) {
     if (!line) continue;
     line.querySelector(".svc-state").replaceChildren(badge(svc.running ? "running" : svc.started ? "stopped" : "not started"));
     const btn = line.querySelector("button[data-action=toggle]");
-    btn.textContent = svc.running ? "Stop" : "Start";
+    btn.textContent = tr(svc.running ? "Stop" : "Start");
     btn.dataset.running = String(svc.running);
     const fail = line.querySelector("[data-fault=fail]");
     if (document.activeElement !== fail) fail.checked = svc.fail_handlers;
@@ -310,7 +323,7 @@ async function setFaults(service, fail, slowMs) {
 async function placeOrder(body) {
   try {
     const order = await api("/api/orders", { method: "POST", body });
-    toast(h("span", {}, `order ${short(order.id)} placed: `, h("a", { href: `#/orders/${order.id}` }, "follow its saga")));
+    toast(h("span", {}, tr("order {0} placed: ", short(order.id)), h("a", { href: `#/orders/${order.id}` }, "follow its saga")));
     return order;
   } catch (err) { toast(err.message); }
 }
@@ -327,6 +340,7 @@ function makeCharts() {
     charts.push({ plot, data, el });
   };
   build("lag-chart", SERVICES.map((s) => `${s}-service`), (snap, name) => (snap.services.find((x) => x.name === name) || {}).lag ?? null);
+  build("behind-chart", SERVICES.map((s) => `${s}-service`), (snap, name) => { const b = (snap.services.find((x) => x.name === name) || {}).behind_ms; return b === null || b === undefined ? null : b / 1000; });
   build("rate-chart", state.contract.topics, (snap, name) => (snap.topics.find((t) => t.name === name) || {}).rate ?? null);
   return {
     update() { for (const c of charts) c.plot.setData(c.data()); },
@@ -343,8 +357,8 @@ function renderLatency(panel, lat) {
       h("span", { class: "ko", style: `height:${(ko / max) * 130}px` }))));
   panel.querySelector(".hist-labels").replaceChildren(...lat.buckets.map(([le]) => h("span", {}, le === null ? "more" : `≤${le}`)));
   panel.querySelector(".summary").textContent = lat.count
-    ? `${fmtNum(lat.count)} sagas (ms from order.created to the last event): p50 ${lat.p50}, p95 ${lat.p95}, p99 ${lat.p99}, max ${lat.max}. Green: confirmed, red: cancelled.`
-    : "No saga has finished yet: place an order.";
+    ? tr("{0} sagas (ms from order.created to the last event): p50 {1}, p95 {2}, p99 {3}, max {4}. Green: confirmed, red: cancelled.", fmtNum(lat.count), lat.p50, lat.p95, lat.p99, lat.max)
+    : tr("No saga has finished yet: place an order.");
 }
 
 // ---- orders and their sagas ----------------------------------------------------------------
@@ -470,7 +484,7 @@ function topicsView(main, name) {
         onclick: () => { location.hash = `#/topics/${encodeURIComponent(t.name)}`; },
         onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/topics/${encodeURIComponent(t.name)}`; } },
         h("td", { class: "mono" }, t.name, t.internal ? [" ", h("span", { class: "badge internal", title: "Kafka's internal topic: the coordinators' state (committed offsets, transactions), replicated like any topic on a cluster" }, "internal")] : ""), h("td", { class: "num" }, t.partitions.length), h("td", { class: "num" }, fmtNum(t.records)), h("td", { class: "num" }, fmtBytes(t.bytes)))));
-    } catch (err) { tbody.replaceChildren(h("tr", {}, h("td", { class: "error", colspan: 4 }, err.message))); }
+    } catch (err) { tbody.replaceChildren(h("tr", {}, h("td", { class: "error", colspan: 5 }, err.message))); }
   };
   load();
   const timer = setInterval(load, 2000);
@@ -568,16 +582,16 @@ function groupsView(main, name) {
   if (name) return groupView(main, decodeURIComponent(name));
   const tbody = h("tbody");
   main.replaceChildren(h("h1", {}, "Consumer groups"),
-    h("p", { class: "lead" }, "A group shares the partitions of its topics among its members (rebalancing when one joins or leaves) and commits how far it has read. Each service is one group; its consumers are the members. Lag is the records between a group's committed offset and the end of the log."),
+    h("p", { class: "lead" }, "A group shares the partitions of its topics among its members (rebalancing when one joins or leaves) and commits how far it has read. Each service is one group; its consumers are the members. Lag is the records between a group's committed offset and the end of the log; behind is how long ago the oldest of them was written."),
     h("div", { class: "panel" }, h("table", { id: "groups" },
-      h("thead", {}, h("tr", {}, h("th", {}, "group"), h("th", {}, "state"), h("th", { class: "num" }, "members"), h("th", { class: "num" }, "lag"))), tbody)));
+      h("thead", {}, h("tr", {}, h("th", {}, "group"), h("th", {}, "state"), h("th", { class: "num" }, "members"), h("th", { class: "num" }, "lag"), h("th", { class: "num" }, "behind"))), tbody)));
   const load = async () => {
     try {
       const { groups } = await api("/api/groups");
       tbody.replaceChildren(...groups.map((g) => h("tr", { class: "link", "data-group": g.name, tabindex: 0,
         onclick: () => { location.hash = `#/groups/${encodeURIComponent(g.name)}`; },
         onkeydown: (e) => { if (e.key === "Enter") location.hash = `#/groups/${encodeURIComponent(g.name)}`; } },
-        h("td", { class: "mono" }, g.name), h("td", {}, badge(g.state)), h("td", { class: "num" }, g.members.length), h("td", { class: "num lag" }, fmtNum(g.lag)))));
+        h("td", { class: "mono" }, g.name), h("td", {}, badge(g.state)), h("td", { class: "num" }, g.members.length), h("td", { class: "num lag" }, fmtNum(g.lag)), h("td", { class: "num behind" }, fmtBehind(g.behind_ms)))));
     } catch (err) { tbody.replaceChildren(h("tr", {}, h("td", { class: "error", colspan: 4 }, err.message))); }
   };
   load();
@@ -607,7 +621,7 @@ function groupView(main, name) {
       h("div", { class: "panel" }, h("h2", {}, "Members"), h("table", { id: "members" }, h("thead", {}, h("tr", {}, h("th", {}, "client id"), h("th", {}, "host"), h("th", {}, "partitions"))), members)),
       h("div", { class: "panel" }, h("h2", {}, "Reset offsets (reprocessing)"),
         h("p", { class: "note" }, "Moving a group's committed offsets back makes it read those records again when it next runs; moving them forward skips records. Kafka allows it only while the group has no active member, so stop the service first. The services are idempotent consumers: every event id they applied is in their consumed_events table, so a replayed event is recognised as a duplicate and changes nothing (no second charge, no second reservation)."),
-        svc ? h("div", { class: "row" }, `This group is ${svc.name}:`, stopBtn) : "",
+        svc ? h("div", { class: "row" }, tr("This group is {0}:", svc.name), stopBtn) : "",
         why,
         h("form", { class: "row", onsubmit: async (e) => {
           e.preventDefault();
@@ -617,31 +631,31 @@ function groupView(main, name) {
           if (topic.value) body.topic = topic.value;
           try {
             const r = await api(`/api/groups/${encodeURIComponent(name)}/reset`, { method: "POST", body });
-            result.textContent = "Moved: " + r.partitions.map((p) => `${p.topic}[${p.partition}] → ${p.offset}`).join(", ") + ". Start the service to see it re-read them.";
+            result.textContent = tr("Moved: ") + r.partitions.map((p) => `${p.topic}[${p.partition}] → ${p.offset}`).join(", ") + tr(". Start the service to see it re-read them.");
             load();
           } catch (err) { result.textContent = err.message; }
         } }, h("label", {}, "to", to), offset, time, h("label", {}, "topic", topic), resetBtn),
         result)),
     h("div", { class: "panel", style: "margin-top:1rem" }, h("h2", {}, "Offsets and lag per partition"),
-      h("table", { id: "group-partitions" }, h("thead", {}, h("tr", {}, h("th", {}, "topic"), h("th", { class: "num" }, "partition"), h("th", {}, "owner"), h("th", { class: "num" }, "committed"), h("th", { class: "num" }, "log end"), h("th", { class: "num" }, "lag"))), parts)));
+      h("table", { id: "group-partitions" }, h("thead", {}, h("tr", {}, h("th", {}, "topic"), h("th", { class: "num" }, "partition"), h("th", {}, "owner"), h("th", { class: "num" }, "committed"), h("th", { class: "num" }, "log end"), h("th", { class: "num" }, "lag"), h("th", { class: "num" }, "behind"))), parts)));
   to.onchange();
   const load = async () => {
     let g;
     try { g = await api(`/api/groups/${encodeURIComponent(name)}`); } catch (err) { head.replaceChildren(h("h1", {}, name), h("p", { class: "error" }, err.message)); return; }
-    head.replaceChildren(h("h1", {}, "Group ", h("span", { class: "mono" }, g.name), " ", badge(g.state), " ", h("span", { class: "muted", id: "group-lag" }, `lag ${fmtNum(g.lag)}`)));
+    head.replaceChildren(h("h1", {}, "Group ", h("span", { class: "mono" }, g.name), " ", badge(g.state), " ", h("span", { class: "muted", id: "group-lag" }, tr("lag {0}", fmtNum(g.lag))), " ", h("span", { class: "muted", id: "group-behind" }, g.lag > 0 ? tr("{0} behind", fmtBehind(g.behind_ms)) : "")));
     members.replaceChildren(...(g.members.length ? g.members.map((m) => h("tr", {}, h("td", { class: "mono" }, m.client_id), h("td", { class: "mono" }, m.client_host),
       h("td", { class: "mono" }, m.assignment.map(([t, ps]) => `${t} ${JSON.stringify(ps)}`).join(" ")))) : [h("tr", {}, h("td", { colspan: 3, class: "muted" }, "No active member."))]));
     parts.replaceChildren(...g.partitions.map((p) => h("tr", {}, h("td", { class: "mono" }, p.topic), h("td", { class: "num" }, p.partition), h("td", { class: "mono muted" }, p.owner || "–"),
-      h("td", { class: "num" }, fmtNum(p.committed)), h("td", { class: "num" }, fmtNum(p.end)), h("td", { class: "num" }, fmtNum(p.lag)))));
+      h("td", { class: "num" }, fmtNum(p.committed)), h("td", { class: "num" }, fmtNum(p.end)), h("td", { class: "num" }, fmtNum(p.lag)), h("td", { class: "num" }, p.lag > 0 ? fmtBehind(p.behind_ms) : "0"))));
     const topics = [...new Set(g.partitions.map((p) => p.topic))];
     if (topic.options.length !== topics.length + 1) topic.replaceChildren(h("option", { value: "" }, "every topic"), ...topics.map((t) => h("option", { value: t }, t)));
     const active = g.members.length > 0;
     resetBtn.disabled = active;
     why.hidden = !active;
-    why.textContent = active ? `${g.members.length} member(s) are active: stop the group's consumers first, then reset.` : "";
+    why.textContent = active ? tr("{0} member(s) are active: stop the group's consumers first, then reset.", g.members.length) : "";
     if (svc && state.snapshot) {
       const live = state.snapshot.services.find((s) => s.name === svc.name);
-      if (live) { stopBtn.textContent = live.running ? `Stop ${svc.short}` : `Start ${svc.short}`; stopBtn.dataset.running = String(live.running); }
+      if (live) { stopBtn.textContent = tr(live.running ? "Stop {0}" : "Start {0}", svc.short); stopBtn.dataset.running = String(live.running); }
     }
   };
   load();
@@ -659,7 +673,7 @@ function dlqView(main) {
   const replay = async (t, query) => {
     try {
       const res = await api(`/api/dlq/${t}/replay${query}`, { method: "POST" });
-      toast(`replayed ${res.replayed} record(s) of ${res.topic}` + (res.already_replayed ? ` (${res.already_replayed} replayed before)` : ""));
+      toast(tr("replayed {0} record(s) of {1}", res.replayed, res.topic) + (res.already_replayed ? ` (${res.already_replayed} replayed before)` : ""));
       load();
     } catch (err) { toast(err.message); }
   };
@@ -671,7 +685,7 @@ function dlqView(main) {
       const header = (rec, name) => ((rec.headers || []).find((p) => p[0] === name) || [])[1] || "–";
       sections.push(h("div", { class: "panel", style: "margin-bottom:1rem", "data-dlq": r.topic },
         h("div", { class: "row" }, h("h2", { style: "margin:0" }, h("span", { class: "mono" }, r.topic)),
-          h("span", { class: "count" }, `${r.records.length} record(s), ${r.waiting} waiting`),
+          h("span", { class: "count" }, tr("{0} record(s), {1} waiting", r.records.length, r.waiting)),
           r.waiting ? h("button", { "data-replay": t, title: "Send every waiting record back to the group that dead-lettered it", onclick: () => replay(t, "") }, "Replay all waiting") : ""),
         r.records.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "at"), h("th", {}, "state"), h("th", {}, "from"), h("th", {}, "group"), h("th", { class: "num" }, "attempts"), h("th", {}, "error"), h("th", {}, ""))),
           h("tbody", {}, r.records.map((rec) => h("tr", { "data-at": `${rec.partition}@${rec.offset}`, "data-state": rec.replayed ? "replayed" : "waiting" },
@@ -720,7 +734,7 @@ function brokersView(main) {
       return;
     }
     note.hidden = r.nodes.length > 1;
-    note.textContent = "The lab runs its broker as one node. Start it with --nodes 3 to run a three-node cluster: every topic on three replicas.";
+    note.textContent = tr("The lab runs its broker as one node. Start it with --nodes 3 to run a three-node cluster: every topic on three replicas.");
     nodes.replaceChildren(...r.nodes.map((n) => h("tr", { "data-node": n.id, "data-state": state_of(n) },
       h("td", { class: "num" }, n.id), h("td", { class: "mono" }, n.address), h("td", {}, badge(state_of(n).split(",")[0])),
       h("td", {}, n.controller ? "controller" : ""), h("td", { class: "num" }, n.leads),
@@ -749,7 +763,18 @@ function route() {
   state.view = render(main, arg) || null;
 }
 
+// The header is static HTML: its words are put in the page's language once, and a switch offers
+// the other language.
+function translateHeader() {
+  document.documentElement.lang = LANG;
+  for (const el of document.querySelectorAll("header .brand, nav a, #conn")) el.textContent = tr(el.textContent);
+  const other = LANG === "ko" ? "en" : "ko";
+  document.querySelector("header").append(h("button", { id: "lang", class: "lang", lang: other,
+    onclick: () => setLang(other) }, other === "ko" ? "한국어" : "English"));
+}
+
 async function start() {
+  translateHeader();
   state.contract = await api("/api/contract");
   connect();
   window.addEventListener("hashchange", route);

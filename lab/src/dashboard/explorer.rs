@@ -125,6 +125,8 @@ pub struct GroupView {
     pub members: Vec<groups::Member>,
     pub partitions: Vec<GroupPartition>,
     pub lag: i64,
+    /// How far behind it is in time: the most of its partitions' (ms).
+    pub behind_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +137,9 @@ pub struct GroupPartition {
     pub committed: Option<i64>,
     pub end: i64,
     pub lag: i64,
+    /// How long ago the oldest record the group has not processed was written (ms; 0 when it
+    /// has read everything, `None` when not known).
+    pub behind_ms: Option<i64>,
     /// The client id of the member that owns the partition now.
     pub owner: Option<String>,
 }
@@ -359,7 +364,7 @@ impl Explorer {
         let topics = self.topics(observer).await?;
         let mut views = Vec::new();
         for g in described {
-            views.push(self.group_view(g, &topics).await?);
+            views.push(self.group_view(g, &topics, observer).await?);
         }
         Ok(views)
     }
@@ -368,7 +373,9 @@ impl Explorer {
         &self,
         g: Group,
         topics: &[TopicSummary],
+        observer: &Observer,
     ) -> Result<GroupView, ExplorerError> {
+        let now = chrono::Utc::now().timestamp_millis();
         // Every partition of every topic: the group's committed offsets say which it reads.
         let mut tpl = TopicPartitionList::new();
         for t in topics {
@@ -389,31 +396,43 @@ impl Explorer {
                 })
                 .map(|m| m.client_id.clone())
         };
+        let committed_at = |topic: &str, partition: i32| {
+            committed
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                })
+        };
+        // The topics it reads: those it owns or has committed a partition of. Every partition
+        // of them counts, the ones it has not committed yet too (they lag from the log start,
+        // where `auto.offset.reset=earliest` starts), or a stopped group would hide its lag.
+        let reads = |t: &TopicSummary| {
+            t.partitions.iter().any(|p| {
+                committed_at(&t.name, p.partition).is_some()
+                    || owner(&t.name, p.partition).is_some()
+            })
+        };
         let mut partitions = Vec::new();
-        for t in topics {
+        for t in topics.iter().filter(|t| reads(t)) {
             for p in &t.partitions {
-                let offset = committed
-                    .find_partition(&t.name, p.partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(n) => Some(n),
-                        _ => None,
-                    });
+                let offset = committed_at(&t.name, p.partition);
                 let owned = owner(&t.name, p.partition);
-                if offset.is_none() && owned.is_none() {
-                    continue;
-                }
+                let from = offset.unwrap_or(p.start);
                 partitions.push(GroupPartition {
                     topic: t.name.clone(),
                     partition: p.partition,
                     committed: offset,
                     end: p.end,
-                    lag: (p.end - offset.unwrap_or(p.start)).max(0),
+                    lag: (p.end - from).max(0),
+                    behind_ms: observer.behind_ms(&t.name, p.partition, from, now),
                     owner: owned,
                 });
             }
         }
         Ok(GroupView {
             lag: partitions.iter().map(|p| p.lag).sum(),
+            behind_ms: partitions.iter().filter_map(|p| p.behind_ms).max(),
             name: g.name,
             state: g.state,
             members: g.members,
@@ -422,13 +441,14 @@ impl Explorer {
     }
 
     /// The lag of `group` over `topics`: log end minus committed offset (or minus the log start
-    /// where it has not committed), summed over their partitions.
+    /// where it has not committed), summed over their partitions; and how far behind that is in
+    /// time, the most of the partitions' ([`Observer::behind_ms`]).
     pub async fn service_lag(
         &self,
         observer: &Observer,
         group: &str,
         topics: &[saga_shared::events::Topic],
-    ) -> Result<i64, ExplorerError> {
+    ) -> Result<(i64, Option<i64>), ExplorerError> {
         let parts: Vec<_> = observer
             .partitions()
             .into_iter()
@@ -439,24 +459,25 @@ impl Explorer {
             tpl.add_partition(&p.topic, p.partition);
         }
         if tpl.count() == 0 {
-            return Ok(0);
+            return Ok((0, Some(0)));
         }
         let client = self.group_client(group)?;
         let committed =
             tokio::task::spawn_blocking(move || client.committed_offsets(tpl, TIMEOUT)).await??;
-        Ok(parts
-            .iter()
-            .map(|p| {
-                let at = match committed
-                    .find_partition(&p.topic, p.partition)
-                    .map(|e| e.offset())
-                {
-                    Some(Offset::Offset(n)) => n,
-                    _ => p.start,
-                };
-                (p.end - at).max(0)
-            })
-            .sum())
+        let now = chrono::Utc::now().timestamp_millis();
+        let (mut lag, mut behind) = (0, Some(0));
+        for p in &parts {
+            let at = match committed
+                .find_partition(&p.topic, p.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(n)) => n,
+                _ => p.start,
+            };
+            lag += (p.end - at).max(0);
+            behind = behind.max(observer.behind_ms(&p.topic, p.partition, at, now));
+        }
+        Ok((lag, behind))
     }
 
     /// Moves `group`'s committed offsets on every partition it has committed on (or only

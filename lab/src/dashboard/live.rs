@@ -75,6 +75,9 @@ pub struct ServiceLive {
     pub slow_ms: u64,
     /// Its consumer group's lag over the topics it consumes.
     pub lag: i64,
+    /// How far behind that is in time (ms): how long ago the oldest record it has not
+    /// processed was written.
+    pub behind_ms: Option<i64>,
     /// Outbox rows not yet published.
     pub outbox: i64,
 }
@@ -250,11 +253,11 @@ async fn service_live(
             orders.extend(rows);
         }
     }
-    let lag = state
+    let (lag, behind_ms) = state
         .explorer
         .service_lag(&state.observer, svc.name(), svc.consumes())
         .await
-        .unwrap_or(0);
+        .unwrap_or((0, None));
     ServiceLive {
         name: svc.name().to_owned(),
         short: svc.short_name().to_owned(),
@@ -263,6 +266,7 @@ async fn service_live(
         fail_handlers: service.fail_handlers,
         slow_ms: service.slow_ms,
         lag,
+        behind_ms,
         outbox,
     }
 }

@@ -195,11 +195,16 @@ fn router(state: Shared, guard: Guard) -> Router {
 }
 
 /// The page's files, embedded in the binary.
-const ASSETS: [(&str, &str, &[u8]); 6] = [
+const ASSETS: [(&str, &str, &[u8]); 7] = [
     (
         "index.html",
         "text/html; charset=utf-8",
         include_bytes!("../../assets/dashboard/index.html"),
+    ),
+    (
+        "i18n.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/dashboard/i18n.js"),
     ),
     (
         "app.js",

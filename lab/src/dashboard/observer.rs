@@ -1,7 +1,7 @@
 //! The dashboard's eye on the broker: one consumer outside any group that reads every topic from
 //! its start, as `kcat -C` would, and remembers what it saw: each order's events (for the saga
-//! timeline), each partition's offsets and bytes (for the explorer), the saga's end-to-end
-//! latencies, and a live feed of new records (for the chain). It speaks only the Kafka protocol,
+//! timeline), each partition's offsets and bytes (for the explorer), when its recent records were
+//! written (how far behind a group is in time), the saga's end-to-end latencies, and a live feed of new records (for the chain). It speaks only the Kafka protocol,
 //! so it works on any broker the lab points at.
 //!
 //! It runs on a thread of its own (a polling loop), so it never takes the async workers that
@@ -27,6 +27,9 @@ use tokio::sync::broadcast;
 pub const MAX_ORDERS: usize = 10_000;
 /// End-to-end latencies kept for the distribution.
 pub const MAX_LATENCIES: usize = 5_000;
+/// Records whose (offset, timestamp) each partition keeps, to tell how far behind a group is in
+/// time.
+pub const TIMES_KEPT: usize = 4_096;
 /// How often new topics and partitions are looked for.
 const METADATA_EVERY: Duration = Duration::from_secs(2);
 
@@ -70,6 +73,8 @@ struct State {
     /// (ms since the epoch when the saga ended, end-to-end ms, confirmed?)
     latencies: VecDeque<(i64, i64, bool)>,
     partitions: BTreeMap<(String, i32), PartitionView>,
+    /// The latest [`TIMES_KEPT`] records of each partition: (offset, timestamp in ms).
+    times: HashMap<(String, i32), VecDeque<(i64, i64)>>,
 }
 
 /// Shared between the polling thread and the dashboard's handlers.
@@ -208,6 +213,7 @@ impl Observer {
             let view = state.partition(&seen.topic, seen.partition);
             view.end = view.end.max(seen.offset + 1);
             view.bytes += bytes as u64;
+            state.timed(&seen);
             if let Some(order) = seen.order.clone() {
                 state.remember(order, seen.clone());
             }
@@ -239,6 +245,29 @@ impl Observer {
             .map(|p| p.end)
     }
 
+    /// How far a group whose committed offset in `topic`'s `partition` is `committed` is behind
+    /// in time, at `now_ms`: how long ago the oldest record it has not processed was written
+    /// (0 when it has read everything). `None` when the observer has not read that far yet; at
+    /// least that much when the record is older than the ones it keeps.
+    pub fn behind_ms(
+        &self,
+        topic: &str,
+        partition: i32,
+        committed: i64,
+        now_ms: i64,
+    ) -> Option<i64> {
+        let state = self.lock();
+        let key = (topic.to_owned(), partition);
+        let end = state.partitions.get(&key)?.end;
+        if committed >= end {
+            return Some(0);
+        }
+        let times = state.times.get(&key)?;
+        let at = times.partition_point(|(offset, _)| *offset < committed);
+        let (_, written) = times.get(at)?;
+        Some((now_ms - written).max(0))
+    }
+
     /// The recent end-to-end latencies: (when the saga ended, ms, confirmed?).
     pub fn latencies(&self) -> Vec<(i64, i64, bool)> {
         self.lock().latencies.iter().copied().collect()
@@ -254,6 +283,18 @@ impl State {
                 partition,
                 ..PartitionView::default()
             })
+    }
+
+    /// Keeps a record's offset and timestamp, the latest [`TIMES_KEPT`] of its partition.
+    fn timed(&mut self, seen: &Seen) {
+        let times = self
+            .times
+            .entry((seen.topic.clone(), seen.partition))
+            .or_default();
+        if times.len() >= TIMES_KEPT {
+            times.pop_front();
+        }
+        times.push_back((seen.offset, seen.timestamp));
     }
 
     fn remember(&mut self, order: String, seen: Arc<Seen>) {

@@ -330,6 +330,20 @@ async fn a_group_reset_to_earliest_while_its_service_is_stopped_rereads_and_char
     d.stop().await;
 }
 
+/// How far behind the page says `service` is, in seconds (`· 2.5 s behind`; none while it has
+/// no lag).
+async fn behind_on_page(browser: &Browser, service: &str) -> Option<f64> {
+    let text = browser
+        .find(&format!("#svc-{service} .behind"))
+        .await?
+        .text()
+        .await;
+    text.strip_prefix("· ")?
+        .strip_suffix(" s behind")?
+        .parse()
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() {
     let d = spawn_lab().await.with_dashboard().await;
@@ -338,6 +352,17 @@ async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() 
     browser
         .wait_text("#svc-inventory .lag", |t| t == "lag 0")
         .await;
+    // One order first: inventory's group commits an offset (on one partition only), so the
+    // group exists on the broker while it is stopped.
+    let first = d
+        .client
+        .place_order("carol", &[("AMERICANO", 1, 4000)])
+        .await
+        .unwrap();
+    d.client
+        .wait_terminal(first.id, SAGA_TIMEOUT)
+        .await
+        .unwrap();
     // Stop inventory with its button on the page.
     browser
         .wait_text(
@@ -369,6 +394,30 @@ async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() 
     })
     .await
     .unwrap();
+    // The group's own page counts the same lag, also on partitions it never committed.
+    let group = get_json(
+        d.client.http(),
+        format!("{}/api/groups/inventory-service", d.url),
+    )
+    .await;
+    assert!(
+        group["lag"].as_i64().is_some_and(|lag| lag >= 3),
+        "the group's page shows its lag: {group}"
+    );
+    // And in time: the oldest unread payment grows older while inventory stays stopped.
+    let first =
+        lab::client::eventually("inventory's time behind on the page", SAGA_TIMEOUT, || {
+            behind_on_page(&browser, "inventory")
+        })
+        .await
+        .unwrap();
+    lab::client::eventually("inventory falling further behind", SAGA_TIMEOUT, || async {
+        behind_on_page(&browser, "inventory")
+            .await
+            .filter(|now| *now >= first + 1.0)
+    })
+    .await
+    .unwrap();
     browser
         .find(".svcline[data-service='inventory'] button[data-action=toggle]")
         .await
@@ -380,6 +429,11 @@ async fn a_stopped_service_shows_its_lag_rising_and_back_to_zero_when_started() 
     })
     .await
     .unwrap();
+    assert_eq!(
+        behind_on_page(&browser, "inventory").await,
+        None,
+        "no time behind without lag"
+    );
     for id in &ids {
         let done = d.client.wait_terminal(*id, SAGA_TIMEOUT).await.unwrap();
         assert_eq!(done.status, OrderStatus::Confirmed);
@@ -509,6 +563,59 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .unwrap();
     assert_eq!(half.status(), 400);
     assert_eq!(half.headers()["content-type"], "application/problem+json");
+
+    browser.close().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_speaks_korean_when_asked_and_switches_back() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/?lang=ko#/", d.url)).await;
+    // The header, the chain's boxes and a lane, in the Korean tutorial's words.
+    browser
+        .wait_text("nav a[data-view='groups']", |t| t == "컨슈머 그룹")
+        .await;
+    browser
+        .wait_text("#svc-inventory .lag", |t| t == "랙 0")
+        .await;
+    browser
+        .wait_text(".lane[data-topic='order.created'] .count", |t| {
+            t.starts_with("레코드 0개")
+        })
+        .await;
+    browser
+        .wait_text(
+            ".svcline[data-service='inventory'] button[data-action=toggle]",
+            |t| t == "멈춤",
+        )
+        .await;
+    let lang = browser
+        .execute("return document.documentElement.lang", json!([]))
+        .await;
+    assert_eq!(lang, json!("ko"));
+    // A group's page: its headings and table headers too.
+    browser
+        .goto(&format!("{}/#/groups/payment-service", d.url))
+        .await;
+    browser
+        .wait_text("#group-partitions thead", |t| t.contains("로그 끝"))
+        .await;
+    // The switch offers English, and the choice is kept.
+    browser.wait_for("#lang").await.click().await;
+    browser
+        .wait_text("nav a[data-view='groups']", |t| t == "Consumer groups")
+        .await;
+    browser.goto(&format!("{}/#/", d.url)).await;
+    browser
+        .wait_text("#svc-inventory .lag", |t| t == "lag 0")
+        .await;
+    assert_eq!(
+        browser.wait_for("#lang").await.text().await,
+        "한국어",
+        "the switch offers the other language"
+    );
 
     browser.close().await;
     d.stop().await;

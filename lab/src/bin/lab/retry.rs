@@ -8,17 +8,14 @@
 //! A client library retries on its own and hides this, so the lab speaks the protocol itself
 //! here: it sends each batch twice, byte for byte, as a retry would.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use broker::client::BareClient;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -28,79 +25,30 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const PRODUCE_VERSION: i16 = 7;
 const INIT_PRODUCER_ID_VERSION: i16 = 1;
 
-/// A blocking connection to one broker, speaking the Kafka protocol without a client library.
-struct Connection {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Connection {
-    fn open(address: &str) -> anyhow::Result<Self> {
-        let stream =
-            TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        Ok(Self {
-            stream,
-            correlation: 0,
-        })
+/// Sends one batch to partition 0 of `topic` with acks=all; the offset it was stored at.
+fn produce(leader: &mut BareClient, topic: &str, batch: &Bytes) -> anyhow::Result<i64> {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.clone())),
+                ]),
+        ]);
+    let response = leader.call(&request, PRODUCE_VERSION)?;
+    let answer = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .context("an empty produce response")?;
+    if answer.error_code != 0 {
+        bail!("the broker refused the batch (error {})", answer.error_code);
     }
-
-    fn call<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<R::Response> {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("lab-delivery")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        request.encode(&mut body, version)?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(i32::try_from(body.len())?);
-        frame.put_slice(&body);
-        self.stream.write_all(&frame)?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let mut answer = vec![0u8; usize::try_from(i32::from_be_bytes(len))?];
-        self.stream.read_exact(&mut answer)?;
-        let mut answer = Bytes::from(answer);
-        let api = ApiKey::try_from(R::KEY).map_err(|()| anyhow::anyhow!("unknown API key"))?;
-        let header = ResponseHeader::decode(&mut answer, api.response_header_version(version))?;
-        if header.correlation_id != self.correlation {
-            bail!("the broker answered another request");
-        }
-        let response = R::Response::decode(&mut answer, version)?;
-        if answer.has_remaining() {
-            bail!("the broker's answer was longer than expected");
-        }
-        Ok(response)
-    }
-
-    /// Sends one batch to partition 0 of `topic` with acks=all; the offset it was stored at.
-    fn produce(&mut self, topic: &str, batch: &Bytes) -> anyhow::Result<i64> {
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch.clone())),
-                    ]),
-            ]);
-        let response = self.call(&request, PRODUCE_VERSION)?;
-        let answer = response
-            .responses
-            .first()
-            .and_then(|t| t.partition_responses.first())
-            .context("an empty produce response")?;
-        if answer.error_code != 0 {
-            bail!("the broker refused the batch (error {})", answer.error_code);
-        }
-        Ok(answer.base_offset)
-    }
+    Ok(answer.base_offset)
 }
 
 /// One record in a batch of its own: `producer` is an idempotent producer's id and epoch
@@ -162,13 +110,14 @@ pub(crate) fn demo(
     topic: &str,
     read: impl Fn(&str) -> anyhow::Result<Vec<String>>,
 ) -> anyhow::Result<()> {
-    let mut leader = Connection::open(&leader_of(brokers, topic)?)?;
+    let mut leader =
+        BareClient::connect(&leader_of(brokers, topic)?, "lab-delivery", Some(TIMEOUT))?;
     println!(
         "each batch is sent twice, as a producer resends a batch whose acknowledgment it never got"
     );
     let plain = batch("payment A", None)?;
-    let first = leader.produce(topic, &plain)?;
-    let again = leader.produce(topic, &plain)?;
+    let first = produce(&mut leader, topic, &plain)?;
+    let again = produce(&mut leader, topic, &plain)?;
     println!(
         "without idempotence: \"payment A\" stored at offset {first}, the retry at offset {again}"
     );
@@ -187,8 +136,8 @@ pub(crate) fn demo(
         "payment B",
         Some((producer.producer_id.0, producer.producer_epoch)),
     )?;
-    let first = leader.produce(topic, &idempotent)?;
-    let again = leader.produce(topic, &idempotent)?;
+    let first = produce(&mut leader, topic, &idempotent)?;
+    let again = produce(&mut leader, topic, &idempotent)?;
     println!(
         "with idempotence (producer id {}, epoch {}, sequence 0): \"payment B\" stored at offset {first}, the retry answered with offset {again}",
         producer.producer_id.0, producer.producer_epoch
