@@ -19,12 +19,13 @@ use lab::dashboard;
 use lab::{Lab, LabClient, LabConfig, Service};
 
 /// The chapters, in reading order (the same file names in each edition).
-const CHAPTERS: [&str; 5] = [
+const CHAPTERS: [&str; 6] = [
     "1-first-event.md",
     "2-full-chain.md",
-    "3-failures.md",
-    "4-exactly-once.md",
-    "5-replication.md",
+    "3-consumer-groups.md",
+    "4-failures.md",
+    "5-exactly-once.md",
+    "6-replication.md",
 ];
 
 /// One command block and the output it must print, if the chapter shows it.
