@@ -13,7 +13,6 @@ use std::time::Duration;
 use lab::browser::Browser;
 use lab::dashboard::{Dashboard, SharedLab};
 use lab::{Lab, LabClient, LabConfig, Service};
-use serde_json::Value;
 use uuid::Uuid;
 
 const WIDTH: u32 = 1360;
@@ -154,7 +153,7 @@ fn views(url: &str, compensated: Uuid) -> [(&'static str, String, &'static str);
     ]
 }
 
-/// Opens `page`, waits for `ready` and a few live snapshots, and writes
+/// Photographs `page` once `ready` is drawn ([`lab::browser::photograph`]) into
 /// `out/dashboard-<name>.png`.
 async fn photograph(
     browser: &Browser,
@@ -163,34 +162,7 @@ async fn photograph(
     ready: &str,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    browser.goto(page).await;
-    if name == "topic" {
-        // Browse a partition that has records (the page opens on partition 0).
-        browser.wait_for("#partitions tbody tr").await;
-        browser
-            .execute(
-                "const row = [...document.querySelectorAll('#partitions tbody tr')]\
-                   .find((r) => Number(r.cells[3].textContent) > 0);\
-                 document.getElementById('partition').value = row.cells[0].textContent;\
-                 document.querySelector('form button[type=submit]').click();",
-                serde_json::json!([]),
-            )
-            .await;
-    }
-    browser.wait_for(ready).await;
-    // The live numbers and charts have a few snapshots to show.
-    lab::client::eventually(
-        "three snapshots on the page",
-        Duration::from_secs(30),
-        || async {
-            let n: Value = browser
-                .execute("return state.history.length;", serde_json::json!([]))
-                .await;
-            (n.as_u64()? >= 3).then_some(())
-        },
-    )
-    .await?;
-    let png = browser.screenshot().await;
+    let png = lab::browser::photograph(browser, page, ready, None).await?;
     let path = out.join(format!("dashboard-{name}.png"));
     std::fs::write(&path, png)?;
     eprintln!("  wrote {}", path.display());

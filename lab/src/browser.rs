@@ -1,5 +1,6 @@
 //! Headless Chromium driven over the W3C WebDriver protocol (`chromedriver`): the dashboard's
-//! browser tests and its screenshots (`cargo run -p lab --example screenshots`).
+//! browser tests and its screenshots ([`photograph`]: the tutorial's, taken by the tutorial test
+//! through `lab screenshot`, and the dashboard page's, `cargo run -p lab --example screenshots`).
 //!
 //! The handful of WebDriver calls the tests need (new session, navigate, find, click, text) are
 //! plain JSON over HTTP, so they go through `reqwest`, which the lab already uses. The WebDriver
@@ -238,4 +239,49 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// A dashboard view as it is photographed: open `page`, wait until `ready` (a CSS selector) is
+/// drawn and, if given, its text contains `contains`; a topic's page browses a partition that has
+/// records first. The live numbers and charts get a few snapshots to show.
+pub async fn photograph(
+    browser: &Browser,
+    page: &str,
+    ready: &str,
+    contains: Option<&str>,
+) -> Result<Vec<u8>, crate::client::ClientError> {
+    browser.goto(page).await;
+    if page.contains("#/topics/") {
+        // The page opens on partition 0: browse one that has records.
+        browser.wait_for("#partitions tbody tr").await;
+        browser
+            .execute(
+                "const row = [...document.querySelectorAll('#partitions tbody tr')]\
+                   .find((r) => Number(r.cells[3].textContent.replace(/[^0-9]/g, '')) > 0);\
+                 if (row) document.getElementById('partition').value = row.cells[0].textContent;\
+                 document.querySelector('form button[type=submit]').click();",
+                json!([]),
+            )
+            .await;
+    }
+    match contains {
+        Some(text) => {
+            browser.wait_text(ready, |t| t.contains(text)).await;
+        }
+        None => {
+            browser.wait_for(ready).await;
+        }
+    }
+    crate::client::eventually(
+        "three snapshots on the page",
+        Duration::from_secs(30),
+        || async {
+            let n: Value = browser
+                .execute("return state.history.length;", json!([]))
+                .await;
+            (n.as_u64()? >= 3).then_some(())
+        },
+    )
+    .await?;
+    Ok(browser.screenshot().await)
 }

@@ -88,12 +88,14 @@ impl DeadLetter {
 }
 
 /// What a replay sends back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     /// Every record still waiting.
     All,
     /// The record at this partition and offset, if it is still waiting.
     One { partition: i32, offset: i64 },
+    /// Every record still waiting that this consumer group dead-lettered.
+    Group(String),
 }
 
 /// What a replay did.
@@ -269,6 +271,10 @@ pub async fn replay(
     };
     let selected: Vec<&DeadLetter> = match selection {
         Selection::All => letters.iter().collect(),
+        Selection::Group(group) => letters
+            .iter()
+            .filter(|d| d.consumer_group() == Some(group.as_str()))
+            .collect(),
         Selection::One { partition, offset } => {
             let one: Vec<&DeadLetter> = letters
                 .iter()

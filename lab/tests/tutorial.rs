@@ -50,6 +50,13 @@ fn steps(chapter: &str, markdown: &str) -> Vec<Step> {
                 block = Some((kind, String::new()));
             }
             None => {
+                if let Some(shot) = screenshot(line) {
+                    steps.push(Step {
+                        chapter: chapter.to_owned(),
+                        command: shot,
+                        expected: None,
+                    });
+                }
                 if !line.trim().is_empty() {
                     after_sh = false;
                 }
@@ -83,6 +90,26 @@ fn steps(chapter: &str, markdown: &str) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The command a screenshot marker stands for: `<!-- tutorial: screenshot NAME PAGE SELECTOR
+/// [| TEXT] -->` photographs the dashboard's page `PAGE` (its `#/...` part) once `SELECTOR` is
+/// drawn and its text contains `TEXT`, into `NAME` in the edition's screenshot folder, at this
+/// point of the chapter (so the picture shows the state the chapter describes). The page is in
+/// the edition's language.
+fn screenshot(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix("<!-- tutorial: screenshot ")?;
+    let rest = rest.strip_suffix("-->")?.trim();
+    let (rest, contains) = match rest.split_once(" | ") {
+        Some((rest, text)) => (rest, Some(text.trim())),
+        None => (rest, None),
+    };
+    let mut words = rest.splitn(3, ' ');
+    let (name, page, ready) = (words.next()?, words.next()?, words.next()?);
+    let contains = contains.map_or(String::new(), |t| format!(" --contains '{t}'"));
+    Some(format!(
+        "lab screenshot \"$LAB_DASHBOARD_URL/?lang=$LAB_SCREENSHOT_LANG{page}\" --wait '{ready}'{contains} --out \"$LAB_SCREENSHOTS/{name}\"\n"
+    ))
 }
 
 /// One piece of an expected line.
@@ -251,8 +278,20 @@ async fn run_edition(dir: &str) {
         "{dir} has commands"
     );
     saga_shared::telemetry::init_tracing("warn");
+    // Where the screenshots go: into the docs with LAB_TUTORIAL_SCREENSHOTS set (how the
+    // docs' tutorial images are made), else a folder thrown away (they are still taken: the
+    // page must show what the chapter describes).
+    let korean = dir.ends_with("/ko");
+    let kept = std::env::var_os("LAB_TUTORIAL_SCREENSHOTS").is_some();
+    let thrown_away = tempfile::tempdir().unwrap();
+    let shots = if kept {
+        root.join("docs/images/tutorial")
+            .join(if korean { "ko" } else { "" })
+    } else {
+        thrown_away.path().to_owned()
+    };
     for session in sessions {
-        run_session(&session).await;
+        run_session(&session, (&shots, if korean { "ko" } else { "en" })).await;
     }
 }
 
@@ -294,7 +333,7 @@ fn script_for(
         .replace("127.0.0.1:8092", &format!("127.0.0.1:{second}"))
 }
 
-async fn run_session(session: &Session) {
+async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
     let all = &session.steps;
     let data = tempfile::tempdir().unwrap();
     let config = lab_config(&session.lab, data.path());
@@ -329,6 +368,8 @@ async fn run_session(session: &Session) {
         .env("LAB_ORDER_URL", &lab_urls[0].1)
         .env("LAB_NOTIFICATION_URL", &lab_urls[3].1)
         .env("LAB_BROKERS", &brokers)
+        .env("LAB_SCREENSHOTS", shots)
+        .env("LAB_SCREENSHOT_LANG", lang)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -459,4 +500,17 @@ fn outputs_match_with_placeholders() {
     yes(&["first", "...", "last"], &["first", "last"]);
     no(&["first", "last"], &["first", "x", "last"]);
     no(&["only"], &["only", "more"]);
+}
+
+#[test]
+fn screenshot_markers_become_commands() {
+    assert_eq!(
+        screenshot("<!-- tutorial: screenshot chain.png #/ #svc-inventory .lag | 1 -->").unwrap(),
+        "lab screenshot \"$LAB_DASHBOARD_URL/?lang=$LAB_SCREENSHOT_LANG#/\" --wait '#svc-inventory .lag' --contains '1' --out \"$LAB_SCREENSHOTS/chain.png\"\n"
+    );
+    assert_eq!(
+        screenshot("<!-- tutorial: screenshot dlq.png #/dlq table -->").unwrap(),
+        "lab screenshot \"$LAB_DASHBOARD_URL/?lang=$LAB_SCREENSHOT_LANG#/dlq\" --wait 'table' --out \"$LAB_SCREENSHOTS/dlq.png\"\n"
+    );
+    assert_eq!(screenshot("<!-- tutorial: lab --nodes 3 -->"), None);
 }

@@ -438,9 +438,9 @@ function orderView(main, id) {
         h("div", {}, h("span", { class: "topic" }, e.topic),
           kind === "failure" && (base === "payment.refunded" || base === "order.cancelled") ? h("span", { class: "tag" }, "compensation") : "",
           kind === "dlq" ? h("span", { class: "tag" }, "dead-lettered") : ""),
-        h("div", { class: "mono" }, `partition ${e.partition} · offset ${e.offset}`),
-        h("div", { class: "mono muted" }, `ce_id …${short(e.id)}`, cause ? ` · caused by ${cause.topic} …${short(e.cause)}` : e.cause ? ` · caused by …${short(e.cause)}` : ""),
-        cause && e.time && cause.time ? h("div", { class: "muted" }, `+${e.time - cause.time} ms after its cause`) : "",
+        h("div", { class: "mono" }, tr("partition {0} · offset {1}", e.partition, e.offset)),
+        h("div", { class: "mono muted" }, `ce_id …${short(e.id)}`, cause ? tr(" · caused by {0} …{1}", cause.topic, short(e.cause)) : e.cause ? tr(" · caused by …{0}", short(e.cause)) : ""),
+        cause && e.time && cause.time ? h("div", { class: "muted" }, tr("+{0} ms after its cause", e.time - cause.time)) : "",
         e.error ? h("div", { class: "error" }, e.error) : "");
       timeline.append(h("div", { class: "when", role: "cell" }, e.time ? `${e.time - start} ms` : fmtTime(e.timestamp)));
       for (const svc of SERVICES) timeline.append(h("div", { class: "cell", role: "cell" }, svc === lane ? card : ""));
@@ -534,7 +534,7 @@ function topicView(main, name) {
       } }, h("div", { class: "row" }, key, target), headers, payload, h("div", { class: "row" }, h("button", { type: "submit" }, "Produce"), produced))));
 
   const recordEl = (r) => h("div", { class: "record", "data-partition": r.partition, "data-offset": r.offset },
-    h("div", { class: "meta" }, h("strong", {}, `partition ${r.partition} · offset ${r.offset}`), h("span", { class: "muted" }, new Date(r.timestamp).toISOString()), h("span", {}, "key ", h("code", {}, r.key ?? "(none)")), h("span", { class: "muted" }, fmtBytes(r.size))),
+    h("div", { class: "meta" }, h("strong", {}, tr("partition {0} · offset {1}", r.partition, r.offset)), h("span", { class: "muted" }, new Date(r.timestamp).toISOString()), h("span", {}, "key ", h("code", {}, r.key ?? "(none)")), h("span", { class: "muted" }, fmtBytes(r.size))),
     r.headers.length ? h("table", { class: "headers" }, h("tbody", {}, r.headers.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", { class: "mono" }, v))))) : h("div", { class: "muted" }, "no headers"),
     h("pre", {}, pretty(r.value)));
   // Only the answer to the latest Load is shown: an earlier one that arrives late is dropped.
@@ -667,6 +667,8 @@ function groupView(main, name) {
 
 function dlqView(main) {
   const body = h("div");
+  // The records whose details are open stay open when the page refreshes.
+  const opened = new Set();
   main.replaceChildren(h("h1", {}, "Dead-letter queues"),
     h("p", { class: "lead" }, "A record a service can never process (not JSON, a payload that breaks a rule, a handler that keeps failing) is published to <topic>.dlq with headers that say where it came from, which consumer group gave up on it and why, so its partition is never blocked. Replay is a redrive: once the cause is fixed, each waiting record goes back to its original topic addressed to the group that dead-lettered it (header dlq_redrive_group), and only that group processes it again; the other groups skip it. The consumer group dlq-replay commits how far replay has gone, so a replayed record is marked replayed and is never sent twice."),
     body);
@@ -686,14 +688,22 @@ function dlqView(main) {
       sections.push(h("div", { class: "panel", style: "margin-bottom:1rem", "data-dlq": r.topic },
         h("div", { class: "row" }, h("h2", { style: "margin:0" }, h("span", { class: "mono" }, r.topic)),
           h("span", { class: "count" }, tr("{0} record(s), {1} waiting", r.records.length, r.waiting)),
-          r.waiting ? h("button", { "data-replay": t, title: "Send every waiting record back to the group that dead-lettered it", onclick: () => replay(t, "") }, "Replay all waiting") : ""),
+          r.waiting ? h("button", { "data-replay": t, title: "Send every waiting record back to the group that dead-lettered it", onclick: () => replay(t, "") }, "Replay all waiting") : "",
+          // One button per group with waiting records: redrive only what that group gave up on.
+          [...new Set(r.records.filter((rec) => !rec.replayed).map((rec) => header(rec, "dlq_consumer_group")))].map((g) =>
+            h("button", { "data-replay-group": g, title: "Send the waiting records this group dead-lettered back to it", onclick: () => replay(t, `?group=${encodeURIComponent(g)}`) }, tr("Replay {0}'s", g)))),
         r.records.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "at"), h("th", {}, "state"), h("th", {}, "from"), h("th", {}, "group"), h("th", { class: "num" }, "attempts"), h("th", {}, "error"), h("th", {}, ""))),
           h("tbody", {}, r.records.map((rec) => h("tr", { "data-at": `${rec.partition}@${rec.offset}`, "data-state": rec.replayed ? "replayed" : "waiting" },
             h("td", { class: "mono" }, `${rec.partition}@${rec.offset}`),
             h("td", {}, rec.replayed ? "replayed" : "waiting"),
             h("td", { class: "mono" }, `${header(rec, "dlq_original_topic")}[${header(rec, "dlq_original_partition")}]@${header(rec, "dlq_original_offset")}`),
             h("td", {}, header(rec, "dlq_consumer_group")), h("td", { class: "num" }, header(rec, "dlq_attempts")),
-            h("td", { class: "error" }, header(rec, "dlq_error")),
+            h("td", { class: "error" }, h("details", { open: opened.has(`${t}/${rec.partition}@${rec.offset}`),
+              ontoggle: (e) => { const k = `${t}/${rec.partition}@${rec.offset}`; if (e.currentTarget.open) opened.add(k); else opened.delete(k); } },
+              h("summary", {}, header(rec, "dlq_error")),
+              h("dl", { class: "record" }, (rec.headers || []).flatMap(([k, v]) => [h("dt", { class: "mono" }, k), h("dd", { class: "mono" }, v)]),
+                h("dt", {}, "key"), h("dd", { class: "mono" }, rec.key ?? "(none)"),
+                h("dt", {}, "value"), h("dd", {}, h("pre", {}, pretty(rec.value)))))),
             h("td", {}, rec.replayed ? "" : h("button", { "data-replay-one": `${rec.partition}@${rec.offset}`, title: "Send this record back to its group", onclick: () => replay(t, `?partition=${rec.partition}&offset=${rec.offset}`) }, "Replay")))))) : ""));
     }
     body.replaceChildren(...sections);

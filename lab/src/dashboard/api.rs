@@ -91,13 +91,15 @@ pub struct DlqRecords {
     pub records: Vec<DeadLetter>,
 }
 
-/// Which records `POST /api/dlq/{topic}/replay` sends back: one (both given), or every record
-/// still waiting (neither).
+/// Which records `POST /api/dlq/{topic}/replay` sends back: one (`partition` and `offset`),
+/// every waiting record one consumer group dead-lettered (`group`), or every record still
+/// waiting (none of them).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayParams {
     pub partition: Option<i32>,
     pub offset: Option<i64>,
+    pub group: Option<String>,
 }
 
 /// `POST /api/nodes/{id}/isolate?keep_clients=true`: cut the node off from the other nodes

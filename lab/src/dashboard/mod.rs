@@ -581,12 +581,14 @@ async fn replay_dlq(
     ApiQuery(params): ApiQuery<ReplayParams>,
 ) -> Result<Json<Replayed>, ApiError> {
     use crate::dlq::Selection;
-    let selection = match (params.partition, params.offset) {
-        (None, None) => Selection::All,
-        (Some(partition), Some(offset)) => Selection::One { partition, offset },
+    let selection = match (params.partition, params.offset, params.group) {
+        (None, None, None) => Selection::All,
+        (Some(partition), Some(offset), None) => Selection::One { partition, offset },
+        (None, None, Some(group)) => Selection::Group(group),
         _ => {
             return Err(ApiError::BadRequest(
-                "give both partition and offset (one record), or neither (every waiting record)"
+                "give partition and offset (one record), or group (the waiting records one \
+                 consumer group dead-lettered), or none (every waiting record)"
                     .into(),
             ));
         }

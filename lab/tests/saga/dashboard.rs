@@ -564,6 +564,54 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     assert_eq!(half.status(), 400);
     assert_eq!(half.headers()["content-type"], "application/problem+json");
 
+    // Two more dead letters of payment's group: a record's details show every header and the
+    // value, and the group's button sends back both, and only what that group gave up on.
+    faults.fail_handlers.store(true, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let o = d
+            .client
+            .place_order("carol", &[("MOCHA", 1, 4500)])
+            .await
+            .unwrap();
+        ids.push(o.id);
+    }
+    browser
+        .wait_text(&format!("{section} .count"), |t| {
+            t == "3 record(s), 2 waiting"
+        })
+        .await;
+    browser
+        .find(&format!("{section} tr[data-state='waiting'] summary"))
+        .await
+        .expect("a waiting record's details")
+        .click()
+        .await;
+    let details = browser
+        .wait_text(&format!("{section} tr[data-state='waiting'] dl"), |t| {
+            t.contains("dlq_original_offset")
+        })
+        .await;
+    assert!(details.contains("dlq_attempts"), "every header: {details}");
+    assert!(details.contains("\"order_id\""), "the value: {details}");
+    faults.fail_handlers.store(false, Ordering::SeqCst);
+    browser
+        .find(&format!(
+            "{section} button[data-replay-group='payment-service']"
+        ))
+        .await
+        .expect("the group's Replay button")
+        .click()
+        .await;
+    browser
+        .wait_text("#toast", |t| t.starts_with("replayed 2 record(s)"))
+        .await;
+    for id in ids {
+        let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
+        assert_eq!(done.status, OrderStatus::Confirmed);
+    }
+    assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 36_500);
+
     browser.close().await;
     d.stop().await;
 }

@@ -283,7 +283,7 @@ async fn a_replay_goes_only_to_the_group_that_dead_lettered_the_record() {
         offset: by_payment.offset,
     };
     assert_eq!(
-        replay(&brokers, &dlq, one).await.unwrap(),
+        replay(&brokers, &dlq, one.clone()).await.unwrap(),
         Replay {
             replayed: 1,
             already_replayed: 0

@@ -59,8 +59,8 @@ pub(crate) enum DlqAction {
     /// Print the records of `<topic>.dlq`, each waiting for replay or replayed.
     List(DlqArgs),
     /// Send the records of `<topic>.dlq` still waiting back to the consumer group that
-    /// dead-lettered each (every one, or the one at --partition and --offset), and mark them
-    /// replayed.
+    /// dead-lettered each (every one, the one at --partition and --offset, or those of one
+    /// --group), and mark them replayed.
     Replay(DlqReplayArgs),
 }
 
@@ -74,6 +74,9 @@ pub(crate) struct DlqReplayArgs {
     /// Only the record at this offset of the DLQ (with --partition).
     #[arg(long, requires = "partition")]
     offset: Option<i64>,
+    /// Only the waiting records this consumer group dead-lettered.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,8 +135,9 @@ pub(crate) async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     match action {
         DlqAction::List(a) => print_dlq(&a.lab.get(&format!("/api/dlq/{}", a.topic)).await?),
         DlqAction::Replay(a) => {
-            let one = match (a.partition, a.offset) {
-                (Some(p), Some(o)) => format!("?partition={p}&offset={o}"),
+            let one = match (a.partition, a.offset, &a.group) {
+                (Some(p), Some(o), _) => format!("?partition={p}&offset={o}"),
+                (_, _, Some(g)) => format!("?group={g}"),
                 _ => String::new(),
             };
             let done: Replayed = a

@@ -16,6 +16,7 @@ mod txn;
 mod up;
 mod wait;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use control::{
     DlqAction, FaultArgs, GroupsArgs, NodeAction, PartArg, PartitionsArgs, ScaleArgs, ServiceArg,
@@ -113,6 +114,23 @@ enum Command {
     },
     /// Add partitions to a topic (never fewer); its consumer groups rebalance onto them.
     Partitions(PartitionsArgs),
+    /// Photograph a page of the dashboard once a CSS selector is drawn (and its text contains
+    /// --contains): the tutorial's screenshots, taken by the tutorial test at the point of the
+    /// chapter they show.
+    #[command(hide = true)]
+    Screenshot {
+        /// The page, e.g. http://127.0.0.1:8080/#/groups/payment-service.
+        url: String,
+        /// A CSS selector that shows the page is drawn.
+        #[arg(long)]
+        wait: String,
+        /// Text the selector's element must contain first.
+        #[arg(long)]
+        contains: Option<String>,
+        /// The PNG file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Run a throwaway PostgreSQL for a test suite: prints the superuser URL of its `postgres`
     /// database, then runs until standard input closes (`cargo xtask test` shares one among
     /// all the tests it runs, as `LAB_TEST_POSTGRES_URL`).
@@ -174,7 +192,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Topic { action }) => control::topic(action).await,
         Some(Command::Partitions(a)) => control::partitions(a).await,
         Some(Command::TestPostgres) => test_postgres().await,
+        Some(Command::Screenshot {
+            url,
+            wait,
+            contains,
+            out,
+        }) => screenshot(&url, &wait, contains.as_deref(), &out).await,
     }
+}
+
+/// `lab screenshot`.
+async fn screenshot(
+    url: &str,
+    wait: &str,
+    contains: Option<&str>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let url = latest_order(url).await?;
+    let browser = lab::browser::Browser::start_sized(1360, 1000).await;
+    let png = lab::browser::photograph(&browser, &url, wait, contains).await;
+    browser.close().await;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, png?)?;
+    Ok(())
+}
+
+/// `url` with `{latest:STATUS}` made the id of the newest order with that status, which the
+/// dashboard's API gives (for an order's page).
+async fn latest_order(url: &str) -> anyhow::Result<String> {
+    let Some(start) = url.find("{latest:") else {
+        return Ok(url.to_owned());
+    };
+    let end = start
+        + url[start..]
+            .find('}')
+            .context("`{latest:` without its `}`")?;
+    let status = &url[start + "{latest:".len()..end];
+    let base = &url[..url
+        .find("/?")
+        .or_else(|| url.find("/#"))
+        .unwrap_or(url.len())];
+    let orders: Vec<serde_json::Value> =
+        reqwest::get(format!("{base}/api/orders?status={status}&limit=1"))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    let id = orders
+        .first()
+        .and_then(|o| o["id"].as_str())
+        .with_context(|| format!("no {status} order"))?;
+    Ok(format!("{}{id}{}", &url[..start], &url[end + 1..]))
 }
 
 /// `lab test-postgres`.
