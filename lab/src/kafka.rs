@@ -1,11 +1,29 @@
-//! Kafka helpers only the lab uses: a topic's partitions, and waiting for a transactional
-//! producer's deliveries.
+//! Kafka helpers only the lab uses: creating a topic, a topic's partitions, and waiting for a
+//! transactional producer's deliveries.
 
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+
+/// Creates `topic` (waiting up to 10 s for the broker): the broker's refusal, if it refused (a
+/// topic that exists already included), as the topic's name and Kafka's error code.
+pub async fn create_topic(
+    brokers: &str,
+    topic: &rdkafka::admin::NewTopic<'_>,
+) -> Result<Result<(), (String, RDKafkaErrorCode)>, KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        saga_shared::kafka::client_config(brokers).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let refused = admin
+        .create_topics([topic], &opts)
+        .await?
+        .into_iter()
+        .find_map(Result::err);
+    Ok(refused.map_or(Ok(()), Err))
+}
 
 /// The partitions of `topic` in the broker's metadata (none if it doesn't exist).
 pub fn partitions_of<C: ConsumerContext>(

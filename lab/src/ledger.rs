@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -94,13 +93,9 @@ pub struct Ledger {
 impl Ledger {
     /// Creates `ledger.entries` (one partition) if needed, and starts.
     pub async fn start(brokers: &str) -> anyhow::Result<Ledger> {
-        let admin: AdminClient<DefaultClientContext> =
-            saga_shared::kafka::client_config(brokers).create()?;
         let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(-1));
         // Exists already: fine.
-        let _ = admin
-            .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(WAIT)))
-            .await;
+        let _ = crate::kafka::create_topic(brokers, &topic).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (brokers, flag) = (brokers.to_owned(), stop.clone());
         let (tell_ended, ended) = tokio::sync::oneshot::channel();

@@ -433,22 +433,16 @@ fn config_pair(s: &str) -> Result<(String, String), String> {
 
 /// `lab topic create`.
 pub(crate) async fn topic(action: TopicAction) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+    use rdkafka::admin::{NewTopic, TopicReplication};
 
     let TopicAction::Create(a) = action;
-    let admin: AdminClient<DefaultClientContext> =
-        saga_shared::kafka::client_config(&a.broker.brokers).create()?;
     let replication = TopicReplication::Fixed(a.replication_factor.unwrap_or(-1));
     let mut topic = NewTopic::new(&a.topic, a.partitions, replication);
     for (name, value) in &a.configs {
         topic = topic.set(name, value);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
-    for r in admin.create_topics([&topic], &opts).await? {
-        if let Err((topic, code)) = r {
-            bail!("{topic}: the broker refused: {code}");
-        }
+    if let Err((topic, code)) = lab::kafka::create_topic(&a.broker.brokers, &topic).await? {
+        bail!("{topic}: the broker refused: {code}");
     }
     let configs: Vec<String> = a
         .configs

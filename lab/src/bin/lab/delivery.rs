@@ -130,15 +130,11 @@ fn demo(args: &DeliveryArgs) -> anyhow::Result<()> {
 
 /// Creates topic `name` with `partitions` partitions and the broker's default replication.
 pub(crate) async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        saga_shared::kafka::client_config(brokers).create()?;
+    use rdkafka::admin::{NewTopic, TopicReplication};
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
-    let opts = AdminOptions::new().operation_timeout(Some(WAIT));
-    for result in admin.create_topics([&topic], &opts).await? {
-        result.map_err(|(topic, code)| anyhow::anyhow!("could not create {topic}: {code}"))?;
-    }
-    Ok(())
+    lab::kafka::create_topic(brokers, &topic)
+        .await?
+        .map_err(|(topic, code)| anyhow::anyhow!("could not create {topic}: {code}"))
 }
 
 /// [`create_topic`] with one partition, each of `names`, from the blocking pool.
@@ -390,12 +386,13 @@ pub(crate) fn times(n: usize) -> String {
 
 /// The value of every record of one-partition `topic`, as a reader at `isolation` sees them.
 fn read_all(brokers: &str, topic: &str, isolation: &str) -> anyhow::Result<Vec<String>> {
-    let consumer: BaseConsumer = saga_shared::kafka::client_config(brokers)
+    // The end of the partition is how the reader knows it is done, not an error to log.
+    let consumer: BaseConsumer<lab::EndIsNotAnError> = saga_shared::kafka::client_config(brokers)
         .set("group.id", "lab-delivery-reader")
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(lab::EndIsNotAnError)?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
