@@ -11,6 +11,7 @@ use crate::offset_store::{Committed, OFFSETS_TOPIC, OffsetStore};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::quorum::Quorum;
 use crate::storage::AppendError;
+use crate::storage::batch::Marker;
 use crate::topics::{TopicError, TopicRegistry};
 use crate::txn::{Participants, TxnCoordinator};
 
@@ -132,11 +133,12 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> io::Result<Stri
 }
 
 /// Writes a marker into a partition some other node leads: (topic, partition), producer id,
-/// epoch, commit. Set on a node of a cluster once it has joined it.
+/// epoch, the marker. Set on a node of a cluster once it has joined it.
 pub struct RemoteMarkers(pub MarkerWriter);
 
 /// See [`RemoteMarkers`].
-pub type MarkerWriter = Box<dyn Fn((&str, i32), i64, i16, bool) -> io::Result<()> + Send + Sync>;
+pub type MarkerWriter =
+    Box<dyn Fn((&str, i32), i64, i16, Marker) -> Result<(), AppendError> + Send + Sync>;
 
 impl std::fmt::Debug for RemoteMarkers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,10 +157,10 @@ impl Broker {
         partition: &crate::topics::Partition,
         producer_id: i64,
         producer_epoch: i16,
-        commit: bool,
+        marker: Marker,
     ) -> Result<(), AppendError> {
         let epoch = partition.leader_epoch();
-        let written = match partition.append_marker(producer_id, producer_epoch, commit) {
+        let written = match partition.append_marker(producer_id, producer_epoch, marker) {
             Ok(written) => written,
             Err(AppendError::Deleted) => return Ok(()),
             Err(e) => return Err(e),
@@ -170,7 +172,7 @@ impl Broker {
         }
         if topic == OFFSETS_TOPIC {
             self.offsets
-                .end_transaction(partition.index, producer_id, commit);
+                .end_transaction(partition.index, producer_id, marker.commit);
         }
         Ok(())
     }
@@ -199,7 +201,7 @@ impl Participants for Broker {
         (topic, index): (&str, i32),
         producer_id: i64,
         producer_epoch: i16,
-        commit: bool,
+        marker: Marker,
     ) -> Result<(), AppendError> {
         let Some(partition) = self
             .topics
@@ -212,10 +214,9 @@ impl Participants for Broker {
             let remote = self.remote_markers.get().ok_or_else(|| {
                 AppendError::Io(io::Error::other("no way to reach the partition's leader"))
             })?;
-            return (remote.0)((topic, index), producer_id, producer_epoch, commit)
-                .map_err(AppendError::Io);
+            return (remote.0)((topic, index), producer_id, producer_epoch, marker);
         }
-        self.write_marker_here(topic, &partition, producer_id, producer_epoch, commit)
+        self.write_marker_here(topic, &partition, producer_id, producer_epoch, marker)
     }
 
     fn commit_offsets(

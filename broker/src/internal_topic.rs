@@ -42,8 +42,13 @@ pub fn partition_for(key: &str, partitions: i32) -> i32 {
 pub struct InternalTopic {
     name: &'static str,
     partitions: i32,
-    led: Mutex<BTreeMap<i32, (Arc<Partition>, usize)>>,
+    /// The partitions this node leads: each with its `min.insync.replicas` and its leader
+    /// epoch when this node took the lead (a coordinator's epoch).
+    led: Mutex<BTreeMap<i32, Led>>,
 }
+
+/// A led partition, its `min.insync.replicas`, and its leader epoch when this node took the lead.
+type Led = (Arc<Partition>, usize, i32);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -78,7 +83,15 @@ impl InternalTopic {
 
     /// This node leads partition `index` now (loaded by the caller).
     pub fn lead(&self, index: i32, partition: Arc<Partition>, min_insync: usize) {
-        lock(&self.led).insert(index, (partition, min_insync.max(1)));
+        let epoch = partition.leader_epoch();
+        lock(&self.led).insert(index, (partition, min_insync.max(1), epoch));
+    }
+
+    /// The leader epoch of `key`'s partition when this node took the lead, if it leads it.
+    pub fn leader_epoch_of(&self, key: &str) -> Option<i32> {
+        lock(&self.led)
+            .get(&self.partition_of(key))
+            .map(|(_, _, epoch)| *epoch)
     }
 
     /// This node no longer leads partition `index`; whether it did.
@@ -94,7 +107,7 @@ impl InternalTopic {
     /// The led partition of `key`, or why this node cannot write for it.
     fn partition_for_key(&self, key: &str) -> io::Result<(i32, Arc<Partition>, usize)> {
         let index = self.partition_of(key);
-        let (partition, min_insync) = lock(&self.led).get(&index).cloned().ok_or_else(|| {
+        let (partition, min_insync, _) = lock(&self.led).get(&index).cloned().ok_or_else(|| {
             io::Error::other(format!("this node does not lead {}-{index}", self.name))
         })?;
         Ok((index, partition, min_insync))

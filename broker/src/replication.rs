@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::metadata::{MetadataImage, NO_LEADER, NodeId};
 use crate::quorum::Quorum;
+use crate::storage::batch::Marker;
 use crate::storage::log::AppendError;
 use crate::topics::Partition;
 
@@ -374,14 +375,15 @@ async fn cut_short<T>(
 
 /// Writes `producer_id`'s transaction marker into a partition another node leads, as Kafka's
 /// transaction coordinator does: WriteTxnMarkers to the partition's leader, which answers once
-/// its in-sync replicas have the marker. An error leaves the transaction to be ended again.
+/// its in-sync replicas have the marker. An error leaves the transaction to be ended again,
+/// except a fenced one (the partition has seen a newer producer or coordinator epoch).
 pub async fn write_marker(
     quorum: &Quorum,
     (topic, index): (&str, i32),
     producer_id: i64,
     producer_epoch: i16,
-    commit: bool,
-) -> std::io::Result<()> {
+    marker: Marker,
+) -> Result<(), AppendError> {
     use kafka_protocol::messages::WriteTxnMarkersRequest;
     use kafka_protocol::messages::write_txn_markers_request::{
         WritableTxnMarker, WritableTxnMarkerTopic,
@@ -396,16 +398,17 @@ pub async fn write_marker(
         .get(&leader)
         .map(|b| format!("{}:{}", b.host, b.port))
         .ok_or_else(|| std::io::Error::other(format!("{topic}-{index} has no leader")))?;
-    let marker = WritableTxnMarker::default()
+    let written = WritableTxnMarker::default()
         .with_producer_id(kafka_protocol::messages::ProducerId(producer_id))
         .with_producer_epoch(producer_epoch)
-        .with_transaction_result(commit)
+        .with_transaction_result(marker.commit)
+        .with_coordinator_epoch(marker.coordinator_epoch)
         .with_topics(vec![
             WritableTxnMarkerTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
                 .with_partition_indexes(vec![index]),
         ]);
-    let request = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![written]);
     quorum.link().check()?;
     let mut connection = LeaderConnection::open(&address).await?;
     let answer = connection.call(&request, 1).await?;
@@ -418,9 +421,15 @@ pub async fn write_marker(
         .find(|c| *c != 0);
     match code {
         None => Ok(()),
-        Some(code) => Err(std::io::Error::other(format!(
-            "node {leader} did not write the marker into {topic}-{index}: error {code}"
-        ))),
+        Some(code) => match ResponseError::try_from_code(code) {
+            Some(
+                fenced @ (ResponseError::InvalidProducerEpoch
+                | ResponseError::TransactionCoordinatorFenced),
+            ) => Err(AppendError::LeaderRefused(fenced)),
+            _ => Err(AppendError::Io(std::io::Error::other(format!(
+                "node {leader} did not write the marker into {topic}-{index}: error {code}"
+            )))),
+        },
     }
 }
 

@@ -224,13 +224,13 @@ async fn join_cluster(
     let _ = broker
         .remote_markers
         .set(crate::broker::RemoteMarkers(Box::new(
-            move |partition, producer_id, epoch, commit| {
+            move |partition, producer_id, epoch, marker| {
                 let written = crate::replication::write_marker(
                     &markers,
                     partition,
                     producer_id,
                     epoch,
-                    commit,
+                    marker,
                 );
                 tokio::runtime::Handle::current().block_on(written)
             },

@@ -642,11 +642,11 @@ impl Partition {
         &self,
         producer_id: i64,
         producer_epoch: i16,
-        commit: bool,
+        marker: crate::storage::batch::Marker,
     ) -> Result<Option<i64>, AppendError> {
         let mut log = self.log();
         let written =
-            log.append_marker(producer_id, producer_epoch, commit, crate::clock::now_ms())?;
+            log.append_marker(producer_id, producer_epoch, marker, crate::clock::now_ms())?;
         let end = log.next_offset();
         let replicated = log.is_replicated();
         drop(log);

@@ -41,6 +41,7 @@ use crate::jsonl::{JsonLines, to_lines};
 use crate::offset_store::Committed;
 use crate::producer_ids::ProducerIdAllocator;
 use crate::storage::AppendError;
+use crate::storage::batch::Marker;
 
 /// What ending a transaction writes outside the coordinator's own state: a marker into each of
 /// its partitions, its staged offsets into the committed offsets. The broker's state implements
@@ -54,7 +55,7 @@ pub trait Participants {
         partition: (&str, i32),
         producer_id: i64,
         producer_epoch: i16,
-        commit: bool,
+        marker: Marker,
     ) -> Result<(), AppendError>;
 
     /// Commits a transaction's offsets for one group: `(topic, partition, offset, the offset
@@ -304,6 +305,16 @@ impl TxnCoordinator {
         match &self.journal {
             Journal::File(_) => true,
             Journal::Replicated(topic) => topic.coordinates(transactional_id),
+        }
+    }
+
+    /// The epoch this node coordinates `transactional_id` in, which its markers carry: on a
+    /// cluster node the leader epoch of the id's `__transaction_state` partition when this node
+    /// loaded it (`None` once it no longer leads it); 0 on a single node.
+    pub fn coordinator_epoch(&self, transactional_id: &str) -> Option<i32> {
+        match &self.journal {
+            Journal::File(_) => Some(0),
+            Journal::Replicated(topic) => topic.leader_epoch_of(transactional_id),
         }
     }
 
@@ -705,6 +716,47 @@ impl TxnCoordinator {
         Ok(produce())
     }
 
+    /// Writes the transaction's marker into each of its partitions, with this coordinator's
+    /// epoch. A partition that refuses it as fenced (a newer producer or coordinator epoch has
+    /// been there) had the transaction ended by whoever fenced it, as Kafka's coordinator
+    /// concludes; any other failure is retried later.
+    fn write_markers(
+        &self,
+        parts: &impl Participants,
+        meta: &TxnMetadata,
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        let marker = Marker {
+            commit,
+            coordinator_epoch: self
+                .coordinator_epoch(&meta.transactional_id)
+                .ok_or(TxnError::NotCoordinator)?,
+        };
+        for (topic, index) in &meta.partitions {
+            let written = parts.write_marker(
+                (topic, *index),
+                meta.producer_id,
+                meta.producer_epoch,
+                marker,
+            );
+            if let Err(e) = &written
+                && matches!(
+                    e.kafka_error(),
+                    ResponseError::InvalidProducerEpoch
+                        | ResponseError::TransactionCoordinatorFenced
+                )
+            {
+                tracing::warn!(transactional_id = %meta.transactional_id, %topic, partition = index, "a marker was fenced: {e}");
+                continue;
+            }
+            if let Err(e) = written {
+                tracing::error!(transactional_id = %meta.transactional_id, %topic, partition = index, "could not write a transaction marker: {e}");
+                return Err(TxnError::Storage);
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the transaction in `meta`: `Prepare*`, markers, staged offsets (commit), `Complete*`.
     /// `bump` raises the producer epoch first (an abort that fences the current instance: a
     /// timeout, or a new instance taking over). On an error the state stays `Prepare*`, and
@@ -729,18 +781,7 @@ impl TxnCoordinator {
                 }
             })?;
         }
-        for (topic, index) in &meta.partitions {
-            let written = parts.write_marker(
-                (topic, *index),
-                meta.producer_id,
-                meta.producer_epoch,
-                commit,
-            );
-            if let Err(e) = written {
-                tracing::error!(transactional_id = %meta.transactional_id, %topic, partition = index, "could not write a transaction marker: {e}");
-                return Err(TxnError::Storage);
-            }
-        }
+        self.write_markers(parts, meta, commit)?;
         if commit {
             // Each offset goes only where the group has not committed since it was staged: a
             // plain commit made meanwhile wins, and finishing again after a failure (a retry,

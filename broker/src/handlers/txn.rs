@@ -28,6 +28,7 @@ use super::group_offsets::{Checked, accepted, checked, committed, not_coordinato
 use super::partitions::{Refused, answer_each, answer_each_led, look_up, partition_answer};
 use super::route::{code, str_bytes};
 use crate::broker::Broker;
+use crate::storage::batch::Marker;
 use crate::txn::{StagedOffset, TxnError};
 
 use super::route::{Reply, Route, route};
@@ -107,7 +108,10 @@ pub fn write_txn_markers(
                                     partition,
                                     m.producer_id.0,
                                     m.producer_epoch,
-                                    m.transaction_result,
+                                    Marker {
+                                        commit: m.transaction_result,
+                                        coordinator_epoch: m.coordinator_epoch,
+                                    },
                                 )
                                 .map_err(|e| {
                                     tracing::warn!(

@@ -206,7 +206,13 @@ const CONTROL_COMMIT: i16 = 1;
 /// transactional, control batch holding one record whose key is (version 0, type: 0 abort, 1
 /// commit) and whose value is (version 0, coordinator epoch), as Kafka writes it. The base offset
 /// is stamped on append.
-pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms: i64) -> Vec<u8> {
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    now_ms: i64,
+) -> Vec<u8> {
+    let commit = marker.commit;
     let mut key = Vec::with_capacity(4);
     key.extend_from_slice(&0i16.to_be_bytes());
     key.extend_from_slice(
@@ -219,7 +225,7 @@ pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms
     );
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&0i16.to_be_bytes());
-    value.extend_from_slice(&0i32.to_be_bytes()); // coordinator epoch: one coordinator, ever
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
     // Record: attributes, timestamp delta 0, offset delta 0, key, value, no headers (varints
     // zigzag-encoded; every length here fits one byte).
     let mut record = vec![0u8, 0, 0, (key.len() as u8) << 1];
@@ -248,23 +254,44 @@ pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms
     b
 }
 
-/// Whether a stored control batch is a commit (`Some(true)`) or an abort (`Some(false)`) marker;
-/// `None` if its record can't be read as one. Reads the key of the batch's one record.
-pub fn control_is_commit(batch: &[u8]) -> Option<bool> {
+/// What a transaction marker says: commit or abort, and the epoch of the coordinator that
+/// decided it (a partition refuses markers of an older coordinator: one cut off from the
+/// cluster that has not yet learnt it was replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// What a stored control batch says (its one record's key and value); `None` if its record
+/// can't be read as a marker. A value too short for the epoch reads as epoch 0.
+pub fn control_marker(batch: &[u8]) -> Option<Marker> {
     let mut at = HEADER_LEN;
     let _length = read_varint(batch, &mut at)?;
     at += 1; // attributes: one plain byte
     let _timestamp_delta = read_varint(batch, &mut at)?;
     let _offset_delta = read_varint(batch, &mut at)?;
-    if read_varint(batch, &mut at)? < 4 {
+    let key_len = usize::try_from(read_varint(batch, &mut at)?).ok()?;
+    if key_len < 4 {
         return None;
     }
     let key = batch.get(at..at + 4)?;
-    match i16::from_be_bytes([key[2], key[3]]) {
-        CONTROL_COMMIT => Some(true),
-        CONTROL_ABORT => Some(false),
-        _ => None,
-    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_COMMIT => true,
+        CONTROL_ABORT => false,
+        _ => return None,
+    };
+    at += key_len;
+    let coordinator_epoch = match read_varint(batch, &mut at) {
+        Some(6..) => batch
+            .get(at + 2..at + 6)
+            .map_or(0, |e| i32::from_be_bytes([e[0], e[1], e[2], e[3]])),
+        _ => 0,
+    };
+    Some(Marker {
+        commit,
+        coordinator_epoch,
+    })
 }
 
 /// A zigzag varint at `*at`, moving `*at` past it.
@@ -359,23 +386,27 @@ pub(crate) mod tests {
     #[test]
     fn control_batches_are_valid_and_say_what_they_end() {
         for commit in [true, false] {
-            let mut b = control_batch(42, 3, commit, 1000);
+            let marker = Marker {
+                commit,
+                coordinator_epoch: 5,
+            };
+            let mut b = control_batch(42, 3, marker, 1000);
             let h = validate(&b).unwrap();
             assert!(h.is_control() && h.is_transactional());
             assert_eq!(
                 (h.producer_id, h.producer_epoch, h.records_count),
                 (42, 3, 1)
             );
-            assert_eq!(control_is_commit(&b), Some(commit));
+            assert_eq!(control_marker(&b), Some(marker));
             stamp(&mut b, 7, 0);
-            assert_eq!(control_is_commit(&b), Some(commit));
+            assert_eq!(control_marker(&b), Some(marker));
             // kafka-protocol's decoder reads it as one control record.
             let mut bytes = bytes::Bytes::copy_from_slice(&b);
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
             assert_eq!(set.records.len(), 1);
             assert!(set.records[0].control && set.records[0].transactional);
         }
-        assert_eq!(control_is_commit(&sample_batch(1, 5)[..HEADER_LEN]), None);
+        assert_eq!(control_marker(&sample_batch(1, 5)[..HEADER_LEN]), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
-use super::batch::{self, BatchError, BatchHeader};
+use super::batch::{self, BatchError, BatchHeader, Marker};
 use super::segment::Segment;
 
 /// The leader epoch the single-node broker stamps on every batch; it never changes.
@@ -42,7 +42,16 @@ struct ProducerSnapshot {
     open: Vec<(i64, i64)>,
     aborted: Vec<(i64, i64, i64)>,
     epochs: Vec<(i64, i16)>,
+    /// The epoch of the last coordinator whose marker each producer's transactions got here.
+    #[serde(default)]
+    coordinator_epochs: Vec<(i64, i32)>,
 }
+/// How a control batch whose record cannot be read is taken: an abort, of no coordinator epoch.
+const ABORT_AT_ZERO: Marker = Marker {
+    commit: false,
+    coordinator_epoch: 0,
+};
+
 /// How many recent batches per producer are remembered to recognise a retried batch (Kafka's 5).
 const PRODUCER_WINDOW: usize = 5;
 
@@ -77,6 +86,10 @@ pub enum AppendError {
     Corrupt(#[from] BatchError),
     #[error("producer epoch {got} is older than the current {current}")]
     InvalidProducerEpoch { got: i16, current: i16 },
+    #[error("a marker of coordinator epoch {got}, older than the current {current}")]
+    CoordinatorFenced { got: i32, current: i32 },
+    #[error("the partition's leader refused: {0:?}")]
+    LeaderRefused(ResponseError),
     #[error("out of order sequence {got}, expected {expected}")]
     OutOfOrderSequence { got: i32, expected: i32 },
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
@@ -107,6 +120,8 @@ impl AppendError {
             }
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+            AppendError::LeaderRefused(e) => *e,
             AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::TooLarge { .. } | AppendError::InflatesTooLarge { .. } => {
                 ResponseError::MessageTooLarge
@@ -158,6 +173,9 @@ struct SentBatch {
 #[derive(Debug, Default)]
 struct ProducerEntry {
     epoch: i16,
+    /// The epoch of the coordinator of the last marker written for this producer: a marker
+    /// from an older one is refused.
+    coordinator_epoch: i32,
     recent: VecDeque<SentBatch>,
 }
 
@@ -315,6 +333,10 @@ impl PartitionLog {
                     entry.recent.clear();
                 }
             }
+            for (producer_id, epoch) in snapshot.coordinator_epochs {
+                let entry = self.producers.entry(producer_id).or_default();
+                entry.coordinator_epoch = entry.coordinator_epoch.max(epoch);
+            }
         }
         let mut found = Vec::new();
         for segment in self.segments.iter().filter(|s| s.base_offset >= from) {
@@ -322,24 +344,24 @@ impl PartitionLog {
                 if !header.is_transactional() {
                     continue;
                 }
-                let commit = if header.is_control() {
+                let marker = if header.is_control() {
                     let bytes = segment.read(position, header.total_len(), true)?;
-                    Some(batch::control_is_commit(&bytes).unwrap_or(false))
+                    Some(batch::control_marker(&bytes).unwrap_or(ABORT_AT_ZERO))
                 } else {
                     None
                 };
-                found.push((header, commit));
+                found.push((header, marker));
             }
         }
         // Snapshot the state as of the active segment's base if the last one is older, so the
         // next start reads the active segment's headers only (with one segment, it does anyway).
         let mut snapshot_due = snapshot_at != Some(active_base) && self.segments.len() > 1;
-        for (header, commit) in found {
+        for (header, marker) in found {
             if snapshot_due && header.base_offset >= active_base {
                 self.snapshot_on_open(active_base);
                 snapshot_due = false;
             }
-            self.track_transaction(&header, commit);
+            self.track_transaction(&header, marker);
         }
         if snapshot_due {
             self.snapshot_on_open(active_base);
@@ -349,13 +371,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Updates the transaction state with one appended transactional batch; `commit` is set for
-    /// a control batch (true for a commit marker).
-    fn track_transaction(&mut self, header: &BatchHeader, commit: Option<bool>) {
+    /// Updates the transaction state with one appended transactional batch; `marker` is what a
+    /// control batch says.
+    fn track_transaction(&mut self, header: &BatchHeader, marker: Option<Marker>) {
         if !header.is_transactional() || !header.has_producer_id() {
             return;
         }
-        let Some(commit) = commit else {
+        let Some(Marker {
+            commit,
+            coordinator_epoch,
+        }) = marker
+        else {
             self.open_txns
                 .entry(header.producer_id)
                 .or_insert(header.base_offset);
@@ -367,6 +393,7 @@ impl PartitionLog {
             entry.epoch = header.producer_epoch;
             entry.recent.clear();
         }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         if let Some(first_offset) = self.open_txns.remove(&header.producer_id)
             && !commit
         {
@@ -496,10 +523,10 @@ impl PartitionLog {
                 .expect("never empty")
                 .append(bytes, &header)?;
             self.remember_producer(&header);
-            let commit = header
+            let marker = header
                 .is_control()
-                .then(|| batch::control_is_commit(bytes).unwrap_or(false));
-            self.track_transaction(&header, commit);
+                .then(|| batch::control_marker(bytes).unwrap_or(ABORT_AT_ZERO));
+            self.track_transaction(&header, marker);
             self.dirty = true;
         }
         if self.config.fsync_each_append {
@@ -574,20 +601,40 @@ impl PartitionLog {
     /// Ends the open transaction of `producer_id` here with a commit or abort marker. Returns the
     /// marker's offset, or `None` when the producer has no open transaction in this partition
     /// (nothing was written, or the marker already was: completing again is harmless).
+    ///
+    /// A marker is refused, as Kafka refuses it, when its producer epoch is older than the one
+    /// this partition has seen (a newer instance of the producer wrote since), or its
+    /// coordinator epoch is older than that of the last marker here: a coordinator cut off from
+    /// the cluster, retrying a decision its successor has already carried out, must not end
+    /// the producer's *next* transaction with it.
     pub fn append_marker(
         &mut self,
         producer_id: i64,
         producer_epoch: i16,
-        commit: bool,
+        marker: Marker,
         now_ms: i64,
     ) -> Result<Option<i64>, AppendError> {
         if self.deleted {
             return Err(AppendError::Deleted);
         }
+        if let Some(known) = self.producers.get(&producer_id) {
+            if producer_epoch < known.epoch {
+                return Err(AppendError::InvalidProducerEpoch {
+                    got: producer_epoch,
+                    current: known.epoch,
+                });
+            }
+            if marker.coordinator_epoch < known.coordinator_epoch {
+                return Err(AppendError::CoordinatorFenced {
+                    got: marker.coordinator_epoch,
+                    current: known.coordinator_epoch,
+                });
+            }
+        }
         if !self.open_txns.contains_key(&producer_id) {
             return Ok(None);
         }
-        let mut bytes = batch::control_batch(producer_id, producer_epoch, commit, now_ms);
+        let mut bytes = batch::control_batch(producer_id, producer_epoch, marker, now_ms);
         let mut header = batch::validate(&bytes)?;
         self.maybe_roll()?;
         header.base_offset = self.next_offset();
@@ -596,7 +643,7 @@ impl PartitionLog {
             .last_mut()
             .expect("never empty")
             .append(&bytes, &header)?;
-        self.track_transaction(&header, Some(commit));
+        self.track_transaction(&header, Some(marker));
         self.dirty = true;
         if self.config.fsync_each_append {
             self.sync()?;
@@ -913,6 +960,13 @@ impl PartitionLog {
         let mut epochs: Vec<(i64, i16)> =
             self.producers.iter().map(|(p, e)| (*p, e.epoch)).collect();
         epochs.sort_unstable();
+        let mut coordinator_epochs: Vec<(i64, i32)> = self
+            .producers
+            .iter()
+            .filter(|(_, e)| e.coordinator_epoch != 0)
+            .map(|(p, e)| (*p, e.coordinator_epoch))
+            .collect();
+        coordinator_epochs.sort_unstable();
         let snapshot = ProducerSnapshot {
             offset,
             open,
@@ -922,6 +976,7 @@ impl PartitionLog {
                 .map(|a| (a.producer_id, a.first_offset, a.last_offset))
                 .collect(),
             epochs,
+            coordinator_epochs,
         };
         let json = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
@@ -1304,10 +1359,15 @@ pub(crate) mod tests {
 
     /// A one-record transactional batch of producer `pid` (epoch 0) with sequence `seq`.
     fn txn_batch(pid: i64, seq: i32) -> Vec<u8> {
+        txn_batch_of(pid, 0, seq)
+    }
+
+    /// A transactional batch of producer `pid` at `epoch`.
+    fn txn_batch_of(pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
         let mut b = sample_batch(1, 5);
         b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
         b[43..51].copy_from_slice(&pid.to_be_bytes());
-        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
         b[53..57].copy_from_slice(&seq.to_be_bytes());
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -1324,14 +1384,14 @@ pub(crate) mod tests {
             log.append(&mut txn_batch(8, 0)).unwrap(); // 2: producer 8 opens
             log.append(&mut txn_batch(7, 1)).unwrap(); // 3
             assert_eq!(log.last_stable_offset(), 1);
-            assert_eq!(log.append_marker(7, 0, false, 9).unwrap(), Some(4));
+            assert_eq!(log.append_marker(7, 0, marker(false), 9).unwrap(), Some(4));
             assert_eq!(log.last_stable_offset(), 2, "producer 8 is still open");
             assert_eq!(
-                log.append_marker(7, 0, false, 9).unwrap(),
+                log.append_marker(7, 0, marker(false), 9).unwrap(),
                 None,
                 "already ended"
             );
-            assert_eq!(log.append_marker(8, 0, true, 9).unwrap(), Some(5));
+            assert_eq!(log.append_marker(8, 0, marker(true), 9).unwrap(), Some(5));
             assert_eq!(log.last_stable_offset(), 6);
             log.append(&mut txn_batch(8, 1)).unwrap(); // 6: producer 8 opens again
             assert_eq!(log.last_stable_offset(), 6);
@@ -1346,7 +1406,7 @@ pub(crate) mod tests {
         assert_eq!(log.aborted_between(0, 6), vec![aborted]);
         assert_eq!(log.aborted_between(5, 6), vec![]);
         // The marker's epoch fences older epochs of that producer here.
-        assert_eq!(log.append_marker(8, 2, false, 9).unwrap(), Some(7));
+        assert_eq!(log.append_marker(8, 2, marker(false), 9).unwrap(), Some(7));
         assert!(matches!(
             log.append(&mut txn_batch(8, 2)),
             Err(AppendError::InvalidProducerEpoch { got: 0, current: 2 })
@@ -1354,9 +1414,53 @@ pub(crate) mod tests {
         assert_eq!(log.aborted_between(0, 10).len(), 2);
         // Clients may not write control batches.
         assert!(matches!(
-            log.append(&mut batch::control_batch(9, 0, true, 5)),
+            log.append(&mut batch::control_batch(9, 0, marker(true), 5)),
             Err(AppendError::Refused(_))
         ));
+    }
+
+    /// A marker of coordinator epoch 0 (a single node's coordinator).
+    fn marker(commit: bool) -> Marker {
+        Marker {
+            commit,
+            coordinator_epoch: 0,
+        }
+    }
+
+    /// The history of the Jepsen test that found it: coordinator A (epoch 1) decided to commit
+    /// transaction 1 and was cut off; its successor B (epoch 2) finished it and the producer
+    /// went on with transaction 2, which it aborts. A's retried commit marker, arriving while
+    /// transaction 2 is open, must not commit it; across a reopen as well.
+    #[test]
+    fn a_replaced_coordinators_late_marker_is_refused_and_ends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let by = |coordinator_epoch, commit| Marker {
+            commit,
+            coordinator_epoch,
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        log.append(&mut txn_batch(7, 0)).unwrap(); // 0: transaction 1
+        assert_eq!(log.append_marker(7, 0, by(2, true), 9).unwrap(), Some(1));
+        log.append(&mut txn_batch(7, 1)).unwrap(); // 2: transaction 2 opens
+        assert!(matches!(
+            log.append_marker(7, 0, by(1, true), 9),
+            Err(AppendError::CoordinatorFenced { got: 1, current: 2 })
+        ));
+        assert_eq!(log.last_stable_offset(), 2, "transaction 2 is still open");
+        drop(log);
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        assert!(matches!(
+            log.append_marker(7, 0, by(1, true), 9),
+            Err(AppendError::CoordinatorFenced { .. })
+        ));
+        // An instance fenced by a newer epoch gets no marker written either.
+        log.append(&mut txn_batch_of(7, 1, 0)).unwrap(); // 3: epoch 1 writes
+        assert!(matches!(
+            log.append_marker(7, 0, by(2, false), 9),
+            Err(AppendError::InvalidProducerEpoch { got: 0, current: 1 })
+        ));
+        assert_eq!(log.append_marker(7, 1, by(2, false), 9).unwrap(), Some(4));
+        assert_eq!(log.aborted_between(0, 10).len(), 1);
     }
 
     #[test]
@@ -1370,7 +1474,7 @@ pub(crate) mod tests {
             log.append(&mut txn_batch(7, 0)).unwrap();
             log.append(&mut txn_batch(8, 0)).unwrap();
             log.append(&mut txn_batch(7, 1)).unwrap();
-            log.append_marker(7, 0, false, 9).unwrap();
+            log.append_marker(7, 0, marker(false), 9).unwrap();
             for seq in 1..6 {
                 log.append(&mut txn_batch(8, seq)).unwrap();
             }
@@ -1394,8 +1498,8 @@ pub(crate) mod tests {
             "opening snapshots the state at the active segment"
         );
         // The marker epoch survives too: producer 7 was fenced at epoch 3.
-        log.append_marker(7, 3, false, 9).unwrap();
-        assert!(log.append_marker(8, 3, true, 9).unwrap().is_some());
+        log.append_marker(7, 3, marker(false), 9).unwrap();
+        assert!(log.append_marker(8, 3, marker(true), 9).unwrap().is_some());
         drop(log);
         let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
         assert!(matches!(

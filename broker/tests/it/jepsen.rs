@@ -106,9 +106,14 @@ async fn whole(cluster: &Cluster, ids: &[i32]) {
 }
 
 /// Applies `fault` to node `victim`, waits until the other nodes have fenced it (it leads
-/// nothing and is in no ISR) and `progress` says the workload went on, then heals it and waits
-/// until every ISR is whole again.
-async fn nemesis(cluster: &mut Cluster, fault: Fault, victim: i32, progress: impl Fn() -> usize) {
+/// nothing and is in no ISR) and `progress` says the workload went on (within `within`), then
+/// heals it and waits until every ISR is whole again.
+async fn nemesis(
+    cluster: &mut Cluster,
+    (fault, victim): (Fault, i32),
+    within: Duration,
+    progress: impl Fn() -> usize,
+) {
     eprintln!("nemesis: {fault:?} node {victim}");
     let others: Vec<i32> = (1..=3).filter(|id| *id != victim).collect();
     match fault {
@@ -125,7 +130,7 @@ async fn nemesis(cluster: &mut Cluster, fault: Fault, victim: i32, progress: imp
     let before = progress();
     eventually(
         &format!("{PROGRESS} more acknowledged without node {victim}"),
-        LONG,
+        within,
         || async { (progress() >= before + PROGRESS).then_some(()) },
     )
     .await;
@@ -397,7 +402,7 @@ async fn no_acknowledged_write_is_lost_through_kills_pauses_and_partitions() {
     };
     for (i, fault) in faults.iter().enumerate() {
         let victim = leader(&cluster, 1, i % PARTITIONS as usize).await;
-        nemesis(&mut cluster, *fault, victim, acknowledged).await;
+        nemesis(&mut cluster, (*fault, victim), LONG, acknowledged).await;
     }
     stop_writing.store(true, Ordering::SeqCst);
     joined(writers).await;
@@ -498,6 +503,15 @@ fn txn_writer(
     })
 }
 
+/// Sets its flag when dropped (on a panic too).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Transaction `n` of writer `w`: begun, written, and committed or (every fourth) aborted.
 fn one_transaction(
     runtime: &tokio::runtime::Handle,
@@ -572,6 +586,9 @@ async fn transactions_stay_all_or_nothing_through_kills_pauses_and_partitions() 
     let (mut cluster, faults, bootstrap) = prepared().await;
     let ended: Arc<Mutex<BTreeMap<(usize, u64), Ended>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // The writers are blocking threads, which the runtime waits for as it shuts down: a failed
+    // assertion stops them, so the test fails at once instead of hanging.
+    let _stop_on_failure = StopOnDrop(stop.clone());
     let writers: Vec<_> = (0..2)
         .map(|w| txn_writer(bootstrap.clone(), w, ended.clone(), stop.clone()))
         .collect();
@@ -586,7 +603,10 @@ async fn transactions_stay_all_or_nothing_through_kills_pauses_and_partitions() 
             Fault::Kill => coordinator,
             _ => leader(&cluster, 1, i % PARTITIONS as usize).await,
         };
-        nemesis(&mut cluster, *fault, victim, committed).await;
+        // A transactional producer whose coordinator vanished waits out its request timeout,
+        // finds the new coordinator, and may have to start a new instance: slower to resume
+        // than plain writes, and slower still on a busy machine.
+        nemesis(&mut cluster, (*fault, victim), 2 * LONG, committed).await;
     }
     stop.store(true, Ordering::SeqCst);
     joined(writers).await;
