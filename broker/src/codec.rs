@@ -10,6 +10,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use thiserror::Error;
 
+use crate::zero_copy::{FileRange, Piece, Spliced};
+
 /// Why a frame could not become a request.
 #[derive(Debug, Error)]
 pub enum CodecError {
@@ -101,32 +103,42 @@ pub fn decode_request(mut frame: Bytes, served: Served) -> Result<Request, Codec
     })
 }
 
-/// Encodes a response frame, length prefix included.
+/// Encodes a response frame, length prefix included, as pieces to write in order: encoded bytes
+/// and, for a Fetch answer, the file ranges whose placeholders its records are (`files`:
+/// placeholder index and range, see [`crate::zero_copy`]).
 pub fn encode_response(
     correlation_id: i32,
     api_key: ApiKey,
     version: i16,
     body: &ResponseKind,
-) -> Result<BytesMut, CodecError> {
+    files: &[(usize, FileRange)],
+) -> Result<Vec<Piece>, CodecError> {
     let failed = |e: anyhow::Error| CodecError::Encode {
         api: api_key,
         version,
         reason: format!("{e:#}"),
     };
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
     // The ApiVersions response header is always v0, whatever the request version.
     let header_version = if api_key == ApiKey::ApiVersions {
         0
     } else {
         api_key.response_header_version(version)
     };
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, header_version)
-        .map_err(failed)?;
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let ResponseKind::Fetch(fetch) = body {
+        let mut buf = Spliced::new(files);
+        buf.put_i32(0);
+        header.encode(&mut buf, header_version).map_err(failed)?;
+        fetch.encode(&mut buf, version).map_err(failed)?;
+        let len = (buf.len() - 4) as i32;
+        buf.patch(0, &len.to_be_bytes());
+        return buf.finish().map_err(|e| failed(e.into()));
+    }
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version).map_err(failed)?;
     body.encode(&mut buf, version).map_err(failed)?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
+    Ok(vec![Piece::Bytes(buf.freeze())])
 }

@@ -13,12 +13,14 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::broker::Broker;
 use crate::codec::{self, CodecError};
 use crate::config::Advertised;
 use crate::handlers::{self, ClientContext, Reply};
+use crate::zero_copy::{self, Piece};
 
 /// The bytes of requests in memory across all connections (`queued.max.request.bytes`). A
 /// request takes its bytes as they arrive, in chunks, and gives them back once its answer is
@@ -109,22 +111,42 @@ pub async fn serve(
             _ = shutdown.changed() => break,
             _ = node_cut_off(&broker, from_node) => break,
         };
-        let body = match reply {
-            Reply::Send(body) => body,
+        let (body, files) = match reply {
+            Reply::Send(body) => (body, Vec::new()),
+            Reply::SendWithFiles(body, files) => (body, files),
             Reply::Nothing => continue,
             Reply::Close => break,
         };
-        let bytes = match codec::encode_response(correlation_id, api_key, version, &body) {
-            Ok(bytes) => bytes,
+        let pieces = match codec::encode_response(correlation_id, api_key, version, &body, &files) {
+            Ok(pieces) => pieces,
             Err(e) => {
                 tracing::error!(%peer, "closing connection: {e}");
                 break;
             }
         };
-        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
+        if let Err(e) = write_pieces(&mut writer, pieces).await {
+            tracing::debug!(%peer, "closing connection: {e}");
             break;
         }
     }
+}
+
+/// Writes a response's pieces: encoded bytes through the buffer, file ranges from their files
+/// straight to the socket (after what the buffer holds).
+async fn write_pieces(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    pieces: Vec<Piece>,
+) -> std::io::Result<()> {
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) => writer.write_all(&bytes).await?,
+            Piece::File(range) => {
+                writer.flush().await?;
+                zero_copy::send_file(writer.get_ref().as_ref(), &range).await?;
+            }
+        }
+    }
+    writer.flush().await
 }
 
 /// Returns once this node is cut off from the other nodes, if `from_node`; never otherwise.

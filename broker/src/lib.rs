@@ -9,7 +9,8 @@
 //!   transaction timeouts, interval fsync. [`BrokerHandle::shutdown`] stops it all.
 //! - [`connection`]: one task per client; reads length-prefixed frames, answers in order; closes
 //!   idle and stalled connections and takes each request's bytes from a budget shared by all
-//!   (`docs/broker-limits.md`).
+//!   (`docs/broker-limits.md`). A fetch's records go from the segment files to the socket
+//!   without a copy ([`zero_copy`], `sendfile`).
 //! - [`codec`]: frame bytes to a typed request and back, using the `kafka-protocol` crate for
 //!   the message structs; it admits only the APIs and versions its caller names (the
 //!   connection names the route registry's, [`handlers::decodable`]).
@@ -72,6 +73,7 @@ pub mod storage;
 pub mod topics;
 pub mod txn;
 pub mod wire_alloc;
+pub mod zero_copy;
 
 pub use config::{Advertised, BrokerConfig, ClusterConfig, FsyncPolicy};
 pub use server::{BrokerHandle, Listener, run, spawn, spawn_listeners};

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use super::partitions::{answer_each_led_in, partition_answer};
 use crate::broker::Broker;
-use crate::storage::ReadOutcome;
-use crate::storage::batch::BatchHeader;
+use crate::storage::Records;
 use crate::topics::Partition;
+use crate::zero_copy::FileRange;
 
 use kafka_protocol::messages::ResponseKind;
 
@@ -29,7 +29,8 @@ use super::route::{Reply, Route, route};
 
 /// Fetch waits (long polling) on the async workers; its reads run on the blocking pool inside.
 pub(super) static ROUTES: &[Route] = &[route!(Fetch, 4..=12, async, |b, r, _c| {
-    Reply::send(ResponseKind::Fetch(handle(&b, r).await))
+    let (response, files) = handle(&b, r).await;
+    Reply::SendWithFiles(Box::new(ResponseKind::Fetch(response)), files)
 })];
 
 /// Longest a fetch may park, whatever the client asks.
@@ -37,7 +38,11 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// Most bytes one fetch response carries, whatever the client asks (Kafka's `fetch.max.bytes`).
 const MAX_RESPONSE_BYTES: usize = 55 * 1024 * 1024;
 
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
+/// The answer, and the file ranges its records' placeholders stand for (sent from the files).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+) -> (FetchResponse, Vec<(usize, FileRange)>) {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let request = Arc::new(request);
@@ -46,20 +51,20 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchRespons
             let request = request.clone();
             super::route::on_disk(broker, move |b| {
                 let mut watches = Vec::new();
-                let (response, bytes, errors) = read_once(b, &request, &mut watches);
-                (response, bytes, errors, watches)
+                let read = read_once(b, &request, &mut watches);
+                (read, watches)
             })
         };
-        let (response, bytes, errors, mut watches) = read.await;
-        let enough =
-            bytes >= request.min_bytes.max(0) as usize && (bytes > 0 || request.min_bytes <= 0);
-        if enough || errors || watches.is_empty() || Instant::now() >= deadline {
-            return response;
+        let (read, mut watches) = read.await;
+        let enough = read.bytes >= request.min_bytes.max(0) as usize
+            && (read.bytes > 0 || request.min_bytes <= 0);
+        if enough || read.errors || watches.is_empty() || Instant::now() >= deadline {
+            return (read.response, read.files);
         }
         let any_changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         tokio::select! {
             _ = any_changed => continue,
-            _ = tokio::time::sleep_until(deadline) => return response,
+            _ = tokio::time::sleep_until(deadline) => return (read.response, read.files),
         }
     }
 }
@@ -87,22 +92,33 @@ struct Pass<'a> {
     /// it got. A consumer reads below the high watermark.
     replica: Option<i32>,
     watches: &'a mut Vec<watch::Receiver<i64>>,
+    /// The file ranges the answer's placeholders stand for.
+    files: Vec<(usize, FileRange)>,
+}
+
+/// What one pass read: the answer, the bytes of records in it, whether any partition has an
+/// error (answered at once), and the file ranges to send.
+struct Read {
+    response: FetchResponse,
+    bytes: usize,
+    errors: bool,
+    files: Vec<(usize, FileRange)>,
 }
 
 /// Reads every requested partition once. Subscribes to each partition's end offset *before*
-/// reading it, so an append racing with this read still wakes the waiter. Returns the answer,
-/// the bytes of records in it, and whether any partition has an error (answered at once).
+/// reading it, so an append racing with this read still wakes the waiter.
 fn read_once(
     broker: &Broker,
     request: &FetchRequest,
     watches: &mut Vec<watch::Receiver<i64>>,
-) -> (FetchResponse, usize, bool) {
+) -> Read {
     let mut pass = Pass {
         remaining: (request.max_bytes.max(0) as usize).min(MAX_RESPONSE_BYTES),
         total: 0,
         read_committed: request.isolation_level == 1,
         replica: (request.replica_id.0 >= 0).then_some(request.replica_id.0),
         watches,
+        files: Vec::new(),
     };
     let responses: Vec<FetchableTopicResponse> = request
         .topics
@@ -127,12 +143,12 @@ fn read_once(
         .iter()
         .flat_map(|t| &t.partitions)
         .any(|p| p.error_code != 0);
-    let total = pass.total;
-    (
-        FetchResponse::default().with_responses(responses),
-        total,
+    Read {
+        response: FetchResponse::default().with_responses(responses),
+        bytes: pass.total,
         errors,
-    )
+        files: pass.files,
+    }
 }
 
 impl Pass<'_> {
@@ -163,77 +179,70 @@ impl Pass<'_> {
         };
         let limit = (fp.partition_max_bytes.max(0) as usize).min(self.remaining);
         let nothing_visible = fp.fetch_offset >= visible && fp.fetch_offset <= end;
-        let read = if nothing_visible
+        if nothing_visible
             || (self.read_committed && fp.fetch_offset >= stable && fp.fetch_offset <= end)
         {
             // Nothing stable to give yet (or anymore, at the end). The last stable offset is
             // never below the log start, so below it the read answers out of range.
-            Ok(ReadOutcome::Batches(Bytes::new()))
+            return data
+                .with_records(Some(Bytes::new()))
+                .with_aborted_transactions(Some(Vec::new()));
+        }
+        let until = if self.read_committed {
+            visible.min(stable)
         } else {
-            // KIP-74: the first non-empty partition may exceed the limits by one batch.
-            log.read(fp.fetch_offset, limit, self.total == 0)
+            visible
         };
-        match read {
-            Ok(ReadOutcome::Batches(records)) => {
-                let records = if visible < end {
-                    cut_at(records, visible)
-                } else {
-                    records
-                };
-                let (records, aborted) = if self.read_committed {
-                    let records = cut_at(records, stable);
-                    let aborted = last_offset(&records)
-                        .map(|last| log.aborted_between(fp.fetch_offset, last))
-                        .unwrap_or_default()
+        // KIP-74: the first non-empty partition may exceed the limits by one batch.
+        match log.read_batches(fp.fetch_offset, limit, self.total == 0, until) {
+            Ok(Some(batches)) => {
+                let aborted = if self.read_committed && !batches.records.is_empty() {
+                    log.aborted_between(fp.fetch_offset, batches.next_offset - 1)
                         .into_iter()
                         .map(|a| {
                             AbortedTransaction::default()
                                 .with_producer_id(ProducerId(a.producer_id))
                                 .with_first_offset(a.first_offset)
                         })
-                        .collect();
-                    (records, aborted)
+                        .collect()
                 } else {
-                    (records, Vec::new())
+                    Vec::new()
                 };
-                self.total += records.len();
-                self.remaining = self.remaining.saturating_sub(records.len());
-                data.with_records(Some(records))
-                    .with_aborted_transactions(Some(aborted))
+                let len = batches.records.len();
+                self.total += len;
+                self.remaining = self.remaining.saturating_sub(len);
+                match self.records(batches.records) {
+                    Ok(records) => data
+                        .with_records(Some(records))
+                        .with_aborted_transactions(Some(aborted)),
+                    Err(e) => {
+                        tracing::error!(topic, partition = fp.partition, "read failed: {e}");
+                        data.with_error_code(ResponseError::KafkaStorageError.code())
+                    }
+                }
             }
-            Ok(ReadOutcome::OutOfRange) => {
-                data.with_error_code(ResponseError::OffsetOutOfRange.code())
-            }
+            Ok(None) => data.with_error_code(ResponseError::OffsetOutOfRange.code()),
             Err(e) => {
                 tracing::error!(topic, partition = fp.partition, "read failed: {e}");
                 data.with_error_code(ResponseError::KafkaStorageError.code())
             }
         }
     }
-}
 
-/// The whole batches of `records` that start before `stable` (the last stable offset).
-fn cut_at(records: Bytes, stable: i64) -> Bytes {
-    let mut end = 0;
-    while let Ok(header) = BatchHeader::parse(&records[end..]) {
-        if header.base_offset >= stable || end + header.total_len() > records.len() {
-            break;
+    /// What the answer carries for `records`: the bytes, or a placeholder for a file range.
+    fn records(&mut self, records: Records) -> std::io::Result<Bytes> {
+        match records {
+            Records::Memory(bytes) => Ok(bytes),
+            Records::File(range) => {
+                let index = self.files.len();
+                match range.placeholder(index) {
+                    Some(placeholder) => {
+                        self.files.push((index, range));
+                        Ok(placeholder)
+                    }
+                    None => range.read(),
+                }
+            }
         }
-        end += header.total_len();
     }
-    records.slice(..end)
-}
-
-/// The last offset of the last batch in `records`.
-fn last_offset(records: &Bytes) -> Option<i64> {
-    let mut at = 0;
-    let mut last = None;
-    while let Ok(header) = BatchHeader::parse(&records[at..]) {
-        if at + header.total_len() > records.len() {
-            break;
-        }
-        last = Some(header.last_offset());
-        at += header.total_len();
-    }
-    last
 }

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::config::Advertised;
+use crate::zero_copy::FileRange;
 
 /// Who is on the other end, for group member descriptions and logs.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct ClientContext {
 #[derive(Debug)]
 pub enum Reply {
     Send(Box<ResponseKind>),
+    /// A Fetch answer whose records are (partly) placeholders for ranges of segment files,
+    /// sent from the files ([`crate::zero_copy`]): placeholder index and range.
+    SendWithFiles(Box<ResponseKind>, Vec<(usize, FileRange)>),
     /// Produce with acks=0: the client expects no answer.
     Nothing,
     /// Close the connection (a request the route cannot take; never expected).

@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use thiserror::Error;
 
 use super::batch::{self, BatchError, BatchHeader, Marker};
-use super::segment::Segment;
+use super::segment::{Batches, Records, Segment};
 
 /// The leader epoch the single-node broker stamps on every batch; it never changes.
 pub const LEADER_EPOCH: i32 = 0;
@@ -1008,6 +1008,36 @@ impl PartitionLog {
             }
         }
         Ok(ReadOutcome::Batches(Bytes::new()))
+    }
+
+    /// A fetch's read: whole batches from the one holding `offset`, up to `max_bytes` (at least
+    /// one batch when `at_least_one`), none starting at or past `until`; a large read stays in
+    /// the segment file, to be sent from there ([`Segment::read_batches`]). `None` when the
+    /// offset is out of range.
+    pub fn read_batches(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        until: i64,
+    ) -> io::Result<Option<Batches>> {
+        if offset < self.log_start_offset() || offset > self.next_offset() {
+            return Ok(None);
+        }
+        let slot = self.segments.partition_point(|s| s.base_offset <= offset);
+        if offset < self.next_offset() {
+            for segment in &self.segments[slot.saturating_sub(1)..] {
+                if let Some(position) = segment.position_of(offset.max(segment.base_offset))? {
+                    return segment
+                        .read_batches(position, max_bytes, at_least_one, until)
+                        .map(Some);
+                }
+            }
+        }
+        Ok(Some(Batches {
+            records: Records::Memory(Bytes::new()),
+            next_offset: self.next_offset(),
+        }))
     }
 
     /// The offset and timestamp of the first record whose timestamp is at or after `timestamp`

@@ -9,4 +9,5 @@ mod sync;
 pub use log::{
     AbortedTxn, AppendError, Appended, LogConfig, OpenReport, PartitionLog, ReadOutcome,
 };
+pub use segment::{Batches, Records};
 pub use sync::sync_dir;

@@ -16,6 +16,45 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
+use crate::zero_copy::{FileRange, WINDOW};
+
+/// Whole batches read for a fetch, and the offset after them.
+#[derive(Debug)]
+pub struct Batches {
+    pub records: Records,
+    /// The offset of the first record after these batches (where the next read starts, if
+    /// nothing is in between).
+    pub next_offset: i64,
+}
+
+/// Whole batches, where they are: in memory (a small read), or still in the segment file (sent
+/// to the client with `sendfile`, see [`crate::zero_copy`]).
+#[derive(Debug)]
+pub enum Records {
+    Memory(Bytes),
+    File(FileRange),
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Memory(b) => b.len(),
+            Records::File(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in memory, read from the file if they are not yet.
+    pub fn into_bytes(self) -> io::Result<Bytes> {
+        match self {
+            Records::Memory(b) => Ok(b),
+            Records::File(f) => f.read(),
+        }
+    }
+}
 
 /// `max_at` of a segment without records.
 const NO_RECORDS: (i64, i64) = (-1, -1);
@@ -446,6 +485,81 @@ impl Segment {
         }
         buf.truncate(end);
         Ok(buf.freeze())
+    }
+
+    /// Whole batches from `position` (a batch boundary) for a fetch: as many as fit in
+    /// `max_bytes` (at least one when `at_least_one`, KIP-74), stopping before the first batch
+    /// at or past offset `until` (a high watermark, a last stable offset). Reads the first
+    /// [`WINDOW`] bytes; if the batches end inside them they are returned from memory, else as a
+    /// range of the file, found by reading batch headers only: those of the window, then, from
+    /// the last index entry short of the limits, those up to the limits.
+    pub fn read_batches(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        at_least_one: bool,
+        until: i64,
+    ) -> io::Result<Batches> {
+        let log = self.file()?;
+        let position = position.min(self.size);
+        let limit = position.saturating_add(max_bytes as u64).min(self.size);
+        let window_len = (self.size - position).min(WINDOW as u64) as usize;
+        let mut window = BytesMut::zeroed(window_len);
+        log.read_exact_at(&mut window, position)?;
+        let window_end = position + window_len as u64;
+        let header = |at: u64| -> io::Result<BatchHeader> {
+            let from = (at - position) as usize;
+            if at + HEADER_LEN as u64 <= window_end {
+                BatchHeader::parse(&window[from..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            } else {
+                header_at(&log, at)
+            }
+        };
+        let mut at = position;
+        let mut jumped = false;
+        let next_offset = loop {
+            if at >= self.size {
+                break self.next_offset;
+            }
+            let h = header(at)?;
+            let end = at + h.total_len() as u64;
+            let first = at == position;
+            if h.base_offset >= until || (end > limit && !(first && at_least_one)) {
+                break h.base_offset;
+            }
+            at = end;
+            if at >= window_end && !jumped {
+                // Past the window: skip to the last indexed batch that starts within the limits.
+                jumped = true;
+                if let Some(entry) = self.last_entry_within(at, limit, until) {
+                    at = u64::from(entry.position);
+                }
+            }
+        };
+        let len = (at - position) as usize;
+        let records = if at <= window_end {
+            window.truncate(len);
+            Records::Memory(window.freeze())
+        } else {
+            Records::File(FileRange::new(log, position, len))
+        };
+        Ok(Batches {
+            records,
+            next_offset,
+        })
+    }
+
+    /// The last index entry at or after `from` whose batch starts at or before byte `limit` and
+    /// below offset `until`.
+    fn last_entry_within(&self, from: u64, limit: u64, until: i64) -> Option<IndexEntry> {
+        let within = |e: &IndexEntry| {
+            u64::from(e.position) <= limit
+                && self.base_offset + i64::from(e.relative_offset) < until
+        };
+        let count = self.index.partition_point(within);
+        let entry = *self.index.get(count.checked_sub(1)?)?;
+        (u64::from(entry.position) >= from).then_some(entry)
     }
 
     /// Headers of every batch from `position` on, read from disk (for timestamp lookups).

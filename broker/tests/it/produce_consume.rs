@@ -427,3 +427,67 @@ async fn list_offsets_by_timestamp_finds_the_record_inside_a_batch() {
         assert_eq!(list_offset(&mut raw, &topic, -2).await.0, 0, "{codec}");
     }
 }
+
+/// Fetches larger than a few kilobytes are sent from the segment files (`sendfile`): records of
+/// every size, across segment rolls, read whole and in order by consumers that ask for small
+/// and large fetches, read-uncommitted and read-committed (which cuts at the last stable
+/// offset instead of the high watermark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_fetches_are_sent_from_the_segment_files_whole_and_in_order() {
+    let b = TestBroker::start().await;
+    let topic = "zero-copy";
+    common::create_topic(&b.bootstrap, topic, 2, &[("segment.bytes", "1048576")]).await;
+    let p = producer(
+        &b.bootstrap,
+        &[("linger.ms", "20"), ("batch.size", "200000")],
+    );
+    let values: Vec<String> = (0..20_000)
+        .map(|i| format!("{i:05}-{}", "z".repeat(i % 300)))
+        .collect();
+    let sends: Vec<_> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(v.as_str())
+                    .partition((i % 2) as i32),
+            )
+            .unwrap()
+        })
+        .collect();
+    for delivered in futures_util::future::join_all(sends).await {
+        delivered.unwrap().unwrap();
+    }
+    let settings: [&[(&str, &str)]; 3] = [
+        &[],
+        &[
+            ("max.partition.fetch.bytes", "70000"),
+            ("fetch.max.bytes", "100000"),
+            ("message.max.bytes", "100000"),
+        ],
+        &[
+            ("isolation.level", "read_committed"),
+            ("max.partition.fetch.bytes", "150000"),
+        ],
+    ];
+    for extra in settings {
+        let c = consumer(&b.bootstrap, "unused", extra);
+        assign_from_start(&c, topic, 2);
+        let got = recv_n(&c, values.len(), LONG).await;
+        for partition in 0..2 {
+            let read: Vec<String> = texts(&got)
+                .into_iter()
+                .zip(&got)
+                .filter(|(_, r)| r.partition == partition)
+                .map(|(v, _)| v)
+                .collect();
+            let sent: Vec<&String> = values.iter().skip(partition as usize).step_by(2).collect();
+            assert_eq!(read.len(), sent.len(), "{extra:?}, partition {partition}");
+            assert!(
+                read.iter().zip(sent).all(|(r, s)| r == s),
+                "{extra:?}, partition {partition}"
+            );
+        }
+    }
+}
