@@ -403,6 +403,12 @@ fn init_cluster(
 /// nothing is forced to disk (`fsync=off`), which only a power loss can tell. Consumers batch
 /// records in one transaction; a rare lock-order deadlock between two of them should cost
 /// milliseconds, not the default second.
+///
+/// Autovacuum looks at each database every 5 s instead of every minute: the saga's tables are
+/// small and hot (every order updates its customer's wallet row and its products' stock rows,
+/// and marks three outbox rows published), so a burst of orders left long chains of dead row
+/// versions that every transaction after it walked, until the next round came. After 5,000
+/// orders this cost the next orders at 50/s 1.5-3 ms each (`docs/benchmarks.md`).
 fn server_settings() -> impl Iterator<Item = &'static str> {
     [
         "listen_addresses=127.0.0.1",
@@ -413,6 +419,7 @@ fn server_settings() -> impl Iterator<Item = &'static str> {
         "max_connections=300",
         "shared_buffers=128MB",
         "deadlock_timeout=50ms",
+        "autovacuum_naptime=5s",
     ]
     .into_iter()
     .flat_map(|setting| ["-c", setting])

@@ -183,6 +183,15 @@ impl Bench {
     }
 
     async fn fixed_rate_run(&self, rate: u32, total: usize) -> anyhow::Result<Vec<f64>> {
+        Ok(self.timed_run(rate, total).await?.0)
+    }
+
+    /// As [`fixed_rate_run`], also returning when each order was sent.
+    async fn timed_run(
+        &self,
+        rate: u32,
+        total: usize,
+    ) -> anyhow::Result<(Vec<f64>, HashMap<Uuid, DateTime<Utc>>)> {
         fixed_rate_run(
             &self.client,
             self.orders_db(),
@@ -380,11 +389,18 @@ async fn fixed_rates(args: &Args, bench: &Bench) -> anyhow::Result<()> {
     println!("\n## Latency at a fixed rate (POST sent -> \"confirmed\" notification stored)\n");
     println!("| rate | orders | p50 | p90 | p99 | max | relay p50 | relay p99 |");
     println!("|---|---|---|---|---|---|---|---|");
+    let mut breakdowns = Vec::new();
     for rate in &args.rates {
         let since = Utc::now();
+        let relay_before = relay_split();
         let total = (*rate as u64 * args.seconds) as usize;
-        let lat = bench.fixed_rate_run(*rate, total).await?;
+        let (lat, sent_at) = bench.timed_run(*rate, total).await?;
         let relay = relay_latencies(&bench.pools, since).await;
+        breakdowns.push((
+            *rate,
+            hops(bench, since, &sent_at).await?,
+            relay_split().since(&relay_before),
+        ));
         println!(
             "| {rate}/s | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} ms |",
             lat.len(),
@@ -396,7 +412,181 @@ async fn fixed_rates(args: &Args, bench: &Bench) -> anyhow::Result<()> {
             percentile(&relay, 99.0),
         );
     }
+    for (rate, stages, split) in breakdowns {
+        print_breakdown(rate, &stages, &split);
+    }
     Ok(())
+}
+
+/// Where an order's time goes, stage by stage, from the timestamps the services store: the
+/// POST until the order's commit; then for each event on the way to the "confirmed"
+/// notification, its delivery (the commit that wrote it until the consuming transaction
+/// began: the relay's pick-up, the produce and its acknowledgement, the consumer's fetch) and
+/// the handler (that beginning until the next event was written, just before its commit). Per
+/// stage, every order's duration in ms.
+struct Stages(Vec<(&'static str, Vec<f64>)>);
+
+/// Per (topic, order id): the event id and commit time of each outbox row of the run.
+type Outbox = HashMap<(String, String), (Uuid, DateTime<Utc>)>;
+
+async fn outbox_rows(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Outbox> {
+    let rows: Vec<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT event_id, topic, record_key, created_at FROM outbox WHERE created_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, topic, key, created)| ((topic, key), (id, created)))
+        .collect())
+}
+
+async fn consumed_at(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> anyhow::Result<HashMap<Uuid, DateTime<Utc>>> {
+    let rows: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("SELECT event_id, consumed_at FROM consumed_events WHERE consumed_at >= $1")
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+async fn hops(
+    bench: &Bench,
+    since: DateTime<Utc>,
+    sent_at: &HashMap<Uuid, DateTime<Utc>>,
+) -> anyhow::Result<Stages> {
+    let ms = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1000.0
+    };
+    let [orders, payments, inventory, notifications] = &bench.pools[..] else {
+        anyhow::bail!("four databases");
+    };
+    let (order_out, payment_out, inventory_out) = (
+        outbox_rows(orders, since).await?,
+        outbox_rows(payments, since).await?,
+        outbox_rows(inventory, since).await?,
+    );
+    let (payment_in, inventory_in) = (
+        consumed_at(payments, since).await?,
+        consumed_at(inventory, since).await?,
+    );
+    let notified: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as(
+        "SELECT order_id, created_at FROM notifications WHERE kind = 'confirmed' AND created_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(notifications)
+    .await?
+    .into_iter()
+    .collect();
+    let names = [
+        "POST -> order committed",
+        "order.created delivered to payment",
+        "payment handler",
+        "payment.completed delivered to inventory",
+        "inventory handler",
+        "inventory.updated delivered to notification, stored",
+    ];
+    let mut stages: Vec<(&'static str, Vec<f64>)> = names.map(|n| (n, Vec::new())).to_vec();
+    for (order, sent) in sent_at {
+        let key = |topic: &str| (topic.to_owned(), order.to_string());
+        let (Some(o), Some(p), Some(i), Some(n)) = (
+            order_out.get(&key("order.created")),
+            payment_out.get(&key("payment.completed")),
+            inventory_out.get(&key("inventory.updated")),
+            notified.get(order),
+        ) else {
+            continue;
+        };
+        let (Some(pc), Some(ic)) = (payment_in.get(&o.0), inventory_in.get(&p.0)) else {
+            continue;
+        };
+        let times = [
+            ms(*sent, o.1),
+            ms(o.1, *pc),
+            ms(*pc, p.1),
+            ms(p.1, *ic),
+            ms(*ic, i.1),
+            ms(i.1, *n),
+        ];
+        for (stage, t) in stages.iter_mut().zip(times) {
+            stage.1.push(t);
+        }
+    }
+    Ok(Stages(stages))
+}
+
+/// The relays' pick-up (commit to claim) and produce acknowledgement (send to every ack of a
+/// claimed batch), as totals and counts from the services' histograms.
+#[derive(Debug, Default, Clone, Copy)]
+struct RelaySplit {
+    pickup: (f64, f64),
+    ack: (f64, f64),
+}
+
+impl RelaySplit {
+    fn since(self, before: &RelaySplit) -> RelaySplit {
+        RelaySplit {
+            pickup: (
+                self.pickup.0 - before.pickup.0,
+                self.pickup.1 - before.pickup.1,
+            ),
+            ack: (self.ack.0 - before.ack.0, self.ack.1 - before.ack.1),
+        }
+    }
+}
+
+/// Sums the `_sum` and `_count` series of the relays' two histograms, all services together.
+fn relay_split() -> RelaySplit {
+    let text = saga_shared::telemetry::prometheus().render();
+    let mut split = RelaySplit::default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        match name {
+            "outbox_pickup_seconds_sum" => split.pickup.0 += value,
+            "outbox_pickup_seconds_count" => split.pickup.1 += value,
+            "outbox_produce_ack_seconds_sum" => split.ack.0 += value,
+            "outbox_produce_ack_seconds_count" => split.ack.1 += value,
+            _ => {}
+        }
+    }
+    split
+}
+
+fn print_breakdown(rate: u32, stages: &Stages, split: &RelaySplit) {
+    let orders = stages.0.first().map_or(0, |s| s.1.len());
+    println!("\n## Where the time goes at {rate}/s ({orders} orders)\n");
+    println!("| stage | p50 | p90 | mean |");
+    println!("|---|---|---|---|");
+    let mut total = 0.0;
+    for (name, times) in &stages.0 {
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        total += mean;
+        let times = sorted(times.clone());
+        println!(
+            "| {name} | {:.2} ms | {:.2} ms | {mean:.2} ms |",
+            percentile(&times, 50.0),
+            percentile(&times, 90.0),
+        );
+    }
+    println!("| sum of the means | | | {total:.2} ms |");
+    let mean = |(sum, count): (f64, f64)| 1000.0 * sum / count.max(1.0);
+    println!(
+        "\nOf each delivery, on average over every relay of the run: the relay's pick-up (the \
+         commit, its notification, the claim query) {:.2} ms, the produce until acknowledged \
+         {:.2} ms; the rest is the consumer's fetch and the start of its transaction.",
+        mean(split.pickup),
+        mean(split.ack)
+    );
 }
 
 /// Places `total` orders at `rate` per second; returns each one's latency from POST sent to its
@@ -407,7 +597,7 @@ async fn fixed_rate_run(
     notifications_db: &PgPool,
     rate: u32,
     total: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, HashMap<Uuid, DateTime<Utc>>)> {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(total);
@@ -446,11 +636,12 @@ async fn fixed_rate_run(
         rows.len(),
         ids.len()
     );
-    Ok(sorted(
+    let latencies = sorted(
         rows.iter()
             .map(|(id, at)| (*at - sent_at[id]).num_microseconds().unwrap_or(0) as f64 / 1000.0)
             .collect(),
-    ))
+    );
+    Ok((latencies, sent_at))
 }
 
 async fn place(client: &LabClient) -> anyhow::Result<Uuid> {

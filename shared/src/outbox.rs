@@ -198,6 +198,12 @@ impl OutboxRelay {
             return Ok(0);
         }
         let started = Instant::now();
+        let claimed = Utc::now();
+        for row in &rows {
+            let waited = (claimed - row.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("outbox_pickup_seconds", "service" => self.service)
+                .record(waited.as_secs_f64());
+        }
         let mut pending = Vec::with_capacity(rows.len());
         let mut first_error = None;
         for row in &rows {
@@ -219,8 +225,11 @@ impl OutboxRelay {
             }
         }
         let (rows_sent, deliveries): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let delivered = join_all(deliveries).await;
+        metrics::histogram!("outbox_produce_ack_seconds", "service" => self.service)
+            .record(started.elapsed().as_secs_f64());
         let mut published = Vec::with_capacity(rows_sent.len());
-        for (row, result) in rows_sent.into_iter().zip(join_all(deliveries).await) {
+        for (row, result) in rows_sent.into_iter().zip(delivered) {
             match result {
                 Ok(Ok(_)) => published.push(row),
                 Ok(Err((err, _))) => {
