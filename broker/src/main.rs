@@ -171,8 +171,10 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer())
+        .with(log_filter())
         .init();
     let args = Args::parse();
     anyhow::ensure!(
@@ -218,18 +220,21 @@ async fn main() -> anyhow::Result<()> {
     broker::run(listeners, config, shutdown_signal()).await
 }
 
-/// RUST_LOG, or `info`. openraft's own lines are left out unless RUST_LOG names it: at `info`
-/// it narrates every vote, and while a voter is down it reports each failed attempt twice a
-/// second; the quorum logs its own events (a new controller, a broker fenced).
-fn log_filter() -> tracing_subscriber::EnvFilter {
+/// RUST_LOG (`target=level` and a default `level`, e.g. `info,broker::txn=debug`), or `info`.
+/// openraft's own lines are left out unless RUST_LOG names it: at `info` it narrates every vote,
+/// and while a voter is down it reports each failed attempt twice a second; the quorum logs its
+/// own events (a new controller, a broker fenced).
+fn log_filter() -> tracing_subscriber::filter::Targets {
     let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let directives = if asked.contains("openraft") {
         asked
     } else {
         format!("{asked},openraft=off")
     };
-    tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"))
+    directives
+        .parse()
+        .or_else(|_| "info,openraft=off".parse())
+        .unwrap_or_default()
 }
 
 /// Takes `<data-dir>/broker.lock` with an advisory lock (`flock`) held while the process runs;

@@ -92,7 +92,7 @@ pub fn walk(
             walk_source(&mut Slice(&inflated), declared, visit)
         }
         3 => {
-            let decoder = lz4::Decoder::new(body).map_err(|_| BatchError::BadCompression)?;
+            let decoder = lz4_flex::frame::FrameDecoder::new(body);
             walk_stream(decoder, declared, max_inflated, visit)
         }
         4 => {
@@ -459,9 +459,9 @@ mod tests {
             }
             2 => snap::raw::Encoder::new().compress_vec(&records).unwrap(),
             3 => {
-                let mut lz = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
                 lz.write_all(&records).unwrap();
-                lz.finish().0
+                lz.finish().unwrap()
             }
             _ => unreachable!("gzip, snappy or lz4"),
         };
