@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -169,19 +170,7 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         let Some(first) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        // What else arrives within GATHER joins this transaction: at the saga's pace that is a
-        // few payments per transaction instead of one, and the ledger's round trips (a
-        // transaction is five requests and two markers) no longer land on the very moment each
-        // payment is on its way to the inventory service.
-        let mut batch = vec![first?];
-        let gathering = Instant::now();
-        while batch.len() < MAX_BATCH {
-            let left = GATHER.saturating_sub(gathering.elapsed());
-            match consumer.poll(left) {
-                Some(m) => batch.push(m?),
-                None => break,
-            }
-        }
+        let batch = gather(&consumer, first?)?;
         producer.begin_transaction()?;
         for msg in &batch {
             // A record that is not a money movement (never, unless forged), or one without an
@@ -222,6 +211,26 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         producer.commit_transaction(WAIT)?;
     }
     Ok(())
+}
+
+/// `first` and what else arrives within [`GATHER`], up to [`MAX_BATCH`] records: one
+/// transaction's input. At the saga's pace that is a few payments per transaction instead of
+/// one, and the ledger's round trips (a transaction is five requests and two markers) no longer
+/// land on the very moment each payment is on its way to the inventory service.
+fn gather<'c>(
+    consumer: &'c BaseConsumer,
+    first: BorrowedMessage<'c>,
+) -> anyhow::Result<Vec<BorrowedMessage<'c>>> {
+    let mut batch = vec![first];
+    let gathering = Instant::now();
+    while batch.len() < MAX_BATCH {
+        let left = GATHER.saturating_sub(gathering.elapsed());
+        match consumer.poll(left) {
+            Some(m) => batch.push(m?),
+            None => break,
+        }
+    }
+    Ok(batch)
 }
 
 /// The `ce_id` header of a record, if it is a UUID.

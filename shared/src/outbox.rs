@@ -180,6 +180,60 @@ impl OutboxRelay {
         Some(l)
     }
 
+    /// Sends the claimed rows and waits for every acknowledgement: the rows the broker took,
+    /// and the first error (the rest of a batch is not sent after a row the producer refused).
+    async fn send<'r>(&self, rows: &'r [OutboxRow]) -> (Vec<&'r OutboxRow>, Option<OutboxError>) {
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut first_error = None;
+        for row in rows {
+            let payload = match serde_json::to_vec(&row.payload) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    first_error.get_or_insert(OutboxError::Encode(e));
+                    break;
+                }
+            };
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.record_key)
+                .payload(&payload)
+                .headers(pairs_to_headers(&row.headers.0));
+            match self.producer.send_result(record) {
+                Ok(delivery) => pending.push((row, delivery)),
+                Err((err, _)) => {
+                    first_error.get_or_insert(OutboxError::Publish {
+                        id: row.id,
+                        topic: row.topic.clone(),
+                        reason: err.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        let (rows_sent, deliveries): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let delivered = join_all(deliveries).await;
+        let mut published = Vec::with_capacity(rows_sent.len());
+        for (row, result) in rows_sent.into_iter().zip(delivered) {
+            match result {
+                Ok(Ok(_)) => published.push(row),
+                Ok(Err((err, _))) => {
+                    first_error.get_or_insert(OutboxError::Publish {
+                        id: row.id,
+                        topic: row.topic.clone(),
+                        reason: err.to_string(),
+                    });
+                }
+                Err(_) => {
+                    first_error.get_or_insert(OutboxError::Publish {
+                        id: row.id,
+                        topic: row.topic.clone(),
+                        reason: "producer dropped".into(),
+                    });
+                }
+            }
+        }
+        (published, first_error)
+    }
+
     /// Claims, publishes and marks one batch; returns how many rows were published.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
         let mut tx = self.pool.begin().await?;
@@ -204,50 +258,9 @@ impl OutboxRelay {
             metrics::histogram!("outbox_pickup_seconds", "service" => self.service)
                 .record(waited.as_secs_f64());
         }
-        let mut pending = Vec::with_capacity(rows.len());
-        let mut first_error = None;
-        for row in &rows {
-            let payload = serde_json::to_vec(&row.payload)?;
-            let record = FutureRecord::to(&row.topic)
-                .key(&row.record_key)
-                .payload(&payload)
-                .headers(pairs_to_headers(&row.headers.0));
-            match self.producer.send_result(record) {
-                Ok(delivery) => pending.push((row, delivery)),
-                Err((err, _)) => {
-                    first_error.get_or_insert(OutboxError::Publish {
-                        id: row.id,
-                        topic: row.topic.clone(),
-                        reason: err.to_string(),
-                    });
-                    break;
-                }
-            }
-        }
-        let (rows_sent, deliveries): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        let delivered = join_all(deliveries).await;
+        let (published, first_error) = self.send(&rows).await;
         metrics::histogram!("outbox_produce_ack_seconds", "service" => self.service)
             .record(started.elapsed().as_secs_f64());
-        let mut published = Vec::with_capacity(rows_sent.len());
-        for (row, result) in rows_sent.into_iter().zip(delivered) {
-            match result {
-                Ok(Ok(_)) => published.push(row),
-                Ok(Err((err, _))) => {
-                    first_error.get_or_insert(OutboxError::Publish {
-                        id: row.id,
-                        topic: row.topic.clone(),
-                        reason: err.to_string(),
-                    });
-                }
-                Err(_) => {
-                    first_error.get_or_insert(OutboxError::Publish {
-                        id: row.id,
-                        topic: row.topic.clone(),
-                        reason: "producer dropped".into(),
-                    });
-                }
-            }
-        }
         // Rows that did go out are marked even when others failed, to keep duplicates rare.
         let ids: Vec<i64> = published.iter().map(|r| r.id).collect();
         sqlx::query("UPDATE outbox SET published_at = clock_timestamp() WHERE id = ANY($1)")
