@@ -986,28 +986,18 @@ impl PartitionLog {
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes` (at least one batch
-    /// when `at_least_one`).
+    /// when `at_least_one`), into memory: [`Self::read_batches`] for readers inside the broker
+    /// (internal topics, tests).
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
     ) -> io::Result<ReadOutcome> {
-        if offset < self.log_start_offset() || offset > self.next_offset() {
-            return Ok(ReadOutcome::OutOfRange);
+        match self.read_batches(offset, max_bytes, at_least_one, i64::MAX)? {
+            Some(batches) => Ok(ReadOutcome::Batches(batches.records.into_bytes()?)),
+            None => Ok(ReadOutcome::OutOfRange),
         }
-        if offset == self.next_offset() {
-            return Ok(ReadOutcome::Batches(Bytes::new()));
-        }
-        let slot = self.segments.partition_point(|s| s.base_offset <= offset);
-        for segment in &self.segments[slot.saturating_sub(1)..] {
-            if let Some(position) = segment.position_of(offset.max(segment.base_offset))? {
-                return segment
-                    .read(position, max_bytes, at_least_one)
-                    .map(ReadOutcome::Batches);
-            }
-        }
-        Ok(ReadOutcome::Batches(Bytes::new()))
     }
 
     /// A fetch's read: whole batches from the one holding `offset`, up to `max_bytes` (at least
