@@ -476,15 +476,16 @@ pub fn create_partitions(
 
 /// Creates an internal topic, `__consumer_offsets` or `__transaction_state`, as Kafka does
 /// with the first group or transactional producer: `partitions` partitions, three replicas or
-/// as many nodes as are live. Returns once this node's image has it, or after 10 s; a
-/// concurrent creation by another node counts.
+/// as many nodes as are live, compacted (each key's latest record is the state a new
+/// coordinator loads). Returns once this node's image has it, or after 10 s; a concurrent
+/// creation by another node counts.
 pub async fn create_internal_topic(quorum: &Quorum, name: &str, partitions: i32) {
     let live = quorum.image().live_brokers().len();
     let request = ControllerRequest::CreateTopic {
         name: name.to_owned(),
         partitions,
         replication: live.clamp(1, 3),
-        configs: BTreeMap::new(),
+        configs: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
         assignments: Vec::new(),
     };
     match quorum.request(request).await {

@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub retention_bytes: i64,
     /// How often retention runs (and idle segment files are closed).
     pub retention_check_interval: Duration,
+    /// How often the log cleaner looks for compacted partitions to clean
+    /// (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff: Duration,
     /// An old segment's file no read used for this long is closed (reopened on the next read),
     /// so open files grow with the partitions in use rather than with the segments on disk.
     pub segment_file_idle: Duration,
@@ -181,6 +184,7 @@ impl Default for BrokerConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             retention_check_interval: Duration::from_secs(30),
+            log_cleaner_backoff: Duration::from_secs(15),
             segment_file_idle: Duration::from_secs(60),
             max_request_bytes: 100 * 1024 * 1024,
             queued_max_request_bytes: 256 * 1024 * 1024,

@@ -205,12 +205,21 @@ pub fn read_all(partition: &Partition) -> io::Result<Vec<Record>> {
             ReadOutcome::Batches(bytes) if !bytes.is_empty() => bytes,
             _ => break,
         };
+        // Where the batches end: a compacted batch's last records may be gone, and the next
+        // read starts after the batch, not after its last record.
+        let mut batches_end = offset;
+        let mut at = 0;
+        while let Ok(header) = crate::storage::batch::BatchHeader::parse(&chunk[at..]) {
+            batches_end = batches_end.max(header.last_offset() + 1);
+            at += header.total_len();
+        }
         let sets = RecordBatchDecoder::decode_all(&mut chunk).map_err(io::Error::other)?;
         let before = offset;
         for record in sets.into_iter().flat_map(|set| set.records) {
             offset = offset.max(record.offset + 1);
             all.push(record);
         }
+        offset = offset.max(batches_end);
         if offset == before {
             break;
         }

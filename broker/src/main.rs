@@ -57,6 +57,10 @@ struct Args {
     /// How often retention runs, in ms.
     #[arg(long, env = "BROKER_RETENTION_CHECK_MS", default_value_t = 30_000)]
     retention_check_ms: u64,
+    /// How often the log cleaner looks for compacted partitions to clean, in ms
+    /// (log.cleaner.backoff.ms).
+    #[arg(long, env = "BROKER_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    log_cleaner_backoff_ms: u64,
     /// Largest request accepted, in bytes (socket.request.max.bytes).
     #[arg(long, env = "BROKER_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_request_bytes: usize,
@@ -206,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         retention_ms: args.retention_ms,
         retention_bytes: args.retention_bytes,
         retention_check_interval: Duration::from_millis(args.retention_check_ms.max(10)),
+        log_cleaner_backoff: Duration::from_millis(args.log_cleaner_backoff_ms.max(10)),
         max_request_bytes: args.max_request_bytes,
         queued_max_request_bytes: args.queued_max_request_bytes,
         max_connections: args.max_connections.max(1),

@@ -186,6 +186,7 @@ pub async fn spawn_listeners(
     }
     tasks.spawn(group_ticker(broker.clone(), shutdown.subscribe()));
     tasks.spawn(chores(broker.clone(), shutdown.subscribe()));
+    tasks.spawn(log_cleaner(broker.clone(), shutdown.subscribe()));
     Ok(BrokerHandle {
         local_addr,
         broker,
@@ -383,6 +384,36 @@ async fn chores(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                         }
                     })
                     .await;
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// The log cleaner (`cleanup.policy=compact`), on its own task so a long clean delays neither
+/// retention nor fsync; it holds a partition's lock only to plan a clean and to put its result
+/// in place.
+async fn log_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(broker.config.log_cleaner_backoff);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let b = broker.clone();
+                let cleaned = tokio::task::spawn_blocking(move || b.topics.clean_logs(now_ms()))
+                    .await
+                    .unwrap_or_default();
+                for (topic, partition, stats) in cleaned {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        segments = stats.segments_read,
+                        bytes_before = stats.bytes_read,
+                        bytes_after = stats.bytes_written,
+                        records_removed = stats.records_removed,
+                        ms = stats.duration.as_millis() as u64,
+                        "cleaned a compacted partition"
+                    );
                 }
             }
             _ = shutdown.changed() => break,

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FsyncPolicy};
-use crate::storage::{AppendError, Appended, LogConfig, PartitionLog};
+use crate::storage::{AppendError, Appended, CleanStats, Compaction, LogConfig, PartitionLog};
 
 /// One topic config the broker accepts: its name, its default, how a value is checked and
 /// stored, and whether the broker acts on it. [`TOPIC_CONFIGS`] lists them all; CreateTopics
@@ -57,10 +57,19 @@ pub enum TimestampType {
 }
 
 /// A topic's effective configuration, typed: the table's keys after parsing, with the topic's
-/// overrides over the defaults. Keys that change nothing in the broker (`cleanup.policy`,
-/// `compression.type`, `min.insync.replicas`) are only validated, so they have no field.
+/// overrides over the defaults. Keys that change nothing in the broker (`compression.type`,
+/// `min.insync.replicas`) are only validated, so they have no field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicConfig {
+    /// `cleanup.policy` includes `delete`: retention deletes old segments.
+    pub delete: bool,
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps each key's latest record.
+    pub compact: bool,
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio` in millionths (a float would not be `Eq`).
+    pub min_dirty_ratio_ppm: u32,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub segment_bytes: u64,
@@ -79,21 +88,29 @@ fn number(value: &str) -> Result<i64, &'static str> {
     value.parse::<i64>().map_err(|_| "not a number")
 }
 
+fn non_negative(value: &str) -> Result<i64, &'static str> {
+    match number(value)? {
+        n if n < 0 => Err("must not be negative"),
+        n => Ok(n),
+    }
+}
+
 /// Every topic config the broker accepts; anything else is refused with `INVALID_CONFIG`.
 pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
     TopicConfigKey {
         name: "cleanup.policy",
-        // Retention deletes old segments, which is what `delete` asks for.
+        // `delete`: retention deletes old segments; `compact`: the log cleaner keeps each key's
+        // latest record (storage/clean.rs); both together do both.
         enforced: true,
         default: |_| "delete".into(),
-        apply: |_, v| {
-            if v.split(',').any(|p| p.trim() == "compact") {
-                Err("log compaction is not supported; only 'delete' is")
-            } else if v == "delete" {
-                Ok(())
-            } else {
-                Err("only 'delete' is supported")
+        apply: |c, v| {
+            let policies: Vec<&str> = v.split(',').map(str::trim).collect();
+            if policies.is_empty() || policies.iter().any(|p| !matches!(*p, "delete" | "compact")) {
+                return Err("must be delete, compact, or both (compact,delete)");
             }
+            c.delete = policies.contains(&"delete");
+            c.compact = policies.contains(&"compact");
+            Ok(())
         },
     },
     TopicConfigKey {
@@ -104,6 +121,27 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
         apply: |_, v| match v {
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
             _ => Err("must be one of producer, uncompressed, gzip, snappy, lz4, zstd"),
+        },
+    },
+    TopicConfigKey {
+        name: "delete.retention.ms",
+        enforced: true,
+        default: |_| "86400000".into(),
+        apply: |c, v| {
+            c.delete_retention_ms = non_negative(v)?;
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "max.compaction.lag.ms",
+        enforced: true,
+        default: |_| i64::MAX.to_string(),
+        apply: |c, v| {
+            c.max_compaction_lag_ms = number(v)?;
+            if c.max_compaction_lag_ms < 1 {
+                return Err("must be at least 1");
+            }
+            Ok(())
         },
     },
     TopicConfigKey {
@@ -125,6 +163,27 @@ pub static TOPIC_CONFIGS: &[TopicConfigKey] = &[
                 "LogAppendTime" => TimestampType::LogAppendTime,
                 _ => return Err("must be CreateTime or LogAppendTime"),
             };
+            Ok(())
+        },
+    },
+    TopicConfigKey {
+        name: "min.cleanable.dirty.ratio",
+        enforced: true,
+        default: |_| "0.5".into(),
+        apply: |c, v| match v.parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => {
+                c.min_dirty_ratio_ppm = (ratio * 1e6).round() as u32;
+                Ok(())
+            }
+            _ => Err("must be a number from 0 to 1"),
+        },
+    },
+    TopicConfigKey {
+        name: "min.compaction.lag.ms",
+        enforced: true,
+        default: |_| "0".into(),
+        apply: |c, v| {
+            c.min_compaction_lag_ms = non_negative(v)?;
             Ok(())
         },
     },
@@ -201,10 +260,21 @@ impl TopicConfig {
             max_inflated_bytes: self.max_message_bytes.max(max_request_bytes),
             segment_bytes: self.segment_bytes,
             segment_age: Duration::from_millis(positive(self.segment_ms).unwrap_or(u64::MAX)),
-            retention: positive(self.retention_ms).map(Duration::from_millis),
-            retention_bytes: positive(self.retention_bytes),
+            // A compacted topic without `delete` keeps its (latest) records forever.
+            retention: positive(self.retention_ms)
+                .filter(|_| self.delete)
+                .map(Duration::from_millis),
+            retention_bytes: positive(self.retention_bytes).filter(|_| self.delete),
             fsync_each_append,
             log_append_time: self.timestamp_type == TimestampType::LogAppendTime,
+            compaction: self.compact.then(|| Compaction {
+                delete_retention: Duration::from_millis(self.delete_retention_ms as u64),
+                min_dirty_ratio: f64::from(self.min_dirty_ratio_ppm) / 1e6,
+                min_lag: Duration::from_millis(self.min_compaction_lag_ms as u64),
+                max_lag: positive(self.max_compaction_lag_ms)
+                    .filter(|ms| *ms < i64::MAX as u64)
+                    .map(Duration::from_millis),
+            }),
         }
     }
 }
@@ -1167,6 +1237,33 @@ impl TopicRegistry {
         deleted
     }
 
+    /// Runs the log cleaner once over every partition of a compacted topic whose clean is due
+    /// (see `storage/clean.rs`): each partition's lock is held only to plan and to put the
+    /// cleaned segments in place, not while the segments are read and written. Returns what
+    /// each clean did.
+    pub fn clean_logs(&self, now_ms: i64) -> Vec<(String, i32, CleanStats)> {
+        let mut done = Vec::new();
+        for topic in self.list() {
+            for partition in &topic.partitions {
+                // Three statements: the lock is taken for the first and the last only.
+                let plan = partition.log().plan_clean(now_ms);
+                let cleaned = plan.and_then(|plan| plan.map(|plan| plan.run(now_ms)).transpose());
+                let finished = cleaned.and_then(|cleaned| match cleaned {
+                    Some(cleaned) => partition.log().finish_clean(cleaned),
+                    None => Ok(None),
+                });
+                match finished {
+                    Ok(Some(stats)) => done.push((topic.name.clone(), partition.index, stats)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = partition.index, "log cleaning failed: {e}")
+                    }
+                }
+            }
+        }
+        done
+    }
+
     /// fsyncs every partition written since its last sync.
     pub fn sync_all(&self) {
         for topic in self.list() {
@@ -1308,6 +1405,12 @@ mod tests {
         assert_eq!(
             resolve(&d, &BTreeMap::new()).unwrap(),
             TopicConfig {
+                delete: true,
+                compact: false,
+                delete_retention_ms: 86_400_000,
+                min_dirty_ratio_ppm: 500_000,
+                min_compaction_lag_ms: 0,
+                max_compaction_lag_ms: i64::MAX,
                 retention_ms: c.retention_ms,
                 retention_bytes: c.retention_bytes,
                 segment_bytes: c.segment_bytes,
@@ -1337,13 +1440,48 @@ mod tests {
         assert_eq!(log.retention, None, "-1 keeps forever");
         assert_eq!(log.segment_bytes, 2097152);
         assert!(log.log_append_time);
+        assert_eq!(log.compaction, None);
+        let compacted = resolve(
+            &d,
+            &overrides(&[
+                ("cleanup.policy", "compact"),
+                ("delete.retention.ms", "100"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("min.compaction.lag.ms", "5"),
+                ("max.compaction.lag.ms", "60000"),
+            ]),
+        )
+        .unwrap()
+        .log_config(false, 1 << 20);
+        assert_eq!(
+            compacted.compaction,
+            Some(Compaction {
+                delete_retention: Duration::from_millis(100),
+                min_dirty_ratio: 0.01,
+                min_lag: Duration::from_millis(5),
+                max_lag: Some(Duration::from_millis(60_000)),
+            })
+        );
+        assert_eq!(
+            compacted.retention, None,
+            "compact alone deletes nothing by age"
+        );
+        let both = resolve(&d, &overrides(&[("cleanup.policy", "compact,delete")]))
+            .unwrap()
+            .log_config(false, 1 << 20);
+        assert!(both.compaction.is_some() && both.retention.is_some());
         for (key, value, reason) in [
             (
                 "cleanup.policy",
-                "compact",
-                "log compaction is not supported; only 'delete' is",
+                "other",
+                "must be delete, compact, or both (compact,delete)",
             ),
-            ("cleanup.policy", "other", "only 'delete' is supported"),
+            (
+                "min.cleanable.dirty.ratio",
+                "1.5",
+                "must be a number from 0 to 1",
+            ),
+            ("delete.retention.ms", "-1", "must not be negative"),
             (
                 "compression.type",
                 "brotli",

@@ -171,6 +171,8 @@ impl Embedded {
                 // Retention is seen at work within seconds on a topic with a short
                 // retention.ms (a broker's default looks every 30 s).
                 retention_check_interval: RETENTION_CHECK,
+                // Likewise compaction on a compacted topic (a broker's default looks every 15 s).
+                log_cleaner_backoff: RETENTION_CHECK,
                 ..Default::default()
             };
             nodes.push(Node {

@@ -190,9 +190,9 @@ async fn on_the_workspace_broker_without_changelogs() {
     the_streams_app_counts_what_the_saga_did(false, false).await;
 }
 
+/// The full topology: the stores' changelog topics are compacted topics
+/// (`cleanup.policy=compact`, the windowed one `compact,delete`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the stores' changelog topics need cleanup.policy=compact, which the workspace broker \
-            refuses until log compaction is served (issue 22); run on Apache Kafka below"]
 async fn on_the_workspace_broker_with_changelogs() {
     the_streams_app_counts_what_the_saga_did(false, true).await;
 }

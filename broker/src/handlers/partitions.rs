@@ -15,6 +15,9 @@ use crate::topics::{Partition, Topic};
 pub struct Refused {
     pub error: ResponseError,
     pub message: Option<String>,
+    /// The records of a produced batch that caused the refusal, by their index in the batch
+    /// (KIP-467: the client fails those with the error and the batch's others as innocent).
+    pub records: Vec<i64>,
 }
 
 impl Refused {
@@ -22,6 +25,7 @@ impl Refused {
         Self {
             error,
             message: Some(message.into()),
+            records: Vec::new(),
         }
     }
 }
@@ -31,6 +35,7 @@ impl From<ResponseError> for Refused {
         Self {
             error,
             message: None,
+            records: Vec::new(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! alone checks a transactional batch.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use super::partitions::{PartitionAnswer, Refused, answer_each_led};
 use super::route::str_bytes;
 use crate::broker::Broker;
 use crate::storage::AppendError;
+use crate::storage::batch::BatchError;
 use crate::storage::batch::BatchHeader;
 use crate::topics::{Partition, Produced};
 use crate::txn::TxnError;
@@ -41,8 +44,18 @@ impl PartitionAnswer for PartitionProduceResponse {
     }
 
     fn with_refusal(self, refused: Refused) -> Self {
+        let record_errors = refused
+            .records
+            .iter()
+            .map(|index| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(*index as i32)
+                    .with_batch_index_error_message(refused.message.clone().map(str_bytes))
+            })
+            .collect();
         self.with_error_code(refused.error.code())
             .with_error_message(refused.message.map(str_bytes))
+            .with_record_errors(record_errors)
     }
 }
 
@@ -174,7 +187,11 @@ fn append(
                 e.to_string()
             }
         };
-        Refused::with_message(e.kafka_error(), message)
+        let mut refused = Refused::with_message(e.kafka_error(), message);
+        if let AppendError::Corrupt(BatchError::NoKey { indexes }) = e {
+            refused.records = indexes;
+        }
+        refused
     })
 }
 

@@ -44,6 +44,10 @@ pub enum BatchError {
     BadRecord { index: i64, reason: &'static str },
     #[error("the batch inflates to more than {max} bytes (max.message.bytes)")]
     InflatedTooLarge { max: u64 },
+    #[error(
+        "compacted topic cannot accept a record without a key (records {indexes:?} of the batch)"
+    )]
+    NoKey { indexes: Vec<i64> },
     #[error("the batch's compressed records cannot be decompressed")]
     BadCompression,
     #[error(
@@ -161,8 +165,28 @@ impl BatchHeader {
     }
 }
 
-/// Parses and fully validates one batch at the start of `buf`: length, magic and CRC.
+/// Parses and fully validates one batch a producer sent, at the start of `buf`: length, magic,
+/// CRC, and records numbered 0..n-1 without a gap.
 pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(buf)?;
+    // Producers number records 0..n-1 within a batch; anything else would let one batch move
+    // the log's offsets arbitrarily far ahead (Kafka's LogValidator refuses it the same way).
+    if header.records_count <= 0
+        || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
+    {
+        return Err(BatchError::BadRecordCount {
+            records: header.records_count,
+            span: i64::from(header.last_offset_delta) + 1,
+        });
+    }
+    Ok(header)
+}
+
+/// Parses and validates one batch as stored in a log, at the start of `buf`: length, magic,
+/// CRC, and no more records than its offsets span. Log compaction leaves batches with fewer
+/// records than offsets (the removed records' offsets are gaps), so a stored batch (reopened
+/// from a segment, or fetched from a leader) is not held to a produced one's numbering.
+pub fn validate_stored(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let total = header.total_len();
     if buf.len() < total {
@@ -178,10 +202,9 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
             actual,
         });
     }
-    // Producers number records 0..n-1 within a batch; anything else would let one batch move
-    // the log's offsets arbitrarily far ahead (Kafka's LogValidator refuses it the same way).
-    if header.records_count <= 0
-        || i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1
+    if header.records_count < 0
+        || header.last_offset_delta < 0
+        || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1
     {
         return Err(BatchError::BadRecordCount {
             records: header.records_count,
@@ -189,6 +212,33 @@ pub fn validate(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     Ok(header)
+}
+
+/// The batch `header` describes with only some of its records: `records` (their bytes as
+/// stored, each with its length prefix, in order), `count` of them, newest timestamp
+/// `max_timestamp`. Everything else of the header stays (base offset, last offset delta,
+/// producer, sequence, leader epoch), so offsets never change and a reader moves past the batch
+/// as before; the records are written uncompressed. What the log cleaner writes.
+pub fn with_records(
+    original: &[u8],
+    header: &BatchHeader,
+    records: &[u8],
+    count: i32,
+    max_timestamp: i64,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&original[..HEADER_LEN]);
+    b.extend_from_slice(records);
+    let length = (HEADER_LEN - LOG_OVERHEAD + records.len()) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    b[21..23].copy_from_slice(&(header.attributes & !0x07).to_be_bytes());
+    if !header.is_log_append_time() {
+        b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// Attribute bit 3: the batch's timestamps are the broker's append time.
@@ -261,6 +311,16 @@ pub fn control_batch(
 pub struct Marker {
     pub commit: bool,
     pub coordinator_epoch: i32,
+}
+
+/// An aborted transaction of one partition: its producer, the offset of its first batch and of
+/// its abort marker. Read-committed fetches that return any of that range list it, so the
+/// client drops its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 /// What a stored control batch says (its one record's key and value); `None` if its record

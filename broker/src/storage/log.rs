@@ -20,7 +20,9 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
+pub use super::batch::AbortedTxn;
 use super::batch::{self, BatchError, BatchHeader, Marker};
+use super::clean::{self, Compaction};
 use super::segment::{Batches, Records, Segment};
 
 /// The leader epoch the single-node broker stamps on every batch; it never changes.
@@ -77,6 +79,9 @@ pub struct LogConfig {
     pub max_inflated_bytes: u64,
     /// Stamp each appended batch with the broker's clock (`message.timestamp.type=LogAppendTime`).
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: how the log cleaner keeps each key's latest record
+    /// (and records without a key are refused).
+    pub compaction: Option<Compaction>,
 }
 
 /// Why an append was refused.
@@ -115,9 +120,8 @@ impl AppendError {
             // A well-formed batch the broker will not inflate: no retry can pass
             // (CORRUPT_MESSAGE is retriable, and the Java client would retry it until its
             // delivery timeout).
-            AppendError::Corrupt(BatchError::ZstdWindowTooLarge { .. }) => {
-                ResponseError::InvalidRecord
-            }
+            AppendError::Corrupt(BatchError::ZstdWindowTooLarge { .. })
+            | AppendError::Corrupt(BatchError::NoKey { .. }) => ResponseError::InvalidRecord,
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
@@ -189,15 +193,6 @@ pub struct ActiveProducer {
     pub txn_start_offset: i64,
 }
 
-/// An aborted transaction of one partition: its producer, the offset of its first batch and of
-/// its abort marker. Read-committed fetches that return any of that range list it, so the
-/// client drops its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
-}
 
 /// One partition's log.
 #[derive(Debug)]
@@ -253,6 +248,8 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir`, cutting any torn tail of the active segment.
     pub fn open(dir: &Path, config: LogConfig) -> io::Result<(Self, OpenReport)> {
         fs::create_dir_all(dir)?;
+        // A clean a crash interrupted is finished (or dropped) first.
+        let swapped = clean::recover(dir)?;
         let mut bases: Vec<i64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -281,7 +278,8 @@ impl PartitionLog {
         let mut report = OpenReport::default();
         let last = bases.len().saturating_sub(1);
         for (i, base) in bases.into_iter().enumerate() {
-            let (segment, recovery) = Segment::open(dir, base, i == last)?;
+            let (segment, recovery) =
+                Segment::open(dir, base, i == last || swapped.contains(&base))?;
             report.truncated_bytes += recovery.truncated_bytes;
             for header in &recovery.headers {
                 log.remember_producer(header);
@@ -492,15 +490,15 @@ impl PartitionLog {
     }
 
     /// Appends batches a follower fetched from its leader, as they are: their offsets, leader
-    /// epochs and producers' state, after checking each is whole and starts where the log
-    /// ends. Returns the new log end.
+    /// epochs and producers' state, after checking each is whole and starts at or past where
+    /// the log ends. Returns the new log end.
     pub fn append_replica(&mut self, batches: &[u8]) -> Result<i64, AppendError> {
         if self.deleted {
             return Err(AppendError::Deleted);
         }
         let mut position = 0;
         while position < batches.len() {
-            let Ok(header) = batch::validate(&batches[position..]) else {
+            let Ok(header) = batch::validate_stored(&batches[position..]) else {
                 break; // a partial batch at the end of a fetch: fetched again next time
             };
             let bytes = &batches[position..position + header.total_len()];
@@ -508,7 +506,9 @@ impl PartitionLog {
             if header.last_offset() < self.next_offset() {
                 continue; // already here
             }
-            if header.base_offset != self.next_offset() {
+            // A batch may start past the log end: a compacted log's batches leave gaps (the
+            // leader's cleaner removed records), as Kafka's followers accept.
+            if header.base_offset < self.next_offset() {
                 return Err(AppendError::Misplaced {
                     base: header.base_offset,
                     last: header.last_offset(),
@@ -731,6 +731,12 @@ impl PartitionLog {
         self.segments.iter().map(|s| s.size).sum()
     }
 
+    /// Where the active segment starts: records from here on are not cleaned yet, whatever
+    /// the topic's policy.
+    pub fn active_segment_base(&self) -> i64 {
+        self.active().base_offset
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
@@ -830,12 +836,17 @@ impl PartitionLog {
             return Err(AppendError::TooLarge { size, max });
         }
         // A compressed batch inflates to no more than the topic allows.
-        super::records::check(records, &header, self.config.max_inflated_bytes).map_err(
-            |e| match e {
-                BatchError::InflatedTooLarge { max } => AppendError::InflatesTooLarge { max },
-                e => AppendError::Corrupt(e),
-            },
-        )?;
+        let keys_required = self.config.compaction.is_some();
+        super::records::check(
+            records,
+            &header,
+            self.config.max_inflated_bytes,
+            keys_required,
+        )
+        .map_err(|e| match e {
+            BatchError::InflatedTooLarge { max } => AppendError::InflatesTooLarge { max },
+            e => AppendError::Corrupt(e),
+        })?;
         Ok(header)
     }
 
@@ -925,7 +936,7 @@ impl PartitionLog {
     /// Starts a new active segment at the end, and snapshots the transaction state as of its
     /// base offset, so a restart reads the transactional batches of the segments from there on
     /// only.
-    fn roll(&mut self) -> io::Result<()> {
+    pub(super) fn roll(&mut self) -> io::Result<()> {
         let base = self.next_offset();
         self.active().sync()?;
         self.segments.push(Segment::create(&self.dir, base)?);
@@ -1130,6 +1141,39 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// The clean due now, if this is a compacted log and one is (see `storage/clean.rs`).
+    pub fn plan_clean(&self, now_ms: i64) -> io::Result<Option<clean::CleanPlan>> {
+        let Some(compaction) = self.config.compaction.clone() else {
+            return Ok(None);
+        };
+        if self.deleted {
+            return Ok(None);
+        }
+        let limits = clean::Limits {
+            compaction,
+            segment_bytes: self.config.segment_bytes,
+            max_inflated: self.config.max_inflated_bytes,
+        };
+        clean::plan(
+            &self.dir,
+            &self.segments,
+            self.last_stable_offset(),
+            now_ms,
+            limits,
+            &self.aborted,
+        )
+    }
+
+    /// Puts a finished clean's segments in place of those it read; `None`, and nothing
+    /// changed, if the log changed meanwhile under them or was deleted.
+    pub fn finish_clean(&mut self, cleaned: clean::Cleaned) -> io::Result<Option<clean::CleanStats>> {
+        if self.deleted {
+            cleaned.discard();
+            return Ok(None);
+        }
+        clean::install(cleaned, &self.dir, &mut self.segments)
+    }
+
     /// Marks the log deleted (see the `deleted` field).
     pub fn mark_deleted(&mut self) {
         self.deleted = true;
@@ -1165,6 +1209,7 @@ pub(crate) mod tests {
             max_batch_bytes: 1 << 20,
             max_inflated_bytes: 1 << 20,
             log_append_time: false,
+            compaction: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! offset_delta: varint, key, value, headers`; only the first three fields are read, the rest is
 //! skipped by the length.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 
@@ -29,12 +30,39 @@ const MAX_ZSTD_WINDOW: u64 = 8 << 20;
 pub struct RecordMeta {
     pub offset_delta: i64,
     pub timestamp_delta: i64,
+    /// The key's length, -1 for a record without a key.
+    pub key_len: i64,
 }
 
-/// Checks that the stored batch at the start of `batch` holds exactly the records its header
-/// declares, well framed and numbered 0..n-1, inflating at most `max_inflated` bytes.
-pub fn check(batch: &[u8], header: &BatchHeader, max_inflated: u64) -> Result<(), BatchError> {
-    walk(batch, header, max_inflated, |_| ControlFlow::Continue(()))
+/// How the records of a batch are numbered: as a producer sends them (0, 1, 2, ... without a
+/// gap), or as a log may store them after compaction (increasing, gaps allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    Produced,
+    Stored,
+}
+
+/// Checks that the produced batch at the start of `batch` holds exactly the records its header
+/// declares, well framed and numbered 0..n-1, inflating at most `max_inflated` bytes; with
+/// `keys_required` (a compacted topic), that every record has a key.
+pub fn check(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_inflated: u64,
+    keys_required: bool,
+) -> Result<(), BatchError> {
+    let mut keyless = Vec::new();
+    walk(batch, header, max_inflated, Numbering::Produced, |r| {
+        if keys_required && r.key_len < 0 {
+            keyless.push(r.offset_delta);
+        }
+        ControlFlow::Continue(())
+    })?;
+    if keyless.is_empty() {
+        Ok(())
+    } else {
+        Err(BatchError::NoKey { indexes: keyless })
+    }
 }
 
 /// The first record of one whole, stored batch whose timestamp is at or after `timestamp`: its
@@ -51,7 +79,7 @@ pub fn first_at_or_after(
             .then_some((header.base_offset, header.max_timestamp)));
     }
     let mut found = None;
-    walk(batch, &header, max_inflated, |r| {
+    walk(batch, &header, max_inflated, Numbering::Stored, |r| {
         let at = header.base_timestamp.saturating_add(r.timestamp_delta);
         if at >= timestamp {
             found = Some((header.base_offset + r.offset_delta, at));
@@ -69,52 +97,140 @@ pub fn walk(
     batch: &[u8],
     header: &BatchHeader,
     max_inflated: u64,
+    numbering: Numbering,
     visit: impl FnMut(RecordMeta) -> ControlFlow<()>,
 ) -> Result<(), BatchError> {
     let end = header.total_len().min(batch.len());
     let body = batch.get(HEADER_LEN..end).unwrap_or_default();
-    let declared = header.records_count;
+    let numbering = (header.records_count, numbering);
     match header.attributes & 0x07 {
         0 => {
             if body.len() as u64 > max_inflated {
                 return Err(BatchError::InflatedTooLarge { max: max_inflated });
             }
-            walk_source(&mut Slice(body), declared, visit)
+            walk_source(&mut Slice(body), numbering, visit)
         }
-        1 => walk_stream(
-            flate2::read::MultiGzDecoder::new(body),
-            declared,
-            max_inflated,
-            visit,
-        ),
         2 => {
             let inflated = snappy(body, max_inflated)?;
-            walk_source(&mut Slice(&inflated), declared, visit)
+            walk_source(&mut Slice(&inflated), numbering, visit)
         }
-        3 => {
-            let decoder = lz4_flex::frame::FrameDecoder::new(body);
-            walk_stream(decoder, declared, max_inflated, visit)
-        }
-        4 => {
-            let decoder =
-                ruzstd::decoding::StreamingDecoder::new_with_max_window_size(body, MAX_ZSTD_WINDOW)
-                    .map_err(|e| match e {
-                        ruzstd::decoding::errors::FrameDecoderError::WindowSizeTooBig {
-                            requested,
-                            max,
-                        } => BatchError::ZstdWindowTooLarge { requested, max },
-                        _ => BatchError::BadCompression,
-                    })?;
-            walk_stream(decoder, declared, max_inflated, visit)
-        }
-        codec => Err(BatchError::UnknownCompression(codec as u8)),
+        codec => walk_stream(decoder(body, codec)?, numbering, max_inflated, visit),
     }
+}
+
+/// The records of a whole, stored batch, decompressed (at most `max_inflated` bytes): each
+/// record's bytes as stored (with its length prefix) and what it holds. What the log cleaner
+/// reads to decide which records stay.
+pub fn records_of<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+    max_inflated: u64,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let end = header.total_len().min(batch.len());
+    let body = batch.get(HEADER_LEN..end).unwrap_or_default();
+    let inflated = match header.attributes & 0x07 {
+        0 => return Ok(Cow::Borrowed(body)),
+        2 => snappy(body, max_inflated)?,
+        codec => {
+            let mut out = Vec::new();
+            decoder(body, codec)?
+                .take(max_inflated + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| BatchError::BadCompression)?;
+            if out.len() as u64 > max_inflated {
+                return Err(BatchError::InflatedTooLarge { max: max_inflated });
+            }
+            out
+        }
+    };
+    Ok(Cow::Owned(inflated))
+}
+
+/// One record of a batch's (decompressed) records, as [`parse_records`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// The whole record as stored, its length prefix included: copied as is into a rewritten
+    /// batch (its deltas are relative to the batch's base offset and timestamp, which stay).
+    pub bytes: &'a [u8],
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    /// `false` for a tombstone (a null value: "delete this key").
+    pub has_value: bool,
+}
+
+/// Splits decompressed records into [`RecordView`]s.
+pub fn parse_records(body: &[u8]) -> Result<Vec<RecordView<'_>>, BatchError> {
+    let bad = |index: usize| BatchError::BadRecord {
+        index: index as i64,
+        reason: "the record's fields overrun it",
+    };
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        let index = out.len();
+        let start = at;
+        let mut cursor = Slice(&body[at..]);
+        let length = varint(&mut cursor, 5).ok_or_else(|| bad(index))?;
+        let prefix = body.len() - at - cursor.0.len();
+        let len = usize::try_from(length).map_err(|_| bad(index))?;
+        let record = body
+            .get(at + prefix..at + prefix + len)
+            .ok_or_else(|| bad(index))?;
+        at += prefix + len;
+        let mut fields = Slice(record.get(1..).ok_or_else(|| bad(index))?);
+        let timestamp_delta = varint(&mut fields, 10).ok_or_else(|| bad(index))?;
+        let offset_delta = varint(&mut fields, 5).ok_or_else(|| bad(index))?;
+        let key = nullable_bytes(&mut fields).ok_or_else(|| bad(index))?;
+        let has_value = nullable_bytes(&mut fields)
+            .ok_or_else(|| bad(index))?
+            .is_some();
+        out.push(RecordView {
+            bytes: &body[start..at],
+            offset_delta,
+            timestamp_delta,
+            key,
+            has_value,
+        });
+    }
+    Ok(out)
+}
+
+/// A record's key or value: a varint length (-1: null) and that many bytes; `None` if they
+/// overrun the record.
+fn nullable_bytes<'a>(fields: &mut Slice<'a>) -> Option<Option<&'a [u8]>> {
+    let n = varint(fields, 5)?;
+    let Ok(n) = usize::try_from(n) else {
+        return Some(None);
+    };
+    let (taken, rest) = fields.0.split_at_checked(n)?;
+    fields.0 = rest;
+    Some(Some(taken))
+}
+
+/// A decompressing reader of a gzip, lz4 or zstd batch body.
+fn decoder<'a>(body: &'a [u8], codec: i16) -> Result<Box<dyn Read + 'a>, BatchError> {
+    Ok(match codec {
+        1 => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        3 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
+        4 => Box::new(
+            ruzstd::decoding::StreamingDecoder::new_with_max_window_size(body, MAX_ZSTD_WINDOW)
+                .map_err(|e| match e {
+                    ruzstd::decoding::errors::FrameDecoderError::WindowSizeTooBig {
+                        requested,
+                        max,
+                    } => BatchError::ZstdWindowTooLarge { requested, max },
+                    _ => BatchError::BadCompression,
+                })?,
+        ),
+        codec => return Err(BatchError::UnknownCompression(codec as u8)),
+    })
 }
 
 /// Walks a decompressing reader, stopping it after `max_inflated + 1` bytes.
 fn walk_stream<R: Read>(
     decoder: R,
-    declared: i32,
+    numbering: (i32, Numbering),
     max_inflated: u64,
     visit: impl FnMut(RecordMeta) -> ControlFlow<()>,
 ) -> Result<(), BatchError> {
@@ -122,7 +238,7 @@ fn walk_stream<R: Read>(
         16 * 1024,
         decoder.take(max_inflated + 1),
     ));
-    let walked = walk_source(&mut source, declared, visit);
+    let walked = walk_source(&mut source, numbering, visit);
     if source.0.get_ref().limit() == 0 {
         // The limit was hit, whatever the walk made of the cut stream.
         return Err(BatchError::InflatedTooLarge { max: max_inflated });
@@ -239,10 +355,11 @@ fn varint(source: &mut impl Source, max_bytes: u32) -> Option<i64> {
 
 fn walk_source(
     source: &mut impl Source,
-    declared: i32,
+    (declared, numbering): (i32, Numbering),
     mut visit: impl FnMut(RecordMeta) -> ControlFlow<()>,
 ) -> Result<(), BatchError> {
     let mut found: i64 = 0;
+    let mut last_delta = -1;
     while found < i64::from(declared) {
         let bad = |reason| BatchError::BadRecord {
             index: found,
@@ -264,9 +381,16 @@ fn walk_source(
         let mut used = 1u64;
         let timestamp_delta = counted(source, 10, &mut used).ok_or_else(missing)?;
         let offset_delta = counted(source, 5, &mut used).ok_or_else(missing)?;
-        if offset_delta != found {
-            return Err(bad("offset deltas must number the records 0, 1, 2, ..."));
+        match numbering {
+            Numbering::Produced if offset_delta != found => {
+                return Err(bad("offset deltas must number the records 0, 1, 2, ..."));
+            }
+            Numbering::Stored if offset_delta <= last_delta => {
+                return Err(bad("offset deltas must increase"));
+            }
+            _ => last_delta = offset_delta,
         }
+        let key_len = counted(source, 5, &mut used).ok_or_else(missing)?;
         let rest = (length as u64)
             .checked_sub(used)
             .ok_or(bad("record length shorter than its fields"))?;
@@ -277,6 +401,7 @@ fn walk_source(
         if visit(RecordMeta {
             offset_delta,
             timestamp_delta,
+            key_len,
         })
         .is_break()
         {
@@ -399,7 +524,7 @@ mod tests {
         for codec in CODECS {
             let b = encoded(50, codec);
             let h = header(&b);
-            assert_eq!(check(&b, &h, 1 << 20), Ok(()), "{codec:?}");
+            assert_eq!(check(&b, &h, 1 << 20, true), Ok(()), "{codec:?}");
             assert_eq!(
                 first_at_or_after(&b, 1205, 1 << 20),
                 Ok(Some((21, 1210))),
@@ -416,7 +541,7 @@ mod tests {
             forge_count(&mut b, i32::MAX);
             let h = header(&b);
             assert_eq!(
-                check(&b, &h, 1 << 20),
+                check(&b, &h, 1 << 20, false),
                 Err(BatchError::RecordCountMismatch {
                     declared: i32::MAX,
                     found: "1".into()
@@ -428,7 +553,7 @@ mod tests {
             let h = header(&b);
             assert!(
                 matches!(
-                    check(&b, &h, 1 << 20),
+                    check(&b, &h, 1 << 20, false),
                     Err(BatchError::RecordCountMismatch { declared: 2, .. })
                 ),
                 "{codec:?}"
@@ -495,19 +620,19 @@ mod tests {
             assert!(b.len() < 4 << 20, "64 MiB in {} bytes", b.len());
             let h = header(&b);
             assert_eq!(
-                check(&b, &h, 1 << 20),
+                check(&b, &h, 1 << 20, false),
                 Err(BatchError::InflatedTooLarge { max: 1 << 20 }),
                 "codec {codec}"
             );
             assert_eq!(
-                check(&b, &h, 65 << 20),
+                check(&b, &h, 65 << 20, false),
                 Ok(()),
                 "codec {codec}: a higher limit"
             );
         }
         let plain = encoded(10, Compression::None);
         assert_eq!(
-            check(&plain, &header(&plain), 100),
+            check(&plain, &header(&plain), 100, false),
             Err(BatchError::InflatedTooLarge { max: 100 })
         );
     }
@@ -522,7 +647,7 @@ mod tests {
                 let crc = crc32c::crc32c(&bad[21..]);
                 bad[17..21].copy_from_slice(&crc.to_be_bytes());
                 // Whatever it says, it says it without panicking.
-                let _ = check(&bad, &header(&bad), 1 << 20);
+                let _ = check(&bad, &header(&bad), 1 << 20, false);
             }
         }
     }

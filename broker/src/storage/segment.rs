@@ -252,7 +252,7 @@ impl Segment {
         self.max_timestamp = -1;
         self.max_at.set(Some(NO_RECORDS));
         while position < data.len() {
-            let Ok(header) = batch::validate(&data[position..]) else {
+            let Ok(header) = batch::validate_stored(&data[position..]) else {
                 break;
             };
             if header.base_offset < expected_offset {
@@ -368,7 +368,7 @@ impl Segment {
     }
 
     /// The `.log` file, reopened if it was closed as idle.
-    fn file(&self) -> io::Result<Arc<File>> {
+    pub(super) fn file(&self) -> io::Result<Arc<File>> {
         self.last_used.set(Instant::now());
         let mut log = self.log.borrow_mut();
         if let Some(file) = log.as_ref() {

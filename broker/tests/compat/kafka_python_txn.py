@@ -1,4 +1,4 @@
-"""kafka-python against the broker's transactions and the admin APIs of issue 10: its own
+"""kafka-python against the broker's transactions, its admin APIs and a compacted topic: its own
 protocol code, so a second, independent check of what the rdkafka tests show.
 
 Run by broker/tests/kafka_python.rs with the bootstrap address as the only argument; exits
@@ -8,6 +8,7 @@ import sys
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.errors import KafkaError
 
 bootstrap = sys.argv[1]
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
@@ -73,6 +74,35 @@ assert len(cluster["brokers"]) == 1, cluster
 admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py-grow", configs={"retention.ms": "3600000"})])
 configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-grow")])
 assert "3600000" in str(configs), configs
+
+# A compacted topic through the admin API: its configs stored and described; a record without a
+# key refused (INVALID_RECORD), one with a key taken.
+admin.create_topics([
+    NewTopic("py-table", 1, 1, topic_configs={
+        "cleanup.policy": "compact",
+        "delete.retention.ms": "100",
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0",
+    })
+])
+def table_configs():
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-table")])
+    return {k: v["value"] for k, v in described["topic"]["py-table"].items()}
+configs = table_configs()
+for key, value in [("cleanup.policy", "compact"), ("delete.retention.ms", "100"),
+                   ("min.cleanable.dirty.ratio", "0.01"), ("min.compaction.lag.ms", "0")]:
+    assert configs.get(key) == value, (key, configs)
+admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py-table",
+                                    configs={"cleanup.policy": "compact,delete"})])
+assert table_configs()["cleanup.policy"] == "compact,delete"
+table = KafkaProducer(bootstrap_servers=bootstrap, retries=0)
+table.send("py-table", key=b"sku-1", value=b"12.50").get(timeout=10)
+try:
+    table.send("py-table", value=b"no key").get(timeout=10)
+    raise AssertionError("a record without a key was taken by a compacted topic")
+except KafkaError as e:
+    assert "InvalidRecord" in type(e).__name__ or "INVALID_RECORD" in str(e).upper(), repr(e)
+table.close()
 
 group = KafkaConsumer(
     "py-grow",

@@ -264,8 +264,8 @@ async fn unsupported_topic_config_values_are_refused_with_their_reason() {
         ),
         (
             "compacted",
-            &[("cleanup.policy", "compact")],
-            "invalid config cleanup.policy=compact: log compaction is not supported; only 'delete' is",
+            &[("cleanup.policy", "compact,archive")],
+            "invalid config cleanup.policy=compact,archive: must be delete, compact, or both (compact,delete)",
         ),
         (
             "replicated",

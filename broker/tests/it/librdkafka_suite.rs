@@ -13,23 +13,22 @@ use crate::cluster::Cluster;
 /// The tests run, by number (librdkafka's `tests/0nnn-*.c`; mock-cluster and socket-fault
 /// tests are left out by the runner's `-L -E`): every broker test of librdkafka 2.12 that passes
 /// here. Left out, and why:
-/// - 0011 (a batch of records with invalid keys on a compacted topic): no log compaction yet;
 /// - 0052, 0098, 0109: they run Kafka's shell scripts or a Java producer (`KAFKA_PATH`);
-/// - 0081 (the admin API): it creates topics with `delete.retention.ms`, a log-compaction
-///   config, which is refused until there is log compaction;
+/// - 0081 (the admin API): its CreatePartitions gives each new partition's replicas, and this
+///   cluster assigns replicas itself (`INVALID_REPLICA_ASSIGNMENT`);
 /// - 0092: `message.format.version`, gone from Kafka 4;
 /// - 0113 (cooperative rebalancing, dozens of cases): longer than this suite's limit here;
 /// - 0129: `segment.bytes=20000`, below this broker's 1 MiB floor;
 /// - 0055 (each delivery and commit within a few tens of milliseconds): it passes alone, but a
 ///   slow turn on a loaded two-core machine running the rest of the suite fails it.
 const TESTS: &[&str] = &[
-    "0001", "0002", "0003", "0005", "0007", "0008", "0012", "0013", "0014", "0015", "0016", "0017",
-    "0018", "0019", "0020", "0021", "0022", "0026", "0028", "0029", "0030", "0031", "0033", "0034",
-    "0035", "0036", "0039", "0040", "0041", "0042", "0044", "0045", "0048", "0050", "0051", "0053",
-    "0054", "0056", "0057", "0059", "0060", "0061", "0063", "0064", "0065", "0067", "0069", "0070",
-    "0073", "0082", "0083", "0084", "0085", "0086", "0089", "0090", "0091", "0093", "0099", "0101",
-    "0102", "0103", "0107", "0110", "0112", "0114", "0118", "0122", "0123", "0125", "0127", "0130",
-    "0132", "0137", "0140", "0153",
+    "0001", "0002", "0003", "0005", "0007", "0008", "0011", "0012", "0013", "0014", "0015", "0016",
+    "0017", "0018", "0019", "0020", "0021", "0022", "0026", "0028", "0029", "0030", "0031", "0033",
+    "0034", "0035", "0036", "0039", "0040", "0041", "0042", "0044", "0045", "0048", "0050", "0051",
+    "0053", "0054", "0056", "0057", "0059", "0060", "0061", "0063", "0064", "0065", "0067", "0069",
+    "0070", "0073", "0082", "0083", "0084", "0085", "0086", "0089", "0090", "0091", "0093", "0099",
+    "0101", "0102", "0103", "0107", "0110", "0112", "0114", "0118", "0122", "0123", "0125", "0127",
+    "0130", "0132", "0137", "0140", "0153",
 ];
 
 /// The whole run's limit: the runner has its own per-test timeouts; this one is for a hang.

@@ -14,6 +14,7 @@ mod common;
 mod abuse;
 mod admin;
 mod cluster;
+mod compaction;
 mod fuzz_decoder;
 mod group_admin;
 mod groups;

@@ -303,6 +303,8 @@ pub async fn accepting_at(address: &str) {
 pub struct BrokerProcess {
     dir: std::path::PathBuf,
     port: u16,
+    /// Flags given to every start, besides the listener and data dir.
+    args: Vec<String>,
     pub bootstrap: String,
     child: std::process::Child,
 }
@@ -310,24 +312,32 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts the broker on `data_dir` and waits until it accepts connections.
     pub async fn start(data_dir: &std::path::Path) -> Self {
+        Self::start_with_args(data_dir, &[]).await
+    }
+
+    /// [`BrokerProcess::start`] with more flags, given again at each restart.
+    pub async fn start_with_args(data_dir: &std::path::Path, args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Self::spawn(data_dir, port).await;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(data_dir, port, &args).await;
         BrokerProcess {
             dir: data_dir.to_owned(),
             port,
+            args,
             bootstrap: format!("127.0.0.1:{port}"),
             child,
         }
     }
 
-    async fn spawn(data_dir: &std::path::Path, port: u16) -> std::process::Child {
+    async fn spawn(data_dir: &std::path::Path, port: u16, args: &[String]) -> std::process::Child {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_broker"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -344,7 +354,7 @@ impl BrokerProcess {
 
     /// A new broker on the same data dir and port, once it accepts connections.
     pub async fn restart(&mut self) {
-        self.child = Self::spawn(&self.dir, self.port).await;
+        self.child = Self::spawn(&self.dir, self.port, &self.args).await;
     }
 
     pub async fn kill_and_restart(&mut self) {
