@@ -17,10 +17,10 @@
 //! - Records of aborted transactions are removed; a transaction marker stays while its
 //!   transaction still has records here, and after that until `delete.retention.ms`.
 //!
-//! A clean works in three steps. [`plan`] (under the partition's lock, no I/O but a file's
+//! A clean works in three steps. `plan` (under the partition's lock, no I/O but a file's
 //! metadata) names the segments to read. [`CleanPlan::run`] (without the lock: produce and
 //! fetch go on) reads them twice, once for each key's latest offset and once to write the kept
-//! records into `<base>.cleaned` files, one per group of consecutive segments. [`install`]
+//! records into `<base>.cleaned` files, one per group of consecutive segments. `install`
 //! (under the lock again) puts the cleaned segments in place of the ones they were made from,
 //! as Kafka's cleaner does, through swap files (`PartitionLog::plan_clean` and
 //! `PartitionLog::finish_clean` are the log's doors to the first and the last):
