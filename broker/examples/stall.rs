@@ -383,11 +383,21 @@ fn main() -> anyhow::Result<()> {
         |_| create(&mut admin, "enormous", args.partitions),
     )?;
     eprintln!("   (the creation took {:.1?})", started.elapsed());
+    ask_phase(&addr, args.connections, secs)?;
+    if args.compact_mib > 0 {
+        compaction_phase(&addr, &mut admin, data.path(), args.compact_mib)?;
+    }
+    Ok(())
+}
+
+/// Phase 2: `connections` clients asking for `deep`'s max-timestamp offset for `secs`.
+fn ask_phase(addr: &str, connections: usize, secs: Duration) -> anyhow::Result<()> {
+    let addr = addr.to_string();
     phase(
         &addr,
-        &format!("ListOffsets -3 from {} clients", args.connections),
+        &format!("ListOffsets -3 from {connections} clients"),
         |done| {
-            let askers: Vec<_> = (0..args.connections)
+            let askers: Vec<_> = (0..connections)
                 .map(|_| {
                     let (addr, done) = (addr.clone(), done.clone());
                     std::thread::spawn(move || -> anyhow::Result<u64> {
@@ -411,9 +421,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         },
     )?;
-    if args.compact_mib > 0 {
-        compaction_phase(&addr, &mut admin, data.path(), args.compact_mib)?;
-    }
     Ok(())
 }
 

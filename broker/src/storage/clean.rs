@@ -697,7 +697,11 @@ mod tests {
             }
             assert!(log.segment_count() > 2, "the test rolled segments");
             let left = read_all(&log).len();
-            assert!(left < written.len() / 4, "{left} of {} records left", written.len());
+            assert!(
+                left < written.len() / 4,
+                "{left} of {} records left",
+                written.len()
+            );
         }
     }
 

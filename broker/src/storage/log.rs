@@ -193,7 +193,6 @@ pub struct ActiveProducer {
     pub txn_start_offset: i64,
 }
 
-
 /// One partition's log.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -1166,7 +1165,10 @@ impl PartitionLog {
 
     /// Puts a finished clean's segments in place of those it read; `None`, and nothing
     /// changed, if the log changed meanwhile under them or was deleted.
-    pub fn finish_clean(&mut self, cleaned: clean::Cleaned) -> io::Result<Option<clean::CleanStats>> {
+    pub fn finish_clean(
+        &mut self,
+        cleaned: clean::Cleaned,
+    ) -> io::Result<Option<clean::CleanStats>> {
         if self.deleted {
             cleaned.discard();
             return Ok(None);

@@ -17,12 +17,20 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::common::*;
 
-/// A compacted topic whose closed segments are cleaned as soon as the cleaner looks: new
-/// segments every `segment_ms`, tombstones gone at once.
-fn compacted_configs(segment_ms: &'static str) -> Vec<(&'static str, &'static str)> {
+/// A compacted topic whose closed segments are cleaned as soon as the cleaner looks (new
+/// segments every `segment_ms`), its tombstones kept for `delete_retention_ms`.
+///
+/// A reader that reads a key's old value and then, before it reaches the key's tombstone,
+/// finds the tombstone cleaned away, never learns of the deletion: that is what
+/// `delete.retention.ms` is for, and why the tests that check every read keep tombstones for
+/// longer than a read takes.
+fn compacted_configs(
+    segment_ms: &'static str,
+    delete_retention_ms: &'static str,
+) -> Vec<(&'static str, &'static str)> {
     vec![
         ("cleanup.policy", "compact"),
-        ("delete.retention.ms", "0"),
+        ("delete.retention.ms", delete_retention_ms),
         ("min.cleanable.dirty.ratio", "0.01"),
         ("min.compaction.lag.ms", "0"),
         ("segment.ms", segment_ms),
@@ -79,6 +87,33 @@ fn read_all_blocking(bootstrap: &str, topic: &str) -> Vec<(i64, String, Option<S
     out
 }
 
+/// Asserts two tables are equal, saying only how they differ (their values are long).
+#[track_caller]
+fn same_table(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>, what: &str) {
+    if got == want {
+        return;
+    }
+    let short = |v: Option<&String>| v.map(|v| v.chars().take(24).collect::<String>());
+    let differences: Vec<String> = got
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| got.get(*k) != want.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: read {:?}, expected {:?}",
+                short(got.get(k)),
+                short(want.get(k))
+            )
+        })
+        .collect();
+    panic!(
+        "{what}: {} keys differ: {differences:#?}",
+        differences.len()
+    );
+}
+
 /// What a reader makes of the records: each key's latest value, a tombstone removing it.
 fn replay(records: &[(i64, String, Option<String>)]) -> BTreeMap<String, String> {
     let mut table = BTreeMap::new();
@@ -107,13 +142,14 @@ async fn put(producer: &FutureProducer, topic: &str, key: &str, value: Option<&s
 /// through librdkafka; a record without a key refused with INVALID_RECORD; then 200 puts and
 /// 5 deletes of 20 keys: at every read, the table a reader replays is exactly the written one
 /// and every record is at the offset its put got; once the cleaner has been through, each key
-/// is there once and the deleted keys not at all.
+/// is there once (the deleted ones as their tombstone); with `delete.retention.ms` lowered to
+/// 0, the tombstones go too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     let broker =
         TestBroker::start_with(|c| c.log_cleaner_backoff = Duration::from_millis(50)).await;
     let b = &broker.bootstrap;
-    create_topic(b, "prices", 1, &compacted_configs("100")).await;
+    create_topic(b, "prices", 1, &compacted_configs("100", "600000")).await;
     let admin: AdminClient<DefaultClientContext> = client_config(b, &[]).create().unwrap();
     let described = |admin: AdminClient<DefaultClientContext>| async move {
         let results = admin
@@ -130,7 +166,7 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     };
     let (admin, configs) = described(admin).await;
     assert_eq!(configs["cleanup.policy"], "compact");
-    assert_eq!(configs["delete.retention.ms"], "0");
+    assert_eq!(configs["delete.retention.ms"], "600000");
     assert_eq!(configs["min.cleanable.dirty.ratio"], "0.01");
     assert_eq!(configs["max.compaction.lag.ms"], i64::MAX.to_string());
 
@@ -162,29 +198,42 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     let expected: BTreeMap<String, String> = (5..20)
         .map(|k| (format!("sku-{k}"), format!("price-9-{k}")))
         .collect();
-    // Writes to another key roll segments (segment.ms) until the cleaner has done its work.
-    let cleaned = eventually("the cleaner removes every old value", LONG, || async {
-        put(&plain, "prices", "filler", Some("x")).await;
-        let all = read_all(b, "prices").await;
-        let table: Vec<_> = all.iter().filter(|(_, k, _)| k != "filler").collect();
-        for (offset, key, value) in &table {
-            assert_eq!(
-                offsets.get(offset),
-                Some(&(key.clone(), value.clone())),
-                "offset {offset} holds what was written there"
+    // Writes to another key roll segments (segment.ms) until the cleaner has done its work:
+    // `stored` records of the 20 keys are left.
+    let until_stored = |stored: usize| {
+        let (offsets, expected, plain) = (&offsets, &expected, &plain);
+        move || async move {
+            put(plain, "prices", "filler", Some("x")).await;
+            let all = read_all(b, "prices").await;
+            let table: Vec<_> = all.iter().filter(|(_, k, _)| k != "filler").collect();
+            for (offset, key, value) in &table {
+                assert_eq!(
+                    offsets.get(offset),
+                    Some(&(key.clone(), value.clone())),
+                    "offset {offset} holds what was written there"
+                );
+            }
+            let mut replayed = replay(&all);
+            replayed.remove("filler");
+            same_table(
+                &replayed,
+                expected,
+                "the table a reader sees, at every read",
             );
+            (table.len() == stored).then_some(table.into_iter().cloned().collect::<Vec<_>>())
         }
-        let mut replayed = replay(&all);
-        replayed.remove("filler");
-        assert_eq!(replayed, expected, "the table a reader sees, at every read");
-        (table.len() == expected.len()).then_some(all)
-    })
-    .await;
-    assert!(cleaned.iter().all(|(_, k, v)| k == "filler" || v.is_some()));
+    };
+    let cleaned = eventually("each key once", LONG, until_stored(20)).await;
+    let tombstones = cleaned.iter().filter(|(.., v)| v.is_none()).count();
+    assert_eq!(tombstones, 5, "the deletions stay for delete.retention.ms");
 
-    // AlterConfigs: the topic both compacts and deletes by age.
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("prices"))
-        .set("cleanup.policy", "compact,delete");
+    // AlterConfigs (which replaces every override): compacted and deleted by age, and the
+    // tombstones' retention down to 0: they go at the next clean.
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic("prices"));
+    for (key, value) in compacted_configs("100", "0") {
+        alter = alter.set(key, value);
+    }
+    alter = alter.set("cleanup.policy", "compact,delete");
     for r in admin
         .alter_configs(&[alter], &AdminOptions::new())
         .await
@@ -194,6 +243,8 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     }
     let (_, configs) = described(admin).await;
     assert_eq!(configs["cleanup.policy"], "compact,delete");
+    let cleaned = eventually("the tombstones gone", LONG, until_stored(15)).await;
+    assert!(cleaned.iter().all(|(.., v)| v.is_some()));
 }
 
 /// The model check across crashes: a producer puts and deletes random keys one at a time
@@ -201,14 +252,15 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
 /// SIGKILLed the moment a clean's files appear (a `.cleaned` file being written, or a swap
 /// being put in place), three times. After each restart the table a reader replays is exactly
 /// what the acknowledged writes made (plus, perhaps, the one write in flight at the kill), no
-/// clean is left half done, and in the end each key is stored once.
+/// clean is left half done, and in the end each key is stored once. (The tombstones are kept
+/// for the test's length, so that no read misses a deletion; see `compacted_configs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker =
         BrokerProcess::start_with_args(dir.path(), &["--log-cleaner-backoff-ms", "5"]).await;
     let b = broker.bootstrap.clone();
-    create_topic(&b, "table", 1, &compacted_configs("20")).await;
+    create_topic(&b, "table", 1, &compacted_configs("20", "600000")).await;
     let partition_dir = broker::topics::topic_dir(dir.path(), "table").join("0");
     let mut model: BTreeMap<String, String> = BTreeMap::new();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -230,7 +282,8 @@ async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let key = format!("key-{}", seed % 300);
-                    let value = (!seed.is_multiple_of(7)).then(|| format!("{round}-{seed}-{padding}"));
+                    let value =
+                        (!seed.is_multiple_of(7)).then(|| format!("{round}-{seed}-{padding}"));
                     writes.lock().unwrap().1 = Some((key.clone(), value.clone()));
                     let mut record = FutureRecord::to("table").key(&key);
                     if let Some(v) = &value {
@@ -285,16 +338,26 @@ async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
                 None => model.remove(&key),
             };
         }
+        // What the kill left is dropped or finished at the start; a clean the new broker
+        // begins at once has files of its own, changed after the kill.
+        let killed_at = std::time::SystemTime::now();
         broker.restart().await;
-        let names: Vec<String> = std::fs::read_dir(&partition_dir)
+        let stale: Vec<String> = std::fs::read_dir(&partition_dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|e| {
+                use std::os::unix::fs::MetadataExt;
+                let e = e.ok()?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let meta = e.metadata().ok()?;
+                let changed = std::time::UNIX_EPOCH
+                    + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+                let half_done = name.ends_with(".cleaned") || name.ends_with(".swap");
+                (half_done && changed < killed_at).then_some(name)
+            })
             .collect();
         assert!(
-            !names
-                .iter()
-                .any(|n| n.ends_with(".cleaned") || n.ends_with(".swap")),
-            "round {round}: a clean left half done: {names:?}"
+            stale.is_empty(),
+            "round {round}: a clean left half done: {stale:?}"
         );
         let table = replay(&read_all(&b, "table").await);
         let mut with_in_flight = model.clone();
@@ -304,26 +367,31 @@ async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
                 None => with_in_flight.remove(&key),
             };
         }
-        assert!(
-            table == model || table == with_in_flight,
-            "round {round}: the table after the kill differs from the acknowledged writes \
-             ({} keys read, {} expected)",
-            table.len(),
-            model.len()
-        );
+        if table != with_in_flight {
+            same_table(
+                &table,
+                &model,
+                &format!("round {round}: the table after the kill"),
+            );
+        }
         model = table;
     }
     // The cleaner finishes: a write to another key rolls the last segment, and then each key
-    // is stored once.
+    // is stored once (a deleted one as its tombstone, kept for delete.retention.ms).
     let producer = producer(&b, &[]);
     eventually("each key stored once", LONG, || async {
         put(&producer, "table", "filler", Some("x")).await;
         let all = read_all(&b, "table").await;
         let mut replayed = replay(&all);
         replayed.remove("filler");
-        assert_eq!(replayed, model);
-        let stored = all.iter().filter(|(_, k, _)| k != "filler").count();
-        (stored == model.len()).then_some(())
+        same_table(&replayed, &model, "the table as the cleaner goes on");
+        let stored: Vec<&String> = all
+            .iter()
+            .filter(|(_, k, _)| k != "filler")
+            .map(|(_, k, _)| k)
+            .collect();
+        let keys: std::collections::BTreeSet<&String> = stored.iter().copied().collect();
+        (stored.len() == keys.len()).then_some(())
     })
     .await;
 }
