@@ -188,6 +188,8 @@ pub struct LabConfig {
     pub nodes: usize,
     /// HTTP port of each service (0: any free port).
     pub ports: BTreeMap<Service, u16>,
+    /// Port of the lab's schema registry (0: any free port), kept in the broker's `_schemas`.
+    pub schema_registry_port: u16,
     /// Address the services and the broker bind to.
     pub host: String,
     /// Settings given to every service (database URL and brokers are filled in by the lab).
@@ -205,6 +207,7 @@ impl LabConfig {
     pub fn standard(data_dir: impl Into<PathBuf>) -> Self {
         let mut c = Self::ephemeral(data_dir);
         c.broker_port = 9092;
+        c.schema_registry_port = SCHEMA_REGISTRY_PORT;
         c.ports = Service::ALL
             .iter()
             .map(|s| (*s, s.default_port()))
@@ -223,6 +226,7 @@ impl LabConfig {
             broker_port: 0,
             nodes: 1,
             ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
+            schema_registry_port: 0,
             host: "127.0.0.1".into(),
             service: CommonConfig::new("", ""),
             services: Service::ALL.into_iter().collect(),
@@ -256,18 +260,23 @@ pub struct Lab {
     faults: BTreeMap<Service, Arc<Faults>>,
     /// The ledger, the saga's consume-transform-produce step with Kafka transactions.
     ledger: Option<crate::ledger::Ledger>,
+    /// The schema registry: its URL and the task serving it.
+    registry: Option<(String, JoinHandle<()>)>,
     /// Services started at least once (the others were left out with `--services`).
     ever_started: std::collections::BTreeSet<Service>,
     /// Consumers per service where `lab scale` changed it from the configured count.
     scaled: BTreeMap<Service, usize>,
 }
 
+/// The schema registry's standard port (Confluent's own default, 8081, is the order service's).
+pub const SCHEMA_REGISTRY_PORT: u16 = 8085;
+
 /// What the lab's command line calls a port, for the one-line error of a taken one.
 fn port_flag(what: &str) -> (String, String) {
     let short = what.trim_end_matches("-service");
     (
         format!("--{short}-port"),
-        format!("LAB_{}_PORT", short.to_uppercase()),
+        format!("LAB_{}_PORT", short.to_uppercase().replace('-', "_")),
     )
 }
 
@@ -291,6 +300,7 @@ impl Lab {
             }
         }
         ports.extend(config.ports.iter().map(|(svc, port)| (svc.name(), *port)));
+        ports.push(("schema-registry", config.schema_registry_port));
         for (what, port) in ports {
             if port == 0 {
                 continue;
@@ -354,6 +364,7 @@ impl Lab {
                 .map(|s| (*s, Arc::new(Faults::default())))
                 .collect(),
             ledger: None,
+            registry: None,
             ever_started: Default::default(),
             scaled: BTreeMap::new(),
         };
@@ -377,6 +388,8 @@ impl Lab {
                 lab.embedded = Some(embedded);
             }
         }
+        progress("starting the schema registry");
+        lab.start_registry().await?;
         let services = lab.config.services.clone();
         for &svc in &services {
             progress(&format!("starting {}", svc.name()));
@@ -391,6 +404,39 @@ impl Lab {
             lab.start_ledger().await?;
         }
         Ok(lab)
+    }
+
+    /// Serves the schema registry (Confluent's REST API, `schema-registry/`) on its port, kept
+    /// in the broker's compacted `_schemas` topic.
+    async fn start_registry(&mut self) -> Result<(), LabError> {
+        let registry = schema_registry::Registry::open(&self.brokers)
+            .await
+            .map_err(|e| LabError::Broker(format!("the schema registry: {e}")))?;
+        let listener = tokio::net::TcpListener::bind((
+            self.config.host.as_str(),
+            self.config.schema_registry_port,
+        ))
+        .await?;
+        let port = listener.local_addr()?.port();
+        self.config.schema_registry_port = port;
+        let router = schema_registry::api::router(registry);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("the schema registry stopped: {e}");
+            }
+        });
+        let host = if self.config.host == "0.0.0.0" {
+            "127.0.0.1"
+        } else {
+            self.config.host.as_str()
+        };
+        self.registry = Some((format!("http://{host}:{port}"), task));
+        Ok(())
+    }
+
+    /// The schema registry's URL.
+    pub fn schema_registry_url(&self) -> &str {
+        self.registry.as_ref().map_or("", |(url, _)| url.as_str())
     }
 
     /// Waits until `svc` is ready: its consumers hold their partitions, its producer knows its
@@ -592,6 +638,9 @@ impl Lab {
     pub async fn shutdown(mut self) {
         if let Some(ledger) = self.ledger.take() {
             ledger.stop(Duration::from_secs(5)).await;
+        }
+        if let Some((_, registry)) = self.registry.take() {
+            registry.abort();
         }
         let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();
         let mut tasks = Vec::new();

@@ -27,7 +27,9 @@ fn postgres_processes_of(dir: &Path) -> usize {
 }
 
 /// Every port free-picked, so tests run side by side.
-const FREE_PORTS: [&str; 12] = [
+const FREE_PORTS: [&str; 14] = [
+    "--schema-registry-port",
+    "0",
     "--broker-port",
     "0",
     "--dashboard-port",
@@ -272,6 +274,21 @@ async fn lab_starts_serves_and_stops_cleanly_on_ctrl_c() {
         lab.printed
     );
     lab.order_confirmed().await;
+    // The schema registry it prints answers (Confluent's API; its `_schemas` topic was made).
+    let registry = lab
+        .printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("schema registry"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the schema registry's address is printed")
+        .to_owned();
+    let config = reqwest::get(format!("{registry}/config"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(config, r#"{"compatibilityLevel":"BACKWARD"}"#);
     let rest = lab.stop().await;
     assert!(rest.iter().any(|l| l == "stopped."), "{rest:#?}");
     assert_eq!(

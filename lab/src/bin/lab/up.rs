@@ -57,6 +57,9 @@ pub(crate) struct UpArgs {
     /// Port of the notification service.
     #[arg(long, env = "LAB_NOTIFICATION_PORT", default_value_t = 8084)]
     notification_port: u16,
+    /// Port of the schema registry (Confluent's REST API; its data in the broker's `_schemas`).
+    #[arg(long, env = "LAB_SCHEMA_REGISTRY_PORT", default_value_t = lab::system::SCHEMA_REGISTRY_PORT)]
+    schema_registry_port: u16,
     /// Address everything binds to.
     #[arg(long, env = "LAB_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -116,6 +119,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let postgres_exit = lab.postgres_exit_watch();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
+    let registry = lab.schema_registry_url().to_owned();
     let shared: SharedLab = Arc::new(tokio::sync::Mutex::new(Some(lab)));
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.dashboard_port))
         .await
@@ -136,7 +140,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.data_dir.display()
     );
-    print_addresses(&args, &client, dashboard_port, &brokers);
+    print_addresses(&args, &client, dashboard_port, &brokers, &registry);
     println!("\nPress Ctrl-C to stop everything.");
 
     let died = until_stopped(postgres_exit).await;
@@ -165,6 +169,7 @@ fn lab_config(args: &UpArgs) -> LabConfig {
     config.postgres_port = args.postgres_port;
     config.brokers = args.brokers.clone();
     config.broker_port = args.broker_port;
+    config.schema_registry_port = args.schema_registry_port;
     config.nodes = usize::from(args.nodes);
     config.host = args.host.clone();
     config.service.consumers = args.consumers;
@@ -226,7 +231,13 @@ impl Steps {
 }
 
 /// Where everything is, and the first order to place.
-fn print_addresses(args: &UpArgs, client: &LabClient, dashboard_port: u16, brokers: &str) {
+fn print_addresses(
+    args: &UpArgs,
+    client: &LabClient,
+    dashboard_port: u16,
+    brokers: &str,
+    registry: &str,
+) {
     let host = if args.host == "0.0.0.0" {
         "127.0.0.1"
     } else {
@@ -252,6 +263,7 @@ fn print_addresses(args: &UpArgs, client: &LabClient, dashboard_port: u16, broke
     }
     println!("  {:<22}http://{host}:{dashboard_port}", "dashboard");
     println!("  {:<22}{brokers}", "broker (Kafka API)");
+    println!("  {:<22}{registry:<26}GET /subjects", "schema registry");
     println!("\nEvery service also has /health, /ready, /metrics and /openapi.json.");
     println!("\nPlace an order:\n");
     println!(
