@@ -201,22 +201,7 @@ fn now_ms() -> i64 {
 }
 
 fn produce(client: &mut BareClient, topic: &str) -> anyhow::Result<()> {
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.into())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch(now_ms()))),
-                ]),
-        ]);
-    let response = client.call(&request, 9)?;
-    let code = response.responses[0].partition_responses[0].error_code;
-    anyhow::ensure!(code == 0, "produce error {code}");
-    Ok(())
+    produce_batch(client, topic, batch(now_ms()))
 }
 
 fn create(client: &mut BareClient, topic: &str, partitions: i32) -> anyhow::Result<()> {

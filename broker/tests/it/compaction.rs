@@ -342,6 +342,8 @@ async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
         // begins at once has files of its own, changed after the kill.
         let killed_at = std::time::SystemTime::now();
         broker.restart().await;
+        let table = replay(&read_all(&b, "table").await);
+        // Listed once the broker has answered a read: it listens before its logs are open.
         let stale: Vec<String> = std::fs::read_dir(&partition_dir)
             .unwrap()
             .filter_map(|e| {
@@ -359,7 +361,6 @@ async fn a_kill_in_the_middle_of_a_clean_loses_nothing() {
             stale.is_empty(),
             "round {round}: a clean left half done: {stale:?}"
         );
-        let table = replay(&read_all(&b, "table").await);
         let mut with_in_flight = model.clone();
         if let Some((key, value)) = in_flight {
             match value {
