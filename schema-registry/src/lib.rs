@@ -57,7 +57,8 @@ pub enum RegistryError {
     #[error("Invalid compatibility level: {0}")]
     InvalidLevel(String),
     #[error(
-        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: {details:?}"
+        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: {}",
+        details.join("; ")
     )]
     Incompatible {
         subject: String,
