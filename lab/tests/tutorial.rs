@@ -296,7 +296,7 @@ async fn run_edition(dir: &str) {
 }
 
 /// The script of `steps`, with the tutorial's standard addresses made the lab's: its services'
-/// URLs, its brokers (`127.0.0.1:9092`, and on three nodes `9093` and `9094` too), its
+/// and its schema registry's URLs, its brokers (`127.0.0.1:9092`, and on three nodes `9093` and `9094` too), its
 /// dashboard, and a free port for the second payment instance of phase 2.
 fn script_for(
     steps: &[Step],
@@ -340,7 +340,15 @@ async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
     let lab = Lab::start(config, &mut |_| {}).await.unwrap();
     let client = LabClient::new(&lab);
     let brokers = lab.brokers().to_owned();
-    let lab_urls = Service::ALL.map(|s| (s.default_port(), lab.url(s)));
+    let mut lab_urls: Vec<(u16, String)> = Service::ALL
+        .iter()
+        .map(|s| (s.default_port(), lab.url(*s)))
+        .collect();
+    // The schema registry's standard address too.
+    lab_urls.push((
+        lab::system::SCHEMA_REGISTRY_PORT,
+        lab.schema_registry_url().to_owned(),
+    ));
     let shared = std::sync::Arc::new(tokio::sync::Mutex::new(Some(lab)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dash_addr = listener.local_addr().unwrap();
