@@ -296,8 +296,8 @@ async fn run_edition(dir: &str) {
 }
 
 /// The script of `steps`, with the tutorial's standard addresses made the lab's: its services'
-/// and its schema registry's URLs, its brokers (`127.0.0.1:9092`, and on three nodes `9093` and `9094` too), its
-/// dashboard, and a free port for the second payment instance of phase 2.
+/// and its schema registry's URLs, its brokers (`127.0.0.1:9092`, and on three nodes `9093` and
+/// `9094` too), its dashboard, and a free port for the second payment instance of phase 2.
 fn script_for(
     steps: &[Step],
     lab_urls: &[(u16, String)],
