@@ -17,7 +17,6 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use crate::storage::ReadOutcome;
 use crate::topics::Partition;
 
 /// One record of an internal topic: its key and value (null deletes).
@@ -201,28 +200,21 @@ pub fn read_all(partition: &Partition) -> io::Result<Vec<Record>> {
         (log.log_start_offset(), log.next_offset())
     };
     while offset < end {
-        let mut chunk = match partition.log().read(offset, 1 << 20, true)? {
-            ReadOutcome::Batches(bytes) if !bytes.is_empty() => bytes,
-            _ => break,
+        // The read says where its batches end: a compacted batch's last records may be gone,
+        // and the next read starts after the batch, not after its last record.
+        let Some(batches) = partition
+            .log()
+            .read_batches(offset, 1 << 20, true, i64::MAX)?
+        else {
+            break;
         };
-        // Where the batches end: a compacted batch's last records may be gone, and the next
-        // read starts after the batch, not after its last record.
-        let mut batches_end = offset;
-        let mut at = 0;
-        while let Ok(header) = crate::storage::batch::BatchHeader::parse(&chunk[at..]) {
-            batches_end = batches_end.max(header.last_offset() + 1);
-            at += header.total_len();
-        }
-        let sets = RecordBatchDecoder::decode_all(&mut chunk).map_err(io::Error::other)?;
-        let before = offset;
-        for record in sets.into_iter().flat_map(|set| set.records) {
-            offset = offset.max(record.offset + 1);
-            all.push(record);
-        }
-        offset = offset.max(batches_end);
-        if offset == before {
+        if batches.records.is_empty() || batches.next_offset <= offset {
             break;
         }
+        offset = batches.next_offset;
+        let mut chunk = batches.records.into_bytes()?;
+        let sets = RecordBatchDecoder::decode_all(&mut chunk).map_err(io::Error::other)?;
+        all.extend(sets.into_iter().flat_map(|set| set.records));
     }
     Ok(all)
 }

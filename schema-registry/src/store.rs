@@ -220,11 +220,7 @@ fn read_all(consumer: &BaseConsumer) -> Result<State, StoreError> {
     assignment.add_partition_offset(TOPIC, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut position = consumer
-        .position()?
-        .find_partition(TOPIC, 0)
-        .and_then(|p| p.offset().to_raw())
-        .unwrap_or(0);
+    let mut position = position_of(consumer)?.unwrap_or(0);
     while position < end {
         if std::time::Instant::now() > deadline {
             return Err(StoreError::Other(format!(
@@ -234,12 +230,7 @@ fn read_all(consumer: &BaseConsumer) -> Result<State, StoreError> {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             // The records at the end may have been cleaned away (an old tombstone): the
             // consumer's position moves past them all the same.
-            position = consumer
-                .position()?
-                .find_partition(TOPIC, 0)
-                .and_then(|p| p.offset().to_raw())
-                .unwrap_or(position)
-                .max(position);
+            position = position_of(consumer)?.unwrap_or(position).max(position);
             continue;
         };
         let message = message?;
@@ -249,4 +240,12 @@ fn read_all(consumer: &BaseConsumer) -> Result<State, StoreError> {
         position = message.offset() + 1;
     }
     Ok(state)
+}
+
+/// The consumer's position in the topic's partition, if it has one.
+fn position_of(consumer: &BaseConsumer) -> Result<Option<i64>, StoreError> {
+    Ok(consumer
+        .position()?
+        .find_partition(TOPIC, 0)
+        .and_then(|p| p.offset().to_raw()))
 }

@@ -571,22 +571,18 @@ mod tests {
         let mut out = Vec::new();
         let mut offset = log.log_start_offset();
         while offset < log.next_offset() {
-            let ReadOutcome::Batches(mut bytes) = log.read(offset, 1 << 20, true).unwrap() else {
-                panic!("offset {offset} out of range");
-            };
-            if bytes.is_empty() {
+            let batches = log
+                .read_batches(offset, 1 << 20, true, i64::MAX)
+                .unwrap()
+                .unwrap_or_else(|| panic!("offset {offset} out of range"));
+            if batches.records.is_empty() {
                 break;
             }
             let text = |b: Option<Bytes>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
-            // Where the batches end: their records may end before (the cleaner removed the
-            // last ones), and the next read starts after them, as a client's does.
-            let mut end = offset;
-            let mut at = 0;
-            while at < bytes.len() {
-                let header = BatchHeader::parse(&bytes[at..]).unwrap();
-                end = end.max(header.last_offset() + 1);
-                at += header.total_len();
-            }
+            // Where the batches end (their records may end before: the cleaner removed the last
+            // ones): the next read starts there, as a client's does.
+            let end = batches.next_offset;
+            let mut bytes = batches.records.into_bytes().unwrap();
             let mut last = -1;
             for batch in RecordBatchDecoder::decode_all(&mut bytes).unwrap() {
                 for r in batch.records {
