@@ -277,7 +277,8 @@ async fn run_edition(dir: &str) {
         sessions.iter().map(|s| s.steps.len()).sum::<usize>() > 10,
         "{dir} has commands"
     );
-    saga_shared::telemetry::init_tracing("warn");
+    // librdkafka's complaints while the chapters stop the broker would bury a failure's message.
+    saga_shared::telemetry::init_tracing("warn,librdkafka=off,rdkafka=off");
     // Where the screenshots go: into the docs with LAB_TUTORIAL_SCREENSHOTS set (how the
     // docs' tutorial images are made), else a folder thrown away (they are still taken: the
     // page must show what the chapter describes).
@@ -305,8 +306,13 @@ fn script_for(
     dashboard: &str,
 ) -> String {
     let mut script = String::from("set -euo pipefail\n");
-    for step in steps {
-        script.push_str(&format!("echo '{MARK}'\n{}", step.command));
+    for (n, step) in steps.iter().enumerate() {
+        // The step's number and the time on stderr too: a failure's stderr then says which
+        // step printed what, and how long each took.
+        script.push_str(&format!(
+            "echo '{MARK}'\necho \"-- step {n} at $(date +%T.%3N)\" >&2\n{}",
+            step.command
+        ));
     }
     for (port, url) in lab_urls {
         script = script
@@ -398,7 +404,7 @@ async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
                 step.chapter,
                 step.command,
                 outputs.last().unwrap_or(&""),
-                String::from_utf8_lossy(&stderr.0.lock().unwrap())
+                tail(&String::from_utf8_lossy(&stderr.0.lock().unwrap()))
             );
         }
     };
@@ -417,10 +423,11 @@ async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
     if !out.status.success() {
         let step = &all[ran.saturating_sub(1)];
         panic!(
-            "{} failed at:\n{}\n--- its output\n{}\n--- stderr\n{stderr}",
+            "{} failed at:\n{}\n--- its output\n{}\n--- stderr\n{}",
             step.chapter,
             step.command,
-            outputs.last().unwrap_or(&"")
+            outputs.last().unwrap_or(&""),
+            tail(&stderr)
         );
     }
     assert_eq!(ran, all.len(), "every step ran");
@@ -443,6 +450,12 @@ async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
     dash.shutdown().await;
     let lab = shared.lock().await.take().unwrap();
     lab.shutdown().await;
+}
+
+/// The last lines of a script's stderr (the failing step's, and a few before it).
+fn tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// The longest a session's commands may take together (under the test runner's 240 s limit, so
