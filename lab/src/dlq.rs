@@ -60,8 +60,11 @@ pub struct DeadLetter {
     pub key: Option<String>,
     #[serde(skip)]
     pub raw_key: Option<Vec<u8>>,
-    /// The original value, lossily decoded as UTF-8 for display.
+    /// The original value, lossily decoded as UTF-8 for display (its payload: after the frame
+    /// of Confluent's wire format if it has one).
     pub value: Option<String>,
+    /// The schema id of a value in Confluent's wire format.
+    pub schema_id: Option<i32>,
     #[serde(skip)]
     pub raw_value: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
@@ -231,7 +234,13 @@ fn list_blocking(
                 offset: m.offset(),
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                 raw_key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                value: m.payload().map(|v| {
+                    String::from_utf8_lossy(saga_shared::schemas::payload(v)).into_owned()
+                }),
+                schema_id: m
+                    .payload()
+                    .and_then(saga_shared::schemas::unframe)
+                    .map(|(id, _)| id),
                 raw_value: m.payload().map(<[u8]>::to_vec),
                 headers: m.headers().map(headers_to_pairs).unwrap_or_default(),
                 replayed: progress

@@ -181,7 +181,8 @@ fn run(brokers: &str, stop: &AtomicBool) -> anyhow::Result<()> {
             if !saga_shared::dlq::addressed_to(msg, GROUP) || counted.contains(&id) {
                 continue;
             }
-            let Some(entry) = msg.payload().and_then(|p| Entry::of(id, msg.topic(), p)) else {
+            let payload = msg.payload().map(saga_shared::schemas::payload);
+            let Some(entry) = payload.and_then(|p| Entry::of(id, msg.topic(), p)) else {
                 continue;
             };
             let value = serde_json::to_vec(&entry)?;

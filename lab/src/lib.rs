@@ -17,6 +17,7 @@ pub mod lock;
 pub mod nodes;
 pub mod pg;
 pub mod poison;
+pub mod schemas;
 pub mod system;
 
 pub use client::LabClient;

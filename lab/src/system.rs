@@ -541,6 +541,10 @@ impl Lab {
         common.database_url = self.db_urls[svc as usize].clone();
         common.brokers = self.brokers.clone();
         common.consumers = self.consumers(svc);
+        // The lab's own schema registry, unless one was given (Confluent's, say).
+        if common.schema_registry.is_none() && !self.schema_registry_url().is_empty() {
+            common.schema_registry = Some(self.schema_registry_url().to_owned());
+        }
         let port = self.config.ports.get(&svc).copied().unwrap_or(0);
         let faults = self.faults[&svc].clone();
         let running = spawn_service(svc, common, port, faults).await?;

@@ -27,3 +27,5 @@ mod outbox;
 mod paths;
 #[path = "saga/poison.rs"]
 mod poison;
+#[path = "saga/schemas.rs"]
+mod schemas;

@@ -19,13 +19,14 @@ use lab::dashboard;
 use lab::{Lab, LabClient, LabConfig, Service};
 
 /// The chapters, in reading order (the same file names in each edition).
-const CHAPTERS: [&str; 6] = [
+const CHAPTERS: [&str; 7] = [
     "1-first-event.md",
     "2-full-chain.md",
     "3-consumer-groups.md",
     "4-failures.md",
     "5-exactly-once.md",
     "6-replication.md",
+    "7-schemas.md",
 ];
 
 /// One command block and the output it must print, if the chapter shows it.
@@ -382,6 +383,7 @@ async fn run_session(session: &Session, (shots, lang): (&Path, &str)) {
         .env("LAB_ORDER_URL", &lab_urls[0].1)
         .env("LAB_NOTIFICATION_URL", &lab_urls[3].1)
         .env("LAB_BROKERS", &brokers)
+        .env("LAB_SCHEMA_REGISTRY_URL", &lab_urls[4].1)
         .env("LAB_SCREENSHOTS", shots)
         .env("LAB_SCREENSHOT_LANG", lang)
         .stdout(Stdio::piped())

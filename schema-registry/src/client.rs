@@ -23,6 +23,14 @@ pub enum ClientError {
     },
 }
 
+/// One version of a subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectVersion {
+    pub version: i32,
+    pub id: i32,
+    pub schema: Value,
+}
+
 /// A registry at `base` (like `http://127.0.0.1:8085`), with the schemas it looked up cached
 /// by id (a schema id never changes meaning).
 #[derive(Debug, Clone)]
@@ -98,6 +106,74 @@ impl RegistryClient {
             .unwrap_or(Value::Null);
         self.by_id.lock().unwrap().insert(id, schema.clone());
         Ok(schema)
+    }
+
+    /// Every subject, by name.
+    pub async fn subjects(&self) -> Result<Vec<String>, ClientError> {
+        let url = format!("{}/subjects", self.base);
+        let answer = self.call(self.http.get(&url), &url).await?;
+        Ok(serde_json::from_value(answer).unwrap_or_default())
+    }
+
+    /// The version numbers of `subject`.
+    pub async fn versions(&self, subject: &str) -> Result<Vec<i32>, ClientError> {
+        let url = format!("{}/subjects/{subject}/versions", self.base);
+        let answer = self.call(self.http.get(&url), &url).await?;
+        Ok(serde_json::from_value(answer).unwrap_or_default())
+    }
+
+    /// Version `version` of `subject` (`"latest"` or a number): its number, id and schema.
+    pub async fn version(
+        &self,
+        subject: &str,
+        version: &str,
+    ) -> Result<SubjectVersion, ClientError> {
+        let url = format!("{}/subjects/{subject}/versions/{version}", self.base);
+        let answer = self.call(self.http.get(&url), &url).await?;
+        let field = |name: &str| answer.get(name).and_then(Value::as_i64).unwrap_or(-1) as i32;
+        Ok(SubjectVersion {
+            version: field("version"),
+            id: field("id"),
+            schema: answer
+                .get("schema")
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(Value::Null),
+        })
+    }
+
+    /// What keeps `schema` from being `subject`'s next version under its compatibility level
+    /// (nothing: it may be registered).
+    pub async fn check(&self, subject: &str, schema: &Value) -> Result<Vec<String>, ClientError> {
+        let url = format!(
+            "{}/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            self.base
+        );
+        let body = json!({"schemaType": "JSON", "schema": schema.to_string()});
+        let answer = self.call(self.http.post(&url).json(&body), &url).await?;
+        Ok(answer
+            .get("messages")
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+            .unwrap_or_default())
+    }
+
+    /// The compatibility level `subject` is checked at (its own, else the registry's).
+    pub async fn level(&self, subject: &str) -> Result<String, ClientError> {
+        let url = format!("{}/config/{subject}?defaultToGlobal=true", self.base);
+        let answer = self.call(self.http.get(&url), &url).await?;
+        Ok(answer
+            .get("compatibilityLevel")
+            .and_then(Value::as_str)
+            .unwrap_or("BACKWARD")
+            .to_owned())
+    }
+
+    /// Sets `subject`'s compatibility level (Confluent's names: `BACKWARD`, `NONE`, ...).
+    pub async fn set_level(&self, subject: &str, level: &str) -> Result<(), ClientError> {
+        let url = format!("{}/config/{subject}", self.base);
+        let body = json!({ "compatibility": level });
+        self.call(self.http.put(&url).json(&body), &url).await?;
+        Ok(())
     }
 
     /// Each `(subject, version)` holding schema `id`.

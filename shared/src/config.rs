@@ -36,6 +36,11 @@ pub struct CommonConfig {
     /// Maximum connections of the database pool.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+    /// A schema registry (this workspace's or Confluent's, e.g. `http://127.0.0.1:8085`): the
+    /// service registers its events' JSON Schemas at start, writes records in Confluent's wire
+    /// format and checks the schema id of each record it reads. Without it, plain JSON.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry: Option<String>,
 }
 
 impl CommonConfig {
@@ -52,6 +57,7 @@ impl CommonConfig {
             retry_max_ms: 2000,
             outbox_poll_ms: 500,
             db_max_connections: 20,
+            schema_registry: None,
         }
     }
 

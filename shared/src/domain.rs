@@ -40,7 +40,7 @@ pub enum DomainError {
 )]
 #[sqlx(transparent)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "alice")]
+#[schema(value_type = String, example = "alice", pattern = "^[A-Za-z0-9_-]{1,64}$")]
 pub struct CustomerId(String);
 
 impl CustomerId {
@@ -68,7 +68,7 @@ impl CustomerId {
 )]
 #[sqlx(transparent)]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "LATTE")]
+#[schema(value_type = String, example = "LATTE", pattern = "^[A-Za-z0-9_]{1,64}$")]
 pub struct Sku(String);
 
 impl Sku {
@@ -90,7 +90,7 @@ impl Sku {
 )]
 #[sqlx(transparent)]
 #[serde(try_from = "i64", into = "i64")]
-#[schema(value_type = i64, example = 2)]
+#[schema(value_type = i64, example = 2, minimum = 1, maximum = 1000)]
 pub struct Quantity(i64);
 
 impl Quantity {
@@ -112,7 +112,7 @@ impl Quantity {
 )]
 #[sqlx(transparent)]
 #[serde(try_from = "i64", into = "i64")]
-#[schema(value_type = i64, example = 5000)]
+#[schema(value_type = i64, example = 5000, minimum = 1, maximum = 1_000_000_000_000i64)]
 pub struct Won(i64);
 
 impl Won {

@@ -104,7 +104,7 @@ pub fn lines_total(items: &[LineItem]) -> Option<Won> {
 }
 
 /// `order.created`: an order was placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderCreated {
     pub order_id: Uuid,
     pub customer_id: CustomerId,
@@ -114,7 +114,7 @@ pub struct OrderCreated {
 }
 
 /// `payment.completed`: the wallet was charged. Carries the items so inventory needs no lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCompleted {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -125,7 +125,7 @@ pub struct PaymentCompleted {
 }
 
 /// `payment.failed`: the charge was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentFailed {
     pub order_id: Uuid,
     pub customer_id: CustomerId,
@@ -133,14 +133,14 @@ pub struct PaymentFailed {
 }
 
 /// `inventory.updated`: stock for every line was reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InventoryUpdated {
     pub order_id: Uuid,
     pub items: Vec<LineItem>,
 }
 
 /// `inventory.failed`: some line could not be reserved; nothing was reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InventoryFailed {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -148,7 +148,7 @@ pub struct InventoryFailed {
 }
 
 /// `payment.refunded`: compensation, the charge was returned to the wallet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -159,7 +159,7 @@ pub struct PaymentRefunded {
 }
 
 /// `order.cancelled`: terminal failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
     pub customer_id: CustomerId,
@@ -195,6 +195,14 @@ macro_rules! saga_contract {
             pub const fn name(self) -> &'static str {
                 match self {
                     $(Topic::$name => $topic,)*
+                }
+            }
+
+            /// The JSON Schema of the topic's events, generated from the payload type
+            /// ([`crate::schemas`]).
+            pub fn json_schema(self) -> serde_json::Value {
+                match self {
+                    $(Topic::$name => crate::schemas::of::<$name>(),)*
                 }
             }
         }

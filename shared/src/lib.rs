@@ -29,6 +29,7 @@ pub mod faults;
 pub mod http;
 pub mod kafka;
 pub mod outbox;
+pub mod schemas;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

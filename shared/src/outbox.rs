@@ -100,6 +100,8 @@ pub struct OutboxRelay {
     service: &'static str,
     /// Set while the relay listens for commits.
     listening: Arc<AtomicBool>,
+    /// With a schema registry: values are framed with their topic's schema id.
+    schemas: Option<Arc<crate::schemas::Schemas>>,
 }
 
 impl OutboxRelay {
@@ -116,7 +118,27 @@ impl OutboxRelay {
             batch_size: 256,
             service,
             listening: Arc::default(),
+            schemas: None,
         }
+    }
+
+    /// Writes values in Confluent's wire format, with the ids `schemas` registered.
+    pub fn with_schemas(mut self, schemas: Option<Arc<crate::schemas::Schemas>>) -> Self {
+        self.schemas = schemas;
+        self
+    }
+
+    /// A row's value as it is produced: its JSON, framed with its topic's schema id when the
+    /// service registered one.
+    fn value_of(&self, row: &OutboxRow) -> Result<Vec<u8>, serde_json::Error> {
+        let json = serde_json::to_vec(&row.payload)?;
+        let id = self.schemas.as_ref().and_then(|schemas| {
+            crate::events::Topic::parse(&row.topic).and_then(|topic| schemas.id_of(topic))
+        });
+        Ok(match id {
+            Some(id) => crate::schemas::frame(id, &json),
+            None => json,
+        })
     }
 
     /// Reports whether the relay listens for commits through `flag` (readiness).
@@ -186,7 +208,7 @@ impl OutboxRelay {
         let mut pending = Vec::with_capacity(rows.len());
         let mut first_error = None;
         for row in rows {
-            let payload = match serde_json::to_vec(&row.payload) {
+            let payload = match self.value_of(row) {
                 Ok(payload) => payload,
                 Err(e) => {
                     first_error.get_or_insert(OutboxError::Encode(e));

@@ -26,7 +26,9 @@ use crate::consumer::{Consumed, ConsumerRunner, Handler, Subscription};
 use crate::events::Topic;
 use crate::faults::Faults;
 use crate::outbox::OutboxRelay;
+use crate::schemas::Schemas;
 use crate::shutdown::{self, Shutdown};
+use schema_registry::client::RegistryClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -43,6 +45,8 @@ pub enum HostError {
     Kafka(#[from] KafkaError),
     #[error("binding the HTTP port: {0}")]
     Io(#[from] std::io::Error),
+    #[error("registering the events' schemas: {0}")]
+    Registry(#[from] schema_registry::client::ClientError),
 }
 
 /// What `/ready` waits for beyond a database and a broker that answer: every consumer holds its
@@ -161,6 +165,12 @@ pub async fn build<S: SagaService>(
     if let Err(err) = crate::kafka::ensure_topics(&common.brokers, common.topic_partitions).await {
         tracing::warn!(error = %err, "could not create topics; relying on auto-creation");
     }
+    let schemas = match &common.schema_registry {
+        Some(url) => Some(Arc::new(
+            Schemas::register(RegistryClient::new(url), S::PUBLISHES).await?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind((common.host.as_str(), port)).await?;
     let name = S::NAME;
     let readiness = Arc::new(Readiness {
@@ -185,7 +195,8 @@ pub async fn build<S: SagaService>(
         Duration::from_millis(common.outbox_poll_ms),
         name,
     )
-    .with_listening_flag(readiness.relay.clone());
+    .with_listening_flag(readiness.relay.clone())
+    .with_schemas(schemas.clone());
     let handler: Arc<dyn Subscription> = Arc::new(S::Handler::default());
     let consumers = readiness
         .consumers
@@ -202,6 +213,7 @@ pub async fn build<S: SagaService>(
             faults: faults.clone(),
             service: name,
             ready: ready.clone(),
+            schemas: schemas.clone(),
         })
         .collect();
     Ok(ServiceApp {

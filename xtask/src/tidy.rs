@@ -102,15 +102,17 @@ fn crate_dependencies_keep_the_layers() {
     let dev_deps = |dir: &str| workspace_dependencies(&manifest(dir), "[dev-dependencies]");
     let none = BTreeSet::new();
     let shared_only: BTreeSet<String> = ["saga-shared".to_owned()].into();
-    // The broker knows nothing of the shop; the shared crate knows no service and no broker.
+    // The broker knows nothing of the shop; the shared crate knows no service and no broker,
+    // only the schema registry's client and rules (for the events' schemas) and, for the
+    // services' own tests only (its optional `testing` feature), the PostgreSQL server those
+    // tests share.
     assert_eq!(deps("broker"), none, "broker depends on no workspace crate");
-    // ... except, for the services' own tests only (its optional `testing` feature), the
-    // PostgreSQL server those tests share.
-    let test_server: BTreeSet<String> = ["lab-postgres".to_owned()].into();
+    let shared_deps: BTreeSet<String> =
+        ["lab-postgres".to_owned(), "schema-registry".to_owned()].into();
     assert_eq!(
         deps("shared"),
-        test_server,
-        "saga-shared depends on no workspace crate but lab-postgres for `testing`"
+        shared_deps,
+        "saga-shared depends on no workspace crate but schema-registry, and lab-postgres for `testing`"
     );
     let shared_manifest = std::fs::read_to_string(manifest("shared")).unwrap();
     assert!(

@@ -32,6 +32,9 @@ pub struct FaultSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabStatus {
     pub brokers: String,
+    /// The schema registry the services use (empty if none).
+    #[serde(default)]
+    pub schema_registry: String,
     pub services: Vec<ServiceStatus>,
 }
 
@@ -274,4 +277,20 @@ pub struct GroupReset {
     pub group: String,
     pub dry_run: bool,
     pub partitions: Vec<PlannedOffset>,
+}
+
+/// `GET /api/schemas`: the lab's schema registry and its subjects.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Schemas {
+    pub registry: String,
+    pub subjects: Vec<crate::schemas::Subject>,
+}
+
+/// `GET /api/schemas/{subject}/diff?from=N&to=M`: what changed, a line per property.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaDiff {
+    pub subject: String,
+    pub from: i32,
+    pub to: i32,
+    pub lines: Vec<String>,
 }

@@ -89,7 +89,12 @@ pub struct Record {
     pub timestamp: i64,
     pub key: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// The value's text: its payload, after the frame of Confluent's wire format if it has one.
     pub value: Option<String>,
+    /// The schema id of a value in Confluent's wire format.
+    pub schema_id: Option<i32>,
+    /// Which version of the topic's value subject that id is (the registry's answer).
+    pub schema_version: Option<i32>,
     pub size: usize,
 }
 
@@ -670,7 +675,12 @@ fn record(m: &impl Message) -> Record {
         timestamp: m.timestamp().to_millis().unwrap_or(0),
         key: m.key().map(text),
         headers,
-        value: m.payload().map(text),
+        value: m.payload().map(|v| text(saga_shared::schemas::payload(v))),
+        schema_id: m
+            .payload()
+            .and_then(saga_shared::schemas::unframe)
+            .map(|(id, _)| id),
+        schema_version: None,
         size: m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len),
     }
 }

@@ -32,6 +32,7 @@ use order_service::api::Order;
 use order_service::domain::OrderRequest;
 use saga_shared::events::{Topic, topics};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
@@ -42,7 +43,7 @@ use api::{
     BrokerRunning, Contract, ContractService, DlqRecords, FaultSettings, GroupReset, Groups,
     IsolateParams, Isolation, LabStatus, Messages, MessagesQuery, Nodes, OrderView, OrdersQuery,
     OutboxBacklog, PoisonRequest, Produced, ReplayParams, Replayed, ResetRequest, ScaleParams,
-    ServiceRunning, ServiceScaled, ServiceStatus, TopicDetail, Topics,
+    SchemaDiff, Schemas, ServiceRunning, ServiceScaled, ServiceStatus, TopicDetail, Topics,
 };
 use explorer::{Explorer, ExplorerError, NewRecord};
 use guard::Guard;
@@ -183,6 +184,8 @@ fn router(state: Shared, guard: Guard) -> Router {
             .route("/api/groups", get(list_groups))
             .route("/api/groups/{group}", get(group))
             .route("/api/groups/{group}/reset", post(reset_group))
+            .route("/api/schemas", get(schemas))
+            .route("/api/schemas/{subject}/diff", get(schema_diff))
             .route("/api/dlq/{topic}", get(list_dlq))
             .route("/api/dlq/{topic}/replay", post(replay_dlq))
             .with_state(state),
@@ -310,6 +313,7 @@ async fn status(State(s): State<Shared>) -> Result<Json<LabStatus>, ApiError> {
         .collect();
     Ok(Json(LabStatus {
         brokers: lab.brokers().to_owned(),
+        schema_registry: lab.schema_registry_url().to_owned(),
         services,
     }))
 }
@@ -737,14 +741,103 @@ async fn messages(
 ) -> Result<Json<Messages>, ApiError> {
     let start = q.start().map_err(ApiError::BadRequest)?;
     let committed = q.isolation == Isolation::ReadCommitted;
-    let records = s
+    let mut records = s
         .explorer
         .messages(&name, q.partition, start, q.limit.unwrap_or(50), committed)
         .await?;
+    label_schema_versions(&s, &name, &mut records).await;
     Ok(Json(Messages {
         topic: name,
         partition: q.partition,
         records,
+    }))
+}
+
+/// Each framed record's schema version, asked of the registry once per id (left out if it
+/// cannot be asked: the records are shown anyway).
+async fn label_schema_versions(s: &DashState, topic: &str, records: &mut [explorer::Record]) {
+    if records.iter().all(|r| r.schema_id.is_none()) {
+        return;
+    }
+    let Ok(url) = registry_url(s).await else {
+        return;
+    };
+    let client = schema_registry::client::RegistryClient::new(&url);
+    let mut known: std::collections::HashMap<i32, Option<i32>> = Default::default();
+    for r in records.iter_mut() {
+        let Some(id) = r.schema_id else { continue };
+        let version = match known.get(&id) {
+            Some(v) => *v,
+            None => crate::schemas::version_of(&client, topic, id).await,
+        };
+        known.insert(id, version);
+        r.schema_version = version;
+    }
+}
+
+/// The lab's schema registry's URL.
+async fn registry_url(s: &DashState) -> Result<String, ApiError> {
+    let mut guard = s.lab.lock().await;
+    let url = running(&mut guard)?.schema_registry_url().to_owned();
+    if url.is_empty() {
+        return Err(ApiError::NotFound("the lab runs no schema registry".into()));
+    }
+    Ok(url)
+}
+
+/// A registry's refusal as the dashboard answers it (its own words for a 404; a registry that
+/// does not answer is only named).
+fn registry_error(e: schema_registry::client::ClientError) -> ApiError {
+    match e {
+        schema_registry::client::ClientError::Refused {
+            status: 404,
+            message,
+            ..
+        } => ApiError::NotFound(message),
+        other => {
+            tracing::warn!(error = %other, "the schema registry failed");
+            ApiError::Unavailable("the schema registry did not answer".into())
+        }
+    }
+}
+
+async fn schemas(State(s): State<Shared>) -> Result<Json<Schemas>, ApiError> {
+    let url = registry_url(&s).await?;
+    let subjects = crate::schemas::subjects(&url)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(Schemas {
+        registry: url,
+        subjects,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffQuery {
+    from: i32,
+    to: i32,
+}
+
+async fn schema_diff(
+    State(s): State<Shared>,
+    ApiPath(subject): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> Result<Json<SchemaDiff>, ApiError> {
+    let client = schema_registry::client::RegistryClient::new(&registry_url(&s).await?);
+    let (from, to) = (q.from.to_string(), q.to.to_string());
+    let from = client
+        .version(&subject, &from)
+        .await
+        .map_err(registry_error)?;
+    let to = client
+        .version(&subject, &to)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(SchemaDiff {
+        lines: crate::schemas::diff(&from.schema, &to.schema),
+        subject,
+        from: q.from,
+        to: q.to,
     }))
 }
 

@@ -177,7 +177,48 @@ async fn the_explorer_shows_a_record_at_its_partition_and_offset_with_its_header
         record.contains("\"customer_id\": \"alice\""),
         "the value, pretty: {record}"
     );
+    // Which version of its topic's schema the record was written with (its frame's id).
+    let registry = d.registry().await;
+    let v1 = registry.version("order.created-value", "1").await.unwrap();
+    assert!(
+        record.contains(&format!("schema v1 (id {})", v1.id)),
+        "its schema version: {record}"
+    );
 
+    browser.close().await;
+    d.stop().await;
+}
+
+/// The Schemas view: every subject the services registered, with its level and versions, and
+/// what changed between two versions of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schemas_view_lists_subjects_and_shows_what_a_new_version_changed() {
+    let d = spawn_lab().await.with_dashboard().await;
+    let registry = d.registry().await;
+    let subject = "order.created-value";
+    let mut v2 = registry.version(subject, "1").await.unwrap().schema;
+    v2["properties"]["note"] = json!({"type": "string"});
+    let v2_id = registry.register(subject, &v2).await.unwrap();
+
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/#/schemas/{subject}", d.url))
+        .await;
+    let rows = browser
+        .wait_text("table.schemas tbody", |t| {
+            t.contains("payment.completed-value")
+        })
+        .await;
+    for topic in topics::ALL {
+        assert!(rows.contains(&format!("{topic}-value")), "{topic}: {rows}");
+    }
+    let row = browser
+        .wait_text(&format!("tr[data-subject='{subject}']"), |t| !t.is_empty())
+        .await;
+    assert!(row.contains("BACKWARD"), "{row}");
+    assert!(row.contains(&format!("v2 (id {v2_id})")), "{row}");
+    let diff = browser.wait_text(".diff", |t| !t.is_empty()).await;
+    assert_eq!(diff.trim(), "+ note: string (optional)");
     browser.close().await;
     d.stop().await;
 }

@@ -103,6 +103,13 @@ pub struct DashboardLab {
 }
 
 impl DashboardLab {
+    /// A client of the lab's schema registry.
+    pub async fn registry(&self) -> schema_registry::client::RegistryClient {
+        let lab = self.shared.lock().await;
+        let url = lab.as_ref().expect("the lab runs").schema_registry_url();
+        schema_registry::client::RegistryClient::new(url)
+    }
+
     pub async fn stop(self) {
         self.dashboard.shutdown().await;
         if let Some(lab) = self.shared.lock().await.take() {

@@ -17,3 +17,4 @@ mod load;
 mod outbox;
 mod paths;
 mod poison;
+mod schemas;

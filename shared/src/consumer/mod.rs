@@ -229,6 +229,8 @@ pub struct ConsumerRunner {
     pub index: usize,
     /// Set while this consumer holds its assignment with a fetch position for every partition.
     pub ready: Arc<AtomicBool>,
+    /// With a schema registry: the schema ids of framed records are checked before decoding.
+    pub schemas: Option<Arc<crate::schemas::Schemas>>,
 }
 
 mod context;
@@ -391,9 +393,13 @@ impl ConsumerRunner {
     }
 }
 
-/// Checks what can be checked without the database: the envelope, the type, and the payload
-/// decoded as its topic's event (every field's rule applies) and about the envelope's order.
-fn decode(msg: &BorrowedMessage<'_>) -> Result<Incoming, String> {
+/// Checks what can be checked without the database: the envelope, the type, the schema id of a
+/// framed value (judged beforehand, [`ConsumerRunner::judge_schemas`]), and the payload decoded
+/// as its topic's event (every field's rule applies) and about the envelope's order.
+fn decode(
+    msg: &BorrowedMessage<'_>,
+    schemas: Option<&crate::schemas::Schemas>,
+) -> Result<Incoming, String> {
     let envelope = match msg.headers() {
         Some(h) => Envelope::from_headers(h),
         None => Err(EnvelopeError::Missing(crate::envelope::header::ID)),
@@ -408,7 +414,18 @@ fn decode(msg: &BorrowedMessage<'_>) -> Result<Incoming, String> {
     }
     let topic = Topic::parse(msg.topic())
         .ok_or_else(|| format!("{:?} is not a topic of the saga", msg.topic()))?;
-    let payload = msg.payload().ok_or("record has no value")?;
+    let value = msg.payload().ok_or("record has no value")?;
+    let payload = match (crate::schemas::unframe(value), schemas) {
+        (Some((id, _)), Some(schemas)) => match schemas.known(topic, id) {
+            Some(Ok(())) => &value[crate::schemas::FRAME_LEN..],
+            Some(Err(refusal)) => return Err(refusal.to_string()),
+            None => return Err(format!("schema id {id} was not judged")),
+        },
+        // Without a registry the frame is only skipped; a plain JSON value (written before
+        // the registry, or by a tool) is read as it is.
+        (Some((_, payload)), None) => payload,
+        (None, _) => value,
+    };
     let event = SagaEvent::decode(topic, payload)
         .map_err(|e| format!("payload is not a valid {topic}: {e}"))?;
     if event.order_id() != envelope.correlation_id {

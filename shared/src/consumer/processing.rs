@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -26,8 +27,13 @@ impl ConsumerRunner {
         let all_addressed = batch
             .iter()
             .all(|m| crate::dlq::addressed_to(m, &self.group));
+        if !self.judge_schemas(batch, shutdown).await {
+            return vec![Outcome::Interrupted];
+        }
+        let schemas = self.schemas.as_deref();
         if batch.len() > 1 && !faults_on && all_addressed {
-            let decoded: Result<Vec<Incoming>, String> = batch.iter().map(decode).collect();
+            let decoded: Result<Vec<Incoming>, String> =
+                batch.iter().map(|m| decode(m, schemas)).collect();
             if let Ok(records) = decoded {
                 metrics::histogram!("consumer_batch_records", "service" => self.service)
                     .record(batch.len() as f64);
@@ -51,6 +57,34 @@ impl ConsumerRunner {
             }
         }
         outcomes
+    }
+
+    /// Asks the registry about every schema id of `batch` not judged yet (each id once per
+    /// service). While the registry cannot be reached the records wait, retried with the
+    /// usual backoff: the records are not at fault. False when shutdown came meanwhile.
+    async fn judge_schemas(&self, batch: &[BorrowedMessage<'_>], shutdown: &mut Shutdown) -> bool {
+        let Some(schemas) = &self.schemas else {
+            return true;
+        };
+        for msg in batch {
+            let Some(topic) = crate::events::Topic::parse(msg.topic()) else {
+                continue;
+            };
+            let Some((id, _)) = msg.payload().and_then(crate::schemas::unframe) else {
+                continue;
+            };
+            let mut attempt = 0;
+            while let Err(err) = schemas.judge(topic, id).await {
+                attempt += 1;
+                let delay = self.retry.delay(attempt);
+                tracing::warn!(group = %self.group, %topic, id, ?delay, error = %err, "cannot ask the schema registry; waiting");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => return false,
+                }
+            }
+        }
+        true
     }
 
     /// All records in one transaction; any failure rolls back all of them. The batch's event
@@ -108,7 +142,7 @@ impl ConsumerRunner {
         if !crate::dlq::addressed_to(msg, &self.group) {
             return Outcome::Skipped;
         }
-        let incoming = match decode(msg) {
+        let incoming = match decode(msg, self.schemas.as_deref()) {
             Ok(i) => i,
             Err(reason) => {
                 return self.dead_letter(msg, 1, &reason, shutdown).await;

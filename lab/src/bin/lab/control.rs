@@ -364,8 +364,11 @@ pub(crate) async fn env(a: ServiceArg) -> anyhow::Result<()> {
     for (var, value) in [
         ("DATABASE_URL", database_url.as_str()),
         ("KAFKA_BROKERS", status.brokers.as_str()),
+        ("SCHEMA_REGISTRY_URL", status.schema_registry.as_str()),
     ] {
-        println!("export {var}='{value}'");
+        if !value.is_empty() {
+            println!("export {var}='{value}'");
+        }
     }
     Ok(())
 }

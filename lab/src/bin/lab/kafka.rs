@@ -107,8 +107,8 @@ async fn partitions_of(
     Ok(tpl)
 }
 
-/// One record as `lab tail` shows it: when, where, key, CloudEvents source, id and cause, then
-/// the first 160 characters of its value.
+/// One record as `lab tail` shows it: when, where, key, CloudEvents source, id and cause, the
+/// schema id of a framed value, then the first 160 characters of its value (its JSON).
 fn print_record(m: &impl rdkafka::Message) {
     use rdkafka::message::Headers;
     let header = |name: &str| {
@@ -118,13 +118,15 @@ fn print_record(m: &impl rdkafka::Message) {
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_else(|| "-".into())
     };
-    let value = m
-        .payload()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    let raw = m.payload().unwrap_or_default();
+    // A value in Confluent's wire format: its schema id, then the JSON.
+    let schema = saga_shared::schemas::unframe(raw)
+        .map(|(id, _)| format!(" schema={id}"))
         .unwrap_or_default();
+    let value = String::from_utf8_lossy(saga_shared::schemas::payload(raw));
     let value: String = value.chars().take(160).collect();
     println!(
-        "{} {}[{}]@{} key={} source={} ce_id={} cause={}\n    {}",
+        "{} {}[{}]@{} key={} source={} ce_id={} cause={}{schema}\n    {}",
         header("ce_time"),
         m.topic(),
         m.partition(),

@@ -12,6 +12,7 @@ mod keys;
 mod order;
 mod reset;
 mod retry;
+mod schema;
 mod txn;
 mod up;
 mod wait;
@@ -27,6 +28,7 @@ use kafka::{PoisonArgs, TailArgs};
 use keys::KeysArgs;
 use order::OrderArgs;
 use reset::ResetArgs;
+use schema::SchemaArgs;
 use txn::TxnArgs;
 use up::UpArgs;
 use wait::WaitArgs;
@@ -81,7 +83,7 @@ enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
-    /// Print a service's settings as shell exports (database URL, brokers), to run another
+    /// Print a service's settings as shell exports (database URL, brokers, schema registry), to run another
     /// instance of it against the running lab: `eval "$(lab env payment)"`.
     Env(ServiceArg),
     /// Describe consumer groups: state, members and the partitions each member owns.
@@ -107,6 +109,10 @@ enum Command {
     /// Which partition a record lands on: each key always on one (its hash, which librdkafka
     /// and the Java client compute differently), records without a key on a "sticky" one.
     Keys(KeysArgs),
+    /// The schema registry's subjects (the events' JSON Schemas the services registered): list
+    /// them, show or diff versions, try a change against the compatibility rules, set a
+    /// subject's level, send a record again written with another version.
+    Schema(SchemaArgs),
     /// Create a topic with its partitions, replication factor and configs.
     Topic {
         #[command(subcommand)]
@@ -189,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Txn(a)) => txn::txn(a).await,
         Some(Command::Delivery(a)) => delivery::delivery(a).await,
         Some(Command::Keys(a)) => keys::keys(a).await,
+        Some(Command::Schema(a)) => schema::schema(a).await,
         Some(Command::Topic { action }) => control::topic(action).await,
         Some(Command::Partitions(a)) => control::partitions(a).await,
         Some(Command::TestPostgres) => test_postgres().await,

@@ -38,7 +38,27 @@ public class KafkaConfig {
      */
     @Bean
     RecordMessageConverter messageConverter() {
-        return new JacksonJsonMessageConverter();
+        return new FramedJsonMessageConverter();
+    }
+
+    /**
+     * Jackson's converter, reading past Confluent's wire format: the lab's services write each
+     * value as a zero byte, the id of its schema in the schema registry (4 bytes, big endian),
+     * then the JSON. (Confluent's {@code KafkaJsonSchemaDeserializer} reads it the same way and
+     * fetches the schema; it is not on Maven Central, so this example skips the five bytes.) A
+     * value that does not start with the zero byte is taken as plain JSON.
+     */
+    static class FramedJsonMessageConverter extends JacksonJsonMessageConverter {
+        @Override
+        protected Object extractAndConvertValue(ConsumerRecord<?, ?> record, java.lang.reflect.Type type) {
+            if (record.value() instanceof byte[] bytes && bytes.length >= 5 && bytes[0] == 0) {
+                var payload = java.util.Arrays.copyOfRange(bytes, 5, bytes.length);
+                var unframed = new ConsumerRecord<>(record.topic(), record.partition(), record.offset(),
+                        record.key(), payload);
+                return super.extractAndConvertValue(unframed, type);
+            }
+            return super.extractAndConvertValue(record, type);
+        }
     }
 
     /**

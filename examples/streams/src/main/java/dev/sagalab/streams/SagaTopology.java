@@ -109,7 +109,8 @@ public final class SagaTopology {
     public static Topology build(boolean changelogs) {
         StreamsBuilder builder = new StreamsBuilder();
 
-        // 1. Read every saga topic as one stream. Keys (order ids) and values (JSON) are strings;
+        // 1. Read every saga topic as one stream. Keys (order ids) are strings, values bytes
+        //    (JSON, framed with its schema id when the services use a schema registry: payload);
         //    the event time is the envelope's ce_time (CeTimeExtractor), not the produce time.
         //    A processor that keeps a store needs its input topics co-partitioned: the saga's
         //    topics all have the same partition count and are all keyed by the order id.
@@ -121,7 +122,7 @@ public final class SagaTopology {
         }
         builder.addStateStore(seen);
         var steps = builder
-                .stream(INPUT_TOPICS, Consumed.with(Serdes.String(), Serdes.String())
+                .stream(INPUT_TOPICS, Consumed.with(Serdes.String(), Serdes.ByteArray())
                         .withTimestampExtractor(new CeTimeExtractor())
                         .withName("saga-events"))
                 // 2. Decode, and drop an event seen before (same ce_id): the outbox delivers at
@@ -190,9 +191,22 @@ public final class SagaTopology {
         return json;
     }
 
+    /**
+     * The JSON of a record's value. The lab's services write Confluent's wire format when they
+     * use a schema registry: a zero byte, the schema's id (4 bytes, big endian), then the JSON
+     * (Confluent's own deserializers read it the same way); a value that starts otherwise is the
+     * JSON itself.
+     */
+    static byte[] payload(byte[] value) {
+        if (value.length >= 5 && value[0] == 0) {
+            return java.util.Arrays.copyOfRange(value, 5, value.length);
+        }
+        return value;
+    }
+
     /** The Step of one event, or null for an event that counts nowhere. Throws on bad JSON. */
-    static Step decode(String topic, String value) throws java.io.IOException {
-        JsonNode event = JSON.readTree(value);
+    static Step decode(String topic, byte[] value) throws java.io.IOException {
+        JsonNode event = JSON.readTree(payload(value));
         if (event == null || !event.isObject()) {
             throw new java.io.IOException("not a JSON object");
         }
@@ -226,7 +240,7 @@ public final class SagaTopology {
      * record must not stop the application (Streams' default for a failing processor is to
      * stop the thread).
      */
-    static final class DecodeOnce implements FixedKeyProcessor<String, String, Step> {
+    static final class DecodeOnce implements FixedKeyProcessor<String, byte[], Step> {
         private FixedKeyProcessorContext<String, Step> context;
         private KeyValueStore<String, Long> seen;
 
@@ -237,7 +251,7 @@ public final class SagaTopology {
         }
 
         @Override
-        public void process(FixedKeyRecord<String, String> record) {
+        public void process(FixedKeyRecord<String, byte[]> record) {
             String topic = context.recordMetadata().map(m -> m.topic()).orElse("");
             String eventId = header(record, "ce_id");
             if (eventId != null && seen.get(eventId) != null) {
@@ -246,7 +260,7 @@ public final class SagaTopology {
             }
             Step step;
             try {
-                step = decode(topic, record.value() == null ? "" : record.value());
+                step = decode(topic, record.value() == null ? new byte[0] : record.value());
             } catch (java.io.IOException e) {
                 log.warn("undecodable record topic={} key={} skipped: {}", topic, record.key(), e.getMessage());
                 return;
@@ -257,7 +271,7 @@ public final class SagaTopology {
             context.forward(record.withValue(step));
         }
 
-        private static String header(FixedKeyRecord<String, String> record, String name) {
+        private static String header(FixedKeyRecord<String, byte[]> record, String name) {
             Header header = record.headers().lastHeader(name);
             return header == null || header.value() == null
                     ? null
