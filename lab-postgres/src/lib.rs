@@ -111,11 +111,53 @@ fn run(cmd: &mut Command) -> Result<(), PgError> {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (there is a small window in which someone else may take it).
+/// A free TCP port on 127.0.0.1, for a server to bind now and maybe again after a restart.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    free_port_on("127.0.0.1")
+}
+
+/// A free TCP port on `host`, chosen below the kernel's range of ephemeral ports
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), at a random place. A port the kernel picks for
+/// `bind(0)` comes from that range, and so does the local port of every outgoing connection: a
+/// test suite opens thousands, and one of them may take the port between this probe and the
+/// server's bind, or while a stopped server is down before it binds its port again. Below the
+/// range only another such probe can take it, and the random start makes that rare.
+pub fn free_port_on(host: &str) -> std::io::Result<u16> {
+    let high = ephemeral_ports_start()
+        .unwrap_or(32_768)
+        .max(LOWEST_PORT + 1);
+    let span = u32::from(high - LOWEST_PORT);
+    let start = random() % span;
+    for i in 0..span {
+        let port = LOWEST_PORT + ((start + i) % span) as u16;
+        if std::net::TcpListener::bind((host, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+/// The lowest port [`free_port_on`] hands out: above the ones people run servers on by hand
+/// (the lab's own 8080 to 9094 among them).
+const LOWEST_PORT: u16 = 20_000;
+
+/// The first port of the kernel's ephemeral range (Linux).
+fn ephemeral_ports_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+/// A number that differs between calls and processes (a port's place, not a secret).
+fn random() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
 }
 
 /// Finds a PostgreSQL server program: on `PATH`, or where Debian's and Ubuntu's `postgresql`
@@ -828,5 +870,17 @@ mod tests {
             "  FATAL:  lock file \"postmaster.pid\" already exists\n  \
              HINT:  Is another postmaster (PID 42) running?"
         );
+    }
+
+    #[test]
+    fn free_ports_come_from_below_the_ephemeral_range_and_differ() {
+        let high = ephemeral_ports_start().unwrap_or(32_768);
+        let ports: std::collections::BTreeSet<u16> =
+            (0..20).map(|_| free_port().unwrap()).collect();
+        for &port in &ports {
+            assert!((LOWEST_PORT..high).contains(&port), "{port}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+        assert!(ports.len() > 10, "spread out: {ports:?}");
     }
 }

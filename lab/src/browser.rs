@@ -30,10 +30,7 @@ pub struct Element<'a> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    crate::pg::free_port().expect("a free port")
 }
 
 impl Browser {

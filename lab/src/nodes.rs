@@ -90,8 +90,10 @@ pub struct Embedded {
     nodes: Vec<Node>,
 }
 
+/// A free port on `host` that stays free for the node to bind again after a restart (below the
+/// ephemeral range: [`lab_postgres::free_port_on`]).
 fn free_port(host: &str) -> Result<u16, LabError> {
-    Ok(std::net::TcpListener::bind((host, 0))?.local_addr()?.port())
+    Ok(lab_postgres::free_port_on(host)?)
 }
 
 fn address(host: &str, port: u16) -> Result<SocketAddr, LabError> {
@@ -163,7 +165,13 @@ impl Embedded {
                 let dir = data_dir.join("broker").join(format!("node-{id}"));
                 (id, dir, Some(cluster_config(id, count, &voters)))
             };
-            let port = if port == 0 { 0 } else { port + i as u16 };
+            // Any free port is chosen now, not by the first bind: the node binds it again
+            // when it starts again, and a port from the ephemeral range may be taken by then.
+            let port = if port == 0 {
+                free_port(host)?
+            } else {
+                port + i as u16
+            };
             let config = broker::BrokerConfig {
                 data_dir: dir,
                 default_partitions: partitions,

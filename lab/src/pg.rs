@@ -2,7 +2,8 @@
 //! role.
 
 pub use lab_postgres::{
-    ExitWatch, PgError, RELOCATED_HOME, TempPostgres, free_port, is_root, server_binary,
+    ExitWatch, PgError, RELOCATED_HOME, TempPostgres, free_port, free_port_on, is_root,
+    server_binary,
 };
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 

@@ -545,7 +545,12 @@ impl Lab {
         if common.schema_registry.is_none() && !self.schema_registry_url().is_empty() {
             common.schema_registry = Some(self.schema_registry_url().to_owned());
         }
-        let port = self.config.ports.get(&svc).copied().unwrap_or(0);
+        // Any free port is chosen here rather than by the first bind: a restart binds it again,
+        // and a port of the ephemeral range may be taken by an outgoing connection by then.
+        let port = match self.config.ports.get(&svc).copied().unwrap_or(0) {
+            0 => crate::pg::free_port_on(&self.config.host)?,
+            port => port,
+        };
         let faults = self.faults[&svc].clone();
         let running = spawn_service(svc, common, port, faults).await?;
         // A restart keeps the port.
