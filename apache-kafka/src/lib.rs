@@ -250,9 +250,13 @@ impl KafkaCluster {
     pub async fn start(dir: &Path, config: KafkaConfig) -> Result<Self, KafkaError> {
         let cluster_id = output(java("kafka.tools.StorageTool")?.arg("random-uuid"))?;
         let cluster_id = cluster_id.trim().to_owned();
-        let ports: Vec<(u16, u16)> = (0..config.nodes)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<Result<_, std::io::Error>>()?;
+        // Distinct ports (two probes may find the same free one).
+        let mut distinct = std::collections::BTreeSet::new();
+        while distinct.len() < 2 * config.nodes as usize {
+            distinct.insert(free_port()?);
+        }
+        let distinct: Vec<u16> = distinct.into_iter().collect();
+        let ports: Vec<(u16, u16)> = distinct.chunks(2).map(|p| (p[0], p[1])).collect();
         let voters = ports
             .iter()
             .zip(1..)
@@ -427,11 +431,32 @@ fn tail(log: &Path) -> String {
         .join("\n")
 }
 
-/// A free loopback port (the OS picks it; it is free again once the probe closes).
+/// A free loopback port for a node that may be restarted on it, from below the kernel's
+/// ephemeral range (from 20000 to its start): a port `bind(0)` picks may be taken, while the node
+/// is down, as the local port of an outgoing connection. The start is random, so that concurrent
+/// test processes rarely probe the same ports.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let high: u16 = range
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+        .max(20_001);
+    let span = u32::from(high - 20_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (nanos ^ std::process::id().rotate_left(16)) % span;
+    (0..span)
+        .map(|i| 20_000 + ((start + i) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .map_or_else(
+            || {
+                Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port())
+            },
+            Ok,
+        )
 }
 
 fn on_path(program: &str) -> bool {

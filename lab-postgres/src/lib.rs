@@ -122,15 +122,22 @@ pub fn free_port() -> std::io::Result<u16> {
 /// test suite opens thousands, and one of them may take the port between this probe and the
 /// server's bind, or while a stopped server is down before it binds its port again. Below the
 /// range only another such probe can take it, and the random start makes that rare.
+///
+/// A port is handed out once per process, so that probes made before any of them is bound
+/// (a cluster's nodes and controllers) never get the same one.
 pub fn free_port_on(host: &str) -> std::io::Result<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let high = ephemeral_ports_start()
         .unwrap_or(32_768)
         .max(LOWEST_PORT + 1);
     let span = u32::from(high - LOWEST_PORT);
     let start = random() % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for i in 0..span {
         let port = LOWEST_PORT + ((start + i) % span) as u16;
-        if std::net::TcpListener::bind((host, port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind((host, port)).is_ok() {
+            given.insert(port);
             return Ok(port);
         }
     }
@@ -881,6 +888,6 @@ mod tests {
             assert!((LOWEST_PORT..high).contains(&port), "{port}");
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("still free");
         }
-        assert!(ports.len() > 10, "spread out: {ports:?}");
+        assert_eq!(ports.len(), 20, "each handed out once: {ports:?}");
     }
 }
