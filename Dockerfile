@@ -7,10 +7,12 @@ WORKDIR /src
 COPY . .
 # Migrations are embedded at compile time (sqlx::migrate!), so no database is needed here.
 RUN cargo build --release --locked \
-        -p broker -p order-service -p payment-service -p inventory-service -p notification-service \
+        -p broker -p schema-registry -p order-service -p payment-service -p inventory-service \
+        -p notification-service \
     && mkdir /out \
-    && cp target/release/broker target/release/order-service target/release/payment-service \
-          target/release/inventory-service target/release/notification-service /out/
+    && cp target/release/broker target/release/schema-registry target/release/order-service \
+          target/release/payment-service target/release/inventory-service \
+          target/release/notification-service /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

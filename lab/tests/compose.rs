@@ -77,6 +77,11 @@ fn service_help(name: &str) -> String {
 
 /// `--help` of the broker binary (built for the broker's own integration tests).
 fn broker_help() -> String {
+    binary_help("broker")
+}
+
+/// `--help` of a binary of the workspace, built next to this test.
+fn binary_help(binary: &str) -> String {
     let dir: PathBuf = std::env::current_exe()
         .unwrap()
         .parent()
@@ -84,7 +89,7 @@ fn broker_help() -> String {
         .parent()
         .unwrap()
         .into();
-    let path = dir.join("broker");
+    let path = dir.join(binary);
     let out = Command::new(&path)
         .arg("--help")
         .output()
@@ -109,6 +114,7 @@ fn every_service_waits_for_healthy_dependencies() {
         "notifications-db",
         "broker",
         "kafka",
+        "schema-registry",
     ] {
         assert!(
             !services[db]["healthcheck"]["test"].is_badvalue(),
@@ -128,7 +134,7 @@ fn every_service_waits_for_healthy_dependencies() {
             "{name} on its standard port, published to this machine only"
         );
         let deps = &s["depends_on"];
-        for dep in [db, "broker", "kafka"] {
+        for dep in [db, "broker", "kafka", "schema-registry"] {
             assert_eq!(
                 deps[dep]["condition"].as_str(),
                 Some("service_healthy"),
@@ -145,6 +151,43 @@ fn every_service_waits_for_healthy_dependencies() {
     }
     assert_eq!(strings(&services["broker"]["profiles"]), vec!["lab-broker"]);
     assert_eq!(strings(&services["kafka"]["profiles"]), vec!["kafka"]);
+    // The registry keeps its data on whichever broker runs.
+    let registry = &services["schema-registry"]["depends_on"];
+    for dep in ["broker", "kafka"] {
+        assert_eq!(registry[dep]["condition"].as_str(), Some("service_healthy"));
+        assert_eq!(registry[dep]["required"].as_bool(), Some(false));
+    }
+}
+
+#[test]
+fn the_services_use_the_schema_registry_the_compose_file_runs() {
+    let c = compose();
+    let services = &c["services"];
+    let registry = &services["schema-registry"];
+    assert_eq!(strings(&registry["command"]), vec!["schema-registry"]);
+    assert_eq!(strings(&registry["ports"]), vec!["127.0.0.1:8085:8085"]);
+    let help = binary_help("schema-registry");
+    for key in registry["environment"]
+        .as_hash()
+        .expect("environment map")
+        .keys()
+    {
+        let key = key.as_str().unwrap();
+        assert!(
+            help.contains(&format!("env: {key}=")),
+            "schema-registry reads {key}"
+        );
+    }
+    let listen = registry["environment"]["LISTEN"].as_str().unwrap();
+    for (name, _, _) in APP_SERVICES {
+        let url = services[name]["environment"]["SCHEMA_REGISTRY_URL"].as_str();
+        assert_eq!(
+            url,
+            Some("http://schema-registry:8085"),
+            "{name} registers its schemas"
+        );
+        assert!(listen.ends_with(":8085"), "{listen}");
+    }
 }
 
 #[test]
