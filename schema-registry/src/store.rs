@@ -212,7 +212,7 @@ impl Store {
 /// Replays the topic from its start to the end it has now.
 fn read_all(consumer: &BaseConsumer) -> Result<State, StoreError> {
     let mut state = State::default();
-    let (_, end) = consumer.fetch_watermarks(TOPIC, 0, Duration::from_secs(30))?;
+    let end = end_of(consumer)?;
     if end == 0 {
         return Ok(state);
     }
@@ -233,13 +233,46 @@ fn read_all(consumer: &BaseConsumer) -> Result<State, StoreError> {
             position = position_of(consumer)?.unwrap_or(position).max(position);
             continue;
         };
-        let message = message?;
+        let message = match message {
+            Ok(message) => message,
+            // A leader moving while the topic is read: librdkafka follows it.
+            Err(e) if not_led_yet(&e) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if let Some(key) = message.key() {
             state.apply(key, message.payload());
         }
         position = message.offset() + 1;
     }
     Ok(state)
+}
+
+/// Where the topic's partition ends, once it has a leader: a topic just created may not have one
+/// yet (Apache Kafka answers NOT_LEADER_OR_FOLLOWER for a moment), so that is asked again.
+fn end_of(consumer: &BaseConsumer) -> Result<i64, StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(TOPIC, 0, Duration::from_secs(5)) {
+            Ok((_, end)) => return Ok(end),
+            Err(e) if not_led_yet(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `e` says the partition has no leader (yet).
+fn not_led_yet(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
 }
 
 /// The consumer's position in the topic's partition, if it has one.
