@@ -120,14 +120,15 @@ fn subject(topic: &str) -> String {
     }
 }
 
+/// Each subject with its versions and their ids, as the dashboard lists them.
 async fn list(client: &RegistryClient) -> anyhow::Result<()> {
-    for subject in client.subjects().await? {
-        let mut shown = Vec::new();
-        for v in client.versions(&subject).await? {
-            let id = client.version(&subject, &v.to_string()).await?.id;
-            shown.push(format!("v{v} (id {id})"));
-        }
-        println!("{subject}: {}", shown.join(", "));
+    for subject in lab::schemas::subjects(client.url()).await? {
+        let shown: Vec<String> = subject
+            .versions
+            .iter()
+            .map(|v| format!("v{} (id {})", v.version, v.id))
+            .collect();
+        println!("{}: {}", subject.subject, shown.join(", "));
     }
     Ok(())
 }
