@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use saga_shared::domain::Sku;
+use saga_shared::domain::{MAX_UNIT_PRICE, Sku};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -24,10 +24,19 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The body of `PATCH /products/{sku}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductChange {
+    /// The new list price in won, 1 to 10,000,000.
+    #[schema(example = 5200)]
+    pub price: i64,
+}
+
 pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/products", get(list_products))
-        .route("/products/{sku}", get(get_product))
+        .route("/products/{sku}", get(get_product).patch(change_product))
         .with_state(pool)
 }
 
@@ -37,8 +46,8 @@ pub fn router(pool: PgPool) -> Router {
         title = "inventory-service",
         description = "Reserves stock for paid orders"
     ),
-    paths(list_products, get_product),
-    components(schemas(Product, Problem))
+    paths(list_products, get_product, change_product),
+    components(schemas(Product, ProductChange, Problem))
 )]
 struct ApiDoc;
 
@@ -69,6 +78,34 @@ pub async fn get_product(
         "SELECT sku, name, price, stock, reserved, updated_at FROM products WHERE sku = $1",
     )
     .bind(&sku)
+    .fetch_optional(&pool)
+    .await?
+    .map(ApiJson)
+    .ok_or_else(|| ApiError::NotFound(format!("no product {sku}")))
+}
+
+/// Change a product's price. Like every change of a product, it is published to the catalogue
+/// topic `inventory.products` in the same transaction (through the outbox), and the order
+/// service prices the next orders with it.
+#[utoipa::path(patch, path = "/products/{sku}", params(("sku" = String, Path, description = "e.g. LATTE")), request_body = ProductChange,
+    responses((status = 200, description = "The product, changed", body = Product), (status = 404, description = "No such product (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A price out of bounds (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input (problem+json)", body = Problem, content_type = "application/problem+json")))]
+pub async fn change_product(
+    State(pool): State<PgPool>,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(change): ApiJson<ProductChange>,
+) -> Result<ApiJson<Product>, ApiError> {
+    let sku = Sku::parse(&sku).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !(1..=MAX_UNIT_PRICE).contains(&change.price) {
+        return Err(ApiError::Unprocessable(format!(
+            "price must be between 1 and {MAX_UNIT_PRICE}"
+        )));
+    }
+    sqlx::query_as(
+        "UPDATE products SET price = $2, updated_at = now() WHERE sku = $1 \
+         RETURNING sku, name, price, stock, reserved, updated_at",
+    )
+    .bind(&sku)
+    .bind(change.price)
     .fetch_optional(&pool)
     .await?
     .map(ApiJson)

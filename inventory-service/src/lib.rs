@@ -12,6 +12,7 @@ use axum::Router;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
+use saga_shared::catalogue;
 use saga_shared::config::CommonConfig;
 use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
@@ -41,4 +42,5 @@ impl SagaService for InventoryService {
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::InventorySaga;
     const PUBLISHES: &'static [Topic] = &[Topic::InventoryUpdated, Topic::InventoryFailed];
+    const CATALOGUE: catalogue::Role = catalogue::Role::Writes;
 }

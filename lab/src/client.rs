@@ -120,7 +120,7 @@ impl LabClient {
             .map(|&(sku, quantity, unit_price)| LineRequest {
                 sku: sku.to_owned(),
                 quantity,
-                unit_price,
+                unit_price: Some(unit_price),
             })
             .collect();
         self.post_order(&OrderRequest {

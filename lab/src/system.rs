@@ -160,6 +160,11 @@ pub enum LabError {
         service: &'static str,
         reason: String,
     },
+    #[error(
+        "the order service prices orders from the inventory service's catalogue (the compacted \
+         topic inventory.products): start inventory with it, e.g. --services order,inventory,notification"
+    )]
+    OrderWithoutInventory,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -289,6 +294,11 @@ impl Lab {
         config: &LabConfig,
         extra_ports: &[(&'static str, u16)],
     ) -> Result<DataDirLock, LabError> {
+        if config.services.contains(&Service::Order)
+            && !config.services.contains(&Service::Inventory)
+        {
+            return Err(LabError::OrderWithoutInventory);
+        }
         let lock = DataDirLock::acquire(&config.data_dir)?;
         let mut ports: Vec<(&'static str, u16)> = extra_ports.to_vec();
         if config.postgres_url.is_none() {

@@ -11,6 +11,8 @@ const ON_APACHE_KAFKA: bool = true;
 #[path = "saga/helpers.rs"]
 mod helpers;
 
+#[path = "saga/catalogue.rs"]
+mod catalogue;
 #[path = "saga/dashboard.rs"]
 mod dashboard;
 #[path = "saga/duplicates.rs"]

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::get;
 use chrono::{DateTime, SubsecRound, Utc};
 use saga_shared::Envelope;
+use saga_shared::catalogue;
 use saga_shared::domain::{CustomerId, Won};
 use saga_shared::events::{CURRENCY, LineItem, OrderCreated, Topic, topics};
 use saga_shared::http::{ApiError, ApiJson, ApiPath, ApiQuery, Problem};
@@ -17,7 +18,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::OrderService;
-use crate::domain::{LineRequest, NewOrder, OrderRequest, OrderStatus};
+use crate::domain::{LineRequest, NewOrder, OrderDraft, OrderRequest, OrderStatus};
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -86,6 +87,7 @@ pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
+        .route("/catalogue", get(list_catalogue))
         .with_state(pool)
 }
 
@@ -95,7 +97,7 @@ pub fn router(pool: PgPool) -> Router {
         title = "order-service",
         description = "Takes orders and follows their saga"
     ),
-    paths(create_order, get_order, list_orders),
+    paths(create_order, get_order, list_orders, list_catalogue),
     components(schemas(
         Order,
         TimelineEntry,
@@ -103,6 +105,7 @@ pub fn router(pool: PgPool) -> Router {
         LineRequest,
         LineItem,
         OrderStatus,
+        catalogue::Listed,
         Problem
     ))
 )]
@@ -110,6 +113,15 @@ struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The order service's copy of the catalogue: every product it can price, with the partition
+/// and offset of the `inventory.products` record it was read from.
+#[utoipa::path(get, path = "/catalogue", responses((status = 200, description = "Every product, by SKU", body = [catalogue::Listed])))]
+pub async fn list_catalogue(
+    State(pool): State<PgPool>,
+) -> Result<ApiJson<Vec<catalogue::Listed>>, ApiError> {
+    Ok(ApiJson(catalogue::listed(&pool).await?))
 }
 
 /// The request header that makes `POST /orders` safe to retry.
@@ -120,6 +132,10 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Place an order: it starts PENDING and `order.created` is published through the outbox.
+///
+/// Each line is priced from the order service's copy of the catalogue (the compacted topic
+/// `inventory.products` the inventory service publishes, see `GET /catalogue`): a product it
+/// does not list is refused, and a `unit_price` sent is only accepted if it is the catalogue's.
 ///
 /// With an `Idempotency-Key` header the request can be retried safely: the key is stored with the
 /// order in the same transaction, and a later request with the same key and the same order
@@ -135,15 +151,19 @@ pub async fn create_order(
     ApiJson(req): ApiJson<OrderRequest>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Order>), ApiError> {
     let key = idempotency_key(&request_headers)?;
-    let order = NewOrder::parse(req).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let draft = OrderDraft::parse(req).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     // What a retry must repeat: the order as validated (so `"currency": "KRW"` and no currency
     // are the same order).
-    let request = serde_json::json!({"customer_id": order.customer_id, "items": order.items});
+    let request = serde_json::to_value(&draft).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(key) = &key
         && let Some(first) = created_with_key(&pool, key, &request).await?
     {
         return Ok(replayed(first));
     }
+    let prices = catalogue::prices(&pool, &draft.skus()).await?;
+    let order = draft
+        .priced(&prices)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let id = Uuid::now_v7();
     let mut envelope = Envelope::first::<OrderCreated>(&OrderService::source(), id);
     // PostgreSQL keeps microseconds: the answer shows the time as stored, so a retry's answer

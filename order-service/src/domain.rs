@@ -1,4 +1,6 @@
-//! Order domain types: validated input and the saga state machine.
+//! Order domain types: validated input, its pricing, and the saga state machine.
+
+use std::collections::BTreeMap;
 
 use saga_shared::domain::{CustomerId, DomainError, MAX_ITEMS, MAX_UNIT_PRICE, Quantity, Sku, Won};
 use saga_shared::events::{LineItem, Topic, lines_total};
@@ -21,6 +23,20 @@ pub enum ValidationError {
     BadPrice(usize),
     #[error("currency must be KRW")]
     BadCurrency,
+    /// The catalogue lists no product `sku`.
+    #[error("items[{index}].sku: {sku} is not in the catalogue")]
+    NotInCatalogue { index: usize, sku: Sku },
+    /// The client sent a price that is not the catalogue's.
+    #[error(
+        "items[{index}].unit_price: {given} is not the price of {sku} ({price}); \
+         leave unit_price out to be charged the catalogue's price"
+    )]
+    NotThePrice {
+        index: usize,
+        sku: Sku,
+        given: i64,
+        price: i64,
+    },
 }
 
 /// The body of `POST /orders`.
@@ -35,7 +51,7 @@ pub struct OrderRequest {
     pub currency: Option<String>,
 }
 
-/// One line of `POST /orders`, as sent (checked by [`NewOrder::parse`]).
+/// One line of `POST /orders`, as sent (checked by [`OrderDraft::parse`]).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
@@ -44,12 +60,29 @@ pub struct LineRequest {
     /// 1 to 1000.
     #[schema(example = 2)]
     pub quantity: i64,
-    /// In won, 1 to 10,000,000.
+    /// Optional: the order service prices each line from its copy of the catalogue. If given
+    /// (in won, 1 to 10,000,000), it must be the catalogue's price.
     #[schema(example = 5000)]
-    pub unit_price: i64,
+    #[serde(default)]
+    pub unit_price: Option<i64>,
 }
 
-/// A validated order request.
+/// A validated order request, not priced yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderDraft {
+    pub customer_id: CustomerId,
+    pub items: Vec<DraftLine>,
+}
+
+/// A line of a draft: the price, if the client sent one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DraftLine {
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub unit_price: Option<Won>,
+}
+
+/// A priced order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
     pub customer_id: CustomerId,
@@ -57,7 +90,7 @@ pub struct NewOrder {
     pub total: Won,
 }
 
-impl NewOrder {
+impl OrderDraft {
     pub fn parse(req: OrderRequest) -> Result<Self, ValidationError> {
         let customer_id = CustomerId::parse(&req.customer_id).map_err(ValidationError::Customer)?;
         if let Some(c) = &req.currency
@@ -79,21 +112,64 @@ impl NewOrder {
                 let at = |error| ValidationError::Line { index, error };
                 let sku = Sku::parse(&line.sku).map_err(at)?;
                 let quantity = Quantity::parse(line.quantity).map_err(at)?;
-                let unit_price = Won::parse(line.unit_price)
-                    .ok()
-                    .filter(|p| p.get() <= MAX_UNIT_PRICE)
-                    .ok_or(ValidationError::BadPrice(index))?;
-                Ok(LineItem {
+                let unit_price = line
+                    .unit_price
+                    .map(|p| {
+                        Won::parse(p)
+                            .ok()
+                            .filter(|p| p.get() <= MAX_UNIT_PRICE)
+                            .ok_or(ValidationError::BadPrice(index))
+                    })
+                    .transpose()?;
+                Ok(DraftLine {
                     sku,
                     quantity,
                     unit_price,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { customer_id, items })
+    }
+
+    /// The SKUs it orders.
+    pub fn skus(&self) -> Vec<&str> {
+        self.items.iter().map(|l| l.sku.as_str()).collect()
+    }
+
+    /// The order priced from `prices` (the catalogue's unit price of each SKU it lists): a line
+    /// whose product is not listed, or whose given price is not the catalogue's, is refused.
+    pub fn priced(self, prices: &BTreeMap<String, i64>) -> Result<NewOrder, ValidationError> {
+        let items = self
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(index, line)| {
+                let price = prices
+                    .get(line.sku.as_str())
+                    .and_then(|&p| Won::parse(p).ok().filter(|p| p.get() <= MAX_UNIT_PRICE))
+                    .ok_or_else(|| ValidationError::NotInCatalogue {
+                        index,
+                        sku: line.sku.clone(),
+                    })?;
+                match line.unit_price {
+                    Some(given) if given != price => Err(ValidationError::NotThePrice {
+                        index,
+                        sku: line.sku,
+                        given: given.get(),
+                        price: price.get(),
+                    }),
+                    _ => Ok(LineItem {
+                        sku: line.sku,
+                        quantity: line.quantity,
+                        unit_price: price,
+                    }),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // At most MAX_ITEMS lines of MAX_QUANTITY at MAX_UNIT_PRICE: always an amount.
         let total = lines_total(&items).expect("bounded lines add up to an amount");
-        Ok(Self {
-            customer_id,
+        Ok(NewOrder {
+            customer_id: self.customer_id,
             items,
             total,
         })
@@ -170,18 +246,53 @@ mod tests {
                 .map(|(s, q, p)| LineRequest {
                     sku: s.into(),
                     quantity: q,
-                    unit_price: p,
+                    unit_price: Some(p),
                 })
                 .collect(),
             currency: None,
         }
     }
 
+    fn menu() -> BTreeMap<String, i64> {
+        [("LATTE".to_owned(), 5000), ("MOCHA".to_owned(), 5500)].into()
+    }
+
     #[test]
     fn valid_order_has_its_total() {
-        let o =
-            NewOrder::parse(req("alice", vec![("LATTE", 2, 5000), ("MOCHA", 1, 5500)])).unwrap();
-        assert_eq!(o.total.get(), 15500);
+        let draft =
+            OrderDraft::parse(req("alice", vec![("LATTE", 2, 5000), ("MOCHA", 1, 5500)])).unwrap();
+        assert_eq!(draft.priced(&menu()).unwrap().total.get(), 15500);
+    }
+
+    #[test]
+    fn the_catalogue_prices_an_order_and_refuses_another_price() {
+        let mut unpriced = req("alice", vec![("LATTE", 2, 0), ("MOCHA", 1, 0)]);
+        unpriced.items.iter_mut().for_each(|l| l.unit_price = None);
+        let order = OrderDraft::parse(unpriced)
+            .unwrap()
+            .priced(&menu())
+            .unwrap();
+        assert_eq!(order.total.get(), 15500);
+        assert_eq!(order.items[1].unit_price.get(), 5500);
+        let cheap = OrderDraft::parse(req("alice", vec![("MOCHA", 1, 5500), ("LATTE", 1, 1)]));
+        let sku = Sku::parse("LATTE").unwrap();
+        assert_eq!(
+            cheap.unwrap().priced(&menu()),
+            Err(ValidationError::NotThePrice {
+                index: 1,
+                sku: sku.clone(),
+                given: 1,
+                price: 5000
+            })
+        );
+        let unknown = OrderDraft::parse(req("alice", vec![("TEA", 1, 5000)])).unwrap();
+        assert_eq!(
+            unknown.priced(&menu()),
+            Err(ValidationError::NotInCatalogue {
+                index: 0,
+                sku: Sku::parse("TEA").unwrap()
+            })
+        );
     }
 
     #[test]
@@ -222,13 +333,13 @@ mod tests {
             ),
         ];
         for (r, expected) in cases {
-            assert_eq!(NewOrder::parse(r), Err(expected));
+            assert_eq!(OrderDraft::parse(r), Err(expected));
         }
         let many = req("alice", (0..=MAX_ITEMS).map(|_| ("LATTE", 1, 1)).collect());
-        assert_eq!(NewOrder::parse(many), Err(TooManyItems));
+        assert_eq!(OrderDraft::parse(many), Err(TooManyItems));
         let mut r = req("alice", vec![("LATTE", 1, 1)]);
         r.currency = Some("USD".into());
-        assert_eq!(NewOrder::parse(r), Err(BadCurrency));
+        assert_eq!(OrderDraft::parse(r), Err(BadCurrency));
     }
 
     #[test]

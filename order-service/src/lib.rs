@@ -14,6 +14,7 @@ use axum::Router;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
+use saga_shared::catalogue;
 use saga_shared::config::CommonConfig;
 use saga_shared::events::Topic;
 use saga_shared::service::SagaService;
@@ -43,4 +44,5 @@ impl SagaService for OrderService {
     const OPENAPI: fn() -> utoipa::openapi::OpenApi = api::openapi;
     type Handler = saga::OrderSaga;
     const PUBLISHES: &'static [Topic] = &[Topic::OrderCreated, Topic::OrderCancelled];
+    const CATALOGUE: catalogue::Role = catalogue::Role::Reads;
 }

@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::catalogue;
 use crate::events::topics;
 
 /// Base settings for any client of `brokers`.
@@ -37,17 +38,23 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// Creates every saga topic and its dead-letter topic with `partitions` partitions and the
+/// Creates every saga topic and its dead-letter topic, and the compacted catalogue topic
+/// ([`crate::catalogue`]) and its dead-letter topic, with `partitions` partitions and the
 /// broker's default replication factor (`default.replication.factor`: three replicas on the
 /// lab's three-node cluster, one on a single node). Topics that exist already are left as they
 /// are.
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let names = topics::with_dlqs();
-    let new: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions.max(1), TopicReplication::Fixed(-1)))
-        .collect();
+    let catalogue_dlq = topics::dlq(catalogue::TOPIC);
+    let topic = |name| NewTopic::new(name, partitions.max(1), TopicReplication::Fixed(-1));
+    let mut new: Vec<NewTopic<'_>> = names.iter().map(|n| topic(n)).collect();
+    new.push(
+        catalogue::TOPIC_CONFIG
+            .iter()
+            .fold(topic(catalogue::TOPIC), |t, (k, v)| t.set(k, v)),
+    );
+    new.push(topic(&catalogue_dlq));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &opts).await? {
         match result {

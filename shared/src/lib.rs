@@ -2,6 +2,8 @@
 //!
 //! A tour, in the order an event travels:
 //! - [`events`]: the topics and the typed JSON payload of every event ([`events::SagaEvent`]).
+//! - [`catalogue`]: the products as a table, a compacted topic the inventory service writes and
+//!   the order service reads into its own copy (event-carried state transfer).
 //! - [`domain`]: the value types those payloads and the HTTP input are made of.
 //! - [`envelope`]: the CloudEvents 1.0 binary-mode headers every record carries.
 //! - [`outbox`]: the transactional outbox (write state and event in one transaction) and the
@@ -18,6 +20,7 @@
 //! - [`shutdown`]: the shutdown signal shared by those tasks.
 //! - `testing` (feature `testing`): a service's endpoints and handler on a database of its own, for its fast tests.
 
+pub mod catalogue;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -132,9 +132,10 @@ impl OutboxRelay {
     /// service registered one.
     fn value_of(&self, row: &OutboxRow) -> Result<Vec<u8>, serde_json::Error> {
         let json = serde_json::to_vec(&row.payload)?;
-        let id = self.schemas.as_ref().and_then(|schemas| {
-            crate::events::Topic::parse(&row.topic).and_then(|topic| schemas.id_of(topic))
-        });
+        let id = self
+            .schemas
+            .as_ref()
+            .and_then(|schemas| schemas.id_of(&row.topic));
         Ok(match id {
             Some(id) => crate::schemas::frame(id, &json),
             None => json,

@@ -116,21 +116,23 @@ pub enum SchemaRefusal {
 #[derive(Debug)]
 pub struct Schemas {
     client: RegistryClient,
-    ids: HashMap<Topic, i32>,
+    /// By topic name.
+    ids: HashMap<String, i32>,
     verdicts: Mutex<HashMap<(Topic, i32), Result<(), SchemaRefusal>>>,
 }
 
 impl Schemas {
-    /// Registers the schema of every topic in `writes` under its subject (a schema the
-    /// registry has already is answered with its id; an incompatible change is refused here,
-    /// before anything is produced).
-    pub async fn register(client: RegistryClient, writes: &[Topic]) -> Result<Self, ClientError> {
+    /// Registers the schema of every topic in `writes` (a topic's name and the schema of its
+    /// values) under its subject (a schema the registry has already is answered with its id; an
+    /// incompatible change is refused here, before anything is produced).
+    pub async fn register(
+        client: RegistryClient,
+        writes: &[(&str, Value)],
+    ) -> Result<Self, ClientError> {
         let mut ids = HashMap::new();
-        for &topic in writes {
-            let id = client
-                .register(&subject(topic.name()), &topic.json_schema())
-                .await?;
-            ids.insert(topic, id);
+        for (topic, schema) in writes {
+            let id = client.register(&subject(topic), schema).await?;
+            ids.insert((*topic).to_owned(), id);
         }
         Ok(Self {
             client,
@@ -144,9 +146,10 @@ impl Schemas {
         self.client.url()
     }
 
-    /// The id this service writes `topic`'s records with, if it registered it.
-    pub fn id_of(&self, topic: Topic) -> Option<i32> {
-        self.ids.get(&topic).copied()
+    /// The id this service writes the records of the topic named `topic` with, if it
+    /// registered it.
+    pub fn id_of(&self, topic: &str) -> Option<i32> {
+        self.ids.get(topic).copied()
     }
 
     /// The verdict on schema `id` for a record of `topic`, if known already.

@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 use tokio::net::TcpListener;
 
+use crate::catalogue::{self, CatalogueReader};
 use crate::config::CommonConfig;
 use crate::consumer::{Consumed, ConsumerRunner, Handler, Subscription};
 use crate::events::Topic;
@@ -59,6 +60,8 @@ pub struct Readiness {
     producer: AtomicBool,
     /// The outbox relay listens for commits (without it, it only polls).
     relay: Arc<AtomicBool>,
+    /// A service that keeps a copy of the catalogue: it has read it to the end.
+    catalogue: Option<Arc<AtomicBool>>,
 }
 
 impl Readiness {
@@ -82,9 +85,15 @@ impl Readiness {
         self.relay.load(Ordering::Acquire)
     }
 
+    /// Whether the copy of the catalogue has been read to the end (`None`: the service keeps
+    /// none).
+    pub fn catalogue(&self) -> Option<bool> {
+        self.catalogue.as_ref().map(|c| c.load(Ordering::Acquire))
+    }
+
     pub fn is_ready(&self) -> bool {
         let (ready, all) = self.consumers();
-        ready == all && self.producer() && self.relay()
+        ready == all && self.producer() && self.relay() && self.catalogue() != Some(false)
     }
 
     /// Waits until [`Readiness::is_ready`]; on timeout, says what is missing.
@@ -95,12 +104,18 @@ impl Readiness {
                 let (ready, all) = self.consumers();
                 return Err(format!(
                     "not ready after {timeout:?}: {ready} of {all} consumers hold their \
-                     partitions, producer metadata {}, outbox relay {}",
+                     partitions, producer metadata {}, outbox relay {}{}",
                     if self.producer() { "known" } else { "missing" },
                     if self.relay() {
                         "listening"
                     } else {
                         "not listening"
+                    },
+                    match self.catalogue() {
+                        Some(false) => {
+                            ", the catalogue not read to its end yet (is the inventory service up?)"
+                        }
+                        _ => "",
                     }
                 ));
             }
@@ -131,6 +146,18 @@ pub trait SagaService: Send + Sync + 'static {
     /// The topics it publishes to (through its outbox). Its tests check that it publishes
     /// nothing else; the lab's dashboard draws the chain from these and the handlers' topics.
     const PUBLISHES: &'static [Topic];
+
+    /// Its part in the shop's catalogue ([`crate::catalogue`]).
+    const CATALOGUE: catalogue::Role = catalogue::Role::None;
+
+    /// The topics it writes, each with the JSON Schema of its values: what it registers with a
+    /// schema registry.
+    fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+        let events = Self::PUBLISHES.iter().map(|t| (t.name(), t.json_schema()));
+        let catalogue = (Self::CATALOGUE == catalogue::Role::Writes)
+            .then(|| (catalogue::TOPIC, catalogue::Product::json_schema()));
+        events.chain(catalogue).collect()
+    }
 
     /// The topics it consumes, from its handler's declaration ([`Handler::Consumed`]).
     fn consumes() -> &'static [Topic] {
@@ -167,7 +194,7 @@ pub async fn build<S: SagaService>(
     }
     let schemas = match &common.schema_registry {
         Some(url) => Some(Arc::new(
-            Schemas::register(RegistryClient::new(url), S::PUBLISHES).await?,
+            Schemas::register(RegistryClient::new(url), &S::schemas()).await?,
         )),
         None => None,
     };
@@ -179,6 +206,7 @@ pub async fn build<S: SagaService>(
             .collect(),
         producer: AtomicBool::new(false),
         relay: Arc::new(AtomicBool::new(false)),
+        catalogue: (S::CATALOGUE == catalogue::Role::Reads).then(Arc::default),
     });
     let probe = Probe {
         pool: pool.clone(),
@@ -216,12 +244,21 @@ pub async fn build<S: SagaService>(
             schemas: schemas.clone(),
         })
         .collect();
+    let catalogue = readiness.catalogue.clone().map(|ready| CatalogueReader {
+        brokers: common.brokers.clone(),
+        pool: pool.clone(),
+        producer: producer.clone(),
+        ready,
+        retry: common.retry_policy(),
+        service: name,
+    });
     Ok(ServiceApp {
         name,
         listener,
         router,
         relay,
         consumers,
+        catalogue,
         producer,
         readiness,
     })
@@ -281,6 +318,7 @@ pub struct ServiceApp {
     router: Router,
     relay: OutboxRelay,
     consumers: Vec<ConsumerRunner>,
+    catalogue: Option<CatalogueReader>,
     producer: FutureProducer,
     readiness: Arc<Readiness>,
 }
@@ -325,6 +363,9 @@ impl ServiceApp {
         for c in self.consumers {
             tasks.spawn(c.run(shutdown.clone()));
         }
+        if let Some(reader) = self.catalogue {
+            tasks.spawn(reader.run(shutdown.clone()));
+        }
         tracing::info!(service = self.name, addr = %self.listener.local_addr()?, "listening");
         let mut http_shutdown: Shutdown = shutdown.clone();
         let serve = axum::serve(self.listener, self.router)
@@ -362,7 +403,11 @@ impl ServiceApp {
 /// Fetches the metadata of every topic a service may publish to (the saga topics and their
 /// DLQs), retrying until the broker answers, then marks the producer ready.
 async fn warm_producer(producer: FutureProducer, readiness: Arc<Readiness>, mut stop: Shutdown) {
-    let topics = crate::events::topics::with_dlqs();
+    let mut topics = crate::events::topics::with_dlqs();
+    topics.extend([
+        catalogue::TOPIC.to_owned(),
+        crate::events::topics::dlq(catalogue::TOPIC),
+    ]);
     loop {
         if crate::kafka::fetch_topic_metadata(&producer, &topics, Duration::from_secs(5)).await {
             readiness.producer.store(true, Ordering::Release);
@@ -396,7 +441,8 @@ struct CommonEndpoints;
 fn health_doc() {}
 
 /// Readiness: the database and broker answer, every consumer holds its partitions with a fetch
-/// position, the producer knows its topics and the outbox relay listens.
+/// position, the producer knows its topics and the outbox relay listens; a service that keeps a
+/// copy of the catalogue has read it to its end.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready; each part in the body", body = Object),
@@ -435,6 +481,7 @@ async fn ready(State(p): State<Probe>) -> impl IntoResponse {
             "consumers": {"assigned": consumers_ready, "total": consumers},
             "producer_metadata": producer,
             "outbox_relay_listening": p.readiness.relay(),
+            "catalogue_loaded": p.readiness.catalogue(),
         })),
     )
         .into_response();

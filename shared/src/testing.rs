@@ -18,6 +18,7 @@ pub struct TestApp {
     pub pool: PgPool,
     handler: Arc<dyn Subscription>,
     publishes: &'static [Topic],
+    writes_catalogue: bool,
     http: reqwest::Client,
 }
 
@@ -46,6 +47,7 @@ impl TestApp {
             pool,
             handler: Arc::new(S::Handler::default()),
             publishes: S::PUBLISHES,
+            writes_catalogue: S::CATALOGUE == crate::catalogue::Role::Writes,
             http: reqwest::Client::new(),
         }
     }
@@ -80,6 +82,16 @@ impl TestApp {
             .expect("the service answers")
     }
 
+    /// `PATCH path` with a JSON body.
+    pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
     /// Hands `event` (sent by `source`, as the first event of its order) to the service's handler in
     /// one transaction, committed when the handler succeeds: what a consumer does after decoding.
     pub async fn handle<E: Event>(&self, source: &str, event: E) -> Result<(), HandleError>
@@ -96,14 +108,18 @@ impl TestApp {
         Ok(())
     }
 
-    /// The topics and payloads the service has put in its outbox, oldest first. Each topic must
-    /// be one the service declares it publishes ([`SagaService::PUBLISHES`]).
+    /// The topics and payloads of the events the service has put in its outbox, oldest first
+    /// (without the catalogue's records: [`TestApp::catalogue_outbox`]). Each topic must be one
+    /// the service declares it publishes ([`SagaService::PUBLISHES`]).
     pub async fn outbox(&self) -> Vec<(String, serde_json::Value)> {
-        let rows: Vec<(String, serde_json::Value)> =
-            sqlx::query_as("SELECT topic, payload FROM outbox ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .expect("the outbox is readable");
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT topic, payload FROM outbox WHERE topic <> $1 OR NOT $2 ORDER BY id",
+        )
+        .bind(crate::catalogue::TOPIC)
+        .bind(self.writes_catalogue)
+        .fetch_all(&self.pool)
+        .await
+        .expect("the outbox is readable");
         for (topic, _) in &rows {
             assert!(
                 self.publishes.iter().any(|t| t.name() == topic),
@@ -111,5 +127,14 @@ impl TestApp {
             );
         }
         rows
+    }
+
+    /// The keys and values of the catalogue's records in the outbox, oldest first.
+    pub async fn catalogue_outbox(&self) -> Vec<(String, serde_json::Value)> {
+        sqlx::query_as("SELECT record_key, payload FROM outbox WHERE topic = $1 ORDER BY id")
+            .bind(crate::catalogue::TOPIC)
+            .fetch_all(&self.pool)
+            .await
+            .expect("the outbox is readable")
     }
 }

@@ -86,3 +86,70 @@ fn forged_quantities_fail_at_decode() {
     });
     assert!(SagaEvent::decode(Topic::PaymentCompleted, honest.to_string().as_bytes()).is_ok());
 }
+
+/// The catalogue's records (shared/src/catalogue.rs): every product once at the start, then the
+/// new state of each product a reservation changes, in the reservation's transaction; each one
+/// is read as a product under its own SKU, as the order service reads it.
+#[tokio::test]
+async fn every_change_of_a_product_puts_its_new_state_in_the_outbox() {
+    use saga_shared::catalogue;
+    let app = TestApp::spawn::<InventoryService>().await;
+    let read = |(key, value): &(String, Value)| {
+        let bytes = serde_json::to_vec(value).unwrap();
+        catalogue::read(0, 0, Some(key.as_bytes()), Some(&bytes))
+            .unwrap()
+            .product
+            .unwrap()
+    };
+    let seeded: Vec<catalogue::Product> = app.catalogue_outbox().await.iter().map(read).collect();
+    let skus: Vec<&str> = seeded.iter().map(|p| p.sku.as_str()).collect();
+    assert_eq!(
+        skus,
+        [
+            "AMERICANO",
+            "COLD_BREW",
+            "ICED_TEA",
+            "LATTE",
+            "MOCHA",
+            "VANILLA_LATTE"
+        ]
+    );
+    assert_eq!(seeded[3].unit_price.get(), 5000);
+    assert_eq!(seeded[3].stock, 100);
+
+    app.handle("/payment-service", paid(&[("LATTE", 2), ("MOCHA", 1)]))
+        .await
+        .unwrap();
+    // A shortage changes nothing, so it publishes nothing.
+    app.handle("/payment-service", paid(&[("ICED_TEA", 1)]))
+        .await
+        .unwrap();
+    let records = app.catalogue_outbox().await;
+    let changed: Vec<(String, i64)> = records[seeded.len()..]
+        .iter()
+        .map(read)
+        .map(|p| (p.sku.to_string(), p.stock))
+        .collect();
+    assert_eq!(changed, [("LATTE".into(), 98), ("MOCHA".into(), 29)]);
+
+    // A new price is published too; a change of nothing is not, nor a refused one.
+    let patch = |sku: &str, body: Value| {
+        let path = format!("/products/{sku}");
+        let app = &app;
+        async move { app.patch_json(&path, &body).await }
+    };
+    let changed = patch("LATTE", json!({"price": 5200})).await;
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["price"], 5200);
+    assert_eq!(patch("LATTE", json!({"price": 0})).await.status(), 422);
+    assert_eq!(patch("NOPE", json!({"price": 1})).await.status(), 404);
+    sqlx::query("UPDATE products SET updated_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let records = app.catalogue_outbox().await;
+    assert_eq!(records.len(), seeded.len() + 3);
+    let last = read(records.last().unwrap());
+    assert_eq!((last.sku.as_str(), last.unit_price.get()), ("LATTE", 5200));
+}

@@ -7,6 +7,7 @@ const ON_APACHE_KAFKA: bool = false;
 
 mod helpers;
 
+mod catalogue;
 mod cluster;
 mod dashboard;
 mod duplicates;

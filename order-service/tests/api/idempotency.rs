@@ -2,7 +2,6 @@
 
 use serde_json::{Value, json};
 
-use order_service::OrderService;
 use saga_shared::testing::TestApp;
 
 async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
@@ -28,7 +27,7 @@ fn latte(quantity: i64) -> Value {
 
 #[tokio::test]
 async fn the_same_key_twice_places_one_order_and_answers_it_again() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let first = post_with_key(&app, "order-7f3a", &latte(2)).await;
     assert_eq!(first.status(), 201);
     assert!(first.headers().get("idempotent-replayed").is_none());
@@ -73,7 +72,7 @@ async fn the_same_key_twice_places_one_order_and_answers_it_again() {
 
 #[tokio::test]
 async fn the_same_key_with_another_order_is_a_422_problem() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     assert_eq!(post_with_key(&app, "k-1", &latte(1)).await.status(), 201);
     let res = post_with_key(&app, "k-1", &latte(3)).await;
     assert_eq!(res.status(), 422);
@@ -96,7 +95,7 @@ async fn the_same_key_with_another_order_is_a_422_problem() {
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_place_one_order() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     // Eight clients at once, each on its own connection.
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..8 {

@@ -1,11 +1,8 @@
 use serde_json::{Value, json};
 
-use order_service::OrderService;
-use saga_shared::testing::TestApp;
-
 #[tokio::test]
 async fn a_valid_order_is_pending_and_its_event_is_in_the_outbox() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let body = json!({"customer_id": "alice", "items": [
         {"sku": "LATTE", "quantity": 2, "unit_price": 5000},
         {"sku": "MOCHA", "quantity": 1, "unit_price": 5500}]});
@@ -37,7 +34,7 @@ async fn a_valid_order_is_pending_and_its_event_is_in_the_outbox() {
 
 #[tokio::test]
 async fn orders_the_rules_refuse_are_422_problems_and_store_nothing() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let line = |q: i64, p: i64| json!({"sku": "LATTE", "quantity": q, "unit_price": p});
     let cases = [
         (
@@ -68,6 +65,15 @@ async fn orders_the_rules_refuse_are_422_problems_and_store_nothing() {
             json!({"customer_id": "alice", "items": [line(1, 1)], "currency": "USD"}),
             "currency must be KRW",
         ),
+        // The client cannot set its own price, nor order what the catalogue does not list.
+        (
+            json!({"customer_id": "alice", "items": [line(2, 5000), line(1, 1)]}),
+            "items[1].unit_price: 1 is not the price of LATTE (5000)",
+        ),
+        (
+            json!({"customer_id": "alice", "items": [{"sku": "ICED_TEA", "quantity": 1}]}),
+            "items[0].sku: ICED_TEA is not in the catalogue",
+        ),
     ];
     for (body, reason) in cases {
         let res = app.post_json("/orders", &body).await;
@@ -96,7 +102,7 @@ async fn orders_the_rules_refuse_are_422_problems_and_store_nothing() {
 
 #[tokio::test]
 async fn the_list_filters_by_status_and_an_unknown_order_is_404() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let body = json!({"customer_id": "bob", "items": [{"sku": "LATTE", "quantity": 1, "unit_price": 5000}]});
     for _ in 0..3 {
         let res = app.post_json("/orders", &body).await;
@@ -109,4 +115,37 @@ async fn the_list_filters_by_status_and_an_unknown_order_is_404() {
     let res = app.get(&format!("/orders/{}", uuid::Uuid::now_v7())).await;
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn an_order_is_priced_from_the_catalogue_and_follows_its_changes() {
+    let app = crate::spawn().await;
+    let order = |sku: &str| json!({"customer_id": "carol", "items": [{"sku": sku, "quantity": 2}]});
+    let res = app.post_json("/orders", &order("MOCHA")).await;
+    assert_eq!(res.status(), 201);
+    let placed: Value = res.json().await.unwrap();
+    assert_eq!(placed["items"][0]["unit_price"], 5500);
+    assert_eq!(placed["total"], 11000);
+
+    // A later catalogue record changes the price of the next order, not of the one placed.
+    crate::list(&app, &[("MOCHA", 6000)]).await;
+    let again: Value = app
+        .post_json("/orders", &order("MOCHA"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["total"], 12000);
+    let first: Value = app
+        .get_json(&format!("/orders/{}", placed["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(first["total"], 11000);
+    let listed: Value = app.get_json("/catalogue").await;
+    let mocha = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku"] == "MOCHA")
+        .unwrap();
+    assert_eq!(mocha["unit_price"], 6000);
 }

@@ -5,9 +5,6 @@ use saga_shared::events::{InventoryFailed, PaymentCompleted, PaymentRefunded};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use order_service::OrderService;
-use saga_shared::testing::TestApp;
-
 async fn place(app: &saga_shared::testing::TestApp) -> Value {
     let body = json!({"customer_id": "alice", "items": [{"sku": "LATTE", "quantity": 2, "unit_price": 5000}]});
     app.post_json("/orders", &body).await.json().await.unwrap()
@@ -23,7 +20,7 @@ async fn status(app: &saga_shared::testing::TestApp, id: Uuid) -> (String, Optio
 
 #[tokio::test]
 async fn payment_then_compensation_cancels_the_order_and_announces_it() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let order = place(&app).await;
     let id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
     let alice = CustomerId::parse("alice").unwrap();
@@ -83,7 +80,7 @@ async fn payment_then_compensation_cancels_the_order_and_announces_it() {
 
 #[tokio::test]
 async fn an_event_for_an_unknown_order_is_invalid_and_changes_nothing() {
-    let app = TestApp::spawn::<OrderService>().await;
+    let app = crate::spawn().await;
     let failed = InventoryFailed {
         order_id: Uuid::now_v7(),
         payment_id: Uuid::now_v7(),

@@ -234,7 +234,7 @@ pub struct ConsumerRunner {
 }
 
 mod context;
-mod dead_letter;
+pub(crate) mod dead_letter;
 mod processing;
 
 use context::RunnerContext;

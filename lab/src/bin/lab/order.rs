@@ -14,12 +14,13 @@ pub(crate) struct OrderArgs {
     /// Who orders.
     #[arg(long, env = "LAB_ORDER_CUSTOMER", default_value = "alice")]
     customer: String,
-    /// SKU:QUANTITY:UNIT_PRICE, repeatable (comma separated in the environment variable).
+    /// SKU:QUANTITY, or SKU:QUANTITY:UNIT_PRICE (the order service refuses a price that is not
+    /// its catalogue's), repeatable (comma separated in the environment variable).
     #[arg(
         long = "item",
         env = "LAB_ORDER_ITEMS",
         value_delimiter = ',',
-        default_value = "LATTE:2:5000"
+        default_value = "LATTE:2"
     )]
     items: Vec<String>,
     /// Print only the new order's id and return (for `ORDER_ID=$(lab order --print-id)`);
@@ -41,13 +42,15 @@ pub(crate) async fn order(args: OrderArgs) -> anyhow::Result<()> {
     let mut items = Vec::new();
     for item in &args.items {
         let parts: Vec<&str> = item.split(':').collect();
-        let [sku, q, p] = parts[..] else {
-            bail!("--item must be SKU:QUANTITY:UNIT_PRICE, got {item}")
+        let (sku, q, p) = match parts[..] {
+            [sku, q] => (sku, q, None),
+            [sku, q, p] => (sku, q, Some(p.parse()?)),
+            _ => bail!("--item must be SKU:QUANTITY or SKU:QUANTITY:UNIT_PRICE, got {item}"),
         };
         items.push(LineRequest {
             sku: sku.to_owned(),
             quantity: q.parse()?,
-            unit_price: p.parse()?,
+            unit_price: p,
         });
     }
     let client = LabClient::with_urls(&args.order_url, "", "", &args.notification_url);

@@ -1,0 +1,402 @@
+//! The shop's catalogue as a table: *event-carried state transfer* over a compacted topic.
+//!
+//! The inventory service owns the products. Every change of a product row (a price, a name, a
+//! stock level after a reservation) is written to its outbox by a database trigger in the same
+//! transaction (`migrations/inventory/0004_catalogue.sql`), and its relay publishes it to
+//! [`TOPIC`], keyed by SKU: the product's whole current state, not what happened to it. The topic
+//! is compacted (`cleanup.policy=compact`), so the log keeps at least the latest state of every
+//! product however old it is, and a reader that starts late, or from an empty database, reads
+//! the whole catalogue from the beginning.
+//!
+//! The order service keeps its own copy ([`CatalogueReader`], into its `catalogue` table) and
+//! prices orders from it, so a client cannot set its own price. The position it read up to is
+//! stored in the same transaction as the rows (`catalogue_position`), so the copy and its offsets
+//! cannot disagree after a crash, and no consumer group offsets are involved. A record it cannot
+//! read goes to `inventory.products.dlq`; a tombstone (a null value) deletes the product.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+
+use crate::consumer::RetryPolicy;
+use crate::consumer::dead_letter::{self, DeadLetter};
+use crate::domain::{Sku, Won};
+use crate::shutdown::Shutdown;
+
+/// The compacted topic of the catalogue: one record per product change, keyed by SKU.
+pub const TOPIC: &str = "inventory.products";
+
+/// The catalogue topic's settings: compacted, in segments of 1 MiB (only closed segments are
+/// cleaned, so a small segment lets the lab see compaction happen).
+pub const TOPIC_CONFIG: [(&str, &str); 2] =
+    [("cleanup.policy", "compact"), ("segment.bytes", "1048576")];
+
+/// The group id the reader's client is named by (it assigns partitions itself and commits
+/// nothing: its position is in its database).
+const READER_GROUP: &str = "order-service.catalogue";
+
+/// Most records applied in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A service's part in the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// None of its business.
+    None,
+    /// It owns the products and publishes them (its schema registers the topic's).
+    Writes,
+    /// It keeps a copy in its `catalogue` table, and is ready once the copy has been read to
+    /// the end.
+    Reads,
+}
+
+/// A product as the catalogue topic carries it: its whole current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub sku: Sku,
+    pub name: String,
+    /// The list price of one unit.
+    pub unit_price: Won,
+    /// Units available.
+    #[schema(minimum = 0)]
+    pub stock: i64,
+}
+
+impl Product {
+    /// The JSON Schema of the topic's values ([`crate::schemas`]).
+    pub fn json_schema() -> serde_json::Value {
+        crate::schemas::of::<Product>()
+    }
+}
+
+/// A product's row in a reader's `catalogue` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Listed {
+    pub sku: String,
+    pub name: String,
+    pub unit_price: i64,
+    pub stock: i64,
+    /// Where it was read: the catalogue topic's partition and the record's offset.
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One record of the catalogue topic, read: the product it sets, or `None` for a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub partition: i32,
+    pub offset: i64,
+    pub sku: String,
+    pub product: Option<Product>,
+}
+
+/// Why a catalogue record cannot be read (it goes to the DLQ).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unreadable {
+    #[error("a catalogue record needs its SKU as key")]
+    NoKey,
+    #[error("the value is not a product: {0}")]
+    NotAProduct(String),
+    #[error("the value is product {value} under key {key}")]
+    OtherKey { key: String, value: String },
+    #[error("stock must not be negative")]
+    NegativeStock,
+}
+
+/// A catalogue record's change (its value may carry Confluent's schema frame).
+pub fn read(
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Change, Unreadable> {
+    let sku = key
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .filter(|k| !k.is_empty())
+        .ok_or(Unreadable::NoKey)?
+        .to_owned();
+    let product = match value {
+        None => None,
+        Some(value) => {
+            let product: Product = serde_json::from_slice(crate::schemas::payload(value))
+                .map_err(|e| Unreadable::NotAProduct(e.to_string()))?;
+            if product.sku.as_str() != sku {
+                return Err(Unreadable::OtherKey {
+                    key: sku,
+                    value: product.sku.to_string(),
+                });
+            }
+            if product.stock < 0 {
+                return Err(Unreadable::NegativeStock);
+            }
+            Some(product)
+        }
+    };
+    Ok(Change {
+        partition,
+        offset,
+        sku,
+        product,
+    })
+}
+
+/// Applies `changes` (in log order) to the `catalogue` table and moves `catalogue_position`
+/// past each, in the caller's transaction: the latest change of each SKU wins.
+pub async fn apply(conn: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
+    let mut latest: BTreeMap<&str, &Change> = BTreeMap::new();
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for change in changes {
+        latest.insert(&change.sku, change);
+        let at = next.entry(change.partition).or_default();
+        *at = (*at).max(change.offset + 1);
+    }
+    let (set, gone): (Vec<&Change>, Vec<&Change>) =
+        latest.into_values().partition(|c| c.product.is_some());
+    let products = set.iter().filter_map(|c| c.product.as_ref());
+    sqlx::query(
+        "WITH gone AS (DELETE FROM catalogue WHERE sku = ANY($7)) \
+         INSERT INTO catalogue AS c (sku, name, unit_price, stock, partition, \"offset\") \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[], $6::bigint[]) \
+         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, unit_price = excluded.unit_price, \
+             stock = excluded.stock, partition = excluded.partition, \"offset\" = excluded.\"offset\", \
+             updated_at = now()",
+    )
+    .bind(products.clone().map(|p| p.sku.to_string()).collect::<Vec<_>>())
+    .bind(products.clone().map(|p| p.name.clone()).collect::<Vec<_>>())
+    .bind(products.clone().map(|p| p.unit_price.get()).collect::<Vec<_>>())
+    .bind(products.map(|p| p.stock).collect::<Vec<_>>())
+    .bind(set.iter().map(|c| c.partition).collect::<Vec<_>>())
+    .bind(set.iter().map(|c| c.offset).collect::<Vec<_>>())
+    .bind(gone.iter().map(|c| c.sku.clone()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO catalogue_position (partition, next_offset) \
+         SELECT * FROM unnest($1::int[], $2::bigint[]) \
+         ON CONFLICT (partition) DO UPDATE \
+             SET next_offset = GREATEST(catalogue_position.next_offset, excluded.next_offset)",
+    )
+    .bind(next.keys().copied().collect::<Vec<_>>())
+    .bind(next.values().copied().collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every product of a reader's `catalogue` table, by SKU.
+pub async fn listed(pool: &PgPool) -> Result<Vec<Listed>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT sku, name, unit_price, stock, partition, \"offset\" FROM catalogue ORDER BY sku",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The prices of `skus` in a reader's `catalogue` table (those it lists).
+pub async fn prices(pool: &PgPool, skus: &[&str]) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sku, unit_price FROM catalogue WHERE sku = ANY($1)")
+            .bind(skus)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the catalogue topic {TOPIC} has no partitions yet")]
+    NoTopic,
+}
+
+/// Keeps a service's `catalogue` table a copy of the catalogue topic (see the module's
+/// documentation); `ready` is set once it has read every partition to the end and lists a
+/// product (a service that prices orders cannot take one before).
+pub struct CatalogueReader {
+    pub brokers: String,
+    pub pool: PgPool,
+    /// For the DLQ.
+    pub producer: FutureProducer,
+    pub ready: Arc<AtomicBool>,
+    /// Delays between attempts to publish to the DLQ.
+    pub retry: RetryPolicy,
+    /// The `service` label of its metrics.
+    pub service: &'static str,
+}
+
+impl CatalogueReader {
+    /// Reads until `shutdown` fires, starting again after a failure.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        loop {
+            match self.read(&mut shutdown).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(error = %e, "reading the catalogue; starting again"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    async fn read(&self, shutdown: &mut Shutdown) -> Result<(), ReadError> {
+        let consumer: StreamConsumer = crate::kafka::client_config(&self.brokers)
+            .set("group.id", READER_GROUP)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let positions: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
+            "SELECT partition, next_offset FROM catalogue_position",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let partitions = self.partitions(&consumer).await?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = positions
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(TOPIC, p, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|&p| (p, false)).collect();
+        loop {
+            let first = tokio::select! {
+                m = consumer.recv() => m,
+                _ = shutdown.wait() => return Ok(()),
+            };
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(result) = next.take() {
+                match result {
+                    Ok(msg) => batch.push(msg),
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        at_end.insert(p, true);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = consumer.recv().now_or_never();
+                }
+            }
+            self.apply_batch(&batch, shutdown).await?;
+            if !self.ready.load(Ordering::Acquire) && at_end.values().all(|&e| e) {
+                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM catalogue")
+                    .fetch_one(&self.pool)
+                    .await?;
+                if count > 0 {
+                    tracing::info!(products = count, "catalogue read to its end");
+                    self.ready.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// The catalogue topic's partitions (the services create it at start).
+    async fn partitions(&self, consumer: &StreamConsumer) -> Result<Vec<i32>, ReadError> {
+        let metadata = consumer
+            .client()
+            .fetch_metadata(Some(TOPIC), Duration::from_secs(5))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == TOPIC && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(ReadError::NoTopic);
+        }
+        Ok(partitions)
+    }
+
+    /// Applies the readable records of `batch` in one transaction; the others go to the DLQ
+    /// first, and the position moves past them too.
+    async fn apply_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &mut Shutdown,
+    ) -> Result<(), ReadError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(batch.len());
+        for msg in batch {
+            match read(msg.partition(), msg.offset(), msg.key(), msg.payload()) {
+                Ok(change) => changes.push(change),
+                Err(why) => {
+                    let error = why.to_string();
+                    let letter = DeadLetter {
+                        group: READER_GROUP,
+                        attempts: 1,
+                        error: &error,
+                    };
+                    if !dead_letter::publish(&self.producer, &self.retry, msg, &letter, shutdown)
+                        .await
+                    {
+                        return Ok(());
+                    }
+                    metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "dead_lettered").increment(1);
+                    // Nothing is set, but the position moves past it.
+                    changes.push(Change {
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        sku: String::new(),
+                        product: None,
+                    });
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        apply(&mut tx, &changes).await?;
+        tx.commit().await?;
+        metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "applied")
+            .increment(changes.len() as u64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_a_product_under_its_own_sku_or_a_tombstone() {
+        let value = br#"{"sku":"LATTE","name":"Caffe Latte","unit_price":5000,"stock":7}"#;
+        let change = read(2, 9, Some(b"LATTE"), Some(value)).unwrap();
+        assert_eq!(change.product.unwrap().unit_price.get(), 5000);
+        let framed = crate::schemas::frame(3, value);
+        assert!(read(2, 10, Some(b"LATTE"), Some(&framed)).is_ok());
+        assert_eq!(read(2, 11, Some(b"LATTE"), None).unwrap().product, None);
+        assert_eq!(read(2, 12, None, Some(value)), Err(Unreadable::NoKey));
+        assert!(matches!(
+            read(2, 13, Some(b"MOCHA"), Some(value)),
+            Err(Unreadable::OtherKey { .. })
+        ));
+        let negative = br#"{"sku":"LATTE","name":"x","unit_price":5000,"stock":-1}"#;
+        assert_eq!(
+            read(2, 14, Some(b"LATTE"), Some(negative)),
+            Err(Unreadable::NegativeStock)
+        );
+        let free = br#"{"sku":"LATTE","name":"x","unit_price":0,"stock":1}"#;
+        assert!(matches!(
+            read(2, 15, Some(b"LATTE"), Some(free)),
+            Err(Unreadable::NotAProduct(_))
+        ));
+    }
+}
