@@ -108,8 +108,8 @@ impl LabClient {
         })
     }
 
-    /// `POST /orders` of `customer` buying `items` (sku, quantity, unit price); returns the
-    /// created order.
+    /// `POST /orders` of `customer` buying `items` (sku, quantity, unit price: the catalogue's,
+    /// or the order is refused); returns the created order.
     pub async fn place_order(
         &self,
         customer: &str,
@@ -121,8 +121,29 @@ impl LabClient {
                 sku: sku.to_owned(),
                 quantity,
                 unit_price: Some(unit_price),
-            })
-            .collect();
+            });
+        self.order_lines(customer, items.collect()).await
+    }
+
+    /// `POST /orders` of `customer` buying `items` (sku, quantity) at the catalogue's prices.
+    pub async fn place_order_at_list_prices(
+        &self,
+        customer: &str,
+        items: &[(&str, i64)],
+    ) -> Result<Order, ClientError> {
+        let items = items.iter().map(|&(sku, quantity)| LineRequest {
+            sku: sku.to_owned(),
+            quantity,
+            unit_price: None,
+        });
+        self.order_lines(customer, items.collect()).await
+    }
+
+    async fn order_lines(
+        &self,
+        customer: &str,
+        items: Vec<LineRequest>,
+    ) -> Result<Order, ClientError> {
         self.post_order(&OrderRequest {
             customer_id: customer.to_owned(),
             items,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::FutureProducer;
@@ -257,72 +257,70 @@ impl CatalogueReader {
         let consumer: StreamConsumer = crate::kafka::client_config(&self.brokers)
             .set("group.id", READER_GROUP)
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
             .create()?;
-        let positions: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
+        let mut next: BTreeMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
             "SELECT partition, next_offset FROM catalogue_position",
         )
         .fetch_all(&self.pool)
         .await?
         .into_iter()
         .collect();
-        let partitions = self.partitions(&consumer).await?;
+        let brokers = self.brokers.clone();
+        let ends = tokio::task::spawn_blocking(move || log_ends(&brokers))
+            .await
+            .map_err(|_| ReadError::NoTopic)??;
         let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let offset = positions
+        for &p in ends.keys() {
+            let offset = next
                 .get(&p)
                 .map_or(Offset::Beginning, |&o| Offset::Offset(o));
             tpl.add_partition_offset(TOPIC, p, offset)?;
         }
         consumer.assign(&tpl)?;
-        let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|&p| (p, false)).collect();
+        self.mark_ready_if_read(&ends, &next).await?;
         loop {
             let first = tokio::select! {
                 m = consumer.recv() => m,
                 _ = shutdown.wait() => return Ok(()),
             };
-            let mut batch = Vec::new();
-            let mut next = Some(first);
-            while let Some(result) = next.take() {
-                match result {
-                    Ok(msg) => batch.push(msg),
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        at_end.insert(p, true);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                if batch.len() < MAX_BATCH {
-                    next = consumer.recv().now_or_never();
+            let mut batch = vec![first?];
+            while batch.len() < MAX_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(m) => batch.push(m?),
+                    None => break,
                 }
             }
             self.apply_batch(&batch, shutdown).await?;
-            if !self.ready.load(Ordering::Acquire) && at_end.values().all(|&e| e) {
-                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM catalogue")
-                    .fetch_one(&self.pool)
-                    .await?;
-                if count > 0 {
-                    tracing::info!(products = count, "catalogue read to its end");
-                    self.ready.store(true, Ordering::Release);
-                }
+            for msg in &batch {
+                let at = next.entry(msg.partition()).or_default();
+                *at = (*at).max(msg.offset() + 1);
             }
+            self.mark_ready_if_read(&ends, &next).await?;
         }
     }
 
-    /// The catalogue topic's partitions (the services create it at start).
-    async fn partitions(&self, consumer: &StreamConsumer) -> Result<Vec<i32>, ReadError> {
-        let metadata = consumer
-            .client()
-            .fetch_metadata(Some(TOPIC), Duration::from_secs(5))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == TOPIC && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(ReadError::NoTopic);
+    /// Says the service is ready once the copy has been read to `ends` (each partition's end
+    /// when the reader started) and lists a product.
+    async fn mark_ready_if_read(
+        &self,
+        ends: &BTreeMap<i32, i64>,
+        next: &BTreeMap<i32, i64>,
+    ) -> Result<(), ReadError> {
+        if self.ready.load(Ordering::Acquire)
+            || ends
+                .iter()
+                .any(|(p, &end)| next.get(p).copied().unwrap_or(0) < end)
+        {
+            return Ok(());
         }
-        Ok(partitions)
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM catalogue")
+            .fetch_one(&self.pool)
+            .await?;
+        if count > 0 {
+            tracing::info!(products = count, "catalogue read to its end");
+            self.ready.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Applies the readable records of `batch` in one transaction; the others go to the DLQ
@@ -369,6 +367,30 @@ impl CatalogueReader {
             .increment(changes.len() as u64);
         Ok(())
     }
+}
+
+/// Each partition of the catalogue topic (the services create it at start) and the offset it
+/// ends at; a partition with nothing left in it (its records all deleted) counts as ending at 0.
+fn log_ends(brokers: &str) -> Result<BTreeMap<i32, i64>, ReadError> {
+    let consumer: BaseConsumer = crate::kafka::client_config(brokers).create()?;
+    let timeout = Duration::from_secs(5);
+    let metadata = consumer.fetch_metadata(Some(TOPIC), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == TOPIC && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(ReadError::NoTopic);
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(TOPIC, p, timeout)?;
+            Ok((p, if low == high { 0 } else { high }))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -65,6 +65,18 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Nothing ready yet, of service `S` as `common` configures it.
+    fn of<S: SagaService>(common: &CommonConfig) -> Self {
+        Self {
+            consumers: (0..common.consumers.max(1))
+                .map(|_| Arc::new(AtomicBool::new(false)))
+                .collect(),
+            producer: AtomicBool::new(false),
+            relay: Arc::new(AtomicBool::new(false)),
+            catalogue: (S::CATALOGUE == catalogue::Role::Reads).then(Arc::default),
+        }
+    }
+
     /// Consumers that hold their partitions, and all consumers.
     pub fn consumers(&self) -> (usize, usize) {
         let ready = self
@@ -192,22 +204,10 @@ pub async fn build<S: SagaService>(
     if let Err(err) = crate::kafka::ensure_topics(&common.brokers, common.topic_partitions).await {
         tracing::warn!(error = %err, "could not create topics; relying on auto-creation");
     }
-    let schemas = match &common.schema_registry {
-        Some(url) => Some(Arc::new(
-            Schemas::register(RegistryClient::new(url), &S::schemas()).await?,
-        )),
-        None => None,
-    };
+    let schemas = registered_schemas::<S>(common).await?;
     let listener = TcpListener::bind((common.host.as_str(), port)).await?;
     let name = S::NAME;
-    let readiness = Arc::new(Readiness {
-        consumers: (0..common.consumers.max(1))
-            .map(|_| Arc::new(AtomicBool::new(false)))
-            .collect(),
-        producer: AtomicBool::new(false),
-        relay: Arc::new(AtomicBool::new(false)),
-        catalogue: (S::CATALOGUE == catalogue::Role::Reads).then(Arc::default),
-    });
+    let readiness = Arc::new(Readiness::of::<S>(common));
     let probe = Probe {
         pool: pool.clone(),
         producer: producer.clone(),
@@ -262,6 +262,17 @@ pub async fn build<S: SagaService>(
         producer,
         readiness,
     })
+}
+
+/// With a schema registry: service `S`'s schemas, registered.
+async fn registered_schemas<S: SagaService>(
+    common: &CommonConfig,
+) -> Result<Option<Arc<Schemas>>, HostError> {
+    let Some(url) = &common.schema_registry else {
+        return Ok(None);
+    };
+    let schemas = Schemas::register(RegistryClient::new(url), &S::schemas()).await?;
+    Ok(Some(Arc::new(schemas)))
 }
 
 /// Service `S`'s database pool, its migrations applied (refused if the database holds another

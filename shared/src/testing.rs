@@ -74,18 +74,22 @@ impl TestApp {
 
     /// `POST path` with a JSON body.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("the service answers")
+        self.send_json(reqwest::Method::POST, path, body).await
     }
 
     /// `PATCH path` with a JSON body.
     pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.http
-            .patch(self.url(path))
+            .request(method, self.url(path))
             .json(body)
             .send()
             .await

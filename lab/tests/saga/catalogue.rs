@@ -114,6 +114,22 @@ async fn orders_are_priced_from_the_catalogue_and_a_late_service_reads_it_compac
     let brokers = t.lab.brokers().to_owned();
     copied(&http, &inventory, &order_url).await;
 
+    // A record the order service cannot read goes to the catalogue's DLQ, saying why, and its
+    // copy keeps what it had.
+    let junk = rdkafka::message::OwnedHeaders::new();
+    publish(&brokers, TOPIC, "LATTE", b"{\"sku\":\"LATTE\"}", junk).await;
+    let dlq = saga_shared::events::topics::dlq(TOPIC);
+    let why = lab::client::eventually("the catalogue's dead letter", SAGA_TIMEOUT, || async {
+        let letters = read_topic_async(&brokers, &dlq).await;
+        letters
+            .first()
+            .and_then(|m| header(m, saga_shared::dlq::header::ERROR))
+    })
+    .await
+    .unwrap();
+    assert!(why.starts_with("the value is not a product"), "{why}");
+    copied(&http, &inventory, &order_url).await;
+
     // A new price reaches the order service's copy, which prices the next order; the old price
     // sent by a client is refused.
     let changed = http

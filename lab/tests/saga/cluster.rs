@@ -74,7 +74,7 @@ async fn the_saga_carries_on_when_a_node_stops_mid_run() {
     t.lab.start_node(1).await.unwrap();
     let order = t
         .client
-        .place_order("alice", &[("AMERICANO", 1, 3000)])
+        .place_order("alice", &[("AMERICANO", 1, 4000)])
         .await
         .unwrap();
     t.client
@@ -177,7 +177,7 @@ async fn an_isolated_controller_is_fenced_and_rejoins_when_reconnected() {
     .await;
     let order = d
         .client
-        .place_order("alice", &[("AMERICANO", 1, 3000)])
+        .place_order("alice", &[("AMERICANO", 1, 4000)])
         .await
         .unwrap();
     d.client

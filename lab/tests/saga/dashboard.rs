@@ -497,7 +497,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     let d = t.with_dashboard().await;
     let order = d
         .client
-        .place_order("carol", &[("MOCHA", 1, 4500)])
+        .place_order("carol", &[("MOCHA", 1, 5500)])
         .await
         .unwrap();
     let id = order.id;
@@ -539,7 +539,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         .await;
     let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
     assert_eq!(done.status, OrderStatus::Confirmed);
-    assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 45_500);
+    assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 44_500);
 
     // The page shows it replayed, with nothing left to replay.
     browser
@@ -612,7 +612,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
     for _ in 0..2 {
         let o = d
             .client
-            .place_order("carol", &[("MOCHA", 1, 4500)])
+            .place_order("carol", &[("MOCHA", 1, 5500)])
             .await
             .unwrap();
         ids.push(o.id);
@@ -651,7 +651,7 @@ async fn dead_letters_are_shown_and_replayed_from_the_dashboard() {
         let done = d.client.wait_terminal(id, SAGA_TIMEOUT).await.unwrap();
         assert_eq!(done.status, OrderStatus::Confirmed);
     }
-    assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 36_500);
+    assert_eq!(d.client.wallet_balance("carol").await.unwrap(), 33_500);
 
     browser.close().await;
     d.stop().await;

@@ -79,7 +79,7 @@ async fn republished_compensation_events_refund_and_cancel_only_once() {
     let c = &t.client;
     // Out of stock: charged, then refunded. Too poor: payment refused.
     let refunded = c
-        .place_order("alice", &[("ICED_TEA", 1, 3000)])
+        .place_order("alice", &[("ICED_TEA", 1, 4500)])
         .await
         .unwrap();
     let refused = c.place_order("bob", &[("LATTE", 4, 5000)]).await.unwrap();

@@ -31,7 +31,7 @@ async fn thousand_concurrent_orders_conserve_money_and_stock() {
             let quantity = (i % 3 + 1) as i64;
             async move {
                 let order = c
-                    .place_order(customer, &[(sku, quantity, 300)])
+                    .place_order_at_list_prices(customer, &[(sku, quantity)])
                     .await
                     .unwrap();
                 order.id
