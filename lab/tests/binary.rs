@@ -398,6 +398,22 @@ async fn a_second_lab_on_the_same_data_dir_is_refused() {
     remove_relocated(dir.path());
 }
 
+/// The order service prices orders from the inventory service's catalogue: without inventory it
+/// could never be ready, so the lab says so at once instead of waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_service_without_the_inventory_service_is_one_line_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = FREE_PORTS.to_vec();
+    args.extend(["--services", "order,notification"]);
+    let stderr = refused(DataDir::Flag(dir.path()), &args).await;
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("start inventory with it, e.g. --services order,inventory,notification"),
+        "{stderr}"
+    );
+    assert_eq!(postgres_processes_of(dir.path()), 0, "nothing was started");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_is_one_line_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();

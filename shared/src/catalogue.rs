@@ -1,9 +1,12 @@
 //! The shop's catalogue as a table: *event-carried state transfer* over a compacted topic.
 //!
 //! The inventory service owns the products. Every change of a product row (a price, a name, a
-//! stock level after a reservation) is written to its outbox by a database trigger in the same
-//! transaction (`migrations/inventory/0004_catalogue.sql`), and its relay publishes it to
-//! [`TOPIC`], keyed by SKU: the product's whole current state, not what happened to it. The topic
+//! stock level after a reservation) marks the row unpublished, in the same statement (a database
+//! trigger, `migrations/inventory/0004_catalogue.sql`), and its outbox relay moves the state of
+//! the marked products into the outbox every 100 ms ([`queue_changes`], [`QUEUE_INTERVAL`]), and
+//! the outbox relay publishes it to [`TOPIC`], keyed by SKU: the
+//! product's whole current state, not what happened to it, and only its latest, so the topic's
+//! traffic is bounded by the number of products rather than the order rate. The topic
 //! is compacted (`cleanup.policy=compact`), so the log keeps at least the latest state of every
 //! product however old it is, and a reader that starts late, or from an empty database, reads
 //! the whole catalogue from the beginning.
@@ -48,6 +51,30 @@ const READER_GROUP: &str = "order-service.catalogue";
 
 /// Most records applied in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// How often the products changed since are moved into the outbox: their latest state only,
+/// so the catalogue's traffic does not grow with the order rate.
+pub const QUEUE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Moves the state of every product changed since into the outbox (the database's
+/// `publish_catalogue()`, which wakes the relay when it queued any), every [`QUEUE_INTERVAL`]
+/// until `shutdown` fires: what the service that writes the catalogue runs.
+pub async fn queue_changes(pool: PgPool, service: &'static str, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(QUEUE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        if let Err(err) = sqlx::query("SELECT publish_catalogue()")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(service, error = %err, "queueing the catalogue's changes");
+        }
+    }
+}
 
 /// A service's part in the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -259,6 +259,7 @@ pub async fn build<S: SagaService>(
         relay,
         consumers,
         catalogue,
+        writes_catalogue: (S::CATALOGUE == catalogue::Role::Writes).then(|| pool.clone()),
         producer,
         readiness,
     })
@@ -330,6 +331,8 @@ pub struct ServiceApp {
     relay: OutboxRelay,
     consumers: Vec<ConsumerRunner>,
     catalogue: Option<CatalogueReader>,
+    /// The service writes the catalogue: its database, to queue the products' changes.
+    writes_catalogue: Option<PgPool>,
     producer: FutureProducer,
     readiness: Arc<Readiness>,
 }
@@ -376,6 +379,9 @@ impl ServiceApp {
         }
         if let Some(reader) = self.catalogue {
             tasks.spawn(reader.run(shutdown.clone()));
+        }
+        if let Some(pool) = self.writes_catalogue {
+            tasks.spawn(catalogue::queue_changes(pool, self.name, shutdown.clone()));
         }
         tracing::info!(service = self.name, addr = %self.listener.local_addr()?, "listening");
         let mut http_shutdown: Shutdown = shutdown.clone();

@@ -88,10 +88,11 @@ fn forged_quantities_fail_at_decode() {
 }
 
 /// The catalogue's records (shared/src/catalogue.rs): every product once at the start, then the
-/// new state of each product a reservation changes, in the reservation's transaction; each one
-/// is read as a product under its own SKU, as the order service reads it.
+/// new state of each product a reservation or a new price changed, moved into the outbox by
+/// `publish_catalogue()` (what the relay calls): its latest state only, however many changes
+/// came since. Each is read as a product under its own SKU, as the order service reads it.
 #[tokio::test]
-async fn every_change_of_a_product_puts_its_new_state_in_the_outbox() {
+async fn every_change_of_a_product_puts_its_latest_state_in_the_outbox() {
     use saga_shared::catalogue;
     let app = TestApp::spawn::<InventoryService>().await;
     let read = |(key, value): &(String, Value)| {
@@ -101,8 +102,25 @@ async fn every_change_of_a_product_puts_its_new_state_in_the_outbox() {
             .product
             .unwrap()
     };
-    let seeded: Vec<catalogue::Product> = app.catalogue_outbox().await.iter().map(read).collect();
-    let skus: Vec<&str> = seeded.iter().map(|p| p.sku.as_str()).collect();
+    // What the relay does: the changes into the outbox; the new records, oldest first.
+    let published = |from: usize| {
+        let app = &app;
+        async move {
+            sqlx::query("SELECT publish_catalogue()")
+                .execute(&app.pool)
+                .await
+                .unwrap();
+            let records = app.catalogue_outbox().await;
+            let new: Vec<(String, i64, i64)> = records[from..]
+                .iter()
+                .map(read)
+                .map(|p| (p.sku.to_string(), p.unit_price.get(), p.stock))
+                .collect();
+            (records.len(), new)
+        }
+    };
+    let (seen, seeded) = published(0).await;
+    let skus: Vec<&str> = seeded.iter().map(|(sku, _, _)| sku.as_str()).collect();
     assert_eq!(
         skus,
         [
@@ -114,23 +132,22 @@ async fn every_change_of_a_product_puts_its_new_state_in_the_outbox() {
             "VANILLA_LATTE"
         ]
     );
-    assert_eq!(seeded[3].unit_price.get(), 5000);
-    assert_eq!(seeded[3].stock, 100);
+    assert_eq!(seeded[3], ("LATTE".into(), 5000, 100));
 
-    app.handle("/payment-service", paid(&[("LATTE", 2), ("MOCHA", 1)]))
-        .await
-        .unwrap();
-    // A shortage changes nothing, so it publishes nothing.
-    app.handle("/payment-service", paid(&[("ICED_TEA", 1)]))
-        .await
-        .unwrap();
-    let records = app.catalogue_outbox().await;
-    let changed: Vec<(String, i64)> = records[seeded.len()..]
-        .iter()
-        .map(read)
-        .map(|p| (p.sku.to_string(), p.stock))
-        .collect();
-    assert_eq!(changed, [("LATTE".into(), 98), ("MOCHA".into(), 29)]);
+    // Two reservations of LATTE, one of MOCHA: one record each, their latest state. A shortage
+    // changes nothing, so it publishes nothing.
+    for lines in [
+        &[("LATTE", 2), ("MOCHA", 1)][..],
+        &[("LATTE", 1)],
+        &[("ICED_TEA", 1)],
+    ] {
+        app.handle("/payment-service", paid(lines)).await.unwrap();
+    }
+    let (seen, changed) = published(seen).await;
+    assert_eq!(
+        changed,
+        [("LATTE".into(), 5000, 97), ("MOCHA".into(), 5500, 29)]
+    );
 
     // A new price is published too; a change of nothing is not, nor a refused one.
     let patch = |sku: &str, body: Value| {
@@ -148,8 +165,6 @@ async fn every_change_of_a_product_puts_its_new_state_in_the_outbox() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let records = app.catalogue_outbox().await;
-    assert_eq!(records.len(), seeded.len() + 3);
-    let last = read(records.last().unwrap());
-    assert_eq!((last.sku.as_str(), last.unit_price.get()), ("LATTE", 5200));
+    let (_, changed) = published(seen).await;
+    assert_eq!(changed, [("LATTE".into(), 5200, 97)]);
 }

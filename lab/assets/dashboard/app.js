@@ -9,11 +9,11 @@ const FAILURE_TOPICS = new Set(["payment.failed", "inventory.failed", "payment.r
 const STATUSES = ["PENDING", "PAID", "COMPENSATING", "CONFIRMED", "CANCELLED"];
 const PRESETS = [
   { name: "Happy path", why: "alice has the money, LATTE is in stock: CONFIRMED",
-    body: { customer_id: "alice", items: [{ sku: "LATTE", quantity: 2, unit_price: 5000 }] } },
+    body: { customer_id: "alice", items: [{ sku: "LATTE", quantity: 2 }] } },
   { name: "Unpaid", why: "bob holds 10,000 won, three mochas cost 16,500: CANCELLED by payment",
-    body: { customer_id: "bob", items: [{ sku: "MOCHA", quantity: 3, unit_price: 5500 }] } },
+    body: { customer_id: "bob", items: [{ sku: "MOCHA", quantity: 3 }] } },
   { name: "Sold out", why: "ICED_TEA has no stock: charged, then refunded (compensation)",
-    body: { customer_id: "carol", items: [{ sku: "ICED_TEA", quantity: 1, unit_price: 4500 }] } },
+    body: { customer_id: "carol", items: [{ sku: "ICED_TEA", quantity: 1 }] } },
 ];
 
 const state = {
