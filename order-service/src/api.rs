@@ -147,6 +147,7 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
     responses((status = 201, description = "The order, PENDING; for a retry with a used Idempotency-Key, the order that key created, as first answered, with the header Idempotent-Replayed: true", body = Order), (status = 422, description = "An order the rules refuse, or an Idempotency-Key already used for a different order (problem+json)", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed input, or a malformed Idempotency-Key (problem+json)", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_order(
     State(pool): State<PgPool>,
+    price_list: Option<axum::Extension<catalogue::PriceList>>,
     request_headers: HeaderMap,
     ApiJson(req): ApiJson<OrderRequest>,
 ) -> Result<(StatusCode, HeaderMap, ApiJson<Order>), ApiError> {
@@ -160,7 +161,11 @@ pub async fn create_order(
     {
         return Ok(replayed(first));
     }
-    let prices = catalogue::prices(&pool, &draft.skus()).await?;
+    // In memory when the service runs (its catalogue reader keeps the list), else the table.
+    let prices = match price_list {
+        Some(axum::Extension(list)) if list.is_loaded() => list.of(&draft.skus()),
+        _ => catalogue::prices(&pool, &draft.skus()).await?,
+    };
     let order = draft
         .priced(&prices)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;

@@ -119,6 +119,46 @@ pub struct Listed {
     pub offset: i64,
 }
 
+/// The prices of a reader's copy, in memory: what the order service prices from, kept by its
+/// [`CatalogueReader`] (loaded from the table at start, then each batch's changes, set before the
+/// batch commits so that the table never shows a price the list does not have yet). Empty, and
+/// not [`PriceList::is_loaded`], until the reader has started: then the table is asked.
+#[derive(Debug, Clone, Default)]
+pub struct PriceList {
+    prices: Arc<std::sync::RwLock<BTreeMap<String, i64>>>,
+    loaded: Arc<AtomicBool>,
+}
+
+impl PriceList {
+    /// Whether the reader has loaded it.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The prices of `skus` it lists.
+    pub fn of(&self, skus: &[&str]) -> BTreeMap<String, i64> {
+        let prices = self.prices.read().unwrap();
+        skus.iter()
+            .filter_map(|&sku| Some((sku.to_owned(), *prices.get(sku)?)))
+            .collect()
+    }
+
+    fn load(&self, all: BTreeMap<String, i64>) {
+        *self.prices.write().unwrap() = all;
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    fn apply(&self, changes: &[Change]) {
+        let mut prices = self.prices.write().unwrap();
+        for change in changes.iter().filter(|c| !c.sku.is_empty()) {
+            match &change.product {
+                Some(p) => prices.insert(change.sku.clone(), p.unit_price.get()),
+                None => prices.remove(&change.sku),
+            };
+        }
+    }
+}
+
 /// One record of the catalogue topic, read: the product it sets, or `None` for a tombstone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -263,6 +303,8 @@ pub struct CatalogueReader {
     pub retry: RetryPolicy,
     /// The `service` label of its metrics.
     pub service: &'static str,
+    /// Kept as the table is.
+    pub prices: PriceList,
 }
 
 impl CatalogueReader {
@@ -292,6 +334,10 @@ impl CatalogueReader {
         .await?
         .into_iter()
         .collect();
+        let all: Vec<(String, i64)> = sqlx::query_as("SELECT sku, unit_price FROM catalogue")
+            .fetch_all(&self.pool)
+            .await?;
+        self.prices.load(all.into_iter().collect());
         let brokers = self.brokers.clone();
         let ends = tokio::task::spawn_blocking(move || log_ends(&brokers))
             .await
@@ -389,6 +435,7 @@ impl CatalogueReader {
         }
         let mut tx = self.pool.begin().await?;
         apply(&mut tx, &changes).await?;
+        self.prices.apply(&changes);
         tx.commit().await?;
         metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "applied")
             .increment(changes.len() as u64);

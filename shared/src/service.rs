@@ -216,7 +216,10 @@ pub async fn build<S: SagaService>(
     };
     let openapi = Arc::new(document((S::OPENAPI)()));
     let endpoints = common_routes(probe, metrics, openapi);
-    let router = crate::http::with_middleware((S::ROUTER)(pool.clone()).merge(endpoints));
+    // A service that keeps a copy of the catalogue finds its prices in memory.
+    let prices = catalogue::PriceList::default();
+    let routes = (S::ROUTER)(pool.clone()).layer(axum::Extension(prices.clone()));
+    let router = crate::http::with_middleware(routes.merge(endpoints));
     let relay = OutboxRelay::new(
         pool.clone(),
         producer.clone(),
@@ -251,6 +254,7 @@ pub async fn build<S: SagaService>(
         ready,
         retry: common.retry_policy(),
         service: name,
+        prices,
     });
     Ok(ServiceApp {
         name,
