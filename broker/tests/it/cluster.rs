@@ -210,12 +210,12 @@ impl Cluster {
     async fn view(&self, id: i32) -> Option<(i32, BTreeSet<i32>)> {
         let bootstrap = self.bootstrap(id);
         let call = async {
-            let mut client = RawClient::connect(&bootstrap).await;
-            client.call(&DescribeClusterRequest::default(), 0).await
+            let mut client = RawClient::try_connect(&bootstrap).await.ok()?;
+            client.try_call(&DescribeClusterRequest::default(), 0).await
         };
         let answer = tokio::time::timeout(Duration::from_secs(2), call)
             .await
-            .ok()?;
+            .ok()??;
         let brokers = answer.brokers.iter().map(|b| b.broker_id.0).collect();
         Some((answer.controller_id.0, brokers))
     }
@@ -331,13 +331,14 @@ impl Cluster {
             ]))
             .with_allow_auto_topic_creation(false);
         let bootstrap = self.bootstrap(id);
+        // A node that cannot be reached yet (cut off a moment ago) has not answered: asked again.
         let call = async {
-            let mut client = RawClient::connect(&bootstrap).await;
-            client.call(&request, 12).await
+            let mut client = RawClient::try_connect(&bootstrap).await.ok()?;
+            client.try_call(&request, 12).await
         };
         let answer = tokio::time::timeout(Duration::from_secs(2), call)
             .await
-            .ok()?;
+            .ok()??;
         let topic = answer.topics.first()?;
         if topic.error_code != 0 {
             return None;

@@ -14,14 +14,25 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: &str) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
+        Self::try_connect(addr).await.unwrap()
+    }
+
+    /// A connection to `addr`, or why there is none (a node cut off a moment ago may still be
+    /// unreachable: `EHOSTUNREACH` until its neighbour entry is resolved again).
+    pub async fn try_connect(addr: &str) -> std::io::Result<Self> {
+        Ok(Self {
+            stream: TcpStream::connect(addr).await?,
             correlation: 0,
-        }
+        })
     }
 
     /// Sends a typed request and decodes its response.
     pub async fn call<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        self.try_call(request, version).await.expect("a response")
+    }
+
+    /// [`RawClient::call`], or `None` when the connection fails before the response.
+    pub async fn try_call<R: Request>(&mut self, request: &R, version: i16) -> Option<R::Response> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -33,13 +44,16 @@ impl RawClient {
             .encode(&mut body, R::header_version(version))
             .unwrap();
         request.encode(&mut body, version).unwrap();
-        self.send_frame(&body).await;
-        let mut frame = self.read_frame().await.expect("a response");
+        let mut framed = BytesMut::with_capacity(body.len() + 4);
+        framed.put_i32(body.len() as i32);
+        framed.put_slice(&body);
+        self.stream.write_all(&framed).await.ok()?;
+        let mut frame = self.read_frame().await?;
         let api = ApiKey::try_from(R::KEY).unwrap();
         let header =
             ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
         assert_eq!(header.correlation_id, self.correlation);
-        R::Response::decode(&mut frame, version).unwrap()
+        Some(R::Response::decode(&mut frame, version).unwrap())
     }
 
     pub async fn send_frame(&mut self, body: &[u8]) {

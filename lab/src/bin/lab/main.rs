@@ -145,6 +145,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -265,4 +266,23 @@ async fn test_postgres() -> anyhow::Result<()> {
         .await??;
     drop(server);
     Ok(())
+}
+
+/// A reader that stops early (`lab node list | head -3`) closes standard output: that ends the
+/// command, successfully, instead of a panic about a broken pipe (which also fails the pipeline
+/// under `set -o pipefail`).
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
 }
