@@ -288,6 +288,8 @@ enum ReadError {
     Kafka(#[from] KafkaError),
     #[error("the catalogue topic {TOPIC} has no partitions yet")]
     NoTopic,
+    #[error("looking up the catalogue topic's ends: {0}")]
+    Lookup(#[from] tokio::task::JoinError),
 }
 
 /// Keeps a service's `catalogue` table a copy of the catalogue topic (see the module's
@@ -339,9 +341,7 @@ impl CatalogueReader {
             .await?;
         self.prices.load(all.into_iter().collect());
         let brokers = self.brokers.clone();
-        let ends = tokio::task::spawn_blocking(move || log_ends(&brokers))
-            .await
-            .map_err(|_| ReadError::NoTopic)??;
+        let ends = tokio::task::spawn_blocking(move || log_ends(&brokers)).await??;
         let mut tpl = TopicPartitionList::new();
         for &p in ends.keys() {
             let offset = next
