@@ -124,14 +124,22 @@ fn new_schema(body: &Bytes) -> Result<NewSchema, Failure> {
     })
 }
 
+/// The query's flags. Read as Confluent's registry (JAX-RS, Java's `Boolean.valueOf`) reads
+/// them: `true` in any case is true, anything else false, never an error (Confluent's Python
+/// client sends `verbose=True`).
 #[derive(Debug, Deserialize)]
 struct Flags {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "java_bool")]
     deleted: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "java_bool")]
     permanent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "java_bool")]
     verbose: bool,
+}
+
+fn java_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(text.eq_ignore_ascii_case("true"))
 }
 
 fn version_json(v: &Version) -> Value {
@@ -267,7 +275,7 @@ async fn set_global_level(State(r): State<Registry>, body: Bytes) -> Answer {
 
 #[derive(Debug, Deserialize)]
 struct LevelQuery {
-    #[serde(default, rename = "defaultToGlobal")]
+    #[serde(default, rename = "defaultToGlobal", deserialize_with = "java_bool")]
     default_to_global: bool,
 }
 

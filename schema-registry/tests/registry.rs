@@ -165,6 +165,16 @@ async fn subjects_versions_ids_and_compatibility_as_confluents_registry_answers_
         check,
         json!({"is_compatible": false, "messages": ["#/properties/total: the type changed from integer to string"]})
     );
+    // Flags read as Java reads them (Confluent's Python client sends `verbose=True`).
+    for (flag, messages) in [("True", true), ("TRUE", true), ("no", false), ("", false)] {
+        let (status, check) = post(
+            format!("{base}/compatibility/subjects/{SUBJECT}/versions/2?verbose={flag}"),
+            schema_body(&retyped),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "verbose={flag}");
+        assert_eq!(check.get("messages").is_some(), messages, "verbose={flag}");
+    }
     assert_eq!(
         get(versions.clone()).await.1,
         json!([1, 2]),

@@ -133,6 +133,17 @@ const PREREQUISITES: &[Prerequisite] = &[
         install: Install::Pip("kafka-python==3.0.12"),
     },
     Prerequisite {
+        name: "confluent-kafka (with its schema registry client)",
+        why: "Confluent's own client library judges the lab's schema registry",
+        present: || {
+            succeeds(
+                Command::new("python3")
+                    .args(["-c", "import confluent_kafka.schema_registry.json_schema"]),
+            )
+        },
+        install: Install::Pip("confluent-kafka[schemaregistry,json]==2.16.2"),
+    },
+    Prerequisite {
         name: "openapi-spec-validator",
         why: "checks each service's OpenAPI document",
         present: || succeeds(Command::new("python3").args(["-c", "import openapi_spec_validator"])),

@@ -3,6 +3,10 @@
 //! version of the topic's subject that this service's schema can read; any other goes to the
 //! DLQ, saying why. A compatible new version (an optional field) is read by the old services.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use order_service::domain::OrderStatus;
 use rdkafka::Message;
 use saga_shared::dlq::header as dlq_header;
 use saga_shared::events::topics;
@@ -121,4 +125,133 @@ async fn records_carry_their_schema_and_a_record_no_service_can_read_goes_to_the
     let (wallets, captured) = wallets_and_captured(&t.lab).await;
     assert_eq!(captured, 5000, "one charge; wallets total {wallets}");
     t.stop().await;
+}
+
+/// Confluent's own client library (confluent-kafka for Python: its `SchemaRegistryClient`, its
+/// JSON Schema serializer and deserializer, its consumer; `lab/tests/compat/`) against the lab:
+/// it decodes every record the services wrote, frames an event exactly as they do, and the
+/// registry answers its compatibility checks and refusals as Confluent's registry would.
+/// (`.ci/run` installs it: `pip install confluent-kafka[schemaregistry,json]`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluents_client_decodes_every_record_and_checks_changes_with_the_lab_registry() {
+    let t = spawn_lab().await;
+    let c = &t.client;
+    let order = c
+        .place_order_at_list_prices("alice", &[("LATTE", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.wait_terminal(order.id, SAGA_TIMEOUT)
+            .await
+            .unwrap()
+            .status,
+        OrderStatus::Confirmed
+    );
+    let saga = [
+        topics::ORDER_CREATED,
+        topics::PAYMENT_COMPLETED,
+        topics::INVENTORY_UPDATED,
+    ];
+    let read = [&saga[..], &[saga_shared::catalogue::TOPIC]].concat();
+    let out = confluent_client(t.lab.brokers(), t.lab.schema_registry_url(), &read).await;
+    let registry = RegistryClient::new(t.lab.schema_registry_url());
+
+    let subjects: Vec<String> = serde_json::from_value(out["subjects"].clone()).unwrap();
+    for topic in &read {
+        assert!(subjects.contains(&format!("{topic}-value")), "{subjects:?}");
+    }
+    // Every record decoded by Confluent's deserializer (the writer's schema fetched by the id in
+    // its frame, the payload checked against it), and that id is the subject's first version.
+    for topic in read {
+        let first = registry
+            .version(&format!("{topic}-value"), "1")
+            .await
+            .unwrap();
+        let records = out["records"][topic].as_array().unwrap();
+        assert!(!records.is_empty(), "{topic}");
+        for r in records {
+            assert_eq!(r["schema_id"], first.id, "{topic}: {r}");
+        }
+    }
+    for topic in saga {
+        let ours = out["records"][topic]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["value"]["order_id"] == order.id.to_string());
+        assert!(
+            ours.is_some(),
+            "{topic} has the order: {}",
+            out["records"][topic]
+        );
+    }
+    // The catalogue as Confluent's tools see it: each SKU's latest record holds its price.
+    let mut listed = BTreeMap::new();
+    for r in out["records"][saga_shared::catalogue::TOPIC]
+        .as_array()
+        .unwrap()
+    {
+        listed.insert(
+            r["key"].as_str().unwrap().to_owned(),
+            r["value"]["unit_price"].clone(),
+        );
+    }
+    let products = c.products().await.unwrap();
+    assert_eq!(listed.len(), products.len(), "{listed:?}");
+    for p in products {
+        assert_eq!(listed[p.sku.as_str()], p.price, "{}", p.sku);
+    }
+
+    let v1 = registry.version("order.created-value", "1").await.unwrap();
+    assert_eq!(
+        out["latest"],
+        json!({"version": 1, "id": v1.id, "type": "JSON"})
+    );
+    assert_eq!(
+        out["serialized"],
+        json!({"magic": 0, "schema_id": v1.id, "same_payload": true}),
+        "Confluent's serializer frames an event as the services do"
+    );
+    // Schema evolution through Confluent's client: an optional field passes, a retyped one is
+    // refused with Confluent's 409 and nothing is kept for it.
+    assert_eq!(out["compatible"], true);
+    assert_eq!(out["incompatible"], false);
+    assert_eq!(
+        out["retyped_refused"],
+        json!({"http_status": 409, "error_code": 409})
+    );
+    let v2 = registry.version("order.created-value", "2").await.unwrap();
+    assert_eq!(out["with_note_id"], v2.id);
+    assert_eq!(out["versions"], json!([1, 2]));
+    assert_eq!(out["scratch_level"], "FULL");
+    assert_eq!(
+        out["unknown_subject"],
+        json!({"http_status": 404, "error_code": 40401})
+    );
+    t.stop().await;
+}
+
+/// Runs `lab/tests/compat/confluent_registry_client.py` and reads the JSON it prints.
+async fn confluent_client(brokers: &str, registry: &str, topics: &[&str]) -> serde_json::Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compat/confluent_registry_client.py"
+    );
+    let run = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([brokers, registry])
+        .args(topics)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("Confluent's client finished in time")
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "Confluent's client failed (is it installed? \
+         pip install 'confluent-kafka[schemaregistry,json]'):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
