@@ -49,6 +49,7 @@ pub fn router(registry: Registry) -> Router {
                 .put(set_subject_level)
                 .delete(clear_subject_level),
         )
+        .fallback(|| async { Failure(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found".into()) })
         .with_state(registry)
 }
 

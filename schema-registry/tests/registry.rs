@@ -165,6 +165,14 @@ async fn subjects_versions_ids_and_compatibility_as_confluents_registry_answers_
         check,
         json!({"is_compatible": false, "messages": ["#/properties/total: the type changed from integer to string"]})
     );
+    // A route Confluent's registry does not have: its JSON error, not an empty body.
+    assert_eq!(
+        get(format!("{base}/no/such/route")).await,
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error_code": 404, "message": "HTTP 404 Not Found"})
+        )
+    );
     // Flags read as Java reads them (Confluent's Python client sends `verbose=True`).
     for (flag, messages) in [("True", true), ("TRUE", true), ("no", false), ("", false)] {
         let (status, check) = post(
