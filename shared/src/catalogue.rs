@@ -150,7 +150,7 @@ impl PriceList {
 
     fn apply(&self, changes: &[Change]) {
         let mut prices = self.prices.write().unwrap();
-        for change in changes.iter().filter(|c| !c.sku.is_empty()) {
+        for change in changes {
             match &change.product {
                 Some(p) => prices.insert(change.sku.clone(), p.unit_price.get()),
                 None => prices.remove(&change.sku),
@@ -218,15 +218,25 @@ pub fn read(
     })
 }
 
+/// Moves each partition's next offset in `next` past the `(partition, offset)`s `read`.
+pub fn advance(next: &mut BTreeMap<i32, i64>, read: impl IntoIterator<Item = (i32, i64)>) {
+    for (partition, offset) in read {
+        let at = next.entry(partition).or_default();
+        *at = (*at).max(offset + 1);
+    }
+}
+
 /// Applies `changes` (in log order) to the `catalogue` table and moves `catalogue_position`
-/// past each, in the caller's transaction: the latest change of each SKU wins.
-pub async fn apply(conn: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Error> {
+/// to `next` (each partition's offset after the last record read, a change or not), in the
+/// caller's transaction: the latest change of each SKU wins.
+pub async fn apply(
+    conn: &mut PgConnection,
+    changes: &[Change],
+    next: &BTreeMap<i32, i64>,
+) -> Result<(), sqlx::Error> {
     let mut latest: BTreeMap<&str, &Change> = BTreeMap::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for change in changes {
         latest.insert(&change.sku, change);
-        let at = next.entry(change.partition).or_default();
-        *at = (*at).max(change.offset + 1);
     }
     let (set, gone): (Vec<&Change>, Vec<&Change>) =
         latest.into_values().partition(|c| c.product.is_some());
@@ -364,10 +374,7 @@ impl CatalogueReader {
                 }
             }
             self.apply_batch(&batch, shutdown).await?;
-            for msg in &batch {
-                let at = next.entry(msg.partition()).or_default();
-                *at = (*at).max(msg.offset() + 1);
-            }
+            advance(&mut next, batch.iter().map(|m| (m.partition(), m.offset())));
             self.mark_ready_if_read(&ends, &next).await?;
         }
     }
@@ -423,18 +430,14 @@ impl CatalogueReader {
                         return Ok(());
                     }
                     metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "dead_lettered").increment(1);
-                    // Nothing is set, but the position moves past it.
-                    changes.push(Change {
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        sku: String::new(),
-                        product: None,
-                    });
                 }
             }
         }
+        // The position moves past every record, the dead-lettered ones too.
+        let mut read = BTreeMap::new();
+        advance(&mut read, batch.iter().map(|m| (m.partition(), m.offset())));
         let mut tx = self.pool.begin().await?;
-        apply(&mut tx, &changes).await?;
+        apply(&mut tx, &changes, &read).await?;
         self.prices.apply(&changes);
         tx.commit().await?;
         metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "applied")

@@ -34,5 +34,8 @@ pub async fn list(app: &TestApp, products: &[(&str, i64)]) {
         })
         .collect();
     let mut conn = app.pool.acquire().await.unwrap();
-    catalogue::apply(&mut conn, &changes).await.unwrap();
+    let read_to = std::collections::BTreeMap::from([(0, products.len() as i64)]);
+    catalogue::apply(&mut conn, &changes, &read_to)
+        .await
+        .unwrap();
 }
