@@ -194,6 +194,8 @@ pub struct LabConfig {
     /// HTTP port of each service (0: any free port).
     pub ports: BTreeMap<Service, u16>,
     /// Port of the lab's schema registry (0: any free port), kept in the broker's `_schemas`.
+    /// Not served when `service.schema_registry` names another registry (Confluent's, say):
+    /// the services, the dashboard and `lab schema` use that one.
     pub schema_registry_port: u16,
     /// Address the services and the broker bind to.
     pub host: String,
@@ -265,8 +267,9 @@ pub struct Lab {
     faults: BTreeMap<Service, Arc<Faults>>,
     /// The ledger, the saga's consume-transform-produce step with Kafka transactions.
     ledger: Option<crate::ledger::Ledger>,
-    /// The schema registry: its URL and the task serving it.
-    registry: Option<(String, JoinHandle<()>)>,
+    /// The schema registry: its URL and the task serving it (none for a registry given in
+    /// `service.schema_registry`).
+    registry: Option<(String, Option<JoinHandle<()>>)>,
     /// Services started at least once (the others were left out with `--services`).
     ever_started: std::collections::BTreeSet<Service>,
     /// Consumers per service where `lab scale` changed it from the configured count.
@@ -310,7 +313,9 @@ impl Lab {
             }
         }
         ports.extend(config.ports.iter().map(|(svc, port)| (svc.name(), *port)));
-        ports.push(("schema-registry", config.schema_registry_port));
+        if config.service.schema_registry.is_none() {
+            ports.push(("schema-registry", config.schema_registry_port));
+        }
         for (what, port) in ports {
             if port == 0 {
                 continue;
@@ -398,8 +403,13 @@ impl Lab {
                 lab.embedded = Some(embedded);
             }
         }
-        progress("starting the schema registry");
-        lab.start_registry().await?;
+        match lab.config.service.schema_registry.clone() {
+            Some(url) => lab.registry = Some((url, None)),
+            None => {
+                progress("starting the schema registry");
+                lab.start_registry().await?;
+            }
+        }
         let services = lab.config.services.clone();
         for &svc in &services {
             progress(&format!("starting {}", svc.name()));
@@ -440,7 +450,7 @@ impl Lab {
         } else {
             self.config.host.as_str()
         };
-        self.registry = Some((format!("http://{host}:{port}"), task));
+        self.registry = Some((format!("http://{host}:{port}"), Some(task)));
         Ok(())
     }
 
@@ -551,8 +561,8 @@ impl Lab {
         common.database_url = self.db_urls[svc as usize].clone();
         common.brokers = self.brokers.clone();
         common.consumers = self.consumers(svc);
-        // The lab's own schema registry, unless one was given (Confluent's, say).
-        if common.schema_registry.is_none() && !self.schema_registry_url().is_empty() {
+        // The lab's own schema registry, or the one it was given (Confluent's, say).
+        if !self.schema_registry_url().is_empty() {
             common.schema_registry = Some(self.schema_registry_url().to_owned());
         }
         // Any free port is chosen here rather than by the first bind: a restart binds it again,
@@ -658,7 +668,7 @@ impl Lab {
         if let Some(ledger) = self.ledger.take() {
             ledger.stop(Duration::from_secs(5)).await;
         }
-        if let Some((_, registry)) = self.registry.take() {
+        if let Some((_, Some(registry))) = self.registry.take() {
             registry.abort();
         }
         let running: Vec<_> = std::mem::take(&mut self.services).into_values().collect();

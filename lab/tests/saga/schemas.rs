@@ -127,6 +127,75 @@ async fn records_carry_their_schema_and_a_record_no_service_can_read_goes_to_the
     t.stop().await;
 }
 
+/// `lab --schema-registry URL`: given another registry (as it would be given Confluent's), the
+/// lab serves none of its own; the services register their schemas there and frame their records
+/// with its ids, and the lab reports that registry to the dashboard and `lab schema`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_given_another_registry_registers_and_frames_with_it() {
+    let (url, _registry_broker) = registry_elsewhere().await;
+    let elsewhere = RegistryClient::new(&url);
+    // A subject of its own first, so that its ids are not the ones the lab's would give.
+    let taken = elsewhere
+        .register("elsewhere-value", &json!({"type": "object"}))
+        .await
+        .unwrap();
+    let t = spawn_lab_with(|c| c.service.schema_registry = Some(url.clone())).await;
+    assert_eq!(t.lab.schema_registry_url(), url);
+    let order = t
+        .client
+        .place_order_at_list_prices("alice", &[("LATTE", 1)])
+        .await
+        .unwrap();
+    let done = t
+        .client
+        .wait_terminal(order.id, SAGA_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(done.status, OrderStatus::Confirmed);
+
+    let subjects = elsewhere.subjects().await.unwrap();
+    for topic in topics::ALL.iter().chain([&saga_shared::catalogue::TOPIC]) {
+        assert!(subjects.contains(&format!("{topic}-value")), "{subjects:?}");
+    }
+    let created = elsewhere.version("order.created-value", "1").await.unwrap();
+    assert_ne!(created.id, taken);
+    let records = read_topic_async(t.lab.brokers(), topics::ORDER_CREATED).await;
+    assert!(!records.is_empty());
+    for m in &records {
+        let (id, _) = unframe(m.payload().unwrap()).expect("a framed value");
+        assert_eq!(id, created.id, "framed with the given registry's id");
+    }
+    t.stop().await;
+}
+
+/// A registry that is not the lab's: the workspace's, on a broker of its own, served on a free
+/// port (Confluent's would do the same, were it available to the tests). Its URL, and the
+/// broker to keep while it is used.
+async fn registry_elsewhere() -> (String, (broker::BrokerHandle, tempfile::TempDir)) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broker::BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = broker::spawn(listener, config).await.unwrap();
+    let registry = tokio::time::timeout(
+        Duration::from_secs(60),
+        schema_registry::Registry::open(&handle.bootstrap()),
+    )
+    .await
+    .expect("the registry opens within a minute")
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, schema_registry::api::router(registry))
+            .await
+            .unwrap();
+    });
+    (url, (handle, dir))
+}
+
 /// Confluent's own client library (confluent-kafka for Python: its `SchemaRegistryClient`, its
 /// JSON Schema serializer and deserializer, its consumer; `lab/tests/compat/`) against the lab:
 /// it decodes every record the services wrote, frames an event exactly as they do, and the

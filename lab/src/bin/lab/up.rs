@@ -60,6 +60,11 @@ pub(crate) struct UpArgs {
     /// Port of the schema registry (Confluent's REST API; its data in the broker's `_schemas`).
     #[arg(long, env = "LAB_SCHEMA_REGISTRY_PORT", default_value_t = lab::system::SCHEMA_REGISTRY_PORT)]
     schema_registry_port: u16,
+    /// Use this schema registry (Confluent's, say: `http://HOST:8081`) instead of serving one:
+    /// the services register and check their schemas there, the dashboard and `lab schema` show
+    /// it. Any registry with Confluent's REST API and JSON Schema support will do.
+    #[arg(long, env = "LAB_SCHEMA_REGISTRY", value_name = "URL")]
+    schema_registry: Option<String>,
     /// Address everything binds to.
     #[arg(long, env = "LAB_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -170,6 +175,7 @@ fn lab_config(args: &UpArgs) -> LabConfig {
     config.brokers = args.brokers.clone();
     config.broker_port = args.broker_port;
     config.schema_registry_port = args.schema_registry_port;
+    config.service.schema_registry = args.schema_registry.clone();
     config.nodes = usize::from(args.nodes);
     config.host = args.host.clone();
     config.service.consumers = args.consumers;
