@@ -433,6 +433,68 @@ pub async fn write_marker(
     }
 }
 
+/// Asks the coordinator of `transactional_id`, the leader of `coordinator_partition` of
+/// `__transaction_state`, whether `topic`-`index` is in the producer's ongoing transaction
+/// (KIP-890: AddPartitionsToTxn v4 with `verify_only`, as Kafka's partition leaders ask before
+/// a producer's first transactional batch). `Ok(false)`: it is not (the transaction ended, or
+/// never added it); an error: the coordinator's own (a fenced epoch, say), or
+/// `CoordinatorNotAvailable` when it could not be asked.
+pub async fn verify_in_transaction(
+    quorum: &Quorum,
+    coordinator_partition: i32,
+    (transactional_id, producer_id, producer_epoch): (&str, i64, i16),
+    (topic, index): (&str, i32),
+) -> Result<bool, ResponseError> {
+    use kafka_protocol::messages::AddPartitionsToTxnRequest;
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{ProducerId, TransactionalId};
+    let image = quorum.image();
+    let address = image
+        .topic_id(crate::txn::TRANSACTION_STATE_TOPIC)
+        .and_then(|id| image.topics[&id].partitions.get(&coordinator_partition))
+        .and_then(|p| image.brokers.get(&p.leader))
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                transactional_id.to_owned(),
+            )))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch)
+            .with_verify_only(true)
+            .with_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![index]),
+            ]),
+    ]);
+    let unavailable = |e: std::io::Error| {
+        tracing::debug!(transactional_id, "verifying a transactional batch: {e}");
+        ResponseError::CoordinatorNotAvailable
+    };
+    quorum.link().check().map_err(unavailable)?;
+    let mut connection = LeaderConnection::open(&address)
+        .await
+        .map_err(unavailable)?;
+    let answer = connection.call(&request, 4).await.map_err(unavailable)?;
+    let code = answer
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| &t.topic_results)
+        .flat_map(|t| &t.results_by_partition)
+        .map(|p| p.partition_error_code)
+        .next()
+        .unwrap_or(answer.error_code);
+    match ResponseError::try_from_code(if code == 0 { answer.error_code } else { code }) {
+        None => Ok(true),
+        Some(ResponseError::InvalidTxnState) => Ok(false),
+        Some(other) => Err(other),
+    }
+}
+
 struct LeaderConnection {
     stream: TcpStream,
     correlation: i32,

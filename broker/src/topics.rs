@@ -688,9 +688,25 @@ impl Partition {
 
     /// Appends a produce request's record set and wakes waiting fetches.
     pub fn append(&self, records: &mut [u8]) -> Result<Produced, AppendError> {
+        self.append_checked(records, None)
+    }
+
+    /// Starts checking `producer_id`'s transactional batch with its coordinator (see
+    /// [`PartitionLog::begin_verification`]).
+    pub fn begin_verification(&self, producer_id: i64) -> Option<u64> {
+        self.log().begin_verification(producer_id)
+    }
+
+    /// Appends a batch, one checked with its transaction coordinator under `verified` (see
+    /// [`PartitionLog::append_checked`]).
+    pub fn append_checked(
+        &self,
+        records: &mut [u8],
+        verified: Option<(i64, u64)>,
+    ) -> Result<Produced, AppendError> {
         let now_ms = crate::clock::now_ms();
         let mut log = self.log();
-        let (appended, log_append_time) = log.append_at(records, now_ms)?;
+        let (appended, log_append_time) = log.append_checked(records, now_ms, verified)?;
         let (end, start) = (log.next_offset(), log.log_start_offset());
         let replicated = log.is_replicated();
         drop(log);

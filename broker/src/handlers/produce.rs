@@ -1,8 +1,11 @@
 //! Produce: validate, de-duplicate and append each partition's batches. A transactional
 //! produce is taken only from the transactional id's current producer epoch and only for the
 //! partitions of its ongoing transaction, under that id's lock (see `crate::txn`). In a
-//! cluster, where the coordinator is another node, as in Kafka the partition's producer state
-//! alone checks a transactional batch.
+//! cluster, where the coordinator may be another node, the partition's producer state checks a
+//! transactional batch (its epoch, its sequence), and the first batch of a transaction here is
+//! checked with the coordinator as well (KIP-890): a batch that comes after its transaction
+//! ended (delayed on the network past an abort) must not open a transaction that the
+//! producer's next one would end with its own marker.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -145,10 +148,18 @@ fn append(
     let header = BatchHeader::parse(&records).ok();
     let transactional = header.is_some_and(|h| h.is_transactional());
     let appended = match (transactional_id, header) {
-        // In a cluster the coordinator is elsewhere, as in Kafka: the partition's own producer
-        // state checks the batch (its epoch, its sequence).
-        (Some(_), Some(_)) if transactional && broker.txns.is_replicated() => {
-            partition.append(&mut records)
+        // In a cluster the coordinator may be elsewhere, as in Kafka: the partition's own
+        // producer state checks the batch (its epoch, its sequence), and the coordinator
+        // whether a batch that would open a transaction here belongs to an ongoing one.
+        (Some(id), Some(header)) if transactional && broker.txns.is_replicated() => {
+            let verified = match partition.begin_verification(header.producer_id) {
+                Some(guard) => {
+                    verify_in_transaction(broker, id, &header, (topic, partition.index))?;
+                    Some((header.producer_id, guard))
+                }
+                None => None,
+            };
+            partition.append_checked(&mut records, verified)
         }
         (Some(id), Some(header)) if transactional => broker
             .txns
@@ -193,6 +204,71 @@ fn append(
         }
         refused
     })
+}
+
+/// Whether the batch of `header`, the first of its producer's transaction in `topic`-`index`,
+/// belongs to the transaction `transactional_id`'s coordinator has ongoing, with that partition
+/// added (KIP-890's verification). A coordinator that cannot be asked is retriable
+/// (`NOT_ENOUGH_REPLICAS`, as Kafka answers); a batch outside the ongoing transaction is
+/// `INVALID_TXN_STATE`.
+fn verify_in_transaction(
+    broker: &Broker,
+    transactional_id: &str,
+    header: &BatchHeader,
+    (topic, index): (&str, i32),
+) -> Result<(), Refused> {
+    let producer = (transactional_id, header.producer_id, header.producer_epoch);
+    let verified = if broker.txns.coordinates(transactional_id) {
+        broker
+            .txns
+            .verify_partitions(
+                transactional_id,
+                header.producer_id,
+                header.producer_epoch,
+                &[(topic.to_owned(), index)],
+            )
+            .map(|found| found.first().copied().unwrap_or(false))
+            .map_err(|e| e.to_kafka(false))
+    } else if let Some(quorum) = &broker.quorum {
+        let coordinator_partition =
+            crate::internal_topic::partition_for(transactional_id, broker.txns.partitions());
+        tokio::runtime::Handle::current().block_on(crate::replication::verify_in_transaction(
+            quorum,
+            coordinator_partition,
+            producer,
+            (topic, index),
+        ))
+    } else {
+        Ok(true)
+    };
+    match verified {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(ResponseError::InvalidTxnState) => Err(Refused::with_message(
+            ResponseError::InvalidTxnState,
+            "the partition is not in the producer's ongoing transaction (it ended, or the \
+             partition was not added to it)",
+        )),
+        Err(ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced) => {
+            Err(Refused::with_message(
+                ResponseError::InvalidProducerEpoch,
+                "the transaction's coordinator knows a newer epoch of this producer",
+            ))
+        }
+        Err(ResponseError::InvalidProducerIdMapping) => Err(Refused::with_message(
+            ResponseError::InvalidProducerIdMapping,
+            "the transaction's coordinator does not know this producer",
+        )),
+        Err(other) => {
+            tracing::debug!(
+                transactional_id,
+                "verifying a transactional batch: {other:?}"
+            );
+            Err(Refused::with_message(
+                ResponseError::NotEnoughReplicas,
+                "the transaction's coordinator could not check the batch yet; retry",
+            ))
+        }
+    }
 }
 
 /// A transactional produce the coordinator refused, as Produce says it.

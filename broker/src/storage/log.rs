@@ -109,6 +109,8 @@ pub enum AppendError {
     BeyondEnd { offset: i64, end: i64 },
     #[error("the topic was deleted")]
     Deleted,
+    #[error("the producer's transaction ended while its batch was checked")]
+    TransactionEnded,
     #[error("storage I/O: {0}")]
     Io(#[from] io::Error),
 }
@@ -133,6 +135,7 @@ impl AppendError {
             AppendError::Refused(_) | AppendError::Misplaced { .. } => ResponseError::InvalidRecord,
             AppendError::BeyondEnd { .. } => ResponseError::OffsetOutOfRange,
             AppendError::Deleted => ResponseError::UnknownTopicOrPartition,
+            AppendError::TransactionEnded => ResponseError::InvalidTxnState,
             AppendError::Io(_) => ResponseError::KafkaStorageError,
         }
     }
@@ -203,6 +206,12 @@ pub struct PartitionLog {
     producers: HashMap<i64, ProducerEntry>,
     /// Open transactions: producer id -> offset of its first batch in this partition.
     open_txns: HashMap<i64, i64>,
+    /// Transactional producers whose first batch here is being checked with their transaction
+    /// coordinator (KIP-890): producer id -> the check's guard. A marker for the producer
+    /// ends the check, so a batch checked before its transaction ended cannot open a new one.
+    verifying: HashMap<i64, u64>,
+    /// The last guard handed out.
+    last_guard: u64,
     /// Aborted transactions still (partly) in the log, in marker order.
     aborted: Vec<AbortedTxn>,
     /// The log start offset DeleteRecords set (0 if never), kept in `log-start-offset`; it may
@@ -263,6 +272,8 @@ impl PartitionLog {
             config,
             producers: HashMap::new(),
             open_txns: HashMap::new(),
+            verifying: HashMap::new(),
+            last_guard: 0,
             aborted: Vec::new(),
             deleted_before: fs::read_to_string(dir.join(START_FILE))
                 .ok()
@@ -588,6 +599,21 @@ impl PartitionLog {
         self.open_txns.contains_key(&producer_id)
     }
 
+    /// Starts checking a transactional batch of `producer_id` with its coordinator (KIP-890),
+    /// when it would open a transaction here: the guard to append it with
+    /// ([`PartitionLog::append_checked`]), or `None` when the producer's transaction is open
+    /// here already and the batch needs no check.
+    pub fn begin_verification(&mut self, producer_id: i64) -> Option<u64> {
+        if self.open_txns.contains_key(&producer_id) {
+            return None;
+        }
+        // Checks under way together (pipelined batches) share one guard.
+        let next = self.last_guard + 1;
+        let guard = *self.verifying.entry(producer_id).or_insert(next);
+        self.last_guard = self.last_guard.max(guard);
+        Some(guard)
+    }
+
     /// The aborted transactions that overlap offsets `from..=to`, for a read-committed fetch.
     pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
         self.aborted
@@ -630,6 +656,8 @@ impl PartitionLog {
                 });
             }
         }
+        // Whatever this marker ends, a check begun before it is void.
+        self.verifying.remove(&producer_id);
         if !self.open_txns.contains_key(&producer_id) {
             return Ok(None);
         }
@@ -763,8 +791,27 @@ impl PartitionLog {
         records: &mut [u8],
         now_ms: i64,
     ) -> Result<(Appended, i64), AppendError> {
+        self.append_checked(records, now_ms, None)
+    }
+
+    /// [`PartitionLog::append_at`], for a transactional batch checked with its coordinator
+    /// under `verified` (producer id, guard from [`PartitionLog::begin_verification`]): refused
+    /// when the producer's transaction has no open batch here and a marker for the producer
+    /// came since the check began (the transaction it was checked against has ended).
+    pub fn append_checked(
+        &mut self,
+        records: &mut [u8],
+        now_ms: i64,
+        verified: Option<(i64, u64)>,
+    ) -> Result<(Appended, i64), AppendError> {
         if self.deleted {
             return Err(AppendError::Deleted);
+        }
+        if let Some((producer_id, guard)) = verified
+            && !self.open_txns.contains_key(&producer_id)
+            && self.verifying.get(&producer_id) != Some(&guard)
+        {
+            return Err(AppendError::TransactionEnded);
         }
         let mut header = self.validate(records)?;
         let log_append_time = self.config.log_append_time;
@@ -1528,6 +1575,41 @@ pub(crate) mod tests {
         ));
         assert_eq!(log.append_marker(7, 1, by(2, false), 9).unwrap(), Some(4));
         assert_eq!(log.aborted_between(0, 10).len(), 1);
+    }
+
+    /// KIP-890's guard: a batch checked with its coordinator opens a transaction here only if
+    /// no marker for its producer came while it was checked (the transaction it was checked
+    /// against may have ended); a batch of a transaction open here needs no check.
+    #[test]
+    fn a_marker_during_a_check_voids_it_and_an_open_transaction_needs_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = Marker {
+            commit: false,
+            coordinator_epoch: 0,
+        };
+        let (mut log, _) = PartitionLog::open(dir.path(), config()).unwrap();
+        let guard = log.begin_verification(7).expect("a first batch is checked");
+        log.append_checked(&mut txn_batch(7, 0), 9, Some((7, guard)))
+            .unwrap();
+        assert_eq!(log.begin_verification(7), None, "its transaction is open");
+        assert_eq!(log.append_marker(7, 0, marker, 9).unwrap(), Some(1));
+
+        // Checked, then the coordinator's abort marker, then the batch: refused, nothing open.
+        let guard = log.begin_verification(7).unwrap();
+        assert_eq!(log.append_marker(7, 0, marker, 9).unwrap(), None);
+        assert!(matches!(
+            log.append_checked(&mut txn_batch(7, 1), 9, Some((7, guard))),
+            Err(AppendError::TransactionEnded)
+        ));
+        assert_eq!(log.last_stable_offset(), log.next_offset());
+        // Checks under way together share a guard, which only the producer's own marker voids.
+        let first = log.begin_verification(7).unwrap();
+        assert_ne!(first, guard, "a voided guard is not handed out again");
+        assert_eq!(log.begin_verification(7), Some(first));
+        assert_eq!(log.append_marker(8, 0, marker, 9).unwrap(), None);
+        log.append_checked(&mut txn_batch(7, 1), 9, Some((7, first)))
+            .unwrap();
+        assert_eq!(log.last_stable_offset(), 2, "the checked batch opened one");
     }
 
     #[test]

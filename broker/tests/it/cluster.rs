@@ -1527,3 +1527,169 @@ async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     let rest = read_all(&cluster.bootstrap(2), "trimmed", 5).await;
     assert_eq!(rest, values[15..]);
 }
+
+/// One transactional producer spoken to over the bare protocol: its coordinator, the leader
+/// of partition 0 of its topic, its producer id and epoch, and the next sequence number.
+struct RawTxnProducer {
+    id: String,
+    topic: &'static str,
+    coordinator: RawClient,
+    leader: RawClient,
+    producer: (i64, i16),
+    sequence: i32,
+}
+
+impl RawTxnProducer {
+    async fn init(cluster: &Cluster, id: &str, coordinator: i32, leader: i32) -> Self {
+        use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+        use kafka_protocol::protocol::StrBytes;
+        let mut client = RawClient::connect(&cluster.bootstrap(coordinator)).await;
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.into()))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1);
+        // The coordinator may still be loading its partition of `__transaction_state`.
+        let deadline = tokio::time::Instant::now() + LONG;
+        let answer = loop {
+            let answer = client.call(&request, 4).await;
+            let loading = [14, 15, 16].contains(&answer.error_code);
+            if !loading || tokio::time::Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(answer.error_code, 0, "InitProducerId of {id}");
+        Self {
+            id: id.into(),
+            topic: "late",
+            coordinator: client,
+            leader: RawClient::connect(&cluster.bootstrap(leader)).await,
+            producer: (answer.producer_id.0, answer.producer_epoch),
+            sequence: 0,
+        }
+    }
+
+    /// AddPartitionsToTxn of partition 0, asked again while the last transaction still ends.
+    async fn add_partition(&mut self) {
+        use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+        use kafka_protocol::messages::{AddPartitionsToTxnRequest, TopicName, TransactionalId};
+        use kafka_protocol::protocol::StrBytes;
+        let request = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+                self.id.clone(),
+            )))
+            .with_v3_and_below_producer_id(kafka_protocol::messages::ProducerId(self.producer.0))
+            .with_v3_and_below_producer_epoch(self.producer.1)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(self.topic)))
+                    .with_partitions(vec![0]),
+            ]);
+        let deadline = tokio::time::Instant::now() + LONG;
+        loop {
+            let answer = self.coordinator.call(&request, 3).await;
+            let code = answer.results_by_topic_v3_and_below[0].results_by_partition[0]
+                .partition_error_code;
+            let concurrent = kafka_protocol::ResponseError::ConcurrentTransactions.code();
+            if code != concurrent || tokio::time::Instant::now() > deadline {
+                assert_eq!(code, 0, "AddPartitionsToTxn of {}", self.id);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A transactional batch of one record, `value`, with the next sequence number: the
+    /// leader's error code (the sequence moves on only when it is taken).
+    async fn produce(&mut self, value: &str) -> i16 {
+        use kafka_protocol::messages::TransactionalId;
+        use kafka_protocol::protocol::StrBytes;
+        let (pid, epoch) = self.producer;
+        let mut batch =
+            crate::common::one_record_batch(pid, epoch, self.sequence, value.as_bytes()).to_vec();
+        batch[21..23].copy_from_slice(&0x10i16.to_be_bytes()); // transactional
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let request = crate::common::produce_request(self.topic, batch.into())
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                self.id.clone(),
+            ))));
+        let answer = self.leader.call(&request, 9).await;
+        let code = answer.responses[0].partition_responses[0].error_code;
+        if code == 0 {
+            self.sequence += 1;
+        }
+        code
+    }
+
+    /// EndTxn: commit or abort.
+    async fn end(&mut self, commit: bool) {
+        use kafka_protocol::messages::{EndTxnRequest, TransactionalId};
+        use kafka_protocol::protocol::StrBytes;
+        let request = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(self.id.clone())))
+            .with_producer_id(kafka_protocol::messages::ProducerId(self.producer.0))
+            .with_producer_epoch(self.producer.1)
+            .with_committed(commit);
+        let answer = self.coordinator.call(&request, 3).await;
+        assert_eq!(answer.error_code, 0, "EndTxn of {}", self.id);
+    }
+}
+
+/// KIP-890 in a cluster: a transactional batch that reaches its partition's leader after its
+/// transaction was aborted (held up on the network past the abort, as the Jepsen transactions
+/// test once saw) is refused INVALID_TXN_STATE. The partition's own producer state would take
+/// it (right epoch, next sequence) and open a transaction there that the producer's *next*
+/// transaction then ends with its commit marker: an aborted record committed. So the leader
+/// asks the transaction's coordinator before a producer's first batch of a transaction, both
+/// when that is another node and when it is the leader itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_batch_after_its_transaction_ended_is_refused_not_adopted() {
+    let cluster = Cluster::start(1500).await;
+    cluster.agreed(&[1, 2, 3]).await;
+    let bootstrap = cluster.bootstrap(1);
+    create(&bootstrap, "late", 1, 3).await.unwrap();
+    let placed = cluster
+        .placed(&[1, 2, 3], "late", |p| p.iter().all(|p| p.isr.len() == 3))
+        .await;
+    let leader = placed[0].leader;
+    // A transactional id coordinated by another node than the leader, and one by the leader.
+    let (mut remote, mut local) = (None, None);
+    for i in 0.. {
+        let id = format!("late-{i}");
+        let coordinator = txn_coordinator(&cluster, 1, &id, -1).await;
+        let slot = if coordinator == leader {
+            &mut local
+        } else {
+            &mut remote
+        };
+        slot.get_or_insert((id, coordinator));
+        if remote.is_some() && local.is_some() {
+            break;
+        }
+    }
+    let invalid_txn_state = kafka_protocol::ResponseError::InvalidTxnState.code();
+    let producers = [remote.unwrap(), local.unwrap()];
+    for (id, coordinator) in producers.clone() {
+        let mut p = RawTxnProducer::init(&cluster, &id, coordinator, leader).await;
+        p.add_partition().await;
+        assert_eq!(p.produce(&format!("{id} aborted")).await, 0);
+        p.end(false).await;
+        assert_eq!(
+            p.produce(&format!("{id} late")).await,
+            invalid_txn_state,
+            "{id} (coordinator {coordinator}, leader {leader}): a batch after the abort"
+        );
+        p.add_partition().await;
+        assert_eq!(p.produce(&format!("{id} committed")).await, 0);
+        p.end(true).await;
+    }
+    // To a read_committed reader: each producer's committed record, nothing aborted or late.
+    let committed = read_all(&bootstrap, "late", 2).await;
+    let expected: Vec<String> = producers
+        .iter()
+        .map(|(id, _)| format!("{id} committed"))
+        .collect();
+    assert_eq!(committed, expected);
+}
