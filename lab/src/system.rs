@@ -383,26 +383,7 @@ impl Lab {
             ever_started: Default::default(),
             scaled: BTreeMap::new(),
         };
-        match lab.config.brokers.clone() {
-            Some(b) => lab.brokers = b,
-            None => {
-                progress(if lab.config.nodes > 1 {
-                    "starting the broker's nodes"
-                } else {
-                    "starting the broker"
-                });
-                let embedded = crate::nodes::Embedded::start(
-                    &lab.config.data_dir,
-                    &lab.config.host,
-                    lab.config.broker_port,
-                    lab.config.nodes,
-                    lab.config.service.topic_partitions,
-                )
-                .await?;
-                lab.brokers = embedded.bootstrap();
-                lab.embedded = Some(embedded);
-            }
-        }
+        lab.start_broker(progress).await?;
         match lab.config.service.schema_registry.clone() {
             Some(url) => lab.registry = Some((url, None)),
             None => {
@@ -410,20 +391,63 @@ impl Lab {
                 lab.start_registry().await?;
             }
         }
-        let services = lab.config.services.clone();
-        for &svc in &services {
-            progress(&format!("starting {}", svc.name()));
-            lab.spawn(svc).await?;
-        }
-        progress("joining the consumer groups");
-        for &svc in &services {
-            lab.wait_ready(svc).await?;
-        }
-        if services.contains(&Service::Payment) {
+        lab.start_services(progress).await?;
+        if lab.config.services.contains(&Service::Payment) {
             progress("starting the ledger");
             lab.start_ledger().await?;
         }
         Ok(lab)
+    }
+
+    /// The embedded broker's nodes, unless the lab was given a broker.
+    async fn start_broker(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), LabError> {
+        if let Some(brokers) = &self.config.brokers {
+            self.brokers = brokers.clone();
+            return Ok(());
+        }
+        progress(if self.config.nodes > 1 {
+            "starting the broker's nodes"
+        } else {
+            "starting the broker"
+        });
+        let embedded = crate::nodes::Embedded::start(
+            &self.config.data_dir,
+            &self.config.host,
+            self.config.broker_port,
+            self.config.nodes,
+            self.config.service.topic_partitions,
+        )
+        .await?;
+        self.brokers = embedded.bootstrap();
+        self.embedded = Some(embedded);
+        Ok(())
+    }
+
+    /// Starts the configured services and waits until they are ready. With the order service,
+    /// the inventory service comes first, until its catalogue is all on the topic: the order
+    /// service prices from that catalogue and is ready once it has read what the topic held
+    /// when it started, which is then the whole of it.
+    async fn start_services(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), LabError> {
+        let services = self.config.services.clone();
+        let (first, rest): (Vec<Service>, Vec<Service>) = services
+            .iter()
+            .partition(|&&s| s == Service::Inventory && services.contains(&Service::Order));
+        for (group, waiting) in [
+            (first, "publishing the catalogue"),
+            (rest, "joining the consumer groups"),
+        ] {
+            for &svc in &group {
+                progress(&format!("starting {}", svc.name()));
+                self.spawn(svc).await?;
+            }
+            if !group.is_empty() {
+                progress(waiting);
+            }
+            for &svc in &group {
+                self.wait_ready(svc).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Serves the schema registry (Confluent's REST API, `schema-registry/`) on its port, kept

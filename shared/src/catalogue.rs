@@ -58,8 +58,16 @@ pub const QUEUE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Moves the state of every product changed since into the outbox (the database's
 /// `publish_catalogue()`, which wakes the relay when it queued any), every [`QUEUE_INTERVAL`]
-/// until `shutdown` fires: what the service that writes the catalogue runs.
-pub async fn queue_changes(pool: PgPool, service: &'static str, mut shutdown: Shutdown) {
+/// until `shutdown` fires: what the service that writes the catalogue runs. `published` is set
+/// once every product's state is on the topic (nothing left to queue, nothing of the topic
+/// waiting in the outbox): the service is ready then, so that an order service started after
+/// it reads the whole catalogue before it takes an order.
+pub async fn queue_changes(
+    pool: PgPool,
+    service: &'static str,
+    published: Arc<AtomicBool>,
+    mut shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(QUEUE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -73,7 +81,24 @@ pub async fn queue_changes(pool: PgPool, service: &'static str, mut shutdown: Sh
         {
             tracing::warn!(service, error = %err, "queueing the catalogue's changes");
         }
+        if !published.load(Ordering::Acquire) && all_published(&pool).await {
+            tracing::info!(service, "catalogue published");
+            published.store(true, Ordering::Release);
+        }
     }
+}
+
+/// Whether every product's state is on the catalogue topic: none marked unpublished, none of
+/// the topic's rows waiting in the outbox.
+async fn all_published(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM products WHERE NOT in_catalogue) \
+            AND NOT EXISTS (SELECT 1 FROM outbox WHERE topic = $1 AND published_at IS NULL)",
+    )
+    .bind(TOPIC)
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
 }
 
 /// A service's part in the catalogue.

@@ -62,6 +62,9 @@ pub struct Readiness {
     relay: Arc<AtomicBool>,
     /// A service that keeps a copy of the catalogue: it has read it to the end.
     catalogue: Option<Arc<AtomicBool>>,
+    /// The service that writes the catalogue: every product's state is on the topic (none
+    /// left to publish, none waiting in the outbox), so a reader started now reads it whole.
+    catalogue_published: Option<Arc<AtomicBool>>,
 }
 
 impl Readiness {
@@ -74,6 +77,7 @@ impl Readiness {
             producer: AtomicBool::new(false),
             relay: Arc::new(AtomicBool::new(false)),
             catalogue: (S::CATALOGUE == catalogue::Role::Reads).then(Arc::default),
+            catalogue_published: (S::CATALOGUE == catalogue::Role::Writes).then(Arc::default),
         }
     }
 
@@ -103,9 +107,21 @@ impl Readiness {
         self.catalogue.as_ref().map(|c| c.load(Ordering::Acquire))
     }
 
+    /// Whether every product's state is on the catalogue topic (`None`: the service does not
+    /// write it).
+    pub fn catalogue_published(&self) -> Option<bool> {
+        self.catalogue_published
+            .as_ref()
+            .map(|c| c.load(Ordering::Acquire))
+    }
+
     pub fn is_ready(&self) -> bool {
         let (ready, all) = self.consumers();
-        ready == all && self.producer() && self.relay() && self.catalogue() != Some(false)
+        ready == all
+            && self.producer()
+            && self.relay()
+            && self.catalogue() != Some(false)
+            && self.catalogue_published() != Some(false)
     }
 
     /// Waits until [`Readiness::is_ready`]; on timeout, says what is missing.
@@ -123,10 +139,11 @@ impl Readiness {
                     } else {
                         "not listening"
                     },
-                    match self.catalogue() {
-                        Some(false) => {
+                    match (self.catalogue(), self.catalogue_published()) {
+                        (Some(false), _) => {
                             ", the catalogue not read to its end yet (is the inventory service up?)"
                         }
+                        (_, Some(false)) => ", the catalogue not published yet",
                         _ => "",
                     }
                 ));
@@ -256,6 +273,7 @@ pub async fn build<S: SagaService>(
         service: name,
         prices,
     });
+    let writes_catalogue = readiness.catalogue_published.clone().map(|p| (pool, p));
     Ok(ServiceApp {
         name,
         listener,
@@ -263,7 +281,7 @@ pub async fn build<S: SagaService>(
         relay,
         consumers,
         catalogue,
-        writes_catalogue: (S::CATALOGUE == catalogue::Role::Writes).then(|| pool.clone()),
+        writes_catalogue,
         producer,
         readiness,
     })
@@ -336,7 +354,7 @@ pub struct ServiceApp {
     consumers: Vec<ConsumerRunner>,
     catalogue: Option<CatalogueReader>,
     /// The service writes the catalogue: its database, to queue the products' changes.
-    writes_catalogue: Option<PgPool>,
+    writes_catalogue: Option<(PgPool, Arc<AtomicBool>)>,
     producer: FutureProducer,
     readiness: Arc<Readiness>,
 }
@@ -384,8 +402,13 @@ impl ServiceApp {
         if let Some(reader) = self.catalogue {
             tasks.spawn(reader.run(shutdown.clone()));
         }
-        if let Some(pool) = self.writes_catalogue {
-            tasks.spawn(catalogue::queue_changes(pool, self.name, shutdown.clone()));
+        if let Some((pool, published)) = self.writes_catalogue {
+            tasks.spawn(catalogue::queue_changes(
+                pool,
+                self.name,
+                published,
+                shutdown.clone(),
+            ));
         }
         tracing::info!(service = self.name, addr = %self.listener.local_addr()?, "listening");
         let mut http_shutdown: Shutdown = shutdown.clone();
@@ -503,6 +526,7 @@ async fn ready(State(p): State<Probe>) -> impl IntoResponse {
             "producer_metadata": producer,
             "outbox_relay_listening": p.readiness.relay(),
             "catalogue_loaded": p.readiness.catalogue(),
+            "catalogue_published": p.readiness.catalogue_published(),
         })),
     )
         .into_response();

@@ -118,6 +118,15 @@ async fn orders_are_priced_from_the_catalogue_and_a_late_service_reads_it_compac
     let http = reqwest::Client::new();
     let (order_url, inventory) = (t.lab.url(Service::Order), t.lab.url(Service::Inventory));
     let brokers = t.lab.brokers().to_owned();
+    // Once the lab is up, the copy is whole at once: the inventory service was ready (its
+    // catalogue all on the topic) before the order service started, which was ready only
+    // after reading that much.
+    let skus = |t: BTreeMap<String, (i64, i64)>| t.into_keys().collect::<Vec<_>>();
+    assert_eq!(
+        skus(table(&http, format!("{order_url}/catalogue"), "unit_price").await),
+        skus(table(&http, format!("{inventory}/products"), "price").await),
+        "every product is listed as soon as the lab is up"
+    );
     copied(&http, &inventory, &order_url).await;
 
     // A record the order service cannot read goes to the catalogue's DLQ, saying why, and its
