@@ -149,6 +149,17 @@ fn every_service_waits_for_healthy_dependencies() {
             "{name} has a health check"
         );
     }
+    // The order service prices from the inventory's catalogue: it starts once that is out.
+    assert_eq!(
+        services["order-service"]["depends_on"]["inventory-service"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    assert!(
+        strings(&services["inventory-service"]["healthcheck"]["test"])
+            .iter()
+            .any(|t| t.contains("/ready")),
+        "the inventory service is healthy once ready"
+    );
     assert_eq!(strings(&services["broker"]["profiles"]), vec!["lab-broker"]);
     assert_eq!(strings(&services["kafka"]["profiles"]), vec!["kafka"]);
     // The registry keeps its data on whichever broker runs.
