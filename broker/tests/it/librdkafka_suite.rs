@@ -20,15 +20,20 @@ use crate::cluster::Cluster;
 /// - 0113 (cooperative rebalancing, dozens of cases): longer than this suite's limit here;
 /// - 0129: `segment.bytes=20000`, below this broker's 1 MiB floor;
 /// - 0055 (each delivery and commit within a few tens of milliseconds): it passes alone, but a
-///   slow turn on a loaded two-core machine running the rest of the suite fails it.
+///   slow turn on a loaded two-core machine running the rest of the suite fails it;
+/// - 0110 (the producer's average batch size within one message of `batch.size`): it checks
+///   how librdkafka cuts its own batches, which no broker answer changes, and that depends on
+///   when its thread wakes while the application still queues messages: on the loaded
+///   two-core machine a one-message batch now and then brought the average under its bound
+///   (once, 3,811 bytes against 3,900); it passes alone.
 const TESTS: &[&str] = &[
     "0001", "0002", "0003", "0005", "0007", "0008", "0011", "0012", "0013", "0014", "0015", "0016",
     "0017", "0018", "0019", "0020", "0021", "0022", "0026", "0028", "0029", "0030", "0031", "0033",
     "0034", "0035", "0036", "0039", "0040", "0041", "0042", "0044", "0045", "0048", "0050", "0051",
     "0053", "0054", "0056", "0057", "0059", "0060", "0061", "0063", "0064", "0065", "0067", "0069",
     "0070", "0073", "0082", "0083", "0084", "0085", "0086", "0089", "0090", "0091", "0093", "0099",
-    "0101", "0102", "0103", "0107", "0110", "0112", "0114", "0118", "0122", "0123", "0125", "0127",
-    "0130", "0132", "0137", "0140", "0153",
+    "0101", "0102", "0103", "0107", "0112", "0114", "0118", "0122", "0123", "0125", "0127", "0130",
+    "0132", "0137", "0140", "0153",
 ];
 
 /// The whole run's limit: the runner has its own per-test timeouts; this one is for a hang.
