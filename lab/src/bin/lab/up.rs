@@ -283,7 +283,8 @@ fn print_addresses(
     } else {
         "lab"
     };
-    println!("\nor follow one live:  {lab} order --customer bob --item MOCHA:3:5500");
+    println!("\nor follow one live:  {lab} order --customer alice --item MOCHA:3");
+    println!("and one it cancels:  {lab} order --customer bob --item MOCHA:3   (bob cannot pay)");
 }
 
 /// Waits for Ctrl-C (or SIGTERM), or for the lab's own PostgreSQL to die under it: then the
