@@ -388,15 +388,7 @@ pub async fn write_marker(
     use kafka_protocol::messages::write_txn_markers_request::{
         WritableTxnMarker, WritableTxnMarkerTopic,
     };
-    let image = quorum.image();
-    let leader = image
-        .topic_id(topic)
-        .and_then(|id| image.topics[&id].partitions.get(&index))
-        .map_or(NO_LEADER, |p| p.leader);
-    let address = image
-        .brokers
-        .get(&leader)
-        .map(|b| format!("{}:{}", b.host, b.port))
+    let (leader, address) = leader_of(quorum, (topic, index))
         .ok_or_else(|| std::io::Error::other(format!("{topic}-{index} has no leader")))?;
     let written = WritableTxnMarker::default()
         .with_producer_id(kafka_protocol::messages::ProducerId(producer_id))
@@ -409,9 +401,7 @@ pub async fn write_marker(
                 .with_partition_indexes(vec![index]),
         ]);
     let request = WriteTxnMarkersRequest::default().with_markers(vec![written]);
-    quorum.link().check()?;
-    let mut connection = LeaderConnection::open(&address).await?;
-    let answer = connection.call(&request, 1).await?;
+    let answer = ask(quorum, &address, &request, 1).await?;
     let code = answer
         .markers
         .iter()
@@ -450,13 +440,9 @@ pub async fn verify_in_transaction(
         AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
     };
     use kafka_protocol::messages::{ProducerId, TransactionalId};
-    let image = quorum.image();
-    let address = image
-        .topic_id(crate::txn::TRANSACTION_STATE_TOPIC)
-        .and_then(|id| image.topics[&id].partitions.get(&coordinator_partition))
-        .and_then(|p| image.brokers.get(&p.leader))
-        .map(|b| format!("{}:{}", b.host, b.port))
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let state_partition = (crate::txn::TRANSACTION_STATE_TOPIC, coordinator_partition);
+    let (_, address) =
+        leader_of(quorum, state_partition).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
         AddPartitionsToTxnTransaction::default()
             .with_transactional_id(TransactionalId(StrBytes::from_string(
@@ -475,24 +461,51 @@ pub async fn verify_in_transaction(
         tracing::debug!(transactional_id, "verifying a transactional batch: {e}");
         ResponseError::CoordinatorNotAvailable
     };
-    quorum.link().check().map_err(unavailable)?;
-    let mut connection = LeaderConnection::open(&address)
+    let answer = ask(quorum, &address, &request, 4)
         .await
         .map_err(unavailable)?;
-    let answer = connection.call(&request, 4).await.map_err(unavailable)?;
-    let code = answer
+    // The request's own error, else the one partition's.
+    let partition_code = answer
         .results_by_transaction
         .iter()
         .flat_map(|t| &t.topic_results)
         .flat_map(|t| &t.results_by_partition)
         .map(|p| p.partition_error_code)
-        .next()
-        .unwrap_or(answer.error_code);
-    match ResponseError::try_from_code(if code == 0 { answer.error_code } else { code }) {
+        .next();
+    let code = match answer.error_code {
+        0 => partition_code.unwrap_or(0),
+        code => code,
+    };
+    match ResponseError::try_from_code(code) {
         None => Ok(true),
         Some(ResponseError::InvalidTxnState) => Ok(false),
         Some(other) => Err(other),
     }
+}
+
+/// The node that leads `topic`-`index` in the metadata, and its address.
+fn leader_of(quorum: &Quorum, (topic, index): (&str, i32)) -> Option<(NodeId, String)> {
+    let image = quorum.image();
+    let leader = image
+        .topic_id(topic)
+        .and_then(|id| image.topics[&id].partitions.get(&index))
+        .map_or(NO_LEADER, |p| p.leader);
+    let node = image.brokers.get(&leader)?;
+    Some((leader, format!("{}:{}", node.host, node.port)))
+}
+
+/// One request to another node, on a connection of its own, unless this node's link is cut.
+async fn ask<R: Request>(
+    quorum: &Quorum,
+    address: &str,
+    request: &R,
+    version: i16,
+) -> std::io::Result<R::Response> {
+    quorum.link().check()?;
+    LeaderConnection::open(address)
+        .await?
+        .call(request, version)
+        .await
 }
 
 struct LeaderConnection {

@@ -480,12 +480,7 @@ impl Lab {
         .await?;
         let port = listener.local_addr()?.port();
         self.config.schema_registry_port = port;
-        let router = schema_registry::api::router(registry);
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("the schema registry stopped: {e}");
-            }
-        });
+        let task = schema_registry::api::spawn(listener, registry);
         let host = if self.config.host == "0.0.0.0" {
             "127.0.0.1"
         } else {

@@ -53,6 +53,16 @@ pub fn router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
+/// Serves `registry` on `listener` in a task of its own, until it is aborted; a failure to
+/// serve is logged.
+pub fn spawn(listener: tokio::net::TcpListener, registry: Registry) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(registry)).await {
+            tracing::error!("the schema registry stopped: {e}");
+        }
+    })
+}
+
 fn answer(body: Value) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
 }

@@ -39,11 +39,7 @@ async fn serve(bootstrap: &str) -> String {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, schema_registry::api::router(registry))
-            .await
-            .unwrap();
-    });
+    schema_registry::api::spawn(listener, registry);
     base
 }
 

@@ -398,8 +398,8 @@ impl CatalogueReader {
                     None => break,
                 }
             }
-            self.apply_batch(&batch, shutdown).await?;
             advance(&mut next, batch.iter().map(|m| (m.partition(), m.offset())));
+            self.apply_batch(&batch, &next, shutdown).await?;
             self.mark_ready_if_read(&ends, &next).await?;
         }
     }
@@ -428,11 +428,13 @@ impl CatalogueReader {
         Ok(())
     }
 
-    /// Applies the readable records of `batch` in one transaction; the others go to the DLQ
-    /// first, and the position moves past them too.
+    /// Applies the readable records of `batch` in one transaction, with the positions `next`
+    /// (past the whole batch); the others go to the DLQ first, and the position moves past
+    /// them too.
     async fn apply_batch(
         &self,
         batch: &[BorrowedMessage<'_>],
+        next: &BTreeMap<i32, i64>,
         shutdown: &mut Shutdown,
     ) -> Result<(), ReadError> {
         if batch.is_empty() {
@@ -458,11 +460,8 @@ impl CatalogueReader {
                 }
             }
         }
-        // The position moves past every record, the dead-lettered ones too.
-        let mut read = BTreeMap::new();
-        advance(&mut read, batch.iter().map(|m| (m.partition(), m.offset())));
         let mut tx = self.pool.begin().await?;
-        apply(&mut tx, &changes, &read).await?;
+        apply(&mut tx, &changes, next).await?;
         self.prices.apply(&changes);
         tx.commit().await?;
         metrics::counter!("catalogue_records_total", "service" => self.service, "outcome" => "applied")

@@ -188,11 +188,7 @@ async fn registry_elsewhere() -> (String, (broker::BrokerHandle, tempfile::TempD
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(listener, schema_registry::api::router(registry))
-            .await
-            .unwrap();
-    });
+    schema_registry::api::spawn(listener, registry);
     (url, (handle, dir))
 }
 
